@@ -1,0 +1,148 @@
+"""Canonical JSON (spec appendix "Canonical JSON") and strict JSON parsing of untrusted bodies.
+
+Canonical form: keys sorted by code point, no insignificant whitespace, UTF-8 with
+characters left unescaped, integers only (in ``[-(2**53)+1, 2**53-1]``), no floats.
+Python's encoder with ``ensure_ascii=False`` produces the same escapes as the reference
+implementation (matrix-org/python-canonicaljson), which is what Synapse signs with.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: Largest magnitude of an integer a canonical JSON value may carry.
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Deepest nesting of arrays and objects accepted from the network.
+MAX_JSON_DEPTH = 100
+
+JsonDict = dict[str, Any]
+
+
+class CanonicalJsonError(ValueError):
+    """A value cannot be encoded as canonical JSON."""
+
+
+class BadJson(ValueError):
+    """Bytes from the network are not acceptable JSON; ``not_json`` tells the two kinds apart.
+
+    ``not_json`` is True when the bytes are not JSON at all (``M_NOT_JSON``) and False when
+    they are JSON that we refuse (``M_BAD_JSON``: NaN, huge integers, duplicate keys, too deep).
+    """
+
+    def __init__(self, message: str, *, not_json: bool) -> None:
+        super().__init__(message)
+        self.not_json = not_json
+
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
+)
+
+
+def _check_canonical(value: object, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise CanonicalJsonError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise CanonicalJsonError(f"integer {value} is outside the canonical JSON range")
+        return
+    if isinstance(value, float):
+        raise CanonicalJsonError("floats have no canonical JSON form")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise CanonicalJsonError(f"object key {k!r} is not a string")
+            _check_canonical(v, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_canonical(v, depth + 1)
+        return
+    raise CanonicalJsonError(f"{type(value).__name__} is not a JSON type")
+
+
+def encode_canonical_json(value: object) -> bytes:
+    """Encode ``value`` as canonical JSON bytes, or raise :class:`CanonicalJsonError`."""
+    _check_canonical(value)
+    return _encoder.encode(value).encode("utf-8")
+
+
+def encode_json(value: object) -> bytes:
+    """Encode ``value`` compactly as UTF-8 JSON (for responses; not necessarily canonical)."""
+    return _encoder.encode(value).encode("utf-8")
+
+
+def _reject_constant(name: str) -> object:
+    raise BadJson(f"{name} is not valid JSON", not_json=False)
+
+
+def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in result:
+            raise BadJson(f"duplicate key {k!r} in a JSON object", not_json=False)
+        result[k] = v
+    return result
+
+
+def _parse_int(text: str) -> int:
+    # Bound the digits before int() so a megabyte of digits cannot burn CPU.
+    if len(text.lstrip("-")) > 16:
+        raise BadJson("integer outside the range -(2**53-1)..2**53-1", not_json=False)
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise BadJson("integer outside the range -(2**53-1)..2**53-1", not_json=False)
+    return value
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """True when brackets nest deeper than ``limit`` (strings skipped); linear, no recursion."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_bytes(body: bytes) -> Any:
+    """Parse untrusted JSON bytes strictly.
+
+    Rejects invalid UTF-8 and non-JSON (``not_json=True``), and NaN/Infinity, integers
+    outside the canonical range, floats that are really huge, duplicate keys and nesting
+    past :data:`MAX_JSON_DEPTH` (``not_json=False``). Never raises RecursionError.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
+    if _depth_exceeds(text, MAX_JSON_DEPTH):
+        raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
+    try:
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            object_pairs_hook=_pairs_no_duplicates,
+        )
+    except BadJson:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise BadJson(f"body is not JSON: {e}", not_json=True) from None
