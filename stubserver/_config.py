@@ -367,7 +367,10 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         binds = tuple(
             _str(f"{where}.bind_addresses[{j}]", b)
             for j, b in enumerate(
-                _list(f"{where}.bind_addresses", lraw.get("bind_addresses", list(DEFAULT_BIND_ADDRESSES)))
+                _list(
+                    f"{where}.bind_addresses",
+                    lraw.get("bind_addresses", list(DEFAULT_BIND_ADDRESSES)),
+                )
             )
         )
         for j, b in enumerate(binds):
