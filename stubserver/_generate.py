@@ -1,0 +1,213 @@
+"""``stubserver generate``: write a signing key, a TLS certificate and key, and a config.
+
+Files in DIR (default ``keys/``), named after the server name with ``:`` and brackets
+made file-name safe: ``<name>.signing.key`` (Synapse's format, mode 0600), ``<name>.crt``,
+``<name>.key`` (mode 0600) and ``<name>.yaml``. Existing files are never replaced
+without ``--force``. Every file is written to a temporary file first and renamed into
+place, so a crash never leaves half a key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import string
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stubserver._config import MAX_PORT, ConfigError
+from stubserver._pki import KeyPair, issue_cert
+from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver._signing import ServerSigningKey
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+#: Mode of files holding private keys.
+PRIVATE_MODE = 0o600
+#: Mode of the certificate and the config.
+PUBLIC_MODE = 0o644
+#: Synapse's key versions: ``a_`` and four random letters or digits.
+KEY_VERSION_PREFIX = "a_"
+KEY_VERSION_RANDOM_CHARS = 4
+_KEY_VERSION_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class GeneratedPaths:
+    """Where ``generate`` writes each file."""
+
+    signing_key: Path
+    certificate: Path
+    private_key: Path
+    config: Path
+
+    def all(self) -> tuple[Path, ...]:
+        """Every path, private keys first."""
+        return (self.signing_key, self.private_key, self.certificate, self.config)
+
+
+def file_stem(server_name: str) -> str:
+    """A file-name-safe stem for ``server_name``: ``:`` becomes ``_``, brackets go."""
+    return server_name.replace("[", "").replace("]", "").replace(":", "_")
+
+
+def paths_for(directory: Path, server_name: str) -> GeneratedPaths:
+    """The four files ``generate`` writes for ``server_name`` in ``directory``."""
+    stem = file_stem(server_name)
+    return GeneratedPaths(
+        signing_key=directory / f"{stem}.signing.key",
+        certificate=directory / f"{stem}.crt",
+        private_key=directory / f"{stem}.key",
+        config=directory / f"{stem}.yaml",
+    )
+
+
+def new_key_version() -> str:
+    """A new key version as Synapse makes them: ``a_`` and four random [a-zA-Z0-9]."""
+    random_part = "".join(
+        secrets.choice(_KEY_VERSION_ALPHABET) for _ in range(KEY_VERSION_RANDOM_CHARS)
+    )
+    return KEY_VERSION_PREFIX + random_part
+
+
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode`` via a temporary file and a rename."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def config_document(
+    server_name: str,
+    paths: GeneratedPaths,
+    *,
+    port: int,
+    bind: str,
+    serve_wellknown: str | None,
+    ca_cert: Path | None,
+) -> dict[str, Any]:
+    """The config ``generate`` writes (file names relative to the config's folder)."""
+    resources = ["federation"]
+    if serve_wellknown is not None:
+        resources.append("well_known")
+    doc: dict[str, Any] = {
+        "server_name": server_name,
+        "signing_key_path": paths.signing_key.name,
+        "tls_certificate_path": paths.certificate.name,
+        "tls_private_key_path": paths.private_key.name,
+        "listeners": [{"port": port, "bind_addresses": [bind], "resources": resources}],
+    }
+    if serve_wellknown is not None:
+        doc["serve_server_wellknown"] = serve_wellknown
+    if ca_cert is not None:
+        # Peers issued by the same private CA are trusted for outbound federation.
+        doc["federation_custom_ca_list"] = [str(ca_cert.resolve())]
+    return doc
+
+
+def _validate(args: argparse.Namespace) -> None:
+    try:
+        parse_server_name(args.server_name)
+    except InvalidServerName as e:
+        raise ConfigError("--server-name", str(e)) from None
+    if not 0 <= args.port <= MAX_PORT:
+        raise ConfigError("--port", f"port {args.port} is out of range (0-{MAX_PORT})")
+    try:
+        ipaddress.ip_address(args.bind)
+    except ValueError:
+        raise ConfigError("--bind", f"{args.bind!r} is not an IP address") from None
+    if (args.ca_cert is None) != (args.ca_key is None):
+        raise ConfigError("--ca-cert", "--ca-cert and --ca-key go together")
+    if args.serve_wellknown is not None:
+        try:
+            parse_server_name(args.serve_wellknown)
+        except InvalidServerName as e:
+            raise ConfigError("--serve-wellknown", str(e)) from None
+
+
+def _load_ca(cert_path: Path, key_path: Path) -> KeyPair:
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    pems = []
+    for flag, path in (("--ca-cert", cert_path), ("--ca-key", key_path)):
+        try:
+            pems.append(path.read_bytes())
+        except OSError as e:
+            raise ConfigError(flag, f"cannot read {path}: {e.strerror}") from None
+    try:
+        x509.load_pem_x509_certificate(pems[0])
+    except ValueError:
+        raise ConfigError("--ca-cert", f"{cert_path} holds no PEM certificate") from None
+    try:
+        serialization.load_pem_private_key(pems[1], password=None)
+    except (ValueError, TypeError):
+        raise ConfigError("--ca-key", f"{key_path} holds no unencrypted PEM key") from None
+    return KeyPair(cert_pem=pems[0], key_pem=pems[1])
+
+
+def tls_names(server_name: str, requested: Sequence[str]) -> list[str]:
+    """The certificate's names: those asked for, else the server name's bare host."""
+    if requested:
+        return list(requested)
+    return [parse_server_name(server_name).bare_host]
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``stubserver generate``."""
+    import yaml  # noqa: PLC0415 - only this command writes YAML
+
+    _validate(args)
+    directory: Path = args.dir
+    paths = paths_for(directory, args.server_name)
+    if not args.force:
+        for path in paths.all():
+            if path.exists():
+                print(
+                    f"stubserver: {path} already exists; pass --force to replace it",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+    ca = _load_ca(args.ca_cert, args.ca_key) if args.ca_cert is not None else None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--dir", f"cannot create {directory}: {e.strerror}") from None
+
+    signing_key = ServerSigningKey.generate(new_key_version())
+    tls = issue_cert(tls_names(args.server_name, args.tls_name), ca)
+    config = config_document(
+        args.server_name,
+        paths,
+        port=args.port,
+        bind=args.bind,
+        serve_wellknown=args.serve_wellknown,
+        ca_cert=args.ca_cert,
+    )
+    try:
+        write_atomically(paths.signing_key, signing_key.to_line().encode("ascii"), PRIVATE_MODE)
+        write_atomically(paths.private_key, tls.key_pem, PRIVATE_MODE)
+        write_atomically(paths.certificate, tls.cert_pem, PUBLIC_MODE)
+        write_atomically(
+            paths.config,
+            yaml.safe_dump(config, sort_keys=False, default_flow_style=None).encode("utf-8"),
+            PUBLIC_MODE,
+        )
+    except OSError as e:
+        raise ConfigError("--dir", f"cannot write into {directory}: {e.strerror}") from None
+    print(paths.config)
+    return EXIT_OK

@@ -1,0 +1,381 @@
+"""JSON-over-HTTP plumbing and a small router for the federation listener.
+
+Every response stubserver serves is JSON with ``Content-Type: application/json``;
+errors are ``{"errcode": "M_...", "error": "..."}`` (contract: DESIGN.md, "HTTP
+endpoints served"). This module holds the pieces every endpoint shares:
+
+- :class:`JsonResponse`: what a handler returns (status, JSON body, extra headers).
+- :class:`MatrixError`: raise it anywhere in a handler (or a filter) to answer with a
+  Matrix error; ``MatrixError(403, "M_FORBIDDEN", "...")``.
+- :class:`Route`: one entry of the route table, ``Route("GET", "/_matrix/key/v2/query/{serverName}",
+  handler)``. ``{name}`` matches exactly one non-empty path segment. Matching runs on
+  the raw, still-percent-encoded ``request.path`` (so the URI that an X-Matrix signature
+  covers is exactly what arrived); the router percent-decodes each parameter (UTF-8)
+  before passing it on. Literal segments compare byte for byte with the raw path.
+- A handler is ``handler(request: IRequest, params: Mapping[str, str])`` returning a
+  :class:`JsonResponse` or a ``Deferred[JsonResponse]``. An ``async def`` handler can be
+  adapted with ``lambda r, p: Deferred.fromCoroutine(handler(r, p))``.
+- :class:`FederationRouter`: the ``IResource`` serving one listener. It is built from a
+  route table (no globals: pass every route in), an optional list of
+  :class:`RequestFilter` run before routing on *every* request (including unknown
+  paths), and a list of :class:`RequestObserver` told about every response.
+
+Adding routes: build ``Route`` values and pass them in, for the federation listener
+through ``stubserver._site.build_site(config, clock, extra_routes=[...])``. A path that
+matches a route but not its method answers 405 ``M_UNRECOGNIZED`` (with ``Allow``); an
+unmatched path answers 404 ``M_UNRECOGNIZED``. ``HEAD`` is served by the ``GET`` route
+(Twisted drops the body), as Synapse does.
+
+Filters (``filter(request) -> None | Deferred[None]``) run in order before routing;
+raising :class:`MatrixError` (or failing the Deferred with one) rejects the request.
+A filter is the place to check an ``Authorization: X-Matrix`` header on every request
+and record what it found with :func:`request_annotations`
+(``request_annotations(request)["origin"] = ...``) for handlers and observers to read.
+
+Observers (``observer(request, status, body) -> None``) run once per request, after the
+response is written: ``status`` is the status sent and ``body`` the JSON value sent (or
+:data:`CLIENT_CLOSED_REQUEST` and None when the client went away first). They suit the
+request log. An observer that raises is logged and otherwise ignored.
+
+Asynchronous handlers: when the client disconnects first, the handler's Deferred is
+cancelled. An unexpected exception (including a ``CancelledError`` the client did not
+cause) is logged and answered with 500 ``M_UNKNOWN``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from stubserver._canonicaljson import BadJson, encode_json, parse_json_bytes
+from stubserver._version import __version__
+
+#: Largest request body :func:`read_json_body` accepts by default, in bytes (Synapse's
+#: default max_request_body_size is larger, but no federation request we serve needs more).
+MAX_JSON_BODY_BYTES = 1024 * 1024
+#: The status observers see when the client closed the connection before the response
+#: (nginx's and Synapse's convention; never sent on the wire).
+CLIENT_CLOSED_REQUEST = 499
+#: The ``Server`` header of every response.
+SERVER_HEADER = f"stubserver/{__version__}".encode("ascii")
+
+_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+_ANNOTATIONS_ATTRIBUTE = "_stubserver_annotations"
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class JsonResponse:
+    """A response: HTTP status, a JSON-encodable body and extra headers (name -> value)."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class MatrixError(Exception):
+    """An error answered as ``{"errcode": errcode, "error": message}`` with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        errcode: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {errcode}: {message}")
+        self.status = status
+        self.errcode = errcode
+        self.message = message
+        self.headers: Mapping[str, str] = dict(headers or {})
+
+    def to_response(self) -> JsonResponse:
+        """This error as a response."""
+        return JsonResponse(
+            self.status, {"errcode": self.errcode, "error": self.message}, self.headers
+        )
+
+
+def error_response(status: int, errcode: str, message: str) -> JsonResponse:
+    """A Matrix error response: ``{"errcode": ..., "error": ...}``."""
+    return JsonResponse(status, {"errcode": errcode, "error": message})
+
+
+HandlerResult = JsonResponse | Deferred[JsonResponse]
+
+
+class Handler(Protocol):
+    """Answers one request; ``params`` holds the route's decoded ``{name}`` segments."""
+
+    def __call__(self, request: IRequest, params: Mapping[str, str], /) -> HandlerResult: ...
+
+
+class RequestFilter(Protocol):
+    """Runs before routing on every request; raise :class:`MatrixError` to reject it."""
+
+    def __call__(self, request: IRequest, /) -> Deferred[None] | None: ...
+
+
+class RequestObserver(Protocol):
+    """Told about every response after it is written (``body`` is the JSON value sent)."""
+
+    def __call__(self, request: IRequest, status: int, body: Any, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Segment:
+    literal: bytes | None
+    param: str | None
+
+
+def _compile(pattern: str) -> tuple[_Segment, ...]:
+    if not pattern.startswith("/"):
+        raise ValueError(f"route pattern {pattern!r} must start with '/'")
+    segments = []
+    names: set[str] = set()
+    for part in pattern[1:].split("/"):
+        m = _PARAM_RE.match(part)
+        if m:
+            if m.group(1) in names:
+                raise ValueError(f"route pattern {pattern!r} repeats {{{m.group(1)}}}")
+            names.add(m.group(1))
+            segments.append(_Segment(literal=None, param=m.group(1)))
+        elif "{" in part or "}" in part:
+            raise ValueError(f"route pattern {pattern!r}: bad segment {part!r}")
+        else:
+            segments.append(_Segment(literal=part.encode("ascii"), param=None))
+    return tuple(segments)
+
+
+def decode_path_segment(raw: bytes) -> str:
+    """Percent-decode one raw path segment as UTF-8, or raise MatrixError 400."""
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MatrixError(
+            400, "M_INVALID_PARAM", "a path parameter is not valid UTF-8 once decoded"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method`` and a path ``pattern`` (``{name}`` = one segment) answered by ``handler``."""
+
+    method: str
+    pattern: str
+    handler: Handler
+    _segments: tuple[_Segment, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_segments", _compile(self.pattern))
+
+    def match(self, raw_segments: Sequence[bytes]) -> dict[str, bytes] | None:
+        """The raw (still encoded) parameters when ``raw_segments`` fit the pattern."""
+        if len(raw_segments) != len(self._segments):
+            return None
+        params: dict[str, bytes] = {}
+        for segment, raw in zip(self._segments, raw_segments, strict=True):
+            if segment.param is not None:
+                if not raw:
+                    return None
+                params[segment.param] = raw
+            elif segment.literal != raw:
+                return None
+        return params
+
+
+def request_annotations(request: IRequest) -> dict[str, Any]:
+    """A per-request dict where filters and handlers leave facts for observers.
+
+    Conventional keys (for the request log): ``origin`` (str or None),
+    ``authenticated`` (bool), ``auth_error`` (str or None).
+    """
+    found: dict[str, Any] | None = getattr(request, _ANNOTATIONS_ATTRIBUTE, None)
+    if found is None:
+        found = {}
+        setattr(request, _ANNOTATIONS_ATTRIBUTE, found)
+    return found
+
+
+def query_arg(request: IRequest, name: str) -> str | None:
+    """The first value of query parameter ``name`` decoded as UTF-8, or None when absent."""
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return None
+    value: bytes = values[0]
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MatrixError(
+            400, "M_INVALID_PARAM", f"query parameter {name!r} is not valid UTF-8"
+        ) from None
+
+
+def read_json_body(request: IRequest, limit: int = MAX_JSON_BODY_BYTES) -> Any:
+    """The request body parsed strictly as JSON; MatrixError 413/400 when too big or bad."""
+    content = request.content
+    if content is None:
+        raise MatrixError(400, "M_NOT_JSON", "the request has no body")
+    content.seek(0)
+    body: bytes = content.read(limit + 1)
+    if len(body) > limit:
+        raise MatrixError(413, "M_TOO_LARGE", f"the request body is larger than {limit} bytes")
+    try:
+        return parse_json_bytes(body)
+    except BadJson as e:
+        raise MatrixError(400, "M_NOT_JSON" if e.not_json else "M_BAD_JSON", str(e)) from None
+
+
+class _ResponseWriter(Protocol):
+    """The part of ``twisted.web.server.Request`` we call (its methods are untyped)."""
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+    def notifyFinish(self) -> Deferred[None]: ...
+
+
+def write_json_response(request: IRequest, response: JsonResponse) -> None:
+    """Send ``response`` on ``request`` and finish it."""
+    body = encode_json(response.body)
+    writer = cast(_ResponseWriter, request)
+    writer.setResponseCode(response.status)
+    writer.setHeader(b"Content-Type", b"application/json")
+    writer.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+    writer.setHeader(b"Server", SERVER_HEADER)
+    for name, value in response.headers.items():
+        writer.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    writer.write(body)
+    writer.finish()
+
+
+@implementer(IResource)
+class FederationRouter:
+    """The ``IResource`` of one listener: routes every path itself (a leaf at the root)."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        *,
+        filters: Sequence[RequestFilter] = (),
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        self._routes = tuple(routes)
+        self._filters = tuple(filters)
+        self._observers = tuple(observers)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The route table, in matching order."""
+        return self._routes
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        """Never consulted (a leaf); answers with itself."""
+        return self
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        """Children are not supported: pass routes to the constructor instead."""
+        raise NotImplementedError("FederationRouter takes routes, not children")
+
+    def render(self, request: IRequest) -> bytes | int:
+        """Answer ``request`` (now or later); always NOT_DONE_YET."""
+        state = _RequestState()
+        d: Deferred[JsonResponse] = Deferred.fromCoroutine(self._answer(request))
+
+        def client_gone(reason: Failure) -> None:
+            state.client_gone = True
+            d.cancel()
+
+        cast(_ResponseWriter, request).notifyFinish().addErrback(client_gone)
+        d.addCallbacks(
+            lambda response: self._send(request, state, response),
+            lambda failure: self._fail(request, state, failure),
+        )
+        return NOT_DONE_YET
+
+    async def _answer(self, request: IRequest) -> JsonResponse:
+        try:
+            for request_filter in self._filters:
+                filtered = request_filter(request)
+                if filtered is not None:
+                    await filtered
+            handler, params = self._dispatch(request)
+            result = handler(request, params)
+            if isinstance(result, Deferred):
+                return await result
+            return result
+        except MatrixError as e:
+            return e.to_response()
+
+    def _dispatch(self, request: IRequest) -> tuple[Handler, dict[str, str]]:
+        path: bytes = request.path
+        method = request.method.decode("ascii", "replace")
+        if method == "HEAD":
+            method = "GET"
+        raw_segments = path[1:].split(b"/") if path.startswith(b"/") else [path]
+        allowed: list[str] = []
+        for route in self._routes:
+            raw_params = route.match(raw_segments)
+            if raw_params is None:
+                continue
+            if route.method != method:
+                allowed.append(route.method)
+                continue
+            params = {k: decode_path_segment(v) for k, v in raw_params.items()}
+            return route.handler, params
+        if allowed:
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            raise MatrixError(
+                405,
+                "M_UNRECOGNIZED",
+                "Unrecognized request",
+                {"Allow": ", ".join(sorted(set(allowed)))},
+            )
+        raise MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+    def _send(self, request: IRequest, state: _RequestState, response: JsonResponse) -> None:
+        if state.client_gone:
+            self._observe(request, CLIENT_CLOSED_REQUEST, None)
+            return
+        write_json_response(request, response)
+        self._observe(request, response.status, response.body)
+
+    def _fail(self, request: IRequest, state: _RequestState, failure: Failure) -> None:
+        if state.client_gone and isinstance(failure.value, CancelledError):
+            self._observe(request, CLIENT_CLOSED_REQUEST, None)
+            return
+        log.failure(
+            "Unhandled error answering {method} {uri}",
+            failure,
+            method=request.method,
+            uri=request.uri,
+        )
+        self._send(request, state, error_response(500, "M_UNKNOWN", "Internal server error"))
+
+    def _observe(self, request: IRequest, status: int, body: Any) -> None:
+        for observer in self._observers:
+            try:
+                observer(request, status, body)
+            except Exception:
+                log.failure("Request observer {observer!r} failed", observer=observer)
+
+
+@dataclass
+class _RequestState:
+    client_gone: bool = False

@@ -1,0 +1,189 @@
+"""``stubserver run -c CONFIG``: serve every configured TLS listener until SIGINT/SIGTERM.
+
+Start-up order: parse the config, load every certificate and key, bind every address;
+only then print the one ready line (contract: DESIGN.md, "Command line") and serve. Any
+fault before that point is one line on stderr and exit status 2, with nothing served.
+
+Binding follows Synapse: a listener without ``bind_addresses`` binds ``::`` and
+``0.0.0.0``; when ``::`` is dual-stack the second bind fails with EADDRINUSE and is
+ignored. Port 0 takes a free port for the listener's first address and reuses it for
+the others, so that one listener answers on one port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorSSL
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+
+from stubserver._config import ConfigError, ListenerConfig, load_config
+from stubserver._site import ListenerSite, build_site
+from stubserver._tlsserver import server_tls_options
+
+EXIT_OK = 0
+#: Backlog of each listening socket.
+LISTEN_BACKLOG = 128
+IPV6_ANY = "::"
+IPV4_ANY = "0.0.0.0"  # noqa: S104 - binding every interface is what the admin asked for
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class BoundListener:
+    """One listening socket: the address and port it is bound to and what it serves."""
+
+    address: str
+    port: int
+    resources: tuple[str, ...]
+    listening: IListeningPort
+
+    def ready_entry(self) -> dict[str, Any]:
+        """This socket as an entry of the ready line's ``listeners``."""
+        return {"address": self.address, "port": self.port, "resources": list(self.resources)}
+
+
+def ignorable_bind_failure(address: str, bound_here: Sequence[str], error_number: int) -> bool:
+    """True when a failed bind is the expected clash of ``0.0.0.0`` with a dual-stack ``::``."""
+    return address == IPV4_ANY and IPV6_ANY in bound_here and error_number == errno.EADDRINUSE
+
+
+def tls_options_for(config_listeners: Sequence[ListenerConfig]) -> list[CertificateOptions]:
+    """Each listener's TLS options, loaded and checked now (ConfigError on any fault)."""
+    return [
+        server_tls_options(
+            listener.tls_certificate_path,
+            listener.tls_private_key_path,
+            cert_key=f"listeners[{i}].tls_certificate_path",
+            key_key=f"listeners[{i}].tls_private_key_path",
+        )
+        for i, listener in enumerate(config_listeners)
+    ]
+
+
+def _describe_socket_error(error: CannotListenError) -> str:
+    socket_error = error.socketError
+    if isinstance(socket_error, OSError) and socket_error.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if isinstance(socket_error, OSError) and socket_error.strerror:
+        return socket_error.strerror.lower()
+    return str(socket_error)
+
+
+def bind_all(
+    reactor: IReactorSSL,
+    sites: Sequence[ListenerSite],
+    options: Sequence[CertificateOptions],
+) -> list[BoundListener]:
+    """Bind every listener's addresses; on a failure close what was bound and raise ConfigError."""
+    bound: list[BoundListener] = []
+    try:
+        for i, (entry, tls) in enumerate(zip(sites, options, strict=True)):
+            listener = entry.listener
+            port = listener.port
+            bound_here: list[str] = []
+            for j, address in enumerate(listener.bind_addresses):
+                try:
+                    listening = reactor.listenSSL(
+                        port, entry.site, tls, backlog=LISTEN_BACKLOG, interface=address
+                    )
+                except CannotListenError as e:
+                    number = getattr(e.socketError, "errno", None) or 0
+                    if ignorable_bind_failure(address, bound_here, number):
+                        log.info(
+                            "Not binding {address}:{port}: [::] is dual-stack and covers it",
+                            address=address,
+                            port=port,
+                        )
+                        continue
+                    shown = f"[{address}]" if ":" in address else address
+                    raise ConfigError(
+                        f"listeners[{i}].bind_addresses[{j}]",
+                        f"cannot listen on {shown}:{port}: {_describe_socket_error(e)}",
+                    ) from None
+                port = listening.getHost().port  # type: ignore[attr-defined]
+                bound_here.append(address)
+                bound.append(
+                    BoundListener(address, port, tuple(sorted(listener.resources)), listening)
+                )
+    except BaseException:
+        for b in bound:
+            b.listening.stopListening()
+        raise
+    return bound
+
+
+def close_all(bound: Sequence[BoundListener]) -> Deferred[Any]:
+    """Stop every listening socket; fires when all are closed."""
+    closing = []
+    for b in bound:
+        d = b.listening.stopListening()
+        if isinstance(d, Deferred):
+            closing.append(d)
+    return DeferredList(closing, consumeErrors=True)
+
+
+def ready_line(server_name: str, bound: Sequence[BoundListener]) -> str:
+    """The one JSON line printed once every listener is bound."""
+    return json.dumps(
+        {
+            "ready": True,
+            "server_name": server_name,
+            "listeners": [b.ready_entry() for b in bound],
+        }
+    )
+
+
+def _start_logging() -> None:
+    from twisted.logger import (  # noqa: PLC0415 - main only
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    observer = FilteringLogObserver(
+        textFileLogObserver(sys.stderr),
+        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``stubserver run``; ConfigError propagates (exit 2 in ``_cli``)."""
+    config = load_config(args.config)
+    options = tls_options_for(config.listeners)
+    _start_logging()
+
+    from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
+
+    sites = build_site(config, reactor)
+    bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
+    for b in bound:
+        log.info(
+            "Listening on {address} port {port} for {resources}",
+            address=b.address,
+            port=b.port,
+            resources=",".join(b.resources),
+        )
+
+    def announce() -> None:
+        sys.stdout.write(ready_line(config.server_name, bound) + "\n")
+        sys.stdout.flush()
+
+    reactor.callWhenRunning(announce)
+    reactor.addSystemEventTrigger("before", "shutdown", close_all, bound)
+    reactor.run()
+    log.info("Stopped")
+    return EXIT_OK

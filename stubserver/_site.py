@@ -1,0 +1,130 @@
+"""The HTTP sites stubserver serves, one per configured listener.
+
+A listener's ``resources`` choose its routes: ``federation`` (our key document, the
+version endpoint and whatever ``extra_routes`` add: profile, notary, ...) and
+``well_known`` (``/.well-known/matrix/server``). Everything else answers JSON 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.server import Site
+
+from stubserver._config import Config, ListenerConfig
+from stubserver._http import (
+    FederationRouter,
+    JsonResponse,
+    MatrixError,
+    RequestFilter,
+    RequestObserver,
+    Route,
+)
+from stubserver._keydoc import KeyDocumentSource
+from stubserver._version import __version__
+
+#: How long clients may cache our /.well-known/matrix/server answer, in seconds. The spec
+#: asks clients to clamp to their own bounds; Synapse clamps to 5 minutes .. 48 hours.
+WELL_KNOWN_MAX_AGE_SECONDS = 86400
+#: The name in the version endpoint's answer.
+SERVER_SOFTWARE_NAME = "stubserver"
+
+
+@dataclass(frozen=True)
+class ListenerSite:
+    """A listener's configuration and the site that serves it."""
+
+    listener: ListenerConfig
+    site: Site
+    router: FederationRouter
+
+
+def version_route() -> Route:
+    """``GET /_matrix/federation/v1/version``."""
+
+    def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        return JsonResponse(200, {"server": {"name": SERVER_SOFTWARE_NAME, "version": __version__}})
+
+    return Route("GET", "/_matrix/federation/v1/version", handle)
+
+
+def server_key_route(keys: KeyDocumentSource) -> Route:
+    """``GET /_matrix/key/v2/server``: our signed key document."""
+
+    def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        return JsonResponse(200, keys.current())
+
+    return Route("GET", "/_matrix/key/v2/server", handle)
+
+
+def well_known_route(m_server: str | None) -> Route:
+    """``GET /.well-known/matrix/server``: ``{"m.server": ...}`` or 404 when not configured."""
+
+    def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        if m_server is None:
+            raise MatrixError(404, "M_NOT_FOUND", "No .well-known/matrix/server configured")
+        return JsonResponse(
+            200,
+            {"m.server": m_server},
+            {"Cache-Control": f"max-age={WELL_KNOWN_MAX_AGE_SECONDS}"},
+        )
+
+    return Route("GET", "/.well-known/matrix/server", handle)
+
+
+def routes_for(
+    resources: frozenset[str],
+    config: Config,
+    keys: KeyDocumentSource,
+    extra_routes: Sequence[Route] = (),
+    routes_by_resource: Mapping[str, Sequence[Route]] | None = None,
+) -> list[Route]:
+    """The route table of a listener serving ``resources``."""
+    routes: list[Route] = []
+    if "federation" in resources:
+        routes += [server_key_route(keys), version_route(), *extra_routes]
+    if "well_known" in resources:
+        routes.append(well_known_route(config.serve_server_wellknown))
+    for resource, more in (routes_by_resource or {}).items():
+        if resource in resources:
+            routes += more
+    return routes
+
+
+def build_site(
+    config: Config,
+    clock: IReactorTime,
+    *,
+    extra_routes: Sequence[Route] = (),
+    routes_by_resource: Mapping[str, Sequence[Route]] | None = None,
+    filters: Sequence[RequestFilter] = (),
+    observers: Sequence[RequestObserver] = (),
+) -> tuple[ListenerSite, ...]:
+    """One site per configured listener.
+
+    ``extra_routes`` join every ``federation`` listener; ``routes_by_resource`` adds
+    routes to listeners serving the named resource (e.g. ``{"report": [...]}``).
+    ``filters`` and ``observers`` apply to every listener (see ``stubserver._http``).
+    """
+    keys = KeyDocumentSource(
+        clock,
+        config.server_name,
+        config.signing_keys,
+        config.old_signing_keys,
+        config.key_refresh_interval_ms,
+    )
+    sites = []
+    for listener in config.listeners:
+        router = FederationRouter(
+            routes_for(listener.resources, config, keys, extra_routes, routes_by_resource),
+            filters=filters,
+            observers=observers,
+        )
+        site = Site(router)  # type: ignore[no-untyped-call]  # Twisted leaves Site untyped
+        site.displayTracebacks = False
+        site.noisy = False
+        sites.append(ListenerSite(listener=listener, site=site, router=router))
+    return tuple(sites)
