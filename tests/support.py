@@ -1,0 +1,344 @@
+"""Helpers shared by the test suite: stub configs, the real ``stubserver run``, real HTTPS.
+
+Stable API (other test modules import it; extend, do not change):
+
+- :func:`write_stub` writes a signing key, a TLS certificate and key issued by a test
+  CA (``stubserver._pki.make_ca()``) and a config into ``tmp_path``; returns the config path.
+- :func:`start_stubserver` starts ``python -m stubserver run -c CONFIG`` and waits for
+  its ready line; returns a :class:`StubProcess` (a context manager that terminates it).
+- :func:`run_stubserver_cli` runs any ``stubserver`` command to completion.
+- :func:`https_request` / :func:`https_get_json` make one HTTPS request with Python's
+  ``ssl`` and ``http.client``, verifying the server's certificate against the test CA
+  for the given name (real verification, no bypass).
+
+Integration tests bind 127.0.0.x loopback addresses with port 0 so that they can run in
+parallel with each other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import selectors
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import yaml
+
+from stubserver._pki import KeyPair, issue_cert
+from stubserver._servername import parse_server_name
+from stubserver._signing import ServerSigningKey
+
+#: The repository root and its interpreter (the one running the tests).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+#: How long to wait for a ready line or an exit, in seconds.
+DEFAULT_TIMEOUT_SECONDS = 20.0
+
+
+class StubserverFailed(Exception):
+    """``stubserver run`` exited (or timed out) before printing its ready line."""
+
+    def __init__(self, message: str, returncode: int | None, stderr: str) -> None:
+        super().__init__(f"{message} (exit status {returncode}); stderr:\n{stderr}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class StubFiles:
+    """What :func:`write_stub_files` wrote."""
+
+    config_path: Path
+    signing_key: ServerSigningKey
+    tls: KeyPair
+
+
+def write_stub_files(
+    tmp_path: Path,
+    server_name: str,
+    ca: KeyPair | None,
+    *,
+    bind: str | Sequence[str] = "127.0.0.1",
+    port: int = 0,
+    resources: Sequence[str] = ("federation",),
+    wellknown: str | None = None,
+    tls_names: Sequence[str] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> StubFiles:
+    """Like :func:`write_stub`, also returning the signing key and TLS pair it made.
+
+    ``bind`` is one address or several; ``tls_names`` defaults to the server name's
+    bare host; ``ca`` None makes a self-signed certificate. ``extra_config`` entries are
+    merged into the top level of the config (replacing generated ones).
+    """
+    stem = server_name.replace("[", "").replace("]", "").replace(":", "_")
+    folder = tmp_path / stem
+    folder.mkdir(parents=True, exist_ok=True)
+    signing_key = ServerSigningKey.generate("a_test")
+    names = list(tls_names) if tls_names else [parse_server_name(server_name).bare_host]
+    tls = issue_cert(names, ca)
+    (folder / "signing.key").write_text(signing_key.to_line())
+    (folder / "tls.crt").write_bytes(tls.cert_pem)
+    (folder / "tls.key").write_bytes(tls.key_pem)
+    os.chmod(folder / "signing.key", 0o600)
+    os.chmod(folder / "tls.key", 0o600)
+    binds = [bind] if isinstance(bind, str) else list(bind)
+    config: dict[str, Any] = {
+        "server_name": server_name,
+        "signing_key_path": "signing.key",
+        "tls_certificate_path": "tls.crt",
+        "tls_private_key_path": "tls.key",
+        "listeners": [{"port": port, "bind_addresses": binds, "resources": list(resources)}],
+    }
+    if wellknown is not None:
+        config["serve_server_wellknown"] = wellknown
+    config.update(extra_config or {})
+    config_path = folder / "stubserver.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return StubFiles(config_path=config_path, signing_key=signing_key, tls=tls)
+
+
+def write_stub(
+    tmp_path: Path,
+    server_name: str,
+    ca: KeyPair | None,
+    *,
+    bind: str | Sequence[str] = "127.0.0.1",
+    port: int = 0,
+    resources: Sequence[str] = ("federation",),
+    wellknown: str | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a complete stub (key, certificate from ``ca``, config) under ``tmp_path``.
+
+    Files go to ``tmp_path/<server name>/``; returns the config's path.
+    """
+    return write_stub_files(
+        tmp_path,
+        server_name,
+        ca,
+        bind=bind,
+        port=port,
+        resources=resources,
+        wellknown=wellknown,
+        extra_config=extra_config,
+    ).config_path
+
+
+@dataclass
+class StubProcess:
+    """A running ``stubserver run``: its process, its parsed ready line and its stderr."""
+
+    process: subprocess.Popen[bytes]
+    ready: dict[str, Any]
+    config_path: Path
+    _stderr_file: IO[bytes] = field(repr=False)
+
+    @property
+    def listeners(self) -> list[dict[str, Any]]:
+        """The ready line's ``listeners`` entries."""
+        listeners: list[dict[str, Any]] = self.ready["listeners"]
+        return listeners
+
+    @property
+    def address(self) -> str:
+        """The first listener's address."""
+        return str(self.listeners[0]["address"])
+
+    @property
+    def port(self) -> int:
+        """The first listener's (actual) port."""
+        return int(self.listeners[0]["port"])
+
+    def stderr_text(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        self._stderr_file.flush()
+        self._stderr_file.seek(0)
+        return self._stderr_file.read().decode("utf-8", "replace")
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> int:
+        """Send ``sig`` (SIGTERM) and wait for the exit; return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def __enter__(self) -> StubProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.terminate()
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self._stderr_file.close()
+
+
+def _read_line(stream: IO[bytes], deadline: float) -> bytes | None:
+    """One line from ``stream``, or None at EOF or when ``deadline`` passes."""
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                return None
+            chunk = os.read(stream.fileno(), 1)
+            if not chunk:
+                return None
+            buffer += chunk
+            if chunk == b"\n":
+                return buffer
+
+
+def start_stubserver(
+    config_path: Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    extra_args: Sequence[str] = (),
+) -> StubProcess:
+    """Start ``python -m stubserver run -c config_path`` and wait for its ready line.
+
+    Raises :class:`StubserverFailed` when it exits or stays silent for ``timeout`` s.
+    """
+    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the StubProcess
+    process = subprocess.Popen(
+        [PYTHON, "-m", "stubserver", "run", "-c", str(config_path), *extra_args],
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        cwd=REPO_ROOT,
+    )
+    assert process.stdout is not None
+    line = _read_line(process.stdout, time.monotonic() + timeout)
+    if line is None:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        stderr_file.seek(0)
+        stderr = stderr_file.read().decode("utf-8", "replace")
+        process.stdout.close()
+        stderr_file.close()
+        raise StubserverFailed("no ready line", process.returncode, stderr)
+    return StubProcess(
+        process=process,
+        ready=json.loads(line),
+        config_path=config_path,
+        _stderr_file=stderr_file,
+    )
+
+
+def run_stubserver_cli(
+    *args: str, timeout: float = DEFAULT_TIMEOUT_SECONDS, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stubserver ARGS`` to completion; stdout and stderr captured as text."""
+    return subprocess.run(
+        [PYTHON, "-m", "stubserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO_ROOT,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class HttpsResponse:
+    """One HTTPS response: status, headers (lower-case names), body and peer certificate."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    peer_certificate_der: bytes | None
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+def https_request(
+    address: str,
+    port: int,
+    path: str,
+    *,
+    ca_pem: bytes,
+    server_hostname: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> HttpsResponse:
+    """One HTTPS request to ``address:port``, verifying the certificate for ``server_hostname``.
+
+    ``ca_pem`` is the only trust root; the ``Host`` header is ``server_hostname``.
+    """
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    connection = _PinnedHTTPSConnection(
+        address, port, server_hostname, context=context, timeout=timeout
+    )
+    try:
+        connection.request(
+            method, path, body=body, headers={"Host": server_hostname, **(headers or {})}
+        )
+        response = connection.getresponse()
+        data = response.read()
+        sock = connection.sock
+        peer = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        return HttpsResponse(
+            status=response.status,
+            headers={k.lower(): v for k, v in response.getheaders()},
+            body=data,
+            peer_certificate_der=peer,
+        )
+    finally:
+        connection.close()
+
+
+def https_get_json(
+    address: str, port: int, path: str, *, ca_pem: bytes, server_hostname: str
+) -> tuple[int, Any]:
+    """GET ``path`` over verified HTTPS; return the status and the JSON body."""
+    response = https_request(address, port, path, ca_pem=ca_pem, server_hostname=server_hostname)
+    return response.status, response.json()
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to a fixed address while verifying the certificate for another name."""
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        server_hostname: str,
+        *,
+        context: ssl.SSLContext,
+        timeout: float,
+    ) -> None:
+        super().__init__(address, port, context=context, timeout=timeout)
+        self._server_hostname = server_hostname
+        self._tls_context = context
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._server_hostname)
