@@ -1,0 +1,245 @@
+"""Authenticating inbound federation requests (spec: Server-Server API, "Request Authentication").
+
+:class:`RequestAuthenticator` parses the X-Matrix headers (:mod:`stubserver._xmatrix`),
+checks the destination, fetches the origin's keys through a key source (the key fetcher,
+which caches) and verifies the signature over the request exactly as received: the method,
+the raw request-target bytes (never re-encoded), our server name and the parsed body.
+
+Failures are :class:`stubserver._xmatrix.AuthenticationFailed` subclasses carrying the
+status and errcode to answer and a message saying what failed. Codes follow Synapse:
+malformed header 400 ``M_UNAUTHORIZED``; everything else 401 ``M_UNAUTHORIZED``.
+
+An origin whose keys could not be fetched is remembered for
+:data:`NEGATIVE_CACHE_SECONDS` so that a flood of requests claiming it does not turn into a
+flood of outbound key requests.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Generic, Protocol, TypeVar
+
+from nacl.signing import VerifyKey
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+
+from stubserver._signing import SignatureError, verify_signed_json
+from stubserver._xmatrix import (
+    AuthenticationFailed,
+    XMatrixAuthorization,
+    request_signing_object,
+    select_authorization,
+)
+
+#: How long a failed key fetch for an origin is remembered, in seconds.
+NEGATIVE_CACHE_SECONDS = 5 * 60
+#: Most origins remembered as failing; the oldest are forgotten first.
+MAX_NEGATIVE_CACHE_ENTRIES = 1024
+#: Longest we wait for an origin's keys while a request waits, in seconds.
+KEY_FETCH_TIMEOUT_SECONDS = 30
+MS_PER_SECOND = 1000
+
+log = Logger()
+
+
+class WrongDestination(AuthenticationFailed):
+    """The header names another server as the destination (401, spec)."""
+
+
+class BadRequestTarget(AuthenticationFailed):
+    """The method or request-target cannot be part of a signed object (400)."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class KeyFetchFailed(AuthenticationFailed):
+    """The origin's keys could not be fetched, now or recently (401)."""
+
+
+class UnknownKey(AuthenticationFailed):
+    """None of the signing key IDs is among the origin's current verify keys (401)."""
+
+
+class BadSignature(AuthenticationFailed):
+    """A signature does not verify with the origin's key (401)."""
+
+
+class PublishedKeys(Protocol):
+    """What the authenticator needs of a server's fetched keys."""
+
+    @property
+    def verify_keys(self) -> Mapping[str, VerifyKey]:
+        """Current verify keys by key ID."""
+
+    @property
+    def valid_until_ts(self) -> int:
+        """Until when (ms since the epoch) the keys may be used."""
+
+
+KeysT = TypeVar("KeysT", bound=PublishedKeys)
+
+
+class KeySource(Protocol[KeysT]):
+    """Where the authenticator gets an origin's keys: the (caching) key fetcher."""
+
+    def fetch(self, server_name: str) -> Deferred[KeysT]:
+        """The keys ``server_name`` publishes."""
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """A request authenticated: who sent it, and the key whose signature verified."""
+
+    origin: str
+    key_id: str
+
+
+def check_destinations(authorization: XMatrixAuthorization, server_name: str) -> None:
+    """Raise :class:`WrongDestination` when any header names a destination that is not us."""
+    for destination in authorization.destinations:
+        if destination != server_name:
+            raise WrongDestination(
+                f"Destination mismatch in auth header: the request is for {destination!r},"
+                f" this server is {server_name!r}"
+            )
+
+
+def verify_request_signatures(
+    signed: Mapping[str, Any],
+    authorization: XMatrixAuthorization,
+    keys: PublishedKeys,
+    now_ms: int,
+) -> str:
+    """Check the signatures of ``authorization`` over ``signed`` with the origin's keys.
+
+    As Synapse: every signature by a key we know must verify, and at least one must.
+    Returns the first key ID that verified.
+    """
+    origin = authorization.origin
+    if keys.valid_until_ts < now_ms:
+        raise KeyFetchFailed(
+            f"The keys of {origin} are valid only until {keys.valid_until_ts} (ms),"
+            f" before now ({now_ms})"
+        )
+    obj = dict(signed)
+    obj["signatures"] = {origin: dict(authorization.signatures)}
+    verified: list[str] = []
+    for key_id in authorization.signatures:
+        verify_key = keys.verify_keys.get(key_id)
+        if verify_key is None:
+            continue
+        try:
+            verify_signed_json(obj, origin, key_id, verify_key)
+        except SignatureError as e:
+            raise BadSignature(
+                f"Invalid signature for server {origin} with key {key_id}: {e}"
+            ) from None
+        verified.append(key_id)
+    if not verified:
+        raise UnknownKey(
+            f"None of the request's keys ({', '.join(sorted(authorization.signatures))}) is"
+            f" among the current verify keys of {origin}"
+            f" ({', '.join(sorted(keys.verify_keys)) or 'none'})"
+        )
+    return verified[0]
+
+
+class RequestAuthenticator(Generic[KeysT]):
+    """Authenticates inbound federation requests for ``server_name``."""
+
+    def __init__(self, server_name: str, key_source: KeySource[KeysT], clock: IReactorTime) -> None:
+        self._server_name = server_name
+        self._key_source = key_source
+        self._clock = clock
+        # origin -> (time the failure expires, in seconds; what failed)
+        self._failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def authenticate(
+        self, method: bytes, uri: bytes, headers: Headers, content: Any
+    ) -> Deferred[AuthResult]:
+        """Authenticate one request.
+
+        ``uri`` is the request-target bytes exactly as received; ``content`` the parsed JSON
+        body, or None when there is none. Fails with an :class:`AuthenticationFailed`.
+        """
+        try:
+            authorization = select_authorization(headers.getRawHeaders(b"authorization", []))
+            check_destinations(authorization, self._server_name)
+            signed = request_signing_object(
+                _decode_target(method, "method"),
+                _decode_target(uri, "request-target"),
+                authorization.origin,
+                self._server_name,
+                content,
+            )
+            self._check_not_failing(authorization.origin)
+        except AuthenticationFailed as e:
+            return _fail(e)
+
+        origin = authorization.origin
+        d = self._key_source.fetch(origin)
+        d.addTimeout(KEY_FETCH_TIMEOUT_SECONDS, self._clock)
+
+        def fetch_failed(failure: Failure) -> Failure:
+            if isinstance(failure.value, CancelledError):
+                # addTimeout turns its own timeout into TimeoutError, so a CancelledError
+                # here means our caller cancelled: pass it on untouched.
+                return failure
+            reason = _describe(failure)
+            self._remember_failure(origin, reason)
+            log.warn("Fetching the keys of {origin} failed: {reason}", origin=origin, reason=reason)
+            raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}")
+
+        def got_keys(keys: KeysT) -> AuthResult:
+            now_ms = int(self._clock.seconds() * MS_PER_SECOND)
+            key_id = verify_request_signatures(signed, authorization, keys, now_ms)
+            return AuthResult(origin=origin, key_id=key_id)
+
+        d.addErrback(fetch_failed)
+        return d.addCallback(got_keys)
+
+    def _check_not_failing(self, origin: str) -> None:
+        entry = self._failed.get(origin)
+        if entry is None:
+            return
+        expires, reason = entry
+        now = self._clock.seconds()
+        if now >= expires:
+            del self._failed[origin]
+            return
+        raise KeyFetchFailed(
+            f"Could not fetch the keys of {origin} recently ({reason});"
+            f" not retrying for another {int(expires - now)} s"
+        )
+
+    def _remember_failure(self, origin: str, reason: str) -> None:
+        self._failed.pop(origin, None)
+        self._failed[origin] = (self._clock.seconds() + NEGATIVE_CACHE_SECONDS, reason)
+        while len(self._failed) > MAX_NEGATIVE_CACHE_ENTRIES:
+            self._failed.popitem(last=False)
+
+
+def _decode_target(raw: bytes, what: str) -> str:
+    # The sender signed the target as a JSON string; canonical JSON encodes it as UTF-8, so
+    # the bytes on the request line decode as UTF-8 to the string that was signed.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestTarget(f"The {what} is not UTF-8, so it cannot have been signed") from None
+
+
+def _describe(failure: Failure) -> str:
+    value = failure.value
+    text = str(value)
+    return f"{type(value).__name__}: {text}" if text else type(value).__name__
+
+
+def _fail(e: AuthenticationFailed) -> Deferred[AuthResult]:
+    failed: Deferred[AuthResult] = fail(e)
+    return failed

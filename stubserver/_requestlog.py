@@ -1,0 +1,191 @@
+"""The request log: one JSON object a line per inbound federation request.
+
+Contract (DESIGN.md, "Request log")::
+
+    {"ts": <ms>, "method": "GET", "uri": "/_matrix/...", "origin": <str or null>,
+     "authenticated": true, "auth_error": null, "status": 200, "content": <body or null>}
+
+:class:`RequestLog` is a :class:`stubserver._http.RequestObserver`: it reads what the
+X-Matrix filter left in :func:`stubserver._http.request_annotations` (``origin``,
+``authenticated``, ``auth_error``, ``content``). Lines are buffered in memory and handed
+in batches to a worker thread, on a short timer or as soon as a batch is full, so the
+reactor never blocks on the disk; batches are written strictly in order. On reactor
+shutdown (a ``before shutdown`` trigger) every buffered line is written before the
+reactor goes on stopping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from stubserver._canonicaljson import encode_json
+from stubserver._http import request_annotations
+
+#: How long a line may wait in memory before it is handed to the writer, in seconds.
+FLUSH_INTERVAL_SECONDS = 0.2
+#: Lines that make a batch worth writing at once.
+FLUSH_BATCH_LINES = 256
+#: Most lines held in memory while the writer is busy; beyond it lines are dropped
+#: (counted and reported) rather than growing without bound.
+MAX_PENDING_LINES = 100_000
+MS_PER_SECOND = 1000
+
+log = Logger()
+
+#: Runs a blocking function off the reactor thread; fires when it has returned.
+ThreadRunner = Callable[[Callable[[], None]], Deferred[None]]
+
+
+class ShutdownHooks(Protocol):
+    """The part of ``IReactorCore`` the log uses to flush on shutdown."""
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: object
+    ) -> Any:
+        """Call ``callable`` at ``phase`` of ``eventType``."""
+
+
+def log_entry(
+    ts_ms: int, method: bytes, uri: bytes, status: int, annotations: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The log object for one request (pure)."""
+    return {
+        "ts": ts_ms,
+        "method": method.decode("ascii", "backslashreplace"),
+        "uri": uri.decode("utf-8", "backslashreplace"),
+        "origin": annotations.get("origin"),
+        "authenticated": bool(annotations.get("authenticated", False)),
+        "auth_error": annotations.get("auth_error"),
+        "status": status,
+        "content": annotations.get("content"),
+    }
+
+
+def encode_line(entry: Mapping[str, Any]) -> bytes:
+    """One log line: compact JSON and a newline."""
+    return encode_json(entry) + b"\n"
+
+
+def append_lines(path: Path, lines: list[bytes]) -> None:
+    """Append ``lines`` to ``path`` and flush (blocking: run it in a thread)."""
+    with path.open("ab") as f:
+        f.write(b"".join(lines))
+        f.flush()
+
+
+def reactor_thread_runner(reactor: Any) -> ThreadRunner:
+    """A :data:`ThreadRunner` on ``reactor``'s thread pool (``IReactorThreads``)."""
+
+    def run(f: Callable[[], None]) -> Deferred[None]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
+    return run
+
+
+class RequestLog:
+    """Writes one line per request to ``path`` without blocking the reactor.
+
+    ``clock`` schedules flushes and gives timestamps; ``run_in_thread`` runs the blocking
+    writes. Call :meth:`install_shutdown_flush` with the reactor so that no line is lost
+    on shutdown, or :meth:`close` yourself.
+    """
+
+    def __init__(self, path: Path, clock: IReactorTime, run_in_thread: ThreadRunner) -> None:
+        self._path = path
+        self._clock = clock
+        self._run_in_thread = run_in_thread
+        self._pending: list[bytes] = []
+        self._timer: IDelayedCall | None = None
+        self._writing: Deferred[None] | None = None
+        self._dropped = 0
+        self._closed = False
+
+    def install_shutdown_flush(self, reactor: ShutdownHooks) -> None:
+        """Flush every buffered line before ``reactor`` shuts down."""
+        reactor.addSystemEventTrigger("before", "shutdown", self.close)
+
+    def __call__(self, request: IRequest, status: int, body: Any) -> None:
+        """The observer: log ``request`` answered with ``status``."""
+        entry = log_entry(
+            int(self._clock.seconds() * MS_PER_SECOND),
+            request.method,
+            request.uri,
+            status,
+            request_annotations(request),
+        )
+        self.record(entry)
+
+    def record(self, entry: Mapping[str, Any]) -> None:
+        """Buffer one entry; it is written within :data:`FLUSH_INTERVAL_SECONDS`."""
+        if len(self._pending) >= MAX_PENDING_LINES:
+            self._dropped += 1
+            return
+        self._pending.append(encode_line(entry))
+        if self._closed or len(self._pending) >= FLUSH_BATCH_LINES:
+            self._start_write()
+        elif self._timer is None:
+            self._timer = self._clock.callLater(FLUSH_INTERVAL_SECONDS, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._start_write()
+
+    def _start_write(self) -> None:
+        if self._writing is not None or not self._pending:
+            return  # the running write starts the next batch when it is done
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        batch, self._pending = self._pending, []
+        if self._dropped:
+            log.error(
+                "Request log: {dropped} lines dropped, the writer could not keep up",
+                dropped=self._dropped,
+            )
+            self._dropped = 0
+        path = self._path
+        d = self._run_in_thread(lambda: append_lines(path, batch))
+        self._writing = d
+
+        def failed(failure: Failure) -> None:
+            log.failure("Request log: writing {path} failed", failure, path=str(path))
+
+        def done(_: None) -> None:
+            self._writing = None
+            if self._pending and (self._closed or len(self._pending) >= FLUSH_BATCH_LINES):
+                self._start_write()
+            elif self._pending and self._timer is None:
+                self._timer = self._clock.callLater(FLUSH_INTERVAL_SECONDS, self._timer_fired)
+
+        d.addErrback(failed)
+        d.addCallback(done)
+
+    def close(self) -> Deferred[None]:
+        """Write every buffered line; fires when all are on disk."""
+        self._closed = True
+        self._start_write()
+        return self._drained()
+
+    def _drained(self) -> Deferred[None]:
+        writing = self._writing
+        if writing is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+
+        def again(result: object) -> object:
+            # Runs after the write's own bookkeeping (added earlier), which may have
+            # started the next batch: wait for that one too.
+            self._drained().chainDeferred(waiter)
+            return result
+
+        writing.addBoth(again)
+        return waiter

@@ -1,0 +1,253 @@
+"""RequestAuthenticator: inbound X-Matrix verification against fetched keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nacl.signing import SigningKey, VerifyKey
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from stubserver._auth import (
+    KEY_FETCH_TIMEOUT_SECONDS,
+    NEGATIVE_CACHE_SECONDS,
+    AuthResult,
+    BadRequestTarget,
+    BadSignature,
+    KeyFetchFailed,
+    RequestAuthenticator,
+    UnknownKey,
+    WrongDestination,
+)
+from stubserver._signing import ServerSigningKey
+from stubserver._xmatrix import (
+    AuthenticationFailed,
+    MalformedAuthorization,
+    MissingAuthorization,
+    sign_request,
+)
+
+ORIGIN = "origin.test"
+US = "us.test"
+KEY = ServerSigningKey(version="k1", key=SigningKey(b"\x02" * 32))
+OTHER_KEY = ServerSigningKey(version="k1", key=SigningKey(b"\x03" * 32))
+NOW_S = 1_700_000_000.0
+VALID_UNTIL = int(NOW_S * 1000) + 3_600_000
+
+
+@dataclass(frozen=True)
+class Keys:
+    verify_keys: Mapping[str, VerifyKey]
+    valid_until_ts: int
+
+
+@dataclass
+class FakeKeySource:
+    """Answers fetches from a dict of results; records every fetch."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    fetched: list[str] = field(default_factory=list)
+
+    def fetch(self, server_name: str) -> Deferred[Keys]:
+        self.fetched.append(server_name)
+        result = self.results[server_name]
+        if isinstance(result, Deferred):
+            return result
+        if isinstance(result, Exception):
+            return fail(result)
+        return succeed(result)
+
+
+def failure_of(d: Deferred[Any], kind: type[BaseException] = Exception) -> Failure:
+    """The failure ``d`` has already failed with, which must be a ``kind``."""
+    box: list[Failure] = []
+    d.addErrback(box.append)
+    assert box, f"{d!r} has not failed"
+    assert isinstance(box[0].value, kind), box[0]
+    return box[0]
+
+
+def good_keys() -> Keys:
+    return Keys({KEY.key_id: KEY.key.verify_key}, VALID_UNTIL)
+
+
+def make(
+    source: FakeKeySource | None = None,
+) -> tuple[RequestAuthenticator[Keys], FakeKeySource, Clock]:
+    clock = Clock()
+    clock.advance(NOW_S)
+    source = source or FakeKeySource({ORIGIN: good_keys()})
+    return RequestAuthenticator(US, source, clock), source, clock
+
+
+def headers(*values: bytes) -> Headers:
+    h = Headers()
+    for v in values:
+        h.addRawHeader(b"Authorization", v)
+    return h
+
+
+def signed(
+    method: str = "GET",
+    uri: str = "/_matrix/federation/v1/query/profile?user_id=%40a%3Aus.test",
+    *,
+    content: Any = None,
+    destination: str = US,
+    key: ServerSigningKey = KEY,
+    origin: str = ORIGIN,
+) -> bytes:
+    return sign_request(
+        method, uri, origin=origin, destination=destination, key=key, content=content
+    )
+
+
+class AuthenticateTests(SynchronousTestCase):
+    def authenticate(
+        self,
+        auth: RequestAuthenticator[Keys],
+        hdrs: Headers,
+        method: bytes = b"GET",
+        uri: bytes = b"/_matrix/federation/v1/query/profile?user_id=%40a%3Aus.test",
+        content: Any = None,
+    ) -> Deferred[AuthResult]:
+        return auth.authenticate(method, uri, hdrs, content)
+
+    def assert_fails(
+        self, d: Deferred[AuthResult], kind: type[AuthenticationFailed], status: int, words: str
+    ) -> None:
+        e = failure_of(d, kind).value
+        assert isinstance(e, AuthenticationFailed)
+        assert (e.status, e.errcode) == (status, "M_UNAUTHORIZED")
+        assert words in e.message
+
+    def test_valid_request(self) -> None:
+        """A correctly signed request authenticates as its origin and key."""
+        auth, _, _ = make()
+        result = self.successResultOf(self.authenticate(auth, headers(signed())))
+        assert result == (AuthResult(ORIGIN, KEY.key_id))
+
+    def test_valid_request_with_content(self) -> None:
+        """The parsed body is part of what is verified."""
+        auth, _, _ = make()
+        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content={"pdus": []}))
+        d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", {"pdus": []})
+        assert self.successResultOf(d).origin == ORIGIN
+
+    def test_content_changed(self) -> None:
+        """A body other than the one signed is a 401 bad signature."""
+        auth, _, _ = make()
+        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content={"pdus": []}))
+        d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", {"pdus": [1]})
+        self.assert_fails(d, BadSignature, 401, "Invalid signature for server origin.test")
+
+    def test_uri_as_received_not_reencoded(self) -> None:
+        """The raw request-target is verified: a re-encoded form of it does not verify."""
+        auth, _, _ = make()
+        h = headers(signed(uri="/_matrix/federation/v1/query/profile?user_id=@a:us.test"))
+        d = self.authenticate(
+            auth, h, uri=b"/_matrix/federation/v1/query/profile?user_id=@a:us.test"
+        )
+        assert self.successResultOf(d).origin == ORIGIN
+        d = self.authenticate(auth, h)  # same target, percent-encoded
+        failure_of(d, BadSignature)
+
+    def test_method_changed(self) -> None:
+        """A request signed for GET does not verify as POST."""
+        auth, _, _ = make()
+        failure_of(self.authenticate(auth, headers(signed()), method=b"POST"), BadSignature)
+
+    def test_missing_header(self) -> None:
+        """No Authorization header is 401 M_UNAUTHORIZED, and no key is fetched."""
+        auth, source, _ = make()
+        self.assert_fails(self.authenticate(auth, Headers()), MissingAuthorization, 401, "Missing")
+        assert source.fetched == []
+
+    def test_malformed_header(self) -> None:
+        """A malformed header is 400 M_UNAUTHORIZED (as Synapse)."""
+        auth, _, _ = make()
+        d = self.authenticate(auth, headers(b'X-Matrix origin="a b",key="ed25519:k",sig="s"'))
+        self.assert_fails(d, MalformedAuthorization, 400, "origin is not a valid server name")
+
+    def test_wrong_destination(self) -> None:
+        """A destination other than our server name is 401, without fetching keys."""
+        auth, source, _ = make()
+        d = self.authenticate(auth, headers(signed(destination="elsewhere.test")))
+        self.assert_fails(d, WrongDestination, 401, "'elsewhere.test'")
+        assert source.fetched == []
+
+    def test_no_destination_accepted(self) -> None:
+        """A header without destination (older servers) verifies against our name."""
+        auth, _, _ = make()
+        header = signed().replace(b',destination="us.test"', b"")
+        assert (self.successResultOf(self.authenticate(auth, headers(header))).origin) == ORIGIN
+
+    def test_unknown_key(self) -> None:
+        """A key ID the origin does not publish is 401 naming the keys."""
+        auth, _, _ = make()
+        other = ServerSigningKey(version="k2", key=KEY.key)
+        d = self.authenticate(auth, headers(signed(key=other)))
+        self.assert_fails(d, UnknownKey, 401, "ed25519:k2")
+
+    def test_bad_signature(self) -> None:
+        """A signature by another key under a published key ID is 401 bad signature."""
+        auth, _, _ = make()
+        d = self.authenticate(auth, headers(signed(key=OTHER_KEY)))
+        self.assert_fails(d, BadSignature, 401, "does not verify")
+
+    def test_expired_keys(self) -> None:
+        """Keys whose valid_until_ts has passed do not authenticate requests."""
+        auth, _, _ = make(FakeKeySource({ORIGIN: Keys({KEY.key_id: KEY.key.verify_key}, 1)}))
+        self.assert_fails(
+            self.authenticate(auth, headers(signed())), KeyFetchFailed, 401, "valid only until"
+        )
+
+    def test_one_bad_signature_among_good_rejects(self) -> None:
+        """As Synapse: every signature by a known key must verify."""
+        auth, _, _ = make()
+        d = self.authenticate(auth, headers(signed(), signed(key=OTHER_KEY)))
+        failure_of(d, BadSignature)
+
+    def test_non_utf8_target(self) -> None:
+        """A request-target that is not UTF-8 is 400: it cannot have been signed."""
+        auth, _, _ = make()
+        d = self.authenticate(auth, headers(signed()), uri=b"/_matrix/\xff")
+        self.assert_fails(d, BadRequestTarget, 400, "not UTF-8")
+
+
+class NegativeCacheTests(SynchronousTestCase):
+    def test_failing_origin_not_refetched(self) -> None:
+        """After a failed key fetch, the origin is not fetched again for a while."""
+        auth, source, _ = make(FakeKeySource({ORIGIN: ConnectionRefusedError("refused")}))
+        d1 = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        e1 = failure_of(d1, KeyFetchFailed).value
+        assert "ConnectionRefusedError" in str(e1)
+        d2 = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        e2 = failure_of(d2, KeyFetchFailed).value
+        assert "not retrying" in str(e2)
+        assert source.fetched == [ORIGIN]
+
+    def test_failing_origin_retried_after_period(self) -> None:
+        """After NEGATIVE_CACHE_SECONDS, a failed origin is fetched again."""
+        source = FakeKeySource({ORIGIN: ConnectionRefusedError("refused")})
+        auth, _, clock = make(source)
+        failure_of(auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None))
+        clock.advance(NEGATIVE_CACHE_SECONDS)
+        source.results[ORIGIN] = good_keys()
+        d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        assert self.successResultOf(d).origin == ORIGIN
+        assert source.fetched == [ORIGIN, ORIGIN]
+
+    def test_fetch_timeout(self) -> None:
+        """A key fetch that hangs fails after KEY_FETCH_TIMEOUT_SECONDS and is cancelled."""
+        pending: Deferred[Keys] = Deferred()
+        auth, _, clock = make(FakeKeySource({ORIGIN: pending}))
+        d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        assert not d.called
+        clock.advance(KEY_FETCH_TIMEOUT_SECONDS)
+        assert "TimeoutError" in (str(failure_of(d, KeyFetchFailed).value))
+        assert pending.called

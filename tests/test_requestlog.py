@@ -1,0 +1,193 @@
+"""The request log: line format, non-blocking buffered writes, flush on shutdown."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from stubserver._http import request_annotations
+from stubserver._requestlog import (
+    FLUSH_BATCH_LINES,
+    FLUSH_INTERVAL_SECONDS,
+    RequestLog,
+    log_entry,
+)
+
+
+class FakeThreads:
+    """A thread runner whose 'threads' run only when the test says so."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+    def __call__(self, f: Callable[[], None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.queue.append((f, d))
+        return d
+
+    def run_all(self) -> None:
+        while self.queue:
+            f, d = self.queue.pop(0)
+            f()
+            d.callback(None)
+
+
+class ShutdownClock(Clock):
+    """A Clock that records system event triggers, as a reactor would run them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.triggers: list[tuple[str, str, Callable[..., Any], tuple[object, ...]]] = []
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: object
+    ) -> None:
+        self.triggers.append((phase, eventType, callable, args))
+
+
+def entry(n: int) -> dict[str, Any]:
+    return log_entry(n, b"GET", b"/_matrix/x", 200, {})
+
+
+class EntryTests(SynchronousTestCase):
+    def test_entry_fields(self) -> None:
+        """An entry carries exactly the contract's fields, filled from the annotations."""
+        e = log_entry(
+            1234,
+            b"PUT",
+            b"/_matrix/federation/v1/send/1?a=%20",
+            401,
+            {
+                "origin": "o.test",
+                "authenticated": False,
+                "auth_error": "bad sig",
+                "content": {"a": 1},
+            },
+        )
+        assert e == (
+            {
+                "ts": 1234,
+                "method": "PUT",
+                "uri": "/_matrix/federation/v1/send/1?a=%20",
+                "origin": "o.test",
+                "authenticated": False,
+                "auth_error": "bad sig",
+                "status": 401,
+                "content": {"a": 1},
+            }
+        )
+
+    def test_entry_defaults(self) -> None:
+        """Without annotations: no origin, not authenticated, no error, no content."""
+        e = log_entry(1, b"GET", b"/x", 404, {})
+        assert (e["origin"], e["authenticated"], e["auth_error"], e["content"]) == (
+            None,
+            False,
+            None,
+            None,
+        )
+
+    def test_non_utf8_uri_is_escaped(self) -> None:
+        """A URI that is not UTF-8 is logged with backslash escapes, not lost."""
+        assert (log_entry(1, b"GET", b"/\xff", 400, {})["uri"]) == "/\\xff"
+
+
+class WriterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = Path(tempfile.mkdtemp()) / "requests.jsonl"
+        self.reactor = ShutdownClock()
+        self.threads = FakeThreads()
+        self.log = RequestLog(self.path, self.reactor, self.threads)
+
+    def lines(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines()]
+
+    def test_nothing_written_on_the_reactor_thread(self) -> None:
+        """Recording and the flush timer only hand work to the thread runner."""
+        self.log.record(entry(1))
+        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        assert not self.path.exists()
+        assert len(self.threads.queue) == 1
+        self.threads.run_all()
+        assert [x["ts"] for x in self.lines()] == [1]
+
+    def test_timer_batches_lines(self) -> None:
+        """Lines recorded within the flush interval are written as one batch."""
+        for n in range(3):
+            self.log.record(entry(n))
+        assert self.threads.queue == []
+        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        assert len(self.threads.queue) == 1
+        self.threads.run_all()
+        assert [x["ts"] for x in self.lines()] == [0, 1, 2]
+
+    def test_full_batch_written_at_once(self) -> None:
+        """A full batch goes to the writer without waiting for the timer."""
+        for n in range(FLUSH_BATCH_LINES):
+            self.log.record(entry(n))
+        assert len(self.threads.queue) == 1
+
+    def test_order_kept_while_writer_busy(self) -> None:
+        """Lines recorded while a write runs follow it, in order, in the next batch."""
+        self.log.record(entry(1))
+        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.log.record(entry(2))
+        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        assert len(self.threads.queue) == 1  # one write at a time
+        self.threads.run_all()
+        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.threads.run_all()
+        assert [x["ts"] for x in self.lines()] == [1, 2]
+
+    def test_shutdown_flushes_everything(self) -> None:
+        """The before-shutdown trigger writes every buffered line, even mid-write."""
+        self.log.install_shutdown_flush(self.reactor)
+        self.log.record(entry(1))
+        self.reactor.advance(FLUSH_INTERVAL_SECONDS)  # write of [1] in flight
+        self.log.record(entry(2))
+        self.log.record(entry(3))
+        ((phase, event, trigger, args),) = self.reactor.triggers
+        assert (phase, event) == ("before", "shutdown")
+        d = trigger(*args)
+        assert not d.called
+        self.threads.run_all()
+        self.successResultOf(d)
+        assert [x["ts"] for x in self.lines()] == [1, 2, 3]
+
+    def test_observer_reads_annotations(self) -> None:
+        """As an observer, the log takes origin/auth/content from the request annotations."""
+        dummy = DummyRequest([b"_matrix", b"federation", b"v1", b"x"])
+        dummy.uri = b"/_matrix/federation/v1/x?q=1"
+        request = cast(IRequest, dummy)
+        request_annotations(request).update(
+            origin="o.test", authenticated=True, auth_error=None, content=None
+        )
+        self.reactor.advance(5)
+        self.log(request, 404, {"errcode": "M_UNRECOGNIZED"})
+        d = self.log.close()
+        self.threads.run_all()
+        self.successResultOf(d)
+        (line,) = self.lines()
+        assert line == (
+            {
+                "ts": 5000,
+                "method": "GET",
+                "uri": "/_matrix/federation/v1/x?q=1",
+                "origin": "o.test",
+                "authenticated": True,
+                "auth_error": None,
+                "status": 404,
+                "content": None,
+            }
+        )
