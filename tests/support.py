@@ -10,6 +10,9 @@ Stable API (other test modules import it; extend, do not change):
 - :func:`https_request` / :func:`https_get_json` make one HTTPS request with Python's
   ``ssl`` and ``http.client``, verifying the server's certificate against the test CA
   for the given name (real verification, no bypass).
+- For in-memory unit tests of resources, typed for mypy --strict: :func:`stub_treq`
+  (a ``treq.testing.StubTreq``), :func:`result_now`, :func:`failure_now` and
+  :func:`has_fired` (Deferred inspection) and :func:`flush_logged_errors` (trial's).
 
 Integration tests bind 127.0.0.x loopback addresses with port 0 so that they can run in
 parallel with each other.
@@ -31,13 +34,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import yaml
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import IResource
 
 from stubserver._pki import KeyPair, issue_cert
 from stubserver._servername import parse_server_name
 from stubserver._signing import ServerSigningKey
+
+_T = TypeVar("_T")
 
 #: The repository root and its interpreter (the one running the tests).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -342,3 +351,50 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)
         self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._server_hostname)
+
+
+def stub_treq(resource: IResource) -> Any:
+    """A ``treq.testing.StubTreq`` serving ``resource`` in memory (typed Any: treq is untyped)."""
+    from treq.testing import StubTreq
+
+    return StubTreq(resource)  # type: ignore[no-untyped-call]
+
+
+def flush_logged_errors(
+    case: SynchronousTestCase, *error_types: type[BaseException]
+) -> list[Failure]:
+    """Trial's ``flushLoggedErrors``, typed: the errors logged so far of these types."""
+    flushed: list[Failure] = case.flushLoggedErrors(*error_types)  # type: ignore[no-untyped-call]
+    return flushed
+
+
+def result_now(d: Deferred[_T]) -> _T:
+    """The result of ``d``, which must already have succeeded (else AssertionError)."""
+    results: list[_T] = []
+    failures: list[Failure] = []
+    d.addCallbacks(results.append, failures.append)
+    if failures:
+        failures[0].raiseException()
+    assert results, "the Deferred has not fired"
+    return results[0]
+
+
+def failure_now(d: Deferred[Any]) -> Failure:
+    """The failure of ``d``, which must already have failed; the failure is consumed."""
+    failures: list[Failure] = []
+    results: list[Any] = []
+    d.addCallbacks(results.append, failures.append)
+    assert failures, f"the Deferred has not failed (result: {results!r})"
+    return failures[0]
+
+
+def has_fired(d: Deferred[Any]) -> bool:
+    """True when ``d`` has a result now (a Deferred waiting on another has none)."""
+    fired: list[bool] = []
+
+    def note(result: object) -> object:
+        fired.append(True)
+        return result
+
+    d.addBoth(note)
+    return bool(fired)
