@@ -17,7 +17,7 @@ flood of outbound key requests.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Generic, Protocol, TypeVar
@@ -26,9 +26,9 @@ from nacl.signing import VerifyKey
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
+from stubserver._canonicaljson import JsonDict
 from stubserver._signing import SignatureError, verify_signed_json
 from stubserver._xmatrix import (
     AuthenticationFailed,
@@ -41,6 +41,9 @@ from stubserver._xmatrix import (
 NEGATIVE_CACHE_SECONDS = 5 * 60
 #: Most origins remembered as failing; the oldest are forgotten first.
 MAX_NEGATIVE_CACHE_ENTRIES = 1024
+#: Least time between two refetches of an origin's keys for an unknown key ID, in seconds
+#: (so that requests naming made-up key IDs cannot make us hammer the origin).
+UNKNOWN_KEY_REFETCH_SECONDS = 60
 #: Longest we wait for an origin's keys while a request waits, in seconds.
 KEY_FETCH_TIMEOUT_SECONDS = 30
 MS_PER_SECOND = 1000
@@ -86,10 +89,13 @@ KeysT = TypeVar("KeysT", bound=PublishedKeys)
 
 
 class KeySource(Protocol[KeysT]):
-    """Where the authenticator gets an origin's keys: the (caching) key fetcher."""
+    """Where the authenticator gets an origin's keys: ``stubserver._keyfetch.ServerKeyFetcher``."""
+
+    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[KeysT]:
+        """The keys ``server_name`` publishes, from the cache while fresh."""
 
     def fetch(self, server_name: str) -> Deferred[KeysT]:
-        """The keys ``server_name`` publishes."""
+        """The keys ``server_name`` publishes, asked for now."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,8 @@ class RequestAuthenticator(Generic[KeysT]):
         self._clock = clock
         # origin -> (time the failure expires, in seconds; what failed)
         self._failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # origin -> when we last refetched its keys for an unknown key ID, in seconds
+        self._refreshed: OrderedDict[str, float] = OrderedDict()
 
     def authenticate(
         self, method: bytes, uri: bytes, headers: Headers, content: Any
@@ -182,27 +190,43 @@ class RequestAuthenticator(Generic[KeysT]):
         except AuthenticationFailed as e:
             return _fail(e)
 
-        origin = authorization.origin
-        d = self._key_source.fetch(origin)
-        d.addTimeout(KEY_FETCH_TIMEOUT_SECONDS, self._clock)
+        return Deferred.fromCoroutine(self._verify(authorization, signed))
 
-        def fetch_failed(failure: Failure) -> Failure:
-            if isinstance(failure.value, CancelledError):
-                # addTimeout turns its own timeout into TimeoutError, so a CancelledError
-                # here means our caller cancelled: pass it on untouched.
-                return failure
-            reason = _describe(failure)
+    async def _verify(self, authorization: XMatrixAuthorization, signed: JsonDict) -> AuthResult:
+        origin = authorization.origin
+        keys = await self._keys(origin, self._key_source.fetch_cached_or_fresh)
+        if not any(k in keys.verify_keys for k in authorization.signatures) and self._may_refresh(
+            origin
+        ):
+            # The origin may have rotated its key since we cached its keys: ask again.
+            keys = await self._keys(origin, self._key_source.fetch)
+        now_ms = int(self._clock.seconds() * MS_PER_SECOND)
+        key_id = verify_request_signatures(signed, authorization, keys, now_ms)
+        return AuthResult(origin=origin, key_id=key_id)
+
+    async def _keys(self, origin: str, fetch: Callable[[str], Deferred[KeysT]]) -> KeysT:
+        d = fetch(origin)
+        d.addTimeout(KEY_FETCH_TIMEOUT_SECONDS, self._clock)
+        try:
+            return await d
+        except CancelledError:
+            raise  # our caller went away; addTimeout's own timeout is a TimeoutError
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             self._remember_failure(origin, reason)
             log.warn("Fetching the keys of {origin} failed: {reason}", origin=origin, reason=reason)
-            raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}")
+            raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}") from None
 
-        def got_keys(keys: KeysT) -> AuthResult:
-            now_ms = int(self._clock.seconds() * MS_PER_SECOND)
-            key_id = verify_request_signatures(signed, authorization, keys, now_ms)
-            return AuthResult(origin=origin, key_id=key_id)
-
-        d.addErrback(fetch_failed)
-        return d.addCallback(got_keys)
+    def _may_refresh(self, origin: str) -> bool:
+        now = self._clock.seconds()
+        last = self._refreshed.get(origin)
+        if last is not None and now - last < UNKNOWN_KEY_REFETCH_SECONDS:
+            return False
+        self._refreshed.pop(origin, None)
+        self._refreshed[origin] = now
+        while len(self._refreshed) > MAX_NEGATIVE_CACHE_ENTRIES:
+            self._refreshed.popitem(last=False)
+        return True
 
     def _check_not_failing(self, origin: str) -> None:
         entry = self._failed.get(origin)
@@ -232,12 +256,6 @@ def _decode_target(raw: bytes, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequestTarget(f"The {what} is not UTF-8, so it cannot have been signed") from None
-
-
-def _describe(failure: Failure) -> str:
-    value = failure.value
-    text = str(value)
-    return f"{type(value).__name__}: {text}" if text else type(value).__name__
 
 
 def _fail(e: AuthenticationFailed) -> Deferred[AuthResult]:

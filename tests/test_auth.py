@@ -16,6 +16,7 @@ from twisted.web.http_headers import Headers
 from stubserver._auth import (
     KEY_FETCH_TIMEOUT_SECONDS,
     NEGATIVE_CACHE_SECONDS,
+    UNKNOWN_KEY_REFETCH_SECONDS,
     AuthResult,
     BadRequestTarget,
     BadSignature,
@@ -48,19 +49,30 @@ class Keys:
 
 @dataclass
 class FakeKeySource:
-    """Answers fetches from a dict of results; records every fetch."""
+    """Answers from ``results`` (cached-or-fresh) and ``fresh`` (fresh fetches, falling
+    back to ``results``); records every fetch."""
 
     results: dict[str, Any] = field(default_factory=dict)
+    fresh: dict[str, Any] = field(default_factory=dict)
     fetched: list[str] = field(default_factory=list)
+    fresh_fetched: list[str] = field(default_factory=list)
 
-    def fetch(self, server_name: str) -> Deferred[Keys]:
-        self.fetched.append(server_name)
-        result = self.results[server_name]
+    @staticmethod
+    def _answer(result: Any) -> Deferred[Keys]:
         if isinstance(result, Deferred):
             return result
         if isinstance(result, Exception):
-            return fail(result)
+            failed: Deferred[Keys] = fail(result)
+            return failed
         return succeed(result)
+
+    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[Keys]:
+        self.fetched.append(server_name)
+        return self._answer(self.results[server_name])
+
+    def fetch(self, server_name: str) -> Deferred[Keys]:
+        self.fresh_fetched.append(server_name)
+        return self._answer(self.fresh.get(server_name, self.results[server_name]))
 
 
 def failure_of(d: Deferred[Any], kind: type[BaseException] = Exception) -> Failure:
@@ -193,6 +205,29 @@ class AuthenticateTests(SynchronousTestCase):
         d = self.authenticate(auth, headers(signed(key=other)))
         self.assert_fails(d, UnknownKey, 401, "ed25519:k2")
 
+    def test_rotated_key_refetched(self) -> None:
+        """A key ID missing from the cached keys makes one fresh fetch (key rotation)."""
+        new = ServerSigningKey(version="k2", key=OTHER_KEY.key)
+        source = FakeKeySource(
+            {ORIGIN: good_keys()},
+            fresh={ORIGIN: Keys({new.key_id: new.key.verify_key}, VALID_UNTIL)},
+        )
+        auth, _, _ = make(source)
+        result = self.successResultOf(self.authenticate(auth, headers(signed(key=new))))
+        assert result == AuthResult(ORIGIN, new.key_id)
+        assert source.fresh_fetched == [ORIGIN]
+
+    def test_unknown_key_refetch_rate_limited(self) -> None:
+        """Requests naming unknown key IDs refetch an origin at most once a minute."""
+        auth, source, clock = make()
+        other = ServerSigningKey(version="k9", key=KEY.key)
+        for _ in range(3):
+            failure_of(self.authenticate(auth, headers(signed(key=other))), UnknownKey)
+        assert source.fresh_fetched == [ORIGIN]
+        clock.advance(UNKNOWN_KEY_REFETCH_SECONDS)
+        failure_of(self.authenticate(auth, headers(signed(key=other))), UnknownKey)
+        assert source.fresh_fetched == [ORIGIN, ORIGIN]
+
     def test_bad_signature(self) -> None:
         """A signature by another key under a published key ID is 401 bad signature."""
         auth, _, _ = make()
@@ -249,5 +284,5 @@ class NegativeCacheTests(SynchronousTestCase):
         d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
         assert not d.called
         clock.advance(KEY_FETCH_TIMEOUT_SECONDS)
-        assert "TimeoutError" in (str(failure_of(d, KeyFetchFailed).value))
-        assert pending.called
+        assert "TimeoutError" in str(failure_of(d, KeyFetchFailed).value)
+        assert pending.called  # cancelled by the timeout
