@@ -1,0 +1,288 @@
+"""Server names, canonical JSON, base64 and JSON signing against the spec's vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import signedjson.key
+import signedjson.sign
+from nacl.signing import SigningKey
+
+from stubserver._canonicaljson import (
+    BadJson,
+    CanonicalJsonError,
+    encode_canonical_json,
+    parse_json_bytes,
+)
+from stubserver._servername import InvalidServerName, is_valid_server_name, parse_server_name
+from stubserver._signing import (
+    InvalidBase64,
+    InvalidKeyFile,
+    ServerSigningKey,
+    SignatureError,
+    decode_base64,
+    encode_base64,
+    parse_signing_key_file,
+    sign_json,
+    verify_signed_json,
+)
+
+# Spec appendix "Cryptographic Test Vectors".
+SPEC_SEED = decode_base64("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
+SPEC_KEY = ServerSigningKey(version="1", key=SigningKey(SPEC_SEED))
+SPEC_SIGNATURES = [
+    ({}, "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"),
+    (
+        {"one": 1, "two": "Two"},
+        "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw",
+    ),
+]
+
+
+# ---- server names (spec appendix "Server Name"; Synapse where the grammar leaves room)
+
+VALID_NAMES = [
+    ("matrix.org", "matrix.org", None, False),
+    ("matrix.org:8888", "matrix.org", 8888, False),
+    ("1.2.3.4", "1.2.3.4", None, True),
+    ("1.2.3.4:1234", "1.2.3.4", 1234, True),
+    ("[1234:5678::abcd]", "1234:5678::abcd", None, True),
+    ("[1234:5678::abcd]:5678", "1234:5678::abcd", 5678, True),
+    ("localhost", "localhost", None, False),
+    ("999.1.1.1", "999.1.1.1", None, False),  # not an IPv4 address, still a dns-name
+    ("a-b.example", "a-b.example", None, False),
+    ("EXAMPLE.org", "EXAMPLE.org", None, False),
+    ("[::ffff:1.2.3.4]", "::ffff:1.2.3.4", None, True),
+    ("x:65535", "x", 65535, False),
+]
+
+INVALID_NAMES = [
+    "",
+    "matrix.org:",
+    "matrix.org:0",
+    "matrix.org:65536",
+    "matrix.org:123456",
+    "matrix.org:8a",
+    "[1234:5678::abcd",
+    "[1234:5678::abcd]x",
+    "[not-ipv6]",
+    "[12345::]",
+    "under_score.org",
+    "spa ce.org",
+    "bücher.de",
+    "a" * 256,
+    "1.2.3.4:-1",
+    "matrix.org:80:80",
+]
+
+
+@pytest.mark.parametrize(("text", "bare", "port", "is_ip"), VALID_NAMES)
+def test_valid_server_names(text: str, bare: str, port: int | None, is_ip: bool) -> None:
+    """Valid server names parse into host, port and IP-literal-ness, and print back."""
+    name = parse_server_name(text)
+    assert (name.bare_host, name.port, name.is_ip_literal) == (bare, port, is_ip)
+    assert str(name) == text
+    assert is_valid_server_name(text)
+
+
+@pytest.mark.parametrize("text", INVALID_NAMES)
+def test_invalid_server_names(text: str) -> None:
+    """Invalid server names raise InvalidServerName."""
+    with pytest.raises(InvalidServerName):
+        parse_server_name(text)
+    assert not is_valid_server_name(text)
+
+
+# ---- canonical JSON (spec appendix "Canonical JSON", examples)
+
+CANONICAL_EXAMPLES: list[tuple[Any, str]] = [
+    ({}, "{}"),
+    ({"one": 1, "two": "Two"}, '{"one":1,"two":"Two"}'),
+    ({"b": "2", "a": "1"}, '{"a":"1","b":"2"}'),
+    (
+        {
+            "auth": {
+                "success": True,
+                "mxid": "@john.doe:example.com",
+                "profile": {
+                    "display_name": "John Doe",
+                    "three_pids": [
+                        {"medium": "email", "address": "john.doe@example.org"},
+                        {"medium": "msisdn", "address": "123456789"},
+                    ],
+                },
+            }
+        },
+        '{"auth":{"mxid":"@john.doe:example.com","profile":{"display_name":"John Doe",'
+        '"three_pids":[{"address":"john.doe@example.org","medium":"email"},'
+        '{"address":"123456789","medium":"msisdn"}]},"success":true}}',
+    ),
+    ({"a": "日本語"}, '{"a":"日本語"}'),
+    ({"本": 2, "日": 1}, '{"日":1,"本":2}'),
+    ({"a": "\u65e5"}, '{"a":"日"}'),
+    ({"a": None}, '{"a":null}'),
+    ({"a": '\x00\x1f"\\'}, '{"a":"\\u0000\\u001f\\"\\\\"}'),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), CANONICAL_EXAMPLES)
+def test_canonical_json_examples(value: Any, expected: str) -> None:
+    """The spec's canonical JSON examples encode exactly."""
+    assert encode_canonical_json(value) == expected.encode("utf-8")
+
+
+def test_canonical_json_of_parsed_spec_example() -> None:
+    """{"a": -0, "b": 1e10} is canonically {"a":0,"b":10000000000} (spec example)."""
+    assert encode_canonical_json({"a": 0, "b": 10_000_000_000}) == b'{"a":0,"b":10000000000}'
+
+
+@pytest.mark.parametrize("value", [{"a": 1.5}, {"a": 2**53}, {"a": -(2**53)}, {1: "x"}, {"a": {1}}])
+def test_canonical_json_refuses(value: Any) -> None:
+    """Floats, integers out of range, non-string keys and non-JSON types are refused."""
+    with pytest.raises(CanonicalJsonError):
+        encode_canonical_json(value)
+
+
+@pytest.mark.parametrize(
+    ("body", "not_json"),
+    [
+        (b"{", True),
+        (b"\xff", True),
+        (b'{"a": NaN}', False),
+        (b'{"a": 9007199254740992}', False),
+        (b'{"a": 1, "a": 2}', False),
+        (b"[" * 101 + b"]" * 101, False),
+    ],
+)
+def test_parse_json_bytes_refuses(body: bytes, not_json: bool) -> None:
+    """Untrusted JSON is parsed strictly; not_json tells M_NOT_JSON from M_BAD_JSON."""
+    with pytest.raises(BadJson) as info:
+        parse_json_bytes(body)
+    assert info.value.not_json is not_json
+
+
+# ---- unpadded base64 (spec appendix "Unpadded Base64")
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoded"),
+    [
+        (b"", ""),
+        (b"f", "Zg"),
+        (b"fo", "Zm8"),
+        (b"foo", "Zm9v"),
+        (b"foob", "Zm9vYg"),
+        (b"fooba", "Zm9vYmE"),
+        (b"foobar", "Zm9vYmFy"),
+    ],
+)
+def test_unpadded_base64(raw: bytes, encoded: str) -> None:
+    """The spec's examples encode unpadded and decode with or without padding."""
+    assert encode_base64(raw) == encoded
+    assert decode_base64(encoded) == raw
+    assert decode_base64(encoded + "=" * (-len(encoded) % 4)) == raw
+
+
+@pytest.mark.parametrize("text", ["Z", "Zm9v!", "Zm-v", "Zg==="])
+def test_bad_base64(text: str) -> None:
+    """Malformed base64 is refused."""
+    with pytest.raises(InvalidBase64):
+        decode_base64(text)
+
+
+# ---- JSON signing (spec appendix "Cryptographic Test Vectors")
+
+
+@pytest.mark.parametrize(("obj", "signature"), SPEC_SIGNATURES)
+def test_spec_signing_vectors(obj: dict[str, Any], signature: str) -> None:
+    """sign_json reproduces the spec's signatures for seed YJDBA9..., domain, ed25519:1."""
+    signed = sign_json(obj, "domain", SPEC_KEY)
+    assert signed == {**obj, "signatures": {"domain": {"ed25519:1": signature}}}
+    verify_signed_json(signed, "domain", "ed25519:1", SPEC_KEY.key.verify_key)
+
+
+@pytest.mark.parametrize(("obj", "signature"), SPEC_SIGNATURES)
+def test_signedjson_agrees(obj: dict[str, Any], signature: str) -> None:
+    """The signedjson package signs the vectors identically and verifies ours."""
+    theirs = signedjson.key.decode_signing_key_base64(
+        "ed25519", "1", "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
+    )
+    assert signedjson.sign.sign_json(dict(obj), "domain", theirs)["signatures"] == {
+        "domain": {"ed25519:1": signature}
+    }
+    ours = sign_json(obj, "domain", SPEC_KEY)
+    verify_key = signedjson.key.get_verify_key(theirs)
+    signedjson.sign.verify_signed_json(ours, "domain", verify_key)
+
+
+def test_signing_keeps_unsigned_and_other_signatures() -> None:
+    """unsigned is not signed but kept; other servers' signatures are kept."""
+    obj: dict[str, Any] = {
+        "a": 1,
+        "unsigned": {"age": 5},
+        "signatures": {"other": {"ed25519:x": "sig"}},
+    }
+    signed = sign_json(obj, "domain", SPEC_KEY)
+    assert signed["unsigned"] == {"age": 5}
+    assert signed["signatures"]["other"] == {"ed25519:x": "sig"}
+    plain = sign_json({"a": 1}, "domain", SPEC_KEY)
+    assert signed["signatures"]["domain"] == plain["signatures"]["domain"]
+    assert "domain" not in obj["signatures"]
+
+
+def test_tampered_object_fails_verification() -> None:
+    """Changing a signed field makes verification fail."""
+    signed = sign_json({"one": 1}, "domain", SPEC_KEY)
+    signed["one"] = 2
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_signed_json(signed, "domain", "ed25519:1", SPEC_KEY.key.verify_key)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({}, "no signatures"),
+        ({"signatures": {"elsewhere": {}}}, "no signature by domain"),
+        ({"signatures": {"domain": {"ed25519:1": "!!"}}}, "not valid base64"),
+        ({"signatures": {"domain": {"ed25519:1": "AAAA"}}}, "wrong length"),
+    ],
+)
+def test_missing_or_malformed_signatures(obj: dict[str, Any], message: str) -> None:
+    """Missing, undecodable or short signatures fail with a reason."""
+    with pytest.raises(SignatureError, match=message):
+        verify_signed_json(obj, "domain", "ed25519:1", SPEC_KEY.key.verify_key)
+
+
+# ---- Synapse's signing-key file
+
+
+def test_key_file_round_trip() -> None:
+    """A key written with to_line parses back to the same key."""
+    key = ServerSigningKey.generate("a_Ab12")
+    (parsed,) = parse_signing_key_file(key.to_line())
+    assert (parsed.version, bytes(parsed.key)) == ("a_Ab12", bytes(key.key))
+
+
+def test_key_file_matches_signedjson() -> None:
+    """signedjson reads our key file line as the same key (Synapse's format)."""
+    key = ServerSigningKey.generate("a_Ab12")
+    (theirs,) = signedjson.key.read_signing_keys([key.to_line()])
+    assert (theirs.version, bytes(theirs)) == ("a_Ab12", bytes(key.key))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no key"),
+        ("ed25519 a_1\n", "expected"),
+        ("rsa a_1 AAAA\n", "unsupported algorithm"),
+        ("ed25519 a-1 " + "A" * 43 + "\n", "key version"),
+        ("ed25519 a_1 !!!!\n", "not valid base64"),
+        ("ed25519 a_1 AAAA\n", "32 bytes"),
+    ],
+)
+def test_bad_key_files(text: str, message: str) -> None:
+    """Malformed signing-key files are refused with the reason."""
+    with pytest.raises(InvalidKeyFile, match=message):
+        parse_signing_key_file(text)
