@@ -1,0 +1,27 @@
+"""Session fixtures for the real-Synapse interop tests (tests/interop/README.md).
+
+The environment (namespace, CA, DNS server, stubs, Synapse) starts once per session, on
+first use; without root or ``ip`` the tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.interop import harness
+
+
+@pytest.fixture(scope="session")
+def interop_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.InteropEnvironment]:
+    """The whole environment, started once for the session and torn down after it."""
+    reason = harness.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    directory = tmp_path_factory.mktemp("interop")
+    try:
+        with harness.interop_environment(directory) as env:
+            yield env
+    except harness.EnvironmentUnavailable as e:
+        pytest.skip(str(e))
