@@ -28,25 +28,57 @@ connection whose checks fail, when no address could be tried at all, when a
 over IPv4 and IPv6.
 
 This module holds the report model and the pure decisions (key checks, the verdicts on the
-signed request and the way back, the hints, the text rendering); :mod:`stubserver._checker`
-style I/O lives in :class:`FederationChecker` at the end of the file.
+signed request and the way back, the hints, the text rendering); the I/O lives in
+:class:`AddressProber` and :class:`FederationChecker` at the end of the file.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import ipaddress
+import json
+import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.pyopenssl import verify_hostname, verify_ip_address
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.web.client import URI, Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+from stubserver._agent import ResolutionFailed, build_federation_client
+from stubserver._blocklist import BlockedAddress
+from stubserver._canonicaljson import BadJson, encode_json, parse_json_bytes
+from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal, load_ca_file
+from stubserver._config import FederationSettings
+from stubserver._dns import AddressLookupError, DnsClients, build_dns_clients
+from stubserver._resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
+from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._signing import (
     ED25519,
     InvalidBase64,
+    ServerSigningKey,
     SignatureError,
     decode_base64,
     decode_verify_key,
     verify_signed_json,
 )
+from stubserver._wellknown import describe_failure, parse_well_known_body, read_body_limited
+from stubserver._xmatrix import sign_request
 
 #: Length of an ed25519 public key, in bytes.
 ED25519_PUBLIC_KEY_BYTES = 32
@@ -583,6 +615,10 @@ def hint_way_back(server_name: str, our_name: str) -> str:
     )
 
 
+#: The notary endpoint asked for our keys.
+NOTARY_QUERY_PATH = "/_matrix/key/v2/query"
+
+
 def judge_way_back(
     server_name: str, our_name: str, our_key_ids: Sequence[str], status: int, body: object
 ) -> WayBackReport:
@@ -592,6 +628,16 @@ def judge_way_back(
     our key IDs: the server resolved and reached us to get it.
     """
     hint = hint_way_back(server_name, our_name)
+    if status in (404, 405):
+        return WayBackReport(
+            skipped=False,
+            ok=False,
+            error=f"the server does not serve POST {NOTARY_QUERY_PATH} ({status})",
+            hint=f"{server_name} has no notary endpoint, so whether it can reach other servers"
+            ' cannot be shown this way; every homeserver should serve it (spec: "Querying'
+            ' Keys Through Another Server"). If a reverse proxy sits in front, route all of'
+            " /_matrix/key/ to the server.",
+        )
     if status != 200:
         message = body.get("error") if isinstance(body, dict) else None
         return WayBackReport(
@@ -823,3 +869,741 @@ def render_text(report: CheckReport) -> str:
     lines.append(f"  {'FederationOK':<16}{report.federation_ok}")
     lines.append(f"  {'AllOK':<16}{report.all_ok}")
     return "\n".join(lines) + "\n"
+
+
+# ======================================================================================
+# The asynchronous check: fetch the facts, then call the pure decisions above.
+
+log = Logger()
+
+#: Longest we wait for one probe (connect, TLS, request and body), in seconds.
+PROBE_TIMEOUT_SECONDS = 15
+#: Longest we wait for a TCP connection, in seconds.
+CONNECT_TIMEOUT_SECONDS = 10
+#: Largest response body we read from a probed server, in bytes.
+MAX_PROBE_BODY_BYTES = 512 * 1024
+MS_PER_SECOND = 1000
+HTTPS_DEFAULT_PORT = 443
+
+#: The signed requests. The first needs authentication on Synapse (``/query/{queryType}``)
+#: and on stubserver, so a stripped Authorization header shows as 401. The second has
+#: percent-escapes in its *path* (the ``@`` and ``:`` of a user ID) on a path Synapse
+#: routes (``/user/devices/{userId}``): a proxy that decodes or re-encodes the URI turns
+#: them into ``@`` and ``:`` and the signature, made over the URI as sent, fails.
+SIGNED_REQUEST_PATHS = (
+    "/_matrix/federation/v1/query/profile?user_id=%40stubserver-check%3A{origin}&field=displayname",
+    "/_matrix/federation/v1/user/devices/%40stubserver-check%3A{origin}",
+)
+KEY_PATH = "/_matrix/key/v2/server"
+VERSION_PATH = "/_matrix/federation/v1/version"
+WELL_KNOWN_PATH = "/.well-known/matrix/server"
+
+#: OpenSSL's names of common TLS 1.2 suites -> the IANA names Go (and so the tester)
+#: prints. TLS 1.3 suites have the same name in both.
+_IANA_CIPHER_NAMES = {
+    "ECDHE-RSA-AES128-GCM-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384": "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305": "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "AES128-GCM-SHA256": "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "AES256-GCM-SHA384": "TLS_RSA_WITH_AES_256_GCM_SHA384",
+}
+_TLS_VERSION_NAMES = {
+    "TLSv1": "TLS 1.0",
+    "TLSv1.1": "TLS 1.1",
+    "TLSv1.2": "TLS 1.2",
+    "TLSv1.3": "TLS 1.3",
+}
+
+
+def go_tls_version_name(openssl_name: str) -> str:
+    """Go's ``tls.VersionName`` spelling of an OpenSSL protocol name."""
+    return _TLS_VERSION_NAMES.get(openssl_name, openssl_name)
+
+
+def go_cipher_suite_name(openssl_name: str) -> str:
+    """Go's (IANA) name of a cipher suite, from OpenSSL's; unknown names pass through."""
+    return _IANA_CIPHER_NAMES.get(openssl_name, openssl_name)
+
+
+def join_host_port(address: str, port: int) -> str:
+    """Go's ``net.JoinHostPort``: IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def address_family(address: str) -> str:
+    """``IPv4`` or ``IPv6``."""
+    return FAMILY_IPV6 if ipaddress.ip_address(address).version == 6 else FAMILY_IPV4
+
+
+def summarize_certificate(cert: x509.Certificate) -> CertificateSummary:
+    """The tester's summary of a certificate."""
+
+    def common_name(name: x509.Name) -> str:
+        values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return str(values[0].value) if values else ""
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        dns_names: tuple[str, ...] = tuple(san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns_names = ()
+    fingerprint = base64.b64encode(cert.fingerprint(hashes.SHA256())).decode("ascii")
+    return CertificateSummary(
+        subject_common_name=common_name(cert.subject),
+        issuer_common_name=common_name(cert.issuer),
+        sha256_fingerprint=fingerprint.rstrip("="),
+        dns_names=dns_names or None,
+    )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who we are when we sign: our server name and signing key."""
+
+    server_name: str
+    signing_key: ServerSigningKey
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Our key IDs, as the notary should return them."""
+        return (self.signing_key.key_id,)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One HTTPS exchange with one address: the answer and what TLS showed."""
+
+    status: int
+    body: bytes
+    headers: Headers
+    certificates: tuple[CertificateSummary, ...]
+    tls_version: str
+    cipher_suite: str
+    verify_errors: tuple[str, ...]
+    name_error: str | None
+
+    @property
+    def certificate_errors(self) -> tuple[str, ...]:
+        """Why the certificate is not valid for the expected name (empty when it is)."""
+        return self.verify_errors + ((self.name_error,) if self.name_error else ())
+
+
+class ProbeFailed(Exception):
+    """A probe got no HTTP answer; ``str()`` says why, for a person."""
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _RecordingCreator:
+    """Makes the one TLS connection of a probe and keeps it, to read its details later."""
+
+    def __init__(self, context: SSL.Context, tls_server_name: str) -> None:
+        self._context = context
+        self._sni = None if is_ip_literal(tls_server_name) else tls_server_name.encode("idna")
+        self.connection: SSL.Connection | None = None
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """A client-side connection with our SNI (none for an IP literal)."""
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        if self._sni is not None:
+            connection.set_tlsext_host_name(self._sni)
+        connection.set_connect_state()
+        self.connection = connection
+        return connection
+
+
+@implementer(IAgentEndpointFactory)
+class _FixedEndpointFactory:
+    """Every URI connects to the one endpoint given."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The fixed endpoint."""
+        return self._endpoint
+
+
+def _verify_error_text(errno: int) -> str:
+    lib: Any = SSL._lib  # type: ignore[attr-defined]
+    ffi: Any = SSL._ffi  # type: ignore[attr-defined]
+    text: bytes = ffi.string(lib.X509_verify_cert_error_string(errno))
+    return text.decode("ascii", "replace")
+
+
+class AddressProber:
+    """HTTPS to one given address with a given SNI and Host, recording the TLS details.
+
+    The handshake does not stop at an untrusted certificate: the chain's verification
+    errors and the name check are recorded instead, so that the report can show the
+    certificate and say what is wrong with it, as the tester does. Nothing learnt over such
+    a connection is trusted; it is only reported (and counts as a failed check).
+    """
+
+    def __init__(self, reactor: Any, ca_files: Sequence[Path], *, use_system_store: bool = True):
+        self._reactor = reactor
+        self._extra = [cert for path in ca_files for cert in load_ca_file(path)]
+        self._use_system_store = use_system_store
+
+    def probe(
+        self,
+        address: str,
+        port: int,
+        *,
+        tls_server_name: str,
+        host_header: str,
+        path: str,
+    ) -> Deferred[ProbeResult]:
+        """GET ``path``; fails with :class:`ProbeFailed` when no answer arrives."""
+        d = Deferred.fromCoroutine(self._probe(address, port, tls_server_name, host_header, path))
+        d.addTimeout(PROBE_TIMEOUT_SECONDS, self._reactor)
+        return d
+
+    async def _probe(
+        self, address: str, port: int, tls_server_name: str, host_header: str, path: str
+    ) -> ProbeResult:
+        verify_errors: list[str] = []
+
+        def on_verify(conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
+            if not ok:
+                text = f"{_verify_error_text(errno)} (certificate {depth} of the chain)"
+                if text not in verify_errors:
+                    verify_errors.append(text)
+            return True  # go on: the errors are reported, never trusted
+
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.set_verify(SSL.VERIFY_PEER, on_verify)
+        SystemAndFileTrustRoot(self._extra, use_system=self._use_system_store)._addCACertsToContext(
+            context
+        )
+        creator = _RecordingCreator(context, tls_server_name)
+        tcp: IStreamClientEndpoint
+        if ":" in address:
+            tcp = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
+                self._reactor, address, port, timeout=CONNECT_TIMEOUT_SECONDS
+            )
+        else:
+            tcp = TCP4ClientEndpoint(self._reactor, address, port, timeout=CONNECT_TIMEOUT_SECONDS)
+        pool = HTTPConnectionPool(self._reactor, persistent=False)  # type: ignore[no-untyped-call]
+        pool.retryAutomatically = False
+        agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
+            self._reactor, _FixedEndpointFactory(wrapClientTLS(creator, tcp)), pool=pool
+        )
+        headers = Headers()
+        headers.addRawHeader(b"host", host_header.encode("ascii"))
+        url = f"http://{host_header}{path}".encode("ascii")
+        try:
+            response = await agent.request(b"GET", url, headers, None)
+            body = await read_body_limited(response, MAX_PROBE_BODY_BYTES)
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise ProbeFailed(describe_failure(e)[0]) from None
+        conn = creator.connection
+        if conn is None:
+            raise ProbeFailed("no TLS connection was made")
+        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+        name_error: str | None = None
+        try:
+            if is_ip_literal(tls_server_name):
+                verify_ip_address(conn, tls_server_name)
+            else:
+                verify_hostname(conn, tls_server_name)
+        except VerificationError:
+            name_error = f"the certificate is not valid for {tls_server_name}"
+        except Exception as e:  # an unparseable certificate
+            name_error = f"the certificate's names cannot be checked: {e}"
+        return ProbeResult(
+            status=response.code,
+            body=body,
+            headers=response.headers,
+            certificates=tuple(summarize_certificate(c) for c in chain),
+            tls_version=go_tls_version_name(conn.get_protocol_version_name()),
+            cipher_suite=go_cipher_suite_name(conn.get_cipher_name() or ""),
+            verify_errors=tuple(verify_errors),
+            name_error=name_error,
+        )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return parse_json_bytes(body)
+    except BadJson:
+        return None
+
+
+def _raw_m_server(body: bytes) -> object:
+    """The ``m.server`` value of a .well-known body, however invalid (None if absent)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document.get("m.server") if isinstance(document, dict) else None
+
+
+@dataclass
+class _Facts:
+    """What the check gathered so far (mutable while gathering; frozen into the report)."""
+
+    hints: list[Hint] = field(default_factory=list)
+    reports: dict[str, ConnectionReport] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class FederationChecker:
+    """Runs ``check`` against one server name (see the module docstring).
+
+    Everything outbound goes through the settings' IP blocklist: the report endpoint makes
+    requests for whoever asks and must not become a way into private networks.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: FederationSettings,
+        identity: Identity | None = None,
+        *,
+        rng: random.Random | None = None,
+        dns: DnsClients | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._settings = settings
+        self._identity = identity
+        self._dns = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)
+        self._context = build_federation_client(reactor, settings, rng=rng, dns=self._dns)
+        self._prober = AddressProber(reactor, settings.ca_files)
+
+    def check(self, server_name: str) -> Deferred[CheckReport]:
+        """The report for ``server_name``; never fails (problems are in the report)."""
+        return Deferred.fromCoroutine(self._check(server_name))
+
+    def _now_ms(self) -> int:
+        return int(self._reactor.seconds() * MS_PER_SECOND)
+
+    async def _check(self, server_name: str) -> CheckReport:
+        try:
+            name = parse_server_name(server_name)
+        except InvalidServerName as e:
+            return CheckReport(
+                server_name,
+                error=f"Invalid server name '{server_name}'",
+                hints=(
+                    Hint(
+                        STEP_SERVER_NAME,
+                        str(e),
+                        "Give the server name as it appears in"
+                        " user IDs (@user:NAME), without a scheme or path.",
+                    ),
+                ),
+            )
+        facts = _Facts()
+        resolution = await self._context.resolver.resolve(server_name)
+        by_family: dict[str, FamilyWellKnown] = {}
+        well_known, wk_invalid = self._well_known_report(resolution, facts)
+        if resolution.well_known is not None:
+            by_family = await self._well_known_by_family(name.host)
+            family_hint = hint_family(by_family)
+            if family_hint is not None:
+                facts.hints.append(family_hint)
+        dns_report = await self._dns_report(resolution, facts)
+        await self._probe_targets(server_name, resolution, facts)
+        version = await self._version(server_name)
+        way_back = WayBackReport(skipped=True, ok=False)
+        signed = SignedRequestReport(skipped=True, ok=False)
+        if self._identity is not None:
+            way_back = await self._way_back(server_name, self._identity)
+            if way_back.failed:
+                facts.hints.append(Hint(STEP_WAY_BACK, way_back.error or "", way_back.hint or ""))
+            signed = await self._signed_request(server_name, self._identity)
+            if signed.failed:
+                facts.hints.append(Hint(STEP_SIGNED_REQUEST, signed.error or "", signed.hint or ""))
+        return CheckReport(
+            server_name,
+            well_known=well_known,
+            well_known_invalid=wk_invalid,
+            dns=dns_report,
+            connection_reports=facts.reports,
+            connection_errors=facts.errors,
+            version=version,
+            signed_request=signed,
+            way_back=way_back,
+            well_known_by_family=by_family,
+            hints=order_hints(facts.hints),
+        )
+
+    # -- .well-known ---------------------------------------------------------------------
+
+    def _well_known_report(
+        self, resolution: Resolution, facts: _Facts
+    ) -> tuple[WellKnownReport, bool]:
+        wk = resolution.well_known
+        if wk is None:
+            return (
+                WellKnownReport(
+                    result="not consulted: the server name is an IP literal or has a port"
+                    " (spec steps 1 and 2)"
+                ),
+                False,
+            )
+        expires = int(self._reactor.seconds() + wk.cache_seconds)
+        if wk.m_server is not None:
+            return WellKnownReport(server=wk.m_server, cache_expires_at=expires), False
+        invalid = wk.status == 200
+        if invalid:
+            facts.hints.append(Hint(STEP_WELL_KNOWN, f"{wk.url}: {wk.error}", hint_m_server("")))
+        return WellKnownReport(result=wk.error or "", cache_expires_at=expires), invalid
+
+    async def _well_known_by_family(self, host: str) -> dict[str, FamilyWellKnown]:
+        try:
+            addresses = await self._dns.addresses.resolve_addresses(host)
+        except CancelledError:
+            raise
+        except AddressLookupError as e:
+            return {FAMILY_IPV4: FamilyWellKnown(lookup_error=str(e))}
+        port = self._settings.well_known_port
+        host_header = host if port == HTTPS_DEFAULT_PORT else f"{host}:{port}"
+        attempts = await gatherResults(
+            [
+                Deferred.fromCoroutine(self._well_known_at(a, port, host, host_header))
+                for a in addresses
+            ]
+        )
+        families: dict[str, dict[str, WellKnownAttempt]] = {}
+        for address, attempt in zip(addresses, attempts, strict=True):
+            families.setdefault(address_family(address), {})[address] = attempt
+        return {
+            family: FamilyWellKnown(attempts=families.get(family, {}))
+            for family in (FAMILY_IPV4, FAMILY_IPV6)
+        }
+
+    async def _well_known_at(
+        self, address: str, port: int, host: str, host_header: str
+    ) -> WellKnownAttempt:
+        if self._context.blocklist.is_blocked(address):
+            return WellKnownAttempt(result=str(BlockedAddress(address, host)))
+        try:
+            probe = await self._prober.probe(
+                address, port, tls_server_name=host, host_header=host_header, path=WELL_KNOWN_PATH
+            )
+        except ProbeFailed as e:
+            return WellKnownAttempt(result=str(e))
+        if self._settings.verify_certificates and probe.certificate_errors:
+            return WellKnownAttempt(
+                result="TLS: " + "; ".join(probe.certificate_errors), status=probe.status
+            )
+        if probe.status != 200:
+            location = probe.headers.getRawHeaders(b"location")
+            where = f" to {location[0].decode('latin-1')}" if location else ""
+            return WellKnownAttempt(result=f"HTTP {probe.status}{where}", status=probe.status)
+        try:
+            return WellKnownAttempt(server=parse_well_known_body(probe.body), status=200)
+        except ValueError:
+            return WellKnownAttempt(
+                result=describe_bad_m_server(_raw_m_server(probe.body)), status=200
+            )
+
+    # -- DNS -----------------------------------------------------------------------------
+
+    async def _canonical_name(self, host: str) -> str:
+        """The canonical name of ``host`` (FQDN with its dot, as Go's LookupCNAME)."""
+        fqdn = host.rstrip(".") + "."
+        if is_ip_literal(host):
+            return ""
+        try:
+            answers, _auth, _add = await self._dns.srv.lookupCanonicalName(host)
+        except CancelledError:
+            raise
+        except Exception:
+            return fqdn
+        for rr in answers:
+            if (
+                rr.type == dns.CNAME
+                and str(rr.name).rstrip(".").lower() == host.rstrip(".").lower()
+            ):
+                return str(rr.payload.name).rstrip(".") + "."
+        return fqdn
+
+    async def _dns_report(self, resolution: Resolution, facts: _Facts) -> DNSReport:
+        found = next((lk for lk in resolution.srv_lookups if lk.found), None)
+        srv_skipped = not resolution.srv_lookups
+        srv_error = None
+        if not srv_skipped and found is None:
+            srv_error = "; ".join(
+                f"{lk.name}: {lk.error or 'no SRV record'}" for lk in resolution.srv_lookups
+            )
+        srv_hosts = {
+            t.host for t in resolution.targets if t.source in (SOURCE_SRV, SOURCE_LEGACY_SRV)
+        }
+        hosts: dict[str, HostResult] = {}
+        for lookup in resolution.address_lookups:
+            cname = await self._canonical_name(lookup.host)
+            key = lookup.host if is_ip_literal(lookup.host) else lookup.host.rstrip(".") + "."
+            error = lookup.error
+            if lookup.host in srv_hosts and cname and cname.lower() != key.lower():
+                record = found.name if found is not None else "SRV"
+                error = (
+                    f"SRV record target {key} is a CNAME record, which is forbidden"
+                    " (as per RFC2782)"
+                )
+                facts.hints.append(hint_srv_cname(record, key, cname))
+            hosts[key] = HostResult(
+                cname=cname, addrs=lookup.addresses + lookup.blocked, error=error
+            )
+            if lookup.error is not None:
+                facts.hints.append(
+                    Hint(
+                        STEP_DNS,
+                        lookup.error,
+                        f"Publish A and/or AAAA records for {lookup.host}.",
+                    )
+                )
+        addrs: list[str] = []
+        for target in resolution.targets:
+            found_lookup = next(
+                (lk for lk in resolution.address_lookups if lk.host == target.host), None
+            )
+            for address in (
+                (found_lookup.addresses + found_lookup.blocked)
+                if found_lookup
+                else target.addresses
+            ):
+                joined = join_host_port(address, target.port)
+                if joined not in addrs:
+                    addrs.append(joined)
+        if resolution.error is not None and not addrs:
+            facts.hints.append(
+                Hint(
+                    STEP_DNS,
+                    resolution.error,
+                    "Other servers cannot find an address for the server: publish its A/AAAA"
+                    " (or SRV) records, or delegate with /.well-known/matrix/server.",
+                )
+            )
+        return DNSReport(
+            srv_skipped=srv_skipped,
+            srv_cname=(found.name.rstrip(".") + ".") if found is not None else "",
+            srv_records=(
+                tuple(
+                    SRVRecord(r.target.rstrip(".") + ".", r.port, r.priority, r.weight)
+                    for r in found.records
+                )
+                if found is not None
+                else None
+            ),
+            srv_error=srv_error,
+            hosts=hosts,
+            addrs=tuple(addrs) or None,
+        )
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def _probe_targets(self, server_name: str, resolution: Resolution, facts: _Facts) -> None:
+        jobs: list[Deferred[None]] = []
+        seen: set[str] = set()
+        srv_name = next((lk.name for lk in resolution.srv_lookups if lk.found), None)
+        for target in resolution.targets:
+            lookup = next((lk for lk in resolution.address_lookups if lk.host == target.host), None)
+            for address in lookup.blocked if lookup else ():
+                joined = join_host_port(address, target.port)
+                facts.errors[joined] = str(BlockedAddress(address, target.host))
+            for address in target.addresses:
+                joined = join_host_port(address, target.port)
+                if joined in seen:
+                    continue
+                seen.add(joined)
+                from_srv = srv_name if target.source in (SOURCE_SRV, SOURCE_LEGACY_SRV) else None
+                jobs.append(
+                    Deferred.fromCoroutine(
+                        self._probe_one(
+                            server_name, resolution, target, address, from_srv=from_srv, facts=facts
+                        )
+                    )
+                )
+        await gatherResults(jobs)
+        for joined, error in facts.errors.items():
+            target_host = next(
+                (t.host for t in resolution.targets if joined.endswith(f":{t.port}")), None
+            )
+            from_srv = next(
+                (
+                    srv_name
+                    for t in resolution.targets
+                    if t.host == target_host and t.source in (SOURCE_SRV, SOURCE_LEGACY_SRV)
+                ),
+                None,
+            )
+            facts.hints.append(
+                hint_unreachable(joined, error, from_srv=from_srv, server_name=server_name)
+            )
+
+    async def _probe_one(
+        self,
+        server_name: str,
+        resolution: Resolution,
+        target: Target,
+        address: str,
+        *,
+        from_srv: str | None,
+        facts: _Facts,
+    ) -> None:
+        joined = join_host_port(address, target.port)
+        try:
+            probe = await self._prober.probe(
+                address,
+                target.port,
+                tls_server_name=target.tls_server_name,
+                host_header=target.host_header,
+                path=KEY_PATH,
+            )
+        except ProbeFailed as e:
+            facts.errors[joined] = str(e)
+            return
+        keys = _json_or_none(probe.body)
+        if probe.status != 200 or not isinstance(keys, dict):
+            facts.errors[joined] = f"GET {KEY_PATH} answered {probe.status}" + (
+                "" if isinstance(keys, dict) else " without a JSON object"
+            )
+            return
+        cert_errors = probe.certificate_errors if self._settings.verify_certificates else ()
+        checks, verify_keys = check_keys(
+            server_name, self._now_ms(), keys, valid_certificates=not cert_errors
+        )
+        facts.reports[joined] = ConnectionReport(
+            certificates=probe.certificates,
+            cipher_version=probe.tls_version,
+            cipher_suite=probe.cipher_suite,
+            checks=checks,
+            errors=cert_errors,
+            ed25519_verify_keys=verify_keys,
+            keys=keys,
+        )
+        if cert_errors:
+            leaf = probe.certificates[0] if probe.certificates else None
+            facts.hints.append(
+                Hint(
+                    STEP_CERTIFICATE,
+                    f"{joined}: " + "; ".join(cert_errors),
+                    hint_certificate(
+                        target.tls_server_name,
+                        leaf.dns_names if leaf else None,
+                        server_name=server_name,
+                        delegated_name=resolution.delegated_server_name,
+                        srv_target=target.host if from_srv else None,
+                        verify_error="; ".join(probe.verify_errors) or None,
+                    ),
+                )
+            )
+        key_problem = not (
+            checks.matching_server_name
+            and checks.future_valid_until_ts
+            and checks.has_ed25519_key
+            and checks.all_ed25519_checks_ok
+        )
+        if key_problem:
+            facts.hints.append(hint_keys(joined, checks, server_name, keys.get("server_name")))
+
+    # -- through the full resolution -------------------------------------------------------
+
+    async def _federation_request(
+        self,
+        server_name: str,
+        method: bytes,
+        path: str,
+        *,
+        headers: Headers | None = None,
+        content: Any = None,
+    ) -> tuple[int, Any]:
+        """Send through the federation agent; ``(status, parsed JSON or None)``."""
+        uri = f"matrix-federation://{server_name}{path}".encode("ascii")
+        producer = None
+        headers = Headers() if headers is None else headers
+        if content is not None:
+            producer = FileBodyProducer(io.BytesIO(encode_json(content)))  # type: ignore[no-untyped-call]
+            headers.addRawHeader(b"content-type", b"application/json")
+        d = self._context.agent.request(method, uri, headers, producer)
+        d.addTimeout(PROBE_TIMEOUT_SECONDS, self._reactor)
+        response = await d
+        body = await read_body_limited(response, MAX_PROBE_BODY_BYTES)
+        return response.code, _json_or_none(body)
+
+    async def _version(self, server_name: str) -> VersionReport:
+        try:
+            status, body = await self._federation_request(server_name, b"GET", VERSION_PATH)
+        except CancelledError:
+            raise
+        except Exception as e:
+            return VersionReport(error=_describe(e))
+        server = body.get("server") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(server, dict):
+            return VersionReport(error=f"GET {VERSION_PATH} answered {status}")
+        return VersionReport(
+            name=str(server.get("name", "")), version=str(server.get("version", ""))
+        )
+
+    async def _signed_request(self, server_name: str, identity: Identity) -> SignedRequestReport:
+        verdict = SignedRequestReport(skipped=True, ok=False)
+        for template in SIGNED_REQUEST_PATHS:
+            path = template.format(origin=identity.server_name)
+            headers = Headers()
+            headers.addRawHeader(
+                b"authorization",
+                sign_request(
+                    "GET",
+                    path,
+                    origin=identity.server_name,
+                    destination=server_name,
+                    key=identity.signing_key,
+                ),
+            )
+            try:
+                status, body = await self._federation_request(
+                    server_name, b"GET", path, headers=headers
+                )
+            except CancelledError:
+                raise
+            except Exception as e:
+                return SignedRequestReport(
+                    skipped=False,
+                    ok=False,
+                    error=f"no answer: {_describe(e)}",
+                    hint=HINT_SIGNED_REQUEST_UNREACHABLE,
+                )
+            verdict = judge_signed_response(status, body)
+            if not verdict.ok:
+                return SignedRequestReport(
+                    skipped=False,
+                    ok=False,
+                    status=verdict.status,
+                    error=f"GET {path}: {verdict.error}",
+                    hint=verdict.hint,
+                )
+        return verdict
+
+    async def _way_back(self, server_name: str, identity: Identity) -> WayBackReport:
+        try:
+            status, body = await self._federation_request(
+                server_name,
+                b"POST",
+                NOTARY_QUERY_PATH,
+                content={"server_keys": {identity.server_name: {}}},
+            )
+        except CancelledError:
+            raise
+        except Exception as e:
+            return WayBackReport(
+                skipped=False,
+                ok=False,
+                error=f"no answer from the notary: {_describe(e)}",
+                hint=HINT_SIGNED_REQUEST_UNREACHABLE,
+            )
+        return judge_way_back(server_name, identity.server_name, identity.key_ids, status, body)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ResolutionFailed):
+        return str(e.resolution.error)
+    return describe_failure(e)[0]

@@ -215,11 +215,15 @@ class WayBackVerdictTests(SynchronousTestCase):
             (200, {"server_keys": [{"server_name": "us.test", "verify_keys": {}}]}, False),
             (200, {}, False),
             (500, {"error": "boom"}, False),
+            (404, {"errcode": "M_UNRECOGNIZED"}, False),
         ]
         for status, body, ok in cases:
             verdict = judge_way_back("them.test", "us.test", ["ed25519:k"], status, body)
             assert verdict.ok == ok, body
             assert (verdict.hint is None) == ok, body
+        missing = judge_way_back("them.test", "us.test", ["ed25519:k"], 404, {})
+        assert missing.hint is not None
+        assert "no notary endpoint" in missing.hint
 
 
 class VerdictTests(SynchronousTestCase):

@@ -1,0 +1,66 @@
+"""``stubserver check NAME [--json] [federation options]``.
+
+Exit status: 0 when the report's ``AllOK`` is true, 1 otherwise, 2 for bad usage (an
+invalid server name, a bad config or flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from twisted.python.failure import Failure
+
+from stubserver._check import CheckReport, FederationChecker, Identity, render_text
+from stubserver._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
+from stubserver._clienttls import CaFileError
+from stubserver._servername import InvalidServerName, parse_server_name
+
+
+def report_text(report: CheckReport, *, as_json: bool) -> str:
+    """The report as printed: the tester's indented JSON, or the text for people."""
+    if as_json:
+        return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return render_text(report)
+
+
+def exit_status(report: CheckReport) -> int:
+    """0 when everything is OK, 1 otherwise."""
+    return EXIT_OK if report.all_ok else EXIT_FAILED
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``stubserver check``; ConfigError propagates (exit 2 in ``_cli``)."""
+    config, settings = federation_from_args(args)
+    try:
+        parse_server_name(args.name)
+    except InvalidServerName as e:
+        print(f"stubserver check: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    identity = Identity(config.server_name, config.signing_key) if config is not None else None
+
+    from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
+
+    try:
+        checker = FederationChecker(reactor, settings, identity)
+    except CaFileError as e:
+        print(f"stubserver check: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    outcome: list[Any] = []
+
+    def run() -> None:
+        d = checker.check(args.name)
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+    if not outcome or isinstance(outcome[0], Failure):
+        detail = outcome[0].getTraceback() if outcome else "the check did not finish"
+        print(f"stubserver check: internal error: {detail}", file=sys.stderr)
+        return EXIT_FAILED
+    report: CheckReport = outcome[0]
+    sys.stdout.write(report_text(report, as_json=args.json))
+    return exit_status(report)
