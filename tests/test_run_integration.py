@@ -1,7 +1,8 @@
-"""``stubserver run`` as a user runs it: real process, real TLS on loopback, port 0."""
+"""``stubserver run``: its pure parts, then as a user runs it (real process, TLS, port 0)."""
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import time
@@ -12,7 +13,10 @@ import signedjson.key
 import signedjson.sign
 from cryptography import x509
 
+from stubserver._config import ConfigError
 from stubserver._pki import KeyPair, issue_cert, make_ca
+from stubserver._run import ignorable_bind_failure
+from stubserver._tlsserver import server_tls_options
 from tests.support import (
     https_get_json,
     https_request,
@@ -22,8 +26,6 @@ from tests.support import (
     write_stub_files,
 )
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def ca() -> KeyPair:
@@ -31,6 +33,63 @@ def ca() -> KeyPair:
     return make_ca("stubserver integration test CA")
 
 
+@pytest.mark.parametrize(
+    ("address", "bound", "number", "ignored"),
+    [
+        ("0.0.0.0", ["::"], errno.EADDRINUSE, True),
+        ("0.0.0.0", [], errno.EADDRINUSE, False),
+        ("0.0.0.0", ["::"], errno.EACCES, False),
+        ("127.0.0.1", ["::"], errno.EADDRINUSE, False),
+        ("::", ["0.0.0.0"], errno.EADDRINUSE, False),
+    ],
+)
+def test_ignorable_bind_failure(address: str, bound: list[str], number: int, ignored: bool) -> None:
+    """Only 0.0.0.0 failing with EADDRINUSE after a dual-stack :: is ignored (as Synapse)."""
+    assert ignorable_bind_failure(address, bound, number) is ignored
+
+
+def test_tls_options_with_chain(tmp_path: Path, ca: KeyPair) -> None:
+    """A leaf followed by an intermediate loads; the context is built at once."""
+    leaf = issue_cert(["beta.test"], ca)
+    (tmp_path / "chain.crt").write_bytes(leaf.cert_pem + ca.cert_pem)
+    (tmp_path / "leaf.key").write_bytes(leaf.key_pem)
+    options = server_tls_options(tmp_path / "chain.crt", tmp_path / "leaf.key")
+    assert options.extraCertChain is not None
+    assert len(options.extraCertChain) == 1
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("mismatch", "other", "tls_private_key_path", "is not the private key"),
+        ("garbage", "leaf", "tls_certificate_path", "holds no PEM certificate"),
+        ("leaf", "garbage", "tls_private_key_path", "holds no PEM private key"),
+        ("missing", "leaf", "tls_certificate_path", "cannot read"),
+        ("leaf", "missing", "tls_private_key_path", "cannot read"),
+    ],
+)
+def test_tls_options_errors(tmp_path: Path, ca: KeyPair, case: tuple[str, str, str, str]) -> None:
+    """Certificate and key faults are ConfigErrors naming the setting."""
+    cert, key, bad_key, problem = case
+    leaf = issue_cert(["beta.test"], ca)
+    files = {
+        "leaf": (leaf.cert_pem, leaf.key_pem),
+        "mismatch": (leaf.cert_pem, leaf.key_pem),
+        "other": (b"", issue_cert(["other.test"], ca).key_pem),
+        "garbage": (b"not pem", b"not pem"),
+    }
+    cert_path, key_path = tmp_path / "c.pem", tmp_path / "k.pem"
+    if cert != "missing":
+        cert_path.write_bytes(files[cert][0])
+    if key != "missing":
+        key_path.write_bytes(files[key][1])
+    with pytest.raises(ConfigError) as info:
+        server_tls_options(cert_path, key_path)
+    assert info.value.key == bad_key
+    assert problem in info.value.problem
+
+
+@pytest.mark.integration
 def test_ready_line_and_key_document(tmp_path: Path, ca: KeyPair) -> None:
     """The ready line names the bound port; the key document verifies with signedjson."""
     files = write_stub_files(tmp_path, "beta.test", ca, bind="127.0.0.22")
@@ -60,6 +119,7 @@ def test_ready_line_and_key_document(tmp_path: Path, ca: KeyPair) -> None:
     signedjson.sign.verify_signed_json(body, "beta.test", verify_key)
 
 
+@pytest.mark.integration
 def test_certificate_served_is_the_configured_one(tmp_path: Path, ca: KeyPair) -> None:
     """The handshake presents the configured certificate, which verifies against the CA."""
     files = write_stub_files(tmp_path, "gamma.test", ca, bind="127.0.0.23")
@@ -79,6 +139,7 @@ def test_certificate_served_is_the_configured_one(tmp_path: Path, ca: KeyPair) -
     assert served == files.tls.certificate
 
 
+@pytest.mark.integration
 def test_wrong_name_fails_verification(tmp_path: Path, ca: KeyPair) -> None:
     """A client that expects another name rejects the certificate: verification is real."""
     config = write_stub(tmp_path, "delta.test", ca, bind="127.0.0.24")
@@ -92,6 +153,7 @@ def test_wrong_name_fails_verification(tmp_path: Path, ca: KeyPair) -> None:
         )
 
 
+@pytest.mark.integration
 def test_well_known_listener(tmp_path: Path, ca: KeyPair) -> None:
     """A well_known listener serves m.server with a Cache-Control max-age."""
     config = write_stub(
@@ -124,6 +186,7 @@ def test_well_known_listener(tmp_path: Path, ca: KeyPair) -> None:
     assert keys.json()["errcode"] == "M_UNRECOGNIZED"
 
 
+@pytest.mark.integration
 def test_ip_literal_server_name(tmp_path: Path, ca: KeyPair) -> None:
     """An IP-literal server gets an IP SAN that a client verifying the IP accepts."""
     config = write_stub(tmp_path, "127.0.0.26", ca, bind="127.0.0.26")
@@ -139,6 +202,7 @@ def test_ip_literal_server_name(tmp_path: Path, ca: KeyPair) -> None:
     assert body["server"]["name"] == "stubserver"
 
 
+@pytest.mark.integration
 def test_two_addresses_share_the_port_chosen_for_port_zero(tmp_path: Path, ca: KeyPair) -> None:
     """Port 0 picks one free port; the listener's second address binds the same port."""
     config = write_stub(tmp_path, "zeta.test", ca, bind=["127.0.0.27", "127.0.0.28"])
@@ -149,7 +213,9 @@ def test_two_addresses_share_the_port_chosen_for_port_zero(tmp_path: Path, ca: K
     assert len(ports) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.integration
 def test_signal_exits_zero_and_closes_listeners(
     tmp_path: Path, ca: KeyPair, sig: signal.Signals
 ) -> None:
@@ -164,6 +230,7 @@ def test_signal_exits_zero_and_closes_listeners(
         pass
 
 
+@pytest.mark.integration
 def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path, ca: KeyPair) -> None:
     """A port already in use stops start-up with one line on stderr and exit status 2."""
     with socket.create_server(("127.0.0.30", 0)) as taken:
@@ -178,6 +245,7 @@ def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path, ca: KeyPair) -> None
     ]
 
 
+@pytest.mark.integration
 def test_certificate_key_mismatch_exits_2(tmp_path: Path, ca: KeyPair) -> None:
     """A private key that is not the certificate's stops start-up with exit status 2."""
     config = write_stub(tmp_path, "iota.test", ca, bind="127.0.0.31")
@@ -190,6 +258,7 @@ def test_certificate_key_mismatch_exits_2(tmp_path: Path, ca: KeyPair) -> None:
     assert "is not the private key of the certificate" in result.stderr
 
 
+@pytest.mark.integration
 def test_bad_signing_key_file_exits_2(tmp_path: Path, ca: KeyPair) -> None:
     """A malformed signing-key file stops start-up with one line and exit status 2."""
     config = write_stub(tmp_path, "kappa.test", ca, bind="127.0.0.32")
@@ -201,6 +270,7 @@ def test_bad_signing_key_file_exits_2(tmp_path: Path, ca: KeyPair) -> None:
     assert "signing_key_path" in result.stderr
 
 
+@pytest.mark.integration
 def test_generated_config_runs(tmp_path: Path, ca: KeyPair) -> None:
     """``generate`` with a CA writes a config that ``run`` serves and a client verifies."""
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
