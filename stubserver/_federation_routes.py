@@ -13,12 +13,15 @@ Plug into :class:`stubserver._http.FederationRouter` (through
 - :func:`profile_route`: ``GET /_matrix/federation/v1/query/profile`` for configured users.
 - :func:`notary_routes`: ``GET /_matrix/key/v2/query/{serverName}`` and
   ``POST /_matrix/key/v2/query`` (spec: "Querying Keys Through Another Server").
+- :func:`build_federation_extensions`: all of the above (and the request log) for a
+  config, ready for ``build_site``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
@@ -30,15 +33,18 @@ from twisted.web.iweb import IRequest
 
 from stubserver._auth import AuthResult
 from stubserver._canonicaljson import JsonDict
-from stubserver._config import UserProfile
+from stubserver._config import Config, ConfigError, UserProfile
 from stubserver._http import (
     JsonResponse,
     MatrixError,
+    RequestFilter,
+    RequestObserver,
     Route,
     query_arg,
     read_json_body,
     request_annotations,
 )
+from stubserver._requestlog import RequestLog
 from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._signing import ServerSigningKey, sign_json
 from stubserver._xmatrix import (
@@ -340,3 +346,66 @@ def notary_routes(notary: Notary[Any]) -> list[Route]:
         Route("GET", "/_matrix/key/v2/query/{serverName}", get),
         Route("POST", "/_matrix/key/v2/query", post),
     ]
+
+
+@dataclass(frozen=True)
+class FederationExtensions:
+    """What ``stubserver run`` adds to ``build_site``: routes, filters and observers.
+
+    Pass them as ``build_site(config, reactor, extra_routes=ext.routes,
+    filters=ext.filters, observers=ext.observers)``.
+    """
+
+    routes: tuple[Route, ...]
+    filters: tuple[RequestFilter, ...]
+    observers: tuple[RequestObserver, ...]
+    request_log: RequestLog | None
+
+
+def build_federation_extensions(config: Config, reactor: Any) -> FederationExtensions:
+    """Profile, notary, X-Matrix checking and the request log for ``config``.
+
+    ``reactor`` provides time, TCP, threads (for the log writer) and system event
+    triggers (the log is flushed before shutdown). The outbound side (key fetches for
+    authentication and the notary) uses ``config.federation``. Raises ConfigError for an
+    unreadable CA file.
+    """
+    from stubserver._agent import build_federation_client  # noqa: PLC0415
+    from stubserver._auth import RequestAuthenticator  # noqa: PLC0415
+    from stubserver._clienttls import CaFileError  # noqa: PLC0415
+    from stubserver._keydoc import KeyDocumentSource  # noqa: PLC0415
+    from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
+
+    try:
+        context = build_federation_client(reactor, config.federation)
+    except CaFileError as e:
+        raise ConfigError("federation_custom_ca_list", str(e)) from None
+    fetcher = context.key_fetcher
+    own_keys = KeyDocumentSource(
+        reactor,
+        config.server_name,
+        config.signing_keys,
+        config.old_signing_keys,
+        config.key_refresh_interval_ms,
+    )
+    notary: Notary[Any] = Notary(
+        config.server_name,
+        config.signing_key,
+        own_keys=own_keys,
+        fetch=fetcher.fetch_cached_or_fresh,
+        refetch=fetcher.fetch,
+        clock=reactor,
+    )
+    authenticator = RequestAuthenticator(config.server_name, fetcher, reactor)
+    request_log = None
+    observers: tuple[RequestObserver, ...] = ()
+    if config.request_log_path is not None:
+        request_log = RequestLog(config.request_log_path, reactor, reactor_thread_runner(reactor))
+        request_log.install_shutdown_flush(reactor)
+        observers = (request_log,)
+    return FederationExtensions(
+        routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),
+        filters=(XMatrixFilter(authenticator),),
+        observers=observers,
+        request_log=request_log,
+    )

@@ -38,6 +38,8 @@ FLUSH_BATCH_LINES = 256
 #: (counted and reported) rather than growing without bound.
 MAX_PENDING_LINES = 100_000
 MS_PER_SECOND = 1000
+#: Requests logged: the federation API (``/_matrix/federation/...``, ``/_matrix/key/...``).
+LOGGED_PATH_PREFIX = b"/_matrix/"
 
 log = Logger()
 
@@ -114,7 +116,9 @@ class RequestLog:
         reactor.addSystemEventTrigger("before", "shutdown", self.close)
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
-        """The observer: log ``request`` answered with ``status``."""
+        """The observer: log ``request`` answered with ``status`` (Matrix paths only)."""
+        if not request.path.startswith(LOGGED_PATH_PREFIX):
+            return  # e.g. /.well-known/matrix/server on a well_known listener
         entry = log_entry(
             int(self._clock.seconds() * MS_PER_SECOND),
             request.method,

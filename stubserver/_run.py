@@ -27,6 +27,7 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 
 from stubserver._config import ConfigError, ListenerConfig, load_config
+from stubserver._federation_routes import build_federation_extensions
 from stubserver._site import ListenerSite, build_site
 from stubserver._tlsserver import server_tls_options
 
@@ -164,12 +165,21 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of ``stubserver run``; ConfigError propagates (exit 2 in ``_cli``)."""
     config = load_config(args.config)
     options = tls_options_for(config.listeners)
-    _start_logging()
 
     from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
 
-    sites = build_site(config, reactor)
+    extensions = build_federation_extensions(config, reactor)
+    sites = build_site(
+        config,
+        reactor,
+        extra_routes=extensions.routes,
+        filters=extensions.filters,
+        observers=extensions.observers,
+    )
     bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
+    # Logging starts only once every socket is bound: until then a fault must show as the
+    # one line _cli prints. Twisted buffers earlier events and replays them now.
+    _start_logging()
     for b in bound:
         log.info(
             "Listening on {address} port {port} for {resources}",

@@ -286,3 +286,25 @@ class NegativeCacheTests(SynchronousTestCase):
         clock.advance(KEY_FETCH_TIMEOUT_SECONDS)
         assert "TimeoutError" in str(failure_of(d, KeyFetchFailed).value)
         assert pending.called  # cancelled by the timeout
+
+
+class BlockedOriginTests(SynchronousTestCase):
+    def test_blocked_origin_never_dialled(self) -> None:
+        """A request claiming an origin at a blocked address makes no outbound connection."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from stubserver._agent import build_federation_client
+        from stubserver._config import FederationSettings
+
+        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor.advance(NOW_S)
+        context = build_federation_client(reactor, FederationSettings())
+        auth = RequestAuthenticator(US, context.key_fetcher, reactor)
+        for origin in ("127.0.0.1:8448", "10.1.2.3", "[::1]:8448", "169.254.169.254"):
+            with self.subTest(origin=origin):
+                d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x", origin=origin)), None)
+                reactor.advance(1)
+                error = failure_of(d, KeyFetchFailed).value
+                assert "ip_range_blocklist" in str(error) or "blocked" in str(error), error
+        assert reactor.tcpClients == []
+        assert reactor.sslClients == []

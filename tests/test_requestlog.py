@@ -59,6 +59,17 @@ def entry(n: int) -> dict[str, Any]:
 
 
 class EntryTests(SynchronousTestCase):
+    def test_only_matrix_paths_logged(self) -> None:
+        """Requests outside /_matrix/ (e.g. .well-known) are not logged."""
+        threads = FakeThreads()
+        log = RequestLog(Path(tempfile.mkdtemp()) / "r.jsonl", Clock(), threads)
+        dummy = DummyRequest([b".well-known", b"matrix", b"server"])
+        dummy.uri = b"/.well-known/matrix/server"
+        dummy.path = dummy.uri  # type: ignore[attr-defined]  # the real Request has it
+        log(cast(IRequest, dummy), 200, {})
+        self.successResultOf(log.close())
+        assert threads.queue == []
+
     def test_entry_fields(self) -> None:
         """An entry carries exactly the contract's fields, filled from the annotations."""
         e = log_entry(
@@ -169,6 +180,7 @@ class WriterTests(SynchronousTestCase):
         """As an observer, the log takes origin/auth/content from the request annotations."""
         dummy = DummyRequest([b"_matrix", b"federation", b"v1", b"x"])
         dummy.uri = b"/_matrix/federation/v1/x?q=1"
+        dummy.path = b"/_matrix/federation/v1/x"  # type: ignore[attr-defined]
         request = cast(IRequest, dummy)
         request_annotations(request).update(
             origin="o.test", authenticated=True, auth_error=None, content=None
