@@ -39,6 +39,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 DEFAULT_BIND_ADDRESSES = ("::", "0.0.0.0")  # noqa: S104
 
 RESOURCES = frozenset({"federation", "well_known", "report"})
+#: A listener serving ``report`` binds to loopback unless told otherwise: the report
+#: endpoint makes outbound requests for whoever asks (issue 6).
+REPORT_DEFAULT_BIND_ADDRESSES = ("::1", "127.0.0.1")
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py): outbound federation
 #: never dials these unless ip_range_allowlist makes an exception.
@@ -171,6 +174,15 @@ _KNOWN_KEYS = frozenset(
 _LISTENER_KEYS = frozenset(
     {"port", "bind_addresses", "resources", "tls_certificate_path", "tls_private_key_path"}
 )
+
+
+def default_bind_addresses(listener: Mapping[str, Any]) -> tuple[str, ...]:
+    """Where a listener binds when ``bind_addresses`` is absent: loopback when it serves
+    ``report``, else every interface (Synapse's default)."""
+    resources = listener.get("resources")
+    if isinstance(resources, list) and "report" in resources:
+        return REPORT_DEFAULT_BIND_ADDRESSES
+    return DEFAULT_BIND_ADDRESSES
 
 
 def parse_duration_ms(key: str, value: object) -> int:
@@ -369,7 +381,7 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
             for j, b in enumerate(
                 _list(
                     f"{where}.bind_addresses",
-                    lraw.get("bind_addresses", list(DEFAULT_BIND_ADDRESSES)),
+                    lraw.get("bind_addresses", list(default_bind_addresses(lraw))),
                 )
             )
         )

@@ -1,0 +1,105 @@
+"""The ``report`` listener resource: the federation tester's API, served by ``stubserver run``.
+
+- ``GET /api/report?server_name=NAME``: the ``check --json`` report (the tester's fields
+  and ours), with the tester's CORS header so that web pages can read it.
+- ``GET /api/federation-ok?server_name=NAME``: ``"GOOD"`` when ``FederationOK``, else
+  ``"BAD"``. Our router answers JSON only, so this is the JSON string (``"GOOD"``, with
+  quotes), not the tester's bare text.
+
+Each report makes outbound requests for whoever asks, so they go through the config's
+``ip_range_blocklist`` (Synapse's private ranges by default): the endpoint must not become
+a proxy into private networks. Listeners serving ``report`` bind to loopback by default.
+At most :data:`MAX_CONCURRENT_REPORTS` reports run at once; more answer 429. The checks
+sign with the server's own identity, so the way back is "can NAME reach this server".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+
+from stubserver._check import CheckReport, FederationChecker, Identity
+from stubserver._config import Config
+from stubserver._http import JsonResponse, MatrixError, Route, query_arg
+
+#: Most reports computed at the same time; a further request answers 429.
+MAX_CONCURRENT_REPORTS = 4
+#: The tester's CORS headers (its HandleReport), so browser tools can call us.
+CORS_HEADERS: Mapping[str, str] = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Origin, X-Requested-With, Content-Type, Accept",
+}
+REPORT_PATH = "/api/report"
+FEDERATION_OK_PATH = "/api/federation-ok"
+
+
+class Checker(Protocol):
+    """Anything that makes a report for a server name (the FederationChecker)."""
+
+    def check(self, server_name: str) -> Deferred[CheckReport]:
+        """The report; never fails."""
+
+
+class ReportService:
+    """Runs reports with a bounded concurrency; a new checker per report, so that no
+    cached .well-known or SRV answer makes a report stale."""
+
+    def __init__(
+        self,
+        make_checker: Callable[[], Checker],
+        max_concurrent: int = MAX_CONCURRENT_REPORTS,
+    ) -> None:
+        self._make_checker = make_checker
+        self._max_concurrent = max_concurrent
+        self._running = 0
+
+    def report(self, server_name: str) -> Deferred[CheckReport]:
+        """The report for ``server_name``; MatrixError 429 when too many are running."""
+        if self._running >= self._max_concurrent:
+            raise MatrixError(
+                429, "M_LIMIT_EXCEEDED", f"{self._max_concurrent} reports are already running"
+            )
+        self._running += 1
+
+        def done(result: Any) -> Any:
+            self._running -= 1
+            return result
+
+        d = self._make_checker().check(server_name)
+        d.addBoth(done)
+        return d
+
+
+def _server_name(request: IRequest) -> str:
+    name = query_arg(request, "server_name")
+    if not name:
+        raise MatrixError(400, "M_MISSING_PARAM", "the server_name query parameter is required")
+    return name
+
+
+def report_routes(service: ReportService) -> list[Route]:
+    """``GET /api/report`` and ``GET /api/federation-ok``."""
+
+    def report(request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
+        d = service.report(_server_name(request))
+        return d.addCallback(lambda r: JsonResponse(200, r.to_json(), CORS_HEADERS))
+
+    def federation_ok(request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
+        d = service.report(_server_name(request))
+        return d.addCallback(
+            lambda r: JsonResponse(200, "GOOD" if r.federation_ok else "BAD", CORS_HEADERS)
+        )
+
+    return [Route("GET", REPORT_PATH, report), Route("GET", FEDERATION_OK_PATH, federation_ok)]
+
+
+def report_routes_for(reactor: Any, config: Config) -> list[Route]:
+    """The report routes of ``stubserver run``: checks with the config's federation
+    settings (its IP blocklist included) and its identity."""
+    identity = Identity(config.server_name, config.signing_key)
+    service = ReportService(lambda: FederationChecker(reactor, config.federation, identity))
+    return report_routes(service)
