@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -505,8 +507,8 @@ class ReportRoutesTests(SynchronousTestCase):
     def test_report_listener_binds_to_loopback_by_default(self) -> None:
         """A listener serving report without bind_addresses binds to loopback only."""
         key = ServerSigningKey.generate("a1")
-        folder = Path(self.mktemp())  # type: ignore[no-untyped-call]
-        folder.mkdir()
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
         (folder / "k").write_text(key.to_line())
         raw = {
             "server_name": "a.test",
