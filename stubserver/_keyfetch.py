@@ -28,15 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nacl.signing import VerifyKey
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
 
-from stubserver._agent import FederationConnectError, MatrixFederationAgent, ResolutionFailed
+from stubserver._agent import FederationConnectError, ResolutionFailed
 from stubserver._canonicaljson import BadJson, parse_json_bytes
 from stubserver._resolution import Target
 from stubserver._signing import (
@@ -60,6 +61,22 @@ KEY_PATH = "/_matrix/key/v2/server"
 MS_PER_SECOND = 1000
 HTTP_OK = 200
 HTTP_SERVER_ERROR = 500
+
+
+class FederationAgent(Protocol):
+    """What the fetcher needs of :class:`stubserver._agent.MatrixFederationAgent`."""
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,
+    ) -> Deferred[IResponse]:
+        """``IAgent.request`` for ``matrix-federation://`` URIs."""
+
+    def connected_target(self, server_name: str) -> Target | None:
+        """The target the last connection to ``server_name`` went to."""
 
 
 class KeyFetchError(Exception):
@@ -226,7 +243,7 @@ class _Cached:
 class ServerKeyFetcher:
     """Fetches, verifies and caches servers' keys (see the module docstring)."""
 
-    def __init__(self, agent: MatrixFederationAgent, clock: IReactorTime) -> None:
+    def __init__(self, agent: FederationAgent, clock: IReactorTime) -> None:
         self._agent = agent
         self._clock = clock
         self._cache: dict[str, _Cached] = {}

@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -47,8 +47,8 @@ from twisted.internet.interfaces import IReactorTime
 from stubserver._blocklist import BlockedAddress, IPBlocklist
 from stubserver._dns import AddressLookupError, AddressResolver
 from stubserver._servername import InvalidServerName, ServerName, parse_server_name
-from stubserver._srv import SrvLookup, SrvRecord, SrvResolver, order_srv_records
-from stubserver._wellknown import WellKnownResolver, WellKnownResult
+from stubserver._srv import SrvLookup, SrvRecord, order_srv_records
+from stubserver._wellknown import WellKnownResult
 
 SOURCE_IP_LITERAL = "ip_literal"
 SOURCE_EXPLICIT_PORT = "explicit_port"
@@ -206,6 +206,20 @@ def default_target(hostname: str, default_port: int) -> Target:
     )
 
 
+class WellKnownSource(Protocol):
+    """Where delegation comes from: :class:`stubserver._wellknown.WellKnownResolver`."""
+
+    def get_well_known(self, host: str) -> Deferred[WellKnownResult]:
+        """The .well-known outcome for ``host``; never fails."""
+
+
+class SrvSource(Protocol):
+    """Where SRV answers come from: :class:`stubserver._srv.SrvResolver`."""
+
+    def lookup(self, name: str) -> Deferred[SrvLookup]:
+        """The SRV lookup of ``name``; never fails."""
+
+
 class FederationResolver:
     """Resolves server names to targets (see the module docstring)."""
 
@@ -213,8 +227,8 @@ class FederationResolver:
         self,
         *,
         clock: IReactorTime,
-        well_known: WellKnownResolver,
-        srv: SrvResolver,
+        well_known: WellKnownSource,
+        srv: SrvSource,
         addresses: AddressResolver,
         blocklist: IPBlocklist,
         rng: random.Random,
