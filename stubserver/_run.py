@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from stubserver._config import ConfigError, ListenerConfig, load_config
 from stubserver._federation_routes import build_federation_extensions
+from stubserver._report_routes import report_routes_for
 from stubserver._site import ListenerSite, build_site
 from stubserver._tlsserver import server_tls_options
 
@@ -175,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
         extra_routes=extensions.routes,
         filters=extensions.filters,
         observers=extensions.observers,
+        routes_by_resource={"report": report_routes_for(reactor, config)},
     )
     bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
     # Logging starts only once every socket is bound: until then a fault must show as the
