@@ -24,7 +24,6 @@ from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
-from OpenSSL.crypto import X509
 from twisted.internet._sslverify import ClientTLSOptions, IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
@@ -44,7 +43,7 @@ class CaFileError(Exception):
     temporary = False
 
 
-def load_ca_file(path: Path) -> list[X509]:
+def load_ca_file(path: Path) -> list[x509.Certificate]:
     """The certificates in a PEM file, or :class:`CaFileError`."""
     try:
         with path.open("rb") as f:
@@ -57,24 +56,24 @@ def load_ca_file(path: Path) -> list[X509]:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
         raise CaFileError(f"CA file {path} holds no PEM certificate") from None
-    return [X509.from_cryptography(c) for c in certs]
+    return certs
 
 
 @implementer(IOpenSSLTrustRoot)
 class SystemAndFileTrustRoot:
     """Trust the platform's default store plus the given CA certificates."""
 
-    def __init__(self, extra: Sequence[X509], *, use_system: bool = True) -> None:
-        self._extra = list(extra)
+    def __init__(self, ca_files: Sequence[Path], *, use_system: bool = True) -> None:
+        for path in ca_files:
+            load_ca_file(path)  # fail early, with a clear message
+        self._ca_files = list(ca_files)
         self._use_system = use_system
 
     def _addCACertsToContext(self, context: SSL.Context) -> None:
         if self._use_system:
             context.set_default_verify_paths()
-        store = context.get_cert_store()
-        assert store is not None
-        for cert in self._extra:
-            store.add_cert(cert)
+        for path in self._ca_files:
+            context.load_verify_locations(str(path))
 
 
 def is_ip_literal(name: str) -> bool:
@@ -111,11 +110,11 @@ class FederationTlsPolicy:
         verify_certificates: bool = True,
         use_system_store: bool = True,
     ) -> None:
-        extra = [cert for path in ca_files for cert in load_ca_file(path)]
         self.verify_certificates = verify_certificates
+        trust = SystemAndFileTrustRoot(ca_files, use_system=use_system_store)
         if verify_certificates:
             self._options: Any = CertificateOptions(
-                trustRoot=SystemAndFileTrustRoot(extra, use_system=use_system_store),
+                trustRoot=trust,
                 raiseMinimumTo=MIN_TLS_VERSION,
             )
         else:
