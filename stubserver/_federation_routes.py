@@ -3,9 +3,10 @@
 Plug into :class:`stubserver._http.FederationRouter` (through
 ``stubserver._site.build_site``):
 
-- :class:`XMatrixFilter` (a ``RequestFilter``): on every ``/_matrix/federation/...``
-  request, reads the JSON body (if any), and when X-Matrix credentials are given checks
-  them with a :class:`stubserver._auth.RequestAuthenticator`. Good credentials are noted
+- :class:`XMatrixFilter` (a ``RequestFilter``): on every ``/_matrix/...`` request but
+  the key endpoints (``/_matrix/key/...``, unauthenticated), reads the JSON body (if
+  any), and when X-Matrix credentials are given checks them with a
+  :class:`stubserver._auth.RequestAuthenticator`. Good credentials are noted
   in the request annotations (``origin``, ``authenticated``); bad ones answer 400/401
   ``M_UNAUTHORIZED`` at once, whatever the path. A request without credentials goes on
   (noted as ``auth_error``): endpoints that need authentication call
@@ -54,8 +55,12 @@ from stubserver._xmatrix import (
     select_authorization,
 )
 
-#: Prefix of the paths whose X-Matrix credentials the filter checks.
-FEDERATION_PREFIX = b"/_matrix/federation/"
+#: Paths whose X-Matrix credentials the filter checks (contract: "any other /_matrix/
+#: path: X-Matrix checked and logged where given") ...
+CHECKED_PREFIX = b"/_matrix/"
+#: ... except the key endpoints, which need no authentication (as Synapse): checking there
+#: would make every key request wait for a key fetch of its own.
+UNCHECKED_PREFIX = b"/_matrix/key/"
 #: Most servers one notary request may ask about.
 MAX_NOTARY_SERVERS = 100
 #: The profile fields the spec defines for ``field``.
@@ -95,7 +100,8 @@ class XMatrixFilter:
         """Annotate ``request``; fail with MatrixError when its credentials are bad."""
         notes = request_annotations(request)
         notes.update(origin=None, authenticated=False, auth_error=None, content=None)
-        if not request.path.startswith(FEDERATION_PREFIX):
+        path: bytes = request.path
+        if not path.startswith(CHECKED_PREFIX) or path.startswith(UNCHECKED_PREFIX):
             return None
         content = read_json_body(request) if _has_body(request) else None
         notes["content"] = content

@@ -260,6 +260,23 @@ class UnknownFederationPathTests(SynchronousTestCase):
         status, _ = h.request(self, "GET", path, auth=signed(path, key=WRONG_KEY))
         assert status == 401
 
+    def test_other_matrix_paths_checked(self) -> None:
+        """X-Matrix is checked on any /_matrix/ path, not only /_matrix/federation/."""
+        h = Harness()
+        path = "/_matrix/media/v3/download/x/y"
+        assert h.request(self, "GET", path, auth=signed(path, key=WRONG_KEY))[0] == 401
+        status, _ = h.request(self, "GET", path, auth=signed(path))
+        assert status == 404
+        assert h.observed[-1][1]["authenticated"] is True
+
+    def test_key_endpoints_not_checked(self) -> None:
+        """Key endpoints need no authentication: even a bad signature is not checked."""
+        h = Harness()
+        path = f"/_matrix/key/v2/query/{US}"
+        status, _ = h.request(self, "GET", path, auth=signed(path, key=WRONG_KEY))
+        assert status == 200
+        assert h.observed[-1][1]["authenticated"] is False
+
     def test_non_json_body(self) -> None:
         """A federation request whose body is not JSON is 400 M_NOT_JSON."""
         h = Harness()
