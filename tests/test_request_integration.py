@@ -8,6 +8,7 @@ the receiver fetches the sender's keys over real TLS, authenticates, answers and
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from pathlib import Path
@@ -20,6 +21,7 @@ from stubserver._pki import make_ca
 from stubserver._request_cli import (
     RequestOutcome,
     UsageError,
+    format_outcome,
     outcome_from_response,
     plan_request,
 )
@@ -75,6 +77,25 @@ class OutcomeTests(SynchronousTestCase):
         assert outcome.body is None
         assert outcome.error is not None
         assert "not JSON" in outcome.error
+
+    def test_human_report_failure_first(self) -> None:
+        """Without --json the failure comes first, then status, target and body."""
+        out = io.StringIO()
+        target = {
+            "host": "::1",
+            "port": 8448,
+            "addresses": ["::1"],
+            "host_header": "[::1]:8448",
+            "tls_server_name": "::1",
+            "source": "ip_literal",
+        }
+        format_outcome(
+            outcome_from_response(404, b'{"errcode": "M_NOT_FOUND", "error": "x"}', target), out
+        )
+        lines = out.getvalue().splitlines()
+        assert lines[0].split() == ["FAILED", "HTTP", "404:", "M_NOT_FOUND:", "x"]
+        assert lines[1].split() == ["status", "404"]
+        assert lines[2].startswith("target  [::1]:8448 (::1)")
 
     def test_no_response(self) -> None:
         """Without a response the status is null."""
