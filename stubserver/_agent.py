@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
@@ -141,11 +142,17 @@ class TargetsEndpoint:
             for address in target.addresses:
                 try:
                     self._blocklist.check(address, target.host)
-                    endpoint = wrapClientTLS(
+                    # TLSMemoryBIOFactory gets our reactor as its clock (write aggregation),
+                    # not the global one that wrapClientTLS would use.
+                    tls_factory = TLSMemoryBIOFactory(
                         self._tls.creator_for(target.tls_server_name),
-                        _tcp_endpoint(self._reactor, address, target.port),
+                        True,
+                        factory,
+                        clock=self._reactor,
                     )
-                    protocol = await endpoint.connect(factory)
+                    tcp = _tcp_endpoint(self._reactor, address, target.port)
+                    tls_protocol = await tcp.connect(tls_factory)
+                    protocol: IProtocol = tls_protocol.wrappedProtocol  # type: ignore[attr-defined]
                 except CancelledError:
                     raise
                 except Exception as e:
