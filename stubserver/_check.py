@@ -63,7 +63,7 @@ from zope.interface import implementer
 from stubserver._agent import ResolutionFailed, build_federation_client
 from stubserver._blocklist import BlockedAddress
 from stubserver._canonicaljson import BadJson, encode_json, parse_json_bytes
-from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal, load_ca_file
+from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal
 from stubserver._config import FederationSettings
 from stubserver._dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver._resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
@@ -353,6 +353,9 @@ class WellKnownAttempt:
     server: str = ""
     result: str = ""
     status: int | None = None
+    #: The ``m.server`` value as served when it is unusable (not in the JSON: the hint
+    #: quotes it).
+    bad_m_server: object = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """``{"m.server", "result", "Status"}``."""
@@ -1045,8 +1048,7 @@ class AddressProber:
 
     def __init__(self, reactor: Any, ca_files: Sequence[Path], *, use_system_store: bool = True):
         self._reactor = reactor
-        self._extra = [cert for path in ca_files for cert in load_ca_file(path)]
-        self._use_system_store = use_system_store
+        self._trust = SystemAndFileTrustRoot(ca_files, use_system=use_system_store)
 
     def probe(
         self,
@@ -1077,9 +1079,7 @@ class AddressProber:
         context = SSL.Context(SSL.TLS_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         context.set_verify(SSL.VERIFY_PEER, on_verify)
-        SystemAndFileTrustRoot(self._extra, use_system=self._use_system_store)._addCACertsToContext(
-            context
-        )
+        self._trust._addCACertsToContext(context)
         creator = _RecordingCreator(context, tls_server_name)
         tcp: IStreamClientEndpoint
         if ":" in address:
@@ -1203,12 +1203,12 @@ class FederationChecker:
         facts = _Facts()
         resolution = await self._context.resolver.resolve(server_name)
         by_family: dict[str, FamilyWellKnown] = {}
-        well_known, wk_invalid = self._well_known_report(resolution, facts)
         if resolution.well_known is not None:
             by_family = await self._well_known_by_family(name.host)
             family_hint = hint_family(by_family)
             if family_hint is not None:
                 facts.hints.append(family_hint)
+        well_known, wk_invalid = self._well_known_report(resolution, by_family, facts)
         dns_report = await self._dns_report(resolution, facts)
         await self._probe_targets(server_name, resolution, facts)
         version = await self._version(server_name)
@@ -1238,7 +1238,7 @@ class FederationChecker:
     # -- .well-known ---------------------------------------------------------------------
 
     def _well_known_report(
-        self, resolution: Resolution, facts: _Facts
+        self, resolution: Resolution, by_family: Mapping[str, FamilyWellKnown], facts: _Facts
     ) -> tuple[WellKnownReport, bool]:
         wk = resolution.well_known
         if wk is None:
@@ -1253,9 +1253,28 @@ class FederationChecker:
         if wk.m_server is not None:
             return WellKnownReport(server=wk.m_server, cache_expires_at=expires), False
         invalid = wk.status == 200
+        result = wk.error or ""
         if invalid:
-            facts.hints.append(Hint(STEP_WELL_KNOWN, f"{wk.url}: {wk.error}", hint_m_server("")))
-        return WellKnownReport(result=wk.error or "", cache_expires_at=expires), invalid
+            served = next(
+                (
+                    a
+                    for fam in by_family.values()
+                    for a in fam.attempts.values()
+                    if a.status == 200 and a.result
+                ),
+                None,
+            )
+            bad = served.bad_m_server if served is not None else None
+            if isinstance(bad, str):
+                result = describe_bad_m_server(bad)
+            facts.hints.append(
+                Hint(
+                    STEP_WELL_KNOWN,
+                    f"{wk.url}: {result}",
+                    hint_m_server(bad if isinstance(bad, str) else ""),
+                )
+            )
+        return WellKnownReport(result=result, cache_expires_at=expires), invalid
 
     async def _well_known_by_family(self, host: str) -> dict[str, FamilyWellKnown]:
         try:
@@ -1301,9 +1320,12 @@ class FederationChecker:
             return WellKnownAttempt(result=f"HTTP {probe.status}{where}", status=probe.status)
         try:
             return WellKnownAttempt(server=parse_well_known_body(probe.body), status=200)
-        except ValueError:
+        except ValueError as e:
+            raw = _raw_m_server(probe.body)
             return WellKnownAttempt(
-                result=describe_bad_m_server(_raw_m_server(probe.body)), status=200
+                result=describe_bad_m_server(raw) if raw is not None else str(e),
+                status=200,
+                bad_m_server=raw,
             )
 
     # -- DNS -----------------------------------------------------------------------------
