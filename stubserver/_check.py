@@ -622,6 +622,19 @@ def hint_way_back(server_name: str, our_name: str) -> str:
 NOTARY_QUERY_PATH = "/_matrix/key/v2/query"
 
 
+def notary_query(identity: Identity, now_ms: int) -> dict[str, Any]:
+    """The notary query for our keys. Synapse fetches from the origin only on a cache miss
+    for a *named* key ID (a query for all keys, ``{}``, answers from its cache alone) and
+    requires ``minimum_valid_until_ts``; keys valid from now on."""
+    return {
+        "server_keys": {
+            identity.server_name: {
+                key_id: {"minimum_valid_until_ts": now_ms} for key_id in identity.key_ids
+            }
+        }
+    }
+
+
 def judge_way_back(
     server_name: str, our_name: str, our_key_ids: Sequence[str], status: int, body: object
 ) -> WayBackReport:
@@ -1611,7 +1624,7 @@ class FederationChecker:
                 server_name,
                 b"POST",
                 NOTARY_QUERY_PATH,
-                content={"server_keys": {identity.server_name: {}}},
+                content=notary_query(identity, self._now_ms()),
             )
         except CancelledError:
             raise

@@ -23,6 +23,7 @@ from stubserver._check import (
     DNSReport,
     FamilyWellKnown,
     Hint,
+    Identity,
     KeyChecks,
     SignedRequestReport,
     WayBackReport,
@@ -36,6 +37,7 @@ from stubserver._check import (
     hint_m_server,
     judge_signed_response,
     judge_way_back,
+    notary_query,
     order_hints,
     render_text,
 )
@@ -232,6 +234,18 @@ class WayBackVerdictTests(SynchronousTestCase):
         missing = judge_way_back("them.test", "us.test", ["ed25519:k"], 404, {})
         assert missing.hint is not None
         assert "no notary endpoint" in missing.hint
+
+
+class NotaryQueryTests(SynchronousTestCase):
+    """The way back asks for our keys the way Synapse's notary fetches them."""
+
+    def test_names_every_key_id_with_a_minimum(self) -> None:
+        """Each of our key IDs is named, keys valid from now on (Synapse needs both)."""
+        key = ServerSigningKey.generate("k1")
+        query = notary_query(Identity("us.test", key), NOW_MS)
+        assert query == {
+            "server_keys": {"us.test": {"ed25519:k1": {"minimum_valid_until_ts": NOW_MS}}}
+        }
 
 
 class VerdictTests(SynchronousTestCase):
