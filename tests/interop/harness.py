@@ -565,6 +565,13 @@ class StubFiles:
     request_log_path: Path
     key_id: str
     verify_key: str
+    signing_key_path: Path
+
+    def signing_key(self) -> Any:
+        """The stub's signing key (a stubserver ServerSigningKey), to forge its requests."""
+        from stubserver._signing import parse_signing_key_file
+
+        return parse_signing_key_file(self.signing_key_path.read_text())[0]
 
 
 @dataclasses.dataclass
@@ -588,17 +595,23 @@ class RunningStub:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def wait_for_log_entry(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = LOG_WAIT_S
-    ) -> dict[str, Any] | None:
-        """The first logged request matching ``predicate``, waiting for the log to be written."""
+    def wait_for_log_entries(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        after: int = 0,
+        timeout: float = LOG_WAIT_S,
+    ) -> list[dict[str, Any]]:
+        """Logged requests past the first ``after`` lines that match ``predicate``.
+
+        Waits (up to ``timeout``) until there is at least one, since the stub may write
+        its log line just after it answered; an empty list means none came.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            for entry in self.request_log():
-                if predicate(entry):
-                    return entry
-            if time.monotonic() >= deadline:
-                return None
+            found = [e for e in self.request_log()[after:] if predicate(e)]
+            if found or time.monotonic() >= deadline:
+                return found
             time.sleep(POLL_INTERVAL_S)
 
 
@@ -656,7 +669,7 @@ def write_stub_config(
         config["serve_server_wellknown"] = spec.serve_server_wellknown
     config_path = directory / "stubserver.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return StubFiles(spec, config_path, log_path, key.key_id, key.verify_key_base64)
+    return StubFiles(spec, config_path, log_path, key.key_id, key.verify_key_base64, key_path)
 
 
 def start_stub(ns: NetworkNamespace, files: StubFiles) -> RunningStub:

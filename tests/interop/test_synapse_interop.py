@@ -19,7 +19,6 @@ import pytest
 from stubserver._signing import (
     ServerSigningKey,
     decode_verify_key,
-    parse_signing_key_file,
     verify_signed_json,
 )
 from tests.interop.harness import (
@@ -143,6 +142,7 @@ def test_synapse_client_gets_stub_user_profile(
     stub = env.stubs[stub_name]
     user_id = f"@alice:{stub_name}"
     _, _, token = env.synapse_user
+    before = len(stub.request_log())
     answer = http_request(
         env.ns,
         "GET",
@@ -154,8 +154,9 @@ def test_synapse_client_gets_stub_user_profile(
         f"{answer}\nstub log:\n{stub.process.log_tail()}\nSynapse log:\n{env.synapse_log_tail()}"
     )
     assert answer.body["displayname"] == stub.files.spec.users["alice"]
-    entry = stub.wait_for_log_entry(_is_profile_query_for(user_id))
-    assert entry is not None, stub.request_log()
+    entries = stub.wait_for_log_entries(_is_profile_query_for(user_id), after=before)
+    assert len(entries) == 1, stub.request_log()
+    entry = entries[0]
     assert entry["method"] == "GET"
     assert entry["origin"] == env.synapse.server_name
     assert entry["authenticated"] is True
@@ -204,9 +205,7 @@ def _send_to_wk_stub(env: InteropEnvironment, case: str) -> tuple[Any, list[dict
         ),
         ca_file=env.ca.cert_path,
     )
-    stub.wait_for_log_entry(_is_profile_query_for(user_id))
-    new = [e for e in stub.request_log()[before:] if _is_profile_query_for(user_id)(e)]
-    return answer, new
+    return answer, stub.wait_for_log_entries(_is_profile_query_for(user_id), after=before)
 
 
 def test_forged_valid_request_is_accepted(interop_env: InteropEnvironment) -> None:
@@ -247,13 +246,10 @@ def test_synapse_rejects_bad_request_the_same_way(
     stub = env.stubs["direct.test"]
     user_id = env.synapse_user[0]
     uri = _profile_uri(user_id)
-    stub_key = parse_signing_key_file((stub.files.config_path.parent / "signing.key").read_text())[
-        0
-    ]
     headers = _spoilt_headers(
         case,
         origin=stub.server_name,
-        key=stub_key,
+        key=stub.files.signing_key(),
         destination=env.synapse.server_name,
         uri=uri,
     )
