@@ -8,7 +8,9 @@ its notary fetches the stub's keys through the stub's delegation (the way back).
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from stubserver._check import HINT_CANNOT_FETCH_OUR_KEYS
 from tests.interop.harness import DEFAULT_STUBS, InteropEnvironment
 
 pytestmark = pytest.mark.interop
@@ -46,3 +48,20 @@ def test_stub_checks_another_stub_through_srv(interop_env: InteropEnvironment) -
     assert report["FederationOK"] is True, report["Hints"]
     assert report["DNSResult"]["SRVRecords"][0]["Target"] == "srv-host.test."
     assert report["DNSResult"]["SRVCName"] == "_matrix-fed._tcp.srv.test."
+
+
+def test_synapse_that_cannot_reach_us(interop_env: InteropEnvironment) -> None:
+    """An identity Synapse cannot resolve fails the way back, and Synapse's 401 on the
+    signed request is named as "cannot fetch our keys", not as a proxy problem."""
+    env = interop_env
+    config = yaml.safe_load(env.stubs["direct.test"].files.config_path.read_text())
+    config["server_name"] = "unreachable.test"  # not in the environment's DNS
+    path = env.directory / "unreachable.yaml"
+    path.write_text(yaml.safe_dump(config))
+    report = env.stubserver("check", env.synapse.server_name, "--json", "-c", path)
+    assert report["FederationOK"] is True, report["Hints"]
+    assert report["WayBack"]["OK"] is False
+    assert report["SignedRequest"]["Status"] == 401
+    assert report["SignedRequest"]["Hint"] == HINT_CANNOT_FETCH_OUR_KEYS
+    assert report["AllOK"] is False
+    assert [h["Step"] for h in report["Hints"]] == ["signed request", "way back"]
