@@ -821,6 +821,22 @@ def hint_keys(address: str, checks: KeyChecks, server_name: str, answered_for: o
     )
 
 
+def invalid_name_report(server_name: str, reason: str) -> CheckReport:
+    """The report for a string that is not a server name (the tester's ``Error``)."""
+    return CheckReport(
+        server_name,
+        error=f"Invalid server name '{server_name}'",
+        hints=(
+            Hint(
+                STEP_SERVER_NAME,
+                reason,
+                "Give the server name as it appears in user IDs (@user:NAME): host[:port],"
+                " without a scheme or path.",
+            ),
+        ),
+    )
+
+
 def order_hints(hints: Sequence[Hint]) -> tuple[Hint, ...]:
     """Hints by step, earliest failing step first; duplicates dropped, order kept."""
     seen: set[Hint] = set()
@@ -1201,18 +1217,7 @@ class FederationChecker:
         try:
             name = parse_server_name(server_name)
         except InvalidServerName as e:
-            return CheckReport(
-                server_name,
-                error=f"Invalid server name '{server_name}'",
-                hints=(
-                    Hint(
-                        STEP_SERVER_NAME,
-                        str(e),
-                        "Give the server name as it appears in"
-                        " user IDs (@user:NAME), without a scheme or path.",
-                    ),
-                ),
-            )
+            return invalid_name_report(server_name, str(e))
         facts = _Facts()
         resolution = await self._context.resolver.resolve(server_name)
         by_family: dict[str, FamilyWellKnown] = {}

@@ -13,7 +13,13 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from stubserver._check import CheckReport, FederationChecker, Identity, render_text
+from stubserver._check import (
+    CheckReport,
+    FederationChecker,
+    Identity,
+    invalid_name_report,
+    render_text,
+)
 from stubserver._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
 from stubserver._clienttls import CaFileError
 from stubserver._servername import InvalidServerName, parse_server_name
@@ -37,6 +43,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         parse_server_name(args.name)
     except InvalidServerName as e:
+        if args.json:
+            sys.stdout.write(report_text(invalid_name_report(args.name, str(e)), as_json=True))
         print(f"stubserver check: {e}", file=sys.stderr)
         return EXIT_USAGE
     identity = Identity(config.server_name, config.signing_key) if config is not None else None

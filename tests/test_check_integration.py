@@ -467,5 +467,15 @@ def test_text_report_names_the_failing_step_first(world: World) -> None:
     assert lines[2].startswith("[certificate]")
 
 
+def test_invalid_name_is_bad_usage() -> None:
+    """A string that is not a server name exits 2, with the tester's Error in the JSON."""
+    done = run_stubserver_cli("check", "https://example.org", "--json")
+    assert done.returncode == 2
+    report = json.loads(done.stdout)
+    assert report["Error"] == "Invalid server name 'https://example.org'"
+    assert report["FederationOK"] is False
+    assert report["Hints"][0]["Step"] == "server name"
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
