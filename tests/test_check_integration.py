@@ -44,6 +44,7 @@ WRONG_CERT = ("wrongcert.test", "127.0.6.12")
 SCHEME = ("scheme.test", "127.0.6.13")
 DEAD_TARGET = ("deadtarget.test", "127.0.6.14")
 SRV_DEAD = "srvdead.test"
+SRV_CNAME = ("srvcname.test", "alias.test")
 LOST = ("lost.test", "127.0.6.16")
 REWRITE = ("rewrite.test", "127.0.6.17", "127.0.6.18")
 STRIP = ("strip.test", "127.0.6.19", "127.0.6.20")
@@ -169,6 +170,15 @@ def world() -> Iterator[World]:
                 ),
                 {"name": REWRITE[0], "type": "A", "value": REWRITE[1]},
                 {"name": STRIP[0], "type": "A", "value": STRIP[1]},
+                {"name": SRV_CNAME[1], "type": "CNAME", "value": GOOD[0]},
+                {
+                    "name": f"_matrix-fed._tcp.{SRV_CNAME[0]}",
+                    "type": "SRV",
+                    "priority": 10,
+                    "weight": 5,
+                    "port": fed_port,
+                    "target": SRV_CNAME[1],
+                },
                 {
                     "name": f"_matrix-fed._tcp.{SRV_DEAD}",
                     "type": "SRV",
@@ -396,6 +406,17 @@ def test_srv_target_not_answering(world: World) -> None:
     assert world.addr(DEAD_TARGET[1]) in report["ConnectionErrors"]
     hint = next(h for h in report["Hints"] if h["Step"] == "connection")
     assert f"_matrix-fed._tcp.{SRV_DEAD}" in hint["Problem"]
+
+
+def test_srv_target_that_is_a_cname(world: World) -> None:
+    """An SRV target that is a CNAME is named, with the canonical name to use instead."""
+    status, report = world.check(SRV_CNAME[0])
+    assert status == 1
+    host = report["DNSResult"]["Hosts"][f"{SRV_CNAME[1]}."]
+    assert host["CName"] == f"{GOOD[0]}."
+    assert "CNAME" in host["Error"]["Message"]
+    hint = next(h for h in report["Hints"] if h["Step"] == "DNS")
+    assert f"point the SRV record at {GOOD[0]}." in hint["Fix"]
 
 
 def test_server_that_cannot_reach_us(world: World) -> None:
