@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IHostnameResolver,
@@ -77,7 +78,7 @@ def describe_dns_error(exc: BaseException) -> tuple[str, bool]:
         return "the DNS server failed (SERVFAIL)", True
     if isinstance(exc, dns_error.DNSQueryRefusedError):
         return "the DNS server refused the query (REFUSED)", True
-    if isinstance(exc, dns_error.DNSQueryTimeoutError | TimeoutError):
+    if isinstance(exc, dns_error.DNSQueryTimeoutError | TimeoutError | defer.TimeoutError):
         return "the DNS query timed out", True
     if isinstance(exc, dns_error.DNSFormatError):
         return "the DNS server rejected the query (FORMERR)", False

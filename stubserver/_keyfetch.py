@@ -47,7 +47,7 @@ from stubserver._signing import (
     decode_verify_key,
     verify_signed_json,
 )
-from stubserver._wellknown import describe_failure, read_body_limited
+from stubserver._wellknown import describe_failure, raise_if_cancelled, read_body_limited
 
 #: Largest key response we read, in bytes.
 MAX_KEY_RESPONSE_BYTES = 64 * 1024
@@ -319,6 +319,7 @@ class ServerKeyFetcher:
         except FederationConnectError as e:
             return KeyFetchReport(server_name, error=str(e), temporary=e.temporary)
         except Exception as e:
+            raise_if_cancelled(e)
             text, temporary = describe_failure(e)
             return KeyFetchReport(
                 server_name,
@@ -333,6 +334,7 @@ class ServerKeyFetcher:
         except CancelledError:
             raise
         except Exception as e:
+            raise_if_cancelled(e)
             text, temporary = describe_failure(e)
             return KeyFetchReport(server_name, target, status, error=text, temporary=temporary)
         try:

@@ -158,6 +158,19 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def raise_if_cancelled(exc: BaseException) -> None:
+    """Re-raise a cancellation hidden inside Twisted's wrapper exceptions (a cancelled
+    HTTP request fails with ResponseNeverReceived([CancelledError]))."""
+    if isinstance(exc, CancelledError):
+        raise exc
+    if isinstance(exc, _newclient._WrapperException):
+        for reason in exc.reasons:
+            if isinstance(reason.value, CancelledError):
+                raise reason.value
+            if reason.value is not None:
+                raise_if_cancelled(reason.value)
+
+
 def describe_failure(exc: BaseException) -> tuple[str, bool]:
     """``(one line for a person, temporary)`` for a failed connection or request."""
     exc = _unwrap(exc)
@@ -454,6 +467,7 @@ class WellKnownResolver:
             except CancelledError:
                 raise
             except Exception as e:
+                raise_if_cancelled(e)
                 text, temporary = describe_failure(e)
                 where = "" if url == first_url else f" (after redirect to {url})"
                 return fail(f"{text}{where}", temporary=temporary)
@@ -481,6 +495,7 @@ class WellKnownResolver:
             except CancelledError:
                 raise
             except Exception as e:
+                raise_if_cancelled(e)
                 text, temporary = describe_failure(e)
                 return fail(text, status, temporary=temporary)
             try:
@@ -518,6 +533,7 @@ __all__ = (
     "describe_failure",
     "failure_cache_seconds",
     "parse_well_known_body",
+    "raise_if_cancelled",
     "read_body_limited",
     "well_known_cache_seconds",
     "well_known_url",
