@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 from twisted.web.resource import Resource
@@ -125,6 +128,7 @@ class FakeFederationAgent:
     def __init__(self, resource: Resource) -> None:
         self.inner = RequestTraversalAgent(resource)  # type: ignore[no-untyped-call]
         self.hang = False
+        self.pending_factory: Callable[[], Deferred[IResponse]] = Deferred
         self.uris: list[bytes] = []
 
     def request(
@@ -136,7 +140,7 @@ class FakeFederationAgent:
     ) -> Deferred[IResponse]:
         self.uris.append(uri)
         if self.hang:
-            return Deferred()
+            return self.pending_factory()
         https = uri.replace(b"matrix-federation://", b"https://")
         result: Deferred[IResponse] = self.inner.request(  # type: ignore[no-untyped-call]
             method, https, headers, bodyProducer
@@ -200,6 +204,21 @@ class FetcherTests(SynchronousTestCase):
         self.clock.advance(9.9)
         assert not has_fired(d)
         self.clock.advance(0.2)
+        failure = failure_now(d)
+        assert isinstance(failure.value, KeyFetchError)
+        assert "timed out" in str(failure.value)
+
+    def test_deadline_through_wrapped_cancellation(self) -> None:
+        """The deadline reports 'timed out' when cancelling the HTTP request fails with
+        Twisted's ResponseNeverReceived([CancelledError]), as a real connection does."""
+
+        def cancel(d: Deferred[IResponse]) -> None:
+            d.errback(ResponseNeverReceived([Failure(CancelledError())]))  # type: ignore[no-untyped-call]
+
+        self.agent.pending_factory = lambda: Deferred(cancel)
+        self.agent.hang = True
+        d = self.fetcher.fetch("alpha.test")
+        self.clock.advance(10.1)
         failure = failure_now(d)
         assert isinstance(failure.value, KeyFetchError)
         assert "timed out" in str(failure.value)
