@@ -38,8 +38,11 @@ response is written: ``status`` is the status sent and ``body`` the JSON value s
 request log. An observer that raises is logged and otherwise ignored.
 
 Asynchronous handlers: when the client disconnects first, the handler's Deferred is
-cancelled. An unexpected exception (including a ``CancelledError`` the client did not
-cause) is logged and answered with 500 ``M_UNKNOWN``.
+cancelled. Given a ``clock`` and ``handler_deadline_seconds``, a request whose filters and
+handler have not answered by then is cancelled and answered 504 ``M_UNKNOWN`` (the
+listener's per-request handler deadline, ``stubserver._limits``). An unexpected
+exception (including a ``CancelledError`` neither the client nor the deadline caused) is
+logged and answered with 500 ``M_UNKNOWN``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -61,9 +65,12 @@ from zope.interface import implementer
 from stubserver._canonicaljson import BadJson, encode_json, parse_json_bytes
 from stubserver._version import __version__
 
-#: Largest request body :func:`read_json_body` accepts by default, in bytes (Synapse's
+#: Largest request body accepted on any endpoint, in bytes (issue 7: 64 KiB; Synapse's
 #: default max_request_body_size is larger, but no federation request we serve needs more).
-MAX_JSON_BODY_BYTES = 1024 * 1024
+#: The listener refuses larger bodies before reading them (``stubserver._limits``).
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+#: Largest request body :func:`read_json_body` accepts by default, in bytes.
+MAX_JSON_BODY_BYTES = MAX_REQUEST_BODY_BYTES
 #: The status observers see when the client closed the connection before the response
 #: (nginx's and Synapse's convention; never sent on the wire).
 CLIENT_CLOSED_REQUEST = 499
@@ -274,7 +281,12 @@ class FederationRouter:
         *,
         filters: Sequence[RequestFilter] = (),
         observers: Sequence[RequestObserver] = (),
+        clock: IReactorTime | None = None,
+        handler_deadline_seconds: float | None = None,
     ) -> None:
+        """``clock`` and ``handler_deadline_seconds`` together bound every request's handling."""
+        self._clock = clock
+        self._deadline = handler_deadline_seconds
         self._routes = tuple(routes)
         self._filters = tuple(filters)
         self._observers = tuple(observers)
@@ -302,6 +314,8 @@ class FederationRouter:
             d.cancel()
 
         cast(_ResponseWriter, request).notifyFinish().addErrback(client_gone)
+        if not d.called and self._clock is not None and self._deadline is not None:
+            d.addTimeout(self._deadline, self._clock)
         d.addCallbacks(
             lambda response: self._send(request, state, response),
             lambda failure: self._fail(request, state, failure),
@@ -359,6 +373,16 @@ class FederationRouter:
     def _fail(self, request: IRequest, state: _RequestState, failure: Failure) -> None:
         if state.client_gone and isinstance(failure.value, CancelledError):
             self._observe(request, CLIENT_CLOSED_REQUEST, None)
+            return
+        if isinstance(failure.value, TimeoutError):
+            log.warn(
+                "No answer to {method} {uri} within {seconds} s",
+                method=request.method,
+                uri=request.uri,
+                seconds=self._deadline,
+            )
+            message = f"the request was not handled within {self._deadline:g} s"
+            self._send(request, state, error_response(504, "M_UNKNOWN", message))
             return
         log.failure(
             "Unhandled error answering {method} {uri}",

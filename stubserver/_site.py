@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
-from twisted.web.server import Site
 
 from stubserver._config import Config, ListenerConfig
 from stubserver._http import (
@@ -24,6 +23,7 @@ from stubserver._http import (
     Route,
 )
 from stubserver._keydoc import KeyDocumentSource
+from stubserver._limits import ConnectionCounter, LimitedSite, ServerLimits
 from stubserver._version import __version__
 
 #: How long clients may cache our /.well-known/matrix/server answer, in seconds. The spec
@@ -38,7 +38,7 @@ class ListenerSite:
     """A listener's configuration and the site that serves it."""
 
     listener: ListenerConfig
-    site: Site
+    site: LimitedSite
     router: FederationRouter
 
 
@@ -102,8 +102,12 @@ def build_site(
     routes_by_resource: Mapping[str, Sequence[Route]] | None = None,
     filters: Sequence[RequestFilter] = (),
     observers: Sequence[RequestObserver] = (),
+    limits: ServerLimits | None = None,
 ) -> tuple[ListenerSite, ...]:
     """One site per configured listener.
+
+    Every site enforces ``limits`` (default: ``stubserver._limits``'s constants), with
+    one connection cap shared by all listeners.
 
     ``extra_routes`` join every ``federation`` listener; ``routes_by_resource`` adds
     routes to listeners serving the named resource (e.g. ``{"report": [...]}``).
@@ -116,15 +120,17 @@ def build_site(
         config.old_signing_keys,
         config.key_refresh_interval_ms,
     )
+    limits = limits if limits is not None else ServerLimits()
+    connections = ConnectionCounter(limits.max_connections)
     sites = []
     for listener in config.listeners:
         router = FederationRouter(
             routes_for(listener.resources, config, keys, extra_routes, routes_by_resource),
             filters=filters,
             observers=observers,
+            clock=clock,
+            handler_deadline_seconds=limits.handler_deadline_seconds,
         )
-        site = Site(router)  # type: ignore[no-untyped-call]  # Twisted leaves Site untyped
-        site.displayTracebacks = False
-        site.noisy = False
+        site = LimitedSite(router, clock, limits, connections)
         sites.append(ListenerSite(listener=listener, site=site, router=router))
     return tuple(sites)

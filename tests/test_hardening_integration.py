@@ -1,0 +1,172 @@
+"""Issue 7 against a real ``stubserver run`` (TLS, loopback): hostile clients, then a check.
+
+After every hostile case the server must still answer ``GET /_matrix/federation/v1/version``
+(checked with a generous client timeout, never a timed assertion).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stubserver._http import MAX_REQUEST_BODY_BYTES
+from stubserver._pki import KeyPair, make_ca
+from tests.support import StubProcess, https_request, start_stubserver, write_stub
+
+pytestmark = pytest.mark.integration
+
+SERVER_NAME = "hardened.test"
+VERSION_PATH = "/_matrix/federation/v1/version"
+NOTARY_PATH = "/_matrix/key/v2/query"
+#: Slow connections held open while a normal request must still be answered (issue 7).
+SLOW_CONNECTIONS = 200
+#: Generous client timeout for "still answers", in seconds (not a measured bound).
+CLIENT_TIMEOUT_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def ca() -> KeyPair:
+    """One private CA for the module."""
+    return make_ca("stubserver hardening test CA")
+
+
+@pytest.fixture
+def stub(tmp_path: Path, ca: KeyPair) -> Iterator[StubProcess]:
+    """A running stub with a request log."""
+    config = write_stub(
+        tmp_path, SERVER_NAME, ca, extra_config={"request_log_path": "requests.jsonl"}
+    )
+    with start_stubserver(config) as process:
+        yield process
+
+
+def tls_socket(stub: StubProcess, ca: KeyPair) -> ssl.SSLSocket:
+    """A verified TLS connection to the stub, handshake done."""
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode("ascii"))
+    raw = socket.create_connection((stub.address, stub.port), timeout=CLIENT_TIMEOUT_SECONDS)
+    return context.wrap_socket(raw, server_hostname=SERVER_NAME)
+
+
+def exchange(stub: StubProcess, ca: KeyPair, data: bytes) -> bytes:
+    """Send raw ``data`` over TLS and read until the server closes."""
+    with tls_socket(stub, ca) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            pass
+        return received
+
+
+def status_and_body(raw: bytes) -> tuple[int, dict[str, object]]:
+    """The first response's status and JSON body."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def assert_still_answers(stub: StubProcess, ca: KeyPair) -> None:
+    """The version endpoint answers 200."""
+    response = https_request(
+        stub.address,
+        stub.port,
+        VERSION_PATH,
+        ca_pem=ca.cert_pem,
+        server_hostname=SERVER_NAME,
+        timeout=CLIENT_TIMEOUT_SECONDS,
+    )
+    assert response.status == 200
+    assert response.json()["server"]["name"] == "stubserver"
+
+
+def test_oversized_body_refused_before_reading(stub: StubProcess, ca: KeyPair) -> None:
+    """A Content-Length over 64 KiB gets 413 M_TOO_LARGE without the body being sent."""
+    raw = exchange(
+        stub,
+        ca,
+        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n"
+        % (NOTARY_PATH.encode(), SERVER_NAME.encode(), MAX_REQUEST_BODY_BYTES + 1),
+    )
+    status, body = status_and_body(raw)
+    assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
+    assert_still_answers(stub, ca)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 2\r\nContent-Length: 30\r\n",
+        b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+        b"Content-Length: -2\r\n",
+        b"Content-Length: +2\r\n",
+    ],
+)
+def test_framing_attack_refused(stub: StubProcess, ca: KeyPair, framing: bytes) -> None:
+    """Ambiguous framing gets exactly one 400 answer; the smuggled request is never served."""
+    smuggled = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % VERSION_PATH.encode()
+    raw = exchange(
+        stub,
+        ca,
+        b"POST %s HTTP/1.1\r\nHost: x\r\n" % NOTARY_PATH.encode() + framing + b"\r\n{}" + smuggled,
+    )
+    assert raw.count(b"HTTP/1.1 ") == 1
+    assert status_and_body(raw)[0] == 400
+    assert_still_answers(stub, ca)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"nope", b'{"server_keys": NaN}', b'{"a": 1, "a": 1}', b"[" * 5000, b"\xff{}"],
+)
+def test_hostile_json_on_the_notary(stub: StubProcess, ca: KeyPair, body: bytes) -> None:
+    """Hostile JSON posted to the notary is a 400 M_BAD_JSON/M_NOT_JSON, never a 500."""
+    response = https_request(
+        stub.address,
+        stub.port,
+        NOTARY_PATH,
+        ca_pem=ca.cert_pem,
+        server_hostname=SERVER_NAME,
+        method="POST",
+        body=body,
+        headers={"Content-Type": "application/json"},
+        timeout=CLIENT_TIMEOUT_SECONDS,
+    )
+    assert response.status == 400
+    assert response.json()["errcode"] in {"M_BAD_JSON", "M_NOT_JSON"}
+    assert_still_answers(stub, ca)
+
+
+def test_answers_while_slow_connections_are_open(stub: StubProcess, ca: KeyPair) -> None:
+    """With 200 connections trickling a request, normal requests are answered; a clean stop.
+
+    Then SIGTERM with those connections still open: exit 0, no unhandled error logged, and
+    every line of the request log is whole JSON.
+    """
+    slow = [tls_socket(stub, ca) for _ in range(SLOW_CONNECTIONS)]
+    try:
+        request = b"GET %s HTTP/1.1\r\nHost: x\r\nX-Slow: " % VERSION_PATH.encode()
+        for sock in slow:
+            sock.sendall(request[:1])
+        assert_still_answers(stub, ca)
+        for sock in slow:
+            sock.sendall(request[1:2])
+        assert_still_answers(stub, ca)
+        assert stub.terminate(signal.SIGTERM) == 0
+    finally:
+        for sock in slow:
+            sock.close()
+    stderr = stub.stderr_text()
+    assert "Unhandled" not in stderr
+    assert "Traceback" not in stderr
+    log_path = stub.config_path.parent / "requests.jsonl"
+    lines = log_path.read_text().splitlines()
+    assert len(lines) >= 2
+    assert all(json.loads(line)["status"] == 200 for line in lines)

@@ -1,0 +1,375 @@
+"""Inbound limits (issue 7), driven with raw bytes through an in-memory transport and clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
+
+from stubserver._http import (
+    MAX_REQUEST_BODY_BYTES,
+    FederationRouter,
+    JsonResponse,
+    Route,
+    read_json_body,
+)
+from stubserver._limits import (
+    ABORT_GRACE_SECONDS,
+    HANDLER_DEADLINE_SECONDS,
+    IDLE_TIMEOUT_SECONDS,
+    REQUEST_READ_DEADLINE_SECONDS,
+    ConnectionCounter,
+    LimitedHTTPChannel,
+    LimitedSite,
+    ServerLimits,
+)
+from tests.support import flush_logged_errors
+
+VERSION_REQUEST = b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def post(body: bytes, *, path: bytes = b"/json", headers: bytes = b"") -> bytes:
+    """A POST with a Content-Length."""
+    return (
+        b"POST "
+        + path
+        + b" HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n" % len(body)
+        + headers
+        + b"\r\n"
+        + body
+    )
+
+
+def responses(data: bytes) -> list[tuple[int, Any]]:
+    """The (status, JSON body) of each HTTP/1.1 response in ``data``."""
+    found = []
+    rest = data
+    while rest.startswith(b"HTTP/1.1 "):
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        headers = dict(line.split(b": ", 1) for line in lines[1:])
+        length = int(headers.get(b"Content-Length", b"0"))
+        body, rest = rest[:length], rest[length:]
+        found.append((status, json.loads(body) if body else None))
+    assert rest == b"", rest
+    return found
+
+
+class Harness:
+    """A LimitedSite with a few routes, and connections to it over StringTransports."""
+
+    def __init__(self, limits: ServerLimits | None = None) -> None:
+        self.clock = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        self.limits = limits or ServerLimits()
+        self.handled: list[bytes] = []
+        self.pending: list[Deferred[JsonResponse]] = []
+        self.args: list[dict[bytes, list[bytes]]] = []
+        router = FederationRouter(
+            [
+                Route("GET", "/version", self._version),
+                Route("POST", "/json", self._json),
+                Route("POST", "/form", self._form),
+                Route("GET", "/never", self._never),
+            ],
+            clock=self.clock,
+            handler_deadline_seconds=self.limits.handler_deadline_seconds,
+        )
+        self.connections = ConnectionCounter(self.limits.max_connections)
+        self.site = LimitedSite(router, self.clock, self.limits, self.connections)
+
+    def _version(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        self.handled.append(request.path)
+        return JsonResponse(200, {"v": 1})
+
+    def _json(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        self.handled.append(request.path)
+        return JsonResponse(200, {"got": read_json_body(request)})
+
+    def _form(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        self.handled.append(request.path)
+        self.args.append(dict(request.args))
+        return JsonResponse(200, {})
+
+    def _never(self, request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
+        self.handled.append(request.path)
+        d: Deferred[JsonResponse] = Deferred()
+        self.pending.append(d)
+        return d
+
+    def connect(self) -> tuple[LimitedHTTPChannel, StringTransport]:
+        """A new connection, made."""
+        channel = self.site.buildProtocol(  # type: ignore[no-untyped-call]
+            IPv4Address("TCP", "127.0.0.1", 40000)
+        )
+        assert isinstance(channel, LimitedHTTPChannel)
+        transport = StringTransport()  # type: ignore[no-untyped-call]
+        channel.makeConnection(transport)  # type: ignore[no-untyped-call]
+        return channel, transport
+
+
+def sent(transport: StringTransport) -> bytes:
+    """Everything written to ``transport`` so far."""
+    data: bytes = transport.value()  # type: ignore[no-untyped-call]
+    return data
+
+
+def close(channel: LimitedHTTPChannel) -> None:
+    """Deliver connectionLost, as the reactor would once the transport closes."""
+    channel.connectionLost(Failure(ConnectionDone()))  # type: ignore[no-untyped-call]
+
+
+class BodyCapTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness()
+        self.channel, self.transport = self.h.connect()
+
+    def test_declared_length_over_cap_refused_before_body(self) -> None:
+        """A Content-Length over 64 KiB gets 413 M_TOO_LARGE as the headers end, no body read."""
+        self.channel.dataReceived(
+            b"POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n"
+            b"Expect: 100-continue\r\n\r\n" % (MAX_REQUEST_BODY_BYTES + 1)
+        )
+        [(status, body)] = responses(sent(self.transport))
+        assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
+        assert self.transport.disconnecting
+        assert self.h.handled == []
+
+    def test_body_at_cap_accepted(self) -> None:
+        """A JSON body of exactly 64 KiB is read and handled."""
+        body = b'"' + b"a" * (MAX_REQUEST_BODY_BYTES - 2) + b'"'
+        self.channel.dataReceived(post(body))
+        [(status, _)] = responses(sent(self.transport))
+        assert status == 200
+
+    def test_chunked_body_cut_at_cap(self) -> None:
+        """A chunked body is refused 413 once it passes the cap; the handler never runs."""
+        self.channel.dataReceived(
+            b"POST /json HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"%x\r\n%s\r\n" % (4096, b"a" * 4096)
+        for _ in range(MAX_REQUEST_BODY_BYTES // 4096 + 1):
+            self.channel.dataReceived(chunk)
+        self.channel.dataReceived(b"0\r\n\r\n")
+        [(status, body)] = responses(sent(self.transport))
+        assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
+        assert self.h.handled == []
+
+    def test_chunked_body_under_cap_handled(self) -> None:
+        """A small chunked JSON body is handled as usual."""
+        self.channel.dataReceived(
+            b"POST /json HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n"
+        )
+        assert responses(sent(self.transport)) == [(200, {"got": {}})]
+
+    def test_form_bodies_not_parsed(self) -> None:
+        """x-www-form-urlencoded and multipart bodies never reach request.args."""
+        self.channel.dataReceived(
+            post(
+                b"b=2",
+                path=b"/form?a=1",
+                headers=b"Content-Type: application/x-www-form-urlencoded\r\n",
+            )
+        )
+        self.channel.dataReceived(
+            post(
+                b'--x\r\nContent-Disposition: form-data; name="c"\r\n\r\n3\r\n--x--\r\n',
+                path=b"/form",
+                headers=b"Content-Type: multipart/form-data; boundary=x\r\n",
+            )
+        )
+        assert [s for s, _ in responses(sent(self.transport))] == [200, 200]
+        assert self.h.args == [{b"a": [b"1"]}, {}]
+
+
+class HostileJsonTests(SynchronousTestCase):
+    CASES: tuple[tuple[bytes, str], ...] = (
+        (b"not json", "M_NOT_JSON"),
+        (b"", "M_NOT_JSON"),
+        (b"{", "M_NOT_JSON"),
+        (b"\xff\xfe{}", "M_NOT_JSON"),
+        (b'{"a": "\xc3\x28"}', "M_NOT_JSON"),
+        (b'{"a": NaN}', "M_BAD_JSON"),
+        (b'{"a": Infinity}', "M_BAD_JSON"),
+        (b'{"a": -Infinity}', "M_BAD_JSON"),
+        (b'{"a": 9007199254740992}', "M_BAD_JSON"),
+        (b'{"a": -9007199254740992}', "M_BAD_JSON"),
+        (b'{"a": 1' + b"0" * 5000 + b"}", "M_BAD_JSON"),
+        (b'{"a": 1, "a": 2}', "M_BAD_JSON"),
+        (b"[" * 101 + b"]" * 101, "M_BAD_JSON"),
+        (b"[" * 60000, "M_BAD_JSON"),
+        (b'{"a":' * 10000 + b"1" + b"}" * 10000, "M_BAD_JSON"),
+    )
+
+    def test_hostile_json_is_400(self) -> None:
+        """Each hostile body is answered 400 with M_BAD_JSON or M_NOT_JSON, never 500."""
+        for body, errcode in self.CASES:
+            h = Harness()
+            channel, transport = h.connect()
+            channel.dataReceived(post(body))
+            [(status, answer)] = responses(sent(transport))
+            assert (status, answer["errcode"]) == (400, errcode), body[:40]
+        assert flush_logged_errors(self) == []
+
+    def test_edges_of_the_integer_range_accepted(self) -> None:
+        """+-(2^53-1) and 100 levels of nesting are still accepted."""
+        for body in (b"[9007199254740991,-9007199254740991]", b"[" * 100 + b"]" * 100):
+            h = Harness()
+            channel, transport = h.connect()
+            channel.dataReceived(post(body))
+            [(status, _)] = responses(sent(transport))
+            assert status == 200
+
+
+class FramingTests(SynchronousTestCase):
+    SMUGGLED = VERSION_REQUEST
+    ATTACKS: tuple[bytes, ...] = (
+        b"Content-Length: 3\r\nContent-Length: 3\r\n",
+        b"Content-Length: 3\r\nContent-Length: 40\r\n",
+        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+        b"Content-Length: -3\r\n",
+        b"Content-Length: +3\r\n",
+        b"Content-Length: 0x3\r\n",
+        b"Content-Length: 3 3\r\n",
+        b"Content-Length: 3,3\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Transfer-Encoding: chunked, chunked\r\n",
+        b"Content-Length\r\n",
+        b"Bad Header: 1\r\n",
+    )
+
+    def test_framing_attacks_refused_and_nothing_smuggled(self) -> None:
+        """Each ambiguous framing gets one 400 JSON answer, a close, and nothing else served."""
+        for attack in self.ATTACKS:
+            h = Harness()
+            channel, transport = h.connect()
+            channel.dataReceived(
+                b"POST /json HTTP/1.1\r\nHost: a\r\n" + attack + b"\r\n{}\r\n" + self.SMUGGLED
+            )
+            [(status, body)] = responses(sent(transport))
+            assert (status, body["errcode"]) == (400, "M_UNKNOWN"), attack
+            assert transport.disconnecting, attack
+            assert h.handled == [], attack
+
+    def test_malformed_chunk_refused(self) -> None:
+        """A chunk size that is not hex gets 400 and the handler never runs."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(
+            b"POST /json HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"-2\r\n{}\r\n0\r\n\r\n" + self.SMUGGLED
+        )
+        assert [s for s, _ in responses(sent(transport))] == [400]
+        assert h.handled == []
+
+    def test_refused_client_that_does_not_read_is_aborted(self) -> None:
+        """After a refusal, a connection still open after the grace period is aborted."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(b"POST /json HTTP/1.1\r\nContent-Length: -1\r\n\r\n")
+        h.clock.advance(ABORT_GRACE_SECONDS)
+        assert transport.disconnected
+
+    def test_pipelined_good_requests_served(self) -> None:
+        """Two well-framed pipelined requests are both answered (the checks break nothing)."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(post(b"[1]") + VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [200, 200]
+
+
+class DeadlineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness()
+
+    def test_slowloris_cut_at_read_deadline(self) -> None:
+        """One byte a second: alive at 29 s, answered 408 and closed at 30 s."""
+        channel, transport = self.h.connect()
+        request = b"GET /version HTTP/1.1\r\n" + b"X-Slow: " + b"a" * 100
+        for i in range(int(REQUEST_READ_DEADLINE_SECONDS) - 1):
+            channel.dataReceived(request[i : i + 1])
+            self.h.clock.advance(1)
+        assert not transport.disconnecting
+        channel.dataReceived(request[29:30])
+        self.h.clock.advance(1)
+        [(status, body)] = responses(sent(transport))
+        assert (status, body["errcode"]) == (408, "M_UNKNOWN")
+        assert transport.disconnecting
+
+    def test_silent_connection_closed_at_read_deadline(self) -> None:
+        """A connection that sends nothing is closed, without an answer, at the deadline."""
+        _, transport = self.h.connect()
+        self.h.clock.advance(REQUEST_READ_DEADLINE_SECONDS)
+        assert transport.disconnecting
+        assert sent(transport) == b""
+
+    def test_deadline_stops_when_request_complete(self) -> None:
+        """A request received in time but handled slowly is not cut by the read deadline."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.clock.advance(REQUEST_READ_DEADLINE_SECONDS + 1)
+        assert not transport.disconnecting
+        assert sent(transport) == b""
+
+    def test_handler_deadline_answers_504(self) -> None:
+        """A handler that never answers is cancelled at the handler deadline: 504 M_UNKNOWN."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.h.clock.advance(HANDLER_DEADLINE_SECONDS)
+        [(status, body)] = responses(sent(transport))
+        assert (status, body["errcode"]) == (504, "M_UNKNOWN")
+        assert flush_logged_errors(self) == []
+
+    def test_keep_alive_idle_is_not_the_read_deadline(self) -> None:
+        """Between requests the idle timer applies: idle 45 s, then a request is served."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(VERSION_REQUEST)
+        self.h.clock.advance(45)
+        assert not transport.disconnecting
+        channel.dataReceived(VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [200, 200]
+
+    def test_keep_alive_idle_timeout(self) -> None:
+        """An idle keep-alive connection is closed after the idle timeout."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(VERSION_REQUEST)
+        self.h.clock.advance(IDLE_TIMEOUT_SECONDS)
+        assert transport.disconnecting
+
+    def test_second_request_has_its_own_deadline(self) -> None:
+        """A kept-alive connection's next request must arrive within 30 s of its first byte."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(VERSION_REQUEST)
+        self.h.clock.advance(20)
+        channel.dataReceived(b"G")
+        self.h.clock.advance(REQUEST_READ_DEADLINE_SECONDS - 1)
+        assert not transport.disconnecting
+        self.h.clock.advance(1)
+        assert [s for s, _ in responses(sent(transport))] == [200, 408]
+
+
+class ConnectionCapTests(SynchronousTestCase):
+    def test_connection_over_cap_aborted(self) -> None:
+        """With a cap of 2, a third connection is aborted at once; a freed place is reused."""
+        h = Harness(ServerLimits(max_connections=2))
+        first, _ = h.connect()
+        h.connect()
+        third, third_transport = h.connect()
+        assert third_transport.disconnected
+        close(third)
+        close(first)
+        channel, transport = h.connect()
+        channel.dataReceived(VERSION_REQUEST)
+        assert not transport.disconnected
+        assert [s for s, _ in responses(sent(transport))] == [200]
+        assert h.connections.open == 2
