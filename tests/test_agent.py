@@ -3,6 +3,7 @@ dials, iosim for a real TLS handshake with a real twisted.web Site in memory."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,9 @@ class Recorder(Resource):
 class AgentTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
-        tmp = Path(self.mktemp())  # type: ignore[no-untyped-call]
-        tmp.mkdir()
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        tmp = Path(folder.name)
         (tmp / "ca.crt").write_bytes(CA.cert_pem)
         self.tls = SpyPolicy([tmp / "ca.crt"])
 
