@@ -6,11 +6,17 @@ first use; without root or ``ip`` the tests skip with the reason.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.interop import harness
+
+
+def _progress(message: str) -> None:
+    # Past pytest's capture: the first run's Synapse install takes a while.
+    print(f"\n[interop] {message}", file=sys.__stderr__, flush=True)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +27,7 @@ def interop_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.In
         pytest.skip(reason)
     directory = tmp_path_factory.mktemp("interop")
     try:
-        with harness.interop_environment(directory) as env:
+        with harness.interop_environment(directory, log=_progress) as env:
             yield env
     except harness.EnvironmentUnavailable as e:
         pytest.skip(str(e))
