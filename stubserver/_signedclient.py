@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
@@ -129,17 +130,20 @@ class FederationClient:
         """
         check_path_and_query(path_and_query)
         d = Deferred.fromCoroutine(self._request(method, destination, path_and_query, content))
-        d.addTimeout(REQUEST_TIMEOUT_SECONDS, self._clock)
 
-        def timed_out(failure: Any) -> Any:
-            if isinstance(failure.value, TimeoutError):
+        def timed_out(result: Any, timeout: float) -> Any:
+            # Called whenever our deadline cancelled the request, whatever the cancellation
+            # turned into on the way up (CancelledError, or a connector error when the
+            # deadline struck mid-connect): the user learns it timed out, not how.
+            if isinstance(result, Failure):
                 raise RequestTimedOut(
-                    f"no complete response from {destination} within {REQUEST_TIMEOUT_SECONDS} s",
+                    f"no complete response from {destination} within {timeout:g} s",
                     temporary=True,
                 )
-            return failure
+            return result
 
-        return d.addErrback(timed_out)
+        d.addTimeout(REQUEST_TIMEOUT_SECONDS, self._clock, onTimeoutCancel=timed_out)
+        return d
 
     async def _request(
         self, method: str, destination: str, path_and_query: str, content: Any

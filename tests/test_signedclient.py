@@ -84,10 +84,15 @@ class InMemoryFederationAgent:
 
 @implementer(IAgent)
 class SilentAgent:
-    """An agent whose requests never complete; records whether they were cancelled."""
+    """An agent whose requests never complete; records whether they were cancelled.
 
-    def __init__(self) -> None:
+    With ``cancel_error``, cancelling fails the request with that error instead of
+    CancelledError, as Twisted's connector does when cancelled mid-connect.
+    """
+
+    def __init__(self, cancel_error: Exception | None = None) -> None:
         self.pending: list[Deferred[IResponse]] = []
+        self._cancel_error = cancel_error
 
     def request(
         self,
@@ -96,7 +101,13 @@ class SilentAgent:
         headers: Headers | None = None,
         bodyProducer: IBodyProducer | None = None,
     ) -> Deferred[IResponse]:
-        d: Deferred[IResponse] = Deferred()
+        error = self._cancel_error
+
+        def canceller(d: Deferred[IResponse]) -> None:
+            if error is not None:
+                d.errback(error)
+
+        d: Deferred[IResponse] = Deferred(canceller if error is not None else None)
         self.pending.append(d)
         return d
 
@@ -193,6 +204,16 @@ class ClientTests(SynchronousTestCase):
         assert error.temporary
         (pending,) = agent.pending
         assert pending.called  # cancelled
+
+    def test_deadline_whatever_the_cancellation_becomes(self) -> None:
+        """A deadline that surfaces as another error (a connector's) is still RequestTimedOut."""
+        clock = Clock()
+        agent = SilentAgent(cancel_error=RuntimeError("The Connector was not connecting"))
+        d = client(agent, clock).request("GET", THEM, "/_matrix/federation/v1/version")
+        clock.advance(REQUEST_TIMEOUT_SECONDS)
+        error = failure_now(d).value
+        assert isinstance(error, RequestTimedOut)
+        assert f"within {REQUEST_TIMEOUT_SECONDS} s" in str(error)
 
     def test_connection_failure(self) -> None:
         """A connection failure is a FederationRequestFailed saying why."""
