@@ -568,8 +568,7 @@ async def check_all_pairs(
 
 
 def _start(run_dir: Path) -> int:
-    from twisted.internet import task  # noqa: PLC0415
-    from twisted.internet.defer import Deferred  # noqa: PLC0415
+    from stubserver._reactormain import react_main  # noqa: PLC0415
 
     procs = demo_processes(run_dir)
     began = time.monotonic()
@@ -582,15 +581,13 @@ def _start(run_dir: Path) -> int:
     print(f"started: {', '.join(f'{n} (pid {p})' for n, p in pids.items())}")
     results: list[PairResult] = []
 
-    async def run_checks(reactor: Any) -> None:
+    async def run_checks(reactor: Any) -> int:
         results.extend(await check_all_pairs(reactor, run_dir))
+        return 0
 
-    try:
-        task.react(lambda reactor: Deferred.fromCoroutine(run_checks(reactor)))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            print("demo: the pair checks crashed; see above", file=sys.stderr)
-            return 1
+    if react_main(run_checks) != 0:
+        print("demo: the pair checks crashed; see above", file=sys.stderr)
+        return 1
     elapsed = time.monotonic() - began
     print()
     for s in TRIO:

@@ -14,19 +14,10 @@ import argparse
 import datetime
 import json
 import sys
-from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
-from twisted.internet.defer import Deferred
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
-
 from stubserver._clienttls import CaFileError
+from stubserver._reactormain import react_main, start_warning_logging
 from stubserver._resolution import Resolution, Target
 from stubserver._servername import InvalidServerName, parse_server_name
 
@@ -34,31 +25,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 LABEL_WIDTH = 12
-
-
-def _start_logging(stream: TextIO) -> None:
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(stream), [predicate])],
-        redirectStandardIO=False,
-    )
-
-
-def _run(body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run ``body(reactor)`` under ``task.react`` and return its exit status."""
-    from twisted.internet import task  # noqa: PLC0415 - only main touches the reactor
-
-    status = [EXIT_FAILED]
-
-    async def wrapped(reactor: Any) -> None:
-        status[0] = await body(reactor)
-
-    try:
-        task.react(lambda reactor: Deferred.fromCoroutine(wrapped(reactor)))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return EXIT_FAILED
-    return status[0]
 
 
 def _check_name(name: str) -> str | None:
@@ -127,7 +93,7 @@ def resolve_main(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"stubserver resolve: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    _start_logging(sys.stderr)
+    start_warning_logging(sys.stderr)
 
     async def body(reactor: Any) -> int:
         try:
@@ -142,7 +108,7 @@ def resolve_main(args: argparse.Namespace) -> int:
             format_resolution(resolution, sys.stdout)
         return EXIT_OK if resolution.error is None else EXIT_FAILED
 
-    return _run(body)
+    return react_main(body)
 
 
 def _format_ts(ts: int | None) -> str:
@@ -162,7 +128,7 @@ def keys_main(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"stubserver keys: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    _start_logging(sys.stderr)
+    start_warning_logging(sys.stderr)
 
     async def body(reactor: Any) -> int:
         try:
@@ -195,4 +161,4 @@ def keys_main(args: argparse.Namespace) -> int:
                     )
         return EXIT_OK if report.ok else EXIT_FAILED
 
-    return _run(body)
+    return react_main(body)

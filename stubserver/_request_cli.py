@@ -18,13 +18,11 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from twisted.internet.defer import Deferred
-
 from stubserver._canonicaljson import BadJson, parse_json_bytes
+from stubserver._reactormain import react_main, start_warning_logging
 from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._signedclient import check_path_and_query
 
@@ -133,39 +131,6 @@ def format_outcome(outcome: RequestOutcome, out: TextIO) -> None:
         out.write(json.dumps(outcome.body, indent=2, ensure_ascii=False) + "\n")
 
 
-def _start_logging(stream: TextIO) -> None:
-    from twisted.logger import (  # noqa: PLC0415 - main only
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(stream), [predicate])],
-        redirectStandardIO=False,
-    )
-
-
-def _react(body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run ``body(reactor)`` under ``task.react``; return its exit status."""
-    from twisted.internet import task  # noqa: PLC0415 - only main touches the reactor
-
-    status = [EXIT_FAILED]
-
-    async def wrapped(reactor: Any) -> None:
-        status[0] = await body(reactor)
-
-    try:
-        task.react(lambda reactor: Deferred.fromCoroutine(wrapped(reactor)))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return EXIT_FAILED
-    return status[0]
-
-
 async def send(reactor: Any, config: Any, settings: Any, plan: RequestPlan) -> RequestOutcome:
     """Build the federation client from ``settings`` and send ``plan`` signed as ``config``."""
     from stubserver._agent import build_federation_client  # noqa: PLC0415
@@ -208,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as e:
         print(f"stubserver request: {e}", file=sys.stderr)
         return EXIT_USAGE
-    _start_logging(sys.stderr)
+    start_warning_logging(sys.stderr)
 
     async def body(reactor: Any) -> int:
         try:
@@ -222,4 +187,4 @@ def main(args: argparse.Namespace) -> int:
             format_outcome(outcome, sys.stdout)
         return EXIT_OK if outcome.ok and outcome.error is None else EXIT_FAILED
 
-    return _react(body)
+    return react_main(body)
