@@ -50,6 +50,7 @@ from stubserver._srv import SrvResolver
 from stubserver._wellknown import WellKnownResolver, describe_failure
 
 if TYPE_CHECKING:
+    from stubserver._backoff import DestinationBackoff
     from stubserver._config import FederationSettings
     from stubserver._keyfetch import ServerKeyFetcher
 
@@ -405,13 +406,18 @@ def build_federation_client(
     *,
     rng: random.Random | None = None,
     dns: Any = None,
+    backoff: DestinationBackoff | None = None,
 ) -> FederationContext:
     """Build the agent, resolver and key fetcher from ``settings``.
 
     ``reactor`` provides TCP, time and (for the system resolver) ``nameResolver``;
     ``dns`` overrides the DNS clients (a :class:`~stubserver._dns.DnsClients`), for tests.
+    With ``backoff``, key fetches skip destinations backed off after failures (Synapse's
+    schedule, :mod:`stubserver._backoff`): ``run`` uses it; the diagnostic commands do not,
+    since an admin asking about a server wants it tried now.
     Raises :class:`~stubserver._clienttls.CaFileError` for an unreadable CA file.
     """
+    from stubserver._backoff import BackoffAgent  # noqa: PLC0415
     from stubserver._keyfetch import ServerKeyFetcher  # noqa: PLC0415 - it imports us
 
     rng = rng if rng is not None else random.SystemRandom()
@@ -440,7 +446,9 @@ def build_federation_client(
     return FederationContext(
         agent=agent,
         resolver=resolver,
-        key_fetcher=ServerKeyFetcher(agent, reactor),
+        key_fetcher=ServerKeyFetcher(
+            agent if backoff is None else BackoffAgent(agent, backoff), reactor
+        ),
         https_agent=https_agent,
         well_known=well_known,
         srv=srv,

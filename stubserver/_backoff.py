@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, fail
@@ -169,3 +170,8 @@ class BackoffAgent:
 
         d.addCallbacks(answered, failed)
         return d
+
+    def connected_target(self, server_name: str) -> Any:
+        """The wrapped agent's last connected target for ``server_name`` (None if unknown)."""
+        connected = getattr(self._agent, "connected_target", None)
+        return connected(server_name) if connected is not None else None

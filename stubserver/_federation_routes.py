@@ -21,6 +21,7 @@ Plug into :class:`stubserver._http.FederationRouter` (through
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -93,8 +94,13 @@ def _has_body(request: IRequest) -> bool:
 class XMatrixFilter:
     """A ``RequestFilter`` checking X-Matrix credentials on federation paths (module doc)."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        on_authenticated: Callable[[str], None] | None = None,
+    ) -> None:
         self._authenticator = authenticator
+        self._on_authenticated = on_authenticated
 
     def __call__(self, request: IRequest) -> Deferred[None] | None:
         """Annotate ``request``; fail with MatrixError when its credentials are bad."""
@@ -114,6 +120,9 @@ class XMatrixFilter:
 
         def authenticated(result: AuthResult) -> None:
             notes.update(origin=result.origin, authenticated=True)
+            if self._on_authenticated is not None:
+                # A valid signed request shows the origin is up: end its backoff.
+                self._on_authenticated(result.origin)
 
         def rejected(failure: Failure) -> Failure:
             error = failure.value
@@ -378,12 +387,14 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     """
     from stubserver._agent import build_federation_client  # noqa: PLC0415
     from stubserver._auth import RequestAuthenticator  # noqa: PLC0415
+    from stubserver._backoff import DestinationBackoff  # noqa: PLC0415
     from stubserver._clienttls import CaFileError  # noqa: PLC0415
     from stubserver._keydoc import KeyDocumentSource  # noqa: PLC0415
     from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
 
+    backoff = DestinationBackoff(reactor, random.SystemRandom())
     try:
-        context = build_federation_client(reactor, config.federation)
+        context = build_federation_client(reactor, config.federation, backoff=backoff)
     except CaFileError as e:
         raise ConfigError("federation_custom_ca_list", str(e)) from None
     fetcher = context.key_fetcher
@@ -411,7 +422,7 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
         observers = (request_log,)
     return FederationExtensions(
         routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),
-        filters=(XMatrixFilter(authenticator),),
+        filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset),),
         observers=observers,
         request_log=request_log,
     )

@@ -182,3 +182,25 @@ class BackoffAgentTests(SynchronousTestCase):
         self.inner.outcome = 200
         result_now(self.agent.request(b"GET", URI))
         assert self.agent.backoff.state("beta.test") is None
+
+
+class RunWiringTests(SynchronousTestCase):
+    def test_backed_off_key_fetch_does_no_io(self) -> None:
+        """With a backoff (as in run), a key fetch to a backed-off server fails with no I/O."""
+        import random as _random
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from stubserver._agent import build_federation_client
+        from stubserver._config import FederationSettings
+
+        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        backoff = DestinationBackoff(reactor, _random.Random(0))
+        backoff.record_failure("down.test")
+        context = build_federation_client(
+            reactor, FederationSettings(dns_servers=(("127.0.0.1", 53),)), backoff=backoff
+        )
+        d = context.key_fetcher.fetch("down.test")
+        failure = self.failureResultOf(d)  # type: ignore[no-untyped-call]
+        assert "backed off after 1 failure" in str(failure.value)
+        assert reactor.tcpClients == []

@@ -84,6 +84,7 @@ class Harness:
     """A router with the profile and notary routes, the X-Matrix filter and an observer."""
 
     def __init__(self, fetcher: FakeFetcher | None = None) -> None:
+        self.reset_origins: list[str] = []
         self.clock = Clock()
         self.clock.advance(NOW_S)
         self.fetcher = fetcher or FakeFetcher({ORIGIN: origin_keys()})
@@ -100,7 +101,7 @@ class Harness:
         self.observed: list[tuple[int, dict[str, Any]]] = []
         router = FederationRouter(
             [profile_route(US, USERS), *notary_routes(notary)],
-            filters=[XMatrixFilter(authenticator)],
+            filters=[XMatrixFilter(authenticator, on_authenticated=self.reset_origins.append)],
             observers=[self.observe],
         )
         self.treq = stub_treq(router)
@@ -180,6 +181,19 @@ class ProfileRouteTests(SynchronousTestCase):
             True,
             None,
         )
+
+    def test_authenticated_origin_reported(self) -> None:
+        """A valid signed request reports its origin (run resets that origin's backoff)."""
+        h = Harness()
+        h.request(self, "GET", PROFILE, auth=signed(PROFILE))
+        assert h.reset_origins == [ORIGIN]
+
+    def test_rejected_origin_not_reported(self) -> None:
+        """A request with a bad signature reports no origin as authenticated."""
+        h = Harness()
+        status, _ = h.request(self, "GET", PROFILE, auth=signed(PROFILE, key=OUR_KEY))
+        assert status == 401
+        assert h.reset_origins == []
 
     def test_field_selects(self) -> None:
         """``field`` selects one field."""
