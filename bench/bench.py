@@ -724,7 +724,7 @@ class Synapse(Server):
             text=True,
             check=False,
         )
-        return out.stdout.strip()
+        return out.stdout.strip().split(" ")[0]  # drop "(b=...)": the cwd's git, not Synapse's
 
 
 # --------------------------------------------------------------------------- measuring
@@ -966,6 +966,39 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The figures as a Markdown table (for bench/README.md)."""
+    servers = results["servers"]
+    names = [n for n in ORDER if n in servers]
+    lines = [
+        "| figure | " + " | ".join(names) + " | stub/synapse | stub/nginx |",
+        "|---" * (len(names) + 3) + "|",
+    ]
+    for label, path, _ in FIGURES:
+        values = [get(servers[n], *path) for n in names]
+        if all(v is None for v in values):
+            continue
+        stub = get(servers.get("stubserver", {}), *path)
+        to_nginx = ratio(stub, get(servers.get("nginx", {}), *path)) if path[0] == "key" else None
+        cells = [fmt(v) for v in values]
+        cells += [fmt(ratio(stub, get(servers.get("synapse", {}), *path))), fmt(to_nginx)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    out = results.get("outbound")
+    if out and not out.get("error"):
+        lines.append("")
+        lines.append(
+            f"Outbound: {out['names']} names resolved and their keys fetched and verified in"
+            f" {out['total_seconds']:.2f} s ({out['ok']} ok, {out['failed']} failed,"
+            f" {out['concurrency']} in flight), peak RSS {out['peak_rss_mb']} MB"
+            f" (from {out['rss_before_mb']} MB before the first name)."
+        )
+    lines.append("")
+    for t in results.get("targets", []):
+        mark = {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
+        lines.append(f"- {t['target']}: {fmt(t['measured'])} ({mark})")
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
@@ -986,7 +1019,6 @@ def machine() -> dict[str, Any]:
         "wrk": (wrk_v.stdout + wrk_v.stderr).strip().splitlines()[0]
         if (wrk_v.stdout + wrk_v.stderr)
         else "",
-        "hostname_hash": None,
     }
 
 
@@ -1042,8 +1074,16 @@ def main() -> int:
         metavar="N",
         help="wrk runs per endpoint and server, the median reported (default 3)",
     )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print bench/results.json's figures as Markdown and exit (measures nothing)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results.json")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(RESULTS.read_text())))
+        return 0
     only = set(args.only or [*ORDER, "outbound"])
     sys.path.insert(0, str(ROOT))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
