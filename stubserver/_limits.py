@@ -298,3 +298,11 @@ class LimitedSite(server.Site):
         self.connections = connections
         self.displayTracebacks = False
         self.noisy = False
+
+    def log(self, request: object) -> None:
+        """No per-request access-log line (twisted.web writes one by default).
+
+        Formatting and writing it took 18 % of the key endpoint's time under load (py-spy,
+        bench/README.md). Federation requests are recorded by the request log
+        (``request_log_path``) instead, with what an operator needs: origin and auth result.
+        """
