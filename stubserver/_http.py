@@ -90,6 +90,9 @@ class JsonResponse:
     status: int
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: ``body`` already encoded, for bodies that do not change between requests (the key
+    #: document, the version); None: encoded when sent.
+    encoded: bytes | None = None
 
 
 class MatrixError(Exception):
@@ -257,7 +260,7 @@ class _ResponseWriter(Protocol):
 
 def write_json_response(request: IRequest, response: JsonResponse) -> None:
     """Send ``response`` on ``request`` and finish it."""
-    body = encode_json(response.body)
+    body = response.encoded if response.encoded is not None else encode_json(response.body)
     writer = cast(_ResponseWriter, request)
     writer.setResponseCode(response.status)
     writer.setHeader(b"Content-Type", b"application/json")
@@ -307,7 +310,17 @@ class FederationRouter:
     def render(self, request: IRequest) -> bytes | int:
         """Answer ``request`` (now or later); always NOT_DONE_YET."""
         state = _RequestState()
-        d: Deferred[JsonResponse] = Deferred.fromCoroutine(self._answer(request))
+        try:
+            answer = self._answer(request)
+        except Exception:
+            self._fail(request, state, Failure())  # type: ignore[no-untyped-call]
+            return NOT_DONE_YET
+        if not isinstance(answer, Deferred):
+            # The fast path: no filter or handler waited on anything, so no coroutine, no
+            # callbacks and no deadline timer (about 10 % of a key request's time).
+            self._send(request, state, answer)
+            return NOT_DONE_YET
+        d = answer
 
         def client_gone(reason: Failure) -> None:
             state.client_gone = True
@@ -322,17 +335,44 @@ class FederationRouter:
         )
         return NOT_DONE_YET
 
-    async def _answer(self, request: IRequest) -> JsonResponse:
+    def _answer(self, request: IRequest) -> JsonResponse | Deferred[JsonResponse]:
+        """The response now, or a Deferred from the first filter or handler that waits."""
         try:
-            for request_filter in self._filters:
+            for index, request_filter in enumerate(self._filters):
+                filtered = request_filter(request)
+                if filtered is not None:
+                    return Deferred.fromCoroutine(
+                        self._answer_later(request, filtered, self._filters[index + 1 :])
+                    )
+            handler, params = self._dispatch(request)
+            result = handler(request, params)
+        except MatrixError as e:
+            return e.to_response()
+        if isinstance(result, Deferred):
+            return Deferred.fromCoroutine(self._await_handler(result))
+        return result
+
+    async def _answer_later(
+        self, request: IRequest, pending: Deferred[None], filters: Sequence[RequestFilter]
+    ) -> JsonResponse:
+        try:
+            await pending
+            for request_filter in filters:
                 filtered = request_filter(request)
                 if filtered is not None:
                     await filtered
             handler, params = self._dispatch(request)
             result = handler(request, params)
-            if isinstance(result, Deferred):
-                return await result
-            return result
+        except MatrixError as e:
+            return e.to_response()
+        if isinstance(result, Deferred):
+            return await self._await_handler(result)
+        return result
+
+    @staticmethod
+    async def _await_handler(result: Deferred[JsonResponse]) -> JsonResponse:
+        try:
+            return await result
         except MatrixError as e:
             return e.to_response()
 

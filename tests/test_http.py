@@ -305,6 +305,28 @@ class FilterAndObserverTests(SynchronousTestCase):
         status, _ = get_json(stub, f"{BASE}/a/1")
         assert status == 200
 
+    def test_filters_after_a_waiting_filter_run_in_order(self) -> None:
+        """Filters after one that waits still run, in order, once it has fired."""
+        order: list[str] = []
+        gate: Deferred[None] = Deferred()
+
+        def waits(request: IRequest) -> Deferred[None]:
+            order.append("first")
+            return gate
+
+        def then(request: IRequest) -> None:
+            order.append("second")
+
+        stub = stub_treq(
+            FederationRouter([Route("GET", "/a/{x}", echo_params)], filters=[waits, then])
+        )
+        d = stub.get(f"{BASE}/a/1")
+        assert order == ["first"]
+        gate.callback(None)
+        stub.flush()
+        assert order == ["first", "second"]
+        assert self.successResultOf(d).code == 200
+
 
 class HelperTests(SynchronousTestCase):
     def setUp(self) -> None:
