@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
-from stubserver._canonicaljson import JsonDict
+from stubserver._canonicaljson import JsonDict, encode_json
 from stubserver._config import OldVerifyKey
 from stubserver._signing import ServerSigningKey, sign_json
 
@@ -54,6 +54,7 @@ class _Built:
     body: JsonDict
     built_at_ms: int
     valid_until_ts: int
+    encoded: bytes  # ``body`` as JSON, encoded once per build
 
 
 class KeyDocumentSource:
@@ -76,16 +77,26 @@ class KeyDocumentSource:
 
     def current(self) -> JsonDict:
         """The document to serve now."""
+        return self._current().body
+
+    def current_encoded(self) -> tuple[JsonDict, bytes]:
+        """The document to serve now, with its JSON bytes (encoded once per build)."""
+        built = self._current()
+        return built.body, built.encoded
+
+    def _current(self) -> _Built:
         now_ms = int(self._clock.seconds() * MS_PER_SECOND)
         built = self._built
         if built is None or needs_rebuild(now_ms, built.built_at_ms, built.valid_until_ts):
             valid_until = now_ms + self._validity_ms
+            body = build_key_document(
+                self._server_name, self._signing_keys, self._old_keys, valid_until
+            )
             built = _Built(
-                body=build_key_document(
-                    self._server_name, self._signing_keys, self._old_keys, valid_until
-                ),
+                body=body,
                 built_at_ms=now_ms,
                 valid_until_ts=valid_until,
+                encoded=encode_json(body),
             )
             self._built = built
-        return built.body
+        return built

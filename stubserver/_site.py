@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from stubserver._canonicaljson import encode_json
 from stubserver._config import Config, ListenerConfig
 from stubserver._http import (
     FederationRouter,
@@ -45,8 +46,11 @@ class ListenerSite:
 def version_route() -> Route:
     """``GET /_matrix/federation/v1/version``."""
 
+    body = {"server": {"name": SERVER_SOFTWARE_NAME, "version": __version__}}
+    answer = JsonResponse(200, body, encoded=encode_json(body))
+
     def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        return JsonResponse(200, {"server": {"name": SERVER_SOFTWARE_NAME, "version": __version__}})
+        return answer
 
     return Route("GET", "/_matrix/federation/v1/version", handle)
 
@@ -55,7 +59,8 @@ def server_key_route(keys: KeyDocumentSource) -> Route:
     """``GET /_matrix/key/v2/server``: our signed key document."""
 
     def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        return JsonResponse(200, keys.current())
+        body, encoded = keys.current_encoded()
+        return JsonResponse(200, body, encoded=encoded)
 
     return Route("GET", "/_matrix/key/v2/server", handle)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -95,3 +96,17 @@ class RebuildTests(SynchronousTestCase):
         second = source.current()
         assert second["valid_until_ts"] == 1_000_000 + DAY_MS + DAY_MS // 2 + 1_000
         assert complement_problems(second, "beta.test", int(clock.seconds() * 1000)) == []
+
+    def test_encoded_bytes_follow_each_build(self) -> None:
+        """The cached JSON bytes are the current document's, before and after a rebuild."""
+        clock = Clock()
+        clock.advance(1_000)
+        source = KeyDocumentSource(
+            clock, "beta.test", [ServerSigningKey.generate("a_1")], {}, DAY_MS
+        )
+        body, encoded = source.current_encoded()
+        assert json.loads(encoded) == body
+        clock.advance(DAY_MS / 1000 / 2 + 1)
+        new_body, new_encoded = source.current_encoded()
+        assert new_body["valid_until_ts"] != body["valid_until_ts"]
+        assert json.loads(new_encoded) == new_body
