@@ -459,8 +459,8 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     request_log = None
     observers: tuple[RequestObserver, ...] = ()
     if config.request_log_path is not None:
+        # Closed by run's shutdown, after open connections are aborted (_run.shut_down).
         request_log = RequestLog(config.request_log_path, reactor, reactor_thread_runner(reactor))
-        request_log.install_shutdown_flush(reactor)
         observers = (request_log,)
     return FederationExtensions(
         routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -90,6 +90,8 @@ class ConnectionCounter:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        #: The counted connections themselves, so that shutdown can close them.
+        self.channels: set[http.HTTPChannel] = set()
 
     def try_acquire(self) -> bool:
         """Count one more connection; False (nothing counted) when at the cap."""
@@ -101,6 +103,18 @@ class ConnectionCounter:
     def release(self) -> None:
         """Count one connection fewer."""
         self.open -= 1
+
+    def abort_all(self) -> int:
+        """Abort every open connection (at shutdown); returns how many there were.
+
+        Requests still in flight see their client go: their handlers are cancelled and the
+        router's observers record them, so the request log can still write them out.
+        """
+        channels = list(self.channels)
+        for channel in channels:
+            if channel.transport is not None:
+                cast(ITCPTransport, channel.transport).abortConnection()
+        return len(channels)
 
 
 def refusal_bytes(status: int, errcode: str, message: str) -> bytes:
@@ -163,6 +177,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
         self._counted = True
+        self.site.connections.channels.add(self)
         self._arm_read_deadline()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -171,6 +186,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if self._counted:
             self._counted = False
             self.site.connections.release()
+            self.site.connections.channels.discard(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:

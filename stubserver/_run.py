@@ -22,13 +22,15 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorSSL
+from twisted.internet.interfaces import IListeningPort, IReactorSSL, IReactorTime
 from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver._config import Config, ConfigError, ListenerConfig, load_config
 from stubserver._federation_routes import build_federation_extensions
 from stubserver._http import Route
+from stubserver._requestlog import RequestLog
 from stubserver._site import ListenerSite, build_site
 from stubserver._tlsserver import server_tls_options
 
@@ -135,6 +137,28 @@ def close_all(bound: Sequence[BoundListener]) -> Deferred[Any]:
     return DeferredList(closing, consumeErrors=True)
 
 
+def shut_down(
+    reactor: IReactorTime,
+    bound: Sequence[BoundListener],
+    sites: Sequence[ListenerSite],
+    request_log: RequestLog | None,
+) -> Deferred[Any]:
+    """Stop listening, abort open connections, then write the request log out.
+
+    The order matters for "nothing lost": a request still in flight is answered to its
+    observers as abandoned when its connection is aborted, and that happens on the next
+    reactor turn (``abortConnection``), so the log is closed only after that turn.
+    """
+    d = close_all(bound)
+    for counter in {id(s.site.connections): s.site.connections for s in sites}.values():
+        counter.abort_all()
+    d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
+    if request_log is not None:
+        log_writer = request_log
+        d.addCallback(lambda _: log_writer.close())
+    return d
+
+
 def ready_line(server_name: str, bound: Sequence[BoundListener]) -> str:
     """The one JSON line printed once every listener is bound."""
     return json.dumps(
@@ -195,7 +219,9 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     reactor.callWhenRunning(announce)
-    reactor.addSystemEventTrigger("before", "shutdown", close_all, bound)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", shut_down, reactor, bound, sites, extensions.request_log
+    )
     reactor.run()
     log.info("Stopped")
     return EXIT_OK

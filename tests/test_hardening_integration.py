@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stubserver._http import MAX_REQUEST_BODY_BYTES
+from stubserver._http import CLIENT_CLOSED_REQUEST, MAX_REQUEST_BODY_BYTES
 from stubserver._pki import KeyPair, make_ca
 from tests.support import StubProcess, https_request, start_stubserver, write_stub
 
@@ -170,3 +170,41 @@ def test_answers_while_slow_connections_are_open(stub: StubProcess, ca: KeyPair)
     lines = log_path.read_text().splitlines()
     assert len(lines) >= 2
     assert all(json.loads(line)["status"] == 200 for line in lines)
+
+
+def test_shutdown_with_a_handler_in_flight(tmp_path: Path, ca: KeyPair) -> None:
+    """SIGTERM while a notary query waits on a silent peer: exit 0, nothing unhandled, whole log.
+
+    The in-flight request is not lost from the request log: it is written, as a request
+    whose client went away (the connection closed by the shutdown), before the process ends.
+    """
+    silent = socket.socket()
+    silent.bind(("127.0.0.75", 0))
+    silent.listen(8)
+    peer = f"127.0.0.75:{silent.getsockname()[1]}"
+    config = write_stub(
+        tmp_path,
+        SERVER_NAME,
+        ca,
+        extra_config={"request_log_path": "requests.jsonl", "ip_range_allowlist": ["127.0.0.0/8"]},
+    )
+    path = f"/_matrix/key/v2/query/{peer}"
+    try:
+        with start_stubserver(config) as process, tls_socket(process, ca) as client:
+            client.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+            silent.settimeout(CLIENT_TIMEOUT_SECONDS)
+            fetch, _ = silent.accept()  # the handler is now waiting on its outbound fetch
+            try:
+                assert process.terminate(signal.SIGTERM) == 0
+            finally:
+                fetch.close()
+            stderr = process.stderr_text()
+    finally:
+        silent.close()
+    assert "Unhandled" not in stderr
+    assert "Traceback" not in stderr
+    lines = (config.parent / "requests.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [(e["method"], e["uri"], e["status"]) for e in entries] == [
+        ("GET", path, CLIENT_CLOSED_REQUEST)
+    ]
