@@ -40,6 +40,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from stubserver._agent import FederationConnectError, ResolutionFailed
 from stubserver._canonicaljson import BadJson, parse_json_bytes
 from stubserver._resolution import Target
+from stubserver._sharedfetch import SharedFetches
 from stubserver._signing import (
     ED25519,
     KEY_VERSION_RE,
@@ -247,7 +248,7 @@ class ServerKeyFetcher:
         self._agent = agent
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._inflight: dict[str, list[Deferred[KeyFetchReport]]] = {}
+        self._shared: SharedFetches[KeyFetchReport] = SharedFetches()
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * MS_PER_SECOND)
@@ -261,24 +262,14 @@ class ServerKeyFetcher:
 
     def fetch_report(self, server_name: str) -> Deferred[KeyFetchReport]:
         """Ask ``server_name`` for its keys now; never fails. Shares a fetch in flight."""
-        waiters = self._inflight.get(server_name)
-        first = waiters is None
-        if waiters is None:
-            waiters = self._inflight[server_name] = []
-        current = waiters
+        return self._shared.join(server_name, lambda: self._start_fetch(server_name))
 
-        def cancel(d: Deferred[KeyFetchReport]) -> None:
-            if d in current:
-                current.remove(d)
-
-        d: Deferred[KeyFetchReport] = Deferred(cancel)
-        waiters.append(d)
-        if first:
-            fetch = Deferred.fromCoroutine(self._fetch_report(server_name))
-            fetch.addTimeout(KEY_FETCH_TIMEOUT_SECONDS, self._clock)
-            fetch.addErrback(self._failed, server_name)
-            fetch.addCallback(self._deliver, server_name)
-        return d
+    def _start_fetch(self, server_name: str) -> Deferred[KeyFetchReport]:
+        fetch = Deferred.fromCoroutine(self._fetch_report(server_name))
+        fetch.addTimeout(KEY_FETCH_TIMEOUT_SECONDS, self._clock)
+        fetch.addErrback(self._failed, server_name)
+        fetch.addCallback(self._store, server_name)
+        return fetch
 
     def _failed(self, failure: Failure, server_name: str) -> KeyFetchReport:
         if failure.check(TimeoutError):  # type: ignore[no-untyped-call]
@@ -292,7 +283,7 @@ class ServerKeyFetcher:
             temporary=True,
         )
 
-    def _deliver(self, report: KeyFetchReport, server_name: str) -> None:
+    def _store(self, report: KeyFetchReport, server_name: str) -> KeyFetchReport:
         if report.keys is not None:
             expires = min(report.keys.valid_until_ts, self._now_ms() + MAX_KEY_CACHE_MS)
             if len(self._cache) >= MAX_KEY_CACHE_ENTRIES and server_name not in self._cache:
@@ -301,8 +292,7 @@ class ServerKeyFetcher:
                 if len(self._cache) >= MAX_KEY_CACHE_ENTRIES:
                     self._cache.clear()
             self._cache[server_name] = _Cached(report.keys, expires)
-        for waiter in self._inflight.pop(server_name, []):
-            waiter.callback(report)
+        return report
 
     async def _fetch_report(self, server_name: str) -> KeyFetchReport:
         uri = f"matrix-federation://{server_name}{KEY_PATH}".encode("ascii", "replace")

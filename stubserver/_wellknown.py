@@ -44,6 +44,7 @@ from twisted.web.iweb import IAgent, IResponse
 from stubserver._blocklist import BlockedAddress
 from stubserver._canonicaljson import BadJson, parse_json_bytes
 from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver._sharedfetch import SharedFetches
 
 #: Largest .well-known body we read, in bytes.
 WELL_KNOWN_MAX_BODY_BYTES = 50 * 1024
@@ -333,7 +334,7 @@ class WellKnownResolver:
         self._port = port
         self._cache: dict[str, _Entry] = {}
         self._had_valid_until: dict[str, float] = {}
-        self._inflight: dict[str, list[Deferred[WellKnownResult]]] = {}
+        self._shared: SharedFetches[WellKnownResult] = SharedFetches()
 
     def get_well_known(self, host: str) -> Deferred[WellKnownResult]:
         """The delegation of ``host`` (a hostname without port), from cache or fetched.
@@ -352,24 +353,13 @@ class WellKnownResolver:
         return _replace(entry.result, cached=True, cache_seconds=remaining)
 
     def _shared_fetch(self, key: str, host: str) -> Deferred[WellKnownResult]:
-        waiters = self._inflight.get(key)
-        first = waiters is None
-        if waiters is None:
-            waiters = self._inflight[key] = []
-        current = waiters
-
-        def cancel(d: Deferred[WellKnownResult]) -> None:
-            if d in current:
-                current.remove(d)
-
-        d: Deferred[WellKnownResult] = Deferred(cancel)
-        waiters.append(d)
-        if first:
+        def start() -> Deferred[WellKnownResult]:
             fetch = Deferred.fromCoroutine(self._fetch_and_store(key, host))
             fetch.addTimeout(WELL_KNOWN_TIMEOUT_SECONDS + 1, self._clock)
             fetch.addErrback(self._internal_error, host)
-            fetch.addCallback(self._deliver, key)
-        return d
+            return fetch
+
+        return self._shared.join(key, start)
 
     def _internal_error(self, failure: Failure, host: str) -> WellKnownResult:
         log.failure("well-known lookup of {host} failed unexpectedly", failure, host=host)
@@ -381,10 +371,6 @@ class WellKnownResolver:
             cache_seconds=0.0,
             temporary=True,
         )
-
-    def _deliver(self, result: WellKnownResult, key: str) -> None:
-        for waiter in self._inflight.pop(key, []):
-            waiter.callback(result)
 
     async def _fetch_and_store(self, key: str, host: str) -> WellKnownResult:
         fetch = Deferred.fromCoroutine(self._fetch(host))
