@@ -14,12 +14,16 @@ import argparse
 import datetime
 import json
 import sys
-from typing import Any, TextIO
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stubserver._clienttls import CaFileError
 from stubserver._reactormain import react_main, start_warning_logging
 from stubserver._resolution import Resolution, Target
 from stubserver._servername import InvalidServerName, parse_server_name
+
+if TYPE_CHECKING:
+    from stubserver._agent import FederationContext
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,15 +87,19 @@ def format_resolution(resolution: Resolution, out: TextIO) -> None:
         _row(out, f"target {i}", _target_line(target))
 
 
-def resolve_main(args: argparse.Namespace) -> int:
-    """``stubserver resolve NAME [--json]``."""
+def _run_with_client(
+    args: argparse.Namespace,
+    command: str,
+    work: Callable[[FederationContext], Coroutine[Any, Any, int]],
+) -> int:
+    """Validate NAME, build the federation client from the options, run ``work`` with it."""
     from stubserver._agent import build_federation_client  # noqa: PLC0415
     from stubserver._cli import federation_from_args  # noqa: PLC0415
 
     _config, settings = federation_from_args(args)
     problem = _check_name(args.name)
     if problem is not None:
-        print(f"stubserver resolve: {problem}", file=sys.stderr)
+        print(f"stubserver {command}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     start_warning_logging(sys.stderr)
 
@@ -99,8 +107,17 @@ def resolve_main(args: argparse.Namespace) -> int:
         try:
             context = build_federation_client(reactor, settings)
         except CaFileError as e:
-            print(f"stubserver resolve: {e}", file=sys.stderr)
+            print(f"stubserver {command}: {e}", file=sys.stderr)
             return EXIT_USAGE
+        return await work(context)
+
+    return react_main(body)
+
+
+def resolve_main(args: argparse.Namespace) -> int:
+    """``stubserver resolve NAME [--json]``."""
+
+    async def work(context: FederationContext) -> int:
         resolution = await context.resolver.resolve(args.name)
         if args.json:
             sys.stdout.write(json.dumps(resolution.to_json()) + "\n")
@@ -108,7 +125,7 @@ def resolve_main(args: argparse.Namespace) -> int:
             format_resolution(resolution, sys.stdout)
         return EXIT_OK if resolution.error is None else EXIT_FAILED
 
-    return react_main(body)
+    return _run_with_client(args, "resolve", work)
 
 
 def _format_ts(ts: int | None) -> str:
@@ -120,22 +137,8 @@ def _format_ts(ts: int | None) -> str:
 
 def keys_main(args: argparse.Namespace) -> int:
     """``stubserver keys NAME [--json]``."""
-    from stubserver._agent import build_federation_client  # noqa: PLC0415
-    from stubserver._cli import federation_from_args  # noqa: PLC0415
 
-    _config, settings = federation_from_args(args)
-    problem = _check_name(args.name)
-    if problem is not None:
-        print(f"stubserver keys: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    start_warning_logging(sys.stderr)
-
-    async def body(reactor: Any) -> int:
-        try:
-            context = build_federation_client(reactor, settings)
-        except CaFileError as e:
-            print(f"stubserver keys: {e}", file=sys.stderr)
-            return EXIT_USAGE
+    async def work(context: FederationContext) -> int:
         report = await context.key_fetcher.fetch_report(args.name)
         out = sys.stdout
         if args.json:
@@ -161,4 +164,4 @@ def keys_main(args: argparse.Namespace) -> int:
                     )
         return EXIT_OK if report.ok else EXIT_FAILED
 
-    return react_main(body)
+    return _run_with_client(args, "keys", work)
