@@ -335,14 +335,20 @@ class FederationRouter:
         )
         return NOT_DONE_YET
 
-    def _answer(self, request: IRequest) -> JsonResponse | Deferred[JsonResponse]:
-        """The response now, or a Deferred from the first filter or handler that waits."""
+    def _answer(
+        self, request: IRequest, filters: Sequence[RequestFilter] | None = None
+    ) -> JsonResponse | Deferred[JsonResponse]:
+        """The response now, or a Deferred from the first filter or handler that waits.
+
+        ``filters`` are those still to run (all of them when None).
+        """
+        remaining = self._filters if filters is None else filters
         try:
-            for index, request_filter in enumerate(self._filters):
+            for index, request_filter in enumerate(remaining):
                 filtered = request_filter(request)
                 if filtered is not None:
                     return Deferred.fromCoroutine(
-                        self._answer_later(request, filtered, self._filters[index + 1 :])
+                        self._answer_after(request, filtered, remaining[index + 1 :])
                     )
             handler, params = self._dispatch(request)
             result = handler(request, params)
@@ -352,22 +358,16 @@ class FederationRouter:
             return Deferred.fromCoroutine(self._await_handler(result))
         return result
 
-    async def _answer_later(
+    async def _answer_after(
         self, request: IRequest, pending: Deferred[None], filters: Sequence[RequestFilter]
     ) -> JsonResponse:
+        """Wait for a filter, then go on with the filters after it, routing and the handler."""
         try:
             await pending
-            for request_filter in filters:
-                filtered = request_filter(request)
-                if filtered is not None:
-                    await filtered
-            handler, params = self._dispatch(request)
-            result = handler(request, params)
         except MatrixError as e:
             return e.to_response()
-        if isinstance(result, Deferred):
-            return await self._await_handler(result)
-        return result
+        answer = self._answer(request, filters)
+        return await answer if isinstance(answer, Deferred) else answer
 
     @staticmethod
     async def _await_handler(result: Deferred[JsonResponse]) -> JsonResponse:
