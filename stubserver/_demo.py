@@ -442,15 +442,13 @@ def describe_path(source: str, host: str, port: int) -> str:
 
 def format_matrix(servers: Sequence[DemoServer], results: Sequence[PairResult]) -> str:
     """The compact matrix: one row per sender, one line per receiver, OK or the failing step."""
-    width_src = max(len(s.server_name) for s in servers)
-    width_dst = max(len(s.server_name) for s in servers)
+    width = max(len(s.server_name) for s in servers)
     width_path = max((len(r.path) for r in results), default=0)
     lines = []
     for r in results:
         verdict = "OK" if r.ok else f"FAIL at {r.failed_step}: {r.error}"
         lines.append(
-            f"{r.source:<{width_src}} → {r.destination:<{width_dst}}  "
-            f"{r.path:<{width_path}}  {verdict}"
+            f"{r.source:<{width}} → {r.destination:<{width}}  {r.path:<{width_path}}  {verdict}"
         )
     return "\n".join(lines)
 

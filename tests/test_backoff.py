@@ -9,12 +9,14 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from stubserver._agent import build_federation_client
 from stubserver._backoff import (
     JITTER_HIGH,
     JITTER_LOW,
@@ -27,6 +29,7 @@ from stubserver._backoff import (
     is_backoff_status,
     next_retry_interval_ms,
 )
+from stubserver._config import FederationSettings
 from tests.support import failure_now, result_now
 
 
@@ -187,15 +190,8 @@ class BackoffAgentTests(SynchronousTestCase):
 class RunWiringTests(SynchronousTestCase):
     def test_backed_off_key_fetch_does_no_io(self) -> None:
         """With a backoff (as in run), a key fetch to a backed-off server fails with no I/O."""
-        import random as _random
-
-        from twisted.internet.testing import MemoryReactorClock
-
-        from stubserver._agent import build_federation_client
-        from stubserver._config import FederationSettings
-
         reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
-        backoff = DestinationBackoff(reactor, _random.Random(0))
+        backoff = DestinationBackoff(reactor, random.Random(0))
         backoff.record_failure("down.test")
         context = build_federation_client(
             reactor, FederationSettings(dns_servers=(("127.0.0.1", 53),)), backoff=backoff
