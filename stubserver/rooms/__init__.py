@@ -1,0 +1,1 @@
+"""Rooms (spec: Server-Server API, "PDUs", "Room versions"): versions, events, auth, state."""
