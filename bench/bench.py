@@ -356,7 +356,7 @@ class Setup:
 
 def make_setup() -> Setup:
     from stubserver._pki import issue_cert, make_ca  # noqa: PLC0415
-    from stubserver._signing import ServerSigningKey  # noqa: PLC0415
+    from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
 
     if RUN.exists():
         shutil.rmtree(RUN)
@@ -599,7 +599,7 @@ class Synapse(Server):
         self.dir = RUN / self.name
 
     def _config(self, with_client: bool) -> dict[str, Any]:
-        from stubserver._signing import ServerSigningKey  # noqa: PLC0415
+        from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
 
         d = self.dir
         if not (d / "signing.key").exists():

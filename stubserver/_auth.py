@@ -28,14 +28,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from stubserver._canonicaljson import JsonDict
-from stubserver._signing import SignatureError, verify_signed_json
 from stubserver._xmatrix import (
     AuthenticationFailed,
     XMatrixAuthorization,
     request_signing_object,
     select_authorization,
 )
+from stubserver.signing.canonical_json import JsonDict
+from stubserver.signing.keys import SignatureError, verify_signed_json
 
 #: How long a failed key fetch for an origin is remembered, in seconds.
 NEGATIVE_CACHE_SECONDS = 5 * 60

@@ -62,13 +62,15 @@ from zope.interface import implementer
 
 from stubserver._agent import ResolutionFailed, build_federation_client
 from stubserver._blocklist import BlockedAddress
-from stubserver._canonicaljson import BadJson, encode_json, parse_json_bytes
 from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal
 from stubserver._config import FederationSettings
 from stubserver._dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver._resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._signing import (
+from stubserver._wellknown import describe_failure, parse_well_known_body, read_body_limited
+from stubserver._xmatrix import sign_request
+from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
+from stubserver.signing.keys import (
     ED25519,
     InvalidBase64,
     ServerSigningKey,
@@ -77,8 +79,6 @@ from stubserver._signing import (
     decode_verify_key,
     verify_signed_json,
 )
-from stubserver._wellknown import describe_failure, parse_well_known_body, read_body_limited
-from stubserver._xmatrix import sign_request
 
 #: Length of an ed25519 public key, in bytes.
 ED25519_PUBLIC_KEY_BYTES = 32

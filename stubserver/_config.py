@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._signing import (
+from stubserver.signing.keys import (
     KEY_VERSION_RE,
     InvalidBase64,
     InvalidKeyFile,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stubserver._pki import KeyPair, issue_cert, make_ca
-from stubserver._signing import ServerSigningKey
+from stubserver.signing.keys import ServerSigningKey
 
 if TYPE_CHECKING:
     from stubserver._agent import FederationContext

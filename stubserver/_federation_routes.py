@@ -34,7 +34,6 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from stubserver._auth import AuthResult
-from stubserver._canonicaljson import JsonDict
 from stubserver._config import Config, ConfigError, UserProfile
 from stubserver._http import (
     JsonResponse,
@@ -48,13 +47,14 @@ from stubserver._http import (
 )
 from stubserver._requestlog import RequestLog
 from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._signing import ServerSigningKey, sign_json
 from stubserver._xmatrix import (
     M_UNAUTHORIZED,
     AuthenticationFailed,
     is_xmatrix,
     select_authorization,
 )
+from stubserver.signing.canonical_json import JsonDict
+from stubserver.signing.keys import ServerSigningKey, sign_json
 
 #: Paths whose X-Matrix credentials the filter checks (contract: "any other /_matrix/
 #: path: X-Matrix checked and logged where given") ...

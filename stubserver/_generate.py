@@ -24,7 +24,7 @@ from typing import Any
 from stubserver._config import MAX_PORT, ConfigError
 from stubserver._pki import KeyPair, issue_cert
 from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._signing import ServerSigningKey
+from stubserver.signing.keys import ServerSigningKey
 
 EXIT_OK = 0
 EXIT_USAGE = 2

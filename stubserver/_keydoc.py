@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
-from stubserver._canonicaljson import JsonDict, encode_json
 from stubserver._config import OldVerifyKey
-from stubserver._signing import ServerSigningKey, sign_json
+from stubserver.signing.canonical_json import JsonDict, encode_json
+from stubserver.signing.keys import ServerSigningKey, sign_json
 
 MS_PER_SECOND = 1000
 

@@ -38,17 +38,17 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
 from stubserver._agent import FederationConnectError, ResolutionFailed
-from stubserver._canonicaljson import BadJson, parse_json_bytes
 from stubserver._resolution import Target
 from stubserver._sharedfetch import SharedFetches
-from stubserver._signing import (
+from stubserver._wellknown import describe_failure, raise_if_cancelled, read_body_limited
+from stubserver.signing.canonical_json import BadJson, parse_json_bytes
+from stubserver.signing.keys import (
     ED25519,
     KEY_VERSION_RE,
     SignatureError,
     decode_verify_key,
     verify_signed_json,
 )
-from stubserver._wellknown import describe_failure, raise_if_cancelled, read_body_limited
 
 #: Largest key response we read, in bytes.
 MAX_KEY_RESPONSE_BYTES = 64 * 1024

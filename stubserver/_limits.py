@@ -47,8 +47,8 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from stubserver._canonicaljson import encode_json
 from stubserver._http import MAX_REQUEST_BODY_BYTES, SERVER_HEADER
+from stubserver.signing.canonical_json import encode_json
 
 #: A request's headers and body must be complete this long after its first byte, in seconds.
 REQUEST_READ_DEADLINE_SECONDS = 30.0

@@ -27,8 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from stubserver._canonicaljson import encode_json
 from stubserver._http import request_annotations
+from stubserver.signing.canonical_json import encode_json
 
 #: How long a line may wait in memory before it is handed to the writer, in seconds.
 FLUSH_INTERVAL_SECONDS = 0.2

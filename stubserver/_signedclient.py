@@ -20,11 +20,11 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
-from stubserver._canonicaljson import encode_json
-from stubserver._signing import ServerSigningKey
 from stubserver._version import __version__
 from stubserver._wellknown import BodyTooLarge, describe_failure, read_body_limited
 from stubserver._xmatrix import sign_request
+from stubserver.signing.canonical_json import encode_json
+from stubserver.signing.keys import ServerSigningKey
 
 #: Largest response body we read, in bytes.
 MAX_RESPONSE_BODY_BYTES = 4 * 1024 * 1024

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from stubserver._canonicaljson import encode_json
 from stubserver._config import Config, ListenerConfig
 from stubserver._http import (
     FederationRouter,
@@ -26,6 +25,7 @@ from stubserver._http import (
 from stubserver._keydoc import KeyDocumentSource
 from stubserver._limits import ConnectionCounter, LimitedSite, ServerLimits
 from stubserver._version import __version__
+from stubserver.signing.canonical_json import encode_json
 
 #: How long clients may cache our /.well-known/matrix/server answer, in seconds. The spec
 #: asks clients to clamp to their own bounds; Synapse clamps to 5 minutes .. 48 hours.

@@ -42,9 +42,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from stubserver._blocklist import BlockedAddress
-from stubserver._canonicaljson import BadJson, parse_json_bytes
 from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._sharedfetch import SharedFetches
+from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 #: Largest .well-known body we read, in bytes.
 WELL_KNOWN_MAX_BODY_BYTES = 50 * 1024

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from stubserver._canonicaljson import JsonDict
 from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._signing import ServerSigningKey, sign_json
+from stubserver.signing.canonical_json import JsonDict
+from stubserver.signing.keys import ServerSigningKey, sign_json
 
 #: The auth-scheme name (compared case-insensitively, RFC 9110 section 11.1).
 SCHEME = "X-Matrix"

@@ -44,7 +44,7 @@ from twisted.web.resource import IResource
 
 from stubserver._pki import KeyPair, issue_cert
 from stubserver._servername import parse_server_name
-from stubserver._signing import ServerSigningKey
+from stubserver.signing.keys import ServerSigningKey
 
 _T = TypeVar("_T")
 

@@ -25,13 +25,13 @@ from stubserver._auth import (
     UnknownKey,
     WrongDestination,
 )
-from stubserver._signing import ServerSigningKey
 from stubserver._xmatrix import (
     AuthenticationFailed,
     MalformedAuthorization,
     MissingAuthorization,
     sign_request,
 )
+from stubserver.signing.keys import ServerSigningKey
 
 ORIGIN = "origin.test"
 US = "us.test"

@@ -44,7 +44,7 @@ from stubserver._check import (
 from stubserver._config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
 from stubserver._http import FederationRouter
 from stubserver._report_routes import ReportService, report_routes
-from stubserver._signing import ServerSigningKey, sign_json
+from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import has_fired, stub_treq
 
 NOW_MS = 1_700_000_000_000

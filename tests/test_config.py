@@ -18,7 +18,7 @@ from stubserver._config import (
     load_config,
     parse_duration_ms,
 )
-from stubserver._signing import ServerSigningKey
+from stubserver.signing.keys import ServerSigningKey
 
 KEY = ServerSigningKey.generate("a_cfg")
 OLD_KEY_B64 = "A" * 43

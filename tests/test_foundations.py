@@ -9,14 +9,14 @@ import signedjson.key
 import signedjson.sign
 from nacl.signing import SigningKey
 
-from stubserver._canonicaljson import (
+from stubserver._servername import InvalidServerName, is_valid_server_name, parse_server_name
+from stubserver.signing.canonical_json import (
     BadJson,
     CanonicalJsonError,
     encode_canonical_json,
     parse_json_bytes,
 )
-from stubserver._servername import InvalidServerName, is_valid_server_name, parse_server_name
-from stubserver._signing import (
+from stubserver.signing.keys import (
     InvalidBase64,
     InvalidKeyFile,
     ServerSigningKey,

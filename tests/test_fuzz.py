@@ -14,12 +14,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stubserver._canonicaljson import BadJson, parse_json_bytes
 from stubserver._config import ConfigError, load_config
 from stubserver._keyfetch import check_key_response
 from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._signing import InvalidKeyFile, parse_signing_key_file
 from stubserver._xmatrix import MalformedAuthorization, parse_authorization_header
+from stubserver.signing.canonical_json import BadJson, parse_json_bytes
+from stubserver.signing.keys import InvalidKeyFile, parse_signing_key_file
 
 #: Inputs per parser on each run.
 FUZZ_EXAMPLES = 1000

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver._config import OldVerifyKey
 from stubserver._keydoc import KeyDocumentSource, build_key_document, needs_rebuild
-from stubserver._signing import ServerSigningKey
+from stubserver.signing.keys import ServerSigningKey
 
 DAY_MS = 86_400_000
 OLD = {"ed25519:old": OldVerifyKey(key="A" * 43, expired_ts=1_000)}

@@ -26,7 +26,7 @@ from stubserver._keyfetch import (
     check_key_response,
 )
 from stubserver._resolution import Target
-from stubserver._signing import ServerSigningKey, sign_json
+from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import failure_now, has_fired
 
 NOW_MS = 1_700_000_000_000

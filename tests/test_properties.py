@@ -10,18 +10,18 @@ import canonicaljson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stubserver._canonicaljson import (
-    MAX_SAFE_INTEGER,
-    BadJson,
-    encode_canonical_json,
-    parse_json_bytes,
-)
 from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._xmatrix import (
     MalformedAuthorization,
     XMatrixCredentials,
     format_authorization_header,
     parse_authorization_header,
+)
+from stubserver.signing.canonical_json import (
+    MAX_SAFE_INTEGER,
+    BadJson,
+    encode_canonical_json,
+    parse_json_bytes,
 )
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None)

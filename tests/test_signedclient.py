@@ -32,8 +32,8 @@ from stubserver._signedclient import (
     RequestTimedOut,
     ResponseTooLarge,
 )
-from stubserver._signing import ServerSigningKey
 from stubserver._xmatrix import parse_authorization_header
+from stubserver.signing.keys import ServerSigningKey
 from tests.support import failure_now
 
 ME = "me.test"

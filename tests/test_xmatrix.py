@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._signing import ServerSigningKey, verify_signed_json
 from stubserver._xmatrix import (
     MAX_AUTHORIZATION_HEADER_BYTES,
     MAX_AUTHORIZATION_HEADERS,
@@ -24,6 +23,7 @@ from stubserver._xmatrix import (
     select_authorization,
     sign_request,
 )
+from stubserver.signing.keys import ServerSigningKey, verify_signed_json
 
 KEY = ServerSigningKey(version="a_1", key=SigningKey(b"\x01" * 32))
 SIG = "c2lnbmF0dXJl"

@@ -426,7 +426,7 @@ def x_matrix_header(
     Spec: Server-Server API, "Request Authentication". The tests forge requests with it
     (a real key, then a wrong one) to see how a server judges them.
     """
-    from stubserver._signing import sign_json
+    from stubserver.signing.keys import sign_json
 
     request: dict[str, Any] = {
         "method": method,
@@ -569,7 +569,7 @@ class StubFiles:
 
     def signing_key(self) -> Any:
         """The stub's signing key (a stubserver ServerSigningKey), to forge its requests."""
-        from stubserver._signing import parse_signing_key_file
+        from stubserver.signing.keys import parse_signing_key_file
 
         return parse_signing_key_file(self.signing_key_path.read_text())[0]
 
@@ -621,7 +621,7 @@ def write_stub_config(
     """A stub's config, signing key and certificates per DESIGN.md's config format."""
     import yaml
 
-    from stubserver._signing import ServerSigningKey
+    from stubserver.signing.keys import ServerSigningKey
 
     directory.mkdir(parents=True, exist_ok=True)
     key = ServerSigningKey.generate("stub1")
@@ -783,7 +783,7 @@ class SynapseFiles:
 
     def signing_key(self) -> Any:
         """Synapse's signing key as a stubserver ServerSigningKey (same file format)."""
-        from stubserver._signing import parse_signing_key_file
+        from stubserver.signing.keys import parse_signing_key_file
 
         return parse_signing_key_file(self.signing_key_path.read_text())[0]
 
@@ -792,7 +792,7 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
     """homeserver.yaml for a test Synapse: TLS from ``ca``, trusting only ``ca``, sqlite."""
     import yaml
 
-    from stubserver._signing import ServerSigningKey
+    from stubserver.signing.keys import ServerSigningKey
 
     directory.mkdir(parents=True, exist_ok=True)
     key = ServerSigningKey.generate("a_interop")

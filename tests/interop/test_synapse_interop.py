@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from stubserver._signing import (
+from stubserver.signing.keys import (
     ServerSigningKey,
     decode_verify_key,
     verify_signed_json,

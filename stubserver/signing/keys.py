@@ -16,7 +16,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from stubserver._canonicaljson import CanonicalJsonError, JsonDict, encode_canonical_json
+from stubserver.signing.canonical_json import CanonicalJsonError, JsonDict, encode_canonical_json
 
 #: The only algorithm the spec defines for server keys.
 ED25519 = "ed25519"
