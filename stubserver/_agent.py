@@ -1,7 +1,7 @@
 """The outbound federation agent: ``IAgent`` for ``matrix-federation://`` URIs.
 
 :class:`MatrixFederationAgent` resolves the server name in the URI with
-:class:`~stubserver._resolution.FederationResolver` (well-known, SRV, addresses,
+:class:`~stubserver.discovery.resolution.FederationResolver` (well-known, SRV, addresses,
 blocklist), sets the ``Host`` header the spec prescribes, and hands the request to a
 Twisted ``Agent`` whose ``IAgentEndpointFactory`` (:class:`MatrixFederationEndpointFactory`)
 dials the resolution's targets in order (every address, until one connects) over TLS
@@ -44,10 +44,10 @@ from zope.interface import implementer
 
 from stubserver._blocklist import BlockedAddress, IPBlocklist
 from stubserver._clienttls import FederationTlsPolicy
-from stubserver._dns import AddressResolver, build_dns_clients
-from stubserver._resolution import FederationResolver, Resolution, Target
-from stubserver._srv import SrvResolver
-from stubserver._wellknown import WellKnownResolver, describe_failure
+from stubserver.discovery.dns import AddressResolver, build_dns_clients
+from stubserver.discovery.resolution import FederationResolver, Resolution, Target
+from stubserver.discovery.srv import SrvResolver
+from stubserver.discovery.well_known import WellKnownResolver, describe_failure
 
 if TYPE_CHECKING:
     from stubserver._backoff import DestinationBackoff
@@ -411,7 +411,7 @@ def build_federation_client(
     """Build the agent, resolver and key fetcher from ``settings``.
 
     ``reactor`` provides TCP, time and (for the system resolver) ``nameResolver``;
-    ``dns`` overrides the DNS clients (a :class:`~stubserver._dns.DnsClients`), for tests.
+    ``dns`` overrides the DNS clients (a :class:`~stubserver.discovery.dns.DnsClients`), for tests.
     With ``backoff``, key fetches skip destinations backed off after failures (Synapse's
     schedule, :mod:`stubserver._backoff`): ``run`` uses it; the diagnostic commands do not,
     since an admin asking about a server wants it tried now.

@@ -64,11 +64,15 @@ from stubserver._agent import ResolutionFailed, build_federation_client
 from stubserver._blocklist import BlockedAddress
 from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal
 from stubserver._config import FederationSettings
-from stubserver._dns import AddressLookupError, DnsClients, build_dns_clients
-from stubserver._resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
-from stubserver._servername import InvalidServerName, parse_server_name
-from stubserver._wellknown import describe_failure, parse_well_known_body, read_body_limited
 from stubserver._xmatrix import sign_request
+from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
+from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.discovery.well_known import (
+    describe_failure,
+    parse_well_known_body,
+    read_body_limited,
+)
 from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
 from stubserver.signing.keys import (
     ED25519,

@@ -22,7 +22,7 @@ from stubserver._check import (
 )
 from stubserver._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
 from stubserver._clienttls import CaFileError
-from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 
 
 def report_text(report: CheckReport, *, as_json: bool) -> str:

@@ -10,7 +10,7 @@ connection :meth:`FederationTlsPolicy.creator_for` returns a connection creator 
   certificate's IP SANs against the address.
 
 The name given is always the one the spec prescribes for the resolution step (the server
-name or the delegated name, never an SRV target): see :mod:`stubserver._resolution`.
+name or the delegated name, never an SRV target): see :mod:`stubserver.discovery.resolution`.
 Verification is off only with ``verify_certificates=False`` (``federation_verify_certificates:
 false`` / ``--no-verify-certificates``); SNI is still sent then.
 """

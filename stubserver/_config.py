@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.keys import (
     KEY_VERSION_RE,
     InvalidBase64,

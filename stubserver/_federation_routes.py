@@ -46,13 +46,13 @@ from stubserver._http import (
     request_annotations,
 )
 from stubserver._requestlog import RequestLog
-from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._xmatrix import (
     M_UNAUTHORIZED,
     AuthenticationFailed,
     is_xmatrix,
     select_authorization,
 )
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import ServerSigningKey, sign_json
 

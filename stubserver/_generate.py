@@ -23,7 +23,7 @@ from typing import Any
 
 from stubserver._config import MAX_PORT, ConfigError
 from stubserver._pki import KeyPair, issue_cert
-from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.keys import ServerSigningKey
 
 EXIT_OK = 0

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from stubserver._clienttls import CaFileError
 from stubserver._reactormain import react_main, start_warning_logging
-from stubserver._resolution import Resolution, Target
-from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver.discovery.resolution import Resolution, Target
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 
 if TYPE_CHECKING:
     from stubserver._agent import FederationContext

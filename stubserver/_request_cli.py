@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from stubserver._reactormain import react_main, start_warning_logging
-from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._signedclient import check_path_and_query
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 EXIT_OK = 0

@@ -21,8 +21,8 @@ from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
 from stubserver._version import __version__
-from stubserver._wellknown import BodyTooLarge, describe_failure, read_body_limited
 from stubserver._xmatrix import sign_request
+from stubserver.discovery.well_known import BodyTooLarge, describe_failure, read_body_limited
 from stubserver.signing.canonical_json import encode_json
 from stubserver.signing.keys import ServerSigningKey
 

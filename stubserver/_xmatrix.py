@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from stubserver._servername import InvalidServerName, parse_server_name
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import ServerSigningKey, sign_json
 

@@ -43,7 +43,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
 
 from stubserver._pki import KeyPair, issue_cert
-from stubserver._servername import parse_server_name
+from stubserver.discovery.server_name import parse_server_name
 from stubserver.signing.keys import ServerSigningKey
 
 _T = TypeVar("_T")

@@ -39,8 +39,8 @@ from stubserver._blocklist import IPBlocklist
 from stubserver._clienttls import FederationTlsPolicy
 from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver._pki import KeyPair, issue_cert, make_ca
-from stubserver._resolution import Resolution, Target
-from stubserver._wellknown import read_body_limited
+from stubserver.discovery.resolution import Resolution, Target
+from stubserver.discovery.well_known import read_body_limited
 from tests.support import failure_now, has_fired, result_now
 
 CA = make_ca("agent test CA")

@@ -9,7 +9,11 @@ import signedjson.key
 import signedjson.sign
 from nacl.signing import SigningKey
 
-from stubserver._servername import InvalidServerName, is_valid_server_name, parse_server_name
+from stubserver.discovery.server_name import (
+    InvalidServerName,
+    is_valid_server_name,
+    parse_server_name,
+)
 from stubserver.signing.canonical_json import (
     BadJson,
     CanonicalJsonError,

@@ -25,7 +25,7 @@ from stubserver._keyfetch import (
     ServerKeyFetcher,
     check_key_response,
 )
-from stubserver._resolution import Target
+from stubserver.discovery.resolution import Target
 from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import failure_now, has_fired
 

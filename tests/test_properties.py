@@ -10,13 +10,13 @@ import canonicaljson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._xmatrix import (
     MalformedAuthorization,
     XMatrixCredentials,
     format_authorization_header,
     parse_authorization_header,
 )
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import (
     MAX_SAFE_INTEGER,
     BadJson,

@@ -13,10 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver._blocklist import IPBlocklist
 from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
-from stubserver._dns import AddressLookupError
-from stubserver._resolution import FederationResolver, Resolution, Target
-from stubserver._srv import SrvResolver
-from stubserver._wellknown import WellKnownResult
+from stubserver.discovery.dns import AddressLookupError
+from stubserver.discovery.resolution import FederationResolver, Resolution, Target
+from stubserver.discovery.srv import SrvResolver
+from stubserver.discovery.well_known import WellKnownResult
 
 
 class FakeWellKnown:

@@ -11,7 +11,7 @@ from twisted.names import dns
 from twisted.names import error as dns_error
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._srv import SrvRecord, SrvResolver, order_srv_records
+from stubserver.discovery.srv import SrvRecord, SrvResolver, order_srv_records
 
 
 class ScriptedRng(random.Random):

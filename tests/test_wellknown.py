@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from stubserver._wellknown import (
+from stubserver.discovery.well_known import (
     WELL_KNOWN_MAX_BODY_BYTES,
     WellKnownResolver,
     cache_period_from_headers,

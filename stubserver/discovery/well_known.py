@@ -42,8 +42,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from stubserver._blocklist import BlockedAddress
-from stubserver._servername import InvalidServerName, parse_server_name
 from stubserver._sharedfetch import SharedFetches
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 #: Largest .well-known body we read, in bytes.

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.names import dns
 
-from stubserver._dns import DNS_QUERY_TIMEOUTS_SECONDS, describe_dns_error, is_name_error
+from stubserver.discovery.dns import DNS_QUERY_TIMEOUTS_SECONDS, describe_dns_error, is_name_error
 
 #: SRV answers are cached for their TTL, but never longer than this, in seconds.
 MAX_SRV_CACHE_SECONDS = 24 * 3600

@@ -45,10 +45,10 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
 from stubserver._blocklist import BlockedAddress, IPBlocklist
-from stubserver._dns import AddressLookupError, AddressResolver
-from stubserver._servername import InvalidServerName, ServerName, parse_server_name
-from stubserver._srv import SrvLookup, SrvRecord, order_srv_records
-from stubserver._wellknown import WellKnownResult
+from stubserver.discovery.dns import AddressLookupError, AddressResolver
+from stubserver.discovery.server_name import InvalidServerName, ServerName, parse_server_name
+from stubserver.discovery.srv import SrvLookup, SrvRecord, order_srv_records
+from stubserver.discovery.well_known import WellKnownResult
 
 SOURCE_IP_LITERAL = "ip_literal"
 SOURCE_EXPLICIT_PORT = "explicit_port"
@@ -207,14 +207,14 @@ def default_target(hostname: str, default_port: int) -> Target:
 
 
 class WellKnownSource(Protocol):
-    """Where delegation comes from: :class:`stubserver._wellknown.WellKnownResolver`."""
+    """Where delegation comes from: :class:`stubserver.discovery.well_known.WellKnownResolver`."""
 
     def get_well_known(self, host: str) -> Deferred[WellKnownResult]:
         """The .well-known outcome for ``host``; never fails."""
 
 
 class SrvSource(Protocol):
-    """Where SRV answers come from: :class:`stubserver._srv.SrvResolver`."""
+    """Where SRV answers come from: :class:`stubserver.discovery.srv.SrvResolver`."""
 
     def lookup(self, name: str) -> Deferred[SrvLookup]:
         """The SRV lookup of ``name``; never fails."""
