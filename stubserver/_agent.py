@@ -52,7 +52,7 @@ from stubserver.discovery.well_known import WellKnownResolver, describe_failure
 if TYPE_CHECKING:
     from stubserver._backoff import DestinationBackoff
     from stubserver._config import FederationSettings
-    from stubserver._keyfetch import ServerKeyFetcher
+    from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 #: TCP connect timeout per address, in seconds.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -384,7 +384,7 @@ class FederationContext:
     """Everything outbound federation needs, built once by :func:`build_federation_client`.
 
     ``agent`` (``matrix-federation://``), ``resolver`` (``resolve(name)``),
-    ``key_fetcher`` (:class:`~stubserver._keyfetch.ServerKeyFetcher`), ``https_agent``
+    ``key_fetcher`` (:class:`~stubserver.server_keys.fetcher.ServerKeyFetcher`), ``https_agent``
     (blocklisting, verifying ``https://`` agent), ``well_known``, ``srv``, ``tls``,
     ``blocklist`` and the ``settings`` they were built from.
     """
@@ -418,7 +418,7 @@ def build_federation_client(
     Raises :class:`~stubserver._clienttls.CaFileError` for an unreadable CA file.
     """
     from stubserver._backoff import BackoffAgent  # noqa: PLC0415
-    from stubserver._keyfetch import ServerKeyFetcher  # noqa: PLC0415 - it imports us
+    from stubserver.server_keys.fetcher import ServerKeyFetcher  # noqa: PLC0415 - it imports us
 
     rng = rng if rng is not None else random.SystemRandom()
     dns_clients = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)

@@ -89,7 +89,10 @@ KeysT = TypeVar("KeysT", bound=PublishedKeys)
 
 
 class KeySource(Protocol[KeysT]):
-    """Where the authenticator gets an origin's keys: ``stubserver._keyfetch.ServerKeyFetcher``."""
+    """Where the authenticator gets an origin's keys.
+
+    In ``run``: ``stubserver.server_keys.fetcher.ServerKeyFetcher``.
+    """
 
     def fetch_cached_or_fresh(self, server_name: str) -> Deferred[KeysT]:
         """The keys ``server_name`` publishes, from the cache while fresh."""

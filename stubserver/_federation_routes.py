@@ -71,7 +71,7 @@ MS_PER_SECOND = 1000
 
 if TYPE_CHECKING:
     from stubserver._backoff import DestinationBackoff
-    from stubserver._keyfetch import ServerKeyFetcher, ServerKeys
+    from stubserver.server_keys.fetcher import ServerKeyFetcher, ServerKeys
 
 log = Logger()
 
@@ -271,7 +271,7 @@ def _check_server_name(server: str) -> None:
 
 
 class KeyDocument(Protocol):
-    """Our own key document (``stubserver._keydoc.KeyDocumentSource``)."""
+    """Our own key document (``stubserver.server_keys.key_document.KeyDocumentSource``)."""
 
     def current(self) -> JsonDict:
         """The signed document to serve now."""
@@ -430,8 +430,8 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     from stubserver._auth import RequestAuthenticator  # noqa: PLC0415
     from stubserver._backoff import DestinationBackoff  # noqa: PLC0415
     from stubserver._clienttls import CaFileError, load_ca_file  # noqa: PLC0415
-    from stubserver._keydoc import KeyDocumentSource  # noqa: PLC0415
     from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
+    from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
 
     for index, ca_file in enumerate(config.federation.ca_files):
         try:

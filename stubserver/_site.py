@@ -22,9 +22,9 @@ from stubserver._http import (
     RequestObserver,
     Route,
 )
-from stubserver._keydoc import KeyDocumentSource
 from stubserver._limits import ConnectionCounter, LimitedSite, ServerLimits
 from stubserver._version import __version__
+from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.signing.canonical_json import encode_json
 
 #: How long clients may cache our /.well-known/matrix/server answer, in seconds. The spec

@@ -26,8 +26,8 @@ from stubserver._federation_routes import (
     profile_route,
 )
 from stubserver._http import FederationRouter, MatrixError, request_annotations
-from stubserver._keydoc import KeyDocumentSource, build_key_document
 from stubserver._xmatrix import sign_request
+from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document
 from stubserver.signing.keys import ServerSigningKey, sign_json, verify_signed_json
 from tests.support import stub_treq
 

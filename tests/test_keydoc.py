@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver._config import OldVerifyKey
-from stubserver._keydoc import KeyDocumentSource, build_key_document, needs_rebuild
+from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document, needs_rebuild
 from stubserver.signing.keys import ServerSigningKey
 
 DAY_MS = 86_400_000

@@ -18,14 +18,14 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from stubserver._keyfetch import (
+from stubserver.discovery.resolution import Target
+from stubserver.server_keys.fetcher import (
     MAX_KEY_CACHE_MS,
     KeyFetchError,
     KeyNotFound,
     ServerKeyFetcher,
     check_key_response,
 )
-from stubserver.discovery.resolution import Target
 from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import failure_now, has_fired
 
