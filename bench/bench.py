@@ -732,7 +732,7 @@ class Synapse(Server):
 
 def auth_script(server: Server, setup: Setup) -> tuple[str, Path, dict[str, str]]:
     """The profile query URL, a wrk Lua script sending it pre-signed, and the headers."""
-    from stubserver._xmatrix import sign_request  # noqa: PLC0415
+    from stubserver.auth.xmatrix import sign_request  # noqa: PLC0415
 
     destination = SERVER_NAME[server.name]
     user_id = f"@{USER}:{destination}"

@@ -64,7 +64,7 @@ from stubserver._agent import ResolutionFailed, build_federation_client
 from stubserver._blocklist import BlockedAddress
 from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal
 from stubserver._config import FederationSettings
-from stubserver._xmatrix import sign_request
+from stubserver.auth.xmatrix import sign_request
 from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name

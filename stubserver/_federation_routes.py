@@ -6,7 +6,7 @@ Plug into :class:`stubserver._http.FederationRouter` (through
 - :class:`XMatrixFilter` (a ``RequestFilter``): on every ``/_matrix/...`` request but
   the key endpoints (``/_matrix/key/...``, unauthenticated), reads the JSON body (if
   any), and when X-Matrix credentials are given checks them with a
-  :class:`stubserver._auth.RequestAuthenticator`. Good credentials are noted
+  :class:`stubserver.auth.authenticator.RequestAuthenticator`. Good credentials are noted
   in the request annotations (``origin``, ``authenticated``); bad ones answer 400/401
   ``M_UNAUTHORIZED`` at once, whatever the path. A request without credentials goes on
   (noted as ``auth_error``): endpoints that need authentication call
@@ -33,7 +33,6 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
-from stubserver._auth import AuthResult
 from stubserver._config import Config, ConfigError, UserProfile
 from stubserver._http import (
     JsonResponse,
@@ -46,7 +45,8 @@ from stubserver._http import (
     request_annotations,
 )
 from stubserver._requestlog import RequestLog
-from stubserver._xmatrix import (
+from stubserver.auth.authenticator import AuthResult
+from stubserver.auth.xmatrix import (
     M_UNAUTHORIZED,
     AuthenticationFailed,
     is_xmatrix,
@@ -77,7 +77,7 @@ log = Logger()
 
 
 class Authenticator(Protocol):
-    """What the filter needs: :meth:`stubserver._auth.RequestAuthenticator.authenticate`."""
+    """What the filter needs: ``RequestAuthenticator.authenticate`` (auth/authenticator.py)."""
 
     def authenticate(
         self, method: bytes, uri: bytes, headers: Headers, content: Any
@@ -427,10 +427,10 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     authentication and the notary) uses ``config.federation``. Raises ConfigError for an
     unreadable CA file.
     """
-    from stubserver._auth import RequestAuthenticator  # noqa: PLC0415
     from stubserver._backoff import DestinationBackoff  # noqa: PLC0415
     from stubserver._clienttls import CaFileError, load_ca_file  # noqa: PLC0415
     from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
+    from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
     from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
 
     for index, ca_file in enumerate(config.federation.ca_files):

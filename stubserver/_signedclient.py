@@ -1,7 +1,7 @@
 """Outbound signed federation requests (spec: Server-Server API, "Request Authentication").
 
 :class:`FederationClient` signs each request with our key (an ``Authorization: X-Matrix``
-header built by :mod:`stubserver._xmatrix`) and sends it through an ``IAgent`` for
+header built by :mod:`stubserver.auth.xmatrix`) and sends it through an ``IAgent`` for
 ``matrix-federation://`` URIs (``stubserver._agent.MatrixFederationAgent``: resolution,
 blocklist and verified TLS happen there). The response body is read up to
 :data:`MAX_RESPONSE_BODY_BYTES`, and the whole exchange has a deadline of
@@ -21,7 +21,7 @@ from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
 from stubserver._version import __version__
-from stubserver._xmatrix import sign_request
+from stubserver.auth.xmatrix import sign_request
 from stubserver.discovery.well_known import BodyTooLarge, describe_failure, read_body_limited
 from stubserver.signing.canonical_json import encode_json
 from stubserver.signing.keys import ServerSigningKey

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from stubserver._auth import (
+from stubserver.auth.authenticator import (
     KEY_FETCH_TIMEOUT_SECONDS,
     NEGATIVE_CACHE_SECONDS,
     UNKNOWN_KEY_REFETCH_SECONDS,
@@ -25,7 +25,7 @@ from stubserver._auth import (
     UnknownKey,
     WrongDestination,
 )
-from stubserver._xmatrix import (
+from stubserver.auth.xmatrix import (
     AuthenticationFailed,
     MalformedAuthorization,
     MissingAuthorization,

@@ -14,7 +14,6 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
-from stubserver._auth import RequestAuthenticator
 from stubserver._config import UserProfile
 from stubserver._federation_routes import (
     MAX_NOTARY_SERVERS,
@@ -26,7 +25,8 @@ from stubserver._federation_routes import (
     profile_route,
 )
 from stubserver._http import FederationRouter, MatrixError, request_annotations
-from stubserver._xmatrix import sign_request
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.xmatrix import sign_request
 from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document
 from stubserver.signing.keys import ServerSigningKey, sign_json, verify_signed_json
 from tests.support import stub_treq

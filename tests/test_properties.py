@@ -10,7 +10,7 @@ import canonicaljson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stubserver._xmatrix import (
+from stubserver.auth.xmatrix import (
     MalformedAuthorization,
     XMatrixCredentials,
     format_authorization_header,

@@ -25,7 +25,7 @@ from stubserver._request_cli import (
     outcome_from_response,
     plan_request,
 )
-from stubserver._xmatrix import sign_request
+from stubserver.auth.xmatrix import sign_request
 from tests.support import https_request, run_stubserver_cli, start_stubserver, write_stub_files
 
 SENDER_ADDRESS = "127.0.0.61"

@@ -18,7 +18,6 @@ from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver._auth import RequestAuthenticator
 from stubserver._config import UserProfile
 from stubserver._federation_routes import XMatrixFilter, profile_route
 from stubserver._http import FederationRouter, JsonResponse, Route, request_annotations
@@ -32,7 +31,8 @@ from stubserver._signedclient import (
     RequestTimedOut,
     ResponseTooLarge,
 )
-from stubserver._xmatrix import parse_authorization_header
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.xmatrix import parse_authorization_header
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import failure_now
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._xmatrix import (
+from stubserver.auth.xmatrix import (
     MAX_AUTHORIZATION_HEADER_BYTES,
     MAX_AUTHORIZATION_HEADERS,
     AuthenticationFailed,

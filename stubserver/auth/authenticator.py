@@ -1,11 +1,11 @@
 """Authenticating inbound federation requests (spec: Server-Server API, "Request Authentication").
 
-:class:`RequestAuthenticator` parses the X-Matrix headers (:mod:`stubserver._xmatrix`),
+:class:`RequestAuthenticator` parses the X-Matrix headers (:mod:`stubserver.auth.xmatrix`),
 checks the destination, fetches the origin's keys through a key source (the key fetcher,
 which caches) and verifies the signature over the request exactly as received: the method,
 the raw request-target bytes (never re-encoded), our server name and the parsed body.
 
-Failures are :class:`stubserver._xmatrix.AuthenticationFailed` subclasses carrying the
+Failures are :class:`stubserver.auth.xmatrix.AuthenticationFailed` subclasses carrying the
 status and errcode to answer and a message saying what failed. Codes follow Synapse:
 malformed header 400 ``M_UNAUTHORIZED``; everything else 401 ``M_UNAUTHORIZED``.
 
@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from stubserver._xmatrix import (
+from stubserver.auth.xmatrix import (
     AuthenticationFailed,
     XMatrixAuthorization,
     request_signing_object,
