@@ -355,8 +355,8 @@ class Setup:
 
 
 def make_setup() -> Setup:
-    from stubserver._pki import issue_cert, make_ca  # noqa: PLC0415
     from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
+    from stubserver.tls.certificates import issue_cert, make_ca  # noqa: PLC0415
 
     if RUN.exists():
         shutil.rmtree(RUN)

@@ -70,10 +70,10 @@ def write(path: Path, data: str | bytes) -> Path:
 
 def build(work: Path) -> list[str]:
     """Write CA, certificate, zone, key documents and nginx config; return the names."""
-    from stubserver._pki import issue_cert, make_ca  # noqa: PLC0415
     from stubserver.server_keys.key_document import build_key_document  # noqa: PLC0415
     from stubserver.signing.canonical_json import encode_canonical_json  # noqa: PLC0415
     from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
+    from stubserver.tls.certificates import issue_cert, make_ca  # noqa: PLC0415
 
     if work.exists():
         shutil.rmtree(work)

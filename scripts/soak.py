@@ -25,7 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from stubserver._pki import make_ca  # noqa: E402
+from stubserver.tls.certificates import make_ca  # noqa: E402
 from tests.support import StubProcess, start_stubserver, write_stub  # noqa: E402
 
 SERVER_NAME = "soak.test"

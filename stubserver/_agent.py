@@ -43,11 +43,11 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResp
 from zope.interface import implementer
 
 from stubserver._blocklist import BlockedAddress, IPBlocklist
-from stubserver._clienttls import FederationTlsPolicy
 from stubserver.discovery.dns import AddressResolver, build_dns_clients
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
 from stubserver.discovery.srv import SrvResolver
 from stubserver.discovery.well_known import WellKnownResolver, describe_failure
+from stubserver.tls.client import FederationTlsPolicy
 
 if TYPE_CHECKING:
     from stubserver._backoff import DestinationBackoff
@@ -415,7 +415,7 @@ def build_federation_client(
     With ``backoff``, key fetches skip destinations backed off after failures (Synapse's
     schedule, :mod:`stubserver._backoff`): ``run`` uses it; the diagnostic commands do not,
     since an admin asking about a server wants it tried now.
-    Raises :class:`~stubserver._clienttls.CaFileError` for an unreadable CA file.
+    Raises :class:`~stubserver.tls.client.CaFileError` for an unreadable CA file.
     """
     from stubserver._backoff import BackoffAgent  # noqa: PLC0415
     from stubserver.server_keys.fetcher import ServerKeyFetcher  # noqa: PLC0415 - it imports us

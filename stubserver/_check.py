@@ -62,7 +62,6 @@ from zope.interface import implementer
 
 from stubserver._agent import ResolutionFailed, build_federation_client
 from stubserver._blocklist import BlockedAddress
-from stubserver._clienttls import SystemAndFileTrustRoot, is_ip_literal
 from stubserver._config import FederationSettings
 from stubserver.auth.xmatrix import sign_request
 from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
@@ -83,6 +82,7 @@ from stubserver.signing.keys import (
     decode_verify_key,
     verify_signed_json,
 )
+from stubserver.tls.client import SystemAndFileTrustRoot, is_ip_literal
 
 #: Length of an ed25519 public key, in bytes.
 ED25519_PUBLIC_KEY_BYTES = 32

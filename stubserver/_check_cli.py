@@ -21,8 +21,8 @@ from stubserver._check import (
     render_text,
 )
 from stubserver._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
-from stubserver._clienttls import CaFileError
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.tls.client import CaFileError
 
 
 def report_text(report: CheckReport, *, as_json: bool) -> str:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stubserver._pki import KeyPair, issue_cert, make_ca
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 
 if TYPE_CHECKING:
     from stubserver._agent import FederationContext

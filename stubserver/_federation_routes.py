@@ -428,10 +428,10 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     unreadable CA file.
     """
     from stubserver._backoff import DestinationBackoff  # noqa: PLC0415
-    from stubserver._clienttls import CaFileError, load_ca_file  # noqa: PLC0415
     from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
     from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
     from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
+    from stubserver.tls.client import CaFileError, load_ca_file  # noqa: PLC0415
 
     for index, ca_file in enumerate(config.federation.ca_files):
         try:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from stubserver._config import MAX_PORT, ConfigError
-from stubserver._pki import KeyPair, issue_cert
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.tls.certificates import KeyPair, issue_cert
 
 EXIT_OK = 0
 EXIT_USAGE = 2

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stubserver._clienttls import CaFileError
 from stubserver._reactormain import react_main, start_warning_logging
 from stubserver.discovery.resolution import Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.tls.client import CaFileError
 
 if TYPE_CHECKING:
     from stubserver._agent import FederationContext

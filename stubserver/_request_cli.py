@@ -162,7 +162,7 @@ async def send(reactor: Any, config: Any, settings: Any, plan: RequestPlan) -> R
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``stubserver request``."""
     from stubserver._cli import federation_from_args  # noqa: PLC0415
-    from stubserver._clienttls import CaFileError  # noqa: PLC0415
+    from stubserver.tls.client import CaFileError  # noqa: PLC0415
 
     config, settings = federation_from_args(args)
     if config is None:

@@ -32,7 +32,7 @@ from stubserver._federation_routes import build_federation_extensions
 from stubserver._http import Route
 from stubserver._requestlog import RequestLog
 from stubserver._site import ListenerSite, build_site
-from stubserver._tlsserver import server_tls_options
+from stubserver.tls.server import server_tls_options
 
 EXIT_OK = 0
 #: Backlog of each listening socket.

@@ -3,7 +3,8 @@
 Stable API (other test modules import it; extend, do not change):
 
 - :func:`write_stub` writes a signing key, a TLS certificate and key issued by a test
-  CA (``stubserver._pki.make_ca()``) and a config into ``tmp_path``; returns the config path.
+  CA (``make_ca()`` in ``stubserver.tls.certificates``) and a config into ``tmp_path``;
+  returns the config path.
 - :func:`start_stubserver` starts ``python -m stubserver run -c CONFIG`` and waits for
   its ready line; returns a :class:`StubProcess` (a context manager that terminates it).
 - :func:`run_stubserver_cli` runs any ``stubserver`` command to completion.
@@ -42,9 +43,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
 
-from stubserver._pki import KeyPair, issue_cert
 from stubserver.discovery.server_name import parse_server_name
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.tls.certificates import KeyPair, issue_cert
 
 _T = TypeVar("_T")
 

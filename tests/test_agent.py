@@ -36,11 +36,11 @@ from stubserver._agent import (
     pool_netloc,
 )
 from stubserver._blocklist import IPBlocklist
-from stubserver._clienttls import FederationTlsPolicy
 from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
-from stubserver._pki import KeyPair, issue_cert, make_ca
 from stubserver.discovery.resolution import Resolution, Target
 from stubserver.discovery.well_known import read_body_limited
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
+from stubserver.tls.client import FederationTlsPolicy
 from tests.support import failure_now, has_fired, result_now
 
 CA = make_ca("agent test CA")

@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
 from zope.interface import implementer
 
-from stubserver._clienttls import CaFileError, FederationTlsPolicy
-from stubserver._pki import KeyPair, issue_cert, make_ca
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
+from stubserver.tls.client import CaFileError, FederationTlsPolicy
 
 CA = make_ca("test CA")
 OTHER_CA = make_ca("other CA")

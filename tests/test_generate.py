@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stubserver._cli import build_parser
 from stubserver._config import ConfigError, load_config
 from stubserver._generate import file_stem, main, new_key_version, paths_for
-from stubserver._pki import KeyPair, make_ca
+from stubserver.tls.certificates import KeyPair, make_ca
 
 
 def generate(tmp_path: Path, *args: str) -> int:

@@ -11,7 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from stubserver._backoff import DestinationBackoff
 from stubserver._config import ConfigError, load_config
 from stubserver._federation_routes import LazyKeyFetcher, build_federation_extensions
-from stubserver._pki import make_ca
+from stubserver.tls.certificates import make_ca
 from tests.support import write_stub
 
 

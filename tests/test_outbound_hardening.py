@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from stubserver._agent import CONNECT_TIMEOUT_SECONDS
-from stubserver._pki import KeyPair, issue_cert, make_ca
 from stubserver.server_keys.fetcher import KEY_FETCH_TIMEOUT_SECONDS
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from tests.support import start_stubserver, write_stub
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._pki import make_ca
 from stubserver._request_cli import (
     RequestOutcome,
     UsageError,
@@ -26,6 +25,7 @@ from stubserver._request_cli import (
     plan_request,
 )
 from stubserver.auth.xmatrix import sign_request
+from stubserver.tls.certificates import make_ca
 from tests.support import https_request, run_stubserver_cli, start_stubserver, write_stub_files
 
 SENDER_ADDRESS = "127.0.0.61"

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from stubserver._pki import KeyPair, make_ca
+from stubserver.tls.certificates import KeyPair, make_ca
 from tests.support import (
     REPO_ROOT,
     run_stubserver_cli,

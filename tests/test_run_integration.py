@@ -14,9 +14,9 @@ import signedjson.sign
 from cryptography import x509
 
 from stubserver._config import ConfigError
-from stubserver._pki import KeyPair, issue_cert, make_ca
 from stubserver._run import ignorable_bind_failure
-from stubserver._tlsserver import server_tls_options
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
+from stubserver.tls.server import server_tls_options
 from tests.support import (
     https_get_json,
     https_request,

@@ -456,7 +456,7 @@ class TestCA:
     @classmethod
     def create(cls, directory: Path) -> TestCA:
         """A new CA written into ``directory``."""
-        from stubserver._pki import make_ca
+        from stubserver.tls.certificates import make_ca
 
         ca = make_ca("stubserver interop CA")
         directory.mkdir(parents=True, exist_ok=True)
@@ -468,7 +468,7 @@ class TestCA:
 
     def issue(self, names: Sequence[str], directory: Path, stem: str) -> tuple[Path, Path]:
         """A certificate for ``names`` and its key, written as ``stem.crt`` and ``stem.key``."""
-        from stubserver._pki import KeyPair, issue_cert
+        from stubserver.tls.certificates import KeyPair, issue_cert
 
         ca = KeyPair(self.cert_path.read_bytes(), self.key_path.read_bytes())
         pair = issue_cert(list(names), ca)
