@@ -36,8 +36,8 @@ from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 
 if TYPE_CHECKING:
-    from stubserver._agent import FederationContext
-    from stubserver._signedclient import FederationClient
+    from stubserver.client.agent import FederationContext
+    from stubserver.client.signed_request import FederationClient
 
 #: The demo's DNS server, on a loopback address of its own and an unprivileged port.
 DNS_ADDRESS = "127.0.0.53"
@@ -543,9 +543,9 @@ async def check_all_pairs(
     """Every ordered pair, each sender with its own config, agent and identity."""
     from twisted.internet.defer import Deferred, gatherResults  # noqa: PLC0415
 
-    from stubserver._agent import build_federation_client  # noqa: PLC0415
     from stubserver._config import load_config  # noqa: PLC0415
-    from stubserver._signedclient import FederationClient, FederationIdentity  # noqa: PLC0415
+    from stubserver.client.agent import build_federation_client  # noqa: PLC0415
+    from stubserver.client.signed_request import FederationClient, FederationIdentity  # noqa: PLC0415
 
     pending: list[Deferred[PairResult]] = []
     for s in servers:

@@ -70,7 +70,7 @@ MISSING_AUTH_MESSAGE = "Missing Authorization headers"
 MS_PER_SECOND = 1000
 
 if TYPE_CHECKING:
-    from stubserver._backoff import DestinationBackoff
+    from stubserver.client.backoff import DestinationBackoff
     from stubserver.server_keys.fetcher import ServerKeyFetcher, ServerKeys
 
 log = Logger()
@@ -402,7 +402,7 @@ class LazyKeyFetcher:
 
     def _get(self) -> ServerKeyFetcher:
         if self._fetcher is None:
-            from stubserver._agent import build_federation_client  # noqa: PLC0415
+            from stubserver.client.agent import build_federation_client  # noqa: PLC0415
 
             context = build_federation_client(
                 self._reactor, self._config.federation, backoff=self._backoff
@@ -427,9 +427,9 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     authentication and the notary) uses ``config.federation``. Raises ConfigError for an
     unreadable CA file.
     """
-    from stubserver._backoff import DestinationBackoff  # noqa: PLC0415
     from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
     from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
+    from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
     from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
     from stubserver.tls.client import CaFileError, load_ca_file  # noqa: PLC0415
 

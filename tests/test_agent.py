@@ -26,7 +26,8 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver._agent import (
+from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
+from stubserver.client.agent import (
     BlocklistingEndpointFactory,
     FederationConnectError,
     MatrixFederationAgent,
@@ -35,8 +36,7 @@ from stubserver._agent import (
     TargetsEndpoint,
     pool_netloc,
 )
-from stubserver._blocklist import IPBlocklist
-from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
+from stubserver.client.blocklist import IPBlocklist
 from stubserver.discovery.resolution import Resolution, Target
 from stubserver.discovery.well_known import read_body_limited
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca

@@ -16,8 +16,9 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver._agent import build_federation_client
-from stubserver._backoff import (
+from stubserver._config import FederationSettings
+from stubserver.client.agent import build_federation_client
+from stubserver.client.backoff import (
     JITTER_HIGH,
     JITTER_LOW,
     MAX_RETRY_INTERVAL_MS,
@@ -29,7 +30,6 @@ from stubserver._backoff import (
     is_backoff_status,
     next_retry_interval_ms,
 )
-from stubserver._config import FederationSettings
 from tests.support import failure_now, result_now
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._sharedfetch import SharedFetches
+from stubserver.client.shared_fetch import SharedFetches
 
 
 class SharedFetchesTests(SynchronousTestCase):

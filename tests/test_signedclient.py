@@ -21,7 +21,9 @@ from zope.interface.verify import verifyObject
 from stubserver._config import UserProfile
 from stubserver._federation_routes import XMatrixFilter, profile_route
 from stubserver._http import FederationRouter, JsonResponse, Route, request_annotations
-from stubserver._signedclient import (
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.xmatrix import parse_authorization_header
+from stubserver.client.signed_request import (
     MAX_RESPONSE_BODY_BYTES,
     REQUEST_TIMEOUT_SECONDS,
     BytesProducer,
@@ -31,8 +33,6 @@ from stubserver._signedclient import (
     RequestTimedOut,
     ResponseTooLarge,
 )
-from stubserver.auth.authenticator import RequestAuthenticator
-from stubserver.auth.xmatrix import parse_authorization_header
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import failure_now
 

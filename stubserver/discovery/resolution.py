@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
-from stubserver._blocklist import BlockedAddress, IPBlocklist
+from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.discovery.dns import AddressLookupError, AddressResolver
 from stubserver.discovery.server_name import InvalidServerName, ServerName, parse_server_name
 from stubserver.discovery.srv import SrvLookup, SrvRecord, order_srv_records

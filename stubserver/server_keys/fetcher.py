@@ -1,7 +1,7 @@
 """Fetching and verifying a server's own keys (spec: Server-Server API, "Retrieving server
 keys", ``GET /_matrix/key/v2/server``).
 
-:class:`ServerKeyFetcher` (built by :func:`stubserver._agent.build_federation_client`):
+:class:`ServerKeyFetcher` (built by :func:`stubserver.client.agent.build_federation_client`):
 
 - ``fetch(server_name) -> Deferred[ServerKeys]``: always asks the server (through the
   federation agent, so resolution and TLS are the spec's), verifies, caches; fails with
@@ -37,8 +37,8 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
-from stubserver._agent import FederationConnectError, ResolutionFailed
-from stubserver._sharedfetch import SharedFetches
+from stubserver.client.agent import FederationConnectError, ResolutionFailed
+from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.resolution import Target
 from stubserver.discovery.well_known import describe_failure, raise_if_cancelled, read_body_limited
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
@@ -65,7 +65,7 @@ HTTP_SERVER_ERROR = 500
 
 
 class FederationAgent(Protocol):
-    """What the fetcher needs of :class:`stubserver._agent.MatrixFederationAgent`."""
+    """What the fetcher needs of :class:`stubserver.client.agent.MatrixFederationAgent`."""
 
     def request(
         self,

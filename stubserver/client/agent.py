@@ -42,7 +42,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from stubserver._blocklist import BlockedAddress, IPBlocklist
+from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.discovery.dns import AddressResolver, build_dns_clients
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
 from stubserver.discovery.srv import SrvResolver
@@ -50,8 +50,8 @@ from stubserver.discovery.well_known import WellKnownResolver, describe_failure
 from stubserver.tls.client import FederationTlsPolicy
 
 if TYPE_CHECKING:
-    from stubserver._backoff import DestinationBackoff
     from stubserver._config import FederationSettings
+    from stubserver.client.backoff import DestinationBackoff
     from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 #: TCP connect timeout per address, in seconds.
@@ -413,11 +413,11 @@ def build_federation_client(
     ``reactor`` provides TCP, time and (for the system resolver) ``nameResolver``;
     ``dns`` overrides the DNS clients (a :class:`~stubserver.discovery.dns.DnsClients`), for tests.
     With ``backoff``, key fetches skip destinations backed off after failures (Synapse's
-    schedule, :mod:`stubserver._backoff`): ``run`` uses it; the diagnostic commands do not,
+    schedule, :mod:`stubserver.client.backoff`): ``run`` uses it; the diagnostic commands do not,
     since an admin asking about a server wants it tried now.
     Raises :class:`~stubserver.tls.client.CaFileError` for an unreadable CA file.
     """
-    from stubserver._backoff import BackoffAgent  # noqa: PLC0415
+    from stubserver.client.backoff import BackoffAgent  # noqa: PLC0415
     from stubserver.server_keys.fetcher import ServerKeyFetcher  # noqa: PLC0415 - it imports us
 
     rng = rng if rng is not None else random.SystemRandom()
