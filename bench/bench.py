@@ -1118,7 +1118,7 @@ def main() -> int:
     }
     try:
         setup = make_setup()
-        has_run = product_has("stubserver._run")
+        has_run = product_has("stubserver.server.run")
         signer = None
         if has_run:
             fetch_key_document(setup)

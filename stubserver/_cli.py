@@ -32,7 +32,7 @@ EXIT_USAGE = 2
 #: arguments and returns the exit status.
 COMMANDS = {
     "generate": "stubserver._generate:main",
-    "run": "stubserver._run:main",
+    "run": "stubserver.server.run:main",
     "resolve": "stubserver._outbound_cli:resolve_main",
     "keys": "stubserver._outbound_cli:keys_main",
     "request": "stubserver._request_cli:main",

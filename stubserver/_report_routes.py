@@ -23,7 +23,7 @@ from twisted.web.iweb import IRequest
 
 from stubserver._check import CheckReport, FederationChecker, Identity
 from stubserver._config import Config
-from stubserver._http import JsonResponse, MatrixError, Route, query_arg
+from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
 #: Most reports computed at the same time; a further request answers 429.
 MAX_CONCURRENT_REPORTS = 4

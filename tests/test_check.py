@@ -42,8 +42,8 @@ from stubserver._check import (
     render_text,
 )
 from stubserver._config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
-from stubserver._http import FederationRouter
 from stubserver._report_routes import ReportService, report_routes
+from stubserver.server.router import FederationRouter
 from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import has_fired, stub_treq
 

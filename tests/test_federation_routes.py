@@ -15,7 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
 from stubserver._config import UserProfile
-from stubserver._federation_routes import (
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.xmatrix import sign_request
+from stubserver.server.federation_routes import (
     MAX_NOTARY_SERVERS,
     Notary,
     XMatrixFilter,
@@ -24,9 +26,7 @@ from stubserver._federation_routes import (
     profile_answer,
     profile_route,
 )
-from stubserver._http import FederationRouter, MatrixError, request_annotations
-from stubserver.auth.authenticator import RequestAuthenticator
-from stubserver.auth.xmatrix import sign_request
+from stubserver.server.router import FederationRouter, MatrixError, request_annotations
 from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document
 from stubserver.signing.keys import ServerSigningKey, sign_json, verify_signed_json
 from tests.support import stub_treq

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stubserver._http import CLIENT_CLOSED_REQUEST, MAX_REQUEST_BODY_BYTES
+from stubserver.server.router import CLIENT_CLOSED_REQUEST, MAX_REQUEST_BODY_BYTES
 from stubserver.tls.certificates import KeyPair, make_ca
 from tests.support import StubProcess, https_request, start_stubserver, write_stub
 

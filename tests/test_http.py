@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
-from stubserver._http import (
+from stubserver.server.router import (
     CLIENT_CLOSED_REQUEST,
     FederationRouter,
     JsonResponse,

@@ -9,8 +9,8 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from stubserver._config import ConfigError, load_config
-from stubserver._federation_routes import LazyKeyFetcher, build_federation_extensions
 from stubserver.client.backoff import DestinationBackoff
+from stubserver.server.federation_routes import LazyKeyFetcher, build_federation_extensions
 from stubserver.tls.certificates import make_ca
 from tests.support import write_stub
 

@@ -14,14 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
-from stubserver._http import (
-    MAX_REQUEST_BODY_BYTES,
-    FederationRouter,
-    JsonResponse,
-    Route,
-    read_json_body,
-)
-from stubserver._limits import (
+from stubserver.server.limits import (
     ABORT_GRACE_SECONDS,
     HANDLER_DEADLINE_SECONDS,
     IDLE_TIMEOUT_SECONDS,
@@ -30,6 +23,13 @@ from stubserver._limits import (
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,
+)
+from stubserver.server.router import (
+    MAX_REQUEST_BODY_BYTES,
+    FederationRouter,
+    JsonResponse,
+    Route,
+    read_json_body,
 )
 from tests.support import flush_logged_errors
 

@@ -14,13 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from stubserver._http import request_annotations
-from stubserver._requestlog import (
+from stubserver.server.request_log import (
     FLUSH_BATCH_LINES,
     FLUSH_INTERVAL_SECONDS,
     RequestLog,
     log_entry,
 )
+from stubserver.server.router import request_annotations
 
 
 class FakeThreads:

@@ -14,7 +14,7 @@ import signedjson.sign
 from cryptography import x509
 
 from stubserver._config import ConfigError
-from stubserver._run import ignorable_bind_failure
+from stubserver.server.run import ignorable_bind_failure
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.server import server_tls_options
 from tests.support import (

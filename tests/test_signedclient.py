@@ -19,8 +19,6 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from stubserver._config import UserProfile
-from stubserver._federation_routes import XMatrixFilter, profile_route
-from stubserver._http import FederationRouter, JsonResponse, Route, request_annotations
 from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.xmatrix import parse_authorization_header
 from stubserver.client.signed_request import (
@@ -33,6 +31,8 @@ from stubserver.client.signed_request import (
     RequestTimedOut,
     ResponseTooLarge,
 )
+from stubserver.server.federation_routes import XMatrixFilter, profile_route
+from stubserver.server.router import FederationRouter, JsonResponse, Route, request_annotations
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import failure_now
 

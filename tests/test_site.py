@@ -16,8 +16,8 @@ from zope.interface.verify import verifyObject
 
 from stubserver import __version__
 from stubserver._config import Config, ListenerConfig
-from stubserver._http import JsonResponse, Route
-from stubserver._site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
+from stubserver.server.router import JsonResponse, Route
+from stubserver.server.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import result_now, stub_treq
 

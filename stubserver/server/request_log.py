@@ -5,8 +5,8 @@ Contract (DESIGN.md, "Request log")::
     {"ts": <ms>, "method": "GET", "uri": "/_matrix/...", "origin": <str or null>,
      "authenticated": true, "auth_error": null, "status": 200, "content": <body or null>}
 
-:class:`RequestLog` is a :class:`stubserver._http.RequestObserver`: it reads what the
-X-Matrix filter left in :func:`stubserver._http.request_annotations` (``origin``,
+:class:`RequestLog` is a :class:`stubserver.server.router.RequestObserver`: it reads what the
+X-Matrix filter left in :func:`stubserver.server.router.request_annotations` (``origin``,
 ``authenticated``, ``auth_error``, ``content``). Lines are buffered in memory and handed
 in batches to a worker thread, on a short timer or as soon as a batch is full, so the
 reactor never blocks on the disk; batches are written strictly in order. On reactor
@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from stubserver._http import request_annotations
+from stubserver.server.router import request_annotations
 from stubserver.signing.canonical_json import encode_json
 
 #: How long a line may wait in memory before it is handed to the writer, in seconds.

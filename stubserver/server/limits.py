@@ -19,7 +19,7 @@ with these limits instead (each a named constant, collected in :class:`ServerLim
 - **Idle keep-alive**: Twisted's idle timer, :data:`IDLE_TIMEOUT_SECONDS`, between requests.
 - **Handler deadline**: a handler (with its filters) that has not answered within
   :data:`HANDLER_DEADLINE_SECONDS` is cancelled and the client gets 504 ``M_UNKNOWN``
-  (enforced by :class:`stubserver._http.FederationRouter`, which is given the value).
+  (enforced by :class:`stubserver.server.router.FederationRouter`, which is given the value).
 - **Connections**: at most :data:`MAX_CONCURRENT_CONNECTIONS` open at once over all
   listeners sharing a :class:`ConnectionCounter`; a connection over the cap is aborted
   as it is accepted, before the TLS handshake.
@@ -47,7 +47,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from stubserver._http import MAX_REQUEST_BODY_BYTES, SERVER_HEADER
+from stubserver.server.router import MAX_REQUEST_BODY_BYTES, SERVER_HEADER
 from stubserver.signing.canonical_json import encode_json
 
 #: A request's headers and body must be complete this long after its first byte, in seconds.

@@ -28,10 +28,10 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver._config import Config, ConfigError, ListenerConfig, load_config
-from stubserver._federation_routes import build_federation_extensions
-from stubserver._http import Route
-from stubserver._requestlog import RequestLog
-from stubserver._site import ListenerSite, build_site
+from stubserver.server.federation_routes import build_federation_extensions
+from stubserver.server.request_log import RequestLog
+from stubserver.server.router import Route
+from stubserver.server.site import ListenerSite, build_site
 from stubserver.tls.server import server_tls_options
 
 EXIT_OK = 0

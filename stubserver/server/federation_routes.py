@@ -1,7 +1,7 @@
 """Federation endpoints that need more than the key document: profile, notary, X-Matrix.
 
-Plug into :class:`stubserver._http.FederationRouter` (through
-``stubserver._site.build_site``):
+Plug into :class:`stubserver.server.router.FederationRouter` (through
+``stubserver.server.site.build_site``):
 
 - :class:`XMatrixFilter` (a ``RequestFilter``): on every ``/_matrix/...`` request but
   the key endpoints (``/_matrix/key/...``, unauthenticated), reads the JSON body (if
@@ -34,7 +34,16 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from stubserver._config import Config, ConfigError, UserProfile
-from stubserver._http import (
+from stubserver.auth.authenticator import AuthResult
+from stubserver.auth.xmatrix import (
+    M_UNAUTHORIZED,
+    AuthenticationFailed,
+    is_xmatrix,
+    select_authorization,
+)
+from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.server.request_log import RequestLog
+from stubserver.server.router import (
     JsonResponse,
     MatrixError,
     RequestFilter,
@@ -44,15 +53,6 @@ from stubserver._http import (
     read_json_body,
     request_annotations,
 )
-from stubserver._requestlog import RequestLog
-from stubserver.auth.authenticator import AuthResult
-from stubserver.auth.xmatrix import (
-    M_UNAUTHORIZED,
-    AuthenticationFailed,
-    is_xmatrix,
-    select_authorization,
-)
-from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import ServerSigningKey, sign_json
 
@@ -427,9 +427,9 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     authentication and the notary) uses ``config.federation``. Raises ConfigError for an
     unreadable CA file.
     """
-    from stubserver._requestlog import reactor_thread_runner  # noqa: PLC0415
     from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
     from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
+    from stubserver.server.request_log import reactor_thread_runner  # noqa: PLC0415
     from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
     from stubserver.tls.client import CaFileError, load_ca_file  # noqa: PLC0415
 

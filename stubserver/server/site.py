@@ -14,7 +14,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from stubserver._config import Config, ListenerConfig
-from stubserver._http import (
+from stubserver._version import __version__
+from stubserver.server.limits import ConnectionCounter, LimitedSite, ServerLimits
+from stubserver.server.router import (
     FederationRouter,
     JsonResponse,
     MatrixError,
@@ -22,8 +24,6 @@ from stubserver._http import (
     RequestObserver,
     Route,
 )
-from stubserver._limits import ConnectionCounter, LimitedSite, ServerLimits
-from stubserver._version import __version__
 from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.signing.canonical_json import encode_json
 
@@ -111,12 +111,12 @@ def build_site(
 ) -> tuple[ListenerSite, ...]:
     """One site per configured listener.
 
-    Every site enforces ``limits`` (default: ``stubserver._limits``'s constants), with
+    Every site enforces ``limits`` (default: ``stubserver.server.limits``'s constants), with
     one connection cap shared by all listeners.
 
     ``extra_routes`` join every ``federation`` listener; ``routes_by_resource`` adds
     routes to listeners serving the named resource (e.g. ``{"report": [...]}``).
-    ``filters`` and ``observers`` apply to every listener (see ``stubserver._http``).
+    ``filters`` and ``observers`` apply to every listener (see ``stubserver.server.router``).
     """
     keys = KeyDocumentSource(
         clock,

@@ -21,7 +21,7 @@ endpoints served"). This module holds the pieces every endpoint shares:
   paths), and a list of :class:`RequestObserver` told about every response.
 
 Adding routes: build ``Route`` values and pass them in, for the federation listener
-through ``stubserver._site.build_site(config, clock, extra_routes=[...])``. A path that
+through ``stubserver.server.site.build_site(config, clock, extra_routes=[...])``. A path that
 matches a route but not its method answers 405 ``M_UNRECOGNIZED`` (with ``Allow``); an
 unmatched path answers 404 ``M_UNRECOGNIZED``. ``HEAD`` is served by the ``GET`` route
 (Twisted drops the body), as Synapse does.
@@ -40,7 +40,7 @@ request log. An observer that raises is logged and otherwise ignored.
 Asynchronous handlers: when the client disconnects first, the handler's Deferred is
 cancelled. Given a ``clock`` and ``handler_deadline_seconds``, a request whose filters and
 handler have not answered by then is cancelled and answered 504 ``M_UNKNOWN`` (the
-listener's per-request handler deadline, ``stubserver._limits``). An unexpected
+listener's per-request handler deadline, ``stubserver.server.limits``). An unexpected
 exception (including a ``CancelledError`` neither the client nor the deadline caused) is
 logged and answered with 500 ``M_UNKNOWN``.
 """
@@ -67,7 +67,7 @@ from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_b
 
 #: Largest request body accepted on any endpoint, in bytes (issue 7: 64 KiB; Synapse's
 #: default max_request_body_size is larger, but no federation request we serve needs more).
-#: The listener refuses larger bodies before reading them (``stubserver._limits``).
+#: The listener refuses larger bodies before reading them (``stubserver.server.limits``).
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 #: Largest request body :func:`read_json_body` accepts by default, in bytes.
 MAX_JSON_BODY_BYTES = MAX_REQUEST_BODY_BYTES
