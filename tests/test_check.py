@@ -10,7 +10,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._check import (
+from stubserver._config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
+from stubserver.check.api import ReportService, report_routes
+from stubserver.check.checker import (
     HINT_AUTH_STRIPPED,
     HINT_CANNOT_FETCH_OUR_KEYS,
     HINT_URI_REWRITTEN,
@@ -41,8 +43,6 @@ from stubserver._check import (
     order_hints,
     render_text,
 )
-from stubserver._config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
-from stubserver._report_routes import ReportService, report_routes
 from stubserver.server.router import FederationRouter
 from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import has_fired, stub_treq

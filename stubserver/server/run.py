@@ -235,6 +235,6 @@ def _report_routes(reactor: Any, config: Config) -> dict[str, Sequence[Route]]:
     """
     if not any("report" in listener.resources for listener in config.listeners):
         return {}
-    from stubserver._report_routes import report_routes_for  # noqa: PLC0415
+    from stubserver.check.api import report_routes_for  # noqa: PLC0415
 
     return {"report": report_routes_for(reactor, config)}
