@@ -2,6 +2,6 @@
 
 import sys
 
-from stubserver._cli import main
+from stubserver.cli.main import main
 
 sys.exit(main())

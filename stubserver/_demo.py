@@ -566,7 +566,7 @@ async def check_all_pairs(
 
 
 def _start(run_dir: Path) -> int:
-    from stubserver._reactormain import react_main  # noqa: PLC0415
+    from stubserver.cli.reactor_main import react_main  # noqa: PLC0415
 
     procs = demo_processes(run_dir)
     began = time.monotonic()

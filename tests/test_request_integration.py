@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._request_cli import (
+from stubserver.auth.xmatrix import sign_request
+from stubserver.cli.request import (
     RequestOutcome,
     UsageError,
     format_outcome,
     outcome_from_response,
     plan_request,
 )
-from stubserver.auth.xmatrix import sign_request
 from stubserver.tls.certificates import make_ca
 from tests.support import https_request, run_stubserver_cli, start_stubserver, write_stub_files
 

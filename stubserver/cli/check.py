@@ -13,7 +13,6 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from stubserver._cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
 from stubserver.check.checker import (
     CheckReport,
     FederationChecker,
@@ -21,6 +20,7 @@ from stubserver.check.checker import (
     invalid_name_report,
     render_text,
 )
+from stubserver.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.tls.client import CaFileError
 

@@ -31,12 +31,12 @@ EXIT_USAGE = 2
 #: command name -> "module:function" implementing it; the function takes the parsed
 #: arguments and returns the exit status.
 COMMANDS = {
-    "generate": "stubserver._generate:main",
+    "generate": "stubserver.cli.generate:main",
     "run": "stubserver.server.run:main",
-    "resolve": "stubserver._outbound_cli:resolve_main",
-    "keys": "stubserver._outbound_cli:keys_main",
-    "request": "stubserver._request_cli:main",
-    "check": "stubserver._check_cli:main",
+    "resolve": "stubserver.cli.outbound:resolve_main",
+    "keys": "stubserver.cli.outbound:keys_main",
+    "request": "stubserver.cli.request:main",
+    "check": "stubserver.cli.check:main",
 }
 
 

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from stubserver._reactormain import react_main, start_warning_logging
+from stubserver.cli.reactor_main import react_main, start_warning_logging
 from stubserver.client.signed_request import check_path_and_query
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
@@ -161,7 +161,7 @@ async def send(reactor: Any, config: Any, settings: Any, plan: RequestPlan) -> R
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``stubserver request``."""
-    from stubserver._cli import federation_from_args  # noqa: PLC0415
+    from stubserver.cli.main import federation_from_args  # noqa: PLC0415
     from stubserver.tls.client import CaFileError  # noqa: PLC0415
 
     config, settings = federation_from_args(args)

@@ -3,7 +3,7 @@
 ``resolve_main(args)`` and ``keys_main(args)`` take the parsed arguments and return the
 exit status: 0 success, 1 the federation operation failed (the output says why), 2 bad
 usage (a malformed server name, an unreadable CA file; config errors are turned into 2
-by ``stubserver._cli.main``). Only these entry points touch the global reactor, through
+by ``stubserver.cli.main.main``). Only these entry points touch the global reactor, through
 ``task.react``. With ``--json`` the output is exactly DESIGN.md's; without, a short
 aligned report for people with the failing step first.
 """
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stubserver._reactormain import react_main, start_warning_logging
+from stubserver.cli.reactor_main import react_main, start_warning_logging
 from stubserver.discovery.resolution import Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.tls.client import CaFileError
@@ -93,7 +93,7 @@ def _run_with_client(
     work: Callable[[FederationContext], Coroutine[Any, Any, int]],
 ) -> int:
     """Validate NAME, build the federation client from the options, run ``work`` with it."""
-    from stubserver._cli import federation_from_args  # noqa: PLC0415
+    from stubserver.cli.main import federation_from_args  # noqa: PLC0415
     from stubserver.client.agent import build_federation_client  # noqa: PLC0415
 
     _config, settings = federation_from_args(args)
