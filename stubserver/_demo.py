@@ -543,9 +543,9 @@ async def check_all_pairs(
     """Every ordered pair, each sender with its own config, agent and identity."""
     from twisted.internet.defer import Deferred, gatherResults  # noqa: PLC0415
 
-    from stubserver._config import load_config  # noqa: PLC0415
     from stubserver.client.agent import build_federation_client  # noqa: PLC0415
     from stubserver.client.signed_request import FederationClient, FederationIdentity  # noqa: PLC0415
+    from stubserver.config import load_config  # noqa: PLC0415
 
     pending: list[Deferred[PairResult]] = []
     for s in servers:

@@ -26,7 +26,6 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.client.agent import (
     BlocklistingEndpointFactory,
     FederationConnectError,
@@ -37,6 +36,7 @@ from stubserver.client.agent import (
     pool_netloc,
 )
 from stubserver.client.blocklist import IPBlocklist
+from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.discovery.resolution import Resolution, Target
 from stubserver.discovery.well_known import read_body_limited
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca

@@ -293,8 +293,8 @@ class BlockedOriginTests(SynchronousTestCase):
         """A request claiming an origin at a blocked address makes no outbound connection."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from stubserver._config import FederationSettings
         from stubserver.client.agent import build_federation_client
+        from stubserver.config import FederationSettings
 
         reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
         reactor.advance(NOW_S)

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist, ipv6_forms_of
+from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 
 DEFAULT = IPBlocklist.from_settings(DEFAULT_IP_RANGE_BLOCKLIST, ())
 

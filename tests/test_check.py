@@ -10,7 +10,6 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
 from stubserver.check.api import ReportService, report_routes
 from stubserver.check.checker import (
     HINT_AUTH_STRIPPED,
@@ -43,6 +42,7 @@ from stubserver.check.checker import (
     order_hints,
     render_text,
 )
+from stubserver.config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
 from stubserver.server.router import FederationRouter
 from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import has_fired, stub_treq

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stubserver._config import (
+from stubserver.config import (
     DEFAULT_BIND_ADDRESSES,
     DEFAULT_IP_RANGE_BLOCKLIST,
     MAX_CONFIG_BYTES,

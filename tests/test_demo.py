@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from stubserver._config import load_config
 from stubserver._demo import (
     DEFAULT_PORT,
     DNS_ADDRESS,
@@ -26,6 +25,7 @@ from stubserver._demo import (
     running_pids,
     write_demo_files,
 )
+from stubserver.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

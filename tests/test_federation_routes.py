@@ -14,9 +14,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
-from stubserver._config import UserProfile
 from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.xmatrix import sign_request
+from stubserver.config import UserProfile
 from stubserver.server.federation_routes import (
     MAX_NOTARY_SERVERS,
     Notary,

@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stubserver._config import ConfigError, load_config
 from stubserver.auth.xmatrix import MalformedAuthorization, parse_authorization_header
+from stubserver.config import ConfigError, load_config
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.server_keys.fetcher import check_key_response
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes

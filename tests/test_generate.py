@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stubserver._config import ConfigError, load_config
 from stubserver.cli.generate import file_stem, main, new_key_version, paths_for
 from stubserver.cli.main import build_parser
+from stubserver.config import ConfigError, load_config
 from stubserver.tls.certificates import KeyPair, make_ca
 
 

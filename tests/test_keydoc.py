@@ -11,7 +11,7 @@ import signedjson.sign
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._config import OldVerifyKey
+from stubserver.config import OldVerifyKey
 from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document, needs_rebuild
 from stubserver.signing.keys import ServerSigningKey
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
-from stubserver._config import ConfigError, load_config
 from stubserver.client.backoff import DestinationBackoff
+from stubserver.config import ConfigError, load_config
 from stubserver.server.federation_routes import LazyKeyFetcher, build_federation_extensions
 from stubserver.tls.certificates import make_ca
 from tests.support import write_stub

@@ -47,7 +47,7 @@ from pathlib import Path
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList
 from stubserver.client.agent import build_federation_client
-from stubserver._config import FederationSettings
+from stubserver.config import FederationSettings
 
 ca, names = sys.argv[1], sys.argv[2:]
 order = []

@@ -11,8 +11,8 @@ from twisted.names import dns
 from twisted.names import error as dns_error
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver._config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.client.blocklist import IPBlocklist
+from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.discovery.dns import AddressLookupError
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
 from stubserver.discovery.srv import SrvResolver

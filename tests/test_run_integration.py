@@ -13,7 +13,7 @@ import signedjson.key
 import signedjson.sign
 from cryptography import x509
 
-from stubserver._config import ConfigError
+from stubserver.config import ConfigError
 from stubserver.server.run import ignorable_bind_failure
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.server import server_tls_options

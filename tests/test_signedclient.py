@@ -18,7 +18,6 @@ from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver._config import UserProfile
 from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.xmatrix import parse_authorization_header
 from stubserver.client.signed_request import (
@@ -31,6 +30,7 @@ from stubserver.client.signed_request import (
     RequestTimedOut,
     ResponseTooLarge,
 )
+from stubserver.config import UserProfile
 from stubserver.server.federation_routes import XMatrixFilter, profile_route
 from stubserver.server.router import FederationRouter, JsonResponse, Route, request_annotations
 from stubserver.signing.keys import ServerSigningKey

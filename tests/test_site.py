@@ -15,7 +15,7 @@ from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
 from stubserver import __version__
-from stubserver._config import Config, ListenerConfig
+from stubserver.config import Config, ListenerConfig
 from stubserver.server.router import JsonResponse, Route
 from stubserver.server.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.signing.keys import ServerSigningKey

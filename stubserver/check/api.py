@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from stubserver._config import Config
 from stubserver.check.checker import CheckReport, FederationChecker, Identity
+from stubserver.config import Config
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
 #: Most reports computed at the same time; a further request answers 429.

@@ -60,10 +60,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from stubserver._config import FederationSettings
 from stubserver.auth.xmatrix import sign_request
 from stubserver.client.agent import ResolutionFailed, build_federation_client
 from stubserver.client.blocklist import BlockedAddress
+from stubserver.config import FederationSettings
 from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stubserver._config import MAX_PORT, ConfigError
+from stubserver.config import MAX_PORT, ConfigError
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert

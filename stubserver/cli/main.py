@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stubserver._config import (
+from stubserver.config import (
     DNS_PORT,
     Config,
     ConfigError,

@@ -15,7 +15,7 @@ works on top of it::
 
 :func:`build_federation_client` is the one factory every outbound command uses: it
 returns a :class:`FederationContext` ``(agent, resolver, key_fetcher, https_agent,
-well_known, tls)`` built from :class:`~stubserver._config.FederationSettings`; pass the
+well_known, tls)`` built from :class:`~stubserver.config.FederationSettings`; pass the
 reactor (only ``main`` touches the global one) and, for tests, an RNG.
 
 Other pieces: :class:`BlocklistingEndpointFactory` (plain ``https://`` with the blocklist,
@@ -50,8 +50,8 @@ from stubserver.discovery.well_known import WellKnownResolver, describe_failure
 from stubserver.tls.client import FederationTlsPolicy
 
 if TYPE_CHECKING:
-    from stubserver._config import FederationSettings
     from stubserver.client.backoff import DestinationBackoff
+    from stubserver.config import FederationSettings
     from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 #: TCP connect timeout per address, in seconds.

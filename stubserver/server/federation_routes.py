@@ -33,7 +33,6 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
-from stubserver._config import Config, ConfigError, UserProfile
 from stubserver.auth.authenticator import AuthResult
 from stubserver.auth.xmatrix import (
     M_UNAUTHORIZED,
@@ -41,6 +40,7 @@ from stubserver.auth.xmatrix import (
     is_xmatrix,
     select_authorization,
 )
+from stubserver.config import Config, ConfigError, UserProfile
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
-from stubserver._config import OldVerifyKey
+from stubserver.config import OldVerifyKey
 from stubserver.signing.canonical_json import JsonDict, encode_json
 from stubserver.signing.keys import ServerSigningKey, sign_json
 

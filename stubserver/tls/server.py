@@ -1,7 +1,7 @@
 """Server-side TLS: a listener's certificate chain and key as an OpenSSL context factory.
 
 Every fault (unreadable file, not PEM, a key that does not belong to the certificate)
-is a :class:`~stubserver._config.ConfigError` naming the setting, raised before anything
+is a :class:`~stubserver.config.ConfigError` naming the setting, raised before anything
 is served. TLS 1.2 is the minimum, as the spec's "TLS" section asks of federation.
 """
 
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 
-from stubserver._config import ConfigError
+from stubserver.config import ConfigError
 
 #: Largest certificate or key file we read, in bytes.
 MAX_PEM_BYTES = 1024 * 1024
