@@ -4,7 +4,7 @@ Run by ``bench/bench.py`` (or alone: ``.venv/bin/python bench/outbound.py --work
 
 Set-up (all loopback, all verified TLS from a private CA):
 
-- our DNS server (``python -m stubserver._dnsserver``) with a zone for 1,000 names
+- our DNS server (``python -m stubserver.devtools.dns_server``) with a zone for 1,000 names
   ``sNNNN.out.bench``, a third each found by a different step of the spec's resolution:
   ``direct`` (A record, default port), ``well-known`` (``/.well-known/matrix/server``
   delegates to ``fNNNN.out.bench:8448``) and ``srv`` (``_matrix-fed._tcp`` points to one of
@@ -266,7 +266,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "stubserver._dnsserver",
+                "stubserver.devtools.dns_server",
                 "--zone",
                 str(args.work / "zone.json"),
                 "--listen",

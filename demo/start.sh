@@ -4,4 +4,4 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/venv"
-exec "$root/.venv/bin/python" -m stubserver._demo start --dir "${STUBSERVER_DEMO_DIR:-$root/demo/run}"
+exec "$root/.venv/bin/python" -m stubserver.devtools.demo start --dir "${STUBSERVER_DEMO_DIR:-$root/demo/run}"

@@ -3,4 +3,4 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ -x "$root/.venv/bin/python" ] || { echo "nothing to stop (no .venv)"; exit 0; }
-exec "$root/.venv/bin/python" -m stubserver._demo stop --dir "${STUBSERVER_DEMO_DIR:-$root/demo/run}"
+exec "$root/.venv/bin/python" -m stubserver.devtools.demo stop --dir "${STUBSERVER_DEMO_DIR:-$root/demo/run}"

@@ -195,7 +195,7 @@ def world() -> Iterator[World]:
             [
                 PYTHON,
                 "-m",
-                "stubserver._dnsserver",
+                "stubserver.devtools.dns_server",
                 "--zone",
                 str(zone_path),
                 "--listen",

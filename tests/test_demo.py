@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from stubserver._demo import (
+from stubserver.config import load_config
+from stubserver.devtools.demo import (
     DEFAULT_PORT,
     DNS_ADDRESS,
     DNS_PORT,
@@ -25,7 +26,6 @@ from stubserver._demo import (
     running_pids,
     write_demo_files,
 )
-from stubserver.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.names import dns
 from twisted.names import error as dns_error
 
-from stubserver._dnsserver import ZoneAuthority, ZoneError, parse_listen, parse_zone
+from stubserver.devtools.dns_server import ZoneAuthority, ZoneError, parse_listen, parse_zone
 from tests.support import failure_now, has_fired, result_now
 
 ZONE = {

@@ -1,6 +1,6 @@
 """``stubserver resolve`` and ``stubserver keys`` against real processes on loopback.
 
-A real ``python -m stubserver._dnsserver`` serves a test zone; real ``stubserver run``
+A real ``python -m stubserver.devtools.dns_server`` serves a test zone; real ``stubserver run``
 processes, each on its own 127.0.0.x address with a certificate from a test CA, are
 reached through every resolution route: default port, explicit port, IP literal,
 .well-known (to the default port and to SRV), ``_matrix-fed._tcp`` SRV and legacy
@@ -214,7 +214,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
             [
                 sys.executable,
                 "-m",
-                "stubserver._dnsserver",
+                "stubserver.devtools.dns_server",
                 "--zone",
                 str(tmp / "zone.json"),
                 "--listen",

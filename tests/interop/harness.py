@@ -511,7 +511,7 @@ def start_dns_server(
     address: str = DNS_ADDRESS,
     port: int = DNS_PORT,
 ) -> ManagedProcess:
-    """The project's DNS server (``python -m stubserver._dnsserver``) serving ``records``."""
+    """Our DNS server (``python -m stubserver.devtools.dns_server``) serving ``records``."""
     directory.mkdir(parents=True, exist_ok=True)
     zone = directory / "zone.json"
     zone.write_text(json.dumps({"records": list(records)}, indent=1))
@@ -520,7 +520,7 @@ def start_dns_server(
         [
             sys.executable,
             "-m",
-            "stubserver._dnsserver",
+            "stubserver.devtools.dns_server",
             "--zone",
             zone,
             "--listen",

@@ -1,8 +1,8 @@
 """The private-federation demo: three stubservers, each reached a different way.
 
-``demo/start.sh`` runs ``python -m stubserver._demo start``. Everything lives under one
+``demo/start.sh`` runs ``python -m stubserver.devtools.demo start``. Everything lives under one
 folder (``demo/run/`` by default): a private CA, a DNS zone served by our own DNS server
-(:mod:`stubserver._dnsserver`), and one config, signing key and certificate per server.
+(:mod:`stubserver.devtools.dns_server`), and one config, signing key and certificate per server.
 
 The trio (all on loopback, ports above 1024, no root):
 
@@ -245,7 +245,7 @@ def demo_processes(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> list[
             argv=(
                 py,
                 "-m",
-                "stubserver._dnsserver",
+                "stubserver.devtools.dns_server",
                 "--zone",
                 str(run_dir / "zone.json"),
                 "--listen",
@@ -605,7 +605,7 @@ def _start(run_dir: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stubserver._demo {start,stop} --dir DIR``."""
+    """``python -m stubserver.devtools.demo {start,stop} --dir DIR``."""
     import argparse  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="stubserver-demo")

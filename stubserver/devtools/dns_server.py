@@ -2,7 +2,7 @@
 
 Command line (stable; other tools use it)::
 
-    python -m stubserver._dnsserver --zone ZONE.json --listen HOST:PORT [--listen ...]
+    python -m stubserver.devtools.dns_server --zone ZONE.json --listen HOST:PORT [--listen ...]
 
 serves UDP and TCP on each ``--listen`` (port 0: a free port, the same for UDP and TCP),
 prints one line ``{"ready": true, "listen": ["127.0.0.53:5353"]}`` with the actual ports
@@ -289,8 +289,8 @@ def _format(host: str, port: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stubserver._dnsserver``: see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m stubserver._dnsserver")
+    """``python -m stubserver.devtools.dns_server``: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m stubserver.devtools.dns_server")
     parser.add_argument("--zone", type=Path, required=True, metavar="ZONE.json")
     parser.add_argument("--listen", action="append", required=True, metavar="HOST:PORT")
     args = parser.parse_args(argv)
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = parse_zone(json.loads(data))
         listen = [parse_listen(item) for item in args.listen]
     except (OSError, ValueError) as e:
-        print(f"stubserver._dnsserver: {args.zone}: {e}", file=sys.stderr)
+        print(f"stubserver.devtools.dns_server: {args.zone}: {e}", file=sys.stderr)
         return 2
 
     from twisted.internet import task  # noqa: PLC0415
@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             dns_server = build_dns_server(reactor, records, listen)
         except CannotListenError as e:
-            print(f"stubserver._dnsserver: cannot listen: {e}", file=sys.stderr)
+            print(f"stubserver.devtools.dns_server: cannot listen: {e}", file=sys.stderr)
             status[0] = 2
             return _done()
         line = {"ready": True, "listen": [_format(h, p) for h, p in dns_server.addresses]}
