@@ -465,7 +465,7 @@ class StubServer(Server):
         ]
 
     def version(self) -> str:
-        from stubserver._version import __version__  # noqa: PLC0415
+        from stubserver import __version__  # noqa: PLC0415
 
         return __version__
 

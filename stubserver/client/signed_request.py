@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
-from stubserver._version import __version__
+from stubserver import __version__
 from stubserver.auth.xmatrix import sign_request
 from stubserver.discovery.well_known import BodyTooLarge, describe_failure, read_body_limited
 from stubserver.signing.canonical_json import encode_json

@@ -62,7 +62,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from stubserver._version import __version__
+from stubserver import __version__
 from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
 
 #: Largest request body accepted on any endpoint, in bytes (issue 7: 64 KiB; Synapse's

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from stubserver._version import __version__
+from stubserver import __version__
 from stubserver.config import Config, ListenerConfig
 from stubserver.server.limits import ConnectionCounter, LimitedSite, ServerLimits
 from stubserver.server.router import (

@@ -27,7 +27,7 @@ from stubserver.devtools.demo import (
     write_demo_files,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_trio_uses_three_delegation_methods() -> None:
