@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import random
 from typing import Any
 
@@ -250,3 +253,14 @@ def test_caller_content_is_not_modified() -> None:
     message(V11, [create(V11).event], event_type="m.room.redaction", content=content,
             redacts="$t")  # fmt: skip
     assert content == {"reason": "spam"}
+
+
+def test_v12_room_id_matches_independent_computation() -> None:
+    """A built v12 create event's room ID is "!" + URL-safe unpadded base64 of sha256
+    over the canonical JSON of the event without signatures (v11 rules keep all create
+    content), computed here with hashlib and json.dumps."""
+    built = create(V12, extra_content={"m.federate": True})
+    essential = {k: v for k, v in built.pdu.items() if k not in ("signatures", "unsigned")}
+    canonical = json.dumps(essential, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode()).digest()
+    assert built.event.room_id == "!" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
