@@ -37,6 +37,12 @@ class RoomVersion:
     # v11+: Synapse enforces the byte limits on the event's fields strictly.
     strict_event_byte_limits: bool
 
+    @property
+    def redacts_in_content(self) -> bool:
+        """v11+: an ``m.room.redaction`` names its target in ``content.redacts``; v10 has
+        a top-level ``redacts``. Changed together with the v11 redaction rules."""
+        return self.redaction_rules is RedactionRules.V11
+
 
 ROOM_VERSIONS: dict[str, RoomVersion] = {
     "10": RoomVersion("10", RedactionRules.V9, False, False, False, "v2", False),

@@ -1,0 +1,228 @@
+"""The event format a PDU must have for its room version, and turning a valid PDU into an
+:class:`~stubserver.rooms.event.Event` (spec: Server-Server API, "Checks performed on
+receipt of a PDU" step 1; room versions' "Event format"; PDU schemas ``pdu_v4``,
+``pdu_v11``, ``pdu_v12``; "Size limits" in the Client-Server API).
+
+A PDU that fails here is dropped, not rejected: it never becomes an event, and the
+``/send`` answer leaves it out (rooms.md 1.2 step 4). Each check raises
+:class:`InvalidPdu` with the reason.
+
+What we store: :func:`event_from_pdu` keeps a deep copy of the PDU as received *without*
+``unsigned``. ``unsigned`` is covered by no hash and no signature, so the event ID and
+every check are unchanged; its values (``age``, ``invite_room_state``) are about the
+moment of sending, and the endpoints that need them read them off the request. Storing
+none of it means we never re-serve another server's unsigned data.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from canonicaljson import encode_canonical_json
+
+from stubserver._servername import is_valid_server_name
+from stubserver.rooms.event import Event
+from stubserver.rooms.hashes import (
+    SHA256,
+    compute_event_id,
+    create_event_id_from_room_id,
+    room_id_from_create_event_id,
+)
+from stubserver.rooms.versions import RoomVersion
+
+#: Largest integer magnitude allowed anywhere in a PDU (strict canonical JSON, v6+).
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Largest depth (spec ``depth_v6``: "the maximum value for an integer (2^53 - 1)").
+MAX_DEPTH = MAX_SAFE_INTEGER
+#: Largest PDU, in bytes of canonical JSON (spec "Size limits": 65536 bytes).
+MAX_PDU_BYTES = 65_536
+#: Largest ``type``, ``state_key``, ``sender`` and ``room_id``, in bytes (or characters
+#: before v11, where Synapse counts characters; see ``strict_event_byte_limits``).
+MAX_ID_BYTES = 255
+#: Most ``prev_events`` and ``auth_events`` a PDU may list (Synapse's sanity limits).
+MAX_PREV_EVENTS = 20
+MAX_AUTH_EVENTS = 10
+#: Deepest nesting of objects and arrays we walk (the network parser already caps at 100).
+MAX_JSON_DEPTH = 100
+
+CREATE_EVENT_TYPE = "m.room.create"
+
+#: Fields that must be strings no longer than :data:`MAX_ID_BYTES`.
+_SIZED_FIELDS = ("type", "state_key", "sender", "room_id")
+
+
+class InvalidPdu(ValueError):
+    """A PDU does not have its room version's event format; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_create_event(pdu: Mapping[str, Any]) -> bool:
+    """True for an ``m.room.create`` event (the type decides; auth rule 1 looks only at
+    the type too)."""
+    return pdu.get("type") == CREATE_EVENT_TYPE
+
+
+def check_canonical_values(value: object) -> None:
+    """Raise :class:`InvalidPdu` if ``value`` holds a float, an integer outside
+    ±(2^53-1), a non-string object key, a non-JSON value, or nests too deep.
+
+    Room versions 6+ require strict canonical JSON; ``canonicaljson`` would happily
+    encode ``1.0``, so this runs before anything is hashed.
+    """
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, (bool, str)):
+            continue
+        if isinstance(item, int):
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                raise InvalidPdu(f"integer {item} is outside ±(2^53-1)")
+            continue
+        if isinstance(item, float):
+            raise InvalidPdu(f"float {item!r}: strict canonical JSON has no floats")
+        if depth >= MAX_JSON_DEPTH:
+            raise InvalidPdu(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise InvalidPdu(f"object key {key!r} is not a string")
+                stack.append((child, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, depth + 1) for child in item)
+        else:
+            raise InvalidPdu(f"{type(item).__name__} is not a JSON value")
+
+
+def is_user_id(value: object) -> bool:
+    """True when ``value`` looks like a user ID, ``@localpart:server_name``.
+
+    The localpart is only required to be non-empty: historical user IDs allow more than
+    today's grammar, and other servers' users are not ours to police.
+    """
+    if not isinstance(value, str) or not value.startswith("@"):
+        return False
+    localpart, sep, server_name = value[1:].partition(":")
+    return bool(localpart) and bool(sep) and is_valid_server_name(server_name)
+
+
+def _id_length(value: str, room_version: RoomVersion) -> int:
+    # Synapse counts bytes from v11 on and characters before (strict_event_byte_limits).
+    return len(value.encode("utf-8")) if room_version.strict_event_byte_limits else len(value)
+
+
+def _check_event_id_list(pdu: Mapping[str, Any], key: str, limit: int) -> list[str]:
+    value = pdu.get(key)
+    if not isinstance(value, list):
+        raise InvalidPdu(f"{key} must be a list of event IDs")
+    if not all(isinstance(item, str) for item in value):
+        # Also what a v1-style [[id, hashes], ...] list looks like.
+        raise InvalidPdu(f"{key} must hold only event ID strings")
+    if len(value) > limit:
+        raise InvalidPdu(f"{key} lists {len(value)} events; at most {limit} are allowed")
+    return value
+
+
+def _check_required(pdu: Mapping[str, Any]) -> None:
+    if not isinstance(pdu.get("type"), str):
+        raise InvalidPdu("type must be a string")
+    if not isinstance(pdu.get("content"), Mapping):
+        raise InvalidPdu("content must be an object")
+    if "state_key" in pdu and not isinstance(pdu["state_key"], str):
+        raise InvalidPdu("state_key must be a string when present")
+    if not is_user_id(pdu.get("sender")):
+        raise InvalidPdu("sender must be a user ID, @localpart:server")
+    depth = pdu.get("depth")
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise InvalidPdu("depth must be an integer")
+    if not 0 <= depth <= MAX_DEPTH:
+        raise InvalidPdu(f"depth {depth} is outside 0..2^53-1")
+    ts = pdu.get("origin_server_ts")
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise InvalidPdu("origin_server_ts must be an integer")
+    hashes = pdu.get("hashes")
+    if not isinstance(hashes, Mapping) or not isinstance(hashes.get(SHA256), str):
+        raise InvalidPdu("hashes.sha256 must be a string")
+    if not isinstance(pdu.get("signatures"), Mapping):
+        raise InvalidPdu("signatures must be an object")
+
+
+def _check_room_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
+    room_id = pdu.get("room_id")
+    if room_version.room_id_is_create_hash and is_create_event(pdu):
+        # v12: the create event's ID makes the room ID, so it cannot carry one.
+        if "room_id" in pdu:
+            raise InvalidPdu("a v12 m.room.create event must not have a room_id")
+        return
+    if not isinstance(room_id, str):
+        raise InvalidPdu("room_id must be a string")
+    if room_version.room_id_is_create_hash:
+        if not room_id.startswith("!") or len(room_id) < 2:
+            raise InvalidPdu(f"room_id {room_id!r} does not start with '!'")
+        # v12: the create event is implied by room_id and "MUST NOT be selected".
+        if create_event_id_from_room_id(room_id) in pdu.get("auth_events", ()):
+            raise InvalidPdu("auth_events must not contain the create event")
+
+
+def _check_sizes(pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
+    for key in _SIZED_FIELDS:
+        value = pdu.get(key)
+        if isinstance(value, str) and _id_length(value, room_version) > MAX_ID_BYTES:
+            raise InvalidPdu(f"{key} is longer than {MAX_ID_BYTES} bytes")
+    stored = {key: value for key, value in pdu.items() if key != "unsigned"}
+    size = len(encode_canonical_json(stored))
+    if size > MAX_PDU_BYTES:
+        raise InvalidPdu(f"the PDU is {size} bytes of canonical JSON; at most {MAX_PDU_BYTES}")
+
+
+def validate_pdu(pdu: object, room_version: RoomVersion) -> None:
+    """Raise :class:`InvalidPdu` unless ``pdu`` has ``room_version``'s event format.
+
+    Checked: an object; no ``event_id`` key (v3+ events carry none); strict canonical
+    values everywhere (``unsigned`` included); ``type``, ``content``, ``sender`` (a user
+    ID), ``depth``, ``origin_server_ts``, ``hashes.sha256``, ``signatures``,
+    ``prev_events`` (≤ 20) and ``auth_events`` (≤ 10); ``room_id`` (v12: absent on the
+    create event, ``!``-prefixed elsewhere, and its create event not in
+    ``auth_events``); v10's top-level ``redacts`` a string; the size limits.
+
+    Signatures, the content hash and the auth rules are later steps.
+    """
+    if not isinstance(pdu, Mapping):
+        raise InvalidPdu("a PDU must be a JSON object")
+    if "event_id" in pdu:
+        raise InvalidPdu("v3+ events must not have an event_id key")
+    check_canonical_values(pdu)
+    _check_required(pdu)
+    _check_event_id_list(pdu, "prev_events", MAX_PREV_EVENTS)
+    _check_event_id_list(pdu, "auth_events", MAX_AUTH_EVENTS)
+    _check_room_id(pdu, room_version)
+    if (
+        not room_version.redacts_in_content
+        and "redacts" in pdu
+        and not isinstance(pdu["redacts"], str)
+    ):
+        raise InvalidPdu("redacts must be an event ID string when present")
+    _check_sizes(pdu, room_version)
+
+
+def event_from_pdu(pdu: object, room_version: RoomVersion) -> Event:
+    """Validate ``pdu`` (:func:`validate_pdu`) and make its :class:`Event`.
+
+    The event ID is computed (v4+ reference hash); the room ID is the PDU's, or for a v12
+    create event ``"!"`` + its event ID without the sigil. The stored PDU is a deep copy
+    without ``unsigned`` (see the module docstring), so later changes to ``pdu`` do not
+    reach the Event; treat ``Event.pdu`` as read-only.
+    """
+    validate_pdu(pdu, room_version)
+    assert isinstance(pdu, Mapping)  # validate_pdu has checked it
+    stored = {key: copy.deepcopy(value) for key, value in pdu.items() if key != "unsigned"}
+    event_id = compute_event_id(stored, room_version)
+    if room_version.room_id_is_create_hash and is_create_event(stored):
+        room_id = room_id_from_create_event_id(event_id)
+    else:
+        room_id = str(stored["room_id"])
+    return Event(event_id=event_id, room_version=room_version, pdu=stored, room_id=room_id)

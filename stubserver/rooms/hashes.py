@@ -1,0 +1,117 @@
+"""Content hash, reference hash, event ID and v12 room ID (spec: Server-Server API,
+"Calculating the content hash for an event", "Calculating the reference hash for an
+event"; room versions 4+ "Event IDs"; room version 12 "Room IDs").
+
+All are pure functions of the PDU's JSON. Canonical JSON comes from ``canonicaljson``
+(matrix-org's implementation, what Synapse hashes and signs with); the caller has made
+sure the PDU holds no floats (``stubserver.rooms.format``), which have no canonical form.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from canonicaljson import encode_canonical_json
+
+from stubserver.rooms.redaction import redact
+from stubserver.rooms.versions import RoomVersion
+
+#: Keys the content hash leaves out: they change in transit or depend on the hash.
+_NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
+#: Keys the reference hash leaves out of the redacted event.
+_NOT_IN_REFERENCE_HASH = frozenset({"unsigned", "signatures"})
+#: The only content-hash algorithm the spec defines, and its key under ``hashes``.
+SHA256 = "sha256"
+
+
+class ContentHashMismatch(ValueError):
+    """An event's ``hashes.sha256`` is missing or is not the hash of its content.
+
+    The spec's answer is to use the redacted event instead, not to drop it ("Validating
+    hashes and signatures on received events"). ``expected`` is what the content hashes
+    to; ``claimed`` what the event says (None when absent or not a string).
+    """
+
+    def __init__(self, expected: str, claimed: str | None) -> None:
+        super().__init__(f"content hash is {expected}, the event claims {claimed!r}")
+        self.expected = expected
+        self.claimed = claimed
+
+
+def unpadded_base64(data: bytes) -> str:
+    """Standard base64 without ``=`` padding (appendix "Unpadded Base64")."""
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def urlsafe_unpadded_base64(data: bytes) -> str:
+    """URL-safe base64 (``-`` and ``_``) without padding (appendix "URL-safe unpadded
+    Base64"): the alphabet of v4+ event IDs."""
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def content_hash(pdu: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical JSON of ``pdu`` without ``unsigned``, ``signatures`` and
+    ``hashes``. Everything else is covered, unknown top-level keys included."""
+    hashed = {key: value for key, value in pdu.items() if key not in _NOT_IN_CONTENT_HASH}
+    return hashlib.sha256(encode_canonical_json(hashed)).digest()
+
+
+def content_hash_base64(pdu: Mapping[str, Any]) -> str:
+    """:func:`content_hash` as stored in ``hashes.sha256``: unpadded standard base64."""
+    return unpadded_base64(content_hash(pdu))
+
+
+def with_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
+    """A shallow copy of ``pdu`` with ``hashes`` set to ``{"sha256": <content hash>}``."""
+    hashed = dict(pdu)
+    hashed["hashes"] = {SHA256: content_hash_base64(pdu)}
+    return hashed
+
+
+def check_content_hash(pdu: Mapping[str, Any]) -> None:
+    """Raise :class:`ContentHashMismatch` unless ``hashes.sha256`` is the content hash."""
+    expected = content_hash_base64(pdu)
+    hashes = pdu.get("hashes")
+    claimed = hashes.get(SHA256) if isinstance(hashes, Mapping) else None
+    if not isinstance(claimed, str):
+        raise ContentHashMismatch(expected, None)
+    # Compare the decoded digests, so that a padded encoding of the right hash passes.
+    try:
+        claimed_digest = base64.b64decode(claimed + "=" * (-len(claimed) % 4), validate=True)
+    except ValueError:
+        raise ContentHashMismatch(expected, claimed) from None
+    if not hmac.compare_digest(claimed_digest, content_hash(pdu)):
+        raise ContentHashMismatch(expected, claimed)
+
+
+def reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """SHA-256 of the canonical JSON of the redacted event without ``signatures`` and
+    ``unsigned``. It covers ``hashes``, so any change to the content changes it."""
+    redacted = redact(pdu, room_version)
+    hashed = {k: v for k, v in redacted.items() if k not in _NOT_IN_REFERENCE_HASH}
+    return hashlib.sha256(encode_canonical_json(hashed)).digest()
+
+
+def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
+    """The event ID: ``"$"`` + URL-safe unpadded base64 of the reference hash (v4+)."""
+    return "$" + urlsafe_unpadded_base64(reference_hash(pdu, room_version))
+
+
+def room_id_from_create_event_id(create_event_id: str) -> str:
+    """The v12 room ID of the room whose create event has ``create_event_id``: the same
+    hash with the ``!`` sigil (room version 12, "Room IDs"). No ``:server`` part."""
+    if not create_event_id.startswith("$") or len(create_event_id) < 2:
+        raise ValueError(f"{create_event_id!r} is not an event ID")
+    return "!" + create_event_id[1:]
+
+
+def create_event_id_from_room_id(room_id: str) -> str:
+    """The event ID of a v12 room's create event, which its room ID implies (v12 events
+    never list it in ``auth_events``): ``"$"`` + the room ID without its sigil."""
+    if not room_id.startswith("!") or len(room_id) < 2:
+        raise ValueError(f"{room_id!r} is not a room ID")
+    return "$" + room_id[1:]
