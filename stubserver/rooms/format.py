@@ -22,7 +22,7 @@ from typing import Any
 
 from canonicaljson import encode_canonical_json
 
-from stubserver._servername import is_valid_server_name
+from stubserver.discovery.server_name import is_valid_server_name
 from stubserver.rooms.event import Event
 from stubserver.rooms.hashes import (
     SHA256,
