@@ -28,7 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver.config import Config, ConfigError, ListenerConfig, load_config
-from stubserver.server.federation_routes import build_federation_extensions
+from stubserver.server.federation import build_federation_extensions
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import Route
 from stubserver.server.site import ListenerSite, build_site

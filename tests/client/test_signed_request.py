@@ -19,6 +19,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import parse_authorization_header
 from stubserver.client.signed_request import (
     MAX_RESPONSE_BODY_BYTES,
@@ -31,7 +32,7 @@ from stubserver.client.signed_request import (
     ResponseTooLarge,
 )
 from stubserver.config import UserProfile
-from stubserver.server.federation_routes import XMatrixFilter, profile_route
+from stubserver.server.profile import profile_route
 from stubserver.server.router import FederationRouter, JsonResponse, Route, request_annotations
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import failure_now

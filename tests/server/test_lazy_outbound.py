@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from stubserver.client.backoff import DestinationBackoff
 from stubserver.config import ConfigError, load_config
-from stubserver.server.federation_routes import LazyKeyFetcher, build_federation_extensions
+from stubserver.server.federation import LazyKeyFetcher, build_federation_extensions
 from stubserver.tls.certificates import make_ca
 from tests.support import write_stub
 

@@ -1,4 +1,4 @@
-"""Profile, notary and the X-Matrix filter, driven through the real router with StubTreq."""
+"""The federation site as run composes it: X-Matrix filter, profile, notary, unknown paths."""
 
 from __future__ import annotations
 
@@ -15,19 +15,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
 from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import sign_request
 from stubserver.config import UserProfile
-from stubserver.server.federation_routes import (
-    MAX_NOTARY_SERVERS,
-    Notary,
-    XMatrixFilter,
-    notary_routes,
-    parse_notary_query,
-    profile_answer,
-    profile_route,
-)
+from stubserver.server.profile import profile_answer, profile_route
 from stubserver.server.router import FederationRouter, MatrixError, request_annotations
 from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document
+from stubserver.server_keys.notary import (
+    MAX_NOTARY_SERVERS,
+    Notary,
+    notary_routes,
+    parse_notary_query,
+)
 from stubserver.signing.keys import ServerSigningKey, sign_json, verify_signed_json
 from tests.support import stub_treq
 

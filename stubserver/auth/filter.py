@@ -1,0 +1,125 @@
+"""The inbound X-Matrix filter: every ``/_matrix/...`` request but the key endpoints.
+
+:class:`XMatrixFilter` (a ``RequestFilter`` of :class:`stubserver.server.router.FederationRouter`)
+reads the JSON body (if any), and when X-Matrix credentials are given checks them with a
+:class:`stubserver.auth.authenticator.RequestAuthenticator`. Good credentials are noted in
+the request annotations (``origin``, ``authenticated``); bad ones answer 400/401
+``M_UNAUTHORIZED`` at once, whatever the path. A request without credentials goes on
+(noted as ``auth_error``): endpoints that need authentication call :func:`require_origin`;
+unknown paths then answer the router's 404 ``M_UNRECOGNIZED``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+
+from stubserver.auth.authenticator import AuthResult
+from stubserver.auth.xmatrix import (
+    M_UNAUTHORIZED,
+    AuthenticationFailed,
+    is_xmatrix,
+    select_authorization,
+)
+from stubserver.server.router import (
+    MatrixError,
+    read_json_body,
+    request_annotations,
+)
+
+#: Paths whose X-Matrix credentials the filter checks (contract: "any other /_matrix/
+#: path: X-Matrix checked and logged where given") ...
+CHECKED_PREFIX = b"/_matrix/"
+#: ... except the key endpoints, which need no authentication (as Synapse): checking there
+#: would make every key request wait for a key fetch of its own.
+UNCHECKED_PREFIX = b"/_matrix/key/"
+MISSING_AUTH_MESSAGE = "Missing Authorization headers"
+
+log = Logger()
+
+
+class Authenticator(Protocol):
+    """What the filter needs: ``RequestAuthenticator.authenticate`` (auth/authenticator.py)."""
+
+    def authenticate(
+        self, method: bytes, uri: bytes, headers: Headers, content: Any
+    ) -> Deferred[AuthResult]:
+        """Authenticate one request, failing with an AuthenticationFailed."""
+
+
+def _has_body(request: IRequest) -> bool:
+    content = request.content
+    if content is None:
+        return False
+    content.seek(0)
+    first: bytes = content.read(1)
+    content.seek(0)
+    return bool(first)
+
+
+class XMatrixFilter:
+    """A ``RequestFilter`` checking X-Matrix credentials on federation paths (module doc)."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        on_authenticated: Callable[[str], None] | None = None,
+    ) -> None:
+        self._authenticator = authenticator
+        self._on_authenticated = on_authenticated
+
+    def __call__(self, request: IRequest) -> Deferred[None] | None:
+        """Annotate ``request``; fail with MatrixError when its credentials are bad."""
+        notes = request_annotations(request)
+        notes.update(origin=None, authenticated=False, auth_error=None, content=None)
+        path: bytes = request.path
+        if not path.startswith(CHECKED_PREFIX) or path.startswith(UNCHECKED_PREFIX):
+            return None
+        content = read_json_body(request) if _has_body(request) else None
+        notes["content"] = content
+        headers: Headers = request.requestHeaders
+        raw = headers.getRawHeaders(b"authorization", [])
+        if not any(is_xmatrix(v) for v in raw):
+            notes["auth_error"] = MISSING_AUTH_MESSAGE
+            return None
+        d = self._authenticator.authenticate(request.method, request.uri, headers, content)
+
+        def authenticated(result: AuthResult) -> None:
+            notes.update(origin=result.origin, authenticated=True)
+            if self._on_authenticated is not None:
+                # A valid signed request shows the origin is up: end its backoff.
+                self._on_authenticated(result.origin)
+
+        def rejected(failure: Failure) -> Failure:
+            error = failure.value
+            if not isinstance(error, AuthenticationFailed):
+                return failure
+            with contextlib.suppress(AuthenticationFailed):
+                notes["origin"] = select_authorization(raw).origin
+            notes["auth_error"] = error.message
+            log.info(
+                "Rejected {method} {uri} from {origin}: {error}",
+                method=request.method,
+                uri=request.uri,
+                origin=notes["origin"],
+                error=error.message,
+            )
+            raise MatrixError(error.status, error.errcode, error.message)
+
+        return d.addCallbacks(authenticated, rejected)
+
+
+def require_origin(request: IRequest) -> str:
+    """The authenticated origin of ``request``; MatrixError 401 when it has none."""
+    notes = request_annotations(request)
+    if not notes.get("authenticated"):
+        raise MatrixError(401, M_UNAUTHORIZED, notes.get("auth_error") or MISSING_AUTH_MESSAGE)
+    origin: str = notes["origin"]
+    return origin
