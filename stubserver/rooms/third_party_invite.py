@@ -21,6 +21,7 @@ ED25519_PUBLIC_KEY_BYTES = 32
 
 
 def third_party_public_keys(content: Mapping[str, Any]) -> list[str]:
+    """The keys an m.room.third_party_invite lists: ``public_key`` and ``public_keys``."""
     keys: list[str] = []
     if isinstance(content.get("public_key"), str):
         keys.append(content["public_key"])
