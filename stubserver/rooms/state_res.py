@@ -150,6 +150,13 @@ def _conflicted_subgraph(conflicted: set[str], events: _Events) -> set[str]:
     return (on_path & below) | conflicted
 
 
+def conflicted_state_subgraph(
+    conflicted: Collection[str], get_event: EventLookup, *, limit: int = MAX_AUTH_CHAIN_EVENTS
+) -> set[str]:
+    """v2.1's *conflicted state subgraph* of ``conflicted`` (spec v12 "Definitions")."""
+    return _conflicted_subgraph(set(conflicted), _Events(get_event, limit))
+
+
 def is_power_event(event: Event) -> bool:
     """Spec "Power events": power levels, join rules, and kicks or bans by another user."""
     if event.state_key is None:

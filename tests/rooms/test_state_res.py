@@ -7,6 +7,7 @@ import pytest
 from stubserver.rooms.state_res import (
     AuthChainTooLarge,
     MissingEvent,
+    conflicted_state_subgraph,
     resolve_state,
     split_state,
 )
@@ -242,3 +243,15 @@ def test_auth_chain_walk_is_bounded() -> None:
     room, start, end = _long_power_chain("12", 50)
     with pytest.raises(AuthChainTooLarge):
         resolve_state(room.version, [start, end], room.get, limit=20)
+
+
+def test_conflicted_subgraph_holds_the_paths_between_conflicted_events() -> None:
+    """v2.1: events on auth paths from one conflicted event to another (Bob's join, which
+    cites the old join rules and authorises his new ones) are in the subgraph; events
+    off those paths (Alice's join) are not."""
+    room = standard_room("12", users={BOB: 50})
+    old_rules = room.state[JR]
+    bob_join = room.member(BOB, "join")
+    new_rules = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="")
+    subgraph = conflicted_state_subgraph({old_rules, new_rules.event_id}, room.get)
+    assert subgraph == {old_rules, bob_join.event_id, new_rules.event_id}
