@@ -12,6 +12,9 @@ in comments are v12's, with v10/v11's in brackets where they differ), and
   events or the state before it (both as a ``(type, state_key) -> Event`` map). It raises
   :class:`AuthError` naming the rule that failed.
 
+Power levels and memberships are read by ``stubserver.rooms.power_levels``; third-party
+invite signatures are checked by ``stubserver.rooms.third_party_invite``.
+
 What is left to the caller, by design (each is a separate pipeline stage):
 
 * cryptographic signature checks. For ``join_authorised_via_users_server`` (rule 5.2)
@@ -122,7 +125,7 @@ def auth_types_for_event(
     and for membership events the target's membership, join rules (join, invite, knock),
     the third-party invite for the token, and the authorising user's membership.
     """
-    if type == CREATE and state_key == "":
+    if type == CREATE:  # rule 1 goes by type alone
         return set()
     types = {POWER_LEVELS_KEY, (MEMBER, sender)}
     if not room_version.room_id_is_create_hash:
@@ -160,7 +163,7 @@ def check_auth_events_selection(event: Event, auth_events: Sequence[Event]) -> N
         seen.add(key)
         if key not in allowed:
             raise AuthError(f"unexpected auth_event {auth_event.event_id} for {key}")
-    if event.type == CREATE and event.state_key == "":
+    if event.type == CREATE:
         return
     if not version.room_id_is_create_hash and CREATE_KEY not in seen:
         raise AuthError("no create event in auth events")
@@ -211,7 +214,7 @@ def check_auth(event: Event, auth_state: AuthState) -> None:
 
     Raise :class:`AuthError` with the failed rule; return ``None`` when allowed.
     """
-    if event.type == CREATE and event.state_key == "":
+    if event.type == CREATE:
         _check_create(event)
         return
     create = _check_room(event, auth_state)

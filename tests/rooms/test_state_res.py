@@ -255,3 +255,21 @@ def test_conflicted_subgraph_holds_the_paths_between_conflicted_events() -> None
     new_rules = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="")
     subgraph = conflicted_state_subgraph({old_rules, new_rules.event_id}, room.get)
     assert subgraph == {old_rules, bob_join.event_id, new_rules.event_id}
+
+
+def test_rejected_auth_events_are_not_fallen_back_on() -> None:
+    """Iterative auth checks use an event's own auth events only when they were not
+    rejected: with Bob's join marked rejected, his join rules change (checked from the
+    empty state of v2.1) fails and Alice's concurrent one stands."""
+    room = standard_room("12", users={BOB: 50})
+    bob_join = room.member(BOB, "join")
+    a, b = _fork(room)
+    bobs = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="",
+                     state=a)
+    alices = room.send("m.room.join_rules", ALICE, {"join_rule": "knock"}, state_key="",
+                       state=b)
+    ban = room.member(BOB, "ban", ALICE, state=dict(room.state))
+    a[("m.room.member", BOB)] = b[("m.room.member", BOB)] = ban.event_id
+    assert resolve_state(room.version, [a, b], room.get)[JR] == bobs.event_id
+    resolved = resolve_state(room.version, [a, b], room.get, rejected={bob_join.event_id})
+    assert resolved[JR] == alices.event_id
