@@ -7,10 +7,13 @@ test's own :func:`auth_types_for_event` from the state the event is built on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stubserver.rooms.auth_rules import auth_types_for_event
+import pytest
+
+from stubserver.rooms.auth_rules import AuthError, auth_types_for_event, check_auth
 from stubserver.rooms.event import Event
 from stubserver.rooms.versions import room_version
 
@@ -150,3 +153,14 @@ def standard_room(version: str, join_rule: str = "public",
     room.send("m.room.power_levels", ALICE, {"users": levels}, state_key="")
     room.send("m.room.join_rules", ALICE, {"join_rule": join_rule}, state_key="")
     return room
+
+
+def allowed(room: RoomBuilder, event: Event) -> None:
+    """Assert ``event`` passes the auth rules against the room's current state."""
+    check_auth(event, room.auth_state())
+
+
+def rejected(room: RoomBuilder, event: Event, rule: str) -> None:
+    """Assert ``event`` fails the auth rules with a reason containing ``rule``."""
+    with pytest.raises(AuthError, match=re.escape(rule)):
+        check_auth(event, room.auth_state())
