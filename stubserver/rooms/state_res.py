@@ -172,7 +172,7 @@ def _sender_power(event: Event, events: _Events) -> int:
     return user_power_level(event.sender, events.auth_map(event))
 
 
-def reverse_topological_power_order(ids: Collection[str], events: _Events) -> list[str]:
+def _reverse_topological_power_order(ids: Collection[str], events: _Events) -> list[str]:
     """Kahn's algorithm over the auth DAG restricted to ``ids``, always taking the
     smallest candidate: greater sender power, then smaller origin_server_ts, then event
     ID. Earliest first."""
@@ -209,7 +209,7 @@ def _power_levels_parent(event: Event, events: _Events) -> str | None:
     return None
 
 
-def mainline_order(
+def _mainline_order(
     ids: Collection[str], power_levels_id: str | None, events: _Events
 ) -> list[str]:
     """Spec "Mainline ordering" of ``ids`` based on the power levels event
@@ -253,7 +253,7 @@ def mainline_order(
     return sorted(ids, key=key)
 
 
-def iterative_auth_checks(
+def _iterative_auth_checks(
     initial: StateMap,
     ordered: Sequence[str],
     events: _Events,
@@ -309,12 +309,12 @@ def resolve_state(
         full_conflicted |= _conflicted_subgraph(conflicted, events)
     power = {e for e in full_conflicted if is_power_event(events[e])}
     power |= events.auth_chain(power) & full_conflicted
-    power_order = reverse_topological_power_order(power, events)
+    power_order = _reverse_topological_power_order(power, events)
     # v2.1 starts the first iterative auth checks from an empty state map.
-    partial = iterative_auth_checks({} if v21 else unconflicted, power_order, events,
+    partial = _iterative_auth_checks({} if v21 else unconflicted, power_order, events,
                                     rejected)
     remaining = full_conflicted - power
-    others = mainline_order(remaining, partial.get(POWER_LEVELS_KEY), events)
-    resolved = iterative_auth_checks(partial, others, events, rejected)
+    others = _mainline_order(remaining, partial.get(POWER_LEVELS_KEY), events)
+    resolved = _iterative_auth_checks(partial, others, events, rejected)
     resolved.update(unconflicted)
     return resolved
