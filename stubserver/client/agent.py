@@ -43,10 +43,11 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResp
 from zope.interface import implementer
 
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
+from stubserver.client.body import describe_failure
 from stubserver.discovery.dns import AddressResolver, build_dns_clients
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
 from stubserver.discovery.srv import SrvResolver
-from stubserver.discovery.well_known import WellKnownResolver, describe_failure
+from stubserver.discovery.well_known import WellKnownResolver
 from stubserver.tls.client import FederationTlsPolicy
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from stubserver import __version__
 from stubserver.auth.xmatrix import sign_request
-from stubserver.discovery.well_known import BodyTooLarge, describe_failure, read_body_limited
+from stubserver.client.body import BodyTooLarge, describe_failure, read_body_limited
 from stubserver.signing.canonical_json import encode_json
 from stubserver.signing.keys import ServerSigningKey
 

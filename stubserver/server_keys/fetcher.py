@@ -38,9 +38,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
 from stubserver.client.agent import FederationConnectError, ResolutionFailed
+from stubserver.client.body import describe_failure, raise_if_cancelled, read_body_limited
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.resolution import Target
-from stubserver.discovery.well_known import describe_failure, raise_if_cancelled, read_body_limited
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 from stubserver.signing.keys import (
     ED25519,

@@ -36,9 +36,9 @@ from stubserver.client.agent import (
     pool_netloc,
 )
 from stubserver.client.blocklist import IPBlocklist
+from stubserver.client.body import read_body_limited
 from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.discovery.resolution import Resolution, Target
-from stubserver.discovery.well_known import read_body_limited
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.client import FederationTlsPolicy
 from tests.support import failure_now, has_fired, result_now
