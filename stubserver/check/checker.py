@@ -61,8 +61,9 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from stubserver.auth.xmatrix import sign_request
-from stubserver.client.agent import ResolutionFailed, build_federation_client
+from stubserver.client.agent import ResolutionFailed
 from stubserver.client.blocklist import BlockedAddress
+from stubserver.client.build import build_federation_client
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target

@@ -133,7 +133,7 @@ def format_outcome(outcome: RequestOutcome, out: TextIO) -> None:
 
 async def send(reactor: Any, config: Any, settings: Any, plan: RequestPlan) -> RequestOutcome:
     """Build the federation client from ``settings`` and send ``plan`` signed as ``config``."""
-    from stubserver.client.agent import build_federation_client  # noqa: PLC0415
+    from stubserver.client.build import build_federation_client  # noqa: PLC0415
     from stubserver.client.signed_request import (  # noqa: PLC0415
         FederationClient,
         FederationIdentity,

@@ -27,7 +27,6 @@ used for .well-known and its redirects), :class:`TargetsEndpoint` (an
 from __future__ import annotations
 
 import ipaddress
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,16 +43,12 @@ from zope.interface import implementer
 
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure
-from stubserver.discovery.dns import AddressResolver, build_dns_clients
+from stubserver.discovery.dns import AddressResolver
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
-from stubserver.discovery.srv import SrvResolver
-from stubserver.discovery.well_known import WellKnownResolver
 from stubserver.tls.client import FederationTlsPolicy
 
 if TYPE_CHECKING:
-    from stubserver.client.backoff import DestinationBackoff
-    from stubserver.config import FederationSettings
-    from stubserver.server_keys.fetcher import ServerKeyFetcher
+    pass
 
 #: TCP connect timeout per address, in seconds.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -378,82 +373,3 @@ class MatrixFederationAgent:
             return response
         finally:
             self._endpoints._pending.pop(netloc, None)
-
-
-@dataclass(frozen=True)
-class FederationContext:
-    """Everything outbound federation needs, built once by :func:`build_federation_client`.
-
-    ``agent`` (``matrix-federation://``), ``resolver`` (``resolve(name)``),
-    ``key_fetcher`` (:class:`~stubserver.server_keys.fetcher.ServerKeyFetcher`), ``https_agent``
-    (blocklisting, verifying ``https://`` agent), ``well_known``, ``srv``, ``tls``,
-    ``blocklist`` and the ``settings`` they were built from.
-    """
-
-    agent: MatrixFederationAgent
-    resolver: FederationResolver
-    key_fetcher: ServerKeyFetcher
-    https_agent: IAgent
-    well_known: WellKnownResolver
-    srv: SrvResolver
-    tls: FederationTlsPolicy
-    blocklist: IPBlocklist
-    settings: FederationSettings
-
-
-def build_federation_client(
-    reactor: Any,
-    settings: FederationSettings,
-    *,
-    rng: random.Random | None = None,
-    dns: Any = None,
-    backoff: DestinationBackoff | None = None,
-) -> FederationContext:
-    """Build the agent, resolver and key fetcher from ``settings``.
-
-    ``reactor`` provides TCP, time and (for the system resolver) ``nameResolver``;
-    ``dns`` overrides the DNS clients (a :class:`~stubserver.discovery.dns.DnsClients`), for tests.
-    With ``backoff``, key fetches skip destinations backed off after failures (Synapse's
-    schedule, :mod:`stubserver.client.backoff`): ``run`` uses it; the diagnostic commands do not,
-    since an admin asking about a server wants it tried now.
-    Raises :class:`~stubserver.tls.client.CaFileError` for an unreadable CA file.
-    """
-    from stubserver.client.backoff import BackoffAgent  # noqa: PLC0415
-    from stubserver.server_keys.fetcher import ServerKeyFetcher  # noqa: PLC0415 - it imports us
-
-    rng = rng if rng is not None else random.SystemRandom()
-    dns_clients = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)
-    tls = FederationTlsPolicy(settings.ca_files, verify_certificates=settings.verify_certificates)
-    blocklist = IPBlocklist.from_settings(settings.ip_range_blocklist, settings.ip_range_allowlist)
-    pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-    pool.retryAutomatically = False
-    https_agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
-        reactor,
-        BlocklistingEndpointFactory(reactor, dns_clients.addresses, tls, blocklist),
-        pool=pool,
-    )
-    well_known = WellKnownResolver(https_agent, reactor, rng, port=settings.well_known_port)
-    srv = SrvResolver(dns_clients.srv, reactor)
-    resolver = FederationResolver(
-        clock=reactor,
-        well_known=well_known,
-        srv=srv,
-        addresses=dns_clients.addresses,
-        blocklist=blocklist,
-        rng=rng,
-        default_port=settings.default_port,
-    )
-    agent = MatrixFederationAgent(reactor, resolver, tls, blocklist)
-    return FederationContext(
-        agent=agent,
-        resolver=resolver,
-        key_fetcher=ServerKeyFetcher(
-            agent if backoff is None else BackoffAgent(agent, backoff), reactor
-        ),
-        https_agent=https_agent,
-        well_known=well_known,
-        srv=srv,
-        tls=tls,
-        blocklist=blocklist,
-        settings=settings,
-    )

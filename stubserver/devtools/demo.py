@@ -36,7 +36,7 @@ from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 
 if TYPE_CHECKING:
-    from stubserver.client.agent import FederationContext
+    from stubserver.client.build import FederationContext
     from stubserver.client.signed_request import FederationClient
 
 #: The demo's DNS server, on a loopback address of its own and an unprivileged port.
@@ -543,7 +543,7 @@ async def check_all_pairs(
     """Every ordered pair, each sender with its own config, agent and identity."""
     from twisted.internet.defer import Deferred, gatherResults  # noqa: PLC0415
 
-    from stubserver.client.agent import build_federation_client  # noqa: PLC0415
+    from stubserver.client.build import build_federation_client  # noqa: PLC0415
     from stubserver.client.signed_request import FederationClient, FederationIdentity  # noqa: PLC0415
     from stubserver.config import load_config  # noqa: PLC0415
 

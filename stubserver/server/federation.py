@@ -64,7 +64,7 @@ class LazyKeyFetcher:
 
     def _get(self) -> ServerKeyFetcher:
         if self._fetcher is None:
-            from stubserver.client.agent import build_federation_client  # noqa: PLC0415
+            from stubserver.client.build import build_federation_client  # noqa: PLC0415
 
             context = build_federation_client(
                 self._reactor, self._config.federation, backoff=self._backoff

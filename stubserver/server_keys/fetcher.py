@@ -1,7 +1,7 @@
 """Fetching and verifying a server's own keys (spec: Server-Server API, "Retrieving server
 keys", ``GET /_matrix/key/v2/server``).
 
-:class:`ServerKeyFetcher` (built by :func:`stubserver.client.agent.build_federation_client`):
+:class:`ServerKeyFetcher` (built by :func:`stubserver.client.build.build_federation_client`):
 
 - ``fetch(server_name) -> Deferred[ServerKeys]``: always asks the server (through the
   federation agent, so resolution and TLS are the spec's), verifies, caches; fails with

@@ -293,7 +293,7 @@ class BlockedOriginTests(SynchronousTestCase):
         """A request claiming an origin at a blocked address makes no outbound connection."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from stubserver.client.agent import build_federation_client
+        from stubserver.client.build import build_federation_client
         from stubserver.config import FederationSettings
 
         reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]

@@ -16,7 +16,6 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver.client.agent import build_federation_client
 from stubserver.client.backoff import (
     JITTER_HIGH,
     JITTER_LOW,
@@ -29,6 +28,7 @@ from stubserver.client.backoff import (
     is_backoff_status,
     next_retry_interval_ms,
 )
+from stubserver.client.build import build_federation_client
 from stubserver.config import FederationSettings
 from tests.support import failure_now, result_now
 

@@ -46,7 +46,7 @@ import json, sys
 from pathlib import Path
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList
-from stubserver.client.agent import build_federation_client
+from stubserver.client.build import build_federation_client
 from stubserver.config import FederationSettings
 
 ca, names = sys.argv[1], sys.argv[2:]
