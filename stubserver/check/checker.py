@@ -63,16 +63,13 @@ from zope.interface import implementer
 from stubserver.auth.xmatrix import sign_request
 from stubserver.client.agent import ResolutionFailed
 from stubserver.client.blocklist import BlockedAddress
+from stubserver.client.body import describe_failure, read_body_limited
 from stubserver.client.build import build_federation_client
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
-from stubserver.discovery.well_known import (
-    describe_failure,
-    parse_well_known_body,
-    read_body_limited,
-)
+from stubserver.discovery.well_known import parse_well_known_body
 from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
 from stubserver.signing.keys import (
     ED25519,
