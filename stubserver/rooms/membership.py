@@ -156,7 +156,7 @@ def make_membership_template(
 
 
 def make_join_template(
-    room: Room, user_id: str, supported_versions: Sequence[str] | None, *, origin: str,
+    room: Room | None, user_id: str, supported_versions: Sequence[str] | None, *, origin: str,
     now: int,
 ) -> Template:
     """``make_join``: refuse with 400 ``M_INCOMPATIBLE_ROOM_VERSION`` (with
