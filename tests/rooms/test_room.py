@@ -203,3 +203,23 @@ def test_event_auth_is_the_auth_chain_including_the_auth_events(version: str) ->
     assert set(message.event.auth_event_ids) <= set(chain)
     assert room.current_state[("m.room.create", "")] in chain
     assert message.event_id not in chain
+
+
+@ALL
+def test_a_room_joined_from_a_send_join_answer_builds_its_state(version: str) -> None:
+    """Outliers (state and auth chain from send_join) then the join with the state
+    before it: the join is accepted, is the extremity, and current state is that state
+    plus the join."""
+    hosted = new_room(version).room
+    join_record = join(hosted, BOB)
+    state_ids, chain = hosted.state_ids_before(join_record.event_id)
+    ours = Room(hosted.room_id, hosted.room_version)
+    for event_id in sorted(set(chain) | set(state_ids),
+                           key=lambda e: hosted.get_event(e).depth):  # type: ignore[union-attr]
+        assert ours.add_outlier(hosted.get_event(event_id), 0).outcome == "accepted"  # type: ignore[arg-type]
+    record = ours.add_event(join_record.event, 0,
+                            state_before=hosted.state_before(join_record.event_id))
+    assert record.outcome == "accepted"
+    assert ours.forward_extremities == {join_record.event_id}
+    assert ours.current_state == hosted.state_at(join_record.event_id)
+    assert ours.members[BOB] == "join"
