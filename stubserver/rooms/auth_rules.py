@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stubserver.rooms.auth_events import auth_event_types
 from stubserver.rooms.event import Event
 from stubserver.rooms.power_levels import (
     AuthState,
@@ -88,29 +89,6 @@ def domain_of(identifier: str) -> str:
     return identifier.partition(":")[2]
 
 
-def _auth_types_member(
-    room_version: RoomVersion, state_key: str | None, content: Mapping[str, Any]
-) -> set[tuple[str, str]]:
-    types: set[tuple[str, str]] = set()
-    if state_key is not None:
-        types.add((MEMBER, state_key))
-    membership = content.get("membership")
-    if membership in ("join", "invite", "knock"):
-        types.add(JOIN_RULES_KEY)
-    if membership == "invite":
-        third_party = content.get("third_party_invite")
-        if isinstance(third_party, dict):
-            signed = third_party.get("signed")
-            token = signed.get("token") if isinstance(signed, dict) else None
-            if isinstance(token, str):
-                types.add((THIRD_PARTY_INVITE, token))
-    authoriser = content.get("join_authorised_via_users_server")
-    # All of v10-v12 support restricted rooms (spec feature matrix).
-    if membership == "join" and isinstance(authoriser, str):
-        types.add((MEMBER, authoriser))
-    return types
-
-
 def auth_types_for_event(
     room_version: RoomVersion,
     type: str,
@@ -118,21 +96,12 @@ def auth_types_for_event(
     sender: str,
     content: Mapping[str, Any],
 ) -> set[tuple[str, str]]:
-    """The ``(type, state_key)`` pairs an event's ``auth_events`` may (and should) cite.
-
-    Spec "Auth events selection" (rooms.md 3.3): the create event only in v10/v11 (in v12
-    it MUST NOT be cited: ``room_id`` implies it), power levels, the sender's membership,
-    and for membership events the target's membership, join rules (join, invite, knock),
-    the third-party invite for the token, and the authorising user's membership.
+    """The ``(type, state_key)`` pairs an event's ``auth_events`` may (and should) cite,
+    as a set: ``stubserver.rooms.auth_events.auth_event_types`` (the one implementation of
+    the spec's "Auth events selection", rooms.md 3.3) in the argument order the auth
+    rules and state resolution use.
     """
-    if type == CREATE:  # rule 1 goes by type alone
-        return set()
-    types = {POWER_LEVELS_KEY, (MEMBER, sender)}
-    if not room_version.room_id_is_create_hash:
-        types.add(CREATE_KEY)
-    if type == MEMBER:
-        types |= _auth_types_member(room_version, state_key, content)
-    return types
+    return set(auth_event_types(type, state_key, sender, content, room_version))
 
 
 def create_event_id_for_room(room_id: str) -> str:

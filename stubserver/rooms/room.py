@@ -1,0 +1,429 @@
+"""One room's event graph in memory: events with their outcome, the state after each,
+forward extremities, current state, and the read answers other servers ask for.
+
+Spec: Server-Server API "Checks performed on receipt of a PDU" (steps 4-6: auth against
+the auth events → reject; against the state before the event → reject; against the
+current state → soft fail), "Soft failure", and the ``backfill``, ``get_missing_events``,
+``state_ids`` and ``event_auth`` endpoints; rooms.md 1.2 and 1.10 for Synapse's answers.
+
+Pure and synchronous: the caller has already checked each event's format and signatures
+(``stubserver.rooms.format``, ``stubserver.rooms.signing``) and fetches what we lack
+(:class:`MissingEvents` says what). Every graph walk is iterative and bounded by a named
+constant. State maps share structure (``stubserver.rooms.state_store``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from stubserver.rooms.auth_rules import (
+    AuthError,
+    auth_types_for_event,
+    check_auth,
+    check_auth_events_selection,
+)
+from stubserver.rooms.event import Event
+from stubserver.rooms.power_levels import CREATE_KEY
+from stubserver.rooms.state_res import StateResolutionError, auth_event_ids, resolve_state
+from stubserver.rooms.state_store import EMPTY_STATE, StateKey, StateNode
+from stubserver.rooms.versions import RoomVersion
+
+Outcome = Literal["accepted", "rejected", "soft_failed"]
+
+#: Most events (of any outcome) one room holds; past it :class:`RoomFull` is raised.
+MAX_EVENTS_PER_ROOM: Final = 100_000
+#: Most events one auth chain answer may hold (``event_auth``, ``state_ids``).
+MAX_AUTH_CHAIN_EVENTS: Final = 10_000
+#: ``get_missing_events``: Synapse caps the limit at 20 (default 10).
+MAX_MISSING_EVENTS: Final = 20
+DEFAULT_MISSING_EVENTS: Final = 10
+#: ``backfill``: Synapse caps the limit at 100.
+MAX_BACKFILL_EVENTS: Final = 100
+#: Most events a get_missing_events walk visits, whatever it returns.
+MAX_MISSING_EVENTS_WALK: Final = 1_000
+
+MEMBER = "m.room.member"
+
+
+class RoomError(Exception):
+    """An event cannot be added to this room; the subclasses say why."""
+
+
+class WrongRoom(RoomError):
+    """The event belongs to another room."""
+
+
+class RoomFull(RoomError):
+    """The room holds :data:`MAX_EVENTS_PER_ROOM` events already."""
+
+
+class MissingEvents(RoomError):
+    """Events the check needs are unknown: fetch them (``kind`` says which endpoint helps:
+    ``"prev"`` → get_missing_events / state_ids, ``"auth"`` → event_auth) and retry."""
+
+    def __init__(self, kind: Literal["prev", "auth"], event_ids: Sequence[str]) -> None:
+        super().__init__(f"unknown {kind} events: {', '.join(event_ids)}")
+        self.kind = kind
+        self.event_ids = tuple(event_ids)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An event the room gained, with the outcome of its checks.
+
+    ``position`` is its index in :meth:`Room.events_since` order; ``origin`` the server it
+    came from (ours for our own); ``received_ts`` the ``now`` it was added at (ms);
+    ``outlier`` marks events known only as state or auth chain (send_join's answer),
+    which are not part of the graph walks.
+    """
+
+    event: Event
+    outcome: Outcome
+    reason: str | None
+    position: int
+    origin: str | None
+    received_ts: int
+    outlier: bool = False
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+
+class Room:
+    """One room's events and state. Create it with its create event (:meth:`add_event`
+    checks it like any other) or from a join answer (:meth:`add_outlier` first)."""
+
+    def __init__(self, room_id: str, room_version: RoomVersion) -> None:
+        self.room_id = room_id
+        self.room_version = room_version
+        self._records: dict[str, EventRecord] = {}
+        self._timeline: list[EventRecord] = []
+        self._state_after: dict[str, StateNode] = {}
+        # Only where it differs from the state after (accepted state events).
+        self._state_before: dict[str, StateNode] = {}
+        self._cited: set[str] = set()
+        self._rejected: set[str] = set()
+        self._extremities: frozenset[str] = frozenset()
+        self._current = EMPTY_STATE
+
+    # --- reading -----------------------------------------------------------------------
+
+    def get_event(self, event_id: str) -> Event | None:
+        """The event, whatever its outcome, or None."""
+        record = self._records.get(event_id)
+        return None if record is None else record.event
+
+    def record(self, event_id: str) -> EventRecord | None:
+        """The event's record (outcome, reason, position), or None."""
+        return self._records.get(event_id)
+
+    def __len__(self) -> int:
+        return len(self._timeline)
+
+    def events_since(self, position: int) -> list[EventRecord]:
+        """Every event gained at ``position`` or later, in order (control API ``from=N``)."""
+        return self._timeline[max(position, 0):]
+
+    @property
+    def forward_extremities(self) -> frozenset[str]:
+        """Accepted events no accepted event cites (soft-failed events never become one)."""
+        return self._extremities
+
+    @property
+    def current_state(self) -> dict[StateKey, str]:
+        """The current state map ``{(type, state_key): event_id}`` (a fresh copy)."""
+        return self._current.materialise()
+
+    def current_state_id(self, key: StateKey) -> str | None:
+        """The current state's event ID at ``key``."""
+        return self._current.get(key)
+
+    def state_at(self, event_id: str) -> dict[StateKey, str]:
+        """The state after ``event_id`` (a rejected event's is the state before it).
+        Raise KeyError for an event we have no state for (unknown or outlier)."""
+        return self._state_after[event_id].materialise()
+
+    def state_before(self, event_id: str) -> dict[StateKey, str]:
+        """The state before ``event_id``: the state after it without the event itself
+        (as ``/state_ids`` answers). Raise KeyError as :meth:`state_at`."""
+        node = self._state_before.get(event_id)
+        return node.materialise() if node is not None else self.state_at(event_id)
+
+    @property
+    def members(self) -> dict[str, str]:
+        """``{user_id: membership}`` from the current state."""
+        result: dict[str, str] = {}
+        for (event_type, state_key), event_id in self._current.materialise().items():
+            if event_type == MEMBER:
+                membership = self._records[event_id].event.membership
+                if membership is not None:
+                    result[state_key] = membership
+        return result
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers with a joined member, sorted."""
+        return sorted({u.partition(":")[2] for u, m in self.members.items() if m == "join"})
+
+    def is_server_in_room(self, server_name: str) -> bool:
+        """True when a user of ``server_name`` is joined (the read endpoints' check)."""
+        return server_name in self.servers
+
+    def missing_prev_events(self, event: Event) -> list[str]:
+        """The event's prev_events we do not have as graph events."""
+        return [p for p in event.prev_event_ids if p not in self._state_after]
+
+    def missing_auth_events(self, event: Event) -> list[str]:
+        """The event's auth events (v12: with the implied create event) we lack."""
+        return [a for a in auth_event_ids(event) if a not in self._records]
+
+    def check_against_current_state(self, event: Event) -> str | None:
+        """Why ``event`` (built, not added) would fail the rules against the current
+        state, or None (make_join / make_leave ask this before answering)."""
+        try:
+            check_auth(event, self._auth_state_from(event, self._current))
+        except AuthError as e:
+            return e.reason
+        return None
+
+    # --- adding ------------------------------------------------------------------------
+
+    def add_event(
+        self, event: Event, now: int, *, origin: str | None = None,
+        state_before: Mapping[StateKey, str] | None = None,
+    ) -> EventRecord:
+        """Check ``event`` as on receipt and add it to the graph; its record.
+
+        Order (spec "Checks performed on receipt of a PDU"): the auth events selection
+        and the rules against the event's auth events (rejected); against the state
+        before it, from its prev_events or ``state_before`` when the caller got that from
+        ``/state_ids`` (rejected); against the current state when its prev_events are
+        not the forward extremities (soft-failed). An event seen before returns its
+        first record. Raise :class:`MissingEvents`, :class:`WrongRoom`, :class:`RoomFull`.
+        """
+        known = self._records.get(event.event_id)
+        if known is not None and not known.outlier:
+            return known
+        self._check_addable(event)
+        missing_auth = self.missing_auth_events(event)
+        if missing_auth:
+            raise MissingEvents("auth", missing_auth)
+        missing_prev = self.missing_prev_events(event)
+        if missing_prev and state_before is None:
+            raise MissingEvents("prev", missing_prev)
+        if state_before is not None:
+            before = EMPTY_STATE.with_changes(dict(state_before))
+        else:
+            before = self._state_before_node(event)
+        outcome, reason = self._check(event, before)
+        after = before
+        if outcome != "rejected" and event.is_state:
+            after = before.with_changes({event.state_tuple(): event.event_id})
+            self._state_before[event.event_id] = before
+        self._state_after[event.event_id] = after
+        record = self._append(event, outcome, reason, origin, now, outlier=False)
+        if outcome == "rejected":
+            self._rejected.add(event.event_id)
+        else:
+            self._cited.update(event.prev_event_ids)
+        if outcome == "accepted":
+            self._advance(event, after)
+        return record
+
+    def add_outlier(self, event: Event, now: int, *, origin: str | None = None) -> EventRecord:
+        """Add an event known only as state or auth chain (send_join's answer, fetched
+        auth events): checked against its auth events only, not part of the graph.
+        Raise :class:`MissingEvents` (``"auth"``) when its auth events are unknown."""
+        known = self._records.get(event.event_id)
+        if known is not None:
+            return known
+        self._check_addable(event)
+        missing = self.missing_auth_events(event)
+        if missing:
+            raise MissingEvents("auth", missing)
+        reason = self._auth_events_failure(event)
+        outcome: Outcome = "accepted" if reason is None else "rejected"
+        if reason is not None:
+            self._rejected.add(event.event_id)
+        return self._append(event, outcome, reason, origin, now, outlier=True)
+
+    def _check_addable(self, event: Event) -> None:
+        if event.room_id != self.room_id:
+            raise WrongRoom(f"{event.event_id} is in {event.room_id}, not {self.room_id}")
+        if len(self._timeline) >= MAX_EVENTS_PER_ROOM:
+            raise RoomFull(f"room {self.room_id} holds {MAX_EVENTS_PER_ROOM} events")
+
+    def _append(self, event: Event, outcome: Outcome, reason: str | None,
+                origin: str | None, now: int, *, outlier: bool) -> EventRecord:
+        record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
+        self._records[event.event_id] = record
+        self._timeline.append(record)
+        return record
+
+    def _auth_events_failure(self, event: Event) -> str | None:
+        """Why the event fails against its own auth events, or None."""
+        listed = [self._records[a].event for a in event.auth_event_ids]
+        for auth_id in auth_event_ids(event):
+            if auth_id in self._rejected:
+                return f"auth event {auth_id} was rejected"
+        try:
+            check_auth_events_selection(event, listed)
+            check_auth(event, self._auth_map(auth_event_ids(event)))
+        except AuthError as e:
+            return e.reason
+        return None
+
+    def _auth_map(self, event_ids: Iterable[str]) -> dict[StateKey, Event]:
+        result: dict[StateKey, Event] = {}
+        for event_id in event_ids:
+            auth_event = self._records[event_id].event
+            if auth_event.state_key is not None:
+                result[auth_event.state_tuple()] = auth_event
+        return result
+
+    def _auth_state_from(self, event: Event, state: StateNode) -> dict[StateKey, Event]:
+        """The entries of ``state`` the rules read for ``event`` (its selection and the
+        create event), as events: no full-state copy."""
+        keys = auth_types_for_event(event.room_version, event.type, event.state_key,
+                                    event.sender, event.content) | {CREATE_KEY}
+        ids = [i for i in (state.get(k) for k in keys) if i is not None and i in self._records]
+        return self._auth_map(ids)
+
+    def _check(self, event: Event, before: StateNode) -> tuple[Outcome, str | None]:
+        reason = self._auth_events_failure(event)
+        if reason is not None:
+            return "rejected", reason
+        try:
+            check_auth(event, self._auth_state_from(event, before))
+        except AuthError as e:
+            return "rejected", f"{e.reason} (against the state before the event)"
+        # Soft failure needs a current state: the first graph event of a room joined
+        # from a send_join answer (outliers only so far) has none to fail against.
+        if not self._extremities or set(event.prev_event_ids) == self._extremities:
+            return "accepted", None
+        try:
+            check_auth(event, self._auth_state_from(event, self._current))
+        except AuthError as e:
+            return "soft_failed", f"{e.reason} (against the current state)"
+        return "accepted", None
+
+    def _state_before_node(self, event: Event) -> StateNode:
+        prevs = [p for p in dict.fromkeys(event.prev_event_ids) if p in self._state_after]
+        nodes = list({id(n): n for n in (self._state_after[p] for p in prevs)}.values())
+        return self._resolve(nodes)
+
+    def _resolve(self, nodes: Sequence[StateNode]) -> StateNode:
+        if not nodes:
+            return EMPTY_STATE
+        if len(nodes) == 1:
+            return nodes[0]
+        try:
+            resolved = resolve_state(self.room_version, [n.materialise() for n in nodes],
+                                     self.get_event, rejected=self._rejected)
+        except StateResolutionError as e:
+            raise RoomError(f"state resolution failed: {e}") from e
+        base = max(nodes, key=lambda n: n.size)
+        return base.with_changes(base.diff_to(resolved))
+
+    def _advance(self, event: Event, after: StateNode) -> None:
+        linear = set(event.prev_event_ids) == self._extremities
+        extremities = set(self._extremities) - set(event.prev_event_ids)
+        if event.event_id not in self._cited:
+            extremities.add(event.event_id)
+        self._extremities = frozenset(extremities)
+        if linear and self._extremities == {event.event_id}:
+            self._current = after
+        else:
+            self._current = self._resolve(
+                [self._state_after[e] for e in sorted(self._extremities)])
+
+    # --- answers to other servers ------------------------------------------------------
+
+    def auth_chain(self, event_ids: Iterable[str], *,
+                   limit: int = MAX_AUTH_CHAIN_EVENTS) -> list[str]:
+        """The IDs in the auth chains of ``event_ids`` (not the events themselves unless
+        one cites another), depth-ascending. Iterative; raise :class:`RoomError` past
+        ``limit`` events."""
+        seen: set[str] = set()
+        stack = [a for s in event_ids if s in self._records
+                 for a in auth_event_ids(self._records[s].event)]
+        while stack:
+            event_id = stack.pop()
+            if event_id in seen or event_id not in self._records:
+                continue
+            seen.add(event_id)
+            if len(seen) > limit:
+                raise RoomError(f"auth chain passes {limit} events")
+            stack.extend(auth_event_ids(self._records[event_id].event))
+        return sorted(seen, key=self._order_key)
+
+    def _order_key(self, event_id: str) -> tuple[int, int]:
+        record = self._records[event_id]
+        return (record.event.depth, record.position)
+
+    def state_ids_before(self, event_id: str) -> tuple[list[str], list[str]]:
+        """``/state_ids``: the state IDs before the event and their auth chain IDs."""
+        state = sorted(self.state_before(event_id).values(), key=self._order_key)
+        return state, self.auth_chain(state)
+
+    def backfill(self, from_ids: Iterable[str], limit: int) -> list[Event]:
+        """``/backfill``: the ``from_ids`` events and their ancestors, deepest first, at
+        most ``limit`` (capped at :data:`MAX_BACKFILL_EVENTS`); rejected events and
+        events we lack are skipped."""
+        limit = max(0, min(limit, MAX_BACKFILL_EVENTS))
+        heap: list[tuple[int, int, str]] = []
+        queued: set[str] = set()
+
+        def push(event_id: str) -> None:
+            if event_id in queued or event_id not in self._state_after:
+                return
+            queued.add(event_id)
+            record = self._records[event_id]
+            heapq.heappush(heap, (-record.event.depth, -record.position, event_id))
+
+        for event_id in from_ids:
+            push(event_id)
+        result: list[Event] = []
+        while heap and len(result) < limit:
+            _, _, event_id = heapq.heappop(heap)
+            record = self._records[event_id]
+            if record.outcome != "rejected":
+                result.append(record.event)
+            for prev in record.event.prev_event_ids:
+                push(prev)
+        return result
+
+    def get_missing_events(
+        self, earliest: Iterable[str], latest: Iterable[str], limit: int, min_depth: int
+    ) -> list[Event]:
+        """``/get_missing_events``: ancestors of ``latest`` (not those), walking
+        prev_events breadth-first and stopping at ``earliest`` and below ``min_depth``,
+        at most ``limit`` (capped at :data:`MAX_MISSING_EVENTS`), oldest first."""
+        limit = max(0, min(limit, MAX_MISSING_EVENTS))
+        seen = set(earliest)
+        front = [e for e in dict.fromkeys(latest) if e not in seen and e in self._records]
+        seen.update(front)
+        found: list[str] = []
+        visited = 0
+        while front and len(found) < limit and visited < MAX_MISSING_EVENTS_WALK:
+            next_front: list[str] = []
+            for event_id in front:
+                for prev in self._records[event_id].event.prev_event_ids:
+                    visited += 1
+                    record = self._records.get(prev)
+                    if prev in seen or record is None or record.event.depth < min_depth:
+                        continue
+                    seen.add(prev)
+                    next_front.append(prev)
+                    if record.outcome != "rejected":
+                        found.append(prev)
+            front = next_front
+        return [self._records[e].event for e in reversed(found[:limit])]
+
+    def event_auth(self, event_id: str) -> list[str]:
+        """``/event_auth``: the auth chain of the event (its auth events included)."""
+        return self.auth_chain([event_id])

@@ -1,0 +1,268 @@
+"""Processing an inbound ``PUT /_matrix/federation/v1/send/{txnId}`` body, pure.
+
+Spec: Server-Server API "Transactions" and "Checks performed on receipt of a PDU";
+rooms.md 1.2 for what Synapse 1.163.2 answers, which we answer the same way:
+
+* more than :data:`MAX_PDUS_PER_TRANSACTION` PDUs or :data:`MAX_EDUS_PER_TRANSACTION`
+  EDUs: 400 ``{}``, nothing processed (:class:`TransactionRefused`);
+* a transaction ID seen before from the same origin: the stored answer, the new body
+  ignored (:class:`TransactionMemory`, bounded by count and by age);
+* per PDU: one that fails to parse, or names a room we do not know, is *absent* from the
+  answer; a signature failure is ``{"error": "..."}``; anything else is ``{}``, whatever
+  the auth checks decide later (they show only in the room's outcomes).
+
+Signature and key checks are injected (:data:`VerifyPdu`), so the Twisted shell can fetch
+keys first (:func:`parse_transaction`, verify, then :func:`apply_transaction`), while
+tests and in-process peers call :func:`process_transaction` in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from nacl.signing import VerifyKey
+from twisted.internet.interfaces import IReactorTime
+
+from stubserver.client.cache import BoundedCache
+from stubserver.rooms.event import Event
+from stubserver.rooms.format import InvalidPdu, event_from_pdu
+from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
+from stubserver.rooms.redaction import redact
+from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
+from stubserver.rooms.signing import EventSignatureError, verify_event_signature
+
+#: Synapse's limits on one transaction (rooms.md 1.2 step 1).
+MAX_PDUS_PER_TRANSACTION: Final = 50
+MAX_EDUS_PER_TRANSACTION: Final = 100
+#: How long, and how many, answered transactions are remembered for deduplication.
+TRANSACTION_MEMORY_SECONDS: Final = 24 * 60 * 60
+MAX_REMEMBERED_TRANSACTIONS: Final = 10_000
+
+RoomLookup = Callable[[str], "Room | None"]
+
+
+class SignatureFailure(Exception):
+    """The PDU's signatures do not verify; ``str()`` is the per-PDU error text."""
+
+
+#: Check an event's signatures (keys valid at its ``origin_server_ts``); raise
+#: :class:`SignatureFailure`. Content hashes are checked here, not by the callable.
+VerifyPdu = Callable[[Event], None]
+
+
+class TransactionRefused(Exception):
+    """The whole transaction is refused: answer ``status`` with ``body``."""
+
+    def __init__(self, status: int, body: Mapping[str, Any], reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.body = dict(body)
+
+
+@dataclass(frozen=True)
+class Edu:
+    """One EDU as received."""
+
+    origin: str
+    edu_type: str
+    content: Any
+
+
+@dataclass(frozen=True)
+class ParsedTransaction:
+    """A transaction within the limits: its PDUs that parsed, each with its room, and
+    its EDUs (malformed EDUs are dropped)."""
+
+    origin: str
+    txn_id: str
+    pdus: tuple[tuple[Room, Event], ...]
+    edus: tuple[Edu, ...]
+
+
+@dataclass(frozen=True)
+class TransactionOutcome:
+    """The answer body and what happened: events added (with their outcome), events
+    waiting for missing prev or auth events (the shell fetches, then re-adds), EDUs."""
+
+    response: dict[str, Any]
+    added: tuple[EventRecord, ...] = ()
+    pending: tuple[tuple[Room, Event, MissingEvents], ...] = ()
+    edus: tuple[Edu, ...] = ()
+    replayed: bool = False
+
+
+def parse_transaction(
+    origin: str, txn_id: str, body: object, rooms: RoomLookup
+) -> ParsedTransaction:
+    """Apply the limits and parse each PDU under its room's version; PDUs that fail to
+    parse or name an unknown room are left out. Raise :class:`TransactionRefused`."""
+    if not isinstance(body, Mapping):
+        raise TransactionRefused(400, {"errcode": "M_BAD_JSON",
+                                       "error": "transaction must be an object"}, "not object")
+    pdus = body.get("pdus", [])
+    edus = body.get("edus", [])
+    if not isinstance(pdus, list) or not isinstance(edus, list):
+        raise TransactionRefused(400, {"errcode": "M_BAD_JSON",
+                                       "error": "pdus and edus must be lists"}, "not lists")
+    if len(pdus) > MAX_PDUS_PER_TRANSACTION or len(edus) > MAX_EDUS_PER_TRANSACTION:
+        # Synapse answers exactly 400 {} (rooms.md 1.2 step 1).
+        raise TransactionRefused(400, {}, f"{len(pdus)} PDUs, {len(edus)} EDUs: too many")
+    parsed: list[tuple[Room, Event]] = []
+    for pdu in pdus:
+        room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
+        room = rooms(room_id) if isinstance(room_id, str) else None
+        if room is None:
+            # A v12 create event has no room_id: it never arrives by /send for a room
+            # we hold, so it is dropped like any unknown room.
+            continue
+        try:
+            parsed.append((room, event_from_pdu(pdu, room.room_version)))
+        except InvalidPdu:
+            continue
+    kept_edus = tuple(
+        Edu(origin, edu["edu_type"], edu.get("content"))
+        for edu in edus
+        if isinstance(edu, Mapping) and isinstance(edu.get("edu_type"), str)
+    )
+    return ParsedTransaction(origin, txn_id, tuple(parsed), kept_edus)
+
+
+def checked_copy(event: Event) -> Event:
+    """The event to store after the content hash check: itself, or on a mismatch its
+    redacted copy (same event ID), as Synapse stores (rooms.md 1.2 step 7)."""
+    try:
+        check_content_hash(event.pdu)
+    except ContentHashMismatch:
+        return Event(event_id=event.event_id, room_version=event.room_version,
+                     pdu=redact(event.pdu, event.room_version), room_id=event.room_id)
+    return event
+
+
+def apply_transaction(
+    parsed: ParsedTransaction,
+    signature_errors: Mapping[str, str],
+    now: int,
+) -> TransactionOutcome:
+    """Add each parsed PDU without a signature error to its room (content hash checked
+    here), and build the answer ``{"pdus": {event_id: {} | {"error": ...}}}``."""
+    results: dict[str, dict[str, str]] = {}
+    added: list[EventRecord] = []
+    pending: list[tuple[Room, Event, MissingEvents]] = []
+    for room, event in parsed.pdus:
+        error = signature_errors.get(event.event_id)
+        if error is not None:
+            results[event.event_id] = {"error": error}
+            continue
+        stored = checked_copy(event)
+        results[event.event_id] = {}
+        try:
+            added.append(room.add_event(stored, now, origin=parsed.origin))
+        except MissingEvents as missing:
+            pending.append((room, stored, missing))
+        except RoomError:
+            # RoomFull or a failed state resolution: the event is not stored, but the
+            # answer stays {} as Synapse's (it stages first, decides later).
+            continue
+    return TransactionOutcome({"pdus": results}, tuple(added), tuple(pending), parsed.edus)
+
+
+KeyLookup = Callable[[str, str, int], "VerifyKey | None"]
+
+
+def required_signers(event: Event) -> list[str]:
+    """The servers that must sign ``event`` (v3+): the sender's, and for a join with
+    ``join_authorised_via_users_server`` that user's (rooms.md 1.3)."""
+    servers = [event.sender.partition(":")[2]]
+    authoriser = event.content.get("join_authorised_via_users_server")
+    if event.type == "m.room.member" and event.membership == "join" and isinstance(
+            authoriser, str):
+        servers.append(authoriser.partition(":")[2])
+    return list(dict.fromkeys(servers))
+
+
+def verify_with_keys(lookup: KeyLookup) -> VerifyPdu:
+    """A :data:`VerifyPdu` over ``lookup(server, key_id, minimum_valid_until_ts)``, which
+    answers a key valid at the event's ``origin_server_ts`` or None (enforce_key_validity,
+    rooms.md 1.3). Each required server needs one ed25519 signature that verifies."""
+
+    def verify(event: Event) -> None:
+        signatures = event.pdu.get("signatures")
+        for server in required_signers(event):
+            block = signatures.get(server) if isinstance(signatures, Mapping) else None
+            key_ids = sorted(k for k in block if k.startswith("ed25519:")) if isinstance(
+                block, Mapping) else []
+            failure = "no signature"
+            for key_id in key_ids:
+                key = lookup(server, key_id, event.origin_server_ts)
+                if key is None:
+                    failure = "Failed to find any key to satisfy"
+                    continue
+                try:
+                    verify_event_signature(event.pdu, event.room_version, server, key_id, key)
+                    break
+                except EventSignatureError as e:
+                    failure = e.reason
+            else:
+                raise SignatureFailure(
+                    f"unable to verify signature for sender domain {server}: {failure}")
+
+    return verify
+
+
+def signature_errors(parsed: ParsedTransaction, verify: VerifyPdu) -> dict[str, str]:
+    """Run ``verify`` on each parsed PDU; the per-PDU error texts, Synapse's wording."""
+    errors: dict[str, str] = {}
+    for _, event in parsed.pdus:
+        try:
+            verify(event)
+        except SignatureFailure as e:
+            errors[event.event_id] = f"ERROR 403: {e}"
+    return errors
+
+
+@dataclass
+class TransactionMemory:
+    """Answers already given, by ``(origin, txn_id)``: bounded in count and age."""
+
+    clock: IReactorTime
+    max_entries: int = MAX_REMEMBERED_TRANSACTIONS
+    seconds: float = TRANSACTION_MEMORY_SECONDS
+    _cache: BoundedCache[tuple[str, str], dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._cache = BoundedCache(self.clock, max_entries=self.max_entries)
+
+    def answer(self, origin: str, txn_id: str) -> dict[str, Any] | None:
+        """The stored answer, or None."""
+        return self._cache.get((origin, txn_id))
+
+    def remember(self, origin: str, txn_id: str, response: dict[str, Any]) -> None:
+        """Store the answer given to ``(origin, txn_id)``."""
+        self._cache.set((origin, txn_id), response, self.seconds)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def process_transaction(
+    origin: str,
+    txn_id: str,
+    body: object,
+    *,
+    rooms: RoomLookup,
+    verify: VerifyPdu,
+    memory: TransactionMemory,
+    now: int,
+) -> TransactionOutcome:
+    """The whole inbound ``/send``: replay a remembered answer, else parse, verify,
+    apply and remember. Raise :class:`TransactionRefused` (not remembered, as Synapse
+    stores only answered transactions)."""
+    stored = memory.answer(origin, txn_id)
+    if stored is not None:
+        return TransactionOutcome(stored, replayed=True)
+    parsed = parse_transaction(origin, txn_id, body, rooms)
+    outcome = apply_transaction(parsed, signature_errors(parsed, verify), now)
+    memory.remember(origin, txn_id, outcome.response)
+    return outcome

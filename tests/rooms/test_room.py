@@ -1,0 +1,225 @@
+"""The in-memory room: outcomes on receipt, forks, soft failure, read answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from stubserver.rooms.room import MAX_MISSING_EVENTS, MissingEvents, Room, WrongRoom
+from stubserver.rooms.state_res import resolve_state
+from tests.rooms.room_fixtures import ALICE, BOB, VERSIONS, add, build, join, new_room, send
+
+ALL = pytest.mark.parametrize("version", VERSIONS)
+NAME = ("m.room.name", "")
+
+
+@ALL
+def test_a_joined_member_message_is_accepted_and_becomes_the_only_extremity(version: str) -> None:
+    """An event built on the forward extremities and allowed is accepted, extends the
+    graph linearly and is the new sole forward extremity."""
+    room = new_room(version).room
+    join(room, BOB)
+    record = send(room, BOB, "m.room.message", {"body": "hi"})
+    assert (record.outcome, record.reason) == ("accepted", None)
+    assert room.forward_extremities == {record.event_id}
+    assert room.members == {ALICE: "join", BOB: "join"}
+    assert room.servers == ["a.test", "b.test"]
+
+
+@ALL
+def test_an_unexpected_auth_event_rejects_the_event(version: str) -> None:
+    """A message citing the join rules (outside the auth events selection) is rejected
+    and stays out of state and extremities."""
+    room = new_room(version).room
+    before = room.forward_extremities
+    state = room.current_state
+    auth = [state[("m.room.power_levels", "")], state[("m.room.member", ALICE)],
+            state[("m.room.join_rules", "")]]
+    if version != "12":
+        auth.append(state[("m.room.create", "")])
+    record = add(room, build(room, ALICE, "m.room.message", {"body": "x"}, auth=auth))
+    assert record.outcome == "rejected"
+    assert "unexpected auth_event" in (record.reason or "")
+    assert room.forward_extremities == before
+
+
+@ALL
+def test_an_event_allowed_by_its_auth_events_but_not_the_state_before_it_is_rejected(
+    version: str,
+) -> None:
+    """Bob's message citing his join as auth event but built on prev_events before the
+    join fails against the state before the event: rejected."""
+    room = new_room(version).room
+    prev_before_join = sorted(room.forward_extremities)
+    join(room, BOB)
+    auth = [room.current_state[k] for k in
+            [("m.room.power_levels", ""), ("m.room.member", BOB)]
+            + ([] if version == "12" else [("m.room.create", "")])]
+    record = add(room, build(room, BOB, "m.room.message", {"body": "x"},
+                             prev=prev_before_join, auth=auth))
+    assert record.outcome == "rejected"
+    assert "against the state before the event" in (record.reason or "")
+
+
+@ALL
+def test_a_banned_users_event_on_pre_ban_prev_events_is_soft_failed(version: str) -> None:
+    """Bob's message built on his join (before his ban) passes its auth events and the
+    state before it, but fails against the current state: soft-failed, not an
+    extremity, state unchanged (rooms.md 1.2 step 11)."""
+    room = new_room(version).room
+    bob_join = join(room, BOB)
+    message = build(room, BOB, "m.room.message", {"body": "late"})
+    ban = send(room, ALICE, "m.room.member", {"membership": "ban"}, state_key=BOB)
+    state = room.current_state
+    record = add(room, message)
+    assert message.event.prev_event_ids == (bob_join.event_id,)
+    assert record.outcome == "soft_failed"
+    assert "not joined" in (record.reason or "")
+    assert room.forward_extremities == {ban.event_id}
+    assert room.current_state == state
+    assert room.members[BOB] == "ban"
+
+
+@ALL
+def test_a_fork_is_resolved_and_merged(version: str) -> None:
+    """Two name changes on the same prev_events make two extremities; current state is
+    state resolution over both; an event citing both merges them."""
+    room = new_room(version).room
+    base = sorted(room.forward_extremities)
+    one = send(room, ALICE, "m.room.name", {"name": "one"}, state_key="", prev=base)
+    two = add(room, build(room, ALICE, "m.room.name", {"name": "two"}, state_key="",
+                          prev=base, ts=1_700_000_000_001))
+    assert two.outcome == "accepted"
+    assert room.forward_extremities == {one.event_id, two.event_id}
+    expected = resolve_state(room.room_version,
+                             [room.state_at(one.event_id), room.state_at(two.event_id)],
+                             room.get_event)
+    assert room.current_state == expected
+    assert room.current_state[NAME] in {one.event_id, two.event_id}
+    merge = send(room, ALICE, "m.room.message", {"body": "merge"})
+    assert set(merge.event.prev_event_ids) == {one.event_id, two.event_id}
+    assert room.forward_extremities == {merge.event_id}
+    assert room.state_at(merge.event_id) == expected
+
+
+def test_missing_prev_events_are_named_and_nothing_is_stored() -> None:
+    """An event whose prev_events we lack raises MissingEvents("prev") naming them and
+    leaves the room unchanged."""
+    room = new_room("11").room
+    other = new_room().room
+    first = send(other, ALICE, "m.room.message", {"body": "1"})
+    second = build(other, ALICE, "m.room.message", {"body": "2"})
+    copy = Room(other.room_id, other.room_version)
+    for record in other.events_since(0)[:-1]:
+        copy.add_event(record.event, 0)
+    assert copy.missing_prev_events(second.event) == [first.event_id]
+    with pytest.raises(MissingEvents) as caught:
+        copy.add_event(second.event, 0)
+    assert (caught.value.kind, caught.value.event_ids) == ("prev", (first.event_id,))
+    assert copy.get_event(second.event.event_id) is None
+    with pytest.raises(WrongRoom):
+        room.add_event(second.event, 0)
+
+
+def test_an_event_with_state_from_state_ids_is_added_despite_missing_prevs() -> None:
+    """With ``state_before`` (from /state_ids) an event whose prevs are missing is
+    checked against that state and added."""
+    other = new_room().room
+    first = send(other, ALICE, "m.room.message", {"body": "1"})
+    second = build(other, ALICE, "m.room.message", {"body": "2"})
+    copy = Room(other.room_id, other.room_version)
+    for record in other.events_since(0)[:-1]:
+        copy.add_event(record.event, 0)
+    record = copy.add_event(second.event, 0, state_before=other.state_at(first.event_id))
+    assert record.outcome == "accepted"
+
+
+def test_a_repeated_event_returns_its_first_record() -> None:
+    """Adding an event twice changes nothing and returns the first record."""
+    room = new_room().room
+    built = build(room, ALICE, "m.room.message", {"body": "x"})
+    first = add(room, built)
+    assert add(room, built) is first
+    assert len(room.events_since(first.position)) == 1
+
+
+def _chain(room: Room, count: int) -> list[str]:
+    return [send(room, ALICE, "m.room.message", {"body": str(i)}).event_id
+            for i in range(count)]
+
+
+def test_backfill_is_depth_descending_includes_v_and_is_limited() -> None:
+    """backfill answers the ``v`` event first, then its ancestors deepest first, at
+    most ``limit``."""
+    room = new_room().room
+    ids = _chain(room, 10)
+    answer = [e.event_id for e in room.backfill([ids[-1]], 4)]
+    assert answer == list(reversed(ids[-4:]))
+    depths = [e.depth for e in room.backfill([ids[-1]], 100)]
+    assert depths == sorted(depths, reverse=True)
+    assert len(room.backfill([ids[-1]], 1000)) == len(room)  # whole room, under the cap
+
+
+def test_get_missing_events_is_oldest_first_between_earliest_and_latest() -> None:
+    """get_missing_events answers the ancestors of latest (excluding it), stopping at
+    earliest, oldest first."""
+    room = new_room().room
+    ids = _chain(room, 8)
+    answer = room.get_missing_events([ids[1]], [ids[7]], 10, 0)
+    assert [e.event_id for e in answer] == ids[2:7]
+
+
+def test_get_missing_events_caps_the_limit_at_20_and_honours_min_depth() -> None:
+    """A limit above 20 gives 20 events (Synapse's cap); min_depth stops the walk."""
+    room = new_room().room
+    ids = _chain(room, 40)
+    answer = room.get_missing_events([], [ids[-1]], 100, 0)
+    assert len(answer) == MAX_MISSING_EVENTS
+    assert [e.event_id for e in answer] == ids[-21:-1]
+    min_depth = room.get_event(ids[-4]).depth  # type: ignore[union-attr]
+    shallow = room.get_missing_events([], [ids[-1]], 10, min_depth)
+    assert [e.event_id for e in shallow] == ids[-4:-1]
+
+
+@ALL
+def test_state_ids_before_a_state_event_excludes_it_and_has_the_auth_chain(version: str) -> None:
+    """state_ids_before answers the state before the event (the event not in it) and
+    the auth chain of that state."""
+    room = new_room(version).room
+    name = send(room, ALICE, "m.room.name", {"name": "n"}, state_key="")
+    state_ids, chain = room.state_ids_before(name.event_id)
+    assert name.event_id not in state_ids
+    assert set(state_ids) == set(room.state_at(name.event_id).values()) - {name.event_id}
+    create_id = room.current_state[("m.room.create", "")]
+    assert create_id in chain
+    assert set(chain) <= set(room.auth_chain(state_ids)) | set(state_ids)
+
+
+@ALL
+def test_event_auth_is_the_auth_chain_including_the_auth_events(version: str) -> None:
+    """event_auth answers the event's auth events and their own auth chains."""
+    room = new_room(version).room
+    message = send(room, ALICE, "m.room.message", {"body": "x"})
+    chain = room.event_auth(message.event_id)
+    assert set(message.event.auth_event_ids) <= set(chain)
+    assert room.current_state[("m.room.create", "")] in chain
+    assert message.event_id not in chain
+
+
+@ALL
+def test_a_room_joined_from_a_send_join_answer_builds_its_state(version: str) -> None:
+    """Outliers (state and auth chain from send_join) then the join with the state
+    before it: the join is accepted, is the extremity, and current state is that state
+    plus the join."""
+    hosted = new_room(version).room
+    join_record = join(hosted, BOB)
+    state_ids, chain = hosted.state_ids_before(join_record.event_id)
+    ours = Room(hosted.room_id, hosted.room_version)
+    for event_id in sorted(set(chain) | set(state_ids),
+                           key=lambda e: hosted.get_event(e).depth):  # type: ignore[union-attr]
+        assert ours.add_outlier(hosted.get_event(event_id), 0).outcome == "accepted"  # type: ignore[arg-type]
+    record = ours.add_event(join_record.event, 0,
+                            state_before=hosted.state_before(join_record.event_id))
+    assert record.outcome == "accepted"
+    assert ours.forward_extremities == {join_record.event_id}
+    assert ours.current_state == hosted.state_at(join_record.event_id)
+    assert ours.members[BOB] == "join"
