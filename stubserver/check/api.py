@@ -21,7 +21,9 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from stubserver.check.checker import CheckReport, FederationChecker, Identity
+from stubserver.check.checker import FederationChecker
+from stubserver.check.report import CheckReport
+from stubserver.check.verdicts import Identity
 from stubserver.config import Config
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 

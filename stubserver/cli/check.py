@@ -13,13 +13,11 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from stubserver.check.checker import (
-    CheckReport,
-    FederationChecker,
-    Identity,
-    invalid_name_report,
-    render_text,
-)
+from stubserver.check.checker import FederationChecker
+from stubserver.check.hints import invalid_name_report
+from stubserver.check.render import render_text
+from stubserver.check.report import CheckReport
+from stubserver.check.verdicts import Identity
 from stubserver.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.tls.client import CaFileError

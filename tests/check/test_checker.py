@@ -11,10 +11,18 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver.check.api import ReportService, report_routes
-from stubserver.check.checker import (
+from stubserver.check.hints import (
     HINT_AUTH_STRIPPED,
     HINT_CANNOT_FETCH_OUR_KEYS,
     HINT_URI_REWRITTEN,
+    describe_bad_m_server,
+    hint_certificate,
+    hint_family,
+    hint_m_server,
+    order_hints,
+)
+from stubserver.check.render import render_text
+from stubserver.check.report import (
     STEP_CONNECTION,
     STEP_DNS,
     STEP_KEYS,
@@ -24,23 +32,19 @@ from stubserver.check.checker import (
     DNSReport,
     FamilyWellKnown,
     Hint,
-    Identity,
     KeyChecks,
     SignedRequestReport,
     WayBackReport,
     WellKnownAttempt,
     WellKnownReport,
     all_ok,
+)
+from stubserver.check.verdicts import (
+    Identity,
     check_keys,
-    describe_bad_m_server,
-    hint_certificate,
-    hint_family,
-    hint_m_server,
     judge_signed_response,
     judge_way_back,
     notary_query,
-    order_hints,
-    render_text,
 )
 from stubserver.config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
 from stubserver.server.router import FederationRouter
