@@ -23,7 +23,7 @@ from twisted.web.iweb import IRequest
 
 from stubserver.check.checker import FederationChecker
 from stubserver.check.report import CheckReport
-from stubserver.check.verdicts import Identity
+from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import Config
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
@@ -102,6 +102,6 @@ def report_routes(service: ReportService) -> list[Route]:
 def report_routes_for(reactor: Any, config: Config) -> list[Route]:
     """The report routes of ``stubserver run``: checks with the config's federation
     settings (its IP blocklist included) and its identity."""
-    identity = Identity(config.server_name, config.signing_key)
+    identity = FederationIdentity(config.server_name, config.signing_key)
     service = ReportService(lambda: FederationChecker(reactor, config.federation, identity))
     return report_routes(service)

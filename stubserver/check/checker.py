@@ -7,7 +7,6 @@ signed request and the way back) and calls the pure decisions of
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import random
@@ -18,10 +17,8 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.names import dns
-from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 
-from stubserver.auth.xmatrix import sign_request
 from stubserver.check.hints import (
     HINT_SIGNED_REQUEST_UNREACHABLE,
     describe_bad_m_server,
@@ -63,7 +60,6 @@ from stubserver.check.report import (
 )
 from stubserver.check.verdicts import (
     NOTARY_QUERY_PATH,
-    Identity,
     check_keys,
     judge_signed_response,
     judge_way_back,
@@ -73,12 +69,18 @@ from stubserver.client.agent import ResolutionFailed
 from stubserver.client.blocklist import BlockedAddress
 from stubserver.client.body import describe_failure, read_body_limited
 from stubserver.client.build import build_federation_client
+from stubserver.client.signed_request import (
+    FederationClient,
+    FederationIdentity,
+    FederationRequestFailed,
+    RequestTimedOut,
+)
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.discovery.well_known import parse_well_known_body
-from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
+from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 from stubserver.tls.client import is_ip_literal
 
 # ======================================================================================
@@ -150,7 +152,7 @@ class FederationChecker:
         self,
         reactor: Any,
         settings: FederationSettings,
-        identity: Identity | None = None,
+        identity: FederationIdentity | None = None,
         *,
         rng: random.Random | None = None,
         dns: DnsClients | None = None,
@@ -161,6 +163,19 @@ class FederationChecker:
         self._dns = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)
         self._context = build_federation_client(reactor, settings, rng=rng, dns=self._dns)
         self._prober = AddressProber(reactor, settings.ca_files)
+        # The signed probes (the signed request and the way back) go through the client of
+        # ``stubserver request``, with the probe's tighter limits.
+        self._client = (
+            None
+            if identity is None
+            else FederationClient(
+                self._context.agent,
+                identity,
+                reactor,
+                timeout_seconds=PROBE_TIMEOUT_SECONDS,
+                max_body_bytes=MAX_PROBE_BODY_BYTES,
+            )
+        )
 
     def check(self, server_name: str) -> Deferred[CheckReport]:
         """The report for ``server_name``; never fails (problems are in the report)."""
@@ -188,11 +203,11 @@ class FederationChecker:
         version = await self._version(server_name)
         way_back = WayBackReport(skipped=True, ok=False)
         signed = SignedRequestReport(skipped=True, ok=False)
-        if self._identity is not None:
-            way_back = await self._way_back(server_name, self._identity)
+        if self._identity is not None and self._client is not None:
+            way_back = await self._way_back(server_name, self._identity, self._client)
             if way_back.failed:
                 facts.hints.append(Hint(STEP_WAY_BACK, way_back.error or "", way_back.hint or ""))
-            signed = await self._signed_request(server_name, self._identity)
+            signed = await self._signed_request(server_name, self._identity, self._client)
             if signed.failed:
                 facts.hints.append(Hint(STEP_SIGNED_REQUEST, signed.error or "", signed.hint or ""))
         return CheckReport(
@@ -504,31 +519,27 @@ class FederationChecker:
 
     # -- through the full resolution -------------------------------------------------------
 
-    async def _federation_request(
-        self,
-        server_name: str,
-        method: bytes,
-        path: str,
-        *,
-        headers: Headers | None = None,
-        content: Any = None,
-    ) -> tuple[int, Any]:
-        """Send through the federation agent; ``(status, parsed JSON or None)``."""
+    async def _unsigned_get(self, server_name: str, path: str) -> tuple[int, Any]:
+        """GET through the federation agent, unsigned; ``(status, parsed JSON or None)``."""
         uri = f"matrix-federation://{server_name}{path}".encode("ascii")
-        producer = None
-        headers = Headers() if headers is None else headers
-        if content is not None:
-            producer = FileBodyProducer(io.BytesIO(encode_json(content)))  # type: ignore[no-untyped-call]
-            headers.addRawHeader(b"content-type", b"application/json")
-        d = self._context.agent.request(method, uri, headers, producer)
+        d = self._context.agent.request(b"GET", uri, Headers(), None)
         d.addTimeout(PROBE_TIMEOUT_SECONDS, self._reactor)
         response = await d
         body = await read_body_limited(response, MAX_PROBE_BODY_BYTES)
         return response.code, _json_or_none(body)
 
+    @staticmethod
+    async def _signed(
+        client: FederationClient, server_name: str, method: str, path: str, content: Any = None
+    ) -> tuple[int, Any]:
+        """A request signed with our identity, sent by the same client as ``stubserver
+        request``; ``(status, parsed JSON or None)``."""
+        response = await client.request(method, server_name, path, content)
+        return response.status, _json_or_none(response.body)
+
     async def _version(self, server_name: str) -> VersionReport:
         try:
-            status, body = await self._federation_request(server_name, b"GET", VERSION_PATH)
+            status, body = await self._unsigned_get(server_name, VERSION_PATH)
         except CancelledError:
             raise
         except Exception as e:
@@ -540,25 +551,14 @@ class FederationChecker:
             name=str(server.get("name", "")), version=str(server.get("version", ""))
         )
 
-    async def _signed_request(self, server_name: str, identity: Identity) -> SignedRequestReport:
+    async def _signed_request(
+        self, server_name: str, identity: FederationIdentity, client: FederationClient
+    ) -> SignedRequestReport:
         verdict = SignedRequestReport(skipped=True, ok=False)
         for template in SIGNED_REQUEST_PATHS:
             path = template.format(origin=identity.server_name)
-            headers = Headers()
-            headers.addRawHeader(
-                b"authorization",
-                sign_request(
-                    "GET",
-                    path,
-                    origin=identity.server_name,
-                    destination=server_name,
-                    key=identity.signing_key,
-                ),
-            )
             try:
-                status, body = await self._federation_request(
-                    server_name, b"GET", path, headers=headers
-                )
+                status, body = await self._signed(client, server_name, "GET", path)
             except CancelledError:
                 raise
             except Exception as e:
@@ -579,13 +579,16 @@ class FederationChecker:
                 )
         return verdict
 
-    async def _way_back(self, server_name: str, identity: Identity) -> WayBackReport:
+    async def _way_back(
+        self, server_name: str, identity: FederationIdentity, client: FederationClient
+    ) -> WayBackReport:
         try:
-            status, body = await self._federation_request(
+            status, body = await self._signed(
+                client,
                 server_name,
-                b"POST",
+                "POST",
                 NOTARY_QUERY_PATH,
-                content=notary_query(identity, self._now_ms()),
+                notary_query(identity, self._now_ms()),
             )
         except CancelledError:
             raise
@@ -600,6 +603,11 @@ class FederationChecker:
 
 
 def _describe(e: BaseException) -> str:
+    """One line for a person on why a request through the full resolution got no answer."""
+    if isinstance(e, FederationRequestFailed) and e.__cause__ is not None:
+        e = e.__cause__  # the signed-request client's wrapping: describe the reason itself
     if isinstance(e, ResolutionFailed):
         return str(e.resolution.error)
+    if isinstance(e, RequestTimedOut):
+        return "timed out"
     return describe_failure(e)[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from stubserver.check.hints import (
@@ -17,10 +16,10 @@ from stubserver.check.hints import (
     hint_way_back,
 )
 from stubserver.check.report import Ed25519Check, KeyChecks, SignedRequestReport, WayBackReport
+from stubserver.client.signed_request import FederationIdentity
 from stubserver.signing.keys import (
     ED25519,
     InvalidBase64,
-    ServerSigningKey,
     SignatureError,
     decode_base64,
     decode_verify_key,
@@ -134,24 +133,11 @@ def judge_signed_response(status: int, body: object) -> SignedRequestReport:
     )
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who we are when we sign: our server name and signing key."""
-
-    server_name: str
-    signing_key: ServerSigningKey
-
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        """Our key IDs, as the notary should return them."""
-        return (self.signing_key.key_id,)
-
-
 #: The notary endpoint asked for our keys.
 NOTARY_QUERY_PATH = "/_matrix/key/v2/query"
 
 
-def notary_query(identity: Identity, now_ms: int) -> dict[str, Any]:
+def notary_query(identity: FederationIdentity, now_ms: int) -> dict[str, Any]:
     """The notary query for our keys. Synapse fetches from the origin only on a cache miss
     for a *named* key ID (a query for all keys, ``{}``, answers from its cache alone) and
     requires ``minimum_valid_until_ts``; keys valid from now on."""

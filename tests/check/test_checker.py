@@ -40,12 +40,12 @@ from stubserver.check.report import (
     all_ok,
 )
 from stubserver.check.verdicts import (
-    Identity,
     check_keys,
     judge_signed_response,
     judge_way_back,
     notary_query,
 )
+from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import REPORT_DEFAULT_BIND_ADDRESSES, config_from_dict
 from stubserver.server.router import FederationRouter
 from stubserver.signing.keys import ServerSigningKey, sign_json
@@ -246,7 +246,7 @@ class NotaryQueryTests(SynchronousTestCase):
     def test_names_every_key_id_with_a_minimum(self) -> None:
         """Each of our key IDs is named, keys valid from now on (Synapse needs both)."""
         key = ServerSigningKey.generate("k1")
-        query = notary_query(Identity("us.test", key), NOW_MS)
+        query = notary_query(FederationIdentity("us.test", key), NOW_MS)
         assert query == {
             "server_keys": {"us.test": {"ed25519:k1": {"minimum_valid_until_ts": NOW_MS}}}
         }
