@@ -11,7 +11,7 @@ import ipaddress
 import json
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
@@ -89,6 +89,12 @@ from stubserver.tls.client import is_ip_literal
 log = Logger()
 
 
+#: "This host" in every spelling (0.0.0.0/8 and the IPv6 unspecified address; their
+#: IPv4-mapped, -compatible and 6to4 forms follow from the blocklist's expansion). Dialling
+#: them reaches services on our own host, so a report never does, whatever the configured
+#: ``ip_range_blocklist`` (Synapse blocks them always); ``ip_range_allowlist`` still wins.
+THIS_HOST_RANGES = ("0.0.0.0/8", "::/128")
+
 MS_PER_SECOND = 1000
 HTTPS_DEFAULT_PORT = 443
 
@@ -114,6 +120,14 @@ def join_host_port(address: str, port: int) -> str:
 def address_family(address: str) -> str:
     """``IPv4`` or ``IPv6``."""
     return FAMILY_IPV6 if ipaddress.ip_address(address).version == 6 else FAMILY_IPV4
+
+
+def with_this_host_blocked(settings: FederationSettings) -> FederationSettings:
+    """``settings`` with :data:`THIS_HOST_RANGES` added to its ``ip_range_blocklist``."""
+    missing = tuple(r for r in THIS_HOST_RANGES if r not in settings.ip_range_blocklist)
+    if not missing:
+        return settings
+    return replace(settings, ip_range_blocklist=settings.ip_range_blocklist + missing)
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -158,11 +172,12 @@ class FederationChecker:
         dns: DnsClients | None = None,
     ) -> None:
         self._reactor = reactor
+        settings = with_this_host_blocked(settings)
         self._settings = settings
         self._identity = identity
         self._dns = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)
         self._context = build_federation_client(reactor, settings, rng=rng, dns=self._dns)
-        self._prober = AddressProber(reactor, settings.ca_files)
+        self._prober = AddressProber(reactor, settings.ca_files, self._context.blocklist)
         # The signed probes (the signed request and the way back) go through the client of
         # ``stubserver request``, with the probe's tighter limits.
         self._client = (

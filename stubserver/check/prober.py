@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.web.client import URI, Agent, HTTPConnectionPool
@@ -25,6 +25,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from stubserver.check.report import CertificateSummary
+from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure, read_body_limited
 from stubserver.tls.client import SystemAndFileTrustRoot, is_ip_literal
 
@@ -156,11 +157,24 @@ class AddressProber:
     errors and the name check are recorded instead, so that the report can show the
     certificate and say what is wrong with it, as the tester does. Nothing learnt over such
     a connection is trusted; it is only reported (and counts as a failed check).
+
+    Every address goes through ``blocklist`` before anything is dialled: a blocked address
+    (not excepted by the allowlist) fails with :class:`ProbeFailed` without a connection, so
+    the report never shows the answer or certificate of a service it may not reach. The
+    report endpoint probes for whoever asks; this is the one gate every probe passes.
     """
 
-    def __init__(self, reactor: Any, ca_files: Sequence[Path], *, use_system_store: bool = True):
+    def __init__(
+        self,
+        reactor: Any,
+        ca_files: Sequence[Path],
+        blocklist: IPBlocklist,
+        *,
+        use_system_store: bool = True,
+    ):
         self._reactor = reactor
         self._trust = SystemAndFileTrustRoot(ca_files, use_system=use_system_store)
+        self._blocklist = blocklist
 
     def probe(
         self,
@@ -171,7 +185,10 @@ class AddressProber:
         host_header: str,
         path: str,
     ) -> Deferred[ProbeResult]:
-        """GET ``path``; fails with :class:`ProbeFailed` when no answer arrives."""
+        """GET ``path``; fails with :class:`ProbeFailed` when no answer arrives, or at once,
+        without connecting, when ``address`` is blocked."""
+        if self._blocklist.is_blocked(address):
+            return fail(ProbeFailed(str(BlockedAddress(address, tls_server_name))))
         d = Deferred.fromCoroutine(self._probe(address, port, tls_server_name, host_header, path))
         d.addTimeout(PROBE_TIMEOUT_SECONDS, self._reactor)
         return d
