@@ -153,6 +153,13 @@ class _Facts:
     hints: list[Hint] = field(default_factory=list)
     reports: dict[str, ConnectionReport] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    #: Set when the check was cancelled: no further step starts.
+    stopped: bool = False
+
+    def go_on(self) -> None:
+        """Raise CancelledError when the check was cancelled (called between steps)."""
+        if self.stopped:
+            raise CancelledError()
 
 
 class FederationChecker:
@@ -193,36 +200,62 @@ class FederationChecker:
         )
 
     def check(self, server_name: str) -> Deferred[CheckReport]:
-        """The report for ``server_name``; never fails (problems are in the report)."""
-        return Deferred.fromCoroutine(self._check(server_name))
+        """The report for ``server_name``; never fails (problems are in the report).
+
+        Cancelling it fails it with CancelledError at once and stops the work: the step
+        under way is cancelled, and no further step starts, even where the step turned the
+        cancellation into an ordinary failure (a cancelled connect is
+        ``ConnectingCancelledError``, which a step reports as "no answer" and goes on).
+        """
+        facts = _Facts()
+        work = Deferred.fromCoroutine(self._check(server_name, facts))
+
+        def cancel(_: Deferred[CheckReport]) -> None:
+            facts.stopped = True
+            work.cancel()
+
+        answer: Deferred[CheckReport] = Deferred(cancel)
+
+        def done(result: Any) -> None:
+            if not answer.called:
+                answer.callback(result)  # a Failure errbacks
+
+        work.addBoth(done)
+        return answer
 
     def _now_ms(self) -> int:
         return int(self._reactor.seconds() * MS_PER_SECOND)
 
-    async def _check(self, server_name: str) -> CheckReport:
+    async def _check(self, server_name: str, facts: _Facts) -> CheckReport:
         try:
             name = parse_server_name(server_name)
         except InvalidServerName as e:
             return invalid_name_report(server_name, str(e))
-        facts = _Facts()
         resolution = await self._context.resolver.resolve(server_name)
+        facts.go_on()
         by_family: dict[str, FamilyWellKnown] = {}
         if resolution.well_known is not None:
             by_family = await self._well_known_by_family(name.host)
+            facts.go_on()
             family_hint = hint_family(by_family)
             if family_hint is not None:
                 facts.hints.append(family_hint)
         well_known, wk_invalid = self._well_known_report(resolution, by_family, facts)
         dns_report = await self._dns_report(resolution, facts)
+        facts.go_on()
         await self._probe_targets(server_name, resolution, facts)
+        facts.go_on()
         version = await self._version(server_name)
+        facts.go_on()
         way_back = WayBackReport(skipped=True, ok=False)
         signed = SignedRequestReport(skipped=True, ok=False)
         if self._identity is not None and self._client is not None:
             way_back = await self._way_back(server_name, self._identity, self._client)
+            facts.go_on()
             if way_back.failed:
                 facts.hints.append(Hint(STEP_WAY_BACK, way_back.error or "", way_back.hint or ""))
             signed = await self._signed_request(server_name, self._identity, self._client)
+            facts.go_on()
             if signed.failed:
                 facts.hints.append(Hint(STEP_SIGNED_REQUEST, signed.error or "", signed.hint or ""))
         return CheckReport(
@@ -367,6 +400,7 @@ class FederationChecker:
         hosts: dict[str, HostResult] = {}
         for lookup in resolution.address_lookups:
             cname = await self._canonical_name(lookup.host)
+            facts.go_on()
             key = lookup.host if is_ip_literal(lookup.host) else lookup.host.rstrip(".") + "."
             error = lookup.error
             if lookup.host in srv_hosts and cname and cname.lower() != key.lower():
