@@ -2,31 +2,31 @@
 (resolution, ``.well-known`` over every address, DNS, each address's keys, the version, the
 signed request and the way back) and calls the pure decisions of
 :mod:`~stubserver.check.verdicts` and :mod:`~stubserver.check.hints` to build the
-:class:`~stubserver.check.report.CheckReport`.
+:class:`~stubserver.check.report.CheckReport` (the report's sections for ``.well-known`` and
+DNS are built in :mod:`~stubserver.check.well_known_section` and
+:mod:`~stubserver.check.dns_section`).
+
+The signed probes (the signed request and the way back) go through
+:class:`~stubserver.client.signed_request.FederationClient`, the client of ``stubserver
+request``; every probe of one address goes through :class:`~stubserver.check.prober.AddressProber`,
+which refuses blocked addresses before dialling.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
-from twisted.logger import Logger
-from twisted.names import dns
 from twisted.web.http_headers import Headers
 
+from stubserver.check.dns_section import dns_report
 from stubserver.check.hints import (
     HINT_SIGNED_REQUEST_UNREACHABLE,
-    describe_bad_m_server,
     hint_certificate,
     hint_family,
     hint_keys,
-    hint_m_server,
-    hint_srv_cname,
     hint_unreachable,
     invalid_name_report,
     order_hints,
@@ -38,25 +38,17 @@ from stubserver.check.prober import (
     ProbeFailed,
 )
 from stubserver.check.report import (
-    FAMILY_IPV4,
-    FAMILY_IPV6,
     STEP_CERTIFICATE,
-    STEP_DNS,
     STEP_SIGNED_REQUEST,
     STEP_WAY_BACK,
-    STEP_WELL_KNOWN,
     CheckReport,
     ConnectionReport,
-    DNSReport,
     FamilyWellKnown,
     Hint,
-    HostResult,
     SignedRequestReport,
-    SRVRecord,
     VersionReport,
     WayBackReport,
-    WellKnownAttempt,
-    WellKnownReport,
+    join_host_port,
 )
 from stubserver.check.verdicts import (
     NOTARY_QUERY_PATH,
@@ -65,6 +57,7 @@ from stubserver.check.verdicts import (
     judge_way_back,
     notary_query,
 )
+from stubserver.check.well_known_section import well_known_by_family, well_known_report
 from stubserver.client.agent import ResolutionFailed
 from stubserver.client.blocklist import BlockedAddress
 from stubserver.client.body import describe_failure, read_body_limited
@@ -76,18 +69,10 @@ from stubserver.client.signed_request import (
     RequestTimedOut,
 )
 from stubserver.config import FederationSettings
-from stubserver.discovery.dns import AddressLookupError, DnsClients, build_dns_clients
+from stubserver.discovery.dns import DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
-from stubserver.discovery.well_known import parse_well_known_body
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
-from stubserver.tls.client import is_ip_literal
-
-# ======================================================================================
-# The asynchronous check: fetch the facts, then call the pure decisions above.
-
-log = Logger()
-
 
 #: "This host" in every spelling (0.0.0.0/8 and the IPv6 unspecified address; their
 #: IPv4-mapped, -compatible and 6to4 forms follow from the blocklist's expansion). Dialling
@@ -96,7 +81,6 @@ log = Logger()
 THIS_HOST_RANGES = ("0.0.0.0/8", "::/128")
 
 MS_PER_SECOND = 1000
-HTTPS_DEFAULT_PORT = 443
 
 #: The signed requests. The first needs authentication on Synapse (``/query/{queryType}``)
 #: and on stubserver, so a stripped Authorization header shows as 401. The second has
@@ -109,17 +93,6 @@ SIGNED_REQUEST_PATHS = (
 )
 KEY_PATH = "/_matrix/key/v2/server"
 VERSION_PATH = "/_matrix/federation/v1/version"
-WELL_KNOWN_PATH = "/.well-known/matrix/server"
-
-
-def join_host_port(address: str, port: int) -> str:
-    """Go's ``net.JoinHostPort``: IPv6 addresses in brackets."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-def address_family(address: str) -> str:
-    """``IPv4`` or ``IPv6``."""
-    return FAMILY_IPV6 if ipaddress.ip_address(address).version == 6 else FAMILY_IPV4
 
 
 def with_this_host_blocked(settings: FederationSettings) -> FederationSettings:
@@ -135,15 +108,6 @@ def _json_or_none(body: bytes) -> Any:
         return parse_json_bytes(body)
     except BadJson:
         return None
-
-
-def _raw_m_server(body: bytes) -> object:
-    """The ``m.server`` value of a .well-known body, however invalid (None if absent)."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return None
-    return document.get("m.server") if isinstance(document, dict) else None
 
 
 @dataclass
@@ -235,13 +199,21 @@ class FederationChecker:
         facts.go_on()
         by_family: dict[str, FamilyWellKnown] = {}
         if resolution.well_known is not None:
-            by_family = await self._well_known_by_family(name.host)
+            by_family = await well_known_by_family(
+                self._dns.addresses,
+                self._prober,
+                name.host,
+                self._settings.well_known_port,
+                verify_certificates=self._settings.verify_certificates,
+            )
             facts.go_on()
             family_hint = hint_family(by_family)
             if family_hint is not None:
                 facts.hints.append(family_hint)
-        well_known, wk_invalid = self._well_known_report(resolution, by_family, facts)
-        dns_report = await self._dns_report(resolution, facts)
+        well_known, wk_invalid = well_known_report(
+            resolution, by_family, facts.hints, self._reactor.seconds()
+        )
+        dns = await dns_report(self._dns.srv, resolution, facts.hints, facts.go_on)
         facts.go_on()
         await self._probe_targets(server_name, resolution, facts)
         facts.go_on()
@@ -262,7 +234,7 @@ class FederationChecker:
             server_name,
             well_known=well_known,
             well_known_invalid=wk_invalid,
-            dns=dns_report,
+            dns=dns,
             connection_reports=facts.reports,
             connection_errors=facts.errors,
             version=version,
@@ -270,193 +242,6 @@ class FederationChecker:
             way_back=way_back,
             well_known_by_family=by_family,
             hints=order_hints(facts.hints),
-        )
-
-    # -- .well-known ---------------------------------------------------------------------
-
-    def _well_known_report(
-        self, resolution: Resolution, by_family: Mapping[str, FamilyWellKnown], facts: _Facts
-    ) -> tuple[WellKnownReport, bool]:
-        wk = resolution.well_known
-        if wk is None:
-            return (
-                WellKnownReport(
-                    result="not consulted: the server name is an IP literal or has a port"
-                    " (spec steps 1 and 2)"
-                ),
-                False,
-            )
-        expires = int(self._reactor.seconds() + wk.cache_seconds)
-        if wk.m_server is not None:
-            return WellKnownReport(server=wk.m_server, cache_expires_at=expires), False
-        invalid = wk.status == 200
-        result = wk.error or ""
-        if invalid:
-            served = next(
-                (
-                    a
-                    for fam in by_family.values()
-                    for a in fam.attempts.values()
-                    if a.status == 200 and a.result
-                ),
-                None,
-            )
-            bad = served.bad_m_server if served is not None else None
-            if isinstance(bad, str):
-                result = describe_bad_m_server(bad)
-            facts.hints.append(
-                Hint(
-                    STEP_WELL_KNOWN,
-                    f"{wk.url}: {result}",
-                    hint_m_server(bad if isinstance(bad, str) else ""),
-                )
-            )
-        return WellKnownReport(result=result, cache_expires_at=expires), invalid
-
-    async def _well_known_by_family(self, host: str) -> dict[str, FamilyWellKnown]:
-        try:
-            addresses = await self._dns.addresses.resolve_addresses(host)
-        except CancelledError:
-            raise
-        except AddressLookupError as e:
-            return {FAMILY_IPV4: FamilyWellKnown(lookup_error=str(e))}
-        port = self._settings.well_known_port
-        host_header = host if port == HTTPS_DEFAULT_PORT else f"{host}:{port}"
-        attempts = await gatherResults(
-            [
-                Deferred.fromCoroutine(self._well_known_at(a, port, host, host_header))
-                for a in addresses
-            ]
-        )
-        families: dict[str, dict[str, WellKnownAttempt]] = {}
-        for address, attempt in zip(addresses, attempts, strict=True):
-            families.setdefault(address_family(address), {})[address] = attempt
-        return {
-            family: FamilyWellKnown(attempts=families.get(family, {}))
-            for family in (FAMILY_IPV4, FAMILY_IPV6)
-        }
-
-    async def _well_known_at(
-        self, address: str, port: int, host: str, host_header: str
-    ) -> WellKnownAttempt:
-        if self._context.blocklist.is_blocked(address):
-            return WellKnownAttempt(result=str(BlockedAddress(address, host)))
-        try:
-            probe = await self._prober.probe(
-                address, port, tls_server_name=host, host_header=host_header, path=WELL_KNOWN_PATH
-            )
-        except ProbeFailed as e:
-            return WellKnownAttempt(result=str(e))
-        if self._settings.verify_certificates and probe.certificate_errors:
-            return WellKnownAttempt(
-                result="TLS: " + "; ".join(probe.certificate_errors), status=probe.status
-            )
-        if probe.status != 200:
-            location = probe.headers.getRawHeaders(b"location")
-            where = f" to {location[0].decode('latin-1')}" if location else ""
-            return WellKnownAttempt(result=f"HTTP {probe.status}{where}", status=probe.status)
-        try:
-            return WellKnownAttempt(server=parse_well_known_body(probe.body), status=200)
-        except ValueError as e:
-            raw = _raw_m_server(probe.body)
-            return WellKnownAttempt(
-                result=describe_bad_m_server(raw) if raw is not None else str(e),
-                status=200,
-                bad_m_server=raw,
-            )
-
-    # -- DNS -----------------------------------------------------------------------------
-
-    async def _canonical_name(self, host: str) -> str:
-        """The canonical name of ``host`` (FQDN with its dot, as Go's LookupCNAME)."""
-        fqdn = host.rstrip(".") + "."
-        if is_ip_literal(host):
-            return ""
-        try:
-            answers, _auth, _add = await self._dns.srv.lookupCanonicalName(host)
-        except CancelledError:
-            raise
-        except Exception:
-            return fqdn
-        for rr in answers:
-            if (
-                rr.type == dns.CNAME
-                and str(rr.name).rstrip(".").lower() == host.rstrip(".").lower()
-            ):
-                return str(rr.payload.name).rstrip(".") + "."
-        return fqdn
-
-    async def _dns_report(self, resolution: Resolution, facts: _Facts) -> DNSReport:
-        found = next((lk for lk in resolution.srv_lookups if lk.found), None)
-        srv_skipped = not resolution.srv_lookups
-        srv_error = None
-        if not srv_skipped and found is None:
-            srv_error = "; ".join(
-                f"{lk.name}: {lk.error or 'no SRV record'}" for lk in resolution.srv_lookups
-            )
-        srv_hosts = {
-            t.host for t in resolution.targets if t.source in (SOURCE_SRV, SOURCE_LEGACY_SRV)
-        }
-        hosts: dict[str, HostResult] = {}
-        for lookup in resolution.address_lookups:
-            cname = await self._canonical_name(lookup.host)
-            facts.go_on()
-            key = lookup.host if is_ip_literal(lookup.host) else lookup.host.rstrip(".") + "."
-            error = lookup.error
-            if lookup.host in srv_hosts and cname and cname.lower() != key.lower():
-                record = found.name if found is not None else "SRV"
-                error = (
-                    f"SRV record target {key} is a CNAME record, which is forbidden"
-                    " (as per RFC2782)"
-                )
-                facts.hints.append(hint_srv_cname(record, key, cname))
-            hosts[key] = HostResult(
-                cname=cname, addrs=lookup.addresses + lookup.blocked, error=error
-            )
-            if lookup.error is not None:
-                facts.hints.append(
-                    Hint(
-                        STEP_DNS,
-                        lookup.error,
-                        f"Publish A and/or AAAA records for {lookup.host}.",
-                    )
-                )
-        addrs: list[str] = []
-        for target in resolution.targets:
-            found_lookup = next(
-                (lk for lk in resolution.address_lookups if lk.host == target.host), None
-            )
-            for address in (
-                (found_lookup.addresses + found_lookup.blocked)
-                if found_lookup
-                else target.addresses
-            ):
-                joined = join_host_port(address, target.port)
-                if joined not in addrs:
-                    addrs.append(joined)
-        if resolution.error is not None and not addrs:
-            facts.hints.append(
-                Hint(
-                    STEP_DNS,
-                    resolution.error,
-                    "Other servers cannot find an address for the server: publish its A/AAAA"
-                    " (or SRV) records, or delegate with /.well-known/matrix/server.",
-                )
-            )
-        return DNSReport(
-            srv_skipped=srv_skipped,
-            srv_cname=(found.name.rstrip(".") + ".") if found is not None else "",
-            srv_records=(
-                tuple(
-                    SRVRecord(r.target.rstrip(".") + ".", r.port, r.priority, r.weight)
-                    for r in found.records
-                )
-                if found is not None
-                else None
-            ),
-            srv_error=srv_error,
-            hosts=hosts,
-            addrs=tuple(addrs) or None,
         )
 
     # -- connections ---------------------------------------------------------------------

@@ -35,6 +35,7 @@ prints the report for people, :mod:`~stubserver.check.prober` probes one address
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,16 @@ def _error_json(message: str | None) -> dict[str, str] | None:
 
 # --------------------------------------------------------------------------------------
 # The tester's fields
+
+
+def join_host_port(address: str, port: int) -> str:
+    """Go's ``net.JoinHostPort``: IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def address_family(address: str) -> str:
+    """``IPv4`` or ``IPv6``."""
+    return FAMILY_IPV6 if ipaddress.ip_address(address).version == 6 else FAMILY_IPV4
 
 
 @dataclass(frozen=True)
