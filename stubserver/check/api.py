@@ -9,8 +9,11 @@
 Each report makes outbound requests for whoever asks, so they go through the config's
 ``ip_range_blocklist`` (Synapse's private ranges by default): the endpoint must not become
 a proxy into private networks. Listeners serving ``report`` bind to loopback by default.
-At most :data:`MAX_CONCURRENT_REPORTS` reports run at once; more answer 429. The checks
-sign with the server's own identity, so the way back is "can NAME reach this server".
+At most :data:`MAX_CONCURRENT_REPORTS` reports run at once; more answer 429. A report whose
+client disconnects, or that passes the listener's handler deadline, is cancelled (the
+router cancels the handler's Deferred): its slot is freed at once and its work stopped.
+The checks sign with the server's own identity, so the way back is "can NAME reach this
+server".
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from stubserver.check.checker import CheckReport, FederationChecker, Identity
+from stubserver.check.checker import FederationChecker
+from stubserver.check.report import CheckReport
+from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import Config
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
@@ -57,6 +62,11 @@ class ReportService:
         self._max_concurrent = max_concurrent
         self._running = 0
 
+    @property
+    def running(self) -> int:
+        """How many reports are running now."""
+        return self._running
+
     def report(self, server_name: str) -> Deferred[CheckReport]:
         """The report for ``server_name``; MatrixError 429 when too many are running."""
         if self._running >= self._max_concurrent:
@@ -64,14 +74,31 @@ class ReportService:
                 429, "M_LIMIT_EXCEEDED", f"{self._max_concurrent} reports are already running"
             )
         self._running += 1
+        freed = False
 
-        def done(result: Any) -> Any:
-            self._running -= 1
-            return result
+        def free() -> None:
+            nonlocal freed
+            if not freed:
+                freed = True
+                self._running -= 1
 
-        d = self._make_checker().check(server_name)
-        d.addBoth(done)
-        return d
+        work = self._make_checker().check(server_name)
+
+        def cancel(_: Deferred[CheckReport]) -> None:
+            # The client went away or the handler deadline passed (the router cancels us):
+            # free the slot now and stop the work, whether or not it stops at once.
+            free()
+            work.cancel()
+
+        answer: Deferred[CheckReport] = Deferred(cancel)
+
+        def done(result: Any) -> None:
+            free()
+            if not answer.called:
+                answer.callback(result)  # a Failure errbacks
+
+        work.addBoth(done)
+        return answer
 
 
 def _server_name(request: IRequest) -> str:
@@ -100,6 +127,6 @@ def report_routes(service: ReportService) -> list[Route]:
 def report_routes_for(reactor: Any, config: Config) -> list[Route]:
     """The report routes of ``stubserver run``: checks with the config's federation
     settings (its IP blocklist included) and its identity."""
-    identity = Identity(config.server_name, config.signing_key)
+    identity = FederationIdentity(config.server_name, config.signing_key)
     service = ReportService(lambda: FederationChecker(reactor, config.federation, identity))
     return report_routes(service)

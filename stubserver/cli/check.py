@@ -13,14 +13,12 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from stubserver.check.checker import (
-    CheckReport,
-    FederationChecker,
-    Identity,
-    invalid_name_report,
-    render_text,
-)
+from stubserver.check.checker import FederationChecker
+from stubserver.check.hints import invalid_name_report
+from stubserver.check.render import render_text
+from stubserver.check.report import CheckReport
 from stubserver.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
+from stubserver.client.signed_request import FederationIdentity
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.tls.client import CaFileError
 
@@ -47,7 +45,9 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.write(report_text(invalid_name_report(args.name, str(e)), as_json=True))
         print(f"stubserver check: {e}", file=sys.stderr)
         return EXIT_USAGE
-    identity = Identity(config.server_name, config.signing_key) if config is not None else None
+    identity = (
+        FederationIdentity(config.server_name, config.signing_key) if config is not None else None
+    )
 
     from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
 

@@ -61,6 +61,11 @@ class FederationIdentity:
     server_name: str
     signing_key: ServerSigningKey
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Our key IDs (what a notary asked for our keys should return)."""
+        return (self.signing_key.key_id,)
+
 
 @dataclass(frozen=True)
 class FederationResponse:
@@ -109,12 +114,26 @@ def check_path_and_query(path_and_query: str) -> None:
 
 
 class FederationClient:
-    """Sends requests signed as ``identity`` through ``agent`` (module docstring)."""
+    """Sends requests signed as ``identity`` through ``agent`` (module docstring).
 
-    def __init__(self, agent: IAgent, identity: FederationIdentity, clock: IReactorTime) -> None:
+    ``timeout_seconds`` and ``max_body_bytes`` default to :data:`REQUEST_TIMEOUT_SECONDS` and
+    :data:`MAX_RESPONSE_BODY_BYTES`; ``check`` passes its tighter probe limits.
+    """
+
+    def __init__(
+        self,
+        agent: IAgent,
+        identity: FederationIdentity,
+        clock: IReactorTime,
+        *,
+        timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+        max_body_bytes: int = MAX_RESPONSE_BODY_BYTES,
+    ) -> None:
         self._agent = agent
         self._identity = identity
         self._clock = clock
+        self._timeout_seconds = timeout_seconds
+        self._max_body_bytes = max_body_bytes
 
     def request(
         self,
@@ -142,7 +161,7 @@ class FederationClient:
                 )
             return result
 
-        d.addTimeout(REQUEST_TIMEOUT_SECONDS, self._clock, onTimeoutCancel=timed_out)
+        d.addTimeout(self._timeout_seconds, self._clock, onTimeoutCancel=timed_out)
         return d
 
     async def _request(
@@ -165,12 +184,12 @@ class FederationClient:
         uri = f"{SCHEME}://{destination}{path_and_query}".encode("ascii")
         try:
             response = await self._agent.request(method.encode("ascii"), uri, headers, producer)
-            body = await read_body_limited(response, MAX_RESPONSE_BODY_BYTES)
+            body = await read_body_limited(response, self._max_body_bytes)
         except CancelledError:
             raise
         except BodyTooLarge:
             raise ResponseTooLarge(
-                f"the response from {destination} is larger than {MAX_RESPONSE_BODY_BYTES} bytes",
+                f"the response from {destination} is larger than {self._max_body_bytes} bytes",
                 temporary=False,
             ) from None
         except FederationRequestFailed:

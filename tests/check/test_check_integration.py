@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from stubserver.check.checker import HINT_AUTH_STRIPPED, HINT_URI_REWRITTEN
+from stubserver.check.hints import HINT_AUTH_STRIPPED, HINT_URI_REWRITTEN
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from tests.support import (
     PYTHON,

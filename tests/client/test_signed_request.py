@@ -230,3 +230,30 @@ class ClientTests(SynchronousTestCase):
             with self.subTest(path=path), pytest.raises(ValueError):
                 client(agent).request("GET", THEM, path)
         assert agent.pending == []
+
+    def test_caller_limits(self) -> None:
+        """A client made with tighter limits (as ``check`` makes it) keeps to them: a body over
+        its ``max_body_bytes`` fails with ResponseTooLarge, and its deadline is its own."""
+
+        def small(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+            return JsonResponse(200, {"x": "y" * 100})
+
+        router, _ = receiver([Route("GET", "/_matrix/federation/v1/small", small)])
+        agent = InMemoryFederationAgent(router)
+        tight = FederationClient(agent, FederationIdentity(ME, MY_KEY), Clock(), max_body_bytes=50)
+        d = tight.request("GET", THEM, "/_matrix/federation/v1/small")
+        agent.flush()
+        error = failure_now(d).value
+        assert isinstance(error, ResponseTooLarge)
+        assert "larger than 50 bytes" in str(error)
+
+        clock = Clock()
+        silent = SilentAgent()
+        quick = FederationClient(silent, FederationIdentity(ME, MY_KEY), clock, timeout_seconds=15)
+        d = quick.request("GET", THEM, "/_matrix/federation/v1/version")
+        clock.advance(15)
+        assert isinstance(failure_now(d).value, RequestTimedOut)
+
+    def test_notary_key_ids(self) -> None:
+        """An identity's key IDs are its signing key's ID (what a notary returns for us)."""
+        assert FederationIdentity(ME, MY_KEY).key_ids == (MY_KEY.key_id,)

@@ -12,18 +12,15 @@ import pytest
 from cryptography import x509
 
 from stubserver.config import load_config
-from stubserver.devtools.demo import (
+from stubserver.devtools.demo import demo_processes, running_pids
+from stubserver.devtools.demo_pairs import PairResult, describe_path, format_matrix
+from stubserver.devtools.demo_world import (
     DEFAULT_PORT,
     DNS_ADDRESS,
     DNS_PORT,
     TRIO,
     WELL_KNOWN_PORT,
-    PairResult,
-    demo_processes,
     demo_zone,
-    describe_path,
-    format_matrix,
-    running_pids,
     write_demo_files,
 )
 

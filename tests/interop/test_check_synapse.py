@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stubserver.check.checker import HINT_CANNOT_FETCH_OUR_KEYS
+from stubserver.check.hints import HINT_CANNOT_FETCH_OUR_KEYS
 from tests.interop.harness import DEFAULT_STUBS, InteropEnvironment
 
 pytestmark = pytest.mark.interop

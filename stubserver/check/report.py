@@ -1,0 +1,443 @@
+"""The report carries every field of the matrix federation tester's ``/api/report`` JSON
+(matrix-org/matrix-federation-tester, ``ServerReport``) with the same names, shapes and
+meanings, Go zero values included (``SRVRecords: null`` when no SRV record was used,
+``CacheExpiresAt`` in Unix seconds, ``AllEd25519ChecksOK: null`` when there was no ed25519
+key), plus fields of our own for what the tester cannot see:
+
+- ``SignedRequest``: a request signed with our identity, sent through the full resolution
+  to a path with percent-encoded characters. A reverse proxy that re-encodes the URI makes
+  the signature fail (401); one that drops ``Authorization`` makes it missing (401).
+- ``WayBack``: the server's notary is asked for our keys (``POST /_matrix/key/v2/query``);
+  an answer with our key shows that the server can resolve and reach other servers.
+- ``WellKnownByFamily``: ``/.well-known/matrix/server`` fetched over every IPv4 and every
+  IPv6 address of the server name.
+- ``Hints``: one per problem, failing step first, each pointing at the fix.
+- ``AllOK``: ``FederationOK`` and neither ``SignedRequest`` nor ``WayBack`` failed.
+
+Where the tester is looser than the spec we compute the spec's way (Server-Server API,
+"Resolving server names", v1.19): both SRV names (``_matrix-fed._tcp`` then the deprecated
+``_matrix._tcp``), IP literals of both families, every address of every target, the Host
+header and certificate name the spec prescribes for the step taken.
+
+``FederationOK`` keeps the tester's meaning ("the run didn't encounter anything that could
+hamper federation"): false on a report ``Error``, on any connection error, on any
+connection whose checks fail, when no address could be tried at all, when a
+``.well-known`` was served but is invalid, and when the ``.well-known`` answers differently
+over IPv4 and IPv6.
+
+This module holds the report model: every record of the report, its JSON, and the two
+verdicts computed from it (``FederationOK``, ``AllOK``). The rest of ``check/``:
+:mod:`~stubserver.check.verdicts` judges what a server answered,
+:mod:`~stubserver.check.hints` says what to do about it, :mod:`~stubserver.check.render`
+prints the report for people, :mod:`~stubserver.check.prober` probes one address, and
+:mod:`~stubserver.check.checker` gathers the facts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Report step names, in the order a federating server goes through them; hints and the
+#: text report list the earliest failing step first.
+STEP_SERVER_NAME = "server name"
+STEP_WELL_KNOWN = ".well-known"
+STEP_DNS = "DNS"
+STEP_CONNECTION = "connection"
+STEP_CERTIFICATE = "certificate"
+STEP_KEYS = "keys"
+STEP_VERSION = "version"
+STEP_SIGNED_REQUEST = "signed request"
+STEP_WAY_BACK = "way back"
+STEP_ORDER = (
+    STEP_SERVER_NAME,
+    STEP_WELL_KNOWN,
+    STEP_DNS,
+    STEP_CONNECTION,
+    STEP_CERTIFICATE,
+    STEP_KEYS,
+    STEP_VERSION,
+    STEP_SIGNED_REQUEST,
+    STEP_WAY_BACK,
+)
+
+FAMILY_IPV4 = "IPv4"
+FAMILY_IPV6 = "IPv6"
+
+
+def _error_json(message: str | None) -> dict[str, str] | None:
+    """A Go ``error`` after the tester's ``asReportError``: ``{"Message": ...}`` or null."""
+    return None if message is None else {"Message": message}
+
+
+# --------------------------------------------------------------------------------------
+# The tester's fields
+
+
+def join_host_port(address: str, port: int) -> str:
+    """Go's ``net.JoinHostPort``: IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def address_family(address: str) -> str:
+    """``IPv4`` or ``IPv6``."""
+    return FAMILY_IPV6 if ipaddress.ip_address(address).version == 6 else FAMILY_IPV4
+
+
+@dataclass(frozen=True)
+class WellKnownReport:
+    """``WellKnownResult``: the delegated name, or why there is none (``result``)."""
+
+    server: str = ""
+    result: str = ""
+    cache_expires_at: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The tester's shape: ``result`` is omitted when empty (``omitempty``)."""
+        out: dict[str, Any] = {"m.server": self.server}
+        if self.result:
+            out["result"] = self.result
+        out["CacheExpiresAt"] = self.cache_expires_at
+        return out
+
+
+@dataclass(frozen=True)
+class SRVRecord:
+    """One SRV answer, as Go's ``net.SRV`` (the target keeps its trailing dot)."""
+
+    target: str
+    port: int
+    priority: int
+    weight: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Go's field names and order."""
+        return {
+            "Target": self.target,
+            "Port": self.port,
+            "Priority": self.priority,
+            "Weight": self.weight,
+        }
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """``DNSResult.Hosts[host]``: a target host's canonical name and addresses."""
+
+    cname: str
+    addrs: tuple[str, ...] | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"CName", "Addrs", "Error"}`` with Go's zero values."""
+        return {
+            "CName": self.cname,
+            "Addrs": None if self.addrs is None else list(self.addrs),
+            "Error": _error_json(self.error),
+        }
+
+
+@dataclass(frozen=True)
+class DNSReport:
+    """``DNSResult``: SRV answers, the hosts looked up and every ``ip:port`` to try."""
+
+    srv_skipped: bool = False
+    srv_cname: str = ""
+    srv_records: tuple[SRVRecord, ...] | None = None
+    srv_error: str | None = None
+    hosts: Mapping[str, HostResult] = field(default_factory=dict)
+    addrs: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The tester's shape."""
+        return {
+            "SRVSkipped": self.srv_skipped,
+            "SRVCName": self.srv_cname,
+            "SRVRecords": (
+                None if self.srv_records is None else [r.to_json() for r in self.srv_records]
+            ),
+            "SRVError": _error_json(self.srv_error),
+            "Hosts": {k: v.to_json() for k, v in self.hosts.items()},
+            "Addrs": None if self.addrs is None else list(self.addrs),
+        }
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    """``X509CertSummary``: one certificate of the chain the server presented."""
+
+    subject_common_name: str
+    issuer_common_name: str
+    sha256_fingerprint: str
+    dns_names: tuple[str, ...] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The tester's shape (the fingerprint is unpadded base64, as Go's Base64Bytes)."""
+        return {
+            "SubjectCommonName": self.subject_common_name,
+            "IssuerCommonName": self.issuer_common_name,
+            "SHA256Fingerprint": self.sha256_fingerprint,
+            "DNSNames": None if self.dns_names is None else list(self.dns_names),
+        }
+
+
+@dataclass(frozen=True)
+class Ed25519Check:
+    """gomatrixserverlib's ``Ed25519Checks`` for one key."""
+
+    valid_ed25519: bool
+    matching_signature: bool
+
+    def to_json(self) -> dict[str, bool]:
+        """Go's field names."""
+        return {"ValidEd25519": self.valid_ed25519, "MatchingSignature": self.matching_signature}
+
+
+@dataclass(frozen=True)
+class KeyChecks:
+    """gomatrixserverlib's ``KeyChecks`` plus the tester's ``ValidCertificates``.
+
+    ``all_checks_ok`` already includes ``valid_certificates``, as the tester computes it.
+    """
+
+    all_checks_ok: bool
+    matching_server_name: bool
+    future_valid_until_ts: bool
+    has_ed25519_key: bool
+    all_ed25519_checks_ok: bool | None
+    ed25519_checks: Mapping[str, Ed25519Check]
+    valid_certificates: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The tester's ``Checks`` object (embedded KeyChecks fields first, as Go does)."""
+        return {
+            "AllChecksOK": self.all_checks_ok,
+            "MatchingServerName": self.matching_server_name,
+            "FutureValidUntilTS": self.future_valid_until_ts,
+            "HasEd25519Key": self.has_ed25519_key,
+            "AllEd25519ChecksOK": self.all_ed25519_checks_ok,
+            "Ed25519Checks": {k: v.to_json() for k, v in self.ed25519_checks.items()},
+            "ValidCertificates": self.valid_certificates,
+        }
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """``ConnectionReports[ip:port]``: one address that answered with its keys."""
+
+    certificates: tuple[CertificateSummary, ...]
+    cipher_version: str
+    cipher_suite: str
+    checks: KeyChecks
+    errors: tuple[str, ...]
+    ed25519_verify_keys: Mapping[str, str] | None
+    keys: Any
+
+    def to_json(self) -> dict[str, Any]:
+        """The tester's shape; ``Keys`` is the key response as received."""
+        return {
+            "Certificates": [c.to_json() for c in self.certificates] or None,
+            "Cipher": {"Version": self.cipher_version, "CipherSuite": self.cipher_suite},
+            "Checks": self.checks.to_json(),
+            "Errors": [{"Message": e} for e in self.errors],
+            "Ed25519VerifyKeys": (
+                None if self.ed25519_verify_keys is None else dict(self.ed25519_verify_keys)
+            ),
+            "Info": {},
+            "Keys": self.keys,
+        }
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """``Version``: ``{"name", "version"}`` or ``{"error"}`` (each omitted when empty)."""
+
+    name: str = ""
+    version: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """Go's ``omitempty`` fields."""
+        out = {"name": self.name, "version": self.version, "error": self.error}
+        return {k: v for k, v in out.items() if v}
+
+
+# --------------------------------------------------------------------------------------
+# Our own fields
+
+
+@dataclass(frozen=True)
+class SignedRequestReport:
+    """``SignedRequest``: did a signed request survive the way to the server?"""
+
+    skipped: bool
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when it ran and failed."""
+        return not self.skipped and not self.ok
+
+    def to_json(self) -> dict[str, Any]:
+        """Our shape, documented in the README."""
+        return {
+            "Skipped": self.skipped,
+            "OK": self.ok,
+            "Status": self.status,
+            "Error": self.error,
+            "Hint": self.hint,
+        }
+
+
+@dataclass(frozen=True)
+class WayBackReport:
+    """``WayBack``: could the server fetch our keys through its notary?"""
+
+    skipped: bool
+    ok: bool
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when it ran and failed."""
+        return not self.skipped and not self.ok
+
+    def to_json(self) -> dict[str, Any]:
+        """Our shape, documented in the README."""
+        return {"Skipped": self.skipped, "OK": self.ok, "Error": self.error, "Hint": self.hint}
+
+
+@dataclass(frozen=True)
+class WellKnownAttempt:
+    """The ``.well-known`` as one address answered it: ``m.server`` or an error."""
+
+    server: str = ""
+    result: str = ""
+    status: int | None = None
+    #: The ``m.server`` value as served when it is unusable (not in the JSON: the hint
+    #: quotes it).
+    bad_m_server: object = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"m.server", "result", "Status"}``."""
+        return {"m.server": self.server, "result": self.result, "Status": self.status}
+
+
+@dataclass(frozen=True)
+class FamilyWellKnown:
+    """``WellKnownByFamily[IPv4|IPv6]``: the ``.well-known`` over each address of a family."""
+
+    attempts: Mapping[str, WellKnownAttempt] = field(default_factory=dict)
+    lookup_error: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """True when the name has no address of this family."""
+        return not self.attempts
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"Skipped", "Error", "Addrs": {ip: attempt}}``."""
+        return {
+            "Skipped": self.skipped,
+            "Error": self.lookup_error,
+            "Addrs": {k: v.to_json() for k, v in self.attempts.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Hint:
+    """One problem found, at which step, and what to do about it."""
+
+    step: str
+    problem: str
+    fix: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"Step", "Problem", "Fix"}``."""
+        return {"Step": self.step, "Problem": self.problem, "Fix": self.fix}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The whole report: the tester's fields, ours, and the verdicts computed from them."""
+
+    server_name: str
+    error: str = ""
+    well_known: WellKnownReport = field(default_factory=WellKnownReport)
+    #: True when the .well-known answered 200 but its content is unusable (bad JSON, a bad
+    #: m.server): the admin meant to delegate and it does not work.
+    well_known_invalid: bool = False
+    dns: DNSReport = field(default_factory=DNSReport)
+    connection_reports: Mapping[str, ConnectionReport] = field(default_factory=dict)
+    connection_errors: Mapping[str, str] = field(default_factory=dict)
+    version: VersionReport = field(default_factory=VersionReport)
+    signed_request: SignedRequestReport = field(
+        default_factory=lambda: SignedRequestReport(skipped=True, ok=False)
+    )
+    way_back: WayBackReport = field(default_factory=lambda: WayBackReport(skipped=True, ok=False))
+    well_known_by_family: Mapping[str, FamilyWellKnown] = field(default_factory=dict)
+    hints: tuple[Hint, ...] = ()
+
+    @property
+    def federation_ok(self) -> bool:
+        """The tester's ``FederationOK``, computed the spec-correct way (module docstring)."""
+        return federation_ok(self)
+
+    @property
+    def all_ok(self) -> bool:
+        """``FederationOK`` and neither the signed request nor the way back failed."""
+        return all_ok(self.federation_ok, self.signed_request, self.way_back)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON: the tester's fields first, then ours."""
+        out: dict[str, Any] = {}
+        if self.error:
+            out["Error"] = self.error
+        out["WellKnownResult"] = self.well_known.to_json()
+        out["DNSResult"] = self.dns.to_json()
+        out["ConnectionReports"] = {k: v.to_json() for k, v in self.connection_reports.items()}
+        out["ConnectionErrors"] = {k: {"Message": v} for k, v in self.connection_errors.items()}
+        out["Version"] = self.version.to_json()
+        out["FederationOK"] = self.federation_ok
+        out["SignedRequest"] = self.signed_request.to_json()
+        out["WayBack"] = self.way_back.to_json()
+        out["WellKnownByFamily"] = {k: v.to_json() for k, v in self.well_known_by_family.items()}
+        out["Hints"] = [h.to_json() for h in self.hints]
+        out["AllOK"] = self.all_ok
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Pure decisions
+
+
+def families_disagree(by_family: Mapping[str, FamilyWellKnown]) -> bool:
+    """True when the ``.well-known`` gives different answers over different addresses."""
+    answers = {
+        (a.server, bool(a.result) and not a.server)
+        for fam in by_family.values()
+        for a in fam.attempts.values()
+    }
+    return len(answers) > 1
+
+
+def federation_ok(report: CheckReport) -> bool:
+    """The tester's ``FederationOK``: nothing was found that could hamper federation."""
+    if report.error or report.well_known_invalid:
+        return False
+    if report.connection_errors or not report.connection_reports:
+        return False
+    if families_disagree(report.well_known_by_family):
+        return False
+    return all(c.checks.all_checks_ok for c in report.connection_reports.values())
+
+
+def all_ok(fed_ok: bool, signed: SignedRequestReport, way_back: WayBackReport) -> bool:
+    """``AllOK``: federation is OK and neither of our own end-to-end checks failed."""
+    return fed_ok and not signed.failed and not way_back.failed
