@@ -3,9 +3,15 @@
 Starts one ``stubserver run`` on loopback (a stub made in a temporary folder with its own
 CA), drives it from several client processes over keep-alive TLS, samples the server's
 resident memory (VmRSS) as it goes and prints the request count, the error count and the
-memory at start and end. With ``--slowloris`` it measures instead how long a connection
-trickling one byte a second survives, and answers a normal request while ``--slow``
-slow connections are held open.
+memory at start and end. A prober meanwhile asks ``/version`` every
+:data:`PROBE_INTERVAL_SECONDS` on its own connection and the run reports the longest answer,
+and :data:`IDLE_SOCKETS` idle sockets from one other loopback address are held open for
+the whole run (issue 12, row 8: they must lock nobody out). The hostile mix covers issue 7
+(framing, body caps, hostile JSON) and issue 12 (lone surrogates in paths, queries and key
+IDs, a Unicode digit in an integer, over-long request and header lines, ``OPTIONS *``);
+errors are also counted per case. With ``--slowloris`` it measures instead how long a
+connection trickling one byte a second survives, and answers a normal request while
+``--slow`` slow connections are held open.
 
     .venv/bin/python scripts/soak.py --requests 1000000 --workers 8
     .venv/bin/python scripts/soak.py --slowloris --slow 500
@@ -19,7 +25,9 @@ import socket
 import ssl
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +41,21 @@ SERVER_NAME = "soak.test"
 CLIENT_TIMEOUT_SECONDS = 30.0
 #: Memory samples taken over a run.
 MEMORY_SAMPLES = 10
+#: How often the prober asks /version during a run, in seconds.
+PROBE_INTERVAL_SECONDS = 0.05
+#: Idle sockets held open from one address during a run (issue 12, row 8).
+IDLE_SOCKETS = 1024
+#: The loopback address the idle sockets come from (the clients use 127.0.0.1).
+IDLE_SOURCE = "127.0.0.9"
+#: Longest line twisted.web reads (stubserver.server.limits.MAX_REQUEST_LINE_BYTES), in bytes.
+MAX_LINE_BYTES = 16 * 1024
+VERSION_REQUEST = b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: soak.test\r\n\r\n"
 
+#: (request bytes, accepted statuses, connection stays open)
 GOOD = [
-    (b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: soak.test\r\n\r\n", 200, True),
-    (b"GET /_matrix/key/v2/server HTTP/1.1\r\nHost: soak.test\r\n\r\n", 200, True),
-    (b"GET /_matrix/nothing/here HTTP/1.1\r\nHost: soak.test\r\n\r\n", 404, True),
+    (VERSION_REQUEST, {200}, True),
+    (b"GET /_matrix/key/v2/server HTTP/1.1\r\nHost: soak.test\r\n\r\n", {200}, True),
+    (b"GET /_matrix/nothing/here HTTP/1.1\r\nHost: soak.test\r\n\r\n", {404}, True),
 ]
 
 
@@ -48,24 +66,49 @@ def _post(body: bytes) -> bytes:
     )
 
 
-#: (request bytes, expected status, connection stays open)
+#: (request bytes, accepted statuses, connection stays open): each must be a JSON answer
+#: that is never a 500.
 HOSTILE = [
-    (_post(b'{"server_keys": NaN}'), 400, True),
-    (_post(b"[" * 2000), 400, True),
-    (_post(b'{"a":1,"a":2}'), 400, True),
-    (_post(b"\xff\xfe"), 400, True),
+    (_post(b'{"server_keys": NaN}'), {400}, True),
+    (_post(b"[" * 2000), {400}, True),
+    (_post(b'{"a":1,"a":2}'), {400}, True),
+    (_post(b"\xff\xfe"), {400}, True),
     (
         b"POST /_matrix/key/v2/query HTTP/1.1\r\nHost: soak.test\r\nContent-Length: 70000\r\n\r\n",
-        413,
+        {413},
         False,
     ),
     (
         b"POST /_matrix/key/v2/query HTTP/1.1\r\nHost: soak.test\r\n"
         b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
-        400,
+        {400},
         False,
     ),
-    (b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, False),
+    (b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", {400}, False),
+    # Issue 12, row 6: lone surrogates (path, query, key ID in a body), a Unicode digit.
+    (b"GET /_matrix/key/v2/query/%ED%A0%80 HTTP/1.1\r\nHost: soak.test\r\n\r\n", {400}, True),
+    (
+        b"GET /_matrix/key/v2/query/soak.test?minimum_valid_until_ts=%ED%A0%80 HTTP/1.1\r\n"
+        b"Host: soak.test\r\n\r\n",
+        {400},
+        True,
+    ),
+    (
+        b"GET /_matrix/key/v2/query/soak.test?minimum_valid_until_ts=%C2%B2 HTTP/1.1\r\n"
+        b"Host: soak.test\r\n\r\n",
+        {400},
+        True,
+    ),
+    (_post(b'{"server_keys": {"soak.test": {"ed25519:\\ud800": {}}}}'), {200, 400}, True),
+    (_post(b'{"server_keys": {"soak.test\\udc00": {}}}'), {200, 400}, True),
+    # Issue 12, row 15: over-long request and header lines, OPTIONS *.
+    (b"GET /" + b"a" * MAX_LINE_BYTES, {414}, False),
+    (
+        b"GET /_matrix/federation/v1/version HTTP/1.1\r\nX-Long: " + b"a" * MAX_LINE_BYTES,
+        {431},
+        False,
+    ),
+    (b"OPTIONS * HTTP/1.1\r\nHost: soak.test\r\n\r\n", {400}, True),
 ]
 #: Every ``HOSTILE_EVERY``-th request is hostile.
 HOSTILE_EVERY = 5
@@ -86,7 +129,7 @@ class Connection:
         self.buffer += chunk
 
     def exchange(self, request: bytes) -> int:
-        """Send ``request`` and return the status of its response."""
+        """Send ``request`` and return the status of its (JSON) response; ValueError if not JSON."""
         self.sock.sendall(request)
         while b"\r\n\r\n" not in self.buffer:
             self._fill()
@@ -94,10 +137,15 @@ class Connection:
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ")[1])
         length = 0
+        json_answer = False
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
+            if name.strip().lower() == b"content-type":
+                json_answer = value.strip() == b"application/json"
+        if not json_answer:
+            raise ValueError(f"a {status} answer that is not JSON")
         while len(self.buffer) < length:
             self._fill()
         self.buffer = self.buffer[length:]
@@ -109,32 +157,72 @@ class Connection:
 
 def _worker(address: str, port: int, ca_pem: bytes, count: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
-    done = errors = 0
+    done = 0
+    errors: Counter[str] = Counter()
     connection: Connection | None = None
     hostile_index = good_index = 0
     while done < count:
         if done % HOSTILE_EVERY == HOSTILE_EVERY - 1:
-            request, expected, keep = HOSTILE[hostile_index % len(HOSTILE)]
+            case = f"hostile {hostile_index % len(HOSTILE)}"
+            request, accepted, keep = HOSTILE[hostile_index % len(HOSTILE)]
             hostile_index += 1
         else:
-            request, expected, keep = GOOD[good_index % len(GOOD)]
+            case = f"good {good_index % len(GOOD)}"
+            request, accepted, keep = GOOD[good_index % len(GOOD)]
             good_index += 1
         try:
             if connection is None:
                 connection = Connection(address, port, context)
             status = connection.exchange(request)
-            if status != expected:
-                errors += 1
+            if status not in accepted:
+                errors[f"{case}: {status}"] += 1
             if not keep:
                 connection.close()
                 connection = None
-        except (OSError, ValueError, IndexError):
-            errors += 1
+        except (OSError, ValueError, IndexError) as e:
+            errors[f"{case}: {type(e).__name__}"] += 1
             if connection is not None:
                 connection.close()
             connection = None
         done += 1
-    out.put((done, errors))
+    out.put((done, dict(errors)))
+
+
+def _prober(
+    address: str, port: int, ca_pem: bytes, stop: threading.Event, out: list[float]
+) -> None:
+    """Ask /version every PROBE_INTERVAL_SECONDS until ``stop``; append each answer's time."""
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    connection: Connection | None = None
+    while not stop.wait(PROBE_INTERVAL_SECONDS):
+        started = time.monotonic()
+        try:
+            if connection is None:
+                connection = Connection(address, port, context)
+            connection.exchange(VERSION_REQUEST)
+        except (OSError, ValueError):
+            connection = None
+        out.append(time.monotonic() - started)
+
+
+def _hold_idle_sockets(address: str, port: int) -> tuple[list[socket.socket], int]:
+    """IDLE_SOCKETS connection attempts from IDLE_SOURCE that never send a byte.
+
+    Returns the sockets connected and how many attempts failed (the server drops those
+    past its per-address cap; the kernel may then refuse a few more).
+    """
+    held = []
+    failed = 0
+    for _ in range(IDLE_SOCKETS):
+        try:
+            held.append(
+                socket.create_connection(
+                    (address, port), timeout=CLIENT_TIMEOUT_SECONDS, source_address=(IDLE_SOURCE, 0)
+                )
+            )
+        except OSError:
+            failed += 1
+    return held, failed
 
 
 def rss_kib(pid: int) -> int:
@@ -146,13 +234,20 @@ def rss_kib(pid: int) -> int:
 
 
 def soak(stub: StubProcess, ca_pem: bytes, total: int, workers: int) -> None:
-    """Run ``total`` requests over ``workers`` processes; print counts and memory."""
+    """Run ``total`` requests over ``workers`` processes; print counts, memory, /version time."""
     pid = stub.process.pid
-    warm_up = 2000
+    warm_up = min(2000, total // 10)
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     _worker(stub.address, stub.port, ca_pem, warm_up, queue)
     warm_done, warm_errors = queue.get()
     start_rss = rss_kib(pid)
+    idle, idle_failed = _hold_idle_sockets(stub.address, stub.port)
+    stop = threading.Event()
+    probe_times: list[float] = []
+    prober = threading.Thread(
+        target=_prober, args=(stub.address, stub.port, ca_pem, stop, probe_times), daemon=True
+    )
+    prober.start()
     started = time.monotonic()
     per_worker = (total - warm_done) // workers
     processes = [
@@ -171,16 +266,34 @@ def soak(stub: StubProcess, ca_pem: bytes, total: int, workers: int) -> None:
     for p in processes:
         p.join()
     elapsed = time.monotonic() - started
+    stop.set()
+    prober.join()
+    for sock in idle:
+        sock.close()
     requests = warm_done + sum(r[0] for r in results)
-    errors = warm_errors + sum(r[1] for r in results)
+    errors: Counter[str] = Counter(warm_errors)
+    for _, worker_errors in results:
+        errors.update(worker_errors)
     end_rss = rss_kib(pid)
     print(f"requests: {requests}")
-    print(f"errors: {errors}")
-    print(f"hostile share: 1 in {HOSTILE_EVERY}")
+    print(f"errors: {sum(errors.values())}")
+    for case, count in sorted(errors.items()):
+        print(f"  {case}: {count}")
+    print(f"hostile share: 1 in {HOSTILE_EVERY} ({len(HOSTILE)} hostile cases)")
+    print(
+        f"idle sockets from {IDLE_SOURCE}: {len(idle)} connected, {idle_failed} refused "
+        f"(of {IDLE_SOCKETS}; the server keeps its per-address cap of them)"
+    )
     print(f"elapsed: {elapsed:.0f} s ({(requests - warm_done) / elapsed:.0f} requests/s)")
     print(f"rss at start (after {warm_done} warm-up requests): {start_rss} KiB")
     print(f"rss at end: {end_rss} KiB")
     print(f"rss samples (KiB): {[*samples, end_rss]}")
+    if probe_times:
+        print(
+            f"/version probes: {len(probe_times)}, longest answer "
+            f"{max(probe_times) * 1000:.0f} ms, median "
+            f"{sorted(probe_times)[len(probe_times) // 2] * 1000:.1f} ms"
+        )
 
 
 def slowloris(stub: StubProcess, ca_pem: bytes, slow: int) -> None:
@@ -196,7 +309,7 @@ def slowloris(stub: StubProcess, ca_pem: bytes, slow: int) -> None:
     answered = 0
     for _ in range(10):
         connection = Connection(stub.address, stub.port, context)
-        if connection.exchange(GOOD[0][0]) == 200:
+        if connection.exchange(VERSION_REQUEST) == 200:
             answered += 1
         connection.close()
     print(f"slow connections held: {slow}; normal requests answered meanwhile: {answered}/10")

@@ -32,9 +32,9 @@ EXIT_USAGE = 2
 #: arguments and returns the exit status.
 COMMANDS = {
     "generate": "stubserver.cli.generate:main",
-    "run": "stubserver.server.run:main",
-    "resolve": "stubserver.cli.outbound:resolve_main",
-    "keys": "stubserver.cli.outbound:keys_main",
+    "run": "stubserver.cli.run:main",
+    "resolve": "stubserver.cli.resolve:main",
+    "keys": "stubserver.cli.keys:main",
     "request": "stubserver.cli.request:main",
     "check": "stubserver.cli.check:main",
 }

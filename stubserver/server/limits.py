@@ -21,8 +21,20 @@ with these limits instead (each a named constant, collected in :class:`ServerLim
   :data:`HANDLER_DEADLINE_SECONDS` is cancelled and the client gets 504 ``M_UNKNOWN``
   (enforced by :class:`stubserver.server.router.FederationRouter`, which is given the value).
 - **Connections**: at most :data:`MAX_CONCURRENT_CONNECTIONS` open at once over all
-  listeners sharing a :class:`ConnectionCounter`; a connection over the cap is aborted
-  as it is accepted, before the TLS handshake.
+  listeners sharing a :class:`ConnectionCounter`, and at most
+  :data:`MAX_CONNECTIONS_PER_ADDRESS` from one client address (an IPv6 client: one /64,
+  see :func:`client_address_key`). A connection over its address's cap is aborted as it is
+  accepted, before the TLS handshake. At the global cap, the connection idle longest (no
+  request in progress or partly received) is aborted to make room; only when none is idle
+  is the newcomer aborted instead. So 1,024 idle sockets lock nobody out (issue 12, row 8).
+- **Line lengths**: a request line over :data:`MAX_REQUEST_LINE_BYTES` is answered 414
+  ``M_UNKNOWN`` at once, a header line over it or a header block over
+  :data:`MAX_HEADER_BLOCK_BYTES` 431 ``M_UNKNOWN`` (issue 12, row 15). twisted.web (and so
+  Synapse) just drops the connection without an answer, and on TLS, with the channel still
+  registered as the transport's producer, the drop waited for the read deadline. 414 rather
+  than 400 for the request line: RFC 9110 section 15.5.15 names 414 for a request target
+  longer than the server will interpret, the request line is almost all target, and nginx
+  answers the same; 431 is RFC 6585 section 5's status for oversized header fields.
 - **Framing**: what twisted.web refuses (two ``Content-Length`` headers,
   ``Content-Length`` with ``Transfer-Encoding``, a length that is not all ASCII digits,
   a malformed chunk, an unknown transfer coding, oversized headers) is answered 400
@@ -30,6 +42,17 @@ with these limits instead (each a named constant, collected in :class:`ServerLim
   connection is ever parsed or served.
 - **Forms**: ``application/x-www-form-urlencoded`` and ``multipart/form-data`` bodies are
   never parsed (``request.args`` only ever holds the query string).
+- **Every answer is JSON**: ``OPTIONS *`` (and any asterisk-form target) goes to the
+  resource like any other request (the router answers 400 ``M_UNRECOGNIZED``) instead of
+  twisted.web's empty 200, and an exception that escapes the resource is answered 500
+  ``M_UNKNOWN`` as JSON instead of twisted.web's HTML page (issue 12, rows 6 and 15).
+
+twisted.web internals this module relies on (private names, checked by
+``tests/server/test_twisted_canary.py`` so that an upgrade that changes them fails loudly):
+``HTTPChannel._handlingRequest``, ``_receivedHeaderSize``, ``_abortingCall``,
+``_respondToBadRequestAndDisconnect``, ``totalHeadersSize``, ``LineReceiver._buffer``,
+``MAX_LENGTH``, ``lineLengthExceeded`` and ``Request._handleStar`` (the ``*`` short cut
+that :meth:`LimitedRequest.process` replaces).
 
 Every refusal is a JSON body with ``Connection: close``; the connection is closed once
 it is written and aborted :data:`ABORT_GRACE_SECONDS` later if the client does not read.
@@ -37,6 +60,8 @@ it is written and aborted :data:`ABORT_GRACE_SECONDS` later if the client does n
 
 from __future__ import annotations
 
+import ipaddress
+from collections import OrderedDict
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, cast
@@ -60,6 +85,15 @@ HANDLER_DEADLINE_SECONDS = 60.0
 IDLE_TIMEOUT_SECONDS = 60
 #: Most connections open at once over all listeners of one process.
 MAX_CONCURRENT_CONNECTIONS = 1024
+#: Most connections open at once from one client address (IPv4) or /64 (IPv6): a sixteenth
+#: of the global cap, far above what a homeserver opens to a peer (Synapse: one per peer).
+MAX_CONNECTIONS_PER_ADDRESS = 64
+#: Prefix length under which IPv6 clients are counted together (one customer's network).
+IPV6_CLIENT_PREFIX_LENGTH = 64
+#: Longest request line or header line, in bytes (16 KiB, twisted.web's own line cap).
+MAX_REQUEST_LINE_BYTES = 16 * 1024
+#: Most bytes of request line and headers together, in bytes (twisted.web's default).
+MAX_HEADER_BLOCK_BYTES = 16 * 1024
 #: After a refusal is written, how long the client has to read it before the abort, in seconds.
 ABORT_GRACE_SECONDS = 5.0
 
@@ -69,6 +103,9 @@ _REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
 }
 
 
@@ -81,28 +118,100 @@ class ServerLimits:
     handler_deadline_seconds: float = HANDLER_DEADLINE_SECONDS
     idle_timeout_seconds: int = IDLE_TIMEOUT_SECONDS
     max_connections: int = MAX_CONCURRENT_CONNECTIONS
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS
     abort_grace_seconds: float = ABORT_GRACE_SECONDS
 
 
+def client_address_key(host: str) -> str:
+    """The key a client's connections are counted under (pure).
+
+    An IPv4 address counts alone (an IPv4-mapped IPv6 address as its IPv4 address); an IPv6
+    address counts with its whole /64, since any client holds at least that many addresses.
+    Anything else (a UNIX socket's path, say) counts as given.
+    """
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX_LENGTH), strict=False))
+    return str(ip)
+
+
 class ConnectionCounter:
-    """Counts open connections against a cap; shared by every listener of a process."""
+    """Counts open connections against a global and a per-address cap; shared by every
+    listener of a process, and keeps the idle ones in order so that the oldest can make room.
+    """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_address_limit: int = MAX_CONNECTIONS_PER_ADDRESS) -> None:
         self.limit = limit
-        self.open = 0
-        #: The counted connections themselves, so that shutdown can close them.
-        self.channels: set[http.HTTPChannel] = set()
+        self.per_address_limit = per_address_limit
+        #: The counted connections and their address keys, so that shutdown can close them.
+        self.channels: dict[http.HTTPChannel, str] = {}
+        self._per_address: dict[str, int] = {}
+        #: Idle counted connections, the one idle longest first.
+        self._idle: OrderedDict[http.HTTPChannel, None] = OrderedDict()
 
-    def try_acquire(self) -> bool:
-        """Count one more connection; False (nothing counted) when at the cap."""
-        if self.open >= self.limit:
+    @property
+    def open(self) -> int:
+        """How many connections are counted."""
+        return len(self.channels)
+
+    def count_for(self, address_key: str) -> int:
+        """How many connections are counted under ``address_key``."""
+        return self._per_address.get(address_key, 0)
+
+    def try_admit(self, channel: http.HTTPChannel, address_key: str) -> str | None:
+        """Count ``channel`` (as idle), or say why not: None when admitted, else a reason.
+
+        At the global cap the connection idle longest is aborted to make room.
+        """
+        if self.count_for(address_key) >= self.per_address_limit:
+            return f"{self.per_address_limit} connections are open from {address_key}"
+        if len(self.channels) >= self.limit and not self._evict_idle():
+            return f"{self.limit} connections are open and none is idle"
+        self.channels[channel] = address_key
+        self._per_address[address_key] = self.count_for(address_key) + 1
+        self._idle[channel] = None
+        return None
+
+    def _evict_idle(self) -> bool:
+        if not self._idle:
             return False
-        self.open += 1
+        oldest = next(iter(self._idle))
+        log.debug("At the connection cap: closing the connection idle longest")
+        self.release(oldest)
+        if oldest.transport is not None:
+            cast(ITCPTransport, oldest.transport).abortConnection()
         return True
 
-    def release(self) -> None:
-        """Count one connection fewer."""
-        self.open -= 1
+    def mark_idle(self, channel: http.HTTPChannel) -> None:
+        """``channel`` has no request in progress: it may be closed to make room."""
+        if channel in self.channels:
+            self._idle[channel] = None
+            self._idle.move_to_end(channel)
+
+    def mark_busy(self, channel: http.HTTPChannel) -> None:
+        """``channel`` started a request: it is not closed to make room."""
+        self._idle.pop(channel, None)
+
+    def is_idle(self, channel: http.HTTPChannel) -> bool:
+        """Whether ``channel`` is counted as idle."""
+        return channel in self._idle
+
+    def release(self, channel: http.HTTPChannel) -> None:
+        """Stop counting ``channel`` (idempotent)."""
+        address_key = self.channels.pop(channel, None)
+        if address_key is None:
+            return
+        self._idle.pop(channel, None)
+        remaining = self._per_address[address_key] - 1
+        if remaining:
+            self._per_address[address_key] = remaining
+        else:
+            del self._per_address[address_key]
 
     def abort_all(self) -> int:
         """Abort every open connection (at shutdown); returns how many there were.
@@ -154,13 +263,48 @@ class LimitedRequest(server.Request):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
+    def process(self) -> None:
+        """Process the request; an asterisk-form target (``OPTIONS *``) goes to the resource too.
+
+        twisted.web answers ``*`` itself with an empty, non-JSON 200 (or 405); we let the
+        resource answer it like any other target, so that every answer is JSON.
+        """
+        if self.path != b"*":
+            super().process()  # type: ignore[no-untyped-call]
+            return
+        self.site = cast(LimitedHTTPChannel, self.channel).site
+        self.prepath = []
+        self.postpath = []
+        try:
+            self.render(self.site.resource)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self.processingFailed(Failure())  # type: ignore[no-untyped-call]
+
+    def processingFailed(self, reason: Failure) -> None:
+        """An exception escaped the resource: answer 500 ``M_UNKNOWN`` as JSON, not HTML."""
+        log.failure("Unhandled error serving {uri}", reason, uri=self.uri)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            # Part of another answer is on the wire already: all we can do is close.
+            self.channel.loseConnection()  # type: ignore[no-untyped-call]
+            return
+        body = encode_json({"errcode": "M_UNKNOWN", "error": "Internal server error"})
+        self.setResponseCode(500)
+        self.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
+        self.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
+        self.responseHeaders.setRawHeaders(b"Server", [SERVER_HEADER])
+        self.write(body)  # type: ignore[no-untyped-call]
+        self.finish()  # type: ignore[no-untyped-call]
+
 
 class LimitedHTTPChannel(http.HTTPChannel):
     """An HTTP/1.1 channel enforcing :class:`ServerLimits` (see the module docstring)."""
 
     site: LimitedSite
+    MAX_LENGTH = MAX_REQUEST_LINE_BYTES
+    totalHeadersSize = MAX_HEADER_BLOCK_BYTES
     _refused = False
-    _counted = False
     _read_deadline: IDelayedCall | None = None
 
     @property
@@ -169,38 +313,54 @@ class LimitedHTTPChannel(http.HTTPChannel):
         return self.site.limits
 
     def connectionMade(self) -> None:
-        """Count the connection (abort it when over the cap) and start its read deadline."""
+        """Count the connection (abort it when over a cap) and start its read deadline."""
         super().connectionMade()  # type: ignore[no-untyped-call]
-        if not self.site.connections.try_acquire():
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        address_key = client_address_key(str(getattr(peer, "host", peer)))
+        refusal = self.site.connections.try_admit(self, address_key)
+        if refusal is not None:
             self._refused = True
-            log.debug("Refusing a connection: {limit} are open", limit=self.site.connections.limit)
+            log.debug("Refusing a connection: {reason}", reason=refusal)
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
-        self._counted = True
-        self.site.connections.channels.add(self)
         self._arm_read_deadline()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """Release the connection's place and cancel its timers."""
         self._cancel_read_deadline()
-        if self._counted:
-            self._counted = False
-            self.site.connections.release()
-            self.site.connections.channels.discard(self)
+        self.site.connections.release(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
         """Parse ``data`` unless the connection was refused; a new request starts its deadline."""
         if self._refused:
             return
+        self.site.connections.mark_busy(self)
         if self._read_deadline is None and not self._handlingRequest:
             self._arm_read_deadline()
         super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     def lineReceived(self, line: bytes) -> None:
-        """Parse a request or header line unless the connection was refused."""
-        if not self._refused:
-            super().lineReceived(line)  # type: ignore[no-untyped-call]
+        """Parse a request or header line unless refused; refuse a header block too large."""
+        if self._refused:
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self.refuse(
+                431,
+                "M_UNKNOWN",
+                f"the request line and headers are longer than {self.totalHeadersSize} bytes",
+            )
+            return
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line passed :data:`MAX_REQUEST_LINE_BYTES`: 414 for the request line, else 431."""
+        if self._receivedHeaderSize == 0:
+            self.refuse(
+                414, "M_UNKNOWN", f"the request line is longer than {self.MAX_LENGTH} bytes"
+            )
+        else:
+            self.refuse(431, "M_UNKNOWN", f"a header line is longer than {self.MAX_LENGTH} bytes")
 
     def rawDataReceived(self, data: bytes) -> None:
         """Parse body bytes unless the connection was refused."""
@@ -229,17 +389,22 @@ class LimitedHTTPChannel(http.HTTPChannel):
         super().allContentReceived()  # type: ignore[no-untyped-call]
 
     def requestDone(self, request: Any) -> None:
-        """After a response: a partly received next request gets its read deadline now."""
+        """After a response: a partly received next request gets its read deadline now;
+        a connection with nothing more received becomes idle (it may be closed to make room).
+        """
         super().requestDone(request)  # type: ignore[no-untyped-call]
         if (
-            not self._refused
-            and not self._handlingRequest
-            and self._read_deadline is None
-            and self.transport is not None
-            and not self.transport.disconnecting  # type: ignore[attr-defined]
-            and (self._buffer or self._receivedHeaderSize)
+            self._refused
+            or self._handlingRequest
+            or self.transport is None
+            or self.transport.disconnecting  # type: ignore[attr-defined]
         ):
-            self._arm_read_deadline()
+            return
+        if self._buffer or self._receivedHeaderSize:
+            if self._read_deadline is None:
+                self._arm_read_deadline()
+        else:
+            self.site.connections.mark_idle(self)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """twisted.web's answer to bad framing, as a Matrix error."""

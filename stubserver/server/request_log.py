@@ -7,15 +7,23 @@ Contract (DESIGN.md, "Request log")::
 
 :class:`RequestLog` is a :class:`stubserver.server.router.RequestObserver`: it reads what the
 X-Matrix filter left in :func:`stubserver.server.router.request_annotations` (``origin``,
-``authenticated``, ``auth_error``, ``content``). Lines are buffered in memory and handed
-in batches to a worker thread, on a short timer or as soon as a batch is full, so the
-reactor never blocks on the disk; batches are written strictly in order. On reactor
-shutdown (a ``before shutdown`` trigger) every buffered line is written before the
-reactor goes on stopping.
+``authenticated``, ``auth_error``, ``content``). Lines are handed to a worker thread so
+the reactor never blocks on the disk, and written strictly in order. Under light load a
+line goes to the writer :data:`FLUSH_DELAY_SECONDS` after its request was answered (a test
+reading the log right after a response finds it within :data:`FLUSH_DELAY_SECONDS` plus
+one write); under load, lines that arrive while a write runs wait for it and go together
+as the next batch (or at once when :data:`FLUSH_BATCH_LINES` are waiting).
+
+No line is lost to its content: a value that cannot be encoded as UTF-8 JSON (a lone
+surrogate from a ``\ud800`` escape in a body, say) is written with the string escaped
+(``ensure_ascii``), and an entry that cannot be encoded at all is written with
+``content`` null and a ``log_note`` saying why. On reactor shutdown (a ``before
+shutdown`` trigger) every buffered line is written before the reactor goes on stopping.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,8 +38,9 @@ from twisted.web.iweb import IRequest
 from stubserver.server.router import request_annotations
 from stubserver.signing.canonical_json import encode_json
 
-#: How long a line may wait in memory before it is handed to the writer, in seconds.
-FLUSH_INTERVAL_SECONDS = 0.2
+#: How long a line waits for companions before it is handed to the writer when no write is
+#: running, in seconds (issue 12: a line must be on disk within 50 ms of the answer).
+FLUSH_DELAY_SECONDS = 0.01
 #: Lines that make a batch worth writing at once.
 FLUSH_BATCH_LINES = 256
 #: Most lines held in memory while the writer is busy; beyond it lines are dropped
@@ -73,8 +82,41 @@ def log_entry(
 
 
 def encode_line(entry: Mapping[str, Any]) -> bytes:
-    """One log line: compact JSON and a newline."""
-    return encode_json(entry) + b"\n"
+    """One log line: compact JSON and a newline; never raises (pure).
+
+    Strings that are not valid Unicode (lone surrogates) are written as ``\\uXXXX``
+    escapes; an entry that is not JSON at all keeps its fields with ``content`` null and a
+    ``log_note`` saying why.
+    """
+    try:
+        return encode_json(entry) + b"\n"
+    except UnicodeEncodeError:
+        pass
+    except (ValueError, TypeError, RecursionError):
+        return _line_without_content(entry, "content is not JSON")
+    try:
+        return (
+            json.dumps(entry, ensure_ascii=True, sort_keys=True, separators=(",", ":")).encode(
+                "ascii"
+            )
+            + b"\n"
+        )
+    except (ValueError, TypeError, RecursionError):
+        return _line_without_content(entry, "content is not JSON")
+
+
+def _line_without_content(entry: Mapping[str, Any], note: str) -> bytes:
+    safe = {
+        k: (v if v is None or isinstance(v, (bool, int)) else str(v))
+        for k, v in entry.items()
+        if k != "content"
+    }
+    safe["content"] = None
+    safe["log_note"] = note
+    return (
+        json.dumps(safe, ensure_ascii=True, sort_keys=True, separators=(",", ":")).encode("ascii")
+        + b"\n"
+    )
 
 
 def append_lines(path: Path, lines: list[bytes]) -> None:
@@ -119,25 +161,26 @@ class RequestLog:
         """The observer: log ``request`` answered with ``status`` (Matrix paths only)."""
         if not request.path.startswith(LOGGED_PATH_PREFIX):
             return  # e.g. /.well-known/matrix/server on a well_known listener
-        entry = log_entry(
-            int(self._clock.seconds() * MS_PER_SECOND),
-            request.method,
-            request.uri,
-            status,
-            request_annotations(request),
+        self.record(
+            log_entry(
+                int(self._clock.seconds() * MS_PER_SECOND),
+                request.method,
+                request.uri,
+                status,
+                request_annotations(request),
+            )
         )
-        self.record(entry)
 
     def record(self, entry: Mapping[str, Any]) -> None:
-        """Buffer one entry; it is written within :data:`FLUSH_INTERVAL_SECONDS`."""
+        """Buffer one entry; with no write running it goes within :data:`FLUSH_DELAY_SECONDS`."""
         if len(self._pending) >= MAX_PENDING_LINES:
             self._dropped += 1
             return
         self._pending.append(encode_line(entry))
         if self._closed or len(self._pending) >= FLUSH_BATCH_LINES:
             self._start_write()
-        elif self._timer is None:
-            self._timer = self._clock.callLater(FLUSH_INTERVAL_SECONDS, self._timer_fired)
+        elif self._timer is None and self._writing is None:
+            self._timer = self._clock.callLater(FLUSH_DELAY_SECONDS, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None
@@ -165,10 +208,9 @@ class RequestLog:
 
         def done(_: None) -> None:
             self._writing = None
-            if self._pending and (self._closed or len(self._pending) >= FLUSH_BATCH_LINES):
-                self._start_write()
-            elif self._pending and self._timer is None:
-                self._timer = self._clock.callLater(FLUSH_INTERVAL_SECONDS, self._timer_fired)
+            # Lines that came in during the write are the next batch: they go now, so that
+            # under load each line waits at most one write.
+            self._start_write()
 
         d.addErrback(failed)
         d.addCallback(done)

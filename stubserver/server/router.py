@@ -42,7 +42,11 @@ cancelled. Given a ``clock`` and ``handler_deadline_seconds``, a request whose f
 handler have not answered by then is cancelled and answered 504 ``M_UNKNOWN`` (the
 listener's per-request handler deadline, ``stubserver.server.limits``). An unexpected
 exception (including a ``CancelledError`` neither the client nor the deadline caused) is
-logged and answered with 500 ``M_UNKNOWN``.
+logged and answered with 500 ``M_UNKNOWN``; so is a response that cannot be encoded (a
+lone surrogate in its body, a header value outside latin-1). Either way the observers are
+told, with the status and body actually sent: every request reaches the request log.
+A request target that is not a path (``OPTIONS *``, asterisk-form) answers 400
+``M_UNRECOGNIZED``.
 """
 
 from __future__ import annotations
@@ -258,18 +262,41 @@ class _ResponseWriter(Protocol):
     def notifyFinish(self) -> Deferred[None]: ...
 
 
-def write_json_response(request: IRequest, response: JsonResponse) -> None:
-    """Send ``response`` on ``request`` and finish it."""
+def encode_response(response: JsonResponse) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and extra headers of ``response`` as bytes (pure).
+
+    Raises (``UnicodeEncodeError``, ``ValueError``, ``TypeError``) when the body is not
+    encodable JSON or a header is not latin-1; nothing has been sent then.
+    """
     body = response.encoded if response.encoded is not None else encode_json(response.body)
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.headers.items()
+    ]
+    return body, headers
+
+
+def write_json_response(request: IRequest, response: JsonResponse) -> None:
+    """Send ``response`` on ``request`` and finish it (raises as :func:`encode_response`)."""
+    body, headers = encode_response(response)
+    _write_encoded(request, response.status, body, headers)
+
+
+def _write_encoded(
+    request: IRequest, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> None:
     writer = cast(_ResponseWriter, request)
-    writer.setResponseCode(response.status)
+    writer.setResponseCode(status)
     writer.setHeader(b"Content-Type", b"application/json")
     writer.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
     writer.setHeader(b"Server", SERVER_HEADER)
-    for name, value in response.headers.items():
-        writer.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    for name, value in headers:
+        writer.setHeader(name, value)
     writer.write(body)
     writer.finish()
+
+
+_INTERNAL_ERROR = error_response(500, "M_UNKNOWN", "Internal server error")
 
 
 @implementer(IResource)
@@ -381,7 +408,10 @@ class FederationRouter:
         method = request.method.decode("ascii", "replace")
         if method == "HEAD":
             method = "GET"
-        raw_segments = path[1:].split(b"/") if path.startswith(b"/") else [path]
+        if not path.startswith(b"/"):
+            # Asterisk-form (OPTIONS *) or anything else that is not a path: nothing we serve.
+            raise MatrixError(400, "M_UNRECOGNIZED", "the request target is not a path")
+        raw_segments = path[1:].split(b"/")
         allowed: list[str] = []
         for route in self._routes:
             raw_params = route.match(raw_segments)
@@ -404,10 +434,26 @@ class FederationRouter:
         raise MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request")
 
     def _send(self, request: IRequest, state: _RequestState, response: JsonResponse) -> None:
+        """Write ``response`` and tell the observers; never raises (it runs as a callback)."""
         if state.client_gone:
             self._observe(request, CLIENT_CLOSED_REQUEST, None)
             return
-        write_json_response(request, response)
+        try:
+            body, headers = encode_response(response)
+        except Exception:
+            log.failure(
+                "Cannot encode the answer to {method} {uri}", method=request.method, uri=request.uri
+            )
+            response = _INTERNAL_ERROR
+            body, headers = encode_response(response)
+        try:
+            _write_encoded(request, response.status, body, headers)
+        except Exception:
+            log.failure(
+                "Writing the answer to {method} {uri} failed",
+                method=request.method,
+                uri=request.uri,
+            )
         self._observe(request, response.status, response.body)
 
     def _fail(self, request: IRequest, state: _RequestState, failure: Failure) -> None:
@@ -430,7 +476,7 @@ class FederationRouter:
             method=request.method,
             uri=request.uri,
         )
-        self._send(request, state, error_response(500, "M_UNKNOWN", "Internal server error"))
+        self._send(request, state, _INTERNAL_ERROR)
 
     def _observe(self, request: IRequest, status: int, body: Any) -> None:
         for observer in self._observers:

@@ -12,12 +12,12 @@ the others, so that one listener answers on one port.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -186,9 +186,11 @@ def _start_logging() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``stubserver run``; ConfigError propagates (exit 2 in ``_cli``)."""
-    config = load_config(args.config)
+def serve(config_path: Path) -> int:
+    """The composition root of ``stubserver run`` (entry: ``stubserver.cli.run``): serve the
+    config at ``config_path`` until SIGINT or SIGTERM; ConfigError propagates (exit 2).
+    """
+    config = load_config(config_path)
     options = tls_options_for(config.listeners)
 
     from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
@@ -204,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
     )
     bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
     # Logging starts only once every socket is bound: until then a fault must show as the
-    # one line _cli prints. Twisted buffers earlier events and replays them now.
+    # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
     _start_logging()
     for b in bound:
         log.info(

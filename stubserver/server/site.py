@@ -126,7 +126,7 @@ def build_site(
         config.key_refresh_interval_ms,
     )
     limits = limits if limits is not None else ServerLimits()
-    connections = ConnectionCounter(limits.max_connections)
+    connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_address)
     sites = []
     for listener in config.listeners:
         router = FederationRouter(

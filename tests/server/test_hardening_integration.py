@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from stubserver.server.limits import (
+    MAX_CONCURRENT_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_REQUEST_LINE_BYTES,
+)
 from stubserver.server.router import CLIENT_CLOSED_REQUEST, MAX_REQUEST_BODY_BYTES
 from stubserver.tls.certificates import KeyPair, make_ca
 from tests.support import StubProcess, https_request, start_stubserver, write_stub
@@ -24,8 +29,10 @@ pytestmark = pytest.mark.integration
 SERVER_NAME = "hardened.test"
 VERSION_PATH = "/_matrix/federation/v1/version"
 NOTARY_PATH = "/_matrix/key/v2/query"
-#: Slow connections held open while a normal request must still be answered (issue 7).
+#: Slow connections held open while a normal request must still be answered (issue 7),
+#: spread over loopback addresses so that no address passes its connection cap.
 SLOW_CONNECTIONS = 200
+SLOW_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 #: Generous client timeout for "still answers", in seconds (not a measured bound).
 CLIENT_TIMEOUT_SECONDS = 10.0
 
@@ -46,10 +53,14 @@ def stub(tmp_path: Path, ca: KeyPair) -> Iterator[StubProcess]:
         yield process
 
 
-def tls_socket(stub: StubProcess, ca: KeyPair) -> ssl.SSLSocket:
-    """A verified TLS connection to the stub, handshake done."""
+def tls_socket(stub: StubProcess, ca: KeyPair, source: str | None = None) -> ssl.SSLSocket:
+    """A verified TLS connection to the stub (from loopback address ``source``), handshake done."""
     context = ssl.create_default_context(cadata=ca.cert_pem.decode("ascii"))
-    raw = socket.create_connection((stub.address, stub.port), timeout=CLIENT_TIMEOUT_SECONDS)
+    raw = socket.create_connection(
+        (stub.address, stub.port),
+        timeout=CLIENT_TIMEOUT_SECONDS,
+        source_address=(source, 0) if source else None,
+    )
     return context.wrap_socket(raw, server_hostname=SERVER_NAME)
 
 
@@ -150,7 +161,9 @@ def test_answers_while_slow_connections_are_open(stub: StubProcess, ca: KeyPair)
     Then SIGTERM with those connections still open: exit 0, no unhandled error logged, and
     every line of the request log is whole JSON.
     """
-    slow = [tls_socket(stub, ca) for _ in range(SLOW_CONNECTIONS)]
+    slow = [
+        tls_socket(stub, ca, SLOW_SOURCES[n % len(SLOW_SOURCES)]) for n in range(SLOW_CONNECTIONS)
+    ]
     try:
         request = b"GET %s HTTP/1.1\r\nHost: x\r\nX-Slow: " % VERSION_PATH.encode()
         for sock in slow:
@@ -208,3 +221,64 @@ def test_shutdown_with_a_handler_in_flight(tmp_path: Path, ca: KeyPair) -> None:
     assert [(e["method"], e["uri"], e["status"]) for e in entries] == [
         ("GET", path, CLIENT_CLOSED_REQUEST)
     ]
+
+
+def _version_from(stub: StubProcess, ca: KeyPair, source: str) -> int:
+    """The status of GET /version over a new connection from ``source``."""
+    with tls_socket(stub, ca, source) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % VERSION_PATH.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return int(received.split(b" ")[1])
+
+
+def test_idle_sockets_lock_nobody_out(stub: StubProcess, ca: KeyPair) -> None:
+    """1,088 idle sockets from 17 addresses (64 each, past the 1,024 cap): a newcomer is served.
+
+    The server closes the sockets idle longest to make room (issue 12, row 8); and one
+    address past its 64 gets its extra connections closed, while others are served.
+    """
+    idle: list[socket.socket] = []
+    try:
+        for n in range(MAX_CONCURRENT_CONNECTIONS // MAX_CONNECTIONS_PER_ADDRESS + 1):
+            for _ in range(MAX_CONNECTIONS_PER_ADDRESS):
+                idle.append(
+                    socket.create_connection(
+                        (stub.address, stub.port),
+                        timeout=CLIENT_TIMEOUT_SECONDS,
+                        source_address=(f"127.0.1.{n + 1}", 0),
+                    )
+                )
+        assert _version_from(stub, ca, "127.0.2.1") == 200
+        # One address past its cap: its extra connection is closed before any TLS.
+        with pytest.raises(OSError):
+            _version_from(stub, ca, "127.0.1.17")
+        assert _version_from(stub, ca, "127.0.2.2") == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /" + b"a" * MAX_REQUEST_LINE_BYTES, 414),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * MAX_REQUEST_LINE_BYTES, 431),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
+    ],
+    ids=["long request line", "long header line", "OPTIONS *"],
+)
+def test_long_lines_and_options_star_answered_json_at_once(
+    stub: StubProcess, ca: KeyPair, request_bytes: bytes, status: int
+) -> None:
+    """Over-long lines get 414/431 JSON and a close at once; ``OPTIONS *`` a JSON 400."""
+    raw = exchange(stub, ca, request_bytes)
+    got, body = status_and_body(raw)
+    assert got == status
+    assert set(body) == {"errcode", "error"}
+    assert b"Content-Type: application/json" in raw
+    assert_still_answers(stub, ca)

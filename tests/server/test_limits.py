@@ -13,16 +13,22 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from stubserver.server.limits import (
     ABORT_GRACE_SECONDS,
     HANDLER_DEADLINE_SECONDS,
     IDLE_TIMEOUT_SECONDS,
+    MAX_CONCURRENT_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_REQUEST_LINE_BYTES,
     REQUEST_READ_DEADLINE_SECONDS,
     ConnectionCounter,
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,
+    client_address_key,
 )
 from stubserver.server.router import (
     MAX_REQUEST_BODY_BYTES,
@@ -83,7 +89,9 @@ class Harness:
             clock=self.clock,
             handler_deadline_seconds=self.limits.handler_deadline_seconds,
         )
-        self.connections = ConnectionCounter(self.limits.max_connections)
+        self.connections = ConnectionCounter(
+            self.limits.max_connections, self.limits.max_connections_per_address
+        )
         self.site = LimitedSite(router, self.clock, self.limits, self.connections)
 
     def _version(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
@@ -105,13 +113,12 @@ class Harness:
         self.pending.append(d)
         return d
 
-    def connect(self) -> tuple[LimitedHTTPChannel, StringTransport]:
-        """A new connection, made."""
-        channel = self.site.buildProtocol(  # type: ignore[no-untyped-call]
-            IPv4Address("TCP", "127.0.0.1", 40000)
-        )
+    def connect(self, host: str = "127.0.0.1") -> tuple[LimitedHTTPChannel, StringTransport]:
+        """A new connection from ``host``, made."""
+        peer = IPv4Address("TCP", host, 40000)
+        channel = self.site.buildProtocol(peer)  # type: ignore[no-untyped-call]
         assert isinstance(channel, LimitedHTTPChannel)
-        transport = StringTransport()  # type: ignore[no-untyped-call]
+        transport = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
         channel.makeConnection(transport)  # type: ignore[no-untyped-call]
         return channel, transport
 
@@ -360,10 +367,12 @@ class DeadlineTests(SynchronousTestCase):
 
 class ConnectionCapTests(SynchronousTestCase):
     def test_connection_over_cap_aborted(self) -> None:
-        """With a cap of 2, a third connection is aborted at once; a freed place is reused."""
+        """With a cap of 2 and both busy, a third connection is aborted; a freed place is reused."""
         h = Harness(ServerLimits(max_connections=2))
         first, _ = h.connect()
-        h.connect()
+        second, _ = h.connect()
+        first.dataReceived(b"GET /vers")
+        second.dataReceived(b"GET /vers")
         third, third_transport = h.connect()
         assert third_transport.disconnected
         close(third)
@@ -373,3 +382,156 @@ class ConnectionCapTests(SynchronousTestCase):
         assert not transport.disconnected
         assert [s for s, _ in responses(sent(transport))] == [200]
         assert h.connections.open == 2
+
+    def test_per_address_cap(self) -> None:
+        """With 64 connections from one address, a 65th from it is aborted; others still connect."""
+        h = Harness()
+        for _ in range(MAX_CONNECTIONS_PER_ADDRESS):
+            _, transport = h.connect("192.0.2.7")
+            assert not transport.disconnected
+        _, over = h.connect("192.0.2.7")
+        assert over.disconnected
+        channel, transport = h.connect("192.0.2.8")
+        channel.dataReceived(VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [200]
+        assert h.connections.count_for("192.0.2.7") == MAX_CONNECTIONS_PER_ADDRESS
+
+    def test_per_address_place_freed_on_close(self) -> None:
+        """Once one of an address's connections closes, that address may connect again."""
+        h = Harness(ServerLimits(max_connections_per_address=1))
+        first, _ = h.connect("192.0.2.7")
+        close(first)
+        _, transport = h.connect("192.0.2.7")
+        assert not transport.disconnected
+
+    def test_full_cap_evicts_oldest_idle(self) -> None:
+        """At the global cap, the connection idle longest is closed so a newcomer is served."""
+        h = Harness(ServerLimits(max_connections=3))
+        conns = [h.connect(f"192.0.2.{n}") for n in range(1, 4)]
+        # The first is used and done after the second: the second is now idle longest.
+        conns[0][0].dataReceived(VERSION_REQUEST)
+        channel, transport = h.connect("198.51.100.1")
+        assert not transport.disconnected
+        assert [t.disconnected for _, t in conns] == [False, True, False]
+        channel.dataReceived(VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [200]
+        assert h.connections.open == 3
+
+    def test_full_cap_never_evicts_a_request_in_progress(self) -> None:
+        """Connections with a request partly received or being handled are not evicted."""
+        h = Harness(ServerLimits(max_connections=2))
+        partial, partial_transport = h.connect("192.0.2.1")
+        partial.dataReceived(b"GET /version HTTP/1.1\r\n")
+        handling, handling_transport = h.connect("192.0.2.2")
+        handling.dataReceived(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+        _, newcomer = h.connect("198.51.100.1")
+        assert newcomer.disconnected
+        assert not partial_transport.disconnected
+        assert not handling_transport.disconnected
+
+    def test_idle_sockets_from_one_address_lock_nobody_out(self) -> None:
+        """1,024 idle sockets from one address: only 64 are kept and a new client is served."""
+        h = Harness()
+        for _ in range(MAX_CONCURRENT_CONNECTIONS):
+            h.connect("203.0.113.9")
+        assert h.connections.open == MAX_CONNECTIONS_PER_ADDRESS
+        channel, transport = h.connect("198.51.100.1")
+        channel.dataReceived(VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [200]
+
+
+class ClientAddressKeyTests(SynchronousTestCase):
+    CASES: tuple[tuple[str, str], ...] = (
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("/run/stub.sock", "/run/stub.sock"),
+    )
+
+    def test_keys(self) -> None:
+        """IPv4 counts per address, IPv4-mapped as IPv4, IPv6 per /64, anything else as is."""
+        for host, key in self.CASES:
+            assert client_address_key(host) == key, host
+
+
+class LineLengthTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness()
+        self.channel, self.transport = self.h.connect()
+
+    def test_long_request_line_414_at_once(self) -> None:
+        """A request line past 16 KiB (not yet ended) is answered 414 JSON at once and closed."""
+        self.channel.dataReceived(b"GET /" + b"a" * MAX_REQUEST_LINE_BYTES)
+        [(status, body)] = responses(sent(self.transport))
+        assert (status, body["errcode"]) == (414, "M_UNKNOWN")
+        assert self.transport.disconnecting
+        assert self.h.handled == []
+
+    def test_long_header_line_431_at_once(self) -> None:
+        """A header line past 16 KiB is answered 431 JSON at once and closed."""
+        self.channel.dataReceived(
+            b"GET /version HTTP/1.1\r\nX-Long: " + b"a" * MAX_REQUEST_LINE_BYTES
+        )
+        [(status, body)] = responses(sent(self.transport))
+        assert (status, body["errcode"]) == (431, "M_UNKNOWN")
+        assert self.transport.disconnecting
+
+    def test_header_block_too_large_431(self) -> None:
+        """Headers of 8 KiB each, together past 16 KiB, are answered 431 JSON."""
+        header = b"X-A: " + b"a" * 8192 + b"\r\n"
+        self.channel.dataReceived(b"GET /version HTTP/1.1\r\n" + header * 3 + b"\r\n")
+        [(status, body)] = responses(sent(self.transport))
+        assert (status, body["errcode"]) == (431, "M_UNKNOWN")
+        assert self.h.handled == []
+
+    def test_long_request_line_on_a_kept_alive_connection(self) -> None:
+        """After a first request, a too-long request line is still 414 (not 431)."""
+        self.channel.dataReceived(VERSION_REQUEST + b"GET /" + b"a" * MAX_REQUEST_LINE_BYTES)
+        assert [s for s, _ in responses(sent(self.transport))] == [200, 414]
+
+
+class EveryAnswerIsJsonTests(SynchronousTestCase):
+    def test_options_star_is_json(self) -> None:
+        """``OPTIONS *`` gets 400 M_UNRECOGNIZED as JSON, not twisted.web's empty 200."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+        [(status, body)] = responses(sent(transport))
+        assert (status, body["errcode"]) == (400, "M_UNRECOGNIZED")
+        assert b"Content-Type: application/json" in sent(transport)
+
+    def test_get_star_is_json(self) -> None:
+        """``GET *`` gets the same JSON 400 (twisted.web answers an empty 405)."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n" + VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [400, 200]
+
+    def test_exception_outside_the_router_is_json_500(self) -> None:
+        """A resource that raises is answered 500 M_UNKNOWN as JSON, not an HTML page."""
+
+        @implementer(IResource)
+        class Broken:
+            isLeaf = True
+
+            def render(self, request: IRequest) -> bytes:
+                raise ValueError("broken")
+
+            def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+                return self
+
+            def putChild(self, path: bytes, child: IResource) -> None:
+                raise NotImplementedError
+
+        limits = ServerLimits()
+        site = LimitedSite(Broken(), MemoryReactorClock(), limits, ConnectionCounter(10))  # type: ignore[no-untyped-call]
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))  # type: ignore[no-untyped-call]
+        transport = StringTransport()  # type: ignore[no-untyped-call]
+        channel.makeConnection(transport)
+        channel.dataReceived(VERSION_REQUEST)
+        [(status, body)] = responses(sent(transport))
+        assert (status, body["errcode"]) == (500, "M_UNKNOWN")
+        assert b"text/html" not in sent(transport)
+        assert len(flush_logged_errors(self, ValueError)) == 1

@@ -16,8 +16,9 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from stubserver.server.request_log import (
     FLUSH_BATCH_LINES,
-    FLUSH_INTERVAL_SECONDS,
+    FLUSH_DELAY_SECONDS,
     RequestLog,
+    encode_line,
     log_entry,
 )
 from stubserver.server.router import request_annotations
@@ -107,6 +108,23 @@ class EntryTests(SynchronousTestCase):
             None,
         )
 
+    def test_lone_surrogate_in_content_is_escaped(self) -> None:
+        """Content with a lone surrogate (from a ``\\ud800`` escape) is written escaped."""
+        e = log_entry(1, b"POST", b"/_matrix/x", 200, {"content": {"k\udc00": "\ud800"}})
+        line = encode_line(e)
+        assert b"\\ud800" in line
+        assert json.loads(line) == e
+
+    def test_content_that_is_not_json_is_noted(self) -> None:
+        """Content that is not JSON at all leaves the line whole: content null and a note."""
+        e = log_entry(1, b"POST", b"/_matrix/x", 200, {"content": {"f": 1.5e400}})
+        line = json.loads(encode_line(e))
+        assert (line["content"], line["log_note"], line["status"]) == (
+            None,
+            "content is not JSON",
+            200,
+        )
+
     def test_non_utf8_uri_is_escaped(self) -> None:
         """A URI that is not UTF-8 is logged with backslash escapes, not lost."""
         assert (log_entry(1, b"GET", b"/\xff", 400, {})["uri"]) == "/\\xff"
@@ -127,7 +145,7 @@ class WriterTests(SynchronousTestCase):
     def test_nothing_written_on_the_reactor_thread(self) -> None:
         """Recording and the flush timer only hand work to the thread runner."""
         self.log.record(entry(1))
-        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.reactor.advance(FLUSH_DELAY_SECONDS)
         assert not self.path.exists()
         assert len(self.threads.queue) == 1
         self.threads.run_all()
@@ -138,10 +156,31 @@ class WriterTests(SynchronousTestCase):
         for n in range(3):
             self.log.record(entry(n))
         assert self.threads.queue == []
-        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.reactor.advance(FLUSH_DELAY_SECONDS)
         assert len(self.threads.queue) == 1
         self.threads.run_all()
         assert [x["ts"] for x in self.lines()] == [0, 1, 2]
+
+    def test_line_handed_to_the_writer_within_50_ms(self) -> None:
+        """Under light load a line goes to the writer within 50 ms of being recorded."""
+        self.log.record(entry(1))
+        self.reactor.advance(0.05)
+        self.threads.run_all()
+        assert [x["ts"] for x in self.lines()] == [1]
+
+    def test_lines_batch_while_a_write_runs(self) -> None:
+        """Lines recorded during a write go as one batch as soon as it ends, with no timer."""
+        self.log.record(entry(1))
+        self.reactor.advance(FLUSH_DELAY_SECONDS)
+        for n in (2, 3, 4):
+            self.log.record(entry(n))
+        assert self.reactor.getDelayedCalls() == []
+        f, d = self.threads.queue.pop(0)
+        f()
+        d.callback(None)
+        assert len(self.threads.queue) == 1
+        self.threads.run_all()
+        assert [x["ts"] for x in self.lines()] == [1, 2, 3, 4]
 
     def test_full_batch_written_at_once(self) -> None:
         """A full batch goes to the writer without waiting for the timer."""
@@ -152,12 +191,12 @@ class WriterTests(SynchronousTestCase):
     def test_order_kept_while_writer_busy(self) -> None:
         """Lines recorded while a write runs follow it, in order, in the next batch."""
         self.log.record(entry(1))
-        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.reactor.advance(FLUSH_DELAY_SECONDS)
         self.log.record(entry(2))
-        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.reactor.advance(FLUSH_DELAY_SECONDS)
         assert len(self.threads.queue) == 1  # one write at a time
         self.threads.run_all()
-        self.reactor.advance(FLUSH_INTERVAL_SECONDS)
+        self.reactor.advance(FLUSH_DELAY_SECONDS)
         self.threads.run_all()
         assert [x["ts"] for x in self.lines()] == [1, 2]
 
@@ -165,7 +204,7 @@ class WriterTests(SynchronousTestCase):
         """The before-shutdown trigger writes every buffered line, even mid-write."""
         self.log.install_shutdown_flush(self.reactor)
         self.log.record(entry(1))
-        self.reactor.advance(FLUSH_INTERVAL_SECONDS)  # write of [1] in flight
+        self.reactor.advance(FLUSH_DELAY_SECONDS)  # write of [1] in flight
         self.log.record(entry(2))
         self.log.record(entry(3))
         ((phase, event, trigger, args),) = self.reactor.triggers
