@@ -7,7 +7,8 @@ Twisted ``Agent`` whose ``IAgentEndpointFactory`` (:class:`MatrixFederationEndpo
 dials the resolution's targets in order (every address, until one connects) over TLS
 checked for the spec's certificate name. Connections are pooled per destination
 (``HTTPConnectionPool``, ``retryAutomatically=False``). treq's ``HTTPClient(agent)``
-works on top of it::
+works on top of it (tests and diagnostics only: signed requests do not go through treq, which
+re-encodes request URIs, while a signed URI must go out byte for byte)::
 
     context = build_federation_client(reactor, settings)
     client = treq.client.HTTPClient(context.agent)
@@ -27,6 +28,7 @@ used for .well-known and its redirects), :class:`TargetsEndpoint` (an
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,8 +43,11 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from stubserver.client.backoff import destination_of
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure
+from stubserver.client.cache import BoundedCache
+from stubserver.client.concurrency import OutboundLimiter, ReleasingResponse
 from stubserver.discovery.dns import AddressResolver
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
 from stubserver.tls.client import FederationTlsPolicy
@@ -253,8 +258,11 @@ class MatrixFederationEndpointFactory:
         self._reactor = reactor
         self._tls = tls
         self._blocklist = blocklist
+        # Not a cache: the resolution handed from the agent to the endpoint of one request.
         self._pending: dict[bytes, Resolution] = {}
-        self.connected: dict[str, Target] = {}
+        self.connected: BoundedCache[str, Target] = BoundedCache(
+            reactor, max_entries=POOL_MAX_DESTINATIONS
+        )
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         """The endpoint for a destination the agent resolved just before."""
@@ -266,9 +274,7 @@ class MatrixFederationEndpointFactory:
         server_name = resolution.server_name
 
         def record(target: Target, address: str) -> None:
-            if len(self.connected) > POOL_MAX_DESTINATIONS:
-                self.connected.clear()
-            self.connected[server_name] = target
+            self.connected.set(server_name, target, math.inf)
 
         return TargetsEndpoint(
             self._reactor,
@@ -312,8 +318,11 @@ class MatrixFederationAgent:
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
         pool: HTTPConnectionPool | None = None,
+        *,
+        limiter: OutboundLimiter | None = None,
     ) -> None:
         self._resolver = resolver
+        self.limiter = limiter if limiter is not None else OutboundLimiter()
         if pool is None:
             pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = POOL_MAX_PER_DESTINATION
@@ -336,8 +345,36 @@ class MatrixFederationAgent:
         headers: Headers | None = None,
         bodyProducer: IBodyProducer | None = None,
     ) -> Deferred[IResponse]:
-        """Resolve the URI's server name, then send the request with the spec's Host."""
-        return Deferred.fromCoroutine(self._request(method, uri, headers, bodyProducer))
+        """Resolve the URI's server name, then send the request with the spec's Host.
+
+        The request holds a slot of :attr:`limiter` from before its resolution until its
+        response body has been delivered, or it failed.
+        """
+        return Deferred.fromCoroutine(self._limited(method, uri, headers, bodyProducer))
+
+    async def _limited(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None,
+        bodyProducer: IBodyProducer | None,
+    ) -> IResponse:
+        destination = destination_of(uri)
+        await self.limiter.acquire(destination)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.limiter.release(destination)
+
+        try:
+            response = await self._request(method, uri, headers, bodyProducer)
+        except BaseException:
+            release()
+            raise
+        return ReleasingResponse(response, release)
 
     async def _request(
         self,
