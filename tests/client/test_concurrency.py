@@ -83,7 +83,7 @@ class LimiterTests(SynchronousTestCase):
         limiter.acquire("a")
         waiting = limiter.acquire("a")
         waiting.cancel()
-        self.failureResultOf(waiting)
+        failure_now(waiting)
         assert limiter.waiting == 0
 
 
@@ -108,7 +108,7 @@ class AgentCapTests(SynchronousTestCase):
         ]
         assert len(self.reactor.tcpClients) == 3
         refuse(self.reactor, 0)
-        self.failureResultOf(requests[0])
+        failure_now(requests[0])
         assert len(self.reactor.tcpClients) == 4
         assert not has_fired(requests[3])
 
@@ -120,5 +120,5 @@ class AgentCapTests(SynchronousTestCase):
         agent.request(b"GET", b"matrix-federation://other.test/x")
         assert len(self.reactor.tcpClients) == 3
         refuse(self.reactor, 1)
-        self.failureResultOf(same[1])
+        failure_now(same[1])
         assert len(self.reactor.tcpClients) == 4
