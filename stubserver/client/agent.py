@@ -7,7 +7,8 @@ Twisted ``Agent`` whose ``IAgentEndpointFactory`` (:class:`MatrixFederationEndpo
 dials the resolution's targets in order (every address, until one connects) over TLS
 checked for the spec's certificate name. Connections are pooled per destination
 (``HTTPConnectionPool``, ``retryAutomatically=False``). treq's ``HTTPClient(agent)``
-works on top of it::
+works on top of it (tests and diagnostics only: signed requests do not go through treq, which
+re-encodes request URIs, while a signed URI must go out byte for byte)::
 
     context = build_federation_client(reactor, settings)
     client = treq.client.HTTPClient(context.agent)
@@ -27,6 +28,7 @@ used for .well-known and its redirects), :class:`TargetsEndpoint` (an
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,17 +43,26 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from stubserver.client.backoff import destination_of
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure
+from stubserver.client.cache import BoundedCache
+from stubserver.client.concurrency import OutboundLimiter, ReleasingResponse
 from stubserver.discovery.dns import AddressResolver
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
-from stubserver.tls.client import FederationTlsPolicy
+from stubserver.tls.client import FederationTlsPolicy, InvalidTlsServerName
 
 if TYPE_CHECKING:
     pass
 
 #: TCP connect timeout per address, in seconds.
 CONNECT_TIMEOUT_SECONDS = 10
+#: Most targets (SRV records) of one resolution that are tried (issue 12, row 7).
+MAX_TARGETS_TRIED = 10
+#: Most addresses dialled for one request, over all its targets (issue 12, row 7).
+MAX_ADDRESSES_TRIED = 10
+#: Longest connection error message, in characters; what does not fit is counted.
+MAX_ERROR_MESSAGE_CHARS = 1024
 #: Idle pooled connections kept per destination, and how long, in seconds.
 POOL_MAX_PER_DESTINATION = 4
 POOL_IDLE_TIMEOUT_SECONDS = 60
@@ -77,23 +88,49 @@ class ConnectAttempt:
     target: Target
     address: str | None
     error: str
+    #: True when retrying cannot help (a blocked address, an unusable certificate name).
+    permanent: bool = False
 
 
 class FederationConnectError(Exception):
     """No target of a destination could be connected to. Temporary unless every
     attempt was blocked."""
 
-    def __init__(self, destination: str, attempts: Sequence[ConnectAttempt]) -> None:
+    def __init__(
+        self, destination: str, attempts: Sequence[ConnectAttempt], *, not_tried: int = 0
+    ) -> None:
         parts = [
             f"{a.target.host}:{a.target.port}"
             + (f" ({a.address})" if a.address and a.address != a.target.host else "")
             + f": {a.error}"
             for a in attempts
         ]
-        super().__init__(f"cannot connect to {destination}: " + "; ".join(parts or ["no target"]))
+        if not_tried:
+            parts.append(f"{not_tried} more address(es) not tried")
+        super().__init__(
+            bounded_message(f"cannot connect to {destination}: ", parts or ["no target"])
+        )
         self.destination = destination
         self.attempts = tuple(attempts)
-        self.temporary = not all("ip_range_blocklist" in a.error for a in attempts)
+        self.temporary = not all(a.permanent for a in attempts)
+
+
+def bounded_message(prefix: str, parts: Sequence[str], limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """``prefix`` and ``parts`` joined with "; " in at most ``limit`` characters: each part
+    is cut to a quarter of the limit, and the parts that do not fit are left out and
+    counted ("; ... and 12 more")."""
+    part_limit = max(limit // 4, 1)
+    text = prefix
+    for index, whole in enumerate(parts):
+        part = whole if len(whole) <= part_limit else whole[: part_limit - 3] + "..."
+        piece = part if index == 0 else f"; {part}"
+        after = len(parts) - index - 1
+        reserve = len(f"; ... and {after} more") if after else 0
+        if len(text) + len(piece) + reserve > limit:
+            more = f"... and {len(parts) - index} more"
+            return (text + (f"; {more}" if index else more))[:limit]
+        text += piece
+    return text
 
 
 def _tcp_endpoint(reactor: Any, address: str, port: int) -> IStreamClientEndpoint:
@@ -133,25 +170,36 @@ class TargetsEndpoint:
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
         attempts: list[ConnectAttempt] = []
-        for target in self._targets:
+        dialled = 0
+        not_tried = sum(len(t.addresses) for t in self._targets[MAX_TARGETS_TRIED:])
+        for target in self._targets[:MAX_TARGETS_TRIED]:
             if not target.addresses:
                 attempts.append(ConnectAttempt(target, None, "no usable address"))
+                continue
+            try:
+                creator = self._tls.creator_for(target.tls_server_name)
+            except InvalidTlsServerName as e:
+                # Checked before dialling: service_identity would raise inside the handshake.
+                attempts.append(ConnectAttempt(target, None, str(e), permanent=True))
+                continue
             for address in target.addresses:
+                if dialled >= MAX_ADDRESSES_TRIED:
+                    not_tried += 1
+                    continue
                 try:
                     self._blocklist.check(address, target.host)
+                    dialled += 1
                     # TLSMemoryBIOFactory gets our reactor as its clock (write aggregation),
                     # not the global one that wrapClientTLS would use.
-                    tls_factory = TLSMemoryBIOFactory(
-                        self._tls.creator_for(target.tls_server_name),
-                        True,
-                        factory,
-                        clock=self._reactor,
-                    )
+                    tls_factory = TLSMemoryBIOFactory(creator, True, factory, clock=self._reactor)
                     tcp = _tcp_endpoint(self._reactor, address, target.port)
                     tls_protocol = await tcp.connect(tls_factory)
                     protocol: IProtocol = tls_protocol.wrappedProtocol  # type: ignore[attr-defined]
                 except CancelledError:
                     raise
+                except BlockedAddress as e:
+                    attempts.append(ConnectAttempt(target, address, str(e), permanent=True))
+                    continue
                 except Exception as e:
                     text, _temporary = describe_failure(e)
                     log.debug(
@@ -166,7 +214,7 @@ class TargetsEndpoint:
                 if self._on_connected is not None:
                     self._on_connected(target, address)
                 return protocol
-        raise FederationConnectError(self._destination, attempts)
+        raise FederationConnectError(self._destination, attempts, not_tried=not_tried)
 
 
 @implementer(IStreamClientEndpoint)
@@ -253,8 +301,11 @@ class MatrixFederationEndpointFactory:
         self._reactor = reactor
         self._tls = tls
         self._blocklist = blocklist
+        # Not a cache: the resolution handed from the agent to the endpoint of one request.
         self._pending: dict[bytes, Resolution] = {}
-        self.connected: dict[str, Target] = {}
+        self.connected: BoundedCache[str, Target] = BoundedCache(
+            reactor, max_entries=POOL_MAX_DESTINATIONS
+        )
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         """The endpoint for a destination the agent resolved just before."""
@@ -266,9 +317,7 @@ class MatrixFederationEndpointFactory:
         server_name = resolution.server_name
 
         def record(target: Target, address: str) -> None:
-            if len(self.connected) > POOL_MAX_DESTINATIONS:
-                self.connected.clear()
-            self.connected[server_name] = target
+            self.connected.set(server_name, target, math.inf)
 
         return TargetsEndpoint(
             self._reactor,
@@ -312,8 +361,11 @@ class MatrixFederationAgent:
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
         pool: HTTPConnectionPool | None = None,
+        *,
+        limiter: OutboundLimiter | None = None,
     ) -> None:
         self._resolver = resolver
+        self.limiter = limiter if limiter is not None else OutboundLimiter()
         if pool is None:
             pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = POOL_MAX_PER_DESTINATION
@@ -336,8 +388,36 @@ class MatrixFederationAgent:
         headers: Headers | None = None,
         bodyProducer: IBodyProducer | None = None,
     ) -> Deferred[IResponse]:
-        """Resolve the URI's server name, then send the request with the spec's Host."""
-        return Deferred.fromCoroutine(self._request(method, uri, headers, bodyProducer))
+        """Resolve the URI's server name, then send the request with the spec's Host.
+
+        The request holds a slot of :attr:`limiter` from before its resolution until its
+        response body has been delivered, or it failed.
+        """
+        return Deferred.fromCoroutine(self._limited(method, uri, headers, bodyProducer))
+
+    async def _limited(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None,
+        bodyProducer: IBodyProducer | None,
+    ) -> IResponse:
+        destination = destination_of(uri)
+        await self.limiter.acquire(destination)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.limiter.release(destination)
+
+        try:
+            response = await self._request(method, uri, headers, bodyProducer)
+        except BaseException:
+            release()
+            raise
+        return ReleasingResponse(response, release)
 
     async def _request(
         self,

@@ -22,8 +22,8 @@ the state (bounded to :data:`MAX_TRACKED_DESTINATIONS`); :class:`BackoffAgent` w
 
 from __future__ import annotations
 
+import math
 import random
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +35,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from stubserver.client.cache import BoundedCache
+
 #: First backoff interval after a failure, in milliseconds (Synapse: 10 minutes).
 MIN_RETRY_INTERVAL_MS = 10 * 60 * 1000
 #: Each further failure multiplies the interval by this (before jitter).
@@ -44,7 +46,7 @@ JITTER_LOW = 0.8
 JITTER_HIGH = 1.4
 #: Longest backoff interval, in milliseconds (7 days).
 MAX_RETRY_INTERVAL_MS = 7 * 24 * 3600 * 1000
-#: Most destinations whose backoff state is kept (the oldest entry is dropped first).
+#: Most destinations whose backoff state is kept (the least recently used is dropped first).
 MAX_TRACKED_DESTINATIONS = 100_000
 #: Response statuses that count as a failure of the destination (besides every 5xx).
 BACKOFF_STATUSES = frozenset({401, 429})
@@ -95,7 +97,10 @@ class DestinationBackoff:
     def __init__(self, clock: IReactorTime, rng: random.Random) -> None:
         self._clock = clock
         self._rng = rng
-        self._states: OrderedDict[str, BackoffState] = OrderedDict()
+        # No time-to-live: a destination's interval keeps growing until it answers.
+        self._states: BoundedCache[str, BackoffState] = BoundedCache(
+            clock, max_entries=MAX_TRACKED_DESTINATIONS
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * MS_PER_SECOND)
@@ -112,21 +117,19 @@ class DestinationBackoff:
 
     def record_failure(self, destination: str) -> BackoffState:
         """One more failure: back off for the next interval from now."""
-        previous = self._states.pop(destination, None)
+        previous = self._states.pop(destination)
         interval = next_retry_interval_ms(previous.interval_ms if previous else 0, self._rng)
         state = BackoffState(
             interval_ms=interval,
             retry_at_ms=self._now_ms() + interval,
             failures=(previous.failures if previous else 0) + 1,
         )
-        self._states[destination] = state
-        while len(self._states) > MAX_TRACKED_DESTINATIONS:
-            self._states.popitem(last=False)
+        self._states.set(destination, state, math.inf)
         return state
 
     def reset(self, destination: str) -> None:
         """The destination answered (or signed a valid request to us): no more backoff."""
-        self._states.pop(destination, None)
+        self._states.pop(destination)
 
 
 def destination_of(uri: bytes) -> str:

@@ -8,6 +8,13 @@ every address actually dialled, .well-known fetches and redirects included (see
 :mod:`stubserver.client.agent`). When any address of a name is blocked, every address of that
 name is dropped (as Synapse does), so a name cannot mix a public and a private address
 to reach the private one.
+
+Whatever the settings say, :data:`ALWAYS_BLOCKED_RANGES` (the unspecified addresses
+``0.0.0.0/8`` and ``::``, with their IPv6 forms such as ``::ffff:0.0.0.0/104``) are
+blocked and no allowlist entry lifts them: dialling them reaches our own host (Linux
+treats a connect to ``0.0.0.0`` or ``::`` as one to loopback), and with the system
+resolver the names ``0``, ``00`` and ``0x0`` resolve there. Synapse always blocks
+``0.0.0.0`` and ``::`` the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ _MAPPED_PREFIX = ipaddress.IPv6Network("::ffff:0:0/96")
 _COMPATIBLE_PREFIX = ipaddress.IPv6Network("::/96")
 _SIXTOFOUR_PREFIX = ipaddress.IPv6Network("2002::/16")
 IPV4_BITS = 32
+#: Ranges blocked whatever ``ip_range_blocklist`` and ``ip_range_allowlist`` say: the
+#: "this host" network, its IPv4-mapped and 6to4 forms, and the IPv6 unspecified address
+#: (each reaches our own loopback). Written out rather than expanded: the IPv4-compatible
+#: form of 0.0.0.0/8 (``::/104``) would cover ``::1``, which an operator may allowlist.
+ALWAYS_BLOCKED_RANGES: tuple[str, ...] = ("0.0.0.0/8", "::ffff:0.0.0.0/104", "2002::/24", "::/128")
 
 
 class BlockedAddress(Exception):
@@ -77,6 +89,9 @@ class IPBlocklist:
 
     blocked: tuple[IPNetwork, ...]
     allowed: tuple[IPNetwork, ...] = ()
+    always_blocked: tuple[IPNetwork, ...] = tuple(
+        ipaddress.ip_network(r) for r in ALWAYS_BLOCKED_RANGES
+    )
 
     @classmethod
     def from_settings(cls, blocklist: Sequence[str], allowlist: Sequence[str]) -> IPBlocklist:
@@ -91,6 +106,8 @@ class IPBlocklist:
             return True
         if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
             ip = ipaddress.IPv6Address(str(ip).split("%")[0])
+        if any(ip in net for net in self.always_blocked if net.version == ip.version):
+            return True
         if any(ip in net for net in self.allowed if net.version == ip.version):
             return False
         return any(ip in net for net in self.blocked if net.version == ip.version)

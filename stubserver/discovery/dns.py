@@ -34,6 +34,8 @@ from twisted.names import error as dns_error
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from stubserver.client.cache import BoundedCache
+
 #: twisted.names retry schedule for one query, in seconds (total: their sum, 4 s).
 DNS_QUERY_TIMEOUTS_SECONDS = (1, 3)
 #: Address answers from twisted.names are cached for their TTL, at most this long.
@@ -135,19 +137,15 @@ class SystemAddressResolver:
         return collector.done.addCallback(done)
 
 
-@dataclass
-class _CachedAddresses:
-    expires: float
-    addresses: tuple[str, ...]
-
-
 class NamesAddressResolver:
     """A and AAAA lookups through a twisted.names resolver, cached for their TTL."""
 
     def __init__(self, resolver: Any, clock: IReactorTime) -> None:
         self._resolver = resolver
         self._clock = clock
-        self._cache: dict[str, _CachedAddresses] = {}
+        self._cache: BoundedCache[str, tuple[str, ...]] = BoundedCache(
+            clock, max_entries=MAX_ADDRESS_CACHE_ENTRIES
+        )
 
     def resolve_addresses(self, host: str) -> Deferred[tuple[str, ...]]:
         """IPv6 then IPv4 addresses of ``host``, following CNAMEs."""
@@ -155,9 +153,8 @@ class NamesAddressResolver:
         if literal is not None:
             return succeed((literal,))
         cached = self._cache.get(host.lower())
-        now = self._clock.seconds()
-        if cached is not None and cached.expires > now:
-            return succeed(cached.addresses)
+        if cached is not None:
+            return succeed(cached)
         return Deferred.fromCoroutine(self._lookup(host))
 
     async def _lookup(self, host: str) -> tuple[str, ...]:
@@ -195,11 +192,7 @@ class NamesAddressResolver:
             if addresses:
                 ttl = min(*ttls, MAX_ADDRESS_CACHE_SECONDS)
                 if ttl > 0:
-                    if len(self._cache) >= MAX_ADDRESS_CACHE_ENTRIES:
-                        self._cache.clear()
-                    self._cache[host.lower()] = _CachedAddresses(
-                        self._clock.seconds() + ttl, tuple(addresses)
-                    )
+                    self._cache.set(host.lower(), tuple(addresses), ttl)
                 return tuple(addresses)
             if cname is not None and cname.rstrip(".").lower() != name.rstrip(".").lower():
                 name = cname

@@ -20,12 +20,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.names import dns
 
+from stubserver.client.cache import BoundedCache
 from stubserver.discovery.dns import DNS_QUERY_TIMEOUTS_SECONDS, describe_dns_error, is_name_error
 
 #: SRV answers are cached for their TTL, but never longer than this, in seconds.
 MAX_SRV_CACHE_SECONDS = 24 * 3600
-#: Most SRV names cached at once; past this, expired entries are dropped.
+#: Most SRV names cached at once; past this, the least recently used is dropped.
 MAX_SRV_CACHE_ENTRIES = 100_000
+#: How long an expired SRV answer is kept to stand in when a refresh fails, in seconds.
+SRV_STALE_RETAIN_SECONDS = 24 * 3600
 
 log = Logger()
 
@@ -117,28 +120,30 @@ def records_from_answers(name: str, answers: Sequence[Any]) -> tuple[tuple[SrvRe
     return tuple(records), max(ttl, 0)
 
 
-@dataclass
-class _CacheEntry:
-    expires: float
-    records: tuple[SrvRecord, ...]
-
-
 class SrvResolver:
     """SRV lookups through a twisted.names ``IResolver``, cached for the answers' TTL."""
 
-    def __init__(self, dns_resolver: Any, clock: IReactorTime) -> None:
+    def __init__(
+        self, dns_resolver: Any, clock: IReactorTime, *, max_entries: int = MAX_SRV_CACHE_ENTRIES
+    ) -> None:
         self._dns = dns_resolver
         self._clock = clock
-        self._cache: dict[str, _CacheEntry] = {}
+        self._cache: BoundedCache[str, tuple[SrvRecord, ...]] = BoundedCache(
+            clock, max_entries=max_entries
+        )
+
+    @property
+    def cached_names(self) -> int:
+        """How many SRV names the cache holds (never more than its cap)."""
+        return len(self._cache)
 
     def lookup(self, name: str) -> Deferred[SrvLookup]:
         """Look up ``name`` (e.g. ``_matrix-fed._tcp.example.com``); never fails."""
         key = name.lower()
         cached = self._cache.get(key)
-        now = self._clock.seconds()
-        if cached is not None and cached.expires > now:
+        if cached is not None:
             d: Deferred[SrvLookup] = Deferred()
-            d.callback(SrvLookup(name=name, records=cached.records))
+            d.callback(SrvLookup(name=name, records=cached))
             return d
         return Deferred.fromCoroutine(self._lookup(name, key))
 
@@ -151,20 +156,17 @@ class SrvResolver:
             raise
         except Exception as e:
             if is_name_error(e):
-                self._cache.pop(key, None)
+                self._cache.pop(key)
                 return SrvLookup(name=name)
             reason, temporary = describe_dns_error(e)
-            stale = self._cache.get(key)
+            stale = self._cache.get_stale(key)
             if stale is not None:
                 log.info("SRV {name}: {reason}; using the stale answer", name=name, reason=reason)
-                return SrvLookup(name=name, records=stale.records, stale=True)
+                return SrvLookup(name=name, records=stale, stale=True)
             return SrvLookup(name=name, error=reason, temporary=temporary)
         records, ttl = records_from_answers(name, answers)
         if records:
-            if len(self._cache) >= MAX_SRV_CACHE_ENTRIES:
-                now = self._clock.seconds()
-                self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
-            self._cache[key] = _CacheEntry(self._clock.seconds() + ttl, records)
+            self._cache.set(key, records, ttl, retain_seconds=ttl + SRV_STALE_RETAIN_SECONDS)
         else:
-            self._cache.pop(key, None)
+            self._cache.pop(key)
         return SrvLookup(name=name, records=records)

@@ -38,6 +38,7 @@ from stubserver.client.body import (
     raise_if_cancelled,
     read_body_limited,
 )
+from stubserver.client.cache import BoundedCache
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
@@ -177,12 +178,18 @@ class WellKnownResult:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Entry:
+    """A cached outcome. It is fresh (served without a fetch) until ``refresh_at``, and
+    retained in the cache until ``expires`` or ``had_valid_until``, whichever is later:
+    long enough to stand in for a failed refresh and to remember that the name recently
+    had a valid answer (which shortens the failure cache period)."""
+
     result: WellKnownResult
     fetched: float
     expires: float
     refresh_at: float
+    had_valid_until: float
 
 
 class WellKnownResolver:
@@ -200,8 +207,9 @@ class WellKnownResolver:
         self._clock = clock
         self._rng = rng
         self._port = port
-        self._cache: dict[str, _Entry] = {}
-        self._had_valid_until: dict[str, float] = {}
+        self._cache: BoundedCache[str, _Entry] = BoundedCache(
+            clock, max_entries=WELL_KNOWN_MAX_CACHE_ENTRIES
+        )
         self._shared: SharedFetches[WellKnownResult] = SharedFetches()
 
     def get_well_known(self, host: str) -> Deferred[WellKnownResult]:
@@ -212,7 +220,7 @@ class WellKnownResolver:
         key = host.lower()
         now = self._clock.seconds()
         entry = self._cache.get(key)
-        if entry is not None and now < entry.refresh_at:
+        if entry is not None:
             return _succeed(self._from_cache(entry, now))
         return self._shared_fetch(key, host)
 
@@ -259,14 +267,20 @@ class WellKnownResolver:
             )
             header_period = None
         now = self._clock.seconds()
-        old = self._cache.get(key)
+        old = self._cache.get_stale(key)
         if result.m_server is not None:
             period = well_known_cache_seconds(header_period, self._rng)
             result = _replace(result, cache_seconds=period)
-            self._had_valid_until[key] = now + period + WELL_KNOWN_REMEMBER_VALID_SECONDS
             self._store(
                 key,
-                _Entry(result, now, now + period, now + period * (1 - WELL_KNOWN_REFRESH_FRACTION)),
+                _Entry(
+                    result,
+                    now,
+                    now + period,
+                    now + period * (1 - WELL_KNOWN_REFRESH_FRACTION),
+                    now + period + WELL_KNOWN_REMEMBER_VALID_SECONDS,
+                ),
+                now,
             )
             return result
         if (
@@ -283,20 +297,19 @@ class WellKnownResolver:
                 m_server=old.result.m_server,
             )
             return self._from_cache(old, now)
-        recent = self._had_valid_until.get(key, 0.0) > now
-        period = failure_cache_seconds(recent, self._rng)
+        had_valid_until = old.had_valid_until if old is not None else 0.0
+        period = failure_cache_seconds(had_valid_until > now, self._rng)
         result = _replace(result, cache_seconds=period)
-        self._store(key, _Entry(result, now, now + period, now + period))
+        self._store(key, _Entry(result, now, now + period, now + period, had_valid_until), now)
         return result
 
-    def _store(self, key: str, entry: _Entry) -> None:
-        if len(self._cache) >= WELL_KNOWN_MAX_CACHE_ENTRIES and key not in self._cache:
-            now = self._clock.seconds()
-            self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
-            self._had_valid_until = {k: v for k, v in self._had_valid_until.items() if v > now}
-            if len(self._cache) >= WELL_KNOWN_MAX_CACHE_ENTRIES:
-                self._cache.clear()
-        self._cache[key] = entry
+    def _store(self, key: str, entry: _Entry, now: float) -> None:
+        self._cache.set(
+            key,
+            entry,
+            entry.refresh_at - now,
+            retain_seconds=max(entry.expires, entry.had_valid_until) - now,
+        )
 
     async def _fetch(self, host: str) -> tuple[WellKnownResult, float | None]:
         first_url = well_known_url(host, self._port)

@@ -24,6 +24,7 @@ from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
+from service_identity.hazmat import DNS_ID
 from twisted.internet._sslverify import ClientTLSOptions, IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
@@ -35,6 +36,35 @@ MIN_TLS_VERSION = TLSVersion.TLSv1_2
 MAX_CA_FILE_BYTES = 4 * 1024 * 1024
 #: Most names whose connection creators we keep.
 MAX_CREATORS = 10_000
+
+
+class InvalidTlsServerName(ValueError):
+    """The name a certificate must be checked against is neither an IP literal nor a
+    usable DNS name (an all-digit name such as ``0`` or ``2130706433``). Never temporary.
+
+    Raised before any connection is made; left alone, service_identity raises "Invalid
+    DNS-ID" inside the TLS handshake, where nothing handles it and the request hangs.
+    """
+
+    temporary = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"cannot check a certificate for {name!r}: it is neither an IP address"
+            " nor a valid DNS name"
+        )
+        self.name = name
+
+
+def check_tls_server_name(name: str) -> None:
+    """Raise :class:`InvalidTlsServerName` unless ``name`` is an IP literal or a DNS name
+    service_identity accepts (all-digit names such as ``0`` are refused)."""
+    if is_ip_literal(name):
+        return
+    try:
+        DNS_ID(name)
+    except ValueError:
+        raise InvalidTlsServerName(name) from None
 
 
 class CaFileError(Exception):
@@ -123,9 +153,13 @@ class FederationTlsPolicy:
 
     def creator_for(self, tls_server_name: str) -> IOpenSSLClientConnectionCreator:
         """The connection creator that checks the certificate for ``tls_server_name``
-        (a DNS name, or a bare IP address: then no SNI and an IP SAN check)."""
+        (a DNS name, or a bare IP address: then no SNI and an IP SAN check).
+
+        Raises :class:`InvalidTlsServerName` for a name that is neither.
+        """
         creator = self._creators.get(tls_server_name)
         if creator is None:
+            check_tls_server_name(tls_server_name)
             if self.verify_certificates:
                 creator = ClientTLSOptions(self._options._makeTLSConnection, tls_server_name)
             else:

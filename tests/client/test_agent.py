@@ -41,7 +41,7 @@ from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.discovery.resolution import Resolution, Target
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.client import FederationTlsPolicy
-from tests.support import failure_now, has_fired, result_now
+from tests.support import failure_now, flush_logged_errors, has_fired, result_now
 
 CA = make_ca("agent test CA")
 ALLOW_ALL = IPBlocklist.from_settings(DEFAULT_IP_RANGE_BLOCKLIST, ("0.0.0.0/0",))
@@ -184,6 +184,20 @@ class AgentTests(SynchronousTestCase):
         assert "ip_range_blocklist" in str(failure.value)
         assert isinstance(failure.value, FederationConnectError)
         assert not failure.value.temporary
+
+    def test_all_digit_certificate_name_fails_at_once(self) -> None:
+        """A request to an all-digit name ("0", a decimal IP) fails at once with a clear,
+        permanent error, dials nothing, and leaves nothing unhandled."""
+        for name in ("0", "2130706433"):
+            resolution = Resolution(name, targets=(target(name, 8448, ("192.0.2.1",), name),))
+            resolver: Any = FakeResolver(resolution)
+            agent = MatrixFederationAgent(self.reactor, resolver, self.tls, ALLOW_ALL)
+            failure = failure_now(agent.request(b"GET", f"matrix-federation://{name}/x".encode()))
+            assert isinstance(failure.value, FederationConnectError)
+            assert "neither an IP address nor a valid DNS name" in str(failure.value)
+            assert not failure.value.temporary
+        assert self.reactor.tcpClients == []
+        assert flush_logged_errors(self) == []
 
     def test_resolution_failure(self) -> None:
         """An unresolvable name fails the request with ResolutionFailed."""

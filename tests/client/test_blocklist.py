@@ -38,6 +38,16 @@ BLOCKED_TABLE = [
     ("2002:a00:1::1", True),
     ("2002:808:808::", False),
     ("not an address", True),
+    # Every spelling of "this host" (0.0.0.0/8 and ::): each reaches our own loopback.
+    ("0.0.0.0", True),
+    ("0.1.2.3", True),
+    ("::", True),
+    ("0:0:0:0:0:0:0:0", True),
+    ("::ffff:0.0.0.0", True),
+    ("::ffff:0:0", True),
+    ("::ffff:0.255.255.255", True),
+    ("2002::", True),
+    ("2002:0:1::1", True),
 ]
 
 
@@ -82,3 +92,13 @@ def test_blocked_error_names_address_and_setting() -> None:
     assert "ip_range_blocklist" in message
     assert "--allow-ip" in message
     assert info.value.temporary is False
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "0.0.0.1", "::", "::ffff:0.0.0.0", "2002::1"])
+def test_unspecified_blocked_even_when_allowed_everything(address: str) -> None:
+    """0.0.0.0/8 and :: (with their mapped and 6to4 forms) stay blocked with an empty
+    blocklist and an allowlist of everything: they always reach our own host."""
+    blocklist = IPBlocklist.from_settings((), ("0.0.0.0/0", "::/0"))
+    assert blocklist.is_blocked(address)
+    assert not blocklist.is_blocked("127.0.0.1")
+    assert not blocklist.is_blocked("::1")

@@ -158,3 +158,16 @@ class ResolverTests(SynchronousTestCase):
         result = self.lookup()
         assert result.refused
         assert not result.found
+
+    def test_cache_never_exceeds_its_cap(self) -> None:
+        """Inserting past the cap drops the least recently used name: the cache holds at
+        most ``max_entries`` names, and the newest answer is still served from it."""
+        resolver = SrvResolver(self.dns, self.clock, max_entries=3)
+        for i in range(10):
+            self.dns.results.append(srv_answer([rec(10, 5, f"t{i}")], ttl=300))
+            self.successResultOf(resolver.lookup(f"_matrix-fed._tcp.n{i}.test"))
+            assert resolver.cached_names <= 3
+        assert resolver.cached_names == 3
+        result = self.successResultOf(resolver.lookup("_matrix-fed._tcp.n9.test"))
+        assert result.records[0].target == "t9"
+        assert len(self.dns.queries) == 10

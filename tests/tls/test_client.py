@@ -19,7 +19,7 @@ from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
 from zope.interface import implementer
 
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
-from stubserver.tls.client import CaFileError, FederationTlsPolicy
+from stubserver.tls.client import CaFileError, FederationTlsPolicy, InvalidTlsServerName
 
 CA = make_ca("test CA")
 OTHER_CA = make_ca("other CA")
@@ -169,3 +169,19 @@ def test_bad_ca_file(tmp_path: Path) -> None:
         FederationTlsPolicy([path])
     with pytest.raises(CaFileError, match="cannot read"):
         FederationTlsPolicy([tmp_path / "missing.pem"])
+
+
+@pytest.mark.parametrize("name", ["0", "00", "2130706433", "8448"])
+def test_all_digit_name_refused_up_front(name: str) -> None:
+    """An all-digit name is neither an IP literal nor a DNS-ID: creator_for refuses it at
+    once with InvalidTlsServerName instead of service_identity raising mid-handshake."""
+    with pytest.raises(InvalidTlsServerName) as info:
+        FederationTlsPolicy().creator_for(name)
+    assert repr(name) in str(info.value)
+    assert info.value.temporary is False
+
+
+@pytest.mark.parametrize("name", ["0x0", "example.com", "127.0.0.1", "::1", "a.0"])
+def test_other_names_still_accepted(name: str) -> None:
+    """DNS names (even odd ones) and IP literals still get a connection creator."""
+    assert FederationTlsPolicy().creator_for(name) is not None
