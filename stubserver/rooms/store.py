@@ -46,20 +46,24 @@ class ReceivedInvite:
 @dataclass
 class RoomStore:
     """Our rooms by room ID, our aliases (alias localpart -> room ID), received invites by
-    ``(room_id, user_id)``, and the ``/send`` transaction memory."""
+    ``(room_id, user_id)``, and the ``/send`` transaction memory; ``max_*`` bound each
+    collection (the module's constants by default)."""
 
     server_name: str
     memory: TransactionMemory
-    _rooms: dict[str, Room] = field(default_factory=dict)
-    _aliases: dict[str, str] = field(default_factory=dict)
-    _invites: dict[tuple[str, str], ReceivedInvite] = field(default_factory=dict)
+    max_rooms: int = MAX_ROOMS
+    max_aliases: int = MAX_ALIASES
+    max_invites: int = MAX_INVITES
+    _rooms: dict[str, Room] = field(init=False, default_factory=dict)
+    _aliases: dict[str, str] = field(init=False, default_factory=dict)
+    _invites: dict[tuple[str, str], ReceivedInvite] = field(init=False, default_factory=dict)
 
     # --- rooms -------------------------------------------------------------------------
 
     def add_room(self, room: Room) -> None:
         """Hold ``room`` (replacing one with the same ID); raise :class:`StoreFull`."""
-        if room.room_id not in self._rooms and len(self._rooms) >= MAX_ROOMS:
-            raise StoreFull(f"the store holds {MAX_ROOMS} rooms already")
+        if room.room_id not in self._rooms and len(self._rooms) >= self.max_rooms:
+            raise StoreFull(f"the store holds {self.max_rooms} rooms already")
         self._rooms[room.room_id] = room
 
     def get_room(self, room_id: str) -> Room | None:
@@ -85,8 +89,8 @@ class RoomStore:
 
     def add_alias(self, localpart: str, room_id: str) -> None:
         """Point ``#localpart:<our server>`` at ``room_id``; raise :class:`StoreFull`."""
-        if localpart not in self._aliases and len(self._aliases) >= MAX_ALIASES:
-            raise StoreFull(f"the store holds {MAX_ALIASES} aliases already")
+        if localpart not in self._aliases and len(self._aliases) >= self.max_aliases:
+            raise StoreFull(f"the store holds {self.max_aliases} aliases already")
         self._aliases[localpart] = room_id
 
     def alias_room_id(self, localpart: str) -> str | None:
@@ -104,7 +108,7 @@ class RoomStore:
         """Remember ``invite`` (a newer one for the same room and user replaces it)."""
         key = (invite.room_id, invite.user_id)
         self._invites.pop(key, None)
-        if len(self._invites) >= MAX_INVITES:
+        if len(self._invites) >= self.max_invites:
             del self._invites[next(iter(self._invites))]
         self._invites[key] = invite
 

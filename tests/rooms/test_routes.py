@@ -472,3 +472,22 @@ def test_directory_answers_our_aliases() -> None:
     status, body = h.call("GET", "/v1/query/directory?room_alias=lobby")
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
 
+
+
+def test_an_invite_into_a_room_we_hold_is_added_to_it() -> None:
+    """Bob (b.test, joined) invites our Carol into our private room: the countersigned
+    invite is among the room's events, accepted, and Carol is invited."""
+    h = Harness()
+    room = h.host("12", "private_chat")
+    invite_bob = build_membership(room, A_SIGNER, sender=ALICE, membership="invite",
+                                  target=BOB, now=TS)
+    room.add_event(invite_bob.event, TS, origin="a.test")
+    join(room, BOB)
+    built = build_membership(room, B_SIGNER, sender=BOB, membership="invite", target=CAROL,
+                             now=TS)
+    status, body = h.call("PUT", f"/v2/invite/{room.room_id}/{built.event.event_id}",
+                          {"event": built.pdu, "room_version": "12"})
+    assert status == 200, body
+    record = room.record(built.event.event_id)
+    assert record is not None and record.outcome == "accepted"
+    assert room.members[CAROL] == "invite"
