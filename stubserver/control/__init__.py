@@ -1,0 +1,1 @@
+"""The control API (``/_stubserver/v1/...``): how a test drives a running stubserver."""

@@ -1,0 +1,117 @@
+"""What the control API needs of the running server: the :class:`RoomControl` protocol.
+
+The control routes (``stubserver.control.api``) parse and validate the JSON a test sends,
+call one of these methods, and answer its result as JSON (DESIGN.md, "Rooms and the
+control API"). The room service (``stubserver.rooms.service.RoomService``) implements
+it. Every method's result is the JSON body of the answer, exactly as DESIGN.md gives it.
+
+Errors: a method raises :class:`stubserver.server.router.MatrixError` for a request it
+refuses itself (unknown room 404 ``M_NOT_FOUND``, a user that is not ours 400
+``M_INVALID_PARAM``, an event our own auth rules reject 403 ``M_FORBIDDEN``, ...), and
+:class:`RemoteRefused` when a remote server answered a request made on the caller's behalf
+with a non-2xx (the control API answers 502 with ``remote_status`` and ``remote_body``
+added), or :class:`RemoteUnreachable` when it could not be reached (502, no remote fields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+JsonDict = dict[str, Any]
+
+
+class RemoteRefused(Exception):
+    """A remote server answered ``status`` (not 2xx) with ``body`` (JSON or None)."""
+
+    def __init__(self, destination: str, status: int, body: Any, what: str) -> None:
+        super().__init__(f"{destination} refused {what}: HTTP {status}")
+        self.destination = destination
+        self.status = status
+        self.body = body
+
+
+class RemoteUnreachable(Exception):
+    """A remote server could not be reached (resolution, connection, TLS, timeout)."""
+
+    def __init__(self, destination: str, reason: str) -> None:
+        super().__init__(f"{destination} could not be reached: {reason}")
+        self.destination = destination
+        self.reason = reason
+
+
+class RoomControl(Protocol):
+    """The operations of the control API. ``room`` is a room ID or an alias (``#a:b``)."""
+
+    @property
+    def server_name(self) -> str: ...
+
+    def status(self) -> JsonDict:
+        """``{"server_name", "room_versions", "rooms": [room_id, ...]}``."""
+
+    def create_room(
+        self,
+        creator: str,
+        *,
+        room_version: str | None = None,
+        preset: str | None = None,
+        alias: str | None = None,
+        name: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """Host a new room; ``creator`` is a localpart.
+
+        → ``{"room_id", "room_version", "event_ids"}``.
+        """
+
+    def join(self, room: str, user: str, via: Sequence[str]) -> Deferred[JsonDict]:
+        """Join ``room`` as our ``user``.
+
+        A room we hold: a local join. Elsewhere: make_join/send_join through the ``via``
+        servers (or the alias's server). → ``{"room_id", "room_version", "event_id"}``.
+        """
+
+    def leave(self, room: str, user: str) -> Deferred[JsonDict]:
+        """→ ``{"event_id"}``."""
+
+    def invite(self, room: str, sender: str, user_id: str) -> Deferred[JsonDict]:
+        """Invite ``user_id`` (any server) as our ``sender``. → ``{"event_id"}``."""
+
+    def send(
+        self,
+        room: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        prev_events: Sequence[str] | None = None,
+        auth_events: Sequence[str] | None = None,
+        origin_server_ts: int | None = None,
+        tamper: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """Build, sign, add and send an event to every other server in the room.
+
+        ``tamper``: ``"signature"`` (a broken signature) or ``"content"`` (content changed
+        after hashing), sent broken on purpose and not added to our room. → ``{"event_id"}``.
+        """
+
+    def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
+        """Send an EDU to every other server in the room. → ``{}``."""
+
+    def room_info(self, room: str) -> JsonDict:
+        """→ ``{"room_id", "room_version", "state": [pdu, ...], "members", "servers",
+        "forward_extremities"}``."""
+
+    def events(self, room: str, start: int, wait_ms: int) -> Deferred[JsonDict]:
+        """→ ``{"events": [{"event_id", "pdu", "origin", "outcome", "reason"}], "next"}``,
+        every PDU the room gained from position ``start``; waits up to ``wait_ms`` for one."""
+
+    def edus(self, start: int, wait_ms: int) -> Deferred[JsonDict]:
+        """→ ``{"edus": [{"origin", "edu_type", "content"}], "next"}``."""
+
+    def federation_request(
+        self, destination: str, method: str, path: str, body: Any | None
+    ) -> Deferred[JsonDict]:
+        """A request signed with our key. → ``{"status", "body"}`` whatever the status."""
