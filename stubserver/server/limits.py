@@ -11,6 +11,13 @@ with these limits instead (each a named constant, collected in :class:`ServerLim
   the headers end, before one byte of the body is read (and without ``100 Continue``); a
   chunked body is cut off with the same answer the moment it passes the cap. Bodies are
   held in memory, never spooled to disk.
+- **Large bodies**: the requests that carry several PDUs (``/send`` transactions: up to 50
+  PDUs of 64 KiB and 100 EDUs; ``send_join``, ``send_leave`` and ``invite`` with their
+  invite room state) may carry up to :data:`MAX_LARGE_BODY_BYTES`
+  (:data:`LARGE_BODY_ROUTES`), and at most :data:`MAX_CONCURRENT_LARGE_BODIES` bodies over
+  the 64 KiB cap are held at once over the whole process, so that their memory stays
+  bounded (:data:`MAX_LARGE_BODY_BYTES` times that); one more is answered 503
+  ``M_LIMIT_EXCEEDED``.
 - **Read deadline**: a request's headers and body must arrive within
   :data:`REQUEST_READ_DEADLINE_SECONDS` of its first byte (for a connection's first
   request: of the connection itself, so that a slow TLS handshake counts too), however
@@ -72,7 +79,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from stubserver.server.router import MAX_REQUEST_BODY_BYTES, SERVER_HEADER
+from stubserver.server.router import MAX_LARGE_BODY_BYTES, MAX_REQUEST_BODY_BYTES, SERVER_HEADER
 from stubserver.signing.canonical_json import encode_json
 
 #: A request's headers and body must be complete this long after its first byte, in seconds.
@@ -92,6 +99,16 @@ MAX_CONNECTIONS_PER_ADDRESS = 64
 IPV6_CLIENT_PREFIX_LENGTH = 64
 #: Longest request line or header line, in bytes (16 KiB, twisted.web's own line cap).
 MAX_REQUEST_LINE_BYTES = 16 * 1024
+#: The (method, path prefix) pairs whose bodies may pass MAX_REQUEST_BODY_BYTES.
+LARGE_BODY_ROUTES: tuple[tuple[bytes, bytes], ...] = (
+    (b"PUT", b"/_matrix/federation/v1/send/"),
+    (b"PUT", b"/_matrix/federation/v2/send_join/"),
+    (b"PUT", b"/_matrix/federation/v2/send_leave/"),
+    (b"PUT", b"/_matrix/federation/v2/invite/"),
+)
+#: Most bodies over MAX_REQUEST_BODY_BYTES held at once by one process (so at most
+#: 16 x 8 MiB = 128 MiB of them).
+MAX_CONCURRENT_LARGE_BODIES = 16
 #: Most bytes of request line and headers together, in bytes (twisted.web's default).
 MAX_HEADER_BLOCK_BYTES = 16 * 1024
 #: After a refusal is written, how long the client has to read it before the abort, in seconds.
@@ -103,10 +120,22 @@ _REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Payload Too Large",
+    503: b"Service Unavailable",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
 }
+
+
+def body_cap_for(limits: ServerLimits, request_line: bytes) -> int:
+    """The body cap for a request, from its request line (``METHOD TARGET VERSION``)."""
+    parts = request_line.split(b" ")
+    if len(parts) == 3:
+        method, target = parts[0], parts[1]
+        for route_method, prefix in limits.large_body_routes:
+            if method == route_method and target.startswith(prefix):
+                return limits.max_large_body_bytes
+    return limits.max_body_bytes
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,9 @@ class ServerLimits:
     """The inbound limits of one process (defaults: the module's constants)."""
 
     max_body_bytes: int = MAX_REQUEST_BODY_BYTES
+    max_large_body_bytes: int = MAX_LARGE_BODY_BYTES
+    large_body_routes: tuple[tuple[bytes, bytes], ...] = LARGE_BODY_ROUTES
+    max_concurrent_large_bodies: int = MAX_CONCURRENT_LARGE_BODIES
     read_deadline_seconds: float = REQUEST_READ_DEADLINE_SECONDS
     handler_deadline_seconds: float = HANDLER_DEADLINE_SECONDS
     idle_timeout_seconds: int = IDLE_TIMEOUT_SECONDS
@@ -153,6 +185,8 @@ class ConnectionCounter:
         self._per_address: dict[str, int] = {}
         #: Idle counted connections, the one idle longest first.
         self._idle: OrderedDict[http.HTTPChannel, None] = OrderedDict()
+        #: Channels holding a body over the ordinary cap (see MAX_CONCURRENT_LARGE_BODIES).
+        self.large_bodies: set[http.HTTPChannel] = set()
 
     @property
     def open(self) -> int:
@@ -201,8 +235,18 @@ class ConnectionCounter:
         """Whether ``channel`` is counted as idle."""
         return channel in self._idle
 
+    def try_hold_large_body(self, channel: http.HTTPChannel, limit: int) -> bool:
+        """Let ``channel`` hold a body over the ordinary cap, if fewer than ``limit`` do."""
+        if channel in self.large_bodies:
+            return True
+        if len(self.large_bodies) >= limit:
+            return False
+        self.large_bodies.add(channel)
+        return True
+
     def release(self, channel: http.HTTPChannel) -> None:
         """Stop counting ``channel`` (idempotent)."""
+        self.large_bodies.discard(channel)
         address_key = self.channels.pop(channel, None)
         if address_key is None:
             return
@@ -254,12 +298,7 @@ class LimitedRequest(server.Request):
         """Store a piece of the body, or refuse the request once it passes the cap."""
         channel = cast(LimitedHTTPChannel, self.channel)
         self._body_bytes += len(data)
-        if self._body_bytes > channel.limits.max_body_bytes:
-            channel.refuse(
-                413,
-                "M_TOO_LARGE",
-                f"the request body is larger than {channel.limits.max_body_bytes} bytes",
-            )
+        if not channel.admit_body_size(self._body_bytes):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
@@ -306,6 +345,10 @@ class LimitedHTTPChannel(http.HTTPChannel):
     totalHeadersSize = MAX_HEADER_BLOCK_BYTES
     _refused = False
     _read_deadline: IDelayedCall | None = None
+    #: The body cap of the request being received (set from its request line).
+    _body_cap = MAX_REQUEST_BODY_BYTES
+    #: True until the current request's request line has arrived.
+    _awaiting_request_line = True
 
     @property
     def limits(self) -> ServerLimits:
@@ -351,7 +394,26 @@ class LimitedHTTPChannel(http.HTTPChannel):
                 f"the request line and headers are longer than {self.totalHeadersSize} bytes",
             )
             return
+        if self._awaiting_request_line and line:
+            self._awaiting_request_line = False
+            self._body_cap = body_cap_for(self.limits, line)
         super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def admit_body_size(self, size: int) -> bool:
+        """Whether a body of ``size`` bytes may be received; refuses the request if not."""
+        if size > self._body_cap:
+            self.refuse(
+                413, "M_TOO_LARGE", f"the request body is larger than {self._body_cap} bytes"
+            )
+            return False
+        if size > self.limits.max_body_bytes and not self.site.connections.try_hold_large_body(
+            self, self.limits.max_concurrent_large_bodies
+        ):
+            self.refuse(
+                503, "M_LIMIT_EXCEEDED", "too many large request bodies at once; try again later"
+            )
+            return False
+        return True
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line passed :data:`MAX_REQUEST_LINE_BYTES`: 414 for the request line, else 431."""
@@ -372,12 +434,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if self._refused:
             return
         length: int | None = self.length
-        if length is not None and length > self.limits.max_body_bytes:
-            self.refuse(
-                413,
-                "M_TOO_LARGE",
-                f"the request body is larger than {self.limits.max_body_bytes} bytes",
-            )
+        if length is not None and not self.admit_body_size(length):
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
@@ -386,6 +443,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if self._refused:
             return
         self._cancel_read_deadline()
+        self._awaiting_request_line = True
         super().allContentReceived()  # type: ignore[no-untyped-call]
 
     def requestDone(self, request: Any) -> None:
@@ -393,6 +451,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         a connection with nothing more received becomes idle (it may be closed to make room).
         """
         super().requestDone(request)  # type: ignore[no-untyped-call]
+        self.site.connections.large_bodies.discard(self)
         if (
             self._refused
             or self._handlingRequest

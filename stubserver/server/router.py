@@ -69,12 +69,16 @@ from zope.interface import implementer
 from stubserver import __version__
 from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
 
-#: Largest request body accepted on any endpoint, in bytes (issue 7: 64 KiB; Synapse's
-#: default max_request_body_size is larger, but no federation request we serve needs more).
+#: Largest request body accepted on most endpoints, in bytes (issue 7: 64 KiB).
 #: The listener refuses larger bodies before reading them (``stubserver.server.limits``).
 MAX_REQUEST_BODY_BYTES = 64 * 1024
-#: Largest request body :func:`read_json_body` accepts by default, in bytes.
-MAX_JSON_BODY_BYTES = MAX_REQUEST_BODY_BYTES
+#: Largest body of the requests that carry several PDUs (``/send``: 50 PDUs of 64 KiB and
+#: 100 EDUs; ``send_join``, ``send_leave``, ``invite``), in bytes; the listener allows it on
+#: those routes only (``stubserver.server.limits.LARGE_BODY_ROUTES``).
+MAX_LARGE_BODY_BYTES = 8 * 1024 * 1024
+#: Largest request body :func:`read_json_body` accepts by default, in bytes: the listener
+#: has already applied the route's own cap, this is the backstop.
+MAX_JSON_BODY_BYTES = MAX_LARGE_BODY_BYTES
 #: The status observers see when the client closed the connection before the response
 #: (nginx's and Synapse's convention; never sent on the wire).
 CLIENT_CLOSED_REQUEST = 499

@@ -85,6 +85,7 @@ class Harness:
                 Route("POST", "/json", self._json),
                 Route("POST", "/form", self._form),
                 Route("GET", "/never", self._never),
+                Route("PUT", "/_matrix/federation/v1/send/{txnId}", self._json),
             ],
             clock=self.clock,
             handler_deadline_seconds=self.limits.handler_deadline_seconds,
@@ -196,6 +197,77 @@ class BodyCapTests(SynchronousTestCase):
         )
         assert [s for s, _ in responses(sent(self.transport))] == [200, 200]
         assert self.h.args == [{b"a": [b"1"]}, {}]
+
+
+def put_txn(body: bytes, txn: bytes = b"t1") -> bytes:
+    """A PUT of a /send transaction with a Content-Length."""
+    return (
+        b"PUT /_matrix/federation/v1/send/" + txn + b" HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+
+
+def json_of_size(size: int) -> bytes:
+    """A JSON object of exactly ``size`` bytes."""
+    body = b'{"pdus":[],"x":"' + b"a" * (size - 18) + b'"}'
+    assert len(body) == size
+    return body
+
+
+class LargeBodyTests(SynchronousTestCase):
+    """/send (and send_join, send_leave, invite) bodies may pass 64 KiB, boundedly."""
+
+    def setUp(self) -> None:
+        self.h = Harness(ServerLimits(max_large_body_bytes=200_000, max_concurrent_large_bodies=1))
+
+    def test_transaction_over_64_kib_accepted(self) -> None:
+        """A 150,000-byte transaction is read and handled (50 PDUs can pass 64 KiB)."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(put_txn(json_of_size(150_000)))
+        [(status, _)] = responses(sent(transport))
+        assert status == 200
+
+    def test_other_routes_keep_the_64_kib_cap(self) -> None:
+        """The same body on an ordinary route still gets 413."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(post(json_of_size(MAX_REQUEST_BODY_BYTES + 1)))
+        [(status, body)] = responses(sent(transport))
+        assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
+
+    def test_transaction_over_its_own_cap_refused(self) -> None:
+        """A transaction over the large-body cap gets 413 before it is read."""
+        channel, transport = self.h.connect()
+        channel.dataReceived(put_txn(json_of_size(200_001))[:200])
+        [(status, body)] = responses(sent(transport))
+        assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
+        assert self.h.handled == []
+
+    def test_large_bodies_at_once_are_bounded(self) -> None:
+        """With one large body being received, a second gets 503; once done, one is accepted."""
+        first, first_transport = self.h.connect()
+        request = put_txn(json_of_size(150_000))
+        first.dataReceived(request[:1000])
+        second, second_transport = self.h.connect("127.0.0.2")
+        second.dataReceived(put_txn(json_of_size(150_000), b"t2")[:1000])
+        [(status, body)] = responses(sent(second_transport))
+        assert (status, body["errcode"]) == (503, "M_LIMIT_EXCEEDED")
+        first.dataReceived(request[1000:])
+        [(status, _)] = responses(sent(first_transport))
+        assert status == 200
+        third, third_transport = self.h.connect("127.0.0.3")
+        third.dataReceived(put_txn(json_of_size(150_000), b"t3"))
+        [(status, _)] = responses(sent(third_transport))
+        assert status == 200
+
+    def test_a_closed_connection_gives_back_its_large_body_place(self) -> None:
+        """A client that goes away mid-body frees its place for the next large body."""
+        first, _ = self.h.connect()
+        first.dataReceived(put_txn(json_of_size(150_000))[:1000])
+        close(first)
+        second, second_transport = self.h.connect("127.0.0.2")
+        second.dataReceived(put_txn(json_of_size(150_000), b"t2"))
+        [(status, _)] = responses(sent(second_transport))
+        assert status == 200
 
 
 class HostileJsonTests(SynchronousTestCase):
