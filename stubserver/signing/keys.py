@@ -23,10 +23,11 @@ import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import signedjson.key
 import signedjson.sign
+import signedjson.types
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -177,7 +178,9 @@ def sign_json(obj: JsonDict, server_name: str, key: ServerSigningKey) -> JsonDic
     signable_bytes(obj)  # our range checks first: the library would sign floats
     signed = dict(obj)
     signed["signatures"] = {s: dict(v) for s, v in obj.get("signatures", {}).items()}
-    result: JsonDict = signedjson.sign.sign_json(signed, server_name, key.key)
+    # ServerSigningKey.__post_init__ gave the key the ``alg`` and ``version`` signedjson reads.
+    named_key = cast("signedjson.types.SigningKey", key.key)
+    result: JsonDict = signedjson.sign.sign_json(signed, server_name, named_key)
     return result
 
 
