@@ -551,14 +551,17 @@ class NotaryLimitTests(SynchronousTestCase):
         assert len(h.fetcher.calls) == 2
 
     def test_hostile_key_documents_answered(self) -> None:
-        """Through a real key fetcher, a peer serving 1e400 or a lone surrogate escape is
-        left out of a 200 answer (the request is answered, never left hanging)."""
+        """Through a real key fetcher, a peer serving 1e400 or a lone surrogate escape (even
+        in the unsigned part of a correctly signed document, which the old code cached and
+        could then not encode) is left out of a 200 answer whose body encodes."""
         from stubserver.server_keys.fetcher import ServerKeyFetcher
         from tests.server_keys.test_fetcher import FakeFederationAgent, KeyResource
 
+        signed_doc = json.dumps(origin_keys().response).encode()[:-1]
         for body in (
             b'{"server_name": "origin.test", "valid_until_ts": 1e400}',
-            b'{"server_name": "origin.test", "x": "\\ud800"}',
+            signed_doc + b', "unsigned": {"x": "\\ud800"}}',
+            signed_doc + b', "unsigned": {"x": 1e400}}',
         ):
             resource = KeyResource()
             resource.body = body
@@ -576,3 +579,4 @@ class NotaryLimitTests(SynchronousTestCase):
             )
             answer = self.successResultOf(notary.query({ORIGIN: NOW_MS, US: NOW_MS}))
             assert [d["server_name"] for d in answer.body["server_keys"]] == [US]
+            json.dumps(answer.body, allow_nan=False).encode("utf-8")
