@@ -76,6 +76,25 @@ def _check_canonical(value: object, depth: int = 0) -> None:
     raise CanonicalJsonError(f"{type(value).__name__} is not a JSON type")
 
 
+def check_canonical(value: object) -> None:
+    """Raise :class:`CanonicalJsonError` unless ``value`` has a canonical JSON form (no
+    encoding: for callers that hand ``value`` to a library encoder next)."""
+    _check_canonical(value)
+    stack = [value]
+    while stack:  # strings: lone surrogates have no UTF-8 form
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CanonicalJsonError("a string holds a lone surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
 def encode_canonical_json(value: object) -> bytes:
     """Encode ``value`` as canonical JSON bytes, or raise :class:`CanonicalJsonError`.
 

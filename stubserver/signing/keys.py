@@ -31,7 +31,12 @@ import signedjson.types
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from stubserver.signing.canonical_json import CanonicalJsonError, JsonDict, encode_canonical_json
+from stubserver.signing.canonical_json import (
+    CanonicalJsonError,
+    JsonDict,
+    check_canonical,
+    encode_canonical_json,
+)
 
 #: The only algorithm the spec defines for server keys.
 ED25519 = "ed25519"
@@ -175,7 +180,9 @@ def sign_json(obj: JsonDict, server_name: str, key: ServerSigningKey) -> JsonDic
     ``signatures`` are copied one level down so that ``obj``'s are left as they were.
     Raises :class:`CanonicalJsonError` when ``obj`` has no canonical form.
     """
-    signable_bytes(obj)  # our range checks first: the library would sign floats
+    # Our range checks first (the library would sign floats and huge integers), without
+    # encoding: the library encodes once.
+    check_canonical({k: v for k, v in obj.items() if k not in ("signatures", "unsigned")})
     signed = dict(obj)
     signed["signatures"] = {s: dict(v) for s, v in obj.get("signatures", {}).items()}
     # ServerSigningKey.__post_init__ gave the key the ``alg`` and ``version`` signedjson reads.

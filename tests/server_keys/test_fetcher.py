@@ -446,3 +446,21 @@ def test_error_in_error_path_still_answers() -> None:
     clock.advance(11)
     for d in (first, second):
         assert isinstance(failure_now(d).value, KeyFetchError)
+
+
+def test_twenty_hostile_servers_cost_no_cryptography() -> None:
+    """The reactor-stall case: 20 servers (a full notary query) each serving a document with
+    370 signatures are all refused on the count, with no signature checked (the old code
+    encoded each document 370 times, about 372 ms apiece)."""
+    clock = Clock()
+    clock.advance(NOW_MS / 1000)
+    resource = KeyResource()
+    resource.body = json.dumps(many_signatures_doc(370)).encode()
+    fetcher = ServerKeyFetcher(FakeFederationAgent(resource), clock)
+    reports = [failure_now(fetcher.fetch(f"s{i}.test")) for i in range(20)]
+    for failure in reports:
+        assert isinstance(failure.value, KeyFetchError)
+        report = failure.value.report
+        assert report is not None
+        assert report.check.signatures_checked == 0
+        assert "carries 371 signatures" in (report.check.error or "")
