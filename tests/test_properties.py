@@ -135,3 +135,25 @@ def test_json_parser_only_raises_bad_json(body: bytes) -> None:
     """Any bytes either parse or raise BadJson (never RecursionError or anything else)."""
     with contextlib.suppress(BadJson):
         parse_json_bytes(body)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0xD800, 0xDFFF).map(lambda c: f"\\u{c:04x}"),
+            st.integers(0, 0xFFFF).map(lambda c: f"\\u{c:04x}"),
+            st.sampled_from(["a", "\\\\", "1e400", "é"]),
+        ),
+        max_size=6,
+    )
+)
+@PROPERTY_SETTINGS
+def test_json_strings_with_escapes_parse_only_if_encodable(parts: list[str]) -> None:
+    """A JSON string of any \\u escapes (lone surrogates, pairs) either is refused with
+    BadJson or parses to a value canonicaljson encodes."""
+    body = ('["' + "".join(parts) + '"]').encode("utf-8")
+    try:
+        value = parse_json_bytes(body)
+    except BadJson:
+        return
+    canonicaljson.encode_canonical_json(value)

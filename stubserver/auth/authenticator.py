@@ -9,14 +9,16 @@ Failures are :class:`stubserver.auth.xmatrix.AuthenticationFailed` subclasses ca
 status and errcode to answer and a message saying what failed. Codes follow Synapse:
 malformed header 400 ``M_UNAUTHORIZED``; everything else 401 ``M_UNAUTHORIZED``.
 
-An origin whose keys could not be fetched is remembered for
-:data:`NEGATIVE_CACHE_SECONDS` so that a flood of requests claiming it does not turn into a
-flood of outbound key requests.
+No lock-outs (issue 12): Synapse fetches keys for authentication ignoring the destination
+backoff and remembers no failures, so a peer that was down once is served again as soon as
+it is back. We match it: the fetcher shares a fetch in flight (requests arriving meanwhile
+wait for that one), key fetches ignore the backoff (``stubserver.client.build``), and a
+failure is remembered only :data:`NEGATIVE_CACHE_SECONDS` (5 s, was 5 minutes), just
+enough that a flood of requests claiming a dead origin is not a flood of key requests.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -34,11 +36,13 @@ from stubserver.auth.xmatrix import (
     request_signing_object,
     select_authorization,
 )
+from stubserver.client.cache import BoundedCache
 from stubserver.signing.canonical_json import JsonDict
-from stubserver.signing.keys import SignatureError, verify_signed_json
+from stubserver.signing.keys import SignatureError, verify_signatures
 
-#: How long a failed key fetch for an origin is remembered, in seconds.
-NEGATIVE_CACHE_SECONDS = 5 * 60
+#: How long a failed key fetch for an origin is remembered, in seconds: a few seconds at
+#: most, never minutes (a peer restarted must be able to talk to us again at once).
+NEGATIVE_CACHE_SECONDS = 5
 #: Most origins remembered as failing; the oldest are forgotten first.
 MAX_NEGATIVE_CACHE_ENTRIES = 1024
 #: Least time between two refetches of an origin's keys for an unknown key ID, in seconds
@@ -138,18 +142,17 @@ def verify_request_signatures(
         )
     obj = dict(signed)
     obj["signatures"] = {origin: dict(authorization.signatures)}
-    verified: list[str] = []
-    for key_id in authorization.signatures:
-        verify_key = keys.verify_keys.get(key_id)
-        if verify_key is None:
-            continue
+    known = {
+        key_id: keys.verify_keys[key_id]
+        for key_id in authorization.signatures
+        if key_id in keys.verify_keys
+    }
+    verified = list(known)
+    if known:
         try:
-            verify_signed_json(obj, origin, key_id, verify_key)
+            verify_signatures(obj, origin, known)  # one encoding for all the signatures
         except SignatureError as e:
-            raise BadSignature(
-                f"Invalid signature for server {origin} with key {key_id}: {e}"
-            ) from None
-        verified.append(key_id)
+            raise BadSignature(f"Invalid signature for server {origin}: {e}") from None
     if not verified:
         raise UnknownKey(
             f"None of the request's keys ({', '.join(sorted(authorization.signatures))}) is"
@@ -166,10 +169,14 @@ class RequestAuthenticator(Generic[KeysT]):
         self._server_name = server_name
         self._key_source = key_source
         self._clock = clock
-        # origin -> (time the failure expires, in seconds; what failed)
-        self._failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        # origin -> when we last refetched its keys for an unknown key ID, in seconds
-        self._refreshed: OrderedDict[str, float] = OrderedDict()
+        # origin -> (time the failure expires, in clock seconds; what failed)
+        self._failed: BoundedCache[str, tuple[float, str]] = BoundedCache(
+            clock, max_entries=MAX_NEGATIVE_CACHE_ENTRIES
+        )
+        # origin -> True while its keys may not be refetched for an unknown key ID
+        self._refreshed: BoundedCache[str, bool] = BoundedCache(
+            clock, max_entries=MAX_NEGATIVE_CACHE_ENTRIES
+        )
 
     def authenticate(
         self, method: bytes, uri: bytes, headers: Headers, content: Any
@@ -221,14 +228,9 @@ class RequestAuthenticator(Generic[KeysT]):
             raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}") from None
 
     def _may_refresh(self, origin: str) -> bool:
-        now = self._clock.seconds()
-        last = self._refreshed.get(origin)
-        if last is not None and now - last < UNKNOWN_KEY_REFETCH_SECONDS:
+        if self._refreshed.get(origin) is not None:
             return False
-        self._refreshed.pop(origin, None)
-        self._refreshed[origin] = now
-        while len(self._refreshed) > MAX_NEGATIVE_CACHE_ENTRIES:
-            self._refreshed.popitem(last=False)
+        self._refreshed.set(origin, True, UNKNOWN_KEY_REFETCH_SECONDS)
         return True
 
     def _check_not_failing(self, origin: str) -> None:
@@ -236,20 +238,15 @@ class RequestAuthenticator(Generic[KeysT]):
         if entry is None:
             return
         expires, reason = entry
-        now = self._clock.seconds()
-        if now >= expires:
-            del self._failed[origin]
-            return
+        remaining = max(1, round(expires - self._clock.seconds()))
         raise KeyFetchFailed(
             f"Could not fetch the keys of {origin} recently ({reason});"
-            f" not retrying for another {int(expires - now)} s"
+            f" not retrying for another {remaining} s"
         )
 
     def _remember_failure(self, origin: str, reason: str) -> None:
-        self._failed.pop(origin, None)
-        self._failed[origin] = (self._clock.seconds() + NEGATIVE_CACHE_SECONDS, reason)
-        while len(self._failed) > MAX_NEGATIVE_CACHE_ENTRIES:
-            self._failed.popitem(last=False)
+        expires = self._clock.seconds() + NEGATIVE_CACHE_SECONDS
+        self._failed.set(origin, (expires, reason), NEGATIVE_CACHE_SECONDS)
 
 
 def _decode_target(raw: bytes, what: str) -> str:

@@ -29,7 +29,6 @@ from stubserver.client.agent import (
     BlocklistingEndpointFactory,
     MatrixFederationAgent,
 )
-from stubserver.client.backoff import BackoffAgent
 from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 
@@ -66,9 +65,9 @@ def build_federation_client(
 
     ``reactor`` provides TCP, time and (for the system resolver) ``nameResolver``;
     ``dns`` overrides the DNS clients (a :class:`~stubserver.discovery.dns.DnsClients`), for tests.
-    With ``backoff``, key fetches skip destinations backed off after failures (Synapse's
-    schedule, :mod:`stubserver.client.backoff`): ``run`` uses it; the diagnostic commands do not,
-    since an admin asking about a server wants it tried now.
+    ``backoff`` (Synapse's schedule, :mod:`stubserver.client.backoff`) is accepted from
+    ``run`` but key fetches ignore it, as Synapse's do: a peer that was down once must be
+    able to authenticate to us as soon as it is back (issue 12).
     Raises :class:`~stubserver.tls.client.CaFileError` for an unreadable CA file.
     """
 
@@ -98,9 +97,9 @@ def build_federation_client(
     return FederationContext(
         agent=agent,
         resolver=resolver,
-        key_fetcher=ServerKeyFetcher(
-            agent if backoff is None else BackoffAgent(agent, backoff), reactor
-        ),
+        # Key fetches ignore the destination backoff, as Synapse's (ignore_backoff=True):
+        # a backed-off origin would otherwise be locked out of authenticating (issue 12).
+        key_fetcher=ServerKeyFetcher(agent, reactor),
         https_agent=https_agent,
         well_known=well_known,
         srv=srv,

@@ -22,11 +22,26 @@ Concurrent fetches for one server share one request. A response is accepted when
 future; keys of unknown algorithms are ignored, malformed base64 rejects the response
 (as Synapse). Limits: 10 s for the whole request, 64 KiB body, ``Content-Type`` must be
 ``application/json``.
+
+Bounded work per document (issue 12, row 2): a document with more than
+:data:`MAX_VERIFY_KEYS` verify keys, :data:`MAX_OLD_VERIFY_KEYS` old keys or
+:data:`MAX_SIGNATURES` signatures in all is refused before any cryptography; only the
+server's own signatures by keys in ``verify_keys`` are checked, and the document is
+encoded once for all of them.
+
+Bounded memory (row 3): the cache keeps, per server, the verify keys, the old verify keys,
+``valid_until_ts`` and the body's bytes (the notary countersigns the document as
+received), weighed by :func:`estimate_weight`; the cache holds at most
+:data:`MAX_KEY_CACHE_BYTES` of them (least recently used dropped first).
+
+Every outcome is an answer (row 5): whatever goes wrong in a fetch (bad JSON, a float
+that overflows, a lone surrogate, an error of our own) becomes a failed report, so
+callers waiting on a shared fetch are always answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +54,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 
 from stubserver.client.agent import FederationConnectError, ResolutionFailed
 from stubserver.client.body import describe_failure, raise_if_cancelled, read_body_limited
+from stubserver.client.cache import BoundedCache
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.resolution import Target
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
@@ -47,7 +63,8 @@ from stubserver.signing.keys import (
     KEY_VERSION_RE,
     SignatureError,
     decode_verify_key,
-    verify_signed_json,
+    signable_bytes,
+    verify_signatures,
 )
 
 #: Largest key response we read, in bytes.
@@ -58,6 +75,21 @@ KEY_FETCH_TIMEOUT_SECONDS = 10.0
 MAX_KEY_CACHE_MS = 7 * 24 * 3600 * 1000
 #: Most servers whose keys we cache at once.
 MAX_KEY_CACHE_ENTRIES = 100_000
+#: Most estimated bytes the key cache holds (issue 12 row 3: 500 documents of 60 KB took
+#: 500 MB when whole parsed documents were kept). 16 MiB holds over ten thousand ordinary
+#: (1 KB) servers' keys, or about 250 of the largest (64 KiB) documents we accept.
+MAX_KEY_CACHE_BYTES = 16 * 1024 * 1024
+#: Estimated bytes per cached key (a VerifyKey object, its ID string and dict slots).
+KEY_ENTRY_WEIGHT_BYTES = 400
+#: Estimated fixed bytes per cached server (the record, its dicts, the cache entry).
+SERVER_ENTRY_WEIGHT_BYTES = 1024
+#: Most ``verify_keys`` entries a document may have; more is refused (servers publish 1-2).
+MAX_VERIFY_KEYS = 16
+#: Most ``old_verify_keys`` entries a document may have; more is refused.
+MAX_OLD_VERIFY_KEYS = 256
+#: Most signatures a document may carry, all servers together; more is refused (a
+#: server's own document carries one per current key, a notary's adds one or two).
+MAX_SIGNATURES = 64
 KEY_PATH = "/_matrix/key/v2/server"
 MS_PER_SECOND = 1000
 HTTP_OK = 200
@@ -95,15 +127,33 @@ class KeyNotFound(KeyFetchError):
 
 @dataclass(frozen=True)
 class ServerKeys:
-    """A verified key response. ``response`` is the document exactly as received
-    (JSON-parsed); ``target`` the target that answered."""
+    """A verified key response: what is kept of it in the cache.
+
+    ``response_bytes`` is the body exactly as received (already parsed once, strictly, so
+    :attr:`response` parses it again without fault); ``target`` the target that answered.
+    """
 
     server_name: str
     verify_keys: Mapping[str, VerifyKey]
     old_verify_keys: Mapping[str, tuple[VerifyKey, int]]
     valid_until_ts: int
-    response: dict[str, Any]
+    response_bytes: bytes
     target: Target
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """The document as received, parsed (a new dict at each call)."""
+        document: dict[str, Any] = parse_json_bytes(self.response_bytes)
+        return document
+
+
+def estimate_weight(keys: ServerKeys) -> int:
+    """Estimated bytes ``keys`` holds in memory (the key cache's weight)."""
+    return (
+        SERVER_ENTRY_WEIGHT_BYTES
+        + len(keys.response_bytes)
+        + KEY_ENTRY_WEIGHT_BYTES * (len(keys.verify_keys) + len(keys.old_verify_keys))
+    )
 
 
 @dataclass(frozen=True)
@@ -117,12 +167,45 @@ class KeyCheck:
     valid_until_ts: int | None = None
     signature_ok: bool = False
     error: str | None = None
+    #: How many signatures were checked (at most MAX_VERIFY_KEYS).
+    signatures_checked: int = 0
 
 
-def check_key_response(document: object, server_name: str, now_ms: int) -> KeyCheck:
-    """Validate a ``/_matrix/key/v2/server`` document for ``server_name`` at ``now_ms``."""
+def count_signatures(document: Mapping[str, Any]) -> int:
+    """How many signatures ``document`` carries, all servers together (no cryptography)."""
+    signatures = document.get("signatures")
+    if not isinstance(signatures, dict):
+        return 0
+    return sum(len(v) if isinstance(v, dict) else 1 for v in signatures.values())
+
+
+def _absurd_counts(document: Mapping[str, Any]) -> str | None:
+    for name, limit in (("verify_keys", MAX_VERIFY_KEYS), ("old_verify_keys", MAX_OLD_VERIFY_KEYS)):
+        entries = document.get(name)
+        if isinstance(entries, dict) and len(entries) > limit:
+            return f'"{name}" has {len(entries)} entries; at most {limit} are accepted'
+    signatures = count_signatures(document)
+    if signatures > MAX_SIGNATURES:
+        return f"the response carries {signatures} signatures; at most {MAX_SIGNATURES} accepted"
+    return None
+
+
+def check_key_response(
+    document: object,
+    server_name: str,
+    now_ms: int,
+    *,
+    encode: Callable[[Mapping[str, Any]], bytes] = signable_bytes,
+) -> KeyCheck:
+    """Validate a ``/_matrix/key/v2/server`` document for ``server_name`` at ``now_ms``.
+
+    ``encode`` makes the signed bytes (replaceable to count encodings: at most one).
+    """
     if not isinstance(document, dict):
         return KeyCheck(error=f"the response is a JSON {type(document).__name__}, not an object")
+    absurd = _absurd_counts(document)
+    if absurd is not None:
+        return KeyCheck(error=absurd)
     named = document.get("server_name")
     verify_keys: dict[str, VerifyKey] = {}
     verify_b64: dict[str, str] = {}
@@ -165,8 +248,12 @@ def check_key_response(document: object, server_name: str, now_ms: int) -> KeyCh
     if isinstance(valid_until, bool) or not isinstance(valid_until, int):
         valid_until = None
 
+    checked = 0
+
     def fault(error: str, *, signature_ok: bool = False) -> KeyCheck:
-        return KeyCheck(verify_keys, verify_b64, old, old_json, valid_until, signature_ok, error)
+        return KeyCheck(
+            verify_keys, verify_b64, old, old_json, valid_until, signature_ok, error, checked
+        )
 
     if named != server_name:
         return fault(f"the response names server {named!r}, not {server_name!r}")
@@ -174,25 +261,24 @@ def check_key_response(document: object, server_name: str, now_ms: int) -> KeyCh
     by_server = signatures.get(server_name) if isinstance(signatures, dict) else None
     if not isinstance(by_server, dict):
         return fault(f"the response carries no signature by {server_name}")
-    verified = False
-    for key_id in by_server:
-        key = verify_keys.get(key_id)
-        if key is None:
-            continue  # e.g. signed by an old key as well
-        try:
-            verify_signed_json(document, server_name, key_id, key)
-        except SignatureError as e:
-            return fault(str(e))
-        verified = True
-    if not verified:
+    # As Synapse: every signature by the server with a key in verify_keys must verify
+    # (others, e.g. by an old key, are ignored), and at least one must be there. Looping
+    # over verify_keys (at most MAX_VERIFY_KEYS) bounds the work whatever "signatures" holds.
+    to_check = {key_id: key for key_id, key in verify_keys.items() if key_id in by_server}
+    if not to_check:
         return fault(f"no signature by {server_name} with a key listed in verify_keys")
+    checked = len(to_check)
+    try:
+        verify_signatures(document, server_name, to_check, encode=encode)
+    except SignatureError as e:
+        return fault(str(e))
     if valid_until is None:
         return fault('"valid_until_ts" is missing or not an integer', signature_ok=True)
     if valid_until <= now_ms:
         return fault(
             f"valid_until_ts {valid_until} is in the past (now {now_ms})", signature_ok=True
         )
-    return KeyCheck(verify_keys, verify_b64, old, old_json, valid_until, True, None)
+    return KeyCheck(verify_keys, verify_b64, old, old_json, valid_until, True, None, len(to_check))
 
 
 @dataclass(frozen=True)
@@ -235,19 +321,18 @@ def _is_json_content_type(headers: Headers) -> bool:
     return media == b"application/json"
 
 
-@dataclass
-class _Cached:
-    keys: ServerKeys
-    expires_ms: int
-
-
 class ServerKeyFetcher:
     """Fetches, verifies and caches servers' keys (see the module docstring)."""
 
     def __init__(self, agent: FederationAgent, clock: IReactorTime) -> None:
         self._agent = agent
         self._clock = clock
-        self._cache: dict[str, _Cached] = {}
+        self._cache: BoundedCache[str, ServerKeys] = BoundedCache(
+            clock,
+            max_entries=MAX_KEY_CACHE_ENTRIES,
+            max_weight=MAX_KEY_CACHE_BYTES,
+            weigh=estimate_weight,
+        )
         self._shared: SharedFetches[KeyFetchReport] = SharedFetches()
 
     def _now_ms(self) -> int:
@@ -255,10 +340,12 @@ class ServerKeyFetcher:
 
     def cached(self, server_name: str) -> ServerKeys | None:
         """The cached keys of ``server_name`` while fresh, else None."""
-        entry = self._cache.get(server_name)
-        if entry is not None and entry.expires_ms > self._now_ms():
-            return entry.keys
-        return None
+        return self._cache.get(server_name)
+
+    @property
+    def cache_weight(self) -> int:
+        """The key cache's estimated weight in bytes (at most MAX_KEY_CACHE_BYTES)."""
+        return self._cache.weight
 
     def fetch_report(self, server_name: str) -> Deferred[KeyFetchReport]:
         """Ask ``server_name`` for its keys now; never fails. Shares a fetch in flight."""
@@ -269,6 +356,9 @@ class ServerKeyFetcher:
         fetch.addTimeout(KEY_FETCH_TIMEOUT_SECONDS, self._clock)
         fetch.addErrback(self._failed, server_name)
         fetch.addCallback(self._store, server_name)
+        # Last resort: SharedFetches needs a Deferred that never fails, or every caller
+        # waiting for this server would wait for ever (issue 12 row 5).
+        fetch.addErrback(_last_resort_report, server_name)
         return fetch
 
     def _failed(self, failure: Failure, server_name: str) -> KeyFetchReport:
@@ -285,13 +375,9 @@ class ServerKeyFetcher:
 
     def _store(self, report: KeyFetchReport, server_name: str) -> KeyFetchReport:
         if report.keys is not None:
-            expires = min(report.keys.valid_until_ts, self._now_ms() + MAX_KEY_CACHE_MS)
-            if len(self._cache) >= MAX_KEY_CACHE_ENTRIES and server_name not in self._cache:
-                now = self._now_ms()
-                self._cache = {k: v for k, v in self._cache.items() if v.expires_ms > now}
-                if len(self._cache) >= MAX_KEY_CACHE_ENTRIES:
-                    self._cache.clear()
-            self._cache[server_name] = _Cached(report.keys, expires)
+            now_ms = self._now_ms()
+            expires = min(report.keys.valid_until_ts, now_ms + MAX_KEY_CACHE_MS)
+            self._cache.set(server_name, report.keys, (expires - now_ms) / MS_PER_SECOND)
         return report
 
     async def _fetch_report(self, server_name: str) -> KeyFetchReport:
@@ -365,7 +451,7 @@ class ServerKeyFetcher:
             verify_keys=check.verify_keys,
             old_verify_keys=check.old_verify_keys,
             valid_until_ts=check.valid_until_ts,
-            response=document,
+            response_bytes=body,
             target=target,
         )
         return KeyFetchReport(server_name, target, status, document, check, keys=keys)
@@ -402,6 +488,13 @@ class ServerKeyFetcher:
         return self.fetch(server_name).addCallback(pick)
 
 
+def _last_resort_report(failure: Failure, server_name: str) -> KeyFetchReport:
+    # Pure: nothing here may raise (see ServerKeyFetcher._start_fetch).
+    return KeyFetchReport(
+        server_name, error=f"internal error: {type(failure.value).__name__}", temporary=True
+    )
+
+
 def _keys_or_raise(report: KeyFetchReport) -> ServerKeys:
     if report.keys is None:
         raise KeyFetchError(
@@ -420,4 +513,5 @@ __all__ = (
     "ServerKeyFetcher",
     "ServerKeys",
     "check_key_response",
+    "estimate_weight",
 )

@@ -2,14 +2,26 @@
 
 Canonical form: keys sorted by code point, no insignificant whitespace, UTF-8 with
 characters left unescaped, integers only (in ``[-(2**53)+1, 2**53-1]``), no floats.
-Python's encoder with ``ensure_ascii=False`` produces the same escapes as the reference
-implementation (matrix-org/python-canonicaljson), which is what Synapse signs with.
+
+Encoding is matrix-org's ``canonicaljson`` (what Synapse signs with, issue 11), behind
+:func:`encode_canonical_json`, which first refuses what canonical JSON has no form for
+(floats, integers out of range: the library would encode them).
+
+:func:`parse_json_bytes` is the gate for bytes from the network: whatever it accepts, the
+libraries encode without raising (no NaN/Infinity or overflowing floats such as ``1e400``,
+no lone surrogate escapes such as ``"\\ud800"``, which canonicaljson cannot encode as
+UTF-8), so that a later encode (signature check, request log, countersigning) cannot
+fail on network input.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
+
+import canonicaljson
 
 #: Largest magnitude of an integer a canonical JSON value may carry.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -64,10 +76,36 @@ def _check_canonical(value: object, depth: int = 0) -> None:
     raise CanonicalJsonError(f"{type(value).__name__} is not a JSON type")
 
 
-def encode_canonical_json(value: object) -> bytes:
-    """Encode ``value`` as canonical JSON bytes, or raise :class:`CanonicalJsonError`."""
+def check_canonical(value: object) -> None:
+    """Raise :class:`CanonicalJsonError` unless ``value`` has a canonical JSON form (no
+    encoding: for callers that hand ``value`` to a library encoder next)."""
     _check_canonical(value)
-    return _encoder.encode(value).encode("utf-8")
+    stack = [value]
+    while stack:  # strings: lone surrogates have no UTF-8 form
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CanonicalJsonError("a string holds a lone surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def encode_canonical_json(value: object) -> bytes:
+    """Encode ``value`` as canonical JSON bytes, or raise :class:`CanonicalJsonError`.
+
+    A thin entry point over ``canonicaljson.encode_canonical_json``: our range checks
+    first (the library would encode floats and any integer), then the library.
+    """
+    _check_canonical(value)
+    try:
+        return canonicaljson.encode_canonical_json(value)
+    except UnicodeEncodeError:
+        raise CanonicalJsonError("a string holds a lone surrogate") from None
 
 
 def encode_json(value: object) -> bytes:
@@ -98,6 +136,37 @@ def _parse_int(text: str) -> int:
     return value
 
 
+def _parse_float(text: str) -> float:
+    # Finite floats pass (canonicaljson encodes them; signing refuses them later, cleanly);
+    # 1e400 overflows to infinity, which no JSON encoder can write back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadJson(f"number {text[:32]} is out of range", not_json=False)
+    return value
+
+
+#: A ``\\u`` escape of a UTF-16 surrogate (D800-DFFF); only these can make a lone one.
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """True when a string (key or value) in ``value`` cannot be encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _depth_exceeds(text: str, limit: int) -> bool:
     """True when brackets nest deeper than ``limit`` (strings skipped); linear, no recursion."""
     depth = 0
@@ -126,8 +195,10 @@ def parse_json_bytes(body: bytes) -> Any:
     """Parse untrusted JSON bytes strictly.
 
     Rejects invalid UTF-8 and non-JSON (``not_json=True``), and NaN/Infinity, integers
-    outside the canonical range, floats that are really huge, duplicate keys and nesting
-    past :data:`MAX_JSON_DEPTH` (``not_json=False``). Never raises RecursionError.
+    outside the canonical range, floats that overflow (``1e400``), duplicate keys, nesting
+    past :data:`MAX_JSON_DEPTH` and lone surrogate escapes (``"\\ud800"``, a valid JSON
+    escape that no UTF-8 encoder can write back) (``not_json=False``). Never raises
+    RecursionError.
     """
     try:
         text = body.decode("utf-8")
@@ -136,13 +207,19 @@ def parse_json_bytes(body: bytes) -> Any:
     if _depth_exceeds(text, MAX_JSON_DEPTH):
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
     try:
-        return json.loads(
+        value = json.loads(
             text,
             parse_constant=_reject_constant,
             parse_int=_parse_int,
+            parse_float=_parse_float,
             object_pairs_hook=_pairs_no_duplicates,
         )
     except BadJson:
         raise
     except (ValueError, RecursionError) as e:
         raise BadJson(f"body is not JSON: {e}", not_json=True) from None
+    # Only a \\uD8xx-\\uDFxx escape can produce a surrogate (UTF-8 decoding refuses encoded
+    # ones), so the walk runs only for bodies that have such an escape.
+    if _SURROGATE_ESCAPE_RE.search(text) and _has_lone_surrogate(value):
+        raise BadJson("a string holds a lone surrogate escape (not UTF-8)", not_json=False)
+    return value

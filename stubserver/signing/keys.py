@@ -2,6 +2,18 @@
 
 The signing-key file format is Synapse's: one ``ed25519 <version> <unpadded base64 seed>``
 per line, so that an admin can move a key between Synapse and stubserver.
+
+Signing and verifying are matrix-org's ``signedjson`` (issue 11): :func:`sign_json` and
+:func:`verify_signed_json` are thin entry points over ``signedjson.sign`` that keep our
+names, argument order and typed :class:`SignatureError`. :func:`verify_signatures` checks
+several signatures of one object and encodes it once (a key document may carry many).
+
+Signature base64: Synapse (``signedjson`` over ``unpaddedbase64``) decodes standard *and*
+URL-safe alphabets, padded or not; we follow it (issue 11: where we differed, Synapse's
+behaviour wins), so a signature in URL-safe base64 verifies here as it does there. Unlike
+``unpaddedbase64`` we still refuse characters of neither alphabet instead of skipping
+them: Synapse would then fail on the wrong length or a bad signature anyway.
+Key and seed base64 (:func:`decode_base64`, config and key files) stay strict.
 """
 
 from __future__ import annotations
@@ -9,20 +21,30 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import signedjson.key
+import signedjson.sign
+import signedjson.types
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from stubserver.signing.canonical_json import CanonicalJsonError, JsonDict, encode_canonical_json
+from stubserver.signing.canonical_json import (
+    CanonicalJsonError,
+    JsonDict,
+    check_canonical,
+    encode_canonical_json,
+)
 
 #: The only algorithm the spec defines for server keys.
 ED25519 = "ed25519"
 #: Key versions, and so key IDs after ``ed25519:``, are ``[a-zA-Z0-9_]+`` (spec, Complement).
 KEY_VERSION_RE = re.compile(r"[a-zA-Z0-9_]+\Z")
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
+#: Signatures: the standard or the URL-safe alphabet, as Synapse accepts (module doc).
+_SIGNATURE_B64_RE = re.compile(r"[A-Za-z0-9+/_-]*={0,2}\Z")
 ED25519_SEED_BYTES = 32
 ED25519_SIGNATURE_BYTES = 64
 
@@ -55,12 +77,34 @@ def decode_base64(text: str) -> bytes:
         raise InvalidBase64("not valid base64") from None
 
 
+def decode_signature_base64(text: object) -> bytes:
+    """A signature's bytes, decoded as Synapse does (module doc); InvalidBase64 otherwise."""
+    if not isinstance(text, str) or not _SIGNATURE_B64_RE.match(text):
+        raise InvalidBase64("not valid base64")
+    stripped = text.rstrip("=")
+    if len(stripped) % 4 == 1:
+        raise InvalidBase64("not valid base64")
+    try:
+        return base64.b64decode(stripped + "=" * (-len(stripped) % 4), altchars=b"-_")
+    except binascii.Error:
+        raise InvalidBase64("not valid base64") from None
+
+
 @dataclass(frozen=True)
 class ServerSigningKey:
     """An ed25519 signing key with its version (the part of the key ID after ``ed25519:``)."""
 
     version: str
     key: SigningKey
+
+    def __post_init__(self) -> None:
+        # signedjson names a key by the ``alg`` and ``version`` attributes it sets on nacl's
+        # key objects (signedjson.key.decode_signing_key_bytes); give ours the same.
+        if getattr(self.key, "version", None) != self.version or not hasattr(self.key, "alg"):
+            key = signedjson.key.decode_signing_key_base64(
+                ED25519, self.version, encode_base64(bytes(self.key))
+            )
+            object.__setattr__(self, "key", key)
 
     @property
     def key_id(self) -> str:
@@ -130,39 +174,86 @@ def signable_bytes(obj: Mapping[str, Any]) -> bytes:
 
 
 def sign_json(obj: JsonDict, server_name: str, key: ServerSigningKey) -> JsonDict:
-    """Return a copy of ``obj`` with our signature added under ``signatures``."""
-    signature = key.key.sign(signable_bytes(obj)).signature
+    """Return a copy of ``obj`` with our signature added under ``signatures``.
+
+    ``signedjson.sign.sign_json`` on a copy (the library signs in place); the copy's
+    ``signatures`` are copied one level down so that ``obj``'s are left as they were.
+    Raises :class:`CanonicalJsonError` when ``obj`` has no canonical form.
+    """
+    # Our range checks first (the library would sign floats and huge integers), without
+    # encoding: the library encodes once.
+    check_canonical({k: v for k, v in obj.items() if k not in ("signatures", "unsigned")})
     signed = dict(obj)
-    signatures: dict[str, dict[str, str]] = {
-        s: dict(v) for s, v in obj.get("signatures", {}).items()
-    }
-    signatures.setdefault(server_name, {})[key.key_id] = encode_base64(signature)
-    signed["signatures"] = signatures
-    if "unsigned" in obj:
-        signed["unsigned"] = obj["unsigned"]
-    return signed
+    signed["signatures"] = {s: dict(v) for s, v in obj.get("signatures", {}).items()}
+    # ServerSigningKey.__post_init__ gave the key the ``alg`` and ``version`` signedjson reads.
+    named_key = cast("signedjson.types.SigningKey", key.key)
+    result: JsonDict = signedjson.sign.sign_json(signed, server_name, named_key)
+    return result
 
 
-def verify_signed_json(
-    obj: Mapping[str, Any], server_name: str, key_id: str, verify_key: VerifyKey
-) -> None:
-    """Check ``server_name``'s signature by ``key_id``; raise :class:`SignatureError`."""
+def _signature_by(obj: Mapping[str, Any], server_name: str, key_id: str) -> bytes:
     signatures = obj.get("signatures")
     if not isinstance(signatures, dict):
         raise SignatureError("no signatures")
     by_server = signatures.get(server_name)
     if not isinstance(by_server, dict) or key_id not in by_server:
         raise SignatureError(f"no signature by {server_name} with {key_id}")
-    sig_b64 = by_server[key_id]
     try:
-        signature = decode_base64(sig_b64)
+        signature = decode_signature_base64(by_server[key_id])
     except InvalidBase64:
         raise SignatureError(f"signature by {key_id} is not valid base64") from None
     if len(signature) != ED25519_SIGNATURE_BYTES:
         raise SignatureError(f"signature by {key_id} has the wrong length")
+    return signature
+
+
+def verify_signed_json(
+    obj: Mapping[str, Any], server_name: str, key_id: str, verify_key: VerifyKey
+) -> None:
+    """Check ``server_name``'s signature by ``key_id``; raise :class:`SignatureError`.
+
+    The check itself is ``signedjson.sign.verify_signed_json``, after our own checks of
+    the signature's presence, base64 and length, so that every failure is a
+    SignatureError saying which.
+    """
+    _signature_by(obj, server_name, key_id)
+    if not key_id.startswith(f"{ED25519}:"):
+        raise SignatureError(f"key {key_id} is not an {ED25519} key")
+    named_key = signedjson.key.decode_verify_key_bytes(key_id, bytes(verify_key))
     try:
-        verify_key.verify(signable_bytes(obj), signature)
+        signedjson.sign.verify_signed_json(dict(obj), server_name, named_key)
+    except (UnicodeEncodeError, ValueError, TypeError) as e:
+        # The library's encoder met what canonical JSON cannot hold (a lone surrogate).
+        raise SignatureError(f"the signed object has no canonical form: {e}") from None
+    except signedjson.sign.SignatureVerifyException:
+        raise SignatureError(f"signature by {server_name} with {key_id} does not verify") from None
+
+
+def verify_signatures(
+    obj: Mapping[str, Any],
+    server_name: str,
+    keys: Mapping[str, VerifyKey],
+    *,
+    encode: Callable[[Mapping[str, Any]], bytes] = signable_bytes,
+) -> None:
+    """Check ``server_name``'s signature by each key of ``keys`` (key ID -> verify key).
+
+    The object is encoded once, however many signatures are checked (a key document with
+    hundreds of signatures must not cost hundreds of encodings: issue 12). ``encode``
+    is :func:`signable_bytes`, replaceable to count encodings. Raises
+    :class:`SignatureError` at the first missing or bad signature.
+    """
+    signatures = {key_id: _signature_by(obj, server_name, key_id) for key_id in keys}
+    try:
+        message = encode(obj)
     except CanonicalJsonError as e:
         raise SignatureError(f"the signed object has no canonical form: {e}") from None
-    except BadSignatureError:
-        raise SignatureError(f"signature by {server_name} with {key_id} does not verify") from None
+    for key_id, verify_key in keys.items():
+        try:
+            # What signedjson.sign.verify_signed_json does after encoding, without encoding
+            # again for each signature.
+            verify_key.verify(message, signatures[key_id])
+        except BadSignatureError:
+            raise SignatureError(
+                f"signature by {server_name} with {key_id} does not verify"
+            ) from None

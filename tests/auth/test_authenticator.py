@@ -308,3 +308,55 @@ class BlockedOriginTests(SynchronousTestCase):
                 assert "ip_range_blocklist" in str(error) or "blocked" in str(error), error
         assert reactor.tcpClients == []
         assert reactor.sslClients == []
+
+
+class NoLockOutTests(SynchronousTestCase):
+    """Issue 12: a peer that was down once is not locked out (Synapse remembers no failures)."""
+
+    def test_failure_remembered_seconds_not_minutes(self) -> None:
+        """A key-fetch failure is remembered for at most 5 s (was 5 minutes)."""
+        assert NEGATIVE_CACHE_SECONDS <= 5
+
+    def test_peer_back_is_accepted_within_seconds(self) -> None:
+        """Through a real key fetcher: the origin's key endpoint fails when its first signed
+        request arrives (401), comes back, and its next request 5 s later is accepted."""
+        import json
+
+        from stubserver.server_keys.fetcher import ServerKeyFetcher
+        from stubserver.server_keys.key_document import build_key_document
+        from tests.server_keys.test_fetcher import FakeFederationAgent, KeyResource
+
+        clock = Clock()
+        clock.advance(NOW_S)
+        peer = KeyResource()
+        peer.body = json.dumps(build_key_document(ORIGIN, [KEY], {}, VALID_UNTIL)).encode()
+        peer.code = 503  # down (its proxy answers)
+        fetcher = ServerKeyFetcher(FakeFederationAgent(peer), clock)
+        auth = RequestAuthenticator(US, fetcher, clock)
+        uri = "/x"
+        failure_of(auth.authenticate(b"GET", uri.encode(), headers(signed(uri=uri)), None))
+        peer.code = 200  # back
+        clock.advance(5)
+        d = auth.authenticate(b"GET", uri.encode(), headers(signed(uri=uri)), None)
+        assert self.successResultOf(d).origin == ORIGIN
+        assert peer.hits == 2
+
+    def test_requests_share_the_fetch_in_flight(self) -> None:
+        """Requests arriving while the origin's keys are being fetched wait for that fetch
+        (one fetch), and are all answered when it ends."""
+        from stubserver.server_keys.fetcher import ServerKeyFetcher
+        from tests.server_keys.test_fetcher import FakeFederationAgent, KeyResource
+
+        clock = Clock()
+        clock.advance(NOW_S)
+        agent = FakeFederationAgent(KeyResource())
+        agent.hang = True
+        fetcher = ServerKeyFetcher(agent, clock)
+        auth = RequestAuthenticator(US, fetcher, clock)
+        waiting = [
+            auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None) for _ in range(5)
+        ]
+        assert len(agent.uris) == 1
+        clock.advance(KEY_FETCH_TIMEOUT_SECONDS)
+        for d in waiting:
+            failure_of(d, KeyFetchFailed)

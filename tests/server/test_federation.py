@@ -394,3 +394,189 @@ class CountersignTests(SynchronousTestCase):
         doc = build_key_document(ORIGIN, [ORIGIN_KEY], {}, NOW_MS)
         both = sign_json(doc, US, OUR_KEY)
         assert set(both["signatures"]) == {ORIGIN, US}
+
+
+# ---- notary under attack (issue 12, rows 4, 5, 6 and 14)
+
+
+def padded_keys(server: str, pad: int) -> Keys:
+    """Keys of ``server`` whose document carries ``pad`` bytes of padding."""
+    valid_until = NOW_MS + 3_600_000
+    key = ServerSigningKey(version="p1", key=SigningKey(b"\x08" * 32))
+    doc = build_key_document(server, [key], {}, valid_until)
+    doc["unsigned"] = {"pad": "p" * pad}
+    return Keys({key.key_id: key.key.verify_key}, valid_until, doc)
+
+
+@dataclass
+class PendingFetcher:
+    """Key fetcher fake whose fetches stay pending until the test fires them."""
+
+    pending: list[tuple[str, Deferred[Keys]]] = field(default_factory=list)
+
+    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[Keys]:
+        d: Deferred[Keys] = Deferred()
+        self.pending.append((server_name, d))
+        return d
+
+    fetch = fetch_cached_or_fresh
+
+
+def raw_post(h: Harness, case: SynchronousTestCase, body: bytes) -> tuple[int, Any]:
+    d = h.treq.request("POST", "https://us.test/_matrix/key/v2/query", data=body)
+    h.treq.flush()
+    response = case.successResultOf(d)
+    content = h.treq.content(response)
+    h.treq.flush()
+    return response.code, json.loads(case.successResultOf(content))
+
+
+class NotaryLimitTests(SynchronousTestCase):
+    def test_unicode_digit_minimum_refused(self) -> None:
+        """minimum_valid_until_ts=² (or another script's digit, which int() takes) is 400
+        M_INVALID_PARAM: only ASCII digits are a timestamp."""
+        h = Harness()
+        for value in ("%C2%B2", "%D9%A3", "1%C2%B2"):
+            path = f"/_matrix/key/v2/query/{ORIGIN}?minimum_valid_until_ts={value}"
+            status, body = h.request(self, "GET", path)
+            assert (status, body["errcode"]) == (400, "M_INVALID_PARAM"), value
+
+    def test_lone_surrogate_key_id_refused(self) -> None:
+        """A key ID holding a lone surrogate escape is 400, in the body and in the parsed
+        query alike; nothing is fetched."""
+        h = Harness()
+        body = b'{"server_keys": {"origin.test": {"ed25519:\\ud800": {}}}}'
+        status, answer = raw_post(h, self, body)
+        assert status == 400
+        assert answer["errcode"] in ("M_BAD_JSON", "M_INVALID_PARAM")
+        with pytest.raises(MatrixError) as info:
+            parse_notary_query({"server_keys": {ORIGIN: {"ed25519:\ud800": {}}}}, NOW_MS)
+        assert (info.value.status, info.value.errcode) == (400, "M_INVALID_PARAM")
+        assert h.fetcher.calls == []
+
+    def test_servers_per_query_capped_at_twenty(self) -> None:
+        """At most 20 servers per query (was 100); 21 is 400 M_LIMIT_EXCEEDED."""
+        assert MAX_NOTARY_SERVERS == 20
+        h = Harness()
+        query: dict[str, Any] = {"server_keys": {f"s{i}.test": {} for i in range(21)}}
+        status, body = h.request(self, "POST", "/_matrix/key/v2/query", body=query)
+        assert (status, body["errcode"]) == (400, "M_LIMIT_EXCEEDED")
+        assert h.fetcher.calls == []
+
+    def test_key_ids_per_server_capped(self) -> None:
+        """More than MAX_NOTARY_KEY_IDS key IDs for one server is 400."""
+        from stubserver.server_keys.notary import MAX_NOTARY_KEY_IDS
+
+        h = Harness()
+        ids: dict[str, Any] = {f"ed25519:k{i}": {} for i in range(MAX_NOTARY_KEY_IDS + 1)}
+        query = {"server_keys": {ORIGIN: ids}}
+        status, _ = h.request(self, "POST", "/_matrix/key/v2/query", body=query)
+        assert status == 400
+
+    def test_answer_size_capped(self) -> None:
+        """Servers past MAX_NOTARY_ANSWER_BYTES are left out: ten 60 KB documents give an
+        answer under the cap holding the first few servers in query order."""
+        from stubserver.server_keys.notary import MAX_NOTARY_ANSWER_BYTES
+
+        names = [f"s{i}.test" for i in range(10)]
+        h = Harness(FakeFetcher({n: padded_keys(n, 60_000) for n in names}))
+        query: dict[str, Any] = {"server_keys": {n: {} for n in names}}
+        status, body = h.request(self, "POST", "/_matrix/key/v2/query", body=query)
+        assert status == 200
+        kept = [d["server_name"] for d in body["server_keys"]]
+        assert kept == names[: len(kept)]
+        assert 0 < len(kept) < len(names)
+        assert len(json.dumps(body).encode()) <= MAX_NOTARY_ANSWER_BYTES
+
+    def test_fetches_in_flight_capped(self) -> None:
+        """A 20-server query fetches at most MAX_NOTARY_FETCHES_IN_FLIGHT servers at once,
+        and still answers once every fetch has ended."""
+        from stubserver.server_keys.notary import MAX_NOTARY_FETCHES_IN_FLIGHT
+
+        fetcher = PendingFetcher()
+        clock = Clock()
+        clock.advance(NOW_S)
+        own = KeyDocumentSource(clock, US, [OUR_KEY], {}, 86_400_000)
+        notary: Notary[Keys] = Notary(
+            US, OUR_KEY, own_keys=own, fetch=fetcher.fetch, refetch=fetcher.fetch, clock=clock
+        )
+        answer = notary.query({f"s{i}.test": NOW_MS for i in range(MAX_NOTARY_SERVERS)})
+        fired = 0
+        while fetcher.pending[fired:]:
+            assert len(fetcher.pending) - fired <= MAX_NOTARY_FETCHES_IN_FLIGHT
+            _, d = fetcher.pending[fired]
+            fired += 1
+            d.errback(ConnectionError("down"))
+        assert fired == MAX_NOTARY_SERVERS
+        assert self.successResultOf(answer).body == {"server_keys": []}
+
+    def test_far_minimum_refetches_once_per_interval(self) -> None:
+        """A minimum_valid_until_ts far in the future does not bypass the cache on every
+        request: one refetch per server per NOTARY_REFETCH_INTERVAL_SECONDS."""
+        from stubserver.server_keys.notary import NOTARY_REFETCH_INTERVAL_SECONDS
+
+        fetcher = FakeFetcher({ORIGIN: origin_keys()}, fresh={ORIGIN: origin_keys()})
+        h = Harness(fetcher)
+        path = f"/_matrix/key/v2/query/{ORIGIN}?minimum_valid_until_ts={2**52}"
+        for _ in range(5):
+            status, body = h.request(self, "GET", path)
+            assert (status, len(body["server_keys"])) == (200, 1)
+        assert fetcher.calls.count(("refetch", ORIGIN)) == 1
+        h.clock.advance(NOTARY_REFETCH_INTERVAL_SECONDS)
+        h.request(self, "GET", path)
+        assert fetcher.calls.count(("refetch", ORIGIN)) == 2
+
+    def test_minimum_clamped(self) -> None:
+        """minimum_valid_until_ts is clamped to 7 days ahead; nearer values are kept."""
+        from stubserver.server_keys.notary import (
+            MAX_MINIMUM_VALID_UNTIL_MS,
+            clamp_minimum_valid_until,
+        )
+
+        assert clamp_minimum_valid_until(2**53, NOW_MS) == NOW_MS + MAX_MINIMUM_VALID_UNTIL_MS
+        assert clamp_minimum_valid_until(NOW_MS + 5, NOW_MS) == NOW_MS + 5
+
+    def test_failure_remembered_for_seconds_only(self) -> None:
+        """A flood naming a server that is down fetches once; NOTARY_FAILURE_MEMORY_SECONDS
+        later (seconds, not minutes) it is asked again."""
+        from stubserver.server_keys.notary import NOTARY_FAILURE_MEMORY_SECONDS
+
+        assert NOTARY_FAILURE_MEMORY_SECONDS <= 5
+        h = Harness()
+        for _ in range(3):
+            assert h.request(self, "GET", "/_matrix/key/v2/query/down.test")[0] == 200
+        assert h.fetcher.calls == [("fetch", "down.test")]
+        h.clock.advance(NOTARY_FAILURE_MEMORY_SECONDS)
+        h.request(self, "GET", "/_matrix/key/v2/query/down.test")
+        assert len(h.fetcher.calls) == 2
+
+    def test_hostile_key_documents_answered(self) -> None:
+        """Through a real key fetcher, a peer serving 1e400 or a lone surrogate escape (even
+        in the unsigned part of a correctly signed document, which the old code cached and
+        could then not encode) is left out of a 200 answer whose body encodes."""
+        from stubserver.server_keys.fetcher import ServerKeyFetcher
+        from tests.server_keys.test_fetcher import FakeFederationAgent, KeyResource
+
+        signed_doc = json.dumps(origin_keys().response).encode()[:-1]
+        for body in (
+            b'{"server_name": "origin.test", "valid_until_ts": 1e400}',
+            signed_doc + b', "unsigned": {"x": "\\ud800"}}',
+            signed_doc + b', "unsigned": {"x": 1e400}}',
+        ):
+            resource = KeyResource()
+            resource.body = body
+            clock = Clock()
+            clock.advance(NOW_S)
+            fetcher = ServerKeyFetcher(FakeFederationAgent(resource), clock)
+            own = KeyDocumentSource(clock, US, [OUR_KEY], {}, 86_400_000)
+            notary: Notary[Any] = Notary(
+                US,
+                OUR_KEY,
+                own_keys=own,
+                fetch=fetcher.fetch_cached_or_fresh,
+                refetch=fetcher.fetch,
+                clock=clock,
+            )
+            answer = self.successResultOf(notary.query({ORIGIN: NOW_MS, US: NOW_MS}))
+            assert [d["server_name"] for d in answer.body["server_keys"]] == [US]
+            json.dumps(answer.body, allow_nan=False).encode("utf-8")

@@ -276,3 +276,191 @@ class FetcherTests(SynchronousTestCase):
             "response": key_doc(),
             "error": None,
         }
+
+
+# ---- bounded work per document (issue 12, row 2)
+
+
+def many_signatures_doc(count: int) -> dict[str, Any]:
+    """A valid document padded with ``count`` signatures by other servers."""
+    doc = key_doc()
+    for i in range(count):
+        doc["signatures"][f"s{i}.test"] = {"ed25519:x": "A" * 86}
+    return doc
+
+
+class CountingEncoder:
+    """signable_bytes, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, obj: Any) -> bytes:
+        from stubserver.signing.keys import signable_bytes
+
+        self.calls += 1
+        return signable_bytes(obj)
+
+
+def test_document_encoded_once_for_all_its_signatures() -> None:
+    """A document signed by every one of its MAX_VERIFY_KEYS keys is encoded once, and
+    exactly those signatures are checked (the old code encoded once per signature)."""
+    from stubserver.server_keys.fetcher import MAX_VERIFY_KEYS
+
+    keys = tuple(ServerSigningKey.generate(f"k{i}") for i in range(MAX_VERIFY_KEYS))
+    doc = key_doc(listed=keys, signer=None)
+    for key in keys:
+        doc = sign_json(doc, "alpha.test", key)
+    encoder = CountingEncoder()
+    check = check_key_response(doc, "alpha.test", NOW_MS, encode=encoder)
+    assert check.error is None
+    assert encoder.calls == 1
+    assert check.signatures_checked == MAX_VERIFY_KEYS
+
+
+def test_signatures_by_others_are_not_checked() -> None:
+    """Signatures by other servers cost nothing: one encoding, one verification."""
+    from stubserver.server_keys.fetcher import MAX_SIGNATURES
+
+    encoder = CountingEncoder()
+    check = check_key_response(
+        many_signatures_doc(MAX_SIGNATURES - 1), "alpha.test", NOW_MS, encode=encoder
+    )
+    assert check.error is None
+    assert (encoder.calls, check.signatures_checked) == (1, 1)
+
+
+@pytest.mark.parametrize("what", ["signatures", "verify_keys", "old_verify_keys"])
+def test_absurd_counts_refused_without_cryptography(what: str) -> None:
+    """A document with ~370 signatures (or too many keys) is refused before any encoding."""
+    from stubserver.server_keys.fetcher import MAX_OLD_VERIFY_KEYS, MAX_VERIFY_KEYS
+
+    if what == "signatures":
+        doc = many_signatures_doc(370)
+    elif what == "verify_keys":
+        doc = key_doc(extra_keys={f"ed25519:x{i}": {"key": "A"} for i in range(MAX_VERIFY_KEYS)})
+    else:
+        count = MAX_OLD_VERIFY_KEYS + 1
+        old = {f"ed25519:o{i}": {"key": "A", "expired_ts": 1} for i in range(count)}
+        doc = key_doc(old=old)
+    encoder = CountingEncoder()
+    check = check_key_response(doc, "alpha.test", NOW_MS, encode=encoder)
+    assert what in (check.error or "")
+    assert encoder.calls == 0
+
+
+# ---- bounded cache in bytes (issue 12, row 3)
+
+
+class WeightTests(SynchronousTestCase):
+    def test_cache_weight_bounded(self) -> None:
+        """Caching 500 distinct 60 KB key documents keeps the cache under MAX_KEY_CACHE_BYTES,
+        and each entry is weighed at least at its body's size."""
+        from stubserver.server_keys.fetcher import MAX_KEY_CACHE_BYTES
+
+        clock = Clock()
+        clock.advance(NOW_MS / 1000)
+
+        class PerServer(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Request) -> bytes:
+                # The agent turns matrix-federation://<name>/ into https://<name>/.
+                name = request.getRequestHostname().decode()  # type: ignore[no-untyped-call]
+                doc: dict[str, Any] = {
+                    "server_name": name,
+                    "valid_until_ts": NOW_MS + 86_400_000,
+                    "verify_keys": {KEY.key_id: {"key": KEY.verify_key_base64}},
+                    "old_verify_keys": {},
+                    "pad": "p" * 60_000,
+                }
+                request.setHeader(b"content-type", b"application/json")  # type: ignore[no-untyped-call]
+                return json.dumps(sign_json(doc, name, KEY)).encode()
+
+        fetcher = ServerKeyFetcher(FakeFederationAgent(PerServer()), clock)  # type: ignore[no-untyped-call]
+        for i in range(500):
+            keys = self.successResultOf(fetcher.fetch(f"s{i}.test"))
+            assert len(keys.response_bytes) > 60_000
+        assert 0 < fetcher.cache_weight <= MAX_KEY_CACHE_BYTES
+        assert fetcher.cache_weight > MAX_KEY_CACHE_BYTES // 2  # the bodies are weighed
+        assert fetcher.cached("s499.test") is not None
+        assert fetcher.cached("s0.test") is None  # least recently used, dropped
+
+
+# ---- every error path ends in an answer (issue 12, row 5)
+
+
+HOSTILE_BODIES = {
+    "overflowing float": b'{"server_name": "alpha.test", "valid_until_ts": 1e400}',
+    "lone surrogate": b'{"server_name": "alpha.test", "unsigned": {"x": "\\ud800"}}',
+    "lone surrogate key": b'{"\\udc00": 1}',
+    "not JSON": b"{",
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+def test_hostile_body_is_a_clean_failure(body: bytes) -> None:
+    """A key body with 1e400 or a lone surrogate escape fails the fetch cleanly (a
+    KeyFetchError saying the JSON is refused), and a second caller is answered too."""
+    clock = Clock()
+    clock.advance(NOW_MS / 1000)
+    resource = KeyResource()
+    resource.body = body
+    fetcher = ServerKeyFetcher(FakeFederationAgent(resource), clock)
+    first = fetcher.fetch("alpha.test")
+    second = fetcher.fetch_cached_or_fresh("alpha.test")
+    for d in (first, second):
+        failure = failure_now(d)
+        assert isinstance(failure.value, KeyFetchError)
+        assert "JSON" in str(failure.value)
+
+
+def test_signed_document_with_hostile_unsigned_is_refused() -> None:
+    """A correctly signed document whose (unsigned) extra holds a lone surrogate is refused
+    at the parser, so it is never cached and never countersigned by the notary."""
+    clock = Clock()
+    clock.advance(NOW_MS / 1000)
+    resource = KeyResource()
+    resource.body = json.dumps(key_doc()).encode()[:-1] + b', "unsigned": {"x": "\\ud800"}}'
+    fetcher = ServerKeyFetcher(FakeFederationAgent(resource), clock)
+    failure = failure_now(fetcher.fetch("alpha.test"))
+    assert "surrogate" in str(failure.value)
+    assert fetcher.cached("alpha.test") is None
+
+
+class BrokenTargetAgent(FakeFederationAgent):
+    """An agent whose connected_target raises: an error of our own in the error path."""
+
+    def connected_target(self, server_name: str) -> Target | None:
+        raise RuntimeError("bug")
+
+
+def test_error_in_error_path_still_answers() -> None:
+    """Even an error raised while reporting a failure ends in an answer for every caller."""
+    clock = Clock()
+    agent = BrokenTargetAgent(KeyResource())
+    agent.hang = True
+    fetcher = ServerKeyFetcher(agent, clock)
+    first = fetcher.fetch("alpha.test")
+    second = fetcher.fetch("alpha.test")
+    clock.advance(11)
+    for d in (first, second):
+        assert isinstance(failure_now(d).value, KeyFetchError)
+
+
+def test_twenty_hostile_servers_cost_no_cryptography() -> None:
+    """The reactor-stall case: 20 servers (a full notary query) each serving a document with
+    370 signatures are all refused on the count, with no signature checked (the old code
+    encoded each document 370 times, about 372 ms apiece)."""
+    clock = Clock()
+    clock.advance(NOW_MS / 1000)
+    resource = KeyResource()
+    resource.body = json.dumps(many_signatures_doc(370)).encode()
+    fetcher = ServerKeyFetcher(FakeFederationAgent(resource), clock)
+    reports = [failure_now(fetcher.fetch(f"s{i}.test")) for i in range(20)]
+    for failure in reports:
+        assert isinstance(failure.value, KeyFetchError)
+        report = failure.value.report
+        assert report is not None
+        assert report.check.signatures_checked == 0
+        assert "carries 371 signatures" in (report.check.error or "")

@@ -290,3 +290,73 @@ def test_bad_key_files(text: str, message: str) -> None:
     """Malformed signing-key files are refused with the reason."""
     with pytest.raises(InvalidKeyFile, match=message):
         parse_signing_key_file(text)
+
+
+# ---- the libraries behind our entry points, and the parser as their gate (issue 11)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'["\\ud800"]', b'{"\\udc00": 1}', b'{"a": {"b": ["x\\udfff"]}}', b"1e400", b"[-1e400]"],
+)
+def test_parser_refuses_what_the_encoder_cannot_write(body: bytes) -> None:
+    """A lone surrogate escape or a float overflowing to infinity is M_BAD_JSON at the
+    parser (they passed it before, then made the canonical encoder raise)."""
+    with pytest.raises(BadJson) as info:
+        parse_json_bytes(body)
+    assert info.value.not_json is False
+
+
+def test_parser_keeps_surrogate_pairs_and_escaped_backslashes() -> None:
+    """A surrogate pair escape is one character; an escaped backslash before "ud800" is text."""
+    assert parse_json_bytes(b'["\\ud83d\\ude00", "\\\\ud800"]') == ["\U0001f600", "\\ud800"]
+
+
+def test_whatever_parses_encodes() -> None:
+    """Everything the parser accepts encodes with canonicaljson without raising."""
+    import canonicaljson
+
+    for body in (b'{"a": "\\u00e9\\ud83d\\ude00", "b": [1, -2, null, true]}', b'"\\u0000"'):
+        canonicaljson.encode_canonical_json(parse_json_bytes(body))
+
+
+def test_encoder_is_canonicaljson() -> None:
+    """encode_canonical_json gives canonicaljson's bytes."""
+    import canonicaljson
+
+    value = {"b": "é\u2028", "a": [1, {"z": None, "y": "\x00"}], "ä": True}
+    assert encode_canonical_json(value) == canonicaljson.encode_canonical_json(value)
+
+
+def test_url_safe_signature_accepted_as_synapse() -> None:
+    """A signature written in URL-safe base64 verifies, as it does with signedjson and so
+    in Synapse (our old code refused it)."""
+    obj = sign_json({"a": 1, "b": "??>>"}, "domain", SPEC_KEY)
+    sig = obj["signatures"]["domain"]["ed25519:1"]
+    url_safe = sig.replace("+", "-").replace("/", "_")
+    obj["signatures"]["domain"]["ed25519:1"] = url_safe
+    verify_signed_json(obj, "domain", "ed25519:1", SPEC_KEY.key.verify_key)
+    verify_key = signedjson.key.get_verify_key(SPEC_KEY.key)  # type: ignore[arg-type]
+    signedjson.sign.verify_signed_json(obj, "domain", verify_key)
+
+
+def test_url_safe_signature_with_both_alphabet_differences() -> None:
+    """Signatures containing + and / (found by trying messages) verify in URL-safe form."""
+    for i in range(200):
+        obj = sign_json({"n": i}, "domain", SPEC_KEY)
+        sig = obj["signatures"]["domain"]["ed25519:1"]
+        if "+" in sig and "/" in sig:
+            break
+    else:
+        pytest.fail("no signature with both + and / in 200 tries")
+    obj["signatures"]["domain"]["ed25519:1"] = sig.replace("+", "-").replace("/", "_")
+    verify_signed_json(obj, "domain", "ed25519:1", SPEC_KEY.key.verify_key)
+
+
+def test_signing_key_named_for_signedjson() -> None:
+    """A ServerSigningKey made from a plain nacl key carries signedjson's alg and version,
+    so signedjson.sign signs with it under our key ID."""
+    key = ServerSigningKey(version="v9", key=SigningKey(b"\x01" * 32))
+    signed = signedjson.sign.sign_json({"x": 1}, "s", key.key)  # type: ignore[arg-type]
+    assert list(signed["signatures"]["s"]) == ["ed25519:v9"]
+    assert signed == sign_json({"x": 1}, "s", key)
