@@ -437,3 +437,11 @@ def test_healthy_and_broken_servers_as_a_person_sees_them(
     assert browser.devtools.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
         "the page scrolls sideways on a phone"
     )
+
+
+def test_link_with_server_name_runs_the_check(world: World, browser: Browser) -> None:
+    """Opening /?server_name=NAME fills the field in and shows NAME's report at once."""
+    browser.open(f"{world.page_url}?server_name={GOOD[0]}", DESKTOP)
+    assert browser.wait_for_report() == "done", browser.visible_text("#result")
+    assert browser.visible_text("#verdict") == f"{GOOD[0]}: Federation OK"
+    assert browser.devtools.evaluate("document.getElementById('server-name').value") == GOOD[0]
