@@ -5,6 +5,7 @@
 - ``GET /api/federation-ok?server_name=NAME``: ``"GOOD"`` when ``FederationOK``, else
   ``"BAD"``. Our router answers JSON only, so this is the JSON string (``"GOOD"``, with
   quotes), not the tester's bare text.
+- ``GET /``: the report page for people (:mod:`stubserver.check.page`).
 
 Each report makes outbound requests for whoever asks, so they go through the config's
 ``ip_range_blocklist`` (Synapse's private ranges by default): the endpoint must not become
@@ -25,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from stubserver.check.checker import FederationChecker
+from stubserver.check.page import page_route
 from stubserver.check.report import CheckReport
 from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import Config
@@ -109,7 +111,7 @@ def _server_name(request: IRequest) -> str:
 
 
 def report_routes(service: ReportService) -> list[Route]:
-    """``GET /api/report`` and ``GET /api/federation-ok``."""
+    """``GET /api/report``, ``GET /api/federation-ok`` and the page at ``GET /``."""
 
     def report(request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
         d = service.report(_server_name(request))
@@ -121,7 +123,11 @@ def report_routes(service: ReportService) -> list[Route]:
             lambda r: JsonResponse(200, "GOOD" if r.federation_ok else "BAD", CORS_HEADERS)
         )
 
-    return [Route("GET", REPORT_PATH, report), Route("GET", FEDERATION_OK_PATH, federation_ok)]
+    return [
+        Route("GET", REPORT_PATH, report),
+        Route("GET", FEDERATION_OK_PATH, federation_ok),
+        page_route(),
+    ]
 
 
 def report_routes_for(reactor: Any, config: Config) -> list[Route]:
