@@ -31,6 +31,7 @@ from stubserver.control.surface import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.builder import BuiltEvent
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
+from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
 from stubserver.rooms.pdu_keys import FetchVerifyKey, verifier_for
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.sender import SignedRequester
@@ -265,6 +266,13 @@ async def room_from_join_answer(
             raise BadAnswer(f"the returned join event does not parse: {e}") from None
         if event.event_id != join.event_id:
             raise BadAnswer("the returned join event is not ours")
+        # Synapse: the returned event must pass the signature and hash checks (v8+).
+        try:
+            check_content_hash(event.pdu)
+        except ContentHashMismatch:
+            raise BadAnswer("the returned join event is not ours (content hash)") from None
+        if not await verified(fetch_verify_key, [event]):
+            raise BadAnswer("the returned join event is not ours (signature)")
         join = event
     room = Room(room_id, version)
     left = add_outliers(room, [*chain, *state], now, None)
