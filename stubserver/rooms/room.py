@@ -15,7 +15,7 @@ constant. State maps share structure (``stubserver.rooms.state_store``).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -109,6 +109,12 @@ class Room:
         self._rejected: set[str] = set()
         self._extremities: frozenset[str] = frozenset()
         self._current = EMPTY_STATE
+        self._listeners: list[Callable[[EventRecord], None]] = []
+
+    def add_listener(self, listener: Callable[[EventRecord], None]) -> None:
+        """Call ``listener(record)`` after every event the room gains (outliers included):
+        how the control API's long-polls learn of new events."""
+        self._listeners.append(listener)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -262,6 +268,8 @@ class Room:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
         self._records[event.event_id] = record
         self._timeline.append(record)
+        for listener in self._listeners:
+            listener(record)
         return record
 
     def _auth_events_failure(self, event: Event) -> str | None:

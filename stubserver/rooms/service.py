@@ -1,0 +1,652 @@
+"""The room service: the Twisted shell around the pure room code, implementing
+:class:`stubserver.control.surface.RoomControl`.
+
+What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's behaviour):
+
+* hosts rooms (``create_room``) and acts in rooms we hold: local join, leave, invite,
+  send. Every event we create is added to our :class:`~stubserver.rooms.room.Room` first
+  (our own auth checks: an event they refuse is 403 ``M_FORBIDDEN``) and then queued for
+  every other server in the room (:class:`~stubserver.rooms.sender.TransactionSender`);
+* joins rooms held elsewhere: ``make_join`` (repeated ``ver``) and ``send_join`` v2
+  through each ``via`` server in turn (or the servers an alias resolves to, or the
+  server that invited the user), verifying every PDU of the answer
+  (:mod:`stubserver.rooms.remote`) before building the room from it;
+* leaves rooms held elsewhere (``make_leave``/``send_leave`` v2: also how a pending
+  invite is declined) and invites remote users (``/v2/invite`` with full-PDU
+  ``invite_room_state``);
+* follows up received transactions (:meth:`RoomService.on_transaction`, the
+  ``on_transaction`` hook of :func:`stubserver.rooms.routes.room_routes`): EDUs are kept
+  for the control API; events whose prev or auth events we lack are completed with
+  ``get_missing_events``, ``state_ids`` + ``event``, or ``event_auth``
+  (:mod:`stubserver.rooms.remote`), bounded;
+* answers the control API's long-polls (``events``, ``edus``) with clock-driven
+  deadlines, woken by every event a room gains.
+
+The clock, RNG, signer, store, signed-request client and key lookup are injected.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from stubserver.control.surface import JsonDict, RemoteRefused, RemoteUnreachable
+from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
+from stubserver.rooms.create import (
+    PRESETS,
+    EventRejected,
+    add_own_event,
+    build_in_room,
+    create_room,
+)
+from stubserver.rooms.event import Event
+from stubserver.rooms.format import InvalidPdu, event_from_pdu, is_user_id
+from stubserver.rooms.hashes import compute_event_id, unpadded_base64
+from stubserver.rooms.membership import build_membership, fill_template
+from stubserver.rooms.pdu_keys import FetchVerifyKey
+from stubserver.rooms.remote import GapFiller, RemoteCaller, room_from_join_answer
+from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
+from stubserver.rooms.routes import room_routes
+from stubserver.rooms.sender import SignedRequester, TransactionSender
+from stubserver.rooms.signing import EventSignatureError, verify_event_signature
+from stubserver.rooms.store import ReceivedInvite, RoomStore, StoreFull
+from stubserver.rooms.transaction import Edu, TransactionOutcome
+from stubserver.rooms.versions import (
+    DEFAULT_ROOM_VERSION,
+    SUPPORTED_ROOM_VERSIONS,
+    RoomVersion,
+    UnsupportedRoomVersion,
+    room_version,
+)
+from stubserver.server.router import MatrixError, Route
+
+#: Most received EDUs kept for the control API (the oldest are forgotten first; positions
+#: keep counting).
+MAX_RECEIVED_EDUS: Final = 10_000
+#: Longest long-poll wait, in milliseconds.
+MAX_WAIT_MS: Final = 10 * 60 * 1000
+#: Most long-polls waiting at once (more: answered at once, empty).
+MAX_WAITERS: Final = 1_000
+#: Most gap fills (received events waiting for their prev or auth events) at once.
+MAX_CONCURRENT_GAP_FILLS: Final = 4
+#: A localpart as we accept them (the spec's historical grammar, lower case).
+_LOCALPART: Final = re.compile(r"^[a-z0-9._=\-/+]{1,255}$")
+MEMBER: Final = "m.room.member"
+#: Content key marking an event whose content was changed after hashing (``tamper``).
+TAMPER_KEY: Final = "org.stubserver.tampered"
+
+log = Logger()
+
+
+def _invalid(message: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", message)
+
+
+class RoomService:
+    """Implements :class:`~stubserver.control.surface.RoomControl` (module docstring).
+
+    ``client.request(method, destination, path_and_query, content)`` is a signed request
+    (:class:`stubserver.client.signed_request.FederationClient` fits); ``fetch_verify_key``
+    as for :func:`~stubserver.rooms.routes.room_routes`; ``rng`` gives transaction-ID
+    prefixes and room IDs; ``default_room_version`` and ``supported_versions`` are what
+    ``create_room`` uses and ``make_join`` offers.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        signer: EventSigner,
+        store: RoomStore,
+        client: SignedRequester,
+        fetch_verify_key: FetchVerifyKey,
+        rng: random.Random,
+        default_room_version: str = DEFAULT_ROOM_VERSION,
+        supported_versions: Sequence[str] = SUPPORTED_ROOM_VERSIONS,
+    ) -> None:
+        self._clock = clock
+        self._signer = signer
+        self.store = store
+        self._client = client
+        self._fetch_verify_key = fetch_verify_key
+        self._rng = rng
+        self._versions = tuple(v for v in supported_versions if v in SUPPORTED_ROOM_VERSIONS)
+        if default_room_version not in self._versions:
+            raise ValueError(f"default room version {default_room_version!r} is not one of "
+                             f"{self._versions}")
+        self._default_version = default_room_version
+        self.sender = TransactionSender(clock, signer.server_name, client, rng)
+        self._remote = RemoteCaller(client)
+        self._gaps = GapFiller(self._remote, fetch_verify_key, self._now)
+        self._gap_limit = DeferredSemaphore(MAX_CONCURRENT_GAP_FILLS)
+        self._edus: deque[Edu] = deque(maxlen=MAX_RECEIVED_EDUS)
+        self._edus_dropped = 0
+        # Long-poll waiters: per room ID, and under None for EDUs.
+        self._waiters: dict[str | None, set[Callable[[], None]]] = {}
+        self._watched: set[int] = set()
+        for room in store:
+            self._watch(room)
+
+    # --- wiring -----------------------------------------------------------------------
+
+    @property
+    def server_name(self) -> str:
+        return self._signer.server_name
+
+    @property
+    def unresolved(self) -> Mapping[str, str]:
+        """Received events we could not complete: event ID → why (bounded by the gap
+        filler)."""
+        return self._gaps.unresolved
+
+    def routes(self, *, invites_accept: bool) -> list[Route]:
+        """The federation room endpoints over our store, with our hooks."""
+        return room_routes(self.store, self._signer, self._fetch_verify_key, self._clock,
+                           invites_accept=invites_accept, on_transaction=self.on_transaction,
+                           on_invite=self.on_invite)
+
+    def _now(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def _watch(self, room: Room) -> None:
+        if id(room) in self._watched:
+            return
+        self._watched.add(id(room))
+        room_id = room.room_id
+        room.add_listener(lambda _record: self._wake(room_id))
+
+    def _hold(self, room: Room) -> None:
+        try:
+            self.store.add_room(room)
+        except StoreFull as e:
+            raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
+        self._watch(room)
+        self._wake(room.room_id)
+
+    # --- identifiers ------------------------------------------------------------------
+
+    def _user_id(self, user: str) -> str:
+        if user.startswith("@"):
+            if not is_user_id(user) or user.partition(":")[2] != self.server_name:
+                raise _invalid(f"{user[:300]!r} is not a user of {self.server_name}")
+            return user
+        if not _LOCALPART.match(user):
+            raise _invalid(f"{user[:300]!r} is not a valid localpart")
+        return f"@{user}:{self.server_name}"
+
+    def _local_room_id(self, room: str) -> str:
+        """A room ID for ``room`` (ID or alias) from our own data, without asking anyone."""
+        if room.startswith("#"):
+            localpart, sep, server = room[1:].partition(":")
+            if not sep or not localpart or not server:
+                raise _invalid(f"{room[:300]!r} is not a room alias")
+            room_id = self.store.alias_room_id(localpart) if server == self.server_name else None
+            if room_id is None:
+                raise MatrixError(404, "M_NOT_FOUND", f"Unknown room alias {room[:300]!r}")
+            return room_id
+        if not room.startswith("!"):
+            raise _invalid(f"{room[:300]!r} is neither a room ID nor an alias")
+        return room
+
+    def _room(self, room: str) -> Room:
+        found = self.store.get_room(self._local_room_id(room))
+        if found is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
+        return found
+
+    # --- sending our events -----------------------------------------------------------
+
+    def _others(self, room: Room, *extra: str) -> list[str]:
+        servers = set(room.servers) | set(extra)
+        servers.discard(self.server_name)
+        return sorted(servers)
+
+    def _broadcast(self, destinations: Sequence[str], event_id: str,
+                   pdu: Mapping[str, Any]) -> None:
+        for destination in destinations:
+            self.sender.send_pdu(destination, event_id, pdu)
+
+    def _add_and_send(self, room: Room, built: BuiltEvent) -> str:
+        """Add our event to ``room`` (403 unless accepted), then send it to the servers
+        in the room before or after it (a leave still reaches the others)."""
+        before = room.servers
+        try:
+            add_own_event(room, built, self._now(), self.server_name)
+        except EventRejected as e:
+            raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
+        except MissingEvents as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+        except RoomError as e:
+            raise MatrixError(500, "M_UNKNOWN", str(e)) from None
+        self._broadcast(self._others(room, *before), built.event.event_id, built.pdu)
+        return built.event.event_id
+
+    # --- RoomControl ------------------------------------------------------------------
+
+    def status(self) -> JsonDict:
+        return {"server_name": self.server_name, "room_versions": list(self._versions),
+                "rooms": self.store.room_ids()}
+
+    def create_room(
+        self,
+        creator: str,
+        *,
+        room_version: str | None = None,
+        preset: str | None = None,
+        alias: str | None = None,
+        name: str | None = None,
+    ) -> Deferred[JsonDict]:
+        return Deferred.fromCoroutine(self._create_room(creator, room_version, preset, alias,
+                                                        name))
+
+    async def _create_room(self, creator: str, version_id: str | None, preset: str | None,
+                           alias: str | None, name: str | None) -> JsonDict:
+        user_id = self._user_id(creator)
+        version = self._version(version_id or self._default_version)
+        chosen = preset or "public_chat"
+        if chosen not in PRESETS:
+            raise _invalid(f"unknown preset {chosen!r}; expected one of {list(PRESETS)}")
+        full_alias = None
+        if alias is not None:
+            if not _LOCALPART.match(alias):
+                raise _invalid(f"{alias[:300]!r} is not a valid alias localpart")
+            if self.store.alias_room_id(alias) is not None:
+                raise MatrixError(409, "M_ROOM_IN_USE", f"#{alias}:{self.server_name} is taken")
+            full_alias = f"#{alias}:{self.server_name}"
+        created = create_room(version, self._signer, creator=user_id, now=self._now(),
+                              rng=self._rng, preset=chosen,  # type: ignore[arg-type]
+                              name=name, alias=full_alias)
+        self._hold(created.room)
+        if alias is not None:
+            try:
+                self.store.add_alias(alias, created.room.room_id)
+            except StoreFull as e:
+                raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
+        return {"room_id": created.room.room_id, "room_version": version.identifier,
+                "event_ids": [e.event.event_id for e in created.events]}
+
+    def _version(self, identifier: str) -> RoomVersion:
+        if identifier not in self._versions:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
+                              f"room version {identifier!r} is not one of {list(self._versions)}")
+        try:
+            return room_version(identifier)
+        except UnsupportedRoomVersion as e:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", str(e)) from None
+
+    def join(self, room: str, user: str, via: Sequence[str]) -> Deferred[JsonDict]:
+        return Deferred.fromCoroutine(self._join(room, user, via))
+
+    async def _join(self, room: str, user: str, via: Sequence[str]) -> JsonDict:
+        user_id = self._user_id(user)
+        servers = [s for s in via if s != self.server_name]
+        if room.startswith("#") and room.rpartition(":")[2] != self.server_name:
+            room_id, alias_servers = await self._remote.query_alias(room)
+            servers = list(dict.fromkeys([*servers, *alias_servers]))
+        else:
+            room_id = self._local_room_id(room)
+        held = self.store.get_room(room_id)
+        if held is not None and held.is_server_in_room(self.server_name):
+            built = build_membership(held, self._signer, sender=user_id, membership="join",
+                                     now=self._now())
+            event_id = self._add_and_send(held, built)
+            return {"room_id": room_id, "room_version": held.room_version.identifier,
+                    "event_id": event_id}
+        invite = self.store.invite_for(room_id, user_id)
+        if invite is not None:
+            servers.insert(0, invite.origin)
+        servers = [s for s in dict.fromkeys(servers) if s != self.server_name]
+        if not servers:
+            raise MatrixError(404, "M_NOT_FOUND",
+                              f"No known servers to join {room[:300]!r} through: give via")
+        return await self._remote_join(room_id, user_id, servers)
+
+    async def _remote_join(self, room_id: str, user_id: str, servers: Sequence[str]) -> JsonDict:
+        last: Exception | None = None
+        for server in servers:
+            try:
+                template, version = await self._remote.make_membership(
+                    server, room_id, user_id, "join", self._versions)
+            except (RemoteRefused, RemoteUnreachable) as e:
+                last = e
+                continue
+            try:
+                built = fill_template(template, version, self._signer, user_id=user_id,
+                                      membership="join")
+            except (EventBuildError, InvalidPdu) as e:
+                last = MatrixError(502, "M_UNKNOWN", f"bad make_join template from {server}: {e}")
+                continue
+            if built.event.room_id != room_id:
+                last = MatrixError(502, "M_UNKNOWN", f"{server}'s template is for another room")
+                continue
+            answer = await self._remote.send_membership(server, room_id, built, "join")
+            try:
+                joined, record = await room_from_join_answer(
+                    answer, built, version=version, room_id=room_id,
+                    fetch_verify_key=self._fetch_verify_key, now=self._now(),
+                    origin=self.server_name)
+            except ValueError as e:
+                raise MatrixError(502, "M_UNKNOWN",
+                                  f"the send_join answer from {server} is unusable: {e}"
+                                  ) from None
+            self._hold(joined)
+            self.store.forget_invite(room_id, user_id)
+            # The resident server sends our join on; tell the other servers ourselves too.
+            self._broadcast([s for s in self._others(joined) if s != server],
+                            record.event_id, record.event.pdu)
+            return {"room_id": room_id, "room_version": version.identifier,
+                    "event_id": record.event_id}
+        assert last is not None
+        raise last
+
+    def leave(self, room: str, user: str) -> Deferred[JsonDict]:
+        return Deferred.fromCoroutine(self._leave(room, user))
+
+    async def _leave(self, room: str, user: str) -> JsonDict:
+        user_id = self._user_id(user)
+        room_id = self._local_room_id(room)
+        held = self.store.get_room(room_id)
+        invite = self.store.invite_for(room_id, user_id)
+        if held is not None and self._hosted_here(held):
+            built = build_membership(held, self._signer, sender=user_id, membership="leave",
+                                     now=self._now())
+            return {"event_id": self._add_and_send(held, built)}
+        servers: list[str] = []
+        if held is not None:
+            servers = self._others(held)
+        if invite is not None:
+            servers.insert(0, invite.origin)
+        servers = list(dict.fromkeys(servers))
+        if not servers:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
+        last: Exception | None = None
+        for server in servers:
+            try:
+                template, version = await self._remote.make_membership(
+                    server, room_id, user_id, "leave", self._versions)
+                built = fill_template(template, version, self._signer, user_id=user_id,
+                                      membership="leave")
+            except (RemoteRefused, RemoteUnreachable) as e:
+                last = e
+                continue
+            except (EventBuildError, InvalidPdu) as e:
+                last = MatrixError(502, "M_UNKNOWN", f"bad make_leave template from {server}: {e}")
+                continue
+            await self._remote.send_membership(server, room_id, built, "leave")
+            self.store.forget_invite(room_id, user_id)
+            if held is not None:
+                try:
+                    held.add_event(built.event, self._now(), origin=self.server_name)
+                except RoomError as e:
+                    log.info("Our leave {event_id} is not in our copy of the room: {error}",
+                             event_id=built.event.event_id, error=e)
+            return {"event_id": built.event.event_id}
+        assert last is not None
+        raise last
+
+    def _hosted_here(self, room: Room) -> bool:
+        """We can act alone: the room was created by one of our users (we host it), or
+        another of our users is still joined."""
+        create = room.get_event(self._create_id(room))
+        return create is not None and create.sender.partition(":")[2] == self.server_name
+
+    @staticmethod
+    def _create_id(room: Room) -> str:
+        create = room.current_state_id(("m.room.create", ""))
+        return create or ""
+
+    def invite(self, room: str, sender: str, user_id: str) -> Deferred[JsonDict]:
+        return Deferred.fromCoroutine(self._invite(room, sender, user_id))
+
+    async def _invite(self, room: str, sender: str, user_id: str) -> JsonDict:
+        sender_id = self._user_id(sender)
+        if not is_user_id(user_id):
+            raise _invalid(f"{user_id[:300]!r} is not a user ID")
+        held = self._room(room)
+        built = build_membership(held, self._signer, sender=sender_id, membership="invite",
+                                 target=user_id, now=self._now())
+        target_server = user_id.partition(":")[2]
+        if target_server == self.server_name:
+            return {"event_id": self._add_and_send(held, built)}
+        # Check it against our rules before asking anyone.
+        reason = held.check_against_current_state(built.event)
+        if reason is not None:
+            raise MatrixError(403, "M_FORBIDDEN", f"invite refused by the room's rules: {reason}")
+        state = [held.current_state_id(k) for k in (
+            ("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))]
+        room_state = [dict(e.pdu) for e in (held.get_event(i) for i in state if i) if e]
+        answer = await self._remote.invite(target_server, held.room_id, built, room_state)
+        returned = answer.get("event") if isinstance(answer, dict) else None
+        try:
+            event = event_from_pdu(returned, held.room_version)
+        except InvalidPdu as e:
+            raise MatrixError(502, "M_UNKNOWN",
+                              f"{target_server} answered the invite with a bad event: {e}"
+                              ) from None
+        if event.event_id != built.event.event_id:
+            raise MatrixError(502, "M_UNKNOWN", f"{target_server} changed the invite event")
+        try:
+            verify_event_signature(event.pdu, held.room_version, self.server_name,
+                                   self._signer.key_id, self._signer.signing_key.verify_key)
+        except EventSignatureError as e:
+            raise MatrixError(502, "M_UNKNOWN",
+                              f"our signature on the returned invite fails: {e}") from None
+        assert isinstance(returned, dict)
+        return {"event_id": self._add_and_send(held, BuiltEvent(pdu=returned, event=event))}
+
+    def send(
+        self,
+        room: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        prev_events: Sequence[str] | None = None,
+        auth_events: Sequence[str] | None = None,
+        origin_server_ts: int | None = None,
+        tamper: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """Build, sign and send an event (see :class:`RoomControl`).
+
+        Without overrides the event must pass our own checks (else 403) and is added to
+        our room. With ``prev_events``/``auth_events``/``origin_server_ts`` it is added
+        whatever its outcome (rejected, soft-failed) and sent anyway. With ``tamper``
+        (``"signature"``: our signature replaced by a wrong one; ``"content"``: content
+        changed after hashing) it is sent broken and **not** added to our room; the
+        returned ``event_id`` is what a receiver computes for the broken PDU.
+        """
+        return Deferred.fromCoroutine(self._send(
+            room, sender, event_type, content, state_key=state_key, prev_events=prev_events,
+            auth_events=auth_events, origin_server_ts=origin_server_ts, tamper=tamper))
+
+    async def _send(self, room: str, sender: str, event_type: str, content: Mapping[str, Any],
+                    *, state_key: str | None, prev_events: Sequence[str] | None,
+                    auth_events: Sequence[str] | None, origin_server_ts: int | None,
+                    tamper: str | None) -> JsonDict:
+        sender_id = self._user_id(sender)
+        if tamper not in (None, "signature", "content"):
+            raise _invalid(f"tamper must be 'signature' or 'content', not {tamper!r}")
+        held = self._room(room)
+        try:
+            built = build_in_room(
+                held, self._signer, sender=sender_id, event_type=event_type, content=content,
+                now=self._now() if origin_server_ts is None else origin_server_ts,
+                state_key=state_key, prev_event_ids=prev_events, auth_event_ids=auth_events)
+        except (EventBuildError, InvalidPdu) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"cannot build the event: {e}") from None
+        if tamper is not None:
+            pdu = self._tampered(built.pdu, tamper)
+            event_id = compute_event_id(pdu, held.room_version)
+            self._broadcast(self._others(held), event_id, pdu)
+            return {"event_id": event_id}
+        overridden = (prev_events is not None or auth_events is not None
+                      or origin_server_ts is not None)
+        if not overridden:
+            return {"event_id": self._add_and_send(held, built)}
+        try:
+            held.add_event(built.event, self._now(), origin=self.server_name)
+        except RoomError as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+        self._broadcast(self._others(held), built.event.event_id, built.pdu)
+        return {"event_id": built.event.event_id}
+
+    def _tampered(self, pdu: Mapping[str, Any], tamper: str) -> dict[str, Any]:
+        broken = dict(pdu)
+        if tamper == "signature":
+            # A well-formed ed25519 signature, of other bytes.
+            wrong = self._signer.signing_key.sign(b"not this event").signature
+            broken["signatures"] = {self.server_name: {self._signer.key_id:
+                                                       unpadded_base64(wrong)}}
+        else:
+            broken["content"] = {**dict(pdu.get("content") or {}), TAMPER_KEY: True}
+        return broken
+
+    def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
+        try:
+            held = self._room(room)
+        except MatrixError as e:
+            return fail(e)
+        for destination in self._others(held):
+            self.sender.send_edu(destination, edu_type, dict(content))
+        return succeed({})
+
+    def room_info(self, room: str) -> JsonDict:
+        held = self._room(room)
+        state = [held.get_event(i) for i in held.current_state.values()]
+        events = sorted((e for e in state if e is not None),
+                        key=lambda e: (e.depth, self._position(held, e)))
+        return {
+            "room_id": held.room_id,
+            "room_version": held.room_version.identifier,
+            "state": [dict(e.pdu) for e in events],
+            "members": held.members,
+            "servers": held.servers,
+            "forward_extremities": sorted(held.forward_extremities),
+        }
+
+    @staticmethod
+    def _position(room: Room, event: Event) -> int:
+        record = room.record(event.event_id)
+        return record.position if record is not None else 0
+
+    # --- long-polls -------------------------------------------------------------------
+
+    def events(self, room: str, start: int, wait_ms: int) -> Deferred[JsonDict]:
+        try:
+            held = self._room(room)
+        except MatrixError as e:
+            return fail(e)
+        room_id = held.room_id
+
+        def answer() -> JsonDict:
+            current = self.store.get_room(room_id) or held
+            records = current.events_since(start)
+            return {"events": [_event_json(r) for r in records],
+                    "next": max(start, 0) + len(records) if records else max(start, 0)}
+
+        return self._long_poll(room_id, lambda: bool(
+            (self.store.get_room(room_id) or held).events_since(start)), answer, wait_ms)
+
+    def edus(self, start: int, wait_ms: int) -> Deferred[JsonDict]:
+        def available() -> list[Edu]:
+            skip = max(start, 0) - self._edus_dropped
+            return list(self._edus)[max(skip, 0):]
+
+        def answer() -> JsonDict:
+            found = available()
+            first = max(start, 0, self._edus_dropped)
+            return {"edus": [{"origin": e.origin, "edu_type": e.edu_type, "content": e.content}
+                             for e in found],
+                    "next": first + len(found)}
+
+        return self._long_poll(None, lambda: bool(available()), answer, wait_ms)
+
+    def _long_poll(self, key: str | None, ready: Callable[[], bool],
+                   answer: Callable[[], JsonDict], wait_ms: int) -> Deferred[JsonDict]:
+        """``answer()`` at once when ``ready()``, else as soon as a wake-up for ``key``
+        finds it ready, or at the deadline (``wait_ms``, clock-driven). Cancelling the
+        result drops the waiter and its timer."""
+        wait = min(max(wait_ms, 0), MAX_WAIT_MS)
+        if ready() or wait == 0 or sum(map(len, self._waiters.values())) >= MAX_WAITERS:
+            return succeed(answer())
+        waiters = self._waiters.setdefault(key, set())
+
+        def stop() -> None:
+            waiters.discard(check)
+            if timer.active():
+                timer.cancel()
+
+        def check() -> None:
+            if ready() and not result.called:
+                stop()
+                result.callback(answer())
+
+        def deadline() -> None:
+            waiters.discard(check)
+            if not result.called:
+                result.callback(answer())
+
+        result: Deferred[JsonDict] = Deferred(lambda _: stop())
+        waiters.add(check)
+        timer = self._clock.callLater(wait / 1000, deadline)
+        return result
+
+    def _wake(self, key: str | None) -> None:
+        for check in list(self._waiters.get(key, ())):
+            check()
+
+    # --- federation_request ---------------------------------------------------------
+
+    def federation_request(
+        self, destination: str, method: str, path: str, body: Any | None
+    ) -> Deferred[JsonDict]:
+        return Deferred.fromCoroutine(self._federation_request(destination, method, path, body))
+
+    async def _federation_request(self, destination: str, method: str, path: str,
+                                  body: Any | None) -> JsonDict:
+        status, answer = await self._remote.raw(method, destination, path, body)
+        return {"status": status, "body": answer}
+
+    # --- hooks from the federation endpoints ------------------------------------------
+
+    def on_invite(self, invite: ReceivedInvite) -> None:
+        """An invite was accepted (already remembered by the store)."""
+        room = self.store.get_room(invite.room_id)
+        if room is not None:
+            self._watch(room)
+            self._wake(room.room_id)
+
+    def on_transaction(self, origin: str, outcome: TransactionOutcome) -> None:
+        """A processed ``/send``: keep its EDUs, complete its pending events."""
+        self.sender.retry_now(origin)
+        if outcome.edus:
+            for edu in outcome.edus:
+                if len(self._edus) == self._edus.maxlen:
+                    self._edus_dropped += 1
+                self._edus.append(edu)
+            self._wake(None)
+        for room, event, missing in outcome.pending:
+            d = self._gap_limit.run(self._complete, origin, room, event, missing)
+            d.addErrback(self._complete_failed, event.event_id)
+
+    @staticmethod
+    def _complete_failed(failure: Failure, event_id: str) -> None:
+        log.failure("Completing {event_id} failed", failure, event_id=event_id)
+
+    def _complete(self, origin: str, room: Room, event: Event,
+                  missing: MissingEvents) -> Deferred[EventRecord | None]:
+        return Deferred.fromCoroutine(self._gaps.complete(origin, room, event, missing))
+
+
+def _event_json(record: EventRecord) -> JsonDict:
+    return {"event_id": record.event_id, "pdu": dict(record.event.pdu), "origin": record.origin,
+            "outcome": record.outcome, "reason": record.reason}
