@@ -555,7 +555,7 @@ def test_room_config_error_exits_2_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A control listener without control_token: `run` exits 2 with one line naming it."""
-    from stubserver.cli.main import main  # noqa: PLC0415
+    from stubserver.cli.main import main
 
     path = write(tmp_path, with_control(control_token=None))
     assert main(["run", "-c", str(path)]) == 2
