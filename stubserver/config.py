@@ -38,10 +38,22 @@ MAX_CONFIG_BYTES = 1024 * 1024
 #: Synapse's default bind_addresses: every interface, both families.
 DEFAULT_BIND_ADDRESSES = ("::", "0.0.0.0")  # noqa: S104
 
-RESOURCES = frozenset({"federation", "well_known", "report"})
+RESOURCES = frozenset({"federation", "well_known", "report", "control"})
+#: The resource of the control API (DESIGN.md, "Rooms and the control API"): plain HTTP,
+#: so always a listener of its own (never beside federation's TLS).
+CONTROL_RESOURCE = "control"
 #: A listener serving ``report`` binds to loopback unless told otherwise: the report
-#: endpoint makes outbound requests for whoever asks (issue 6).
+#: endpoint makes outbound requests for whoever asks (issue 6). So does ``control``: it
+#: drives the whole server.
 REPORT_DEFAULT_BIND_ADDRESSES = ("::1", "127.0.0.1")
+LOOPBACK_DEFAULT_RESOURCES = frozenset({"report", CONTROL_RESOURCE})
+#: The room versions ``default_room_version`` may name (stubserver.rooms.versions holds
+#: their rules; not imported here so that reading a config stays cheap).
+CONFIG_ROOM_VERSIONS = ("10", "11", "12")
+#: Synapse's default room version, and ours.
+DEFAULT_ROOM_VERSION = "12"
+#: What ``invites`` may say about the /v2/invite requests we receive.
+INVITE_POLICIES = ("accept", "reject")
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py): outbound federation
 #: never dials these unless ip_range_allowlist makes an exception.
@@ -91,13 +103,22 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    """One TLS listener: where it binds, what it serves, and with which certificate."""
+    """One listener: where it binds, what it serves, and with which certificate.
+
+    A ``control`` listener is plain HTTP: its certificate paths are None. Every other
+    listener is TLS and has both.
+    """
 
     port: int
     bind_addresses: tuple[str, ...]
     resources: frozenset[str]
-    tls_certificate_path: Path
-    tls_private_key_path: Path
+    tls_certificate_path: Path | None
+    tls_private_key_path: Path | None
+
+    @property
+    def is_control(self) -> bool:
+        """True for the (plain HTTP) control listener."""
+        return CONTROL_RESOURCE in self.resources
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,16 @@ class Config:
     request_log_path: Path | None = None
     federation: FederationSettings = field(default_factory=FederationSettings)
     path: Path | None = None
+    #: The bearer token of the control API; required when a listener serves control.
+    control_token: str | None = None
+    default_room_version: str = DEFAULT_ROOM_VERSION
+    #: ``accept`` or ``reject`` (403 M_FORBIDDEN) the /v2/invite requests received.
+    invites: str = "accept"
+
+    @property
+    def invites_accept(self) -> bool:
+        """True when received invites are accepted."""
+        return self.invites == "accept"
 
     @property
     def signing_key(self) -> ServerSigningKey:
@@ -169,6 +200,9 @@ _KNOWN_KEYS = frozenset(
         "ip_range_allowlist",
         "federation_well_known_port",
         "federation_default_port",
+        "control_token",
+        "default_room_version",
+        "invites",
     }
 )
 _LISTENER_KEYS = frozenset(
@@ -178,9 +212,11 @@ _LISTENER_KEYS = frozenset(
 
 def default_bind_addresses(listener: Mapping[str, Any]) -> tuple[str, ...]:
     """Where a listener binds when ``bind_addresses`` is absent: loopback when it serves
-    ``report``, else every interface (Synapse's default)."""
+    ``report`` or ``control``, else every interface (Synapse's default)."""
     resources = listener.get("resources")
-    if isinstance(resources, list) and "report" in resources:
+    if isinstance(resources, list) and LOOPBACK_DEFAULT_RESOURCES.intersection(
+        r for r in resources if isinstance(r, str)
+    ):
         return REPORT_DEFAULT_BIND_ADDRESSES
     return DEFAULT_BIND_ADDRESSES
 
@@ -399,6 +435,9 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
                     f"{where}.resources[{j}]",
                     f"unknown resource {r!r} (one of: {', '.join(sorted(RESOURCES))})",
                 )
+        if CONTROL_RESOURCE in resources:
+            listeners.append(_control_listener(where, lraw, port, binds, resources))
+            continue
         cert = lraw.get("tls_certificate_path", top_cert)
         key = lraw.get("tls_private_key_path", top_key)
         if cert is None:
@@ -464,6 +503,24 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
             else _str(f"{where}.avatar_url", pmap["avatar_url"]),
         )
 
+    control_token = raw.get("control_token")
+    if control_token is not None:
+        control_token = _str("control_token", control_token)
+    elif any(listener.is_control for listener in listeners):
+        raise ConfigError("control_token", "required when a listener serves control")
+    room_version = raw.get("default_room_version", DEFAULT_ROOM_VERSION)
+    if room_version not in CONFIG_ROOM_VERSIONS or not isinstance(room_version, str):
+        raise ConfigError(
+            "default_room_version",
+            f"expected one of {', '.join(repr(v) for v in CONFIG_ROOM_VERSIONS)} (a quoted"
+            f" string), got {_describe(room_version)}",
+        )
+    invites = raw.get("invites", "accept")
+    if invites not in INVITE_POLICIES or not isinstance(invites, str):
+        raise ConfigError(
+            "invites", f"expected accept or reject, got {_describe(invites)}"
+        )
+
     log_path = raw.get("request_log_path")
     return Config(
         server_name=server_name,
@@ -478,6 +535,35 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         request_log_path=None if log_path is None else _path(base, "request_log_path", log_path),
         federation=federation_settings_from_dict(raw, base),
         path=path,
+        control_token=control_token,
+        default_room_version=room_version,
+        invites=invites,
+    )
+
+
+def _control_listener(
+    where: str,
+    lraw: Mapping[str, Any],
+    port: int,
+    binds: tuple[str, ...],
+    resources: list[Any],
+) -> ListenerConfig:
+    """A control listener: plain HTTP, so alone on its listener and without certificate."""
+    others = sorted(str(r) for r in resources if r != CONTROL_RESOURCE)
+    if others:
+        raise ConfigError(
+            f"{where}.resources",
+            f"control is plain HTTP and needs a listener of its own (not with {others[0]})",
+        )
+    for tls_key in ("tls_certificate_path", "tls_private_key_path"):
+        if tls_key in lraw:
+            raise ConfigError(f"{where}.{tls_key}", "a control listener is plain HTTP")
+    return ListenerConfig(
+        port=port,
+        bind_addresses=binds,
+        resources=frozenset(resources),
+        tls_certificate_path=None,
+        tls_private_key_path=None,
     )
 
 

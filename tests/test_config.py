@@ -465,3 +465,100 @@ def test_too_large(tmp_path: Path) -> None:
 def test_durations(value: object, ms: int) -> None:
     """Synapse's duration syntax: a bare number is milliseconds."""
     assert parse_duration_ms("key_refresh_interval", value) == ms
+
+
+CONTROL = {"port": 8009, "resources": ["control"]}
+
+
+def with_control(listener: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    """The base config plus a control listener (``listener``) and top-level ``changes``."""
+    raw = with_(**{"control_token": "secret", **changes})
+    raw["listeners"] = [*raw["listeners"], listener if listener is not None else CONTROL]
+    return raw
+
+
+def test_control_listener(tmp_path: Path) -> None:
+    """A control listener is plain HTTP (no certificate) and binds to loopback by default."""
+    config = load_config(write(tmp_path, with_control()))
+    _, control = config.listeners
+    assert control.is_control
+    assert control.bind_addresses == ("::1", "127.0.0.1")
+    assert (control.tls_certificate_path, control.tls_private_key_path) == (None, None)
+    assert config.control_token == "secret"
+
+
+def test_room_defaults(tmp_path: Path) -> None:
+    """Without the room keys: no control token, room version 12, invites accepted."""
+    config = load_config(write(tmp_path, base()))
+    assert config.control_token is None
+    assert config.default_room_version == "12"
+    assert config.invites_accept is True
+
+
+def test_room_keys(tmp_path: Path) -> None:
+    """default_room_version and invites are read as given."""
+    config = load_config(write(tmp_path, with_(default_room_version="10", invites="reject")))
+    assert config.default_room_version == "10"
+    assert config.invites_accept is False
+
+
+ROOM_CASES = [
+    (
+        "control beside federation",
+        with_control({"port": 8009, "resources": ["federation", "control"]}),
+        "listeners[1].resources",
+        "listener of its own",
+    ),
+    (
+        "control beside well_known",
+        with_control({"port": 8009, "resources": ["control", "well_known"]}),
+        "listeners[1].resources",
+        "not with well_known",
+    ),
+    (
+        "control listener with a certificate",
+        with_control({"port": 8009, "resources": ["control"], "tls_certificate_path": "a.crt"}),
+        "listeners[1].tls_certificate_path",
+        "plain HTTP",
+    ),
+    (
+        "control listener without a token",
+        with_control(control_token=None),
+        "control_token",
+        "required when a listener serves control",
+    ),
+    ("empty token", with_control(control_token=""), "control_token", "non-empty string"),
+    ("token not a string", with_(control_token=123), "control_token", "non-empty string"),
+    ("unknown room version", with_(default_room_version="9"), "default_room_version", "'12'"),
+    (
+        "room version as a number",
+        with_(default_room_version=12),
+        "default_room_version",
+        "quoted",
+    ),
+    ("unknown invite policy", with_(invites="maybe"), "invites", "accept or reject"),
+    ("invite policy not a string", with_(invites=True), "invites", "accept or reject"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "problem"), [c[1:] for c in ROOM_CASES], ids=[c[0] for c in ROOM_CASES]
+)
+def test_room_config_errors(tmp_path: Path, raw: object, key: str, problem: str) -> None:
+    """Each fault of the room and control keys is a ConfigError naming the key."""
+    error = error_for(tmp_path, raw)
+    assert error.key == key
+    assert problem in error.problem
+
+
+def test_room_config_error_exits_2_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A control listener without control_token: `run` exits 2 with one line naming it."""
+    from stubserver.cli.main import main
+
+    path = write(tmp_path, with_control(control_token=None))
+    assert main(["run", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "control_token: required" in err

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stubserver.config import MAX_PORT, ConfigError
+from stubserver.config import DEFAULT_ROOM_VERSION, MAX_PORT, ConfigError
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert
@@ -36,6 +36,11 @@ PUBLIC_MODE = 0o644
 KEY_VERSION_PREFIX = "a_"
 KEY_VERSION_RANDOM_CHARS = 4
 _KEY_VERSION_ALPHABET = string.ascii_letters + string.digits
+#: DESIGN.md's control port, and where the control listener binds: loopback only.
+DEFAULT_CONTROL_PORT = 8009
+CONTROL_BIND_ADDRESS = "127.0.0.1"
+#: Random bytes in a generated control_token (URL-safe base64 of them).
+CONTROL_TOKEN_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,15 @@ def config_document(
     bind: str,
     serve_wellknown: str | None,
     ca_cert: Path | None,
+    control_port: int = DEFAULT_CONTROL_PORT,
+    control_token: str | None = None,
 ) -> dict[str, Any]:
-    """The config ``generate`` writes (file names relative to the config's folder)."""
+    """The config ``generate`` writes (file names relative to the config's folder).
+
+    It has a control listener on loopback and a control_token (a new random one unless
+    given), and the room settings with their defaults written out, so that an admin sees
+    them.
+    """
     resources = ["federation"]
     if serve_wellknown is not None:
         resources.append("well_known")
@@ -109,7 +121,19 @@ def config_document(
         "signing_key_path": paths.signing_key.name,
         "tls_certificate_path": paths.certificate.name,
         "tls_private_key_path": paths.private_key.name,
-        "listeners": [{"port": port, "bind_addresses": [bind], "resources": resources}],
+        "listeners": [
+            {"port": port, "bind_addresses": [bind], "resources": resources},
+            {
+                "port": control_port,
+                "bind_addresses": [CONTROL_BIND_ADDRESS],
+                "resources": ["control"],
+            },
+        ],
+        "control_token": control_token
+        if control_token is not None
+        else secrets.token_urlsafe(CONTROL_TOKEN_BYTES),
+        "default_room_version": DEFAULT_ROOM_VERSION,
+        "invites": "accept",
     }
     if serve_wellknown is not None:
         doc["serve_server_wellknown"] = serve_wellknown
@@ -126,6 +150,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError("--server-name", str(e)) from None
     if not 0 <= args.port <= MAX_PORT:
         raise ConfigError("--port", f"port {args.port} is out of range (0-{MAX_PORT})")
+    if not 0 <= args.control_port <= MAX_PORT:
+        raise ConfigError(
+            "--control-port", f"port {args.control_port} is out of range (0-{MAX_PORT})"
+        )
     try:
         ipaddress.ip_address(args.bind)
     except ValueError:
@@ -197,6 +225,7 @@ def main(args: argparse.Namespace) -> int:
         bind=args.bind,
         serve_wellknown=args.serve_wellknown,
         ca_cert=args.ca_cert,
+        control_port=args.control_port,
     )
     try:
         write_atomically(paths.signing_key, signing_key.to_line().encode("ascii"), PRIVATE_MODE)

@@ -37,6 +37,7 @@ COMMANDS = {
     "keys": "stubserver.cli.keys:main",
     "request": "stubserver.cli.request:main",
     "check": "stubserver.cli.check:main",
+    "room": "stubserver.cli.room:main",
 }
 
 
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ca-key", type=Path, metavar="PEM")
     g.add_argument("--serve-wellknown", metavar="HOST[:PORT]")
     g.add_argument("--force", action="store_true", help="overwrite existing keys")
+    g.add_argument(
+        "--control-port",
+        type=int,
+        default=8009,
+        metavar="N",
+        help="port of the control listener (on 127.0.0.1; default 8009)",
+    )
 
     r = sub.add_parser("run", help="serve until SIGINT or SIGTERM")
     r.add_argument("-c", "--config", type=Path, required=True)
@@ -119,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("name", metavar="NAME")
     k.add_argument("--json", action="store_true")
     _add_federation_options(k)
+
+    from stubserver.cli.room import add_room_parser  # noqa: PLC0415 - argparse only
+
+    add_room_parser(sub)
     return parser
 
 

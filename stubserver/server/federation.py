@@ -24,6 +24,7 @@ from stubserver.server_keys.notary import Notary, notary_routes
 
 if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
+    from stubserver.client.build import FederationContext
     from stubserver.server_keys.fetcher import ServerKeyFetcher, ServerKeys
 
 log = Logger()
@@ -41,6 +42,8 @@ class FederationExtensions:
     filters: tuple[RequestFilter, ...]
     observers: tuple[RequestObserver, ...]
     request_log: RequestLog | None
+    #: The key fetcher the X-Matrix filter uses (the room service verifies PDUs with it).
+    key_fetcher: LazyKeyFetcher
 
 
 class LazyKeyFetcher:
@@ -56,6 +59,7 @@ class LazyKeyFetcher:
         self._config = config
         self._backoff = backoff
         self._fetcher: ServerKeyFetcher | None = None
+        self._context: FederationContext | None = None
 
     @property
     def built(self) -> bool:
@@ -64,13 +68,18 @@ class LazyKeyFetcher:
 
     def _get(self) -> ServerKeyFetcher:
         if self._fetcher is None:
+            self._fetcher = self.federation_context().key_fetcher
+        return self._fetcher
+
+    def federation_context(self) -> FederationContext:
+        """The outbound stack (built now if not yet), shared with other outbound users."""
+        if self._context is None:
             from stubserver.client.build import build_federation_client  # noqa: PLC0415
 
-            context = build_federation_client(
+            self._context = build_federation_client(
                 self._reactor, self._config.federation, backoff=self._backoff
             )
-            self._fetcher = context.key_fetcher
-        return self._fetcher
+        return self._context
 
     def fetch(self, server_name: str) -> Deferred[ServerKeys]:
         """:meth:`ServerKeyFetcher.fetch`."""
@@ -129,4 +138,5 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
         filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset),),
         observers=observers,
         request_log=request_log,
+        key_fetcher=fetcher,
     )

@@ -18,19 +18,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorSSL, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorSSL, IReactorTCP, IReactorTime
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from stubserver.config import Config, ConfigError, ListenerConfig, load_config
-from stubserver.server.federation import build_federation_extensions
+from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
+from stubserver.server.federation import FederationExtensions, build_federation_extensions
 from stubserver.server.request_log import RequestLog
-from stubserver.server.router import Route
+from stubserver.server.router import RequestObserver, Route
 from stubserver.server.site import ListenerSite, build_site
 from stubserver.tls.server import server_tls_options
 
@@ -39,6 +39,9 @@ EXIT_OK = 0
 LISTEN_BACKLOG = 128
 IPV6_ANY = "::"
 IPV4_ANY = "0.0.0.0"  # noqa: S104 - binding every interface is what the admin asked for
+
+if TYPE_CHECKING:
+    from stubserver.server.rooms_wiring import RoomServiceFactory
 
 log = Logger()
 
@@ -62,10 +65,15 @@ def ignorable_bind_failure(address: str, bound_here: Sequence[str], error_number
     return address == IPV4_ANY and IPV6_ANY in bound_here and error_number == errno.EADDRINUSE
 
 
-def tls_options_for(config_listeners: Sequence[ListenerConfig]) -> list[CertificateOptions]:
-    """Each listener's TLS options, loaded and checked now (ConfigError on any fault)."""
+def tls_options_for(
+    config_listeners: Sequence[ListenerConfig],
+) -> list[CertificateOptions | None]:
+    """Each listener's TLS options, loaded and checked now (ConfigError on any fault);
+    None for a plain-HTTP (control) listener."""
     return [
-        server_tls_options(
+        None
+        if listener.tls_certificate_path is None or listener.tls_private_key_path is None
+        else server_tls_options(
             listener.tls_certificate_path,
             listener.tls_private_key_path,
             cert_key=f"listeners[{i}].tls_certificate_path",
@@ -87,9 +95,10 @@ def _describe_socket_error(error: CannotListenError) -> str:
 def bind_all(
     reactor: IReactorSSL,
     sites: Sequence[ListenerSite],
-    options: Sequence[CertificateOptions],
+    options: Sequence[CertificateOptions | None],
 ) -> list[BoundListener]:
-    """Bind every listener's addresses; on a failure close what was bound and raise ConfigError."""
+    """Bind every listener's addresses (TLS, or plain TCP where ``options`` has None); on a
+    failure close what was bound and raise ConfigError."""
     bound: list[BoundListener] = []
     try:
         for i, (entry, tls) in enumerate(zip(sites, options, strict=True)):
@@ -98,8 +107,17 @@ def bind_all(
             bound_here: list[str] = []
             for j, address in enumerate(listener.bind_addresses):
                 try:
-                    listening = reactor.listenSSL(
-                        port, entry.site, tls, backlog=LISTEN_BACKLOG, interface=address
+                    listening = (
+                        IReactorTCP(reactor).listenTCP(
+                            port,
+                            entry.site,  # type: ignore[arg-type]
+                            backlog=LISTEN_BACKLOG,
+                            interface=address,
+                        )
+                        if tls is None
+                        else reactor.listenSSL(
+                            port, entry.site, tls, backlog=LISTEN_BACKLOG, interface=address
+                        )
                     )
                 except CannotListenError as e:
                     number = getattr(e.socketError, "errno", None) or 0
@@ -196,13 +214,14 @@ def serve(config_path: Path) -> int:
     from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
 
     extensions = build_federation_extensions(config, reactor)
+    parts = site_parts(config, reactor, extensions)
     sites = build_site(
         config,
         reactor,
-        extra_routes=extensions.routes,
+        extra_routes=parts.extra_routes,
         filters=extensions.filters,
-        observers=extensions.observers,
-        routes_by_resource=_report_routes(reactor, config),
+        observers=parts.observers,
+        routes_by_resource=parts.routes_by_resource,
     )
     bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
     # Logging starts only once every socket is bound: until then a fault must show as the
@@ -227,6 +246,54 @@ def serve(config_path: Path) -> int:
     reactor.run()
     log.info("Stopped")
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class SiteParts:
+    """What ``build_site`` is given besides the filters."""
+
+    extra_routes: tuple[Route, ...]
+    observers: tuple[RequestObserver, ...]
+    routes_by_resource: dict[str, Sequence[Route]]
+
+
+def site_parts(
+    config: Config,
+    reactor: Any,
+    extensions: FederationExtensions,
+    service_factory: RoomServiceFactory | None = None,
+) -> SiteParts:
+    """The routes and observers of every listener.
+
+    With a ``control`` listener, rooms are served: the room service is built
+    (``stubserver.server.rooms_wiring.build_rooms``; ``service_factory`` replaces the
+    service, for tests), federation listeners gain the room routes and a feed of their
+    requests, and the control listener serves the control API over both. Without one,
+    nothing drives rooms, so none are served.
+    """
+    extra_routes = extensions.routes
+    observers = extensions.observers
+    routes_by_resource = _report_routes(reactor, config)
+    if any(listener.is_control for listener in config.listeners):
+        from stubserver.control.feed import RequestFeed  # noqa: PLC0415
+        from stubserver.server.rooms_wiring import (  # noqa: PLC0415
+            build_rooms,
+            control_listener_routes,
+        )
+
+        if service_factory is None:
+            rooms = build_rooms(config, reactor, extensions.key_fetcher)
+        else:
+            rooms = build_rooms(
+                config, reactor, extensions.key_fetcher, service_factory=service_factory
+            )
+        feed = RequestFeed(reactor)
+        extra_routes = (*extra_routes, *rooms.federation_routes)
+        observers = (*observers, feed)
+        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(
+            config, rooms.service, feed
+        )
+    return SiteParts(extra_routes, observers, routes_by_resource)
 
 
 def _report_routes(reactor: Any, config: Config) -> dict[str, Sequence[Route]]:

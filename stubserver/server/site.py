@@ -3,6 +3,11 @@
 A listener's ``resources`` choose its routes: ``federation`` (our key document, the
 version endpoint and whatever ``extra_routes`` add: profile, notary, ...) and
 ``well_known`` (``/.well-known/matrix/server``). Everything else answers JSON 404.
+
+A ``control`` listener (plain HTTP, a listener of its own) serves only the routes given
+for it, under the same limits, but without the federation filters and observers (its
+requests carry a bearer token, not X-Matrix, and are not federation requests to log) and
+with a handler deadline of :data:`CONTROL_HANDLER_DEADLINE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from stubserver.signing.canonical_json import encode_json
 WELL_KNOWN_MAX_AGE_SECONDS = 86400
 #: The name in the version endpoint's answer.
 SERVER_SOFTWARE_NAME = "stubserver"
+#: The handler deadline of a control listener, in seconds: above the longest long poll
+#: (``stubserver.control.api.MAX_WAIT_MS``) and a remote join's chain of requests.
+CONTROL_HANDLER_DEADLINE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -129,12 +137,15 @@ def build_site(
     connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_address)
     sites = []
     for listener in config.listeners:
+        control = listener.is_control
         router = FederationRouter(
             routes_for(listener.resources, config, keys, extra_routes, routes_by_resource),
-            filters=filters,
-            observers=observers,
+            filters=() if control else filters,
+            observers=() if control else observers,
             clock=clock,
-            handler_deadline_seconds=limits.handler_deadline_seconds,
+            handler_deadline_seconds=CONTROL_HANDLER_DEADLINE_SECONDS
+            if control
+            else limits.handler_deadline_seconds,
         )
         site = LimitedSite(router, clock, limits, connections)
         sites.append(ListenerSite(listener=listener, site=site, router=router))

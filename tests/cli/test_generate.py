@@ -58,7 +58,9 @@ def test_config_loads_and_names_the_files(tmp_path: Path) -> None:
     config = load_config(paths.config)
     assert config.server_name == "beta.test"
     assert re.fullmatch(r"a_[a-zA-Z0-9]{4}", config.signing_key.version)
-    (listener,) = config.listeners
+    listener, control = config.listeners
+    assert (control.port, control.bind_addresses) == (8009, ("127.0.0.1",))
+    assert control.resources == frozenset({"control"})
     assert (listener.port, listener.bind_addresses) == (8449, ("127.0.0.22",))
     assert listener.resources == frozenset({"federation"})
     assert listener.tls_certificate_path == paths.certificate.resolve()
@@ -201,3 +203,26 @@ def test_tls_key_is_ec(tmp_path: Path) -> None:
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     cert = x509.load_pem_x509_certificate(paths.certificate.read_bytes())
     assert cert.public_key() == key.public_key()
+
+
+def test_control_listener_and_token(tmp_path: Path) -> None:
+    """The config has a loopback control listener on --control-port, a random token of
+    at least 32 URL-safe characters (a new one each time) and the room defaults."""
+    generate(tmp_path / "a", "--server-name", "beta.test", "--control-port", "8123")
+    generate(tmp_path / "b", "--server-name", "beta.test")
+    first = load_config(paths_for(tmp_path / "a" / "keys", "beta.test").config)
+    second = load_config(paths_for(tmp_path / "b" / "keys", "beta.test").config)
+    (control,) = [listener for listener in first.listeners if listener.is_control]
+    assert (control.port, control.bind_addresses) == (8123, ("127.0.0.1",))
+    assert control.tls_certificate_path is None
+    assert first.control_token is not None and second.control_token is not None
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", first.control_token)
+    assert first.control_token != second.control_token
+    assert (first.default_room_version, first.invites) == ("12", "accept")
+
+
+def test_control_port_out_of_range(tmp_path: Path) -> None:
+    """--control-port outside 0-65535 is a ConfigError naming the flag."""
+    with pytest.raises(ConfigError) as info:
+        generate(tmp_path, "--server-name", "beta.test", "--control-port", "70000")
+    assert info.value.key == "--control-port"

@@ -273,10 +273,14 @@ def test_bad_signing_key_file_exits_2(tmp_path: Path, ca: KeyPair) -> None:
 @pytest.mark.integration
 def test_generated_config_runs(tmp_path: Path, ca: KeyPair) -> None:
     """``generate`` with a CA writes a config that ``run`` serves and a client verifies."""
+    # The generated config has a control listener, served by the room service.
+    pytest.importorskip("stubserver.rooms.service")
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
     (tmp_path / "ca.key").write_bytes(ca.key_pem)
     result = run_stubserver_cli(
         "generate",
+        "--control-port",
+        "0",
         "--server-name",
         "lambda.test",
         "--dir",

@@ -1,0 +1,73 @@
+"""The long-polled feed: positions, bounds, deadlines on the clock, cancellation."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from stubserver.control.feed import MAX_ITEMS_PER_READ, LongPollFeed
+from tests.support import has_fired, result_now
+
+
+def test_items_have_absolute_positions() -> None:
+    """A read from N answers the items at positions >= N and the next position."""
+    feed: LongPollFeed[str] = LongPollFeed(Clock(), 10)
+    for item in "abc":
+        feed.append(item)
+    assert result_now(feed.read(1, 0)) == (["b", "c"], 3)
+    assert result_now(feed.read(3, 0)) == ([], 3)
+
+
+def test_the_oldest_items_are_dropped_past_capacity() -> None:
+    """Past capacity the oldest go; a read from before what is kept starts at the oldest."""
+    feed: LongPollFeed[int] = LongPollFeed(Clock(), 3)
+    for item in range(5):
+        feed.append(item)
+    assert result_now(feed.read(0, 0)) == ([2, 3, 4], 5)
+
+
+def test_one_read_answers_at_most_the_page_bound() -> None:
+    """A read answers at most MAX_ITEMS_PER_READ items; next continues after them."""
+    feed: LongPollFeed[int] = LongPollFeed(Clock(), MAX_ITEMS_PER_READ + 5)
+    for item in range(MAX_ITEMS_PER_READ + 5):
+        feed.append(item)
+    items, after = result_now(feed.read(0, 0))
+    assert (len(items), after) == (MAX_ITEMS_PER_READ, MAX_ITEMS_PER_READ)
+    assert result_now(feed.read(after, 0)) == (list(range(MAX_ITEMS_PER_READ, after + 5)),
+                                               after + 5)
+
+
+def test_a_waiting_read_answers_with_the_first_new_item() -> None:
+    """A read waiting for position N answers when the item at N arrives and stops its timer."""
+    clock = Clock()
+    feed: LongPollFeed[str] = LongPollFeed(clock, 10)
+    feed.append("old")
+    d = feed.read(1, 2000)
+    assert not has_fired(d)
+    feed.append("new")
+    assert result_now(d) == (["new"], 2)
+    assert clock.getDelayedCalls() == []
+    assert feed.waiting == 0
+
+
+def test_a_waiting_read_answers_empty_at_its_deadline() -> None:
+    """With nothing new, the read answers empty exactly when wait_ms pass on the clock."""
+    clock = Clock()
+    feed: LongPollFeed[str] = LongPollFeed(clock, 10)
+    d = feed.read(0, 2000)
+    clock.advance(1.999)
+    assert not has_fired(d)
+    clock.advance(0.001)
+    assert result_now(d) == ([], 0)
+    assert feed.waiting == 0
+
+
+def test_a_cancelled_read_leaves_nothing_behind() -> None:
+    """Cancelling a waiting read removes its waiter and its timer; later items are kept."""
+    clock = Clock()
+    feed: LongPollFeed[str] = LongPollFeed(clock, 10)
+    d = feed.read(0, 2000)
+    d.cancel()
+    d.addErrback(lambda _: None)
+    assert (feed.waiting, clock.getDelayedCalls()) == (0, [])
+    feed.append("x")
+    assert result_now(feed.read(0, 0)) == (["x"], 1)
