@@ -258,7 +258,8 @@ class NoReprTests(SynchronousTestCase):
     def test_certificate_name_mismatch_has_no_bytes_repr(self) -> None:
         """A certificate name mismatch names the host, not b'host'."""
         from service_identity import VerificationError
-        from service_identity.hazmat import DNS_ID, DNSMismatch
+        from service_identity.exceptions import DNSMismatch
+        from service_identity.hazmat import DNS_ID
 
         from stubserver.client.body import describe_failure
 
