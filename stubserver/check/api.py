@@ -2,9 +2,11 @@
 
 - ``GET /api/report?server_name=NAME``: the ``check --json`` report (the tester's fields
   and ours), with the tester's CORS header so that web pages can read it.
-- ``GET /api/federation-ok?server_name=NAME``: ``"GOOD"`` when ``FederationOK``, else
-  ``"BAD"``. Our router answers JSON only, so this is the JSON string (``"GOOD"``, with
-  quotes), not the tester's bare text.
+- ``GET /api/federation-ok?server_name=NAME``: plain text ``GOOD`` when ``FederationOK``,
+  else ``BAD`` (``Content-Type: text/plain``), as both testers answer it: scripts compare
+  it as text.
+- The Rust tester's paths, ``/api/federation/report`` and ``/api/federation/federation-ok``,
+  answer the same.
 - ``GET /``: the report page for people (:mod:`stubserver.check.page`).
 
 Each report makes outbound requests for whoever asks, so they go through the config's
@@ -42,6 +44,11 @@ CORS_HEADERS: Mapping[str, str] = {
 }
 REPORT_PATH = "/api/report"
 FEDERATION_OK_PATH = "/api/federation-ok"
+#: The same answers at the Rust federation tester's paths (MTRNord/rust-federation-tester).
+RUST_REPORT_PATH = "/api/federation/report"
+RUST_FEDERATION_OK_PATH = "/api/federation/federation-ok"
+#: The plain-text verdicts' type.
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
 class Checker(Protocol):
@@ -119,15 +126,23 @@ def report_routes(service: ReportService) -> list[Route]:
 
     def federation_ok(request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
         d = service.report(_server_name(request))
-        return d.addCallback(
-            lambda r: JsonResponse(200, "GOOD" if r.federation_ok else "BAD", CORS_HEADERS)
-        )
+        return d.addCallback(lambda r: federation_ok_response(r.federation_ok))
 
     return [
         Route("GET", REPORT_PATH, report),
         Route("GET", FEDERATION_OK_PATH, federation_ok),
+        Route("GET", RUST_REPORT_PATH, report),
+        Route("GET", RUST_FEDERATION_OK_PATH, federation_ok),
         page_route(),
     ]
+
+
+def federation_ok_response(ok: bool) -> JsonResponse:
+    """The plain-text verdict: ``GOOD`` or ``BAD`` (the router sends ``encoded`` as is, and
+    our ``Content-Type`` replaces its JSON one)."""
+    text = "GOOD" if ok else "BAD"
+    headers = {**CORS_HEADERS, "Content-Type": TEXT_CONTENT_TYPE}
+    return JsonResponse(200, text, headers, encoded=text.encode("ascii"))
 
 
 def report_routes_for(reactor: Any, config: Config) -> list[Route]:

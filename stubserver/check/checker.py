@@ -15,17 +15,17 @@ which refuses blocked addresses before dialling.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
-from twisted.web.http_headers import Headers
 
+from stubserver.check.client_section import check_client
 from stubserver.check.dns_section import dns_report
 from stubserver.check.hints import (
     HINT_SIGNED_REQUEST_UNREACHABLE,
     hint_certificate,
-    hint_family,
     hint_keys,
     hint_unreachable,
     invalid_name_report,
@@ -36,12 +36,16 @@ from stubserver.check.prober import (
     PROBE_TIMEOUT_SECONDS,
     AddressProber,
     ProbeFailed,
+    Prober,
+    ProbeResult,
 )
 from stubserver.check.report import (
     STEP_CERTIFICATE,
     STEP_SIGNED_REQUEST,
     STEP_WAY_BACK,
     CheckReport,
+    CheckWarning,
+    ClientReport,
     ConnectionReport,
     FamilyWellKnown,
     Hint,
@@ -57,10 +61,19 @@ from stubserver.check.verdicts import (
     judge_way_back,
     notary_query,
 )
+from stubserver.check.warning_rules import (
+    connection_retried,
+    key_valid_too_long,
+    not_json_content_type,
+    old_tls,
+    split_brain,
+    versions_differ,
+    well_known_unusable,
+)
 from stubserver.check.well_known_section import well_known_by_family, well_known_report
 from stubserver.client.agent import ResolutionFailed
 from stubserver.client.blocklist import BlockedAddress
-from stubserver.client.body import describe_failure, read_body_limited
+from stubserver.client.body import describe_failure
 from stubserver.client.build import build_federation_client
 from stubserver.client.signed_request import (
     FederationClient,
@@ -93,6 +106,47 @@ SIGNED_REQUEST_PATHS = (
 )
 KEY_PATH = "/_matrix/key/v2/server"
 VERSION_PATH = "/_matrix/federation/v1/version"
+#: Attempts per connection before its failure is final: one retry, as a federating server
+#: retries, so that a single dropped connection is a warning, not a failure.
+ATTEMPTS_PER_CONNECTION = 2
+
+
+class Resolver(Protocol):
+    """Server name resolution (the :class:`~stubserver.discovery.resolution.FederationResolver`)."""
+
+    def resolve(self, server_name: str) -> Deferred[Resolution]:
+        """The resolution; never fails."""
+
+
+async def probe_with_retry(
+    prober: Prober,
+    address: str,
+    port: int,
+    *,
+    tls_server_name: str,
+    host_header: str,
+    path: str,
+    blocked: bool = False,
+) -> tuple[ProbeResult, str | None]:
+    """Probe once, and once more when the first attempt got no answer.
+
+    Returns the answer and the first attempt's error when only the retry worked; raises the
+    last ProbeFailed when every attempt failed. A ``blocked`` address is never retried
+    (nothing was dialled: the same refusal would come again).
+    """
+    first_error: str | None = None
+    for attempt in range(1 if blocked else ATTEMPTS_PER_CONNECTION):
+        try:
+            result = await prober.probe(
+                address, port, tls_server_name=tls_server_name, host_header=host_header, path=path
+            )
+        except ProbeFailed as e:
+            if attempt + 1 >= (1 if blocked else ATTEMPTS_PER_CONNECTION):
+                raise
+            first_error = str(e)
+            continue
+        return result, first_error
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def with_this_host_blocked(settings: FederationSettings) -> FederationSettings:
@@ -115,6 +169,11 @@ class _Facts:
     """What the check gathered so far (mutable while gathering; frozen into the report)."""
 
     hints: list[Hint] = field(default_factory=list)
+    warnings: list[CheckWarning] = field(default_factory=list)
+    #: ``ip:port`` -> the version that connection answered ("name version"), or its error.
+    versions: dict[str, str] = field(default_factory=dict)
+    version_errors: dict[str, str] = field(default_factory=dict)
+    version_names: dict[str, tuple[str, str]] = field(default_factory=dict)
     reports: dict[str, ConnectionReport] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     #: Set when the check was cancelled: no further step starts.
@@ -141,6 +200,9 @@ class FederationChecker:
         *,
         rng: random.Random | None = None,
         dns: DnsClients | None = None,
+        prober: Prober | None = None,
+        resolver: Resolver | None = None,
+        client: bool = False,
     ) -> None:
         self._reactor = reactor
         settings = with_this_host_blocked(settings)
@@ -148,7 +210,14 @@ class FederationChecker:
         self._identity = identity
         self._dns = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)
         self._context = build_federation_client(reactor, settings, rng=rng, dns=self._dns)
-        self._prober = AddressProber(reactor, settings.ca_files, self._context.blocklist)
+        self._blocklist = self._context.blocklist
+        self._prober: Prober = (
+            prober
+            if prober is not None
+            else AddressProber(reactor, settings.ca_files, self._context.blocklist)
+        )
+        self._resolver: Resolver = resolver if resolver is not None else self._context.resolver
+        self._client_checks = client
         # The signed probes (the signed request and the way back) go through the client of
         # ``stubserver request``, with the probe's tighter limits.
         self._client = (
@@ -195,7 +264,7 @@ class FederationChecker:
             name = parse_server_name(server_name)
         except InvalidServerName as e:
             return invalid_name_report(server_name, str(e))
-        resolution = await self._context.resolver.resolve(server_name)
+        resolution = await self._resolver.resolve(server_name)
         facts.go_on()
         by_family: dict[str, FamilyWellKnown] = {}
         if resolution.well_known is not None:
@@ -207,18 +276,30 @@ class FederationChecker:
                 verify_certificates=self._settings.verify_certificates,
             )
             facts.go_on()
-            family_hint = hint_family(by_family)
-            if family_hint is not None:
-                facts.hints.append(family_hint)
+            followed = await self._follow_answers(server_name, resolution, by_family)
+            facts.go_on()
+            brain = split_brain(by_family, followed)
+            if brain is not None:
+                facts.warnings.append(brain)
+        # The hint of an unusable .well-known joins the hints only when federation fails:
+        # then it may be the cause; otherwise the warning says it.
+        wk_hints: list[Hint] = []
         well_known, wk_invalid = well_known_report(
-            resolution, by_family, facts.hints, self._reactor.seconds()
+            resolution, by_family, wk_hints, self._reactor.seconds()
         )
-        dns = await dns_report(self._dns.srv, resolution, facts.hints, facts.go_on)
+        unusable = well_known_unusable(resolution.well_known, _bad_m_server(by_family))
+        if unusable is not None:
+            facts.warnings.append(unusable)
+        dns = await dns_report(
+            self._dns.srv, resolution, facts.hints, facts.go_on, warnings=facts.warnings
+        )
         facts.go_on()
         await self._probe_targets(server_name, resolution, facts)
         facts.go_on()
-        version = await self._version(server_name)
-        facts.go_on()
+        version = self._version(dns.addrs or (), facts)
+        differ = versions_differ(facts.versions)
+        if differ is not None:
+            facts.warnings.append(differ)
         way_back = WayBackReport(skipped=True, ok=False)
         signed = SignedRequestReport(skipped=True, ok=False)
         if self._identity is not None and self._client is not None:
@@ -230,7 +311,11 @@ class FederationChecker:
             facts.go_on()
             if signed.failed:
                 facts.hints.append(Hint(STEP_SIGNED_REQUEST, signed.error or "", signed.hint or ""))
-        return CheckReport(
+        client: ClientReport | None = None
+        if self._client_checks:
+            client = await check_client(self._prober, self._dns.addresses, self._blocklist, name)
+            facts.go_on()
+        report = CheckReport(
             server_name,
             well_known=well_known,
             well_known_invalid=wk_invalid,
@@ -242,7 +327,52 @@ class FederationChecker:
             way_back=way_back,
             well_known_by_family=by_family,
             hints=order_hints(facts.hints),
+            warnings=_unique(facts.warnings),
+            client=client,
         )
+        if wk_hints and not report.federation_ok:
+            report = replace(report, hints=order_hints([*facts.hints, *wk_hints]))
+        return report
+
+    async def _follow_answers(
+        self, server_name: str, resolution: Resolution, by_family: dict[str, FamilyWellKnown]
+    ) -> dict[str, str]:
+        """Where each ``m.server`` served by some address leads, when the addresses differ:
+        the delegated name is resolved and its first address asked for its keys."""
+        answers = {
+            a.server for fam in by_family.values() for a in fam.attempts.values() if a.server
+        }
+        if len(answers) + (1 if resolution.delegated_server_name is None else 0) < 2:
+            return {}
+        followed: dict[str, str] = {}
+        for answer in sorted(answers):
+            followed[answer] = await self._lead(server_name, answer)
+        return followed
+
+    async def _lead(self, server_name: str, delegated: str) -> str:
+        """Where one delegated name leads, for a person."""
+        resolution = await self._resolver.resolve(delegated)
+        target = next((t for t in resolution.targets if t.addresses), None)
+        if target is None:
+            return f"no address: {resolution.error or 'nothing found'}"
+        joined = join_host_port(target.addresses[0], target.port)
+        try:
+            probe, _ = await probe_with_retry(
+                self._prober,
+                target.addresses[0],
+                target.port,
+                tls_server_name=target.tls_server_name,
+                host_header=target.host_header,
+                path=KEY_PATH,
+                blocked=self._blocklist.is_blocked(target.addresses[0]),
+            )
+        except ProbeFailed as e:
+            return f"{joined}, which did not answer: {e}"
+        keys = _json_or_none(probe.body)
+        answered = keys.get("server_name") if isinstance(keys, dict) else None
+        if answered == server_name:
+            return f"{joined}, which serves the keys of {server_name}"
+        return f"{joined}, which answered {probe.status} without the keys of {server_name}"
 
     # -- connections ---------------------------------------------------------------------
 
@@ -297,22 +427,34 @@ class FederationChecker:
     ) -> None:
         joined = join_host_port(address, target.port)
         try:
-            probe = await self._prober.probe(
+            probe, first_error = await probe_with_retry(
+                self._prober,
                 address,
                 target.port,
                 tls_server_name=target.tls_server_name,
                 host_header=target.host_header,
                 path=KEY_PATH,
+                blocked=self._blocklist.is_blocked(address),
             )
         except ProbeFailed as e:
             facts.errors[joined] = str(e)
             return
+        if first_error is not None:
+            facts.warnings.append(connection_retried(joined, first_error))
+        await self._version_at(target, address, joined, facts)
         keys = _json_or_none(probe.body)
         if probe.status != 200 or not isinstance(keys, dict):
             facts.errors[joined] = f"GET {KEY_PATH} answered {probe.status}" + (
                 "" if isinstance(keys, dict) else " without a JSON object"
             )
             return
+        for warning in (
+            not_json_content_type(joined, KEY_PATH, probe.headers.getRawHeaders(b"content-type")),
+            key_valid_too_long(joined, keys, self._now_ms()),
+            old_tls(joined, probe.tls_version),
+        ):
+            if warning is not None:
+                facts.warnings.append(warning)
         cert_errors = probe.certificate_errors if self._settings.verify_certificates else ()
         checks, verify_keys = check_keys(
             server_name, self._now_ms(), keys, valid_certificates=not cert_errors
@@ -353,15 +495,6 @@ class FederationChecker:
 
     # -- through the full resolution -------------------------------------------------------
 
-    async def _unsigned_get(self, server_name: str, path: str) -> tuple[int, Any]:
-        """GET through the federation agent, unsigned; ``(status, parsed JSON or None)``."""
-        uri = f"matrix-federation://{server_name}{path}".encode("ascii")
-        d = self._context.agent.request(b"GET", uri, Headers(), None)
-        d.addTimeout(PROBE_TIMEOUT_SECONDS, self._reactor)
-        response = await d
-        body = await read_body_limited(response, MAX_PROBE_BODY_BYTES)
-        return response.code, _json_or_none(body)
-
     @staticmethod
     async def _signed(
         client: FederationClient, server_name: str, method: str, path: str, content: Any = None
@@ -371,19 +504,52 @@ class FederationChecker:
         response = await client.request(method, server_name, path, content)
         return response.status, _json_or_none(response.body)
 
-    async def _version(self, server_name: str) -> VersionReport:
+    async def _version_at(self, target: Target, address: str, joined: str, facts: _Facts) -> None:
+        """Ask one connection for the version (every connection is asked: a proxy sending
+        some requests to another backend shows as different versions)."""
         try:
-            status, body = await self._unsigned_get(server_name, VERSION_PATH)
-        except CancelledError:
-            raise
-        except Exception as e:
-            return VersionReport(error=_describe(e))
+            probe, first_error = await probe_with_retry(
+                self._prober,
+                address,
+                target.port,
+                tls_server_name=target.tls_server_name,
+                host_header=target.host_header,
+                path=VERSION_PATH,
+            )
+        except ProbeFailed as e:
+            facts.version_errors[joined] = str(e)
+            return
+        if first_error is not None:
+            facts.warnings.append(connection_retried(joined, first_error))
+        body = _json_or_none(probe.body)
         server = body.get("server") if isinstance(body, dict) else None
-        if status != 200 or not isinstance(server, dict):
-            return VersionReport(error=f"GET {VERSION_PATH} answered {status}")
-        return VersionReport(
-            name=str(server.get("name", "")), version=str(server.get("version", ""))
+        if probe.status != 200 or not isinstance(server, dict):
+            facts.version_errors[joined] = f"GET {VERSION_PATH} answered {probe.status}"
+            return
+        content_type = not_json_content_type(
+            joined, VERSION_PATH, probe.headers.getRawHeaders(b"content-type")
         )
+        if content_type is not None:
+            facts.warnings.append(content_type)
+        name, version = str(server.get("name", "")), str(server.get("version", ""))
+        facts.versions[joined] = f"{name} {version}".strip()
+        facts.version_names[joined] = (name, version)
+
+    @staticmethod
+    def _version(addresses: Sequence[str], facts: _Facts) -> VersionReport:
+        """``Version``: the first connection's answer (in the order of ``DNSResult.Addrs``),
+        else the first error."""
+        for joined in addresses:
+            if joined in facts.version_names:
+                name, version = facts.version_names[joined]
+                return VersionReport(name=name, version=version)
+        for joined in addresses:
+            if joined in facts.version_errors:
+                return VersionReport(error=facts.version_errors[joined])
+        for joined in addresses:
+            if joined in facts.errors:
+                return VersionReport(error=facts.errors[joined])
+        return VersionReport(error="no address answered")
 
     async def _signed_request(
         self, server_name: str, identity: FederationIdentity, client: FederationClient
@@ -434,6 +600,24 @@ class FederationChecker:
                 hint=HINT_SIGNED_REQUEST_UNREACHABLE,
             )
         return judge_way_back(server_name, identity.server_name, identity.key_ids, status, body)
+
+
+def _bad_m_server(by_family: dict[str, FamilyWellKnown]) -> object:
+    """The unusable ``m.server`` some address served with a 200, if any."""
+    return next(
+        (
+            a.bad_m_server
+            for fam in by_family.values()
+            for a in fam.attempts.values()
+            if a.status == 200 and a.result
+        ),
+        None,
+    )
+
+
+def _unique(warnings: Sequence[CheckWarning]) -> tuple[CheckWarning, ...]:
+    """The warnings without duplicates, in the order found."""
+    return tuple(dict.fromkeys(warnings))
 
 
 def _describe(e: BaseException) -> str:

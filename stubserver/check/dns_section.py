@@ -13,12 +13,14 @@ from twisted.names import dns
 from stubserver.check.hints import hint_srv_cname
 from stubserver.check.report import (
     STEP_DNS,
+    CheckWarning,
     DNSReport,
     Hint,
     HostResult,
     SRVRecord,
     join_host_port,
 )
+from stubserver.check.warning_rules import srv_target_cname
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution
 from stubserver.tls.client import is_ip_literal
 
@@ -41,7 +43,12 @@ async def canonical_name(srv: Any, host: str) -> str:
 
 
 async def dns_report(
-    srv: Any, resolution: Resolution, hints: list[Hint], go_on: Callable[[], None]
+    srv: Any,
+    resolution: Resolution,
+    hints: list[Hint],
+    go_on: Callable[[], None],
+    *,
+    warnings: list[CheckWarning] | None = None,
 ) -> DNSReport:
     """``DNSResult`` from the resolution, with the canonical name of every host looked up
     (asked of ``srv``); hints go to ``hints``; ``go_on`` raises when the check was
@@ -66,6 +73,8 @@ async def dns_report(
                 f"SRV record target {key} is a CNAME record, which is forbidden (as per RFC2782)"
             )
             hints.append(hint_srv_cname(record, key, cname))
+            if warnings is not None:
+                warnings.append(srv_target_cname(record, key, cname))
         hosts[key] = HostResult(cname=cname, addrs=lookup.addresses + lookup.blocked, error=error)
         if lookup.error is not None:
             hints.append(

@@ -4,6 +4,7 @@ each pointing at the fix. Pure functions of the facts.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 
@@ -82,10 +83,10 @@ def describe_bad_m_server(value: object) -> str:
     if not isinstance(value, str):
         return "m.server is not a string"
     if _SCHEME_RE.match(value):
-        return f"m.server {value!r} has a scheme; it must be host[:port]"
+        return f"m.server {json.dumps(value)} has a scheme; it must be host[:port]"
     if "/" in value:
-        return f"m.server {value!r} has a path; it must be host[:port]"
-    return f"m.server {value!r} is not a valid server name"
+        return f"m.server {json.dumps(value)} has a path; it must be host[:port]"
+    return f"m.server {json.dumps(value)} is not a valid server name"
 
 
 def hint_family(by_family: Mapping[str, FamilyWellKnown]) -> Hint | None:
@@ -180,7 +181,9 @@ def hint_keys(address: str, checks: KeyChecks, server_name: str, answered_for: o
     problems = []
     fixes = []
     if not checks.matching_server_name:
-        problems.append(f"the keys are for {answered_for!r}, not {server_name!r}")
+        problems.append(
+            f"the keys are for {json.dumps(answered_for)}, not {json.dumps(server_name)}"
+        )
         fixes.append(
             "server_name in the homeserver's config must be the name in user IDs, and the"
             " reverse proxy must route this host to that server"

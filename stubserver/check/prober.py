@@ -9,7 +9,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -33,6 +33,9 @@ from stubserver.tls.client import SystemAndFileTrustRoot, is_ip_literal
 PROBE_TIMEOUT_SECONDS = 15
 #: Longest we wait for a TCP connection, in seconds.
 CONNECT_TIMEOUT_SECONDS = 10
+#: The cipher list of a probe: OpenSSL's defaults, at the security level that still lets
+#: TLS 1.0/1.1 handshakes through, so that old TLS is shown (a warning) instead of failing.
+OLD_TLS_CIPHERS = b"DEFAULT:@SECLEVEL=0"
 #: Largest response body we read from a probed server, in bytes.
 MAX_PROBE_BODY_BYTES = 512 * 1024
 
@@ -109,6 +112,15 @@ class ProbeResult:
 
 class ProbeFailed(Exception):
     """A probe got no HTTP answer; ``str()`` says why, for a person."""
+
+
+class Prober(Protocol):
+    """HTTPS to one address (the :class:`AddressProber`; fakes in tests)."""
+
+    def probe(
+        self, address: str, port: int, *, tls_server_name: str, host_header: str, path: str
+    ) -> Deferred[ProbeResult]:
+        """The answer and what TLS showed; fails with :class:`ProbeFailed`."""
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -206,7 +218,10 @@ class AddressProber:
             return True  # go on: the errors are reported, never trusted
 
         context = SSL.Context(SSL.TLS_METHOD)
-        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        # TLS 1.0 and 1.1 are accepted here only to be reported (a warning): nothing
+        # learnt over a probe is trusted beyond the report.
+        context.set_min_proto_version(SSL.TLS1_VERSION)
+        context.set_cipher_list(OLD_TLS_CIPHERS)
         context.set_verify(SSL.VERIFY_PEER, on_verify)
         self._trust._addCACertsToContext(context)
         creator = _RecordingCreator(context, tls_server_name)

@@ -21,6 +21,10 @@ def render_text(report: CheckReport) -> str:
         lines.append("")
         lines.append(f"[{hint.step}] {hint.problem}")
         lines.append(f"  fix: {hint.fix}")
+    for warning in report.warnings:
+        lines.append("")
+        lines.append(f"[warning {warning.code}] {warning.message}")
+        lines.append(f"  fix: {warning.hint}")
     lines.append("")
     wk = report.well_known
     lines.append(f"  {'.well-known':<16}" + (f"m.server {wk.server}" if wk.server else wk.result))
@@ -59,6 +63,16 @@ def render_text(report: CheckReport) -> str:
         f"  {'way back':<16}"
         + ("skipped (needs -c CONFIG)" if wb.skipped else ("ok" if wb.ok else f"{wb.error}"))
     )
+    if report.client is not None:
+        cl = report.client
+        lines.append(
+            f"  {'client':<16}"
+            + (
+                "ok"
+                if cl.ok
+                else (cl.well_known.error or (cl.versions and cl.versions.error) or "")
+            )
+        )
     lines.append(f"  {'FederationOK':<16}{report.federation_ok}")
     lines.append(f"  {'AllOK':<16}{report.all_ok}")
     return "\n".join(lines) + "\n"

@@ -19,11 +19,21 @@ Where the tester is looser than the spec we compute the spec's way (Server-Serve
 ``_matrix._tcp``), IP literals of both families, every address of every target, the Host
 header and certificate name the spec prescribes for the step taken.
 
-``FederationOK`` keeps the tester's meaning ("the run didn't encounter anything that could
-hamper federation"): false on a report ``Error``, on any connection error, on any
-connection whose checks fail, when no address could be tried at all, when a
-``.well-known`` was served but is invalid, and when the ``.well-known`` answers differently
-over IPv4 and IPv6.
+- ``Warnings``: ``{"Code", "Message", "Hint"}`` for what does not stop federation today
+  but is wrong or fragile (an unusable ``.well-known``, a different one on some addresses,
+  a non-JSON ``Content-Type``, a key valid too long, old TLS, an SRV target that is a
+  CNAME, a connection that needed a retry, different versions across connections). They
+  never change ``FederationOK``.
+- ``Client`` (with ``--client``): the client-side discovery a user's app goes through.
+
+``FederationOK`` keeps the meaning it has in both federation testers ("the run didn't
+encounter anything that could hamper federation"): false on a report ``Error``, on any
+connection error, on any connection whose checks fail, and when no address could be tried
+at all. A ``.well-known`` that answers but is unusable does not make it false (the servers
+reading it fall back to the server name, spec step 3.x; the Go tester only records it in
+``WellKnownResult.result`` and the Rust tester asserts ``federation_ok`` in this case):
+it is a warning. ``AllOK`` adds our own checks (the signed request, the way back, and the
+client checks when asked).
 
 This module holds the report model: every record of the report, its JSON, and the two
 verdicts computed from it (``FederationOK``, ``AllOK``). The rest of ``check/``:
@@ -364,6 +374,67 @@ class Hint:
 
 
 @dataclass(frozen=True)
+class CheckWarning:
+    """Something wrong or fragile that does not stop federation: a stable ``code`` for
+    machines, the ``message`` saying what was seen, and the ``hint`` saying what to do."""
+
+    code: str
+    message: str
+    hint: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"Code", "Message", "Hint"}``."""
+        return {"Code": self.code, "Message": self.message, "Hint": self.hint}
+
+
+@dataclass(frozen=True)
+class ClientStep:
+    """One client-side check: ``ok``, what was seen (``error`` when not ok) and the fix."""
+
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    hint: str | None = None
+    cors: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"OK", "Status", "CORS", "Error", "Hint"}``."""
+        return {
+            "OK": self.ok,
+            "Status": self.status,
+            "CORS": self.cors,
+            "Error": self.error,
+            "Hint": self.hint,
+        }
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """``Client``: ``/.well-known/matrix/client`` and ``{base_url}/_matrix/client/versions``."""
+
+    well_known: ClientStep
+    base_url: str | None = None
+    versions: ClientStep | None = None
+    #: The spec versions the client API lists (``versions``), when it answered.
+    spec_versions: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Both steps passed."""
+        return self.well_known.ok and self.versions is not None and self.versions.ok
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"OK", "WellKnown", "BaseURL", "Versions", "SpecVersions"}``."""
+        return {
+            "OK": self.ok,
+            "WellKnown": self.well_known.to_json(),
+            "BaseURL": self.base_url,
+            "Versions": None if self.versions is None else self.versions.to_json(),
+            "SpecVersions": list(self.spec_versions),
+        }
+
+
+@dataclass(frozen=True)
 class CheckReport:
     """The whole report: the tester's fields, ours, and the verdicts computed from them."""
 
@@ -371,7 +442,7 @@ class CheckReport:
     error: str = ""
     well_known: WellKnownReport = field(default_factory=WellKnownReport)
     #: True when the .well-known answered 200 but its content is unusable (bad JSON, a bad
-    #: m.server): the admin meant to delegate and it does not work.
+    #: m.server): the admin meant to delegate and it does not work (a warning only).
     well_known_invalid: bool = False
     dns: DNSReport = field(default_factory=DNSReport)
     connection_reports: Mapping[str, ConnectionReport] = field(default_factory=dict)
@@ -383,6 +454,9 @@ class CheckReport:
     way_back: WayBackReport = field(default_factory=lambda: WayBackReport(skipped=True, ok=False))
     well_known_by_family: Mapping[str, FamilyWellKnown] = field(default_factory=dict)
     hints: tuple[Hint, ...] = ()
+    warnings: tuple[CheckWarning, ...] = ()
+    #: The client-side checks; None when not asked for (``--client``).
+    client: ClientReport | None = None
 
     @property
     def federation_ok(self) -> bool:
@@ -391,8 +465,11 @@ class CheckReport:
 
     @property
     def all_ok(self) -> bool:
-        """``FederationOK`` and neither the signed request nor the way back failed."""
-        return all_ok(self.federation_ok, self.signed_request, self.way_back)
+        """``FederationOK``, neither the signed request nor the way back failed, and the
+        client checks (when asked for) passed."""
+        return all_ok(self.federation_ok, self.signed_request, self.way_back) and (
+            self.client is None or self.client.ok
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON: the tester's fields first, then ours."""
@@ -409,6 +486,9 @@ class CheckReport:
         out["WayBack"] = self.way_back.to_json()
         out["WellKnownByFamily"] = {k: v.to_json() for k, v in self.well_known_by_family.items()}
         out["Hints"] = [h.to_json() for h in self.hints]
+        out["Warnings"] = [w.to_json() for w in self.warnings]
+        if self.client is not None:
+            out["Client"] = self.client.to_json()
         out["AllOK"] = self.all_ok
         return out
 
@@ -428,12 +508,13 @@ def families_disagree(by_family: Mapping[str, FamilyWellKnown]) -> bool:
 
 
 def federation_ok(report: CheckReport) -> bool:
-    """The tester's ``FederationOK``: nothing was found that could hamper federation."""
-    if report.error or report.well_known_invalid:
+    """The testers' ``FederationOK``: nothing was found that could hamper federation.
+
+    An unusable ``.well-known`` and one that differs between addresses are warnings only:
+    the verdict is on the addresses the resolution reached."""
+    if report.error:
         return False
     if report.connection_errors or not report.connection_reports:
-        return False
-    if families_disagree(report.well_known_by_family):
         return False
     return all(c.checks.all_checks_ok for c in report.connection_reports.values())
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
 from stubserver.check.hints import describe_bad_m_server, hint_m_server
-from stubserver.check.prober import AddressProber, ProbeFailed
+from stubserver.check.prober import ProbeFailed, Prober
 from stubserver.check.report import (
     FAMILY_IPV4,
     FAMILY_IPV6,
@@ -79,7 +79,7 @@ def well_known_report(
 
 async def well_known_by_family(
     addresses: AddressResolver,
-    prober: AddressProber,
+    prober: Prober,
     host: str,
     port: int,
     *,
@@ -114,7 +114,7 @@ async def well_known_by_family(
 
 
 async def _well_known_at(
-    prober: AddressProber,
+    prober: Prober,
     address: str,
     port: int,
     host: str,

@@ -1,4 +1,4 @@
-"""``stubserver check NAME [--json] [federation options]``.
+"""``stubserver check NAME [--json | --format tap] [--client] [federation options]``.
 
 Exit status: 0 when the report's ``AllOK`` is true, 1 otherwise, 2 for bad usage (an
 invalid server name, a bad config or flag).
@@ -17,17 +17,25 @@ from stubserver.check.checker import FederationChecker
 from stubserver.check.hints import invalid_name_report
 from stubserver.check.render import render_text
 from stubserver.check.report import CheckReport
+from stubserver.check.tap import render_tap
 from stubserver.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
 from stubserver.client.signed_request import FederationIdentity
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.tls.client import CaFileError
 
 
-def report_text(report: CheckReport, *, as_json: bool) -> str:
-    """The report as printed: the tester's indented JSON, or the text for people."""
-    if as_json:
+def report_text(report: CheckReport, *, as_json: bool = False, fmt: str = "text") -> str:
+    """The report as printed: the tester's indented JSON, TAP for CI, or text for people."""
+    if as_json or fmt == "json":
         return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "tap":
+        return render_tap(report)
     return render_text(report)
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """``json``, ``tap`` or ``text`` from ``--json`` / ``--format``."""
+    return "json" if args.json else (getattr(args, "format", None) or "text")
 
 
 def exit_status(report: CheckReport) -> int:
@@ -41,8 +49,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         parse_server_name(args.name)
     except InvalidServerName as e:
-        if args.json:
-            sys.stdout.write(report_text(invalid_name_report(args.name, str(e)), as_json=True))
+        if output_format(args) != "text":
+            sys.stdout.write(
+                report_text(invalid_name_report(args.name, str(e)), fmt=output_format(args))
+            )
         print(f"stubserver check: {e}", file=sys.stderr)
         return EXIT_USAGE
     identity = (
@@ -52,7 +62,9 @@ def main(args: argparse.Namespace) -> int:
     from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
 
     try:
-        checker = FederationChecker(reactor, settings, identity)
+        checker = FederationChecker(
+            reactor, settings, identity, client=bool(getattr(args, "client", False))
+        )
     except CaFileError as e:
         print(f"stubserver check: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -70,5 +82,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"stubserver check: internal error: {detail}", file=sys.stderr)
         return EXIT_FAILED
     report: CheckReport = outcome[0]
-    sys.stdout.write(report_text(report, as_json=args.json))
+    sys.stdout.write(report_text(report, fmt=output_format(args)))
     return exit_status(report)

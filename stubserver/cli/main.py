@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("check", help="explain why federation with NAME works or fails")
     k.add_argument("name", metavar="NAME")
     k.add_argument("--json", action="store_true")
+    k.add_argument("--format", choices=("text", "json", "tap"), default=None)
+    k.add_argument("--client", action="store_true", help="also check client discovery")
     _add_federation_options(k)
 
     from stubserver.cli.room import add_room_parser  # noqa: PLC0415 - argparse only

@@ -164,7 +164,9 @@ def describe_failure(exc: BaseException) -> tuple[str, bool]:
         for mismatch in exc.errors:
             ident = getattr(mismatch, "mismatched_id", None)
             value = getattr(ident, "hostname", None) or getattr(ident, "ip", None) or ident
-            names.append(str(value))
+            # service_identity keeps DNS names as bytes: never show b'...' to a person.
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            names.append(text)
         return f"TLS: the certificate is not valid for {', '.join(names)}", True
     if isinstance(exc, SSL.Error):
         details = []

@@ -59,19 +59,34 @@ class ReportRoutesTests(SynchronousTestCase):
         assert self.asked == ["a.test:8448"]
 
     def test_federation_ok_table(self) -> None:
-        """federation-ok answers GOOD exactly when FederationOK."""
+        """federation-ok answers plain text GOOD exactly when FederationOK, else BAD, at our
+        path and at the Rust tester's."""
         for report, expected in [
             (
                 CheckReport("a.test", connection_reports={"1.2.3.4:8448": connection_report()}),
-                "GOOD",
+                b"GOOD",
             ),
-            (CheckReport("a.test"), "BAD"),
+            (CheckReport("a.test"), b"BAD"),
         ]:
-            stub = self._stub(report)
-            response = self.successResultOf(
-                stub.get("https://r.test/api/federation-ok?server_name=a.test")
-            )
-            assert self.successResultOf(stub.json_content(response)) == expected
+            for path in ("/api/federation-ok", "/api/federation/federation-ok"):
+                stub = self._stub(report)
+                response = self.successResultOf(
+                    stub.get(f"https://r.test{path}?server_name=a.test")
+                )
+                assert response.code == 200
+                assert self.successResultOf(stub.content(response)) == expected
+                content_type = response.headers.getRawHeaders(b"content-type")
+                assert content_type == [b"text/plain; charset=utf-8"], path
+
+    def test_rust_tester_report_path(self) -> None:
+        """/api/federation/report answers the same JSON as /api/report."""
+        report = CheckReport("a.test", connection_reports={"1.2.3.4:8448": connection_report()})
+        stub = self._stub(report)
+        response = self.successResultOf(
+            stub.get("https://r.test/api/federation/report?server_name=a.test")
+        )
+        assert response.code == 200
+        assert self.successResultOf(stub.json_content(response)) == report.to_json()
 
     def test_missing_server_name(self) -> None:
         """Without server_name the answer is 400 M_MISSING_PARAM and nothing is checked."""
