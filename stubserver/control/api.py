@@ -277,6 +277,7 @@ def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> l
             "auth_events",
             "origin_server_ts",
             "tamper",
+            "destinations",
         )
         state_key = body.raw("state_key")
         if state_key is not None and not isinstance(state_key, str):
@@ -293,6 +294,7 @@ def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> l
                 auth_events=body.string_list("auth_events"),
                 origin_server_ts=body.optional_int("origin_server_ts"),
                 tamper=body.optional_string("tamper", TAMPERS),
+                destinations=body.string_list("destinations"),
             )
         )
 

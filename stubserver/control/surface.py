@@ -90,11 +90,15 @@ class RoomControl(Protocol):
         auth_events: Sequence[str] | None = None,
         origin_server_ts: int | None = None,
         tamper: str | None = None,
+        destinations: Sequence[str] | None = None,
     ) -> Deferred[JsonDict]:
         """Build, sign, add and send an event to every other server in the room.
 
         ``tamper``: ``"signature"`` (a broken signature) or ``"content"`` (content changed
-        after hashing), sent broken on purpose and not added to our room. → ``{"event_id"}``.
+        after hashing), sent broken on purpose and not added to our room.
+        ``destinations`` (our addition to DESIGN.md's table): send only to these servers;
+        ``[]`` withholds the event, so that a later one makes the others fetch it with
+        ``get_missing_events``. → ``{"event_id"}``.
         """
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:

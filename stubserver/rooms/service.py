@@ -214,9 +214,12 @@ class RoomService:
         for destination in destinations:
             self.sender.send_pdu(destination, event_id, pdu)
 
-    def _add_and_send(self, room: Room, built: BuiltEvent) -> str:
+    def _add_and_send(
+        self, room: Room, built: BuiltEvent, destinations: Sequence[str] | None = None
+    ) -> str:
         """Add our event to ``room`` (403 unless accepted), then send it to the servers
-        in the room before or after it (a leave still reaches the others)."""
+        in the room before or after it (a leave still reaches the others), or only to
+        ``destinations`` when given."""
         before = room.servers
         try:
             add_own_event(room, built, self._now(), self.server_name)
@@ -226,7 +229,8 @@ class RoomService:
             raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
         except RoomError as e:
             raise MatrixError(500, "M_UNKNOWN", str(e)) from None
-        self._broadcast(self._others(room, *before), built.event.event_id, built.pdu)
+        targets = self._others(room, *before) if destinations is None else destinations
+        self._broadcast(targets, built.event.event_id, built.pdu)
         return built.event.event_id
 
     # --- RoomControl ------------------------------------------------------------------
@@ -454,6 +458,7 @@ class RoomService:
         auth_events: Sequence[str] | None = None,
         origin_server_ts: int | None = None,
         tamper: str | None = None,
+        destinations: Sequence[str] | None = None,
     ) -> Deferred[JsonDict]:
         """Build, sign and send an event (see :class:`RoomControl`).
 
@@ -462,17 +467,22 @@ class RoomService:
         whatever its outcome (rejected, soft-failed) and sent anyway. With ``tamper``
         (``"signature"``: our signature replaced by a wrong one; ``"content"``: content
         changed after hashing) it is sent broken and **not** added to our room; the
-        returned ``event_id`` is what a receiver computes for the broken PDU.
+        returned ``event_id`` is what a receiver computes for the broken PDU. With
+        ``destinations`` it is sent only to those servers (``[]``: to nobody, so that a
+        later event makes them fetch it with ``get_missing_events``).
         """
         return Deferred.fromCoroutine(self._send(
             room, sender, event_type, content, state_key=state_key, prev_events=prev_events,
-            auth_events=auth_events, origin_server_ts=origin_server_ts, tamper=tamper))
+            auth_events=auth_events, origin_server_ts=origin_server_ts, tamper=tamper,
+            destinations=destinations))
 
     async def _send(self, room: str, sender: str, event_type: str, content: Mapping[str, Any],
                     *, state_key: str | None, prev_events: Sequence[str] | None,
                     auth_events: Sequence[str] | None, origin_server_ts: int | None,
-                    tamper: str | None) -> JsonDict:
+                    tamper: str | None, destinations: Sequence[str] | None) -> JsonDict:
         sender_id = self._user_id(sender)
+        targets = (None if destinations is None
+                   else sorted(set(destinations) - {self.server_name}))
         if tamper not in (None, "signature", "content"):
             raise _invalid(f"tamper must be 'signature' or 'content', not {tamper!r}")
         held = self._room(room)
@@ -486,17 +496,18 @@ class RoomService:
         if tamper is not None:
             pdu = self._tampered(built.pdu, tamper)
             event_id = compute_event_id(pdu, held.room_version)
-            self._broadcast(self._others(held), event_id, pdu)
+            self._broadcast(self._others(held) if targets is None else targets, event_id, pdu)
             return {"event_id": event_id}
         overridden = (prev_events is not None or auth_events is not None
                       or origin_server_ts is not None)
         if not overridden:
-            return {"event_id": self._add_and_send(held, built)}
+            return {"event_id": self._add_and_send(held, built, targets)}
         try:
             held.add_event(built.event, self._now(), origin=self.server_name)
         except RoomError as e:
             raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
-        self._broadcast(self._others(held), built.event.event_id, built.pdu)
+        self._broadcast(self._others(held) if targets is None else targets,
+                        built.event.event_id, built.pdu)
         return {"event_id": built.event.event_id}
 
     def _tampered(self, pdu: Mapping[str, Any], tamper: str) -> dict[str, Any]:

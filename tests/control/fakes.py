@@ -78,11 +78,14 @@ class FakeRoomControl:
         auth_events: Sequence[str] | None = None,
         origin_server_ts: int | None = None,
         tamper: str | None = None,
+        destinations: Sequence[str] | None = None,
     ) -> Deferred[JsonDict]:
+        # destinations is recorded only when given (most tests do not use it).
+        extra = {} if destinations is None else {"destinations": destinations}
         return self._deferred(
             "send", room, sender, event_type, dict(content), state_key=state_key,
             prev_events=prev_events, auth_events=auth_events,
-            origin_server_ts=origin_server_ts, tamper=tamper,
+            origin_server_ts=origin_server_ts, tamper=tamper, **extra,
         )
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:

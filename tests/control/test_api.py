@@ -164,6 +164,17 @@ def test_send_passes_the_negative_test_overrides() -> None:
                                  "origin_server_ts": 5, "tamper": "signature"})]
 
 
+def test_send_passes_destinations() -> None:
+    """POST send carries destinations (an empty list withholds the event)."""
+    h = Harness()
+    body = {"sender": "al", "type": "m.room.message", "content": {}, "destinations": []}
+    assert h.call("POST", "/rooms/!r:a.test/send", body)[0] == 200
+    assert h.control.calls == [("send", ("!r:a.test", "al", "m.room.message", {}),
+                                {"state_key": None, "prev_events": None, "auth_events": None,
+                                 "origin_server_ts": None, "tamper": None,
+                                 "destinations": []})]
+
+
 def test_wait_ms_is_clamped() -> None:
     """A wait_ms above the bound reaches the service as MAX_WAIT_MS."""
     h = Harness()

@@ -235,6 +235,20 @@ def test_tampered_events_are_sent_but_not_added() -> None:
     assert kept is not None and kept.content == {}
 
 
+def test_a_withheld_event_is_fetched_by_the_other_server() -> None:
+    """send with destinations=[] adds the event to a's room but sends it to nobody; the next
+    event names it in prev_events, so b fetches it with get_missing_events and has both."""
+    network, a, b = two_peers()
+    room_id = joined(network, a, b)
+    withheld = result_now(a.service.send(room_id, "alice", MESSAGE, {"body": "held"},
+                                         destinations=[]))["event_id"]
+    assert a.room(room_id).get_event(withheld) is not None
+    assert b.room(room_id).get_event(withheld) is None
+    after = say(a, room_id, "alice", "after")
+    assert b.room(room_id).get_event(after) is not None
+    assert b.room(room_id).get_event(withheld) is not None
+
+
 def test_overrides_choose_prev_events_and_timestamp() -> None:
     """send with prev_events and origin_server_ts builds on the chosen events at that
     time, and b receives it."""
