@@ -554,6 +554,8 @@ class StubSpec:
     users: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: How Synapse should find it, for test ids: "direct", "well_known", "srv".
     method: str = "direct"
+    #: Port of the control listener (plain HTTP, on the federation address).
+    control_port: int = 8009
 
 
 @dataclasses.dataclass(frozen=True)
@@ -566,6 +568,12 @@ class StubFiles:
     key_id: str
     verify_key: str
     signing_key_path: Path
+    control_token: str = ""
+
+    @property
+    def control_url(self) -> str:
+        """The base URL of the stub's control API (reachable inside the namespace)."""
+        return f"http://{self.spec.federation[0]}:{self.spec.control_port}"
 
     def signing_key(self) -> Any:
         """The stub's signing key (a stubserver ServerSigningKey), to forge its requests."""
@@ -651,6 +659,10 @@ def write_stub_config(
                 "tls_private_key_path": str(wk_key),
             }
         )
+    listeners.append(
+        {"port": spec.control_port, "bind_addresses": [address], "resources": ["control"]}
+    )
+    control_token = secrets.token_urlsafe(16)
     log_path = directory / "requests.jsonl"
     config: dict[str, Any] = {
         "server_name": spec.server_name,
@@ -664,12 +676,15 @@ def write_stub_config(
         "federation_custom_ca_list": [str(ca.cert_path)],
         "federation_dns_servers": [dns_server],
         "ip_range_allowlist": ["127.0.0.0/8"],
+        "control_token": control_token,
     }
     if spec.serve_server_wellknown is not None:
         config["serve_server_wellknown"] = spec.serve_server_wellknown
     config_path = directory / "stubserver.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return StubFiles(spec, config_path, log_path, key.key_id, key.verify_key_base64, key_path)
+    return StubFiles(
+        spec, config_path, log_path, key.key_id, key.verify_key_base64, key_path, control_token
+    )
 
 
 def start_stub(ns: NetworkNamespace, files: StubFiles) -> RunningStub:
@@ -877,6 +892,10 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
             "concurrent": 100,
         },
         "rc_key_requests": relaxed,
+        # Rooms tests join, invite and leave many times a minute (rooms.md, pitfall 21).
+        "rc_joins": {"local": relaxed, "remote": relaxed},
+        "rc_joins_per_room": relaxed,
+        "rc_invites": {"per_room": relaxed, "per_user": relaxed, "per_issuer": relaxed},
     }
     config_path = directory / "homeserver.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
