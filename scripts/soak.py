@@ -13,6 +13,19 @@ errors are also counted per case. With ``--slowloris`` it measures instead how l
 connection trickling one byte a second survives, and answers a normal request while
 ``--slow`` slow connections are held open.
 
+The hostile mix also covers the outbound side (issue 12, rows 1, 2, 3, 5, 7, 14; leave it
+out with ``--no-outbound``): the server under test resolves through our DNS server
+(``stubserver.devtools.dns_server``), trusts the soak CA and allowlists only the hostile
+key server's address and the address its SRV targets name. Notary queries (GET and POST)
+and signed requests whose X-Matrix ``origin`` name servers resolving to our own host
+(``127.0.0.1``, ``0.0.0.0``, ``::1``, ``::``, ``::ffff:127.0.0.1``, ``::ffff:0.0.0.0``),
+an SRV name with :data:`SRV_TARGETS` targets, and key servers answering with 370
+signatures, ``1e400``, a lone surrogate, a 60 KB document or 200 verify keys, and notary
+queries with a far-future ``minimum_valid_until_ts``. A loopback listener counts the
+connections that reach our own host (there must be none) and the key server counts the
+fetches it answered. The request loops stop after ``--requests`` or ``--max-seconds``;
+all traffic stays on loopback.
+
     .venv/bin/python scripts/soak.py --requests 1000000 --workers 8
     .venv/bin/python scripts/soak.py --slowloris --slow 500
 """
@@ -20,23 +33,35 @@ connection trickling one byte a second survives, and answers a normal request wh
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from stubserver.tls.certificates import make_ca  # noqa: E402
+from stubserver.auth.xmatrix import sign_request  # noqa: E402
+from stubserver.server_keys.key_document import build_key_document  # noqa: E402
+from stubserver.signing.keys import ServerSigningKey, sign_json  # noqa: E402
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca  # noqa: E402
 from tests.support import StubProcess, start_stubserver, write_stub  # noqa: E402
 
 SERVER_NAME = "soak.test"
+#: Longest the request loops run by default, in seconds.
+DEFAULT_MAX_SECONDS = 1800.0
 #: Client socket timeout, in seconds.
 CLIENT_TIMEOUT_SECONDS = 30.0
 #: Memory samples taken over a run.
@@ -113,6 +138,348 @@ HOSTILE = [
 #: Every ``HOSTILE_EVERY``-th request is hostile.
 HOSTILE_EVERY = 5
 
+# --- Hostile outbound cases (issue 12, rows 1, 2, 3, 5, 7, 14) -------------------------
+#
+# The server under test resolves through our DNS server (stubserver.devtools.dns_server)
+# and trusts the soak CA. Its allowlist holds only PEER_ADDRESS (the hostile key server)
+# and SRV_TARGET_ADDRESS (where the 100 SRV targets point, nothing listening): the names
+# spelling our own host must stay blocked by the default blocklist, and a loopback
+# listener on LOOPBACK_PORT counts every connection that reaches it (it must see none).
+
+#: The hostile key server's address (allowlisted).
+PEER_ADDRESS = "127.0.0.81"
+#: Where the SRV name's targets point (allowlisted; nothing listens: refused at once).
+SRV_TARGET_ADDRESS = "127.0.0.82"
+#: The soak's DNS server.
+DNS_LISTEN = "127.0.0.83:0"
+#: SRV targets of SRV_NAME (issue 12, row 7).
+SRV_TARGETS = 100
+SRV_NAME = "srv100.test"
+#: Names whose A/AAAA answer spells our own host (row 1).
+LOOPBACK_ANSWERS = {
+    "a-127.test": ("A", "127.0.0.1"),
+    "a-0.test": ("A", "0.0.0.0"),  # noqa: S104 - a DNS answer; nothing binds it
+    "aaaa-1.test": ("AAAA", "::1"),
+    "aaaa-0.test": ("AAAA", "::"),
+    "aaaa-m127.test": ("AAAA", "::ffff:127.0.0.1"),
+    "aaaa-m0.test": ("AAAA", "::ffff:0.0.0.0"),
+}
+#: Signatures by other servers on the many-signatures document (row 2).
+MANY_SIGNATURES = 370
+#: Size of the padded key document, in bytes (row 3; under the 64 KiB response cap).
+BIG_DOCUMENT_BYTES = 60 * 1024
+#: Verify keys on the many-keys document (row 3).
+MANY_VERIFY_KEYS = 200
+#: A minimum_valid_until_ts far in the future (row 14), in ms.
+FAR_FUTURE_MS = 10**15
+#: Validity of the honest peer's keys, in ms: shorter than the far-future minimum, so
+#: every far-future query asks for a refetch.
+HONEST_VALIDITY_MS = 3600 * 1000
+#: Validity of the other peers' keys, in ms.
+PEER_VALIDITY_MS = 24 * 3600 * 1000
+PROFILE_PATH = "/_matrix/federation/v1/query/profile?user_id=%40alice%3Asoak.test"
+
+
+def _peer_documents(now_ms: int, port: int) -> tuple[dict[str, bytes], dict[str, ServerSigningKey]]:
+    """The hostile key server's documents and signing keys, by bare host name.
+
+    Each server name is ``host:port`` (the key server's port), as a document must name it.
+    """
+    documents: dict[str, bytes] = {}
+    keys: dict[str, ServerSigningKey] = {}
+
+    def signed(host: str, extra: dict[str, Any] | None = None, until: int = 0) -> dict[str, Any]:
+        key = keys[host] = ServerSigningKey.generate("soak")
+        name = f"{host}:{port}"
+        doc = build_key_document(name, [key], {}, until or now_ms + PEER_VALIDITY_MS)
+        if extra:
+            doc = sign_json({**doc, **extra}, name, key)
+        return doc
+
+    honest = signed("honest.test", until=now_ms + HONEST_VALIDITY_MS)
+    documents["honest.test"] = json.dumps(honest).encode()
+    many = signed("sigs.test")
+    for i in range(MANY_SIGNATURES):
+        many["signatures"][f"s{i}.test"] = {"ed25519:x": "A" * 86}
+    documents["sigs.test"] = json.dumps(many).encode()
+    documents["inf.test"] = (
+        json.dumps(signed("inf.test"))
+        .encode()
+        .replace(b'"valid_until_ts": ', b'"valid_until_ts": 1e400, "x": ')
+    )
+    surrogate = f'"server_name": "surrogate.test:{port}'.encode()
+    documents["surrogate.test"] = (
+        json.dumps(signed("surrogate.test")).encode().replace(surrogate, surrogate + rb"\ud800")
+    )
+    padding = "a" * BIG_DOCUMENT_BYTES
+    documents["big.test"] = json.dumps(signed("big.test", {"padding": padding})).encode()
+    extra_keys = {
+        f"ed25519:k{i}": {"key": ServerSigningKey.generate(f"k{i}").verify_key_base64}
+        for i in range(MANY_VERIFY_KEYS)
+    }
+    manykeys = signed("manykeys.test")
+    manykeys = sign_json(
+        {**manykeys, "verify_keys": {**manykeys["verify_keys"], **extra_keys}},
+        f"manykeys.test:{port}",
+        keys["manykeys.test"],
+    )
+    documents["manykeys.test"] = json.dumps(manykeys).encode()
+    return documents, keys
+
+
+def _zone(loopback_port: int, srv_port: int) -> dict[str, Any]:
+    records: list[dict[str, Any]] = [
+        {"name": name, "type": kind, "value": value}
+        for name, (kind, value) in LOOPBACK_ANSWERS.items()
+    ]
+    for host in ("honest.test", "sigs.test", "inf.test", "surrogate.test", "big.test"):
+        records.append({"name": host, "type": "A", "value": PEER_ADDRESS})
+    records.append({"name": "manykeys.test", "type": "A", "value": PEER_ADDRESS})
+    for i in range(SRV_TARGETS):
+        target = f"t{i}.{SRV_NAME}"
+        records.append({"name": target, "type": "A", "value": SRV_TARGET_ADDRESS})
+        records.append(
+            {
+                "name": f"_matrix-fed._tcp.{SRV_NAME}",
+                "type": "SRV",
+                "priority": 10,
+                "weight": 5,
+                "port": srv_port,
+                "target": target,
+            }
+        )
+    return {"records": records}
+
+
+def _peer(
+    ca: KeyPair,
+    documents: dict[str, bytes],
+    listener: socket.socket,
+    stop: Any,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    """The hostile key server (its own process): serve ``documents`` by Host on
+    ``listener`` until ``stop``, then put the requests answered, by host, on ``out``."""
+    hits: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            with lock:
+                hits[host] += 1
+            body = documents.get(host, b'{"errcode": "M_NOT_FOUND", "error": "no"}')
+            self.send_response(200 if host in documents else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with tempfile.TemporaryDirectory(prefix="stubserver-soak-peer-") as folder:
+        pair = issue_cert(sorted(documents), ca)
+        (Path(folder) / "peer.crt").write_bytes(pair.cert_pem)
+        (Path(folder) / "peer.key").write_bytes(pair.key_pem)
+        server = ThreadingHTTPServer((PEER_ADDRESS, 0), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(Path(folder) / "peer.crt", Path(folder) / "peer.key")
+    server.socket = context.wrap_socket(listener, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    with lock:
+        out.put(dict(hits))
+
+
+@dataclass
+class Outbound:
+    """The hostile outbound world: DNS server, key server, loopback listener."""
+
+    ca: KeyPair
+    dns_address: str
+    peer_port: int
+    loopback_port: int
+    v4: socket.socket
+    v6: socket.socket
+    keys: dict[str, ServerSigningKey]
+    peer_stop: Any
+    peer_out: multiprocessing.Queue  # type: ignore[type-arg]
+    loopback_connections: int = 0
+
+    def drain(self) -> int:
+        """Accept (and close) what reached the loopback listener; return the total so far."""
+        for listener in (self.v4, self.v6):
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                self.loopback_connections += 1
+        return self.loopback_connections
+
+    def config(self, folder: Path) -> dict[str, Any]:
+        """The server under test's extra settings."""
+        ca_path = folder / "soak-ca.crt"
+        ca_path.write_bytes(self.ca.cert_pem)
+        return {
+            "federation_dns_servers": [self.dns_address],
+            "federation_custom_ca_list": [str(ca_path)],
+            "ip_range_allowlist": [f"{PEER_ADDRESS}/32", f"{SRV_TARGET_ADDRESS}/32"],
+        }
+
+    def cases(self) -> list[tuple[str, bytes, set[int], bool]]:
+        """(name, request bytes, accepted statuses, connection stays open) per case."""
+        peers = [f"{h}:{self.peer_port}" for h in sorted(self.keys) if h != "honest.test"]
+        loops = [f"{h}:{self.loopback_port}" for h in sorted(LOOPBACK_ANSWERS)]
+        cases: list[tuple[str, bytes, set[int], bool]] = []
+        for name in [*loops, *peers]:
+            cases.append(
+                (
+                    f"notary GET {name}",
+                    b"GET /_matrix/key/v2/query/%s HTTP/1.1\r\nHost: soak.test\r\n\r\n"
+                    % name.encode(),
+                    {200},
+                    True,
+                )
+            )
+        for group in (loops, peers):
+            body = json.dumps({"server_keys": {n: {} for n in group}}).encode()
+            cases.append((f"notary POST {len(group)} servers", _post(body), {200}, True))
+        honest = f"honest.test:{self.peer_port}"
+        cases.append(
+            (
+                "notary GET far-future minimum_valid_until_ts",
+                b"GET /_matrix/key/v2/query/%s?minimum_valid_until_ts=%d HTTP/1.1\r\n"
+                b"Host: soak.test\r\n\r\n" % (honest.encode(), FAR_FUTURE_MS),
+                {200},
+                True,
+            )
+        )
+        cases.append(
+            (
+                "notary POST far-future minimum_valid_until_ts",
+                _post(
+                    json.dumps(
+                        {
+                            "server_keys": {
+                                honest: {"ed25519:soak": {"minimum_valid_until_ts": FAR_FUTURE_MS}}
+                            }
+                        }
+                    ).encode()
+                ),
+                {200},
+                True,
+            )
+        )
+        origins = [*loops, SRV_NAME, *peers]
+        for origin in origins:
+            host = origin.rsplit(":", 1)[0]
+            key = self.keys.get(host, self.keys["honest.test"])
+            auth = sign_request(
+                "GET", PROFILE_PATH, origin=origin, destination=SERVER_NAME, key=key
+            )
+            cases.append(
+                (
+                    f"signed, origin {origin}",
+                    b"GET %s HTTP/1.1\r\nHost: soak.test\r\nAuthorization: %s\r\n\r\n"
+                    % (PROFILE_PATH.encode(), auth),
+                    # big.test's document is valid (60 KB, under the cap): the request
+                    # authenticates and finds no such user; every other origin fails.
+                    {404} if host == "big.test" else {401},
+                    True,
+                )
+            )
+        return cases
+
+    def peer_hits(self) -> dict[str, int]:
+        """Stop the key server; the requests it answered, by host."""
+        self.peer_stop.set()
+        hits: dict[str, int] = self.peer_out.get(timeout=CLIENT_TIMEOUT_SECONDS)
+        return hits
+
+
+def _loopback_listeners() -> tuple[int, socket.socket, socket.socket]:
+    """Non-blocking listeners on 127.0.0.1 and ::1 sharing one port."""
+    for _ in range(20):
+        v4 = socket.socket()
+        v4.bind(("127.0.0.1", 0))
+        port: int = v4.getsockname()[1]
+        v6 = socket.socket(socket.AF_INET6)
+        v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            v6.bind(("::1", port))
+        except OSError:
+            v4.close()
+            v6.close()
+            continue
+        for s in (v4, v6):
+            s.listen(1024)
+            s.setblocking(False)
+        return port, v4, v6
+    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
+
+
+def _closed_port(address: str) -> int:
+    """A port with nothing listening on ``address`` now."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def outbound_world(folder: Path) -> Iterator[Outbound]:
+    """Start the DNS server, the hostile key server and the loopback listener."""
+    ca = make_ca("stubserver soak peers CA")
+    peer_listener = socket.socket()
+    peer_listener.bind((PEER_ADDRESS, 0))
+    peer_listener.listen(128)
+    peer_port: int = peer_listener.getsockname()[1]
+    documents, keys = _peer_documents(int(time.time() * 1000), peer_port)
+    loopback_port, v4, v6 = _loopback_listeners()
+    out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    stop = multiprocessing.Event()
+    peer = multiprocessing.Process(target=_peer, args=(ca, documents, peer_listener, stop, out))
+    peer.start()
+    zone = folder / "zone.json"
+    zone.write_text(json.dumps(_zone(loopback_port, _closed_port(SRV_TARGET_ADDRESS))))
+    dns = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stubserver.devtools.dns_server",
+            "--zone",
+            str(zone),
+            "--listen",
+            DNS_LISTEN,
+        ],
+        stdout=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert dns.stdout is not None
+        dns_address = json.loads(dns.stdout.readline())["listen"][0]
+        yield Outbound(ca, dns_address, peer_port, loopback_port, v4, v6, keys, stop, out)
+    finally:
+        stop.set()
+        peer.join(CLIENT_TIMEOUT_SECONDS)
+        dns.terminate()
+        dns.wait(CLIENT_TIMEOUT_SECONDS)
+        if dns.stdout is not None:
+            dns.stdout.close()
+        v4.close()
+        v6.close()
+        peer_listener.close()
+
 
 class Connection:
     """A keep-alive TLS connection reading HTTP/1.1 responses with Content-Length."""
@@ -155,16 +522,38 @@ class Connection:
         self.sock.close()
 
 
-def _worker(address: str, port: int, ca_pem: bytes, count: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+#: One case: (name, request bytes, accepted statuses, connection stays open).
+Case = tuple[str, bytes, set[int], bool]
+
+
+def inbound_hostile_cases() -> list[Case]:
+    """The inbound hostile mix, named by index."""
+    return [(f"hostile {i}", r, a, k) for i, (r, a, k) in enumerate(HOSTILE)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What every worker drives: the server, its CA, the hostile mix and the deadline."""
+
+    address: str
+    port: int
+    ca_pem: bytes
+    hostile: list[Case]
+    #: time.monotonic() after which the request loops stop
+    deadline: float
+
+
+def _worker(target: Target, count: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Make ``count`` requests (fewer if the target's deadline passes first)."""
+    address, port, hostile, deadline = target.address, target.port, target.hostile, target.deadline
+    context = ssl.create_default_context(cadata=target.ca_pem.decode("ascii"))
     done = 0
     errors: Counter[str] = Counter()
     connection: Connection | None = None
     hostile_index = good_index = 0
-    while done < count:
+    while done < count and time.monotonic() < deadline:
         if done % HOSTILE_EVERY == HOSTILE_EVERY - 1:
-            case = f"hostile {hostile_index % len(HOSTILE)}"
-            request, accepted, keep = HOSTILE[hostile_index % len(HOSTILE)]
+            case, request, accepted, keep = hostile[hostile_index % len(hostile)]
             hostile_index += 1
         else:
             case = f"good {good_index % len(GOOD)}"
@@ -233,12 +622,25 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def soak(stub: StubProcess, ca_pem: bytes, total: int, workers: int) -> None:
-    """Run ``total`` requests over ``workers`` processes; print counts, memory, /version time."""
+def soak(
+    stub: StubProcess,
+    ca_pem: bytes,
+    total: int,
+    workers: int,
+    *,
+    max_seconds: float,
+    outbound: Outbound | None,
+) -> None:
+    """Run ``total`` requests over ``workers`` processes (for at most ``max_seconds``);
+    print counts, errors per case, memory, /version time and what reached the peers."""
     pid = stub.process.pid
+    hostile = inbound_hostile_cases()
+    if outbound is not None:
+        hostile += outbound.cases()
+    target = Target(stub.address, stub.port, ca_pem, hostile, time.monotonic() + max_seconds)
     warm_up = min(2000, total // 10)
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    _worker(stub.address, stub.port, ca_pem, warm_up, queue)
+    _worker(target, warm_up, queue)
     warm_done, warm_errors = queue.get()
     start_rss = rss_kib(pid)
     idle, idle_failed = _hold_idle_sockets(stub.address, stub.port)
@@ -252,7 +654,8 @@ def soak(stub: StubProcess, ca_pem: bytes, total: int, workers: int) -> None:
     per_worker = (total - warm_done) // workers
     processes = [
         multiprocessing.Process(
-            target=_worker, args=(stub.address, stub.port, ca_pem, per_worker, queue)
+            target=_worker,
+            args=(target, per_worker, queue),
         )
         for _ in range(workers)
     ]
@@ -262,6 +665,8 @@ def soak(stub: StubProcess, ca_pem: bytes, total: int, workers: int) -> None:
     while any(p.is_alive() for p in processes):
         time.sleep(max(1.0, per_worker * workers / 4000 / MEMORY_SAMPLES))
         samples.append(rss_kib(pid))
+        if outbound is not None:
+            outbound.drain()
     results = [queue.get() for _ in processes]
     for p in processes:
         p.join()
@@ -279,7 +684,16 @@ def soak(stub: StubProcess, ca_pem: bytes, total: int, workers: int) -> None:
     print(f"errors: {sum(errors.values())}")
     for case, count in sorted(errors.items()):
         print(f"  {case}: {count}")
-    print(f"hostile share: 1 in {HOSTILE_EVERY} ({len(HOSTILE)} hostile cases)")
+    print(
+        f"hostile share: 1 in {HOSTILE_EVERY} ({len(hostile)} hostile cases, "
+        f"{len(hostile) - len(HOSTILE)} of them outbound)"
+    )
+    if outbound is not None:
+        print(f"connections that reached our own loopback listener: {outbound.drain()}")
+        hits = outbound.peer_hits()
+        print(f"key fetches the hostile key server answered: {sum(hits.values())}")
+        for host, count in sorted(hits.items()):
+            print(f"  {host}: {count}")
     print(
         f"idle sockets from {IDLE_SOURCE}: {len(idle)} connected, {idle_failed} refused "
         f"(of {IDLE_SOCKETS}; the server keeps its per-address cap of them)"
@@ -345,17 +759,44 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help="stop the request loops after this many seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-outbound",
+        action="store_true",
+        help="leave out the hostile outbound cases (no DNS server, no hostile key server)",
+    )
     parser.add_argument("--slowloris", action="store_true")
     parser.add_argument("--slow", type=int, default=500)
     args = parser.parse_args()
     ca = make_ca("stubserver soak CA")
-    with tempfile.TemporaryDirectory(prefix="stubserver-soak-") as folder:
-        config = write_stub(Path(folder), SERVER_NAME, ca)
+    with (
+        tempfile.TemporaryDirectory(prefix="stubserver-soak-") as folder_name,
+        ExitStack() as stack,
+    ):
+        folder = Path(folder_name)
+        outbound = None
+        extra: dict[str, Any] = {}
+        if not (args.slowloris or args.no_outbound):
+            outbound = stack.enter_context(outbound_world(folder))
+            extra = outbound.config(folder)
+        config = write_stub(folder, SERVER_NAME, ca, extra_config=extra)
         with start_stubserver(config) as stub:
             if args.slowloris:
                 slowloris(stub, ca.cert_pem, args.slow)
             else:
-                soak(stub, ca.cert_pem, args.requests, args.workers)
+                soak(
+                    stub,
+                    ca.cert_pem,
+                    args.requests,
+                    args.workers,
+                    max_seconds=args.max_seconds,
+                    outbound=outbound,
+                )
             stderr = stub.stderr_text()
     print(
         f"server log lines with 'Unhandled' or 'Traceback': "
