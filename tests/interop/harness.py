@@ -895,6 +895,7 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
         # Rooms tests join, invite and leave many times a minute (rooms.md, pitfall 21).
         "rc_joins": {"local": relaxed, "remote": relaxed},
         "rc_joins_per_room": relaxed,
+        "rc_room_creation": relaxed,
         "rc_invites": {"per_room": relaxed, "per_user": relaxed, "per_issuer": relaxed},
     }
     config_path = directory / "homeserver.yaml"

@@ -179,7 +179,8 @@ def test_typing_and_receipts_both_ways(world: tuple[str, ControlApi, SynapseUser
     """Typing and read receipts cross as EDUs in both directions."""
     version, us, bob = world
     room_id = _join_synapse_room(version, us, bob)
-    bob.ok("PUT", f"/rooms/{quote(room_id)}/typing/{quote(bob.user_id)}", {"typing": True, "timeout": 30000})
+    typing_path = f"/rooms/{quote(room_id)}/typing/{quote(bob.user_id)}"
+    bob.ok("PUT", typing_path, {"typing": True, "timeout": 30000})
     typing = us.wait_for_edu(
         lambda e: e["edu_type"] == "m.typing" and e["content"].get("user_id") == bob.user_id,
         "Synapse's typing EDU",
@@ -203,12 +204,16 @@ def test_typing_and_receipts_both_ways(world: tuple[str, ControlApi, SynapseUser
         {room_id: {"m.read": {us.user_id(): {"data": {"ts": 1}, "event_ids": [ours]}}}},
     )
 
+    seen: set[str] = set()
+
     def ephemeral_seen() -> bool | None:
         room = bob.sync().get("rooms", {}).get("join", {}).get(room_id, {})
         kinds = {e["type"]: e["content"] for e in room.get("ephemeral", {}).get("events", [])}
-        typing_ok = us.user_id() in kinds.get("m.typing", {}).get("user_ids", [])
-        receipt_ok = us.user_id() in kinds.get("m.receipt", {}).get(ours, {}).get("m.read", {})
-        return True if typing_ok and receipt_ok else None
+        if us.user_id() in kinds.get("m.typing", {}).get("user_ids", []):
+            seen.add("typing")
+        if us.user_id() in kinds.get("m.receipt", {}).get(ours, {}).get("m.read", {}):
+            seen.add("receipt")
+        return True if seen == {"typing", "receipt"} else None
 
     wait_until("our typing and receipt in Synapse's /sync", ephemeral_seen)
 
