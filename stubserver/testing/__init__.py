@@ -29,7 +29,7 @@ from stubserver.testing._errors import (
 )
 from stubserver.testing._files import free_port
 from stubserver.testing._homeserver import Homeserver, HomeserverUser, registration_mac
-from stubserver.testing._peer import DEFAULT_USER, Peer
+from stubserver.testing._peer import DEFAULT_USER, Peer, PeerFactory
 from stubserver.testing._records import (
     CreatedRoom,
     FederationAnswer,
@@ -50,6 +50,7 @@ __all__ = [
     "HomeserverUser",
     "JoinedRoom",
     "Peer",
+    "PeerFactory",
     "PeerStartFailed",
     "ReceivedEdu",
     "RoomEvent",

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 from stubserver.testing._errors import (
@@ -550,6 +550,12 @@ class Peer:
             except Exception as e:  # the report is a courtesy
                 exc.add_note(f"(no report from peer {self.server_name}: {e})")
         self.close(check_strict=False)
+
+
+class PeerFactory(Protocol):
+    """The ``stubserver_peer`` fixture: starts a :class:`Peer` (``Peer.start``'s keywords)."""
+
+    def __call__(self, **kwargs: Any) -> Peer: ...
 
 
 def _room_event(raw: Any, position: int) -> RoomEvent:
