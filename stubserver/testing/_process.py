@@ -71,7 +71,8 @@ class PeerProcess:
                 cwd=config_path.parent,
             )
         assert process.stdout is not None
-        line = read_line(process.stdout, time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        line = read_line(process.stdout, deadline)
         ready: Any = None
         if line is not None:
             try:
@@ -80,6 +81,13 @@ class PeerProcess:
                 ready = None
         if not isinstance(ready, dict) or ready.get("ready") is not True:
             returncode = process.poll()
+            if returncode is None and line is None and time.monotonic() < deadline:
+                # Its stdout closed before the deadline: it is exiting; its status comes
+                # a moment after the end of file, so wait for it rather than report None.
+                try:
+                    returncode = process.wait(STOP_TIMEOUT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    returncode = None
             what = "no ready line" if line is None else f"not a ready line: {line[:200]!r}"
             _stop(process, STOP_TIMEOUT_SECONDS)
             raise PeerStartFailed(
