@@ -1,0 +1,579 @@
+"""``Peer``: a running stubserver, driven through its control API, as a context manager."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import quote, urlencode
+
+from stubserver.testing._errors import (
+    ControlError,
+    ControlUnreachable,
+    StrictModeViolation,
+    WaitTimeout,
+    summarize_request,
+)
+from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
+from stubserver.testing._http import HttpEndpoint, TransportError
+from stubserver.testing._process import READY_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, PeerProcess
+from stubserver.testing._records import (
+    CreatedRoom,
+    FederationAnswer,
+    JoinedRoom,
+    ReceivedEdu,
+    RoomEvent,
+)
+from stubserver.testing._strict import unexpected_requests
+
+#: The localpart of the peer's user when a method is not told another.
+DEFAULT_USER: Final = "stubserver"
+#: Default deadline of the ``wait_for_*`` methods, in seconds.
+DEFAULT_WAIT_SECONDS: Final = 30.0
+#: Longest one long poll asks the control API to wait (its own bound), in milliseconds.
+MAX_POLL_MS: Final = 60_000
+#: Time allowed on top of a long poll's wait for its answer to arrive, in seconds.
+HTTP_MARGIN_SECONDS: Final = 30.0
+#: Time allowed for an operation (a remote join chains several requests), in seconds.
+OPERATION_TIMEOUT_SECONDS: Final = 120.0
+#: Lines of stderr a failure report shows.
+REPORT_STDERR_LINES: Final = 40
+#: Requests a failure report lists (the last ones).
+REPORT_REQUESTS: Final = 20
+_PREFIX: Final = "/_stubserver/v1"
+
+_T = TypeVar("_T")
+
+
+def _room_path(room: str) -> str:
+    return f"{_PREFIX}/rooms/{quote(room, safe='')}"
+
+
+class Peer:
+    """A running ``stubserver run`` with a federation listener and a control listener.
+
+    Start one with :meth:`start`; use it as a context manager (or call :meth:`close`) to
+    stop it. Every method is synchronous and maps to one control API operation (DESIGN.md,
+    "Rooms and the control API"); a refusal raises :class:`ControlError`, a wait that
+    times out :class:`WaitTimeout` listing what did arrive.
+
+    ``strict``: at :meth:`close`, fail (:class:`StrictModeViolation`) when the peer
+    received a request to a path it does not serve or under a prefix declared unexpected
+    (``unexpected`` at start, or :meth:`declare_unexpected`).
+    """
+
+    def __init__(
+        self,
+        files: PeerFiles,
+        process: PeerProcess,
+        *,
+        strict: bool = False,
+        unexpected: Sequence[str] = (),
+    ) -> None:
+        self.files = files
+        self.process = process
+        self.strict = strict
+        self._unexpected = list(unexpected)
+        self._closed = False
+        control = [e for e in process.ready["listeners"] if "control" in e["resources"]]
+        federation = [e for e in process.ready["listeners"] if "federation" in e["resources"]]
+        self.control_port: int = int(control[0]["port"])
+        self.federation_address: str = str(federation[0]["address"])
+        self.federation_port: int = int(federation[0]["port"])
+        self._control = HttpEndpoint("http", CONTROL_BIND, self.control_port, None)
+
+    @classmethod
+    def start(
+        cls,
+        directory: str | Path,
+        *,
+        server_name: str | None = None,
+        bind: str = "127.0.0.1",
+        port: int | None = None,
+        ca: tuple[str | Path, str | Path] | None = None,
+        dns_servers: Sequence[str] = (),
+        allow_ips: Sequence[str] = (),
+        ca_files: Sequence[str | Path] = (),
+        tls_names: Sequence[str] = (),
+        room_version: str | None = None,
+        invites: str = "accept",
+        users: Mapping[str, Mapping[str, Any]] | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+        strict: bool = False,
+        unexpected: Sequence[str] = (),
+        timeout: float = READY_TIMEOUT_SECONDS,
+        python: str | None = None,
+    ) -> Peer:
+        """Write keys, a certificate and a config into ``directory``; start; wait until ready.
+
+        ``server_name`` None: ``<bind>:<free port>``, reachable without DNS. A name with a
+        port binds that port; a name without one binds ``port`` (default 8448, the spec's).
+        ``ca`` is ``(cert_path, key_path)`` of the CA that issues the certificate (None:
+        one is made and written as ``directory/ca.crt``, shared by every peer started in
+        that directory). The peer trusts that CA and ``ca_files`` for outbound federation;
+        it resolves names with ``dns_servers`` (``HOST:PORT``; none: the system's) and may
+        dial the ``allow_ips`` (CIDRs; loopback needs ``127.0.0.0/8``). ``users`` are
+        the profiles it answers; ``extra_config`` is merged into the config's top level.
+        Raises :class:`PeerStartFailed` with its stderr when not ready within ``timeout`` s.
+        """
+        name, bound_port = choose_identity(server_name, bind, port)
+        files = write_peer_files(
+            Path(directory),
+            server_name=name,
+            bind=bind,
+            port=bound_port,
+            ca=ca,
+            dns_servers=dns_servers,
+            allow_ips=allow_ips,
+            ca_files=ca_files,
+            tls_name_list=tls_names,
+            room_version=room_version,
+            invites=invites,
+            users=users,
+            extra_config=extra_config,
+        )
+        process = PeerProcess.start(files.config_path, timeout=timeout, python=python)
+        return cls(files, process, strict=strict, unexpected=unexpected)
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def server_name(self) -> str:
+        """The peer's server name."""
+        return self.files.server_name
+
+    @property
+    def ca_cert_path(self) -> Path:
+        """The CA certificate that issued the peer's certificate (for the homeserver to trust)."""
+        return self.files.ca_cert_path
+
+    @property
+    def config_path(self) -> Path:
+        """The peer's config file (``stubserver room ... -c`` works with it too)."""
+        return self.files.config_path
+
+    def user_id(self, localpart: str = DEFAULT_USER) -> str:
+        """``@localpart:server_name``."""
+        return f"@{localpart}:{self.server_name}"
+
+    # -- the control API --------------------------------------------------------------------
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = OPERATION_TIMEOUT_SECONDS,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {self.files.control_token}"}
+        try:
+            answer = self._control.request(method, path, body, headers=headers, timeout=timeout)
+        except TransportError as e:
+            state = "running" if self.process.running else "exited"
+            raise ControlUnreachable(f"{operation}: {e} (the peer has {state})") from None
+        if answer.ok:
+            return answer.body
+        fields = answer.body if isinstance(answer.body, dict) else {}
+        raise ControlError(
+            operation,
+            answer.status,
+            errcode=fields.get("errcode"),
+            error=fields.get("error"),
+            remote_status=fields.get("remote_status"),
+            remote_body=fields.get("remote_body"),
+        )
+
+    def status(self) -> dict[str, Any]:
+        """``{"server_name", "room_versions", "rooms"}``."""
+        result: dict[str, Any] = self._call("status", "GET", f"{_PREFIX}/status")
+        return result
+
+    def create_room(
+        self,
+        creator: str = DEFAULT_USER,
+        *,
+        room_version: str | None = None,
+        preset: str | None = None,
+        alias: str | None = None,
+        name: str | None = None,
+    ) -> CreatedRoom:
+        """Host a new room as ``creator`` (a localpart).
+
+        ``preset`` is ``public_chat`` or ``private_chat``; ``alias`` a localpart.
+        """
+        body = {
+            "creator": creator,
+            "room_version": room_version,
+            "preset": preset,
+            "alias": alias,
+            "name": name,
+        }
+        answer = self._call(
+            "create_room",
+            "POST",
+            f"{_PREFIX}/rooms",
+            {k: v for k, v in body.items() if v is not None},
+        )
+        return CreatedRoom(answer["room_id"], answer["room_version"], tuple(answer["event_ids"]))
+
+    def join(self, room: str, user: str = DEFAULT_USER, via: Sequence[str] = ()) -> JoinedRoom:
+        """Join ``room`` (ID or alias) as ``user``, through the ``via`` servers when remote."""
+        answer = self._call(
+            f"join {room}", "POST", f"{_room_path(room)}/join", {"user": user, "via": list(via)}
+        )
+        return JoinedRoom(answer["room_id"], answer["room_version"], answer["event_id"])
+
+    def leave(self, room: str, user: str = DEFAULT_USER) -> str:
+        """Leave ``room`` as ``user``; the leave event's ID."""
+        answer = self._call(f"leave {room}", "POST", f"{_room_path(room)}/leave", {"user": user})
+        return str(answer["event_id"])
+
+    def invite(self, room: str, user_id: str, sender: str = DEFAULT_USER) -> str:
+        """Invite ``user_id`` (of any server) as ``sender``; the invite event's ID."""
+        answer = self._call(
+            f"invite {user_id} to {room}",
+            "POST",
+            f"{_room_path(room)}/invite",
+            {"sender": sender, "user_id": user_id},
+        )
+        return str(answer["event_id"])
+
+    def send(
+        self,
+        room: str,
+        type: str,
+        content: Mapping[str, Any],
+        *,
+        sender: str = DEFAULT_USER,
+        state_key: str | None = None,
+        prev_events: Sequence[str] | None = None,
+        auth_events: Sequence[str] | None = None,
+        origin_server_ts: int | None = None,
+        tamper: str | None = None,
+        destinations: Sequence[str] | None = None,
+    ) -> str:
+        """Send an event to every other server in ``room``; its event ID.
+
+        ``destinations``: only to these servers (``[]`` withholds it, so that a later event
+        makes the others fetch it with ``get_missing_events``).
+
+        ``prev_events``, ``auth_events``, ``origin_server_ts`` and ``tamper``
+        (``"signature"`` or ``"content"``: sent broken on purpose) are for negative tests.
+        """
+        body: dict[str, Any] = {"sender": sender, "type": type, "content": dict(content)}
+        optional = {
+            "state_key": state_key,
+            "prev_events": prev_events,
+            "auth_events": auth_events,
+            "origin_server_ts": origin_server_ts,
+            "tamper": tamper,
+            "destinations": destinations,
+        }
+        body.update(
+            {
+                k: v if not isinstance(v, tuple) else list(v)
+                for k, v in optional.items()
+                if v is not None
+            }
+        )
+        answer = self._call(f"send {type} to {room}", "POST", f"{_room_path(room)}/send", body)
+        return str(answer["event_id"])
+
+    def send_message(self, room: str, text: str, *, sender: str = DEFAULT_USER) -> str:
+        """Send an ``m.room.message`` with ``msgtype`` ``m.text``; its event ID."""
+        return self.send(room, "m.room.message", {"msgtype": "m.text", "body": text}, sender=sender)
+
+    def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> None:
+        """Send an EDU to every other server in ``room``."""
+        self._call(
+            f"send_edu {edu_type}",
+            "POST",
+            f"{_room_path(room)}/edu",
+            {"edu_type": edu_type, "content": dict(content)},
+        )
+
+    def room_state(self, room: str) -> dict[str, Any]:
+        """``{"room_id", "room_version", "state", "members", "servers", "forward_extremities"}``."""
+        result: dict[str, Any] = self._call(f"room_state {room}", "GET", _room_path(room))
+        return result
+
+    def federation_request(
+        self, destination: str, method: str, path: str, body: Any = None
+    ) -> FederationAnswer:
+        """A federation request signed with the peer's key; its answer, whatever the status."""
+        request: dict[str, Any] = {"destination": destination, "method": method, "path": path}
+        if body is not None:
+            request["body"] = body
+        answer = self._call(
+            f"federation_request {method} {path}", "POST", f"{_PREFIX}/federation/request", request
+        )
+        return FederationAnswer(int(answer["status"]), answer.get("body"))
+
+    # -- feeds ------------------------------------------------------------------------------
+
+    def _page(self, operation: str, path: str, start: int, wait_ms: int) -> Any:
+        query = urlencode({"from": start, "wait_ms": wait_ms})
+        return self._call(
+            operation, "GET", f"{path}?{query}", timeout=wait_ms / 1000 + HTTP_MARGIN_SECONDS
+        )
+
+    def _read_all(self, operation: str, path: str, key: str, start: int) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        while True:
+            answer = self._page(operation, path, start, 0)
+            page = answer[key]
+            items.extend(page)
+            if not page or answer["next"] == start:
+                return items, int(answer["next"])
+            start = int(answer["next"])
+
+    def events(self, room: str, start: int = 0) -> list[RoomEvent]:
+        """Every PDU ``room`` gained from position ``start``, in order (no waiting)."""
+        items, _ = self._read_all(f"events {room}", f"{_room_path(room)}/events", "events", start)
+        return [_room_event(item, start + i) for i, item in enumerate(items)]
+
+    def edus(self, start: int = 0) -> list[ReceivedEdu]:
+        """Every EDU received from position ``start`` (no waiting)."""
+        items, _ = self._read_all("edus", f"{_PREFIX}/edus", "edus", start)
+        return [_edu(item, start + i) for i, item in enumerate(items)]
+
+    def requests(self, start: int = 0) -> list[dict[str, Any]]:
+        """Every inbound federation request from position ``start`` (request log objects)."""
+        items, _ = self._read_all("requests", f"{_PREFIX}/requests", "requests", start)
+        return list(items)
+
+    def _wait(
+        self,
+        *,
+        operation: str,
+        path: str,
+        key: str,
+        convert: Callable[[Any, int], _T],
+        matches: Callable[[_T], bool],
+        describe: Callable[[_T], str],
+        waited_for: str,
+        start: int,
+        timeout: float,
+    ) -> _T:
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        position = start
+        while True:
+            remaining = deadline - time.monotonic()
+            wait_ms = max(0, min(MAX_POLL_MS, int(remaining * 1000)))
+            answer = self._page(operation, path, position, wait_ms)
+            for index, raw in enumerate(answer[key]):
+                item = convert(raw, position + index)
+                if matches(item):
+                    return item
+                seen.append(describe(item))
+            position = int(answer["next"])
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(waited_for, timeout, seen)
+
+    def wait_for_event(
+        self,
+        room: str,
+        *,
+        type: str | None = None,
+        sender: str | None = None,
+        state_key: str | None = None,
+        event_id: str | None = None,
+        match: Callable[[RoomEvent], bool] | None = None,
+        start: int = 0,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+    ) -> RoomEvent:
+        """The first event of ``room`` from position ``start`` that matches every filter given.
+
+        Looks from the room's first event by default, so an event that arrived before the
+        call matches too (a test never races its own wait). Long-polls; on timeout raises
+        :class:`WaitTimeout` listing the events that did arrive.
+        """
+
+        def matches(e: RoomEvent) -> bool:
+            return (
+                (type is None or e.type == type)
+                and (sender is None or e.sender == sender)
+                and (state_key is None or e.state_key == state_key)
+                and (event_id is None or e.event_id == event_id)
+                and (match is None or match(e))
+            )
+
+        filters = {"type": type, "sender": sender, "state_key": state_key, "event_id": event_id}
+        wanted = ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None)
+        return self._wait(
+            operation=f"events {room}",
+            path=f"{_room_path(room)}/events",
+            key="events",
+            convert=_room_event,
+            matches=matches,
+            describe=RoomEvent.summary,
+            waited_for=f"an event in {room} ({wanted or 'any'}"
+            f"{', and the match function' if match else ''})",
+            start=start,
+            timeout=timeout,
+        )
+
+    def wait_for_edu(
+        self,
+        edu_type: str,
+        *,
+        origin: str | None = None,
+        match: Callable[[ReceivedEdu], bool] | None = None,
+        start: int = 0,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+    ) -> ReceivedEdu:
+        """The first EDU of ``edu_type`` (from ``origin``) received; WaitTimeout lists the rest."""
+
+        def matches(e: ReceivedEdu) -> bool:
+            return (
+                e.edu_type == edu_type
+                and (origin is None or e.origin == origin)
+                and (match is None or match(e))
+            )
+
+        return self._wait(
+            operation="edus",
+            path=f"{_PREFIX}/edus",
+            key="edus",
+            convert=_edu,
+            matches=matches,
+            describe=ReceivedEdu.summary,
+            waited_for=f"an EDU {edu_type!r} from {origin or 'any server'}",
+            start=start,
+            timeout=timeout,
+        )
+
+    def wait_for_request(
+        self,
+        path_prefix: str,
+        *,
+        method: str | None = None,
+        start: int = 0,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+    ) -> dict[str, Any]:
+        """The first inbound request whose URI starts with ``path_prefix`` (request log object)."""
+
+        def matches(entry: dict[str, Any]) -> bool:
+            return str(entry.get("uri", "")).startswith(path_prefix) and (
+                method is None or entry.get("method") == method.upper()
+            )
+
+        def convert(raw: Any, position: int) -> dict[str, Any]:
+            return dict(raw)
+
+        return self._wait(
+            operation="requests",
+            path=f"{_PREFIX}/requests",
+            key="requests",
+            convert=convert,
+            matches=matches,
+            describe=summarize_request,
+            waited_for=f"a {method or 'any-method'} request to {path_prefix}*",
+            start=start,
+            timeout=timeout,
+        )
+
+    # -- strict mode and the end ------------------------------------------------------------
+
+    def declare_unexpected(self, path_prefix: str) -> None:
+        """In strict mode, a request under ``path_prefix`` from now on fails the test."""
+        self._unexpected.append(path_prefix)
+
+    def unexpected_requests(self) -> list[dict[str, Any]]:
+        """The requests received so far that strict mode objects to."""
+        return unexpected_requests(self.requests(), self._unexpected)
+
+    def stderr_text(self) -> str:
+        """Everything the peer wrote to stderr (its log) so far."""
+        return self.process.stderr_text()
+
+    def request_log_text(self) -> str:
+        """The request log file as written so far ("" when not there yet)."""
+        try:
+            return self.files.request_log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def failure_report(self) -> str:
+        """What a failed test shows: the last requests received and the end of stderr."""
+        lines = [f"peer {self.server_name} (config {self.config_path}):"]
+        try:
+            received = self.requests()
+            lines.append(f"  last of {len(received)} inbound request(s):")
+            lines += [f"    {summarize_request(r)}" for r in received[-REPORT_REQUESTS:]]
+        except (ControlError, ControlUnreachable) as e:
+            lines.append(f"  inbound requests unavailable: {e}")
+        tail = self.stderr_text().splitlines()[-REPORT_STDERR_LINES:]
+        lines.append(f"  stderr ({self.process.stderr_path}), last {len(tail)} lines:")
+        lines += [f"    {line}" for line in tail]
+        return "\n".join(lines)
+
+    def close(self, *, check_strict: bool = True) -> None:
+        """Stop the peer (SIGTERM, then SIGKILL after a deadline); idempotent.
+
+        In strict mode (and ``check_strict``), raise :class:`StrictModeViolation` when it
+        received unexpected requests: they are read before the peer stops.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        violations: list[dict[str, Any]] = []
+        try:
+            if self.strict and check_strict and self.process.running:
+                violations = self.unexpected_requests()
+        finally:
+            self.process.stop(STOP_TIMEOUT_SECONDS)
+        if violations:
+            raise StrictModeViolation(self.server_name, violations)
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The test failed already: add what the peer saw to its report, and do not hide
+        # the failure behind a strict-mode one.
+        if isinstance(exc, Exception) and self.process.running:
+            try:
+                exc.add_note(self.failure_report())
+            except Exception as e:  # the report is a courtesy
+                exc.add_note(f"(no report from peer {self.server_name}: {e})")
+        self.close(check_strict=False)
+
+
+class PeerFactory(Protocol):
+    """The ``stubserver_peer`` fixture: starts a :class:`Peer` (``Peer.start``'s keywords)."""
+
+    def __call__(self, **kwargs: Any) -> Peer: ...
+
+
+def _room_event(raw: Any, position: int) -> RoomEvent:
+    return RoomEvent(
+        raw["event_id"],
+        raw["pdu"],
+        raw.get("origin"),
+        raw.get("outcome", ""),
+        raw.get("reason"),
+        position,
+    )
+
+
+def _edu(raw: Any, position: int) -> ReceivedEdu:
+    content = raw.get("content")
+    return ReceivedEdu(
+        str(raw.get("origin")),
+        str(raw.get("edu_type")),
+        content if isinstance(content, dict) else {},
+        position,
+    )
