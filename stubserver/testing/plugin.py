@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from stubserver.testing._files import free_port
 from stubserver.testing._homeserver import Homeserver, HomeserverUser
 from stubserver.testing._peer import Peer, PeerFactory
 
@@ -74,6 +75,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="extra CA the peers trust for outbound federation (repeatable), e.g. the homeserver's",
     )
     group.addoption("--peer-bind", default="127.0.0.1", help="address the peers listen on")
+    group.addoption(
+        "--peer-host",
+        help="a host name that resolves to --peer-bind: peers are then named HOST:PORT instead"
+        " of ADDRESS:PORT (Synapse refuses to federate with IP-literal loopback names)",
+    )
     group.addoption(
         "--peer-allow-ip",
         action="append",
@@ -142,8 +148,12 @@ def stubserver_peer(
     peers: list[Peer] = []
     request.node.stash[_PEERS_KEY] = peers
 
+    host = options("--peer-host")
+
     def start(**kwargs: Any) -> Peer:
         directory = kwargs.pop("directory", tmp_path / f"peer{len(peers)}")
+        if host and "server_name" not in kwargs:
+            kwargs["server_name"] = f"{host}:{free_port(kwargs.get('bind', defaults['bind']))}"
         peer = Peer.start(directory, **{**defaults, **kwargs})
         peers.append(peer)
         return peer

@@ -1038,6 +1038,8 @@ DEFAULT_RECORDS = (
     srv_record("_matrix-fed._tcp.srv.test", "srv-host.test", 8450),
     a_record("srv-host.test", "127.0.0.24"),
     a_record("synapse.test", "127.0.0.30"),
+    # Peers started by stubserver.testing (tests/interop/test_testing_example.py).
+    a_record("peer.test", "127.0.0.40"),
 )
 
 
