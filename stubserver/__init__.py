@@ -21,7 +21,7 @@ every area shares, and the entry points.
                     the .well-known and DNS sections, checker, HTTP API
 - ``cli/``          one module per command
 - ``devtools/``     the DNS server and the demo (for demo/, tests and bench; never ``run``)
-- ``config.py``     the configuration file, parsed once into frozen values
+- ``config/``       the configuration file, parsed once into frozen values
 """
 
 # Written here rather than read with importlib.metadata: that import alone costs about 50 ms
