@@ -18,7 +18,7 @@ every area shares, and the entry points.
 - ``server/``       inbound transport: router, limits, site, request log, the composition
                     root of ``run``, version and profile routes
 - ``check/``        the federation doctor: report model, verdicts, hints, rendering, prober,
-                    the .well-known and DNS sections, checker, HTTP API
+                    the .well-known and DNS sections, signed probes, checker, HTTP API
 - ``cli/``          one module per command
 - ``devtools/``     the DNS server and the demo (for demo/, tests and bench; never ``run``)
 - ``config/``       the configuration file, parsed once into frozen values
