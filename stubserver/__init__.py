@@ -15,13 +15,13 @@ every area shares, and the entry points.
 - ``rooms/``        room versions, events, redaction, hashes, auth rules, state
 - ``client/``       outbound transport: agent, blocklist, bounded bodies, signed requests,
                     backoff, shared fetches, the bounded TTL cache
-- ``server/``       inbound transport: router, limits, site, request log, the composition
-                    root of ``run``, version and profile routes
+- ``server/``       inbound transport: router, limits, connection counting, site, request
+                    log, the composition root of ``run``, version and profile routes
 - ``check/``        the federation doctor: report model, verdicts, hints, rendering, prober,
-                    the .well-known and DNS sections, checker, HTTP API
+                    the .well-known and DNS sections, signed probes, checker, HTTP API
 - ``cli/``          one module per command
 - ``devtools/``     the DNS server and the demo (for demo/, tests and bench; never ``run``)
-- ``config.py``     the configuration file, parsed once into frozen values
+- ``config/``       the configuration file, parsed once into frozen values
 """
 
 # Written here rather than read with importlib.metadata: that import alone costs about 50 ms

@@ -6,10 +6,10 @@ signed request and the way back) and calls the pure decisions of
 DNS are built in :mod:`~stubserver.check.well_known_section` and
 :mod:`~stubserver.check.dns_section`).
 
-The signed probes (the signed request and the way back) go through
-:class:`~stubserver.client.signed_request.FederationClient`, the client of ``stubserver
-request``; every probe of one address goes through :class:`~stubserver.check.prober.AddressProber`,
-which refuses blocked addresses before dialling.
+The signed probes (the signed request and the way back) are
+:mod:`~stubserver.check.signed_probes`; every probe of one address goes through
+:class:`~stubserver.check.prober.AddressProber`, which refuses blocked addresses before
+dialling (and is retried once by :func:`~stubserver.check.prober.probe_with_retry`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from stubserver.check.client_section import check_client
 from stubserver.check.dns_section import dns_report
 from stubserver.check.hints import (
-    HINT_SIGNED_REQUEST_UNREACHABLE,
     hint_certificate,
     hint_keys,
     hint_unreachable,
@@ -37,7 +36,8 @@ from stubserver.check.prober import (
     AddressProber,
     ProbeFailed,
     Prober,
-    ProbeResult,
+    json_or_none,
+    probe_with_retry,
 )
 from stubserver.check.report import (
     STEP_CERTIFICATE,
@@ -54,12 +54,9 @@ from stubserver.check.report import (
     WayBackReport,
     join_host_port,
 )
+from stubserver.check.signed_probes import check_signed_request, check_way_back
 from stubserver.check.verdicts import (
-    NOTARY_QUERY_PATH,
     check_keys,
-    judge_signed_response,
-    judge_way_back,
-    notary_query,
 )
 from stubserver.check.warning_rules import (
     connection_retried,
@@ -71,21 +68,16 @@ from stubserver.check.warning_rules import (
     well_known_unusable,
 )
 from stubserver.check.well_known_section import well_known_by_family, well_known_report
-from stubserver.client.agent import ResolutionFailed
 from stubserver.client.blocklist import BlockedAddress
-from stubserver.client.body import describe_failure
 from stubserver.client.build import build_federation_client
 from stubserver.client.signed_request import (
     FederationClient,
     FederationIdentity,
-    FederationRequestFailed,
-    RequestTimedOut,
 )
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
-from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 #: "This host" in every spelling (0.0.0.0/8 and the IPv6 unspecified address; their
 #: IPv4-mapped, -compatible and 6to4 forms follow from the blocklist's expansion). Dialling
@@ -95,20 +87,8 @@ THIS_HOST_RANGES = ("0.0.0.0/8", "::/128")
 
 MS_PER_SECOND = 1000
 
-#: The signed requests. The first needs authentication on Synapse (``/query/{queryType}``)
-#: and on stubserver, so a stripped Authorization header shows as 401. The second has
-#: percent-escapes in its *path* (the ``@`` and ``:`` of a user ID) on a path Synapse
-#: routes (``/user/devices/{userId}``): a proxy that decodes or re-encodes the URI turns
-#: them into ``@`` and ``:`` and the signature, made over the URI as sent, fails.
-SIGNED_REQUEST_PATHS = (
-    "/_matrix/federation/v1/query/profile?user_id=%40stubserver-check%3A{origin}&field=displayname",
-    "/_matrix/federation/v1/user/devices/%40stubserver-check%3A{origin}",
-)
 KEY_PATH = "/_matrix/key/v2/server"
 VERSION_PATH = "/_matrix/federation/v1/version"
-#: Attempts per connection before its failure is final: one retry, as a federating server
-#: retries, so that a single dropped connection is a warning, not a failure.
-ATTEMPTS_PER_CONNECTION = 2
 
 
 class Resolver(Protocol):
@@ -118,50 +98,12 @@ class Resolver(Protocol):
         """The resolution; never fails."""
 
 
-async def probe_with_retry(
-    prober: Prober,
-    address: str,
-    port: int,
-    *,
-    tls_server_name: str,
-    host_header: str,
-    path: str,
-    blocked: bool = False,
-) -> tuple[ProbeResult, str | None]:
-    """Probe once, and once more when the first attempt got no answer.
-
-    Returns the answer and the first attempt's error when only the retry worked; raises the
-    last ProbeFailed when every attempt failed. A ``blocked`` address is never retried
-    (nothing was dialled: the same refusal would come again).
-    """
-    first_error: str | None = None
-    for attempt in range(1 if blocked else ATTEMPTS_PER_CONNECTION):
-        try:
-            result = await prober.probe(
-                address, port, tls_server_name=tls_server_name, host_header=host_header, path=path
-            )
-        except ProbeFailed as e:
-            if attempt + 1 >= (1 if blocked else ATTEMPTS_PER_CONNECTION):
-                raise
-            first_error = str(e)
-            continue
-        return result, first_error
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def with_this_host_blocked(settings: FederationSettings) -> FederationSettings:
     """``settings`` with :data:`THIS_HOST_RANGES` added to its ``ip_range_blocklist``."""
     missing = tuple(r for r in THIS_HOST_RANGES if r not in settings.ip_range_blocklist)
     if not missing:
         return settings
     return replace(settings, ip_range_blocklist=settings.ip_range_blocklist + missing)
-
-
-def _json_or_none(body: bytes) -> Any:
-    try:
-        return parse_json_bytes(body)
-    except BadJson:
-        return None
 
 
 @dataclass
@@ -303,11 +245,12 @@ class FederationChecker:
         way_back = WayBackReport(skipped=True, ok=False)
         signed = SignedRequestReport(skipped=True, ok=False)
         if self._identity is not None and self._client is not None:
-            way_back = await self._way_back(server_name, self._identity, self._client)
+            way_back = await check_way_back(
+                self._client, server_name, self._identity, self._now_ms())
             facts.go_on()
             if way_back.failed:
                 facts.hints.append(Hint(STEP_WAY_BACK, way_back.error or "", way_back.hint or ""))
-            signed = await self._signed_request(server_name, self._identity, self._client)
+            signed = await check_signed_request(self._client, server_name, self._identity)
             facts.go_on()
             if signed.failed:
                 facts.hints.append(Hint(STEP_SIGNED_REQUEST, signed.error or "", signed.hint or ""))
@@ -368,7 +311,7 @@ class FederationChecker:
             )
         except ProbeFailed as e:
             return f"{joined}, which did not answer: {e}"
-        keys = _json_or_none(probe.body)
+        keys = json_or_none(probe.body)
         answered = keys.get("server_name") if isinstance(keys, dict) else None
         if answered == server_name:
             return f"{joined}, which serves the keys of {server_name}"
@@ -442,7 +385,7 @@ class FederationChecker:
         if first_error is not None:
             facts.warnings.append(connection_retried(joined, first_error))
         await self._version_at(target, address, joined, facts)
-        keys = _json_or_none(probe.body)
+        keys = json_or_none(probe.body)
         if probe.status != 200 or not isinstance(keys, dict):
             facts.errors[joined] = f"GET {KEY_PATH} answered {probe.status}" + (
                 "" if isinstance(keys, dict) else " without a JSON object"
@@ -495,15 +438,6 @@ class FederationChecker:
 
     # -- through the full resolution -------------------------------------------------------
 
-    @staticmethod
-    async def _signed(
-        client: FederationClient, server_name: str, method: str, path: str, content: Any = None
-    ) -> tuple[int, Any]:
-        """A request signed with our identity, sent by the same client as ``stubserver
-        request``; ``(status, parsed JSON or None)``."""
-        response = await client.request(method, server_name, path, content)
-        return response.status, _json_or_none(response.body)
-
     async def _version_at(self, target: Target, address: str, joined: str, facts: _Facts) -> None:
         """Ask one connection for the version (every connection is asked: a proxy sending
         some requests to another backend shows as different versions)."""
@@ -521,7 +455,7 @@ class FederationChecker:
             return
         if first_error is not None:
             facts.warnings.append(connection_retried(joined, first_error))
-        body = _json_or_none(probe.body)
+        body = json_or_none(probe.body)
         server = body.get("server") if isinstance(body, dict) else None
         if probe.status != 200 or not isinstance(server, dict):
             facts.version_errors[joined] = f"GET {VERSION_PATH} answered {probe.status}"
@@ -551,57 +485,6 @@ class FederationChecker:
                 return VersionReport(error=facts.errors[joined])
         return VersionReport(error="no address answered")
 
-    async def _signed_request(
-        self, server_name: str, identity: FederationIdentity, client: FederationClient
-    ) -> SignedRequestReport:
-        verdict = SignedRequestReport(skipped=True, ok=False)
-        for template in SIGNED_REQUEST_PATHS:
-            path = template.format(origin=identity.server_name)
-            try:
-                status, body = await self._signed(client, server_name, "GET", path)
-            except CancelledError:
-                raise
-            except Exception as e:
-                return SignedRequestReport(
-                    skipped=False,
-                    ok=False,
-                    error=f"no answer: {_describe(e)}",
-                    hint=HINT_SIGNED_REQUEST_UNREACHABLE,
-                )
-            verdict = judge_signed_response(status, body)
-            if not verdict.ok:
-                return SignedRequestReport(
-                    skipped=False,
-                    ok=False,
-                    status=verdict.status,
-                    error=f"GET {path}: {verdict.error}",
-                    hint=verdict.hint,
-                )
-        return verdict
-
-    async def _way_back(
-        self, server_name: str, identity: FederationIdentity, client: FederationClient
-    ) -> WayBackReport:
-        try:
-            status, body = await self._signed(
-                client,
-                server_name,
-                "POST",
-                NOTARY_QUERY_PATH,
-                notary_query(identity, self._now_ms()),
-            )
-        except CancelledError:
-            raise
-        except Exception as e:
-            return WayBackReport(
-                skipped=False,
-                ok=False,
-                error=f"no answer from the notary: {_describe(e)}",
-                hint=HINT_SIGNED_REQUEST_UNREACHABLE,
-            )
-        return judge_way_back(server_name, identity.server_name, identity.key_ids, status, body)
-
-
 def _bad_m_server(by_family: dict[str, FamilyWellKnown]) -> object:
     """The unusable ``m.server`` some address served with a 200, if any."""
     return next(
@@ -618,14 +501,3 @@ def _bad_m_server(by_family: dict[str, FamilyWellKnown]) -> object:
 def _unique(warnings: Sequence[CheckWarning]) -> tuple[CheckWarning, ...]:
     """The warnings without duplicates, in the order found."""
     return tuple(dict.fromkeys(warnings))
-
-
-def _describe(e: BaseException) -> str:
-    """One line for a person on why a request through the full resolution got no answer."""
-    if isinstance(e, FederationRequestFailed) and e.__cause__ is not None:
-        e = e.__cause__  # the signed-request client's wrapping: describe the reason itself
-    if isinstance(e, ResolutionFailed):
-        return str(e.resolution.error)
-    if isinstance(e, RequestTimedOut):
-        return "timed out"
-    return describe_failure(e)[0]

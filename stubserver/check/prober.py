@@ -1,6 +1,7 @@
 """The prober of ``stubserver check``: HTTPS to one given address with a given SNI and Host
 header, recording what TLS showed (the chain, its verification errors, the name check, the
-version and cipher suite), as the federation tester reports them.
+version and cipher suite), as the federation tester reports them; a probe that got no
+answer is tried once more (:func:`probe_with_retry`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from zope.interface import implementer
 from stubserver.check.report import CertificateSummary
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure, read_body_limited
+from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 from stubserver.tls.client import SystemAndFileTrustRoot, is_ip_literal
 
 #: Longest we wait for one probe (connect, TLS, request and body), in seconds.
@@ -271,3 +273,47 @@ class AddressProber:
             verify_errors=tuple(verify_errors),
             name_error=name_error,
         )
+
+
+#: Attempts per connection before its failure is final: one retry, as a federating server
+#: retries, so that a single dropped connection is a warning, not a failure.
+ATTEMPTS_PER_CONNECTION = 2
+
+
+async def probe_with_retry(
+    prober: Prober,
+    address: str,
+    port: int,
+    *,
+    tls_server_name: str,
+    host_header: str,
+    path: str,
+    blocked: bool = False,
+) -> tuple[ProbeResult, str | None]:
+    """Probe once, and once more when the first attempt got no answer.
+
+    Returns the answer and the first attempt's error when only the retry worked; raises the
+    last ProbeFailed when every attempt failed. A ``blocked`` address is never retried
+    (nothing was dialled: the same refusal would come again).
+    """
+    first_error: str | None = None
+    for attempt in range(1 if blocked else ATTEMPTS_PER_CONNECTION):
+        try:
+            result = await prober.probe(
+                address, port, tls_server_name=tls_server_name, host_header=host_header, path=path
+            )
+        except ProbeFailed as e:
+            if attempt + 1 >= (1 if blocked else ATTEMPTS_PER_CONNECTION):
+                raise
+            first_error = str(e)
+            continue
+        return result, first_error
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def json_or_none(body: bytes) -> Any:
+    """``body`` parsed as strict JSON, or None when it is not."""
+    try:
+        return parse_json_bytes(body)
+    except BadJson:
+        return None

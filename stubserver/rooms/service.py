@@ -7,20 +7,17 @@ What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's beha
   send. Every event we create is added to our :class:`~stubserver.rooms.room.Room` first
   (our own auth checks: an event they refuse is 403 ``M_FORBIDDEN``) and then queued for
   every other server in the room (:class:`~stubserver.rooms.sender.TransactionSender`);
-* joins rooms held elsewhere: ``make_join`` (repeated ``ver``) and ``send_join`` v2
-  through each ``via`` server in turn (or the servers an alias resolves to, or the
-  server that invited the user), verifying every PDU of the answer
-  (:mod:`stubserver.rooms.remote`) before building the room from it;
-* leaves rooms held elsewhere (``make_leave``/``send_leave`` v2: also how a pending
-  invite is declined) and invites remote users (``/v2/invite`` with full-PDU
-  ``invite_room_state``);
+* joins rooms held elsewhere through each ``via`` server in turn (or the servers an
+  alias resolves to, or the server that invited the user), leaves rooms held elsewhere
+  (also how a pending invite is declined) and invites remote users: the handshakes are
+  :mod:`stubserver.rooms.remote_membership`;
 * follows up received transactions (:meth:`RoomService.on_transaction`, the
   ``on_transaction`` hook of :func:`stubserver.rooms.routes.room_routes`): EDUs are kept
   for the control API; events whose prev or auth events we lack are completed with
   ``get_missing_events``, ``state_ids`` + ``event``, or ``event_auth``
   (:mod:`stubserver.rooms.remote`), bounded;
-* answers the control API's long-polls (``events``, ``edus``) with clock-driven
-  deadlines, woken by every event a room gains.
+* answers the control API's long-polls (``events``, ``edus``;
+  :mod:`stubserver.rooms.long_poll`), woken by every event a room gains.
 
 The clock, RNG, signer, store, signed-request client and key lookup are injected.
 """
@@ -28,9 +25,7 @@ The clock, RNG, signer, store, signed-request client and key lookup are injected
 from __future__ import annotations
 
 import random
-import re
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
@@ -38,7 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from stubserver.control.surface import JsonDict, RemoteRefused, RemoteUnreachable
+from stubserver.control.surface import JsonDict
 from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
 from stubserver.rooms.create import (
     PRESETS,
@@ -48,17 +43,20 @@ from stubserver.rooms.create import (
     create_room,
 )
 from stubserver.rooms.event import Event
-from stubserver.rooms.format import InvalidPdu, event_from_pdu, is_user_id
-from stubserver.rooms.hashes import compute_event_id, unpadded_base64
-from stubserver.rooms.membership import build_membership, fill_template
+from stubserver.rooms.format import InvalidPdu, is_user_id
+from stubserver.rooms.hashes import compute_event_id
+from stubserver.rooms.identifiers import LOCALPART, invalid, local_room_id, local_user_id
+from stubserver.rooms.long_poll import LongPolls, ReceivedEdus, event_json
+from stubserver.rooms.membership import build_membership
 from stubserver.rooms.pdu_keys import FetchVerifyKey
-from stubserver.rooms.remote import GapFiller, RemoteCaller, room_from_join_answer
+from stubserver.rooms.remote import GapFiller, RemoteCaller
+from stubserver.rooms.remote_membership import RemoteMembership
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.routes import room_routes
 from stubserver.rooms.sender import SignedRequester, TransactionSender
-from stubserver.rooms.signing import EventSignatureError, verify_event_signature
 from stubserver.rooms.store import ReceivedInvite, RoomStore, StoreFull
-from stubserver.rooms.transaction import Edu, TransactionOutcome
+from stubserver.rooms.tamper import TAMPER_KINDS, tampered
+from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.rooms.versions import (
     DEFAULT_ROOM_VERSION,
     SUPPORTED_ROOM_VERSIONS,
@@ -68,26 +66,11 @@ from stubserver.rooms.versions import (
 )
 from stubserver.server.router import MatrixError, Route
 
-#: Most received EDUs kept for the control API (the oldest are forgotten first; positions
-#: keep counting).
-MAX_RECEIVED_EDUS: Final = 10_000
-#: Longest long-poll wait, in milliseconds.
-MAX_WAIT_MS: Final = 10 * 60 * 1000
-#: Most long-polls waiting at once (more: answered at once, empty).
-MAX_WAITERS: Final = 1_000
 #: Most gap fills (received events waiting for their prev or auth events) at once.
 MAX_CONCURRENT_GAP_FILLS: Final = 4
-#: A localpart as we accept them (the spec's historical grammar, lower case).
-_LOCALPART: Final = re.compile(r"^[a-z0-9._=\-/+]{1,255}$")
 MEMBER: Final = "m.room.member"
-#: Content key marking an event whose content was changed after hashing (``tamper``).
-TAMPER_KEY: Final = "org.stubserver.tampered"
 
 log = Logger()
-
-
-def _invalid(message: str) -> MatrixError:
-    return MatrixError(400, "M_INVALID_PARAM", message)
 
 
 class RoomService:
@@ -127,10 +110,11 @@ class RoomService:
         self._remote = RemoteCaller(client)
         self._gaps = GapFiller(self._remote, fetch_verify_key, self._now)
         self._gap_limit = DeferredSemaphore(MAX_CONCURRENT_GAP_FILLS)
-        self._edus: deque[Edu] = deque(maxlen=MAX_RECEIVED_EDUS)
-        self._edus_dropped = 0
+        self._membership = RemoteMembership(self._remote, signer, fetch_verify_key,
+                                            self._versions, self._now)
+        self._edus = ReceivedEdus()
         # Long-poll waiters: per room ID, and under None for EDUs.
-        self._waiters: dict[str | None, set[Callable[[], None]]] = {}
+        self._polls = LongPolls(clock)
         self._watched: set[int] = set()
         for room in store:
             self._watch(room)
@@ -161,7 +145,7 @@ class RoomService:
             return
         self._watched.add(id(room))
         room_id = room.room_id
-        room.add_listener(lambda _record: self._wake(room_id))
+        room.add_listener(lambda _record: self._polls.wake(room_id))
 
     def _hold(self, room: Room) -> None:
         try:
@@ -169,32 +153,16 @@ class RoomService:
         except StoreFull as e:
             raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
         self._watch(room)
-        self._wake(room.room_id)
+        self._polls.wake(room.room_id)
 
     # --- identifiers ------------------------------------------------------------------
 
     def _user_id(self, user: str) -> str:
-        if user.startswith("@"):
-            if not is_user_id(user) or user.partition(":")[2] != self.server_name:
-                raise _invalid(f"{user[:300]!r} is not a user of {self.server_name}")
-            return user
-        if not _LOCALPART.match(user):
-            raise _invalid(f"{user[:300]!r} is not a valid localpart")
-        return f"@{user}:{self.server_name}"
+        return local_user_id(user, self.server_name)
 
     def _local_room_id(self, room: str) -> str:
         """A room ID for ``room`` (ID or alias) from our own data, without asking anyone."""
-        if room.startswith("#"):
-            localpart, sep, server = room[1:].partition(":")
-            if not sep or not localpart or not server:
-                raise _invalid(f"{room[:300]!r} is not a room alias")
-            room_id = self.store.alias_room_id(localpart) if server == self.server_name else None
-            if room_id is None:
-                raise MatrixError(404, "M_NOT_FOUND", f"Unknown room alias {room[:300]!r}")
-            return room_id
-        if not room.startswith("!"):
-            raise _invalid(f"{room[:300]!r} is neither a room ID nor an alias")
-        return room
+        return local_room_id(room, self.server_name, self.store.alias_room_id)
 
     def _room(self, room: str) -> Room:
         found = self.store.get_room(self._local_room_id(room))
@@ -257,11 +225,11 @@ class RoomService:
         version = self._version(version_id or self._default_version)
         chosen = preset or "public_chat"
         if chosen not in PRESETS:
-            raise _invalid(f"unknown preset {chosen!r}; expected one of {list(PRESETS)}")
+            raise invalid(f"unknown preset {chosen!r}; expected one of {list(PRESETS)}")
         full_alias = None
         if alias is not None:
-            if not _LOCALPART.match(alias):
-                raise _invalid(f"{alias[:300]!r} is not a valid alias localpart")
+            if not LOCALPART.match(alias):
+                raise invalid(f"{alias[:300]!r} is not a valid alias localpart")
             if self.store.alias_room_id(alias) is not None:
                 raise MatrixError(409, "M_ROOM_IN_USE", f"#{alias}:{self.server_name} is taken")
             full_alias = f"#{alias}:{self.server_name}"
@@ -314,43 +282,14 @@ class RoomService:
         return await self._remote_join(room_id, user_id, servers)
 
     async def _remote_join(self, room_id: str, user_id: str, servers: Sequence[str]) -> JsonDict:
-        last: Exception | None = None
-        for server in servers:
-            try:
-                template, version = await self._remote.make_membership(
-                    server, room_id, user_id, "join", self._versions)
-            except (RemoteRefused, RemoteUnreachable) as e:
-                last = e
-                continue
-            try:
-                built = fill_template(template, version, self._signer, user_id=user_id,
-                                      membership="join")
-            except (EventBuildError, InvalidPdu) as e:
-                last = MatrixError(502, "M_UNKNOWN", f"bad make_join template from {server}: {e}")
-                continue
-            if built.event.room_id != room_id:
-                last = MatrixError(502, "M_UNKNOWN", f"{server}'s template is for another room")
-                continue
-            answer = await self._remote.send_membership(server, room_id, built, "join")
-            try:
-                joined, record = await room_from_join_answer(
-                    answer, built, version=version, room_id=room_id,
-                    fetch_verify_key=self._fetch_verify_key, now=self._now(),
-                    origin=self.server_name)
-            except ValueError as e:
-                raise MatrixError(502, "M_UNKNOWN",
-                                  f"the send_join answer from {server} is unusable: {e}"
-                                  ) from None
-            self._hold(joined)
-            self.store.forget_invite(room_id, user_id)
-            # The resident server sends our join on; tell the other servers ourselves too.
-            self._broadcast([s for s in self._others(joined) if s != server],
-                            record.event_id, record.event.pdu)
-            return {"room_id": room_id, "room_version": version.identifier,
-                    "event_id": record.event_id}
-        assert last is not None
-        raise last
-
+        joined = await self._membership.join(room_id, user_id, servers)
+        self._hold(joined.room)
+        self.store.forget_invite(room_id, user_id)
+        # The resident server sends our join on; tell the other servers ourselves too.
+        self._broadcast([s for s in self._others(joined.room) if s != joined.server],
+                        joined.record.event_id, joined.record.event.pdu)
+        return {"room_id": room_id, "room_version": joined.version.identifier,
+                "event_id": joined.record.event_id}
     def leave(self, room: str, user: str) -> Deferred[JsonDict]:
         return Deferred.fromCoroutine(self._leave(room, user))
 
@@ -371,30 +310,15 @@ class RoomService:
         servers = list(dict.fromkeys(servers))
         if not servers:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
-        last: Exception | None = None
-        for server in servers:
+        built = await self._membership.leave(room_id, user_id, servers)
+        self.store.forget_invite(room_id, user_id)
+        if held is not None:
             try:
-                template, version = await self._remote.make_membership(
-                    server, room_id, user_id, "leave", self._versions)
-                built = fill_template(template, version, self._signer, user_id=user_id,
-                                      membership="leave")
-            except (RemoteRefused, RemoteUnreachable) as e:
-                last = e
-                continue
-            except (EventBuildError, InvalidPdu) as e:
-                last = MatrixError(502, "M_UNKNOWN", f"bad make_leave template from {server}: {e}")
-                continue
-            await self._remote.send_membership(server, room_id, built, "leave")
-            self.store.forget_invite(room_id, user_id)
-            if held is not None:
-                try:
-                    held.add_event(built.event, self._now(), origin=self.server_name)
-                except RoomError as e:
-                    log.info("Our leave {event_id} is not in our copy of the room: {error}",
-                             event_id=built.event.event_id, error=e)
-            return {"event_id": built.event.event_id}
-        assert last is not None
-        raise last
+                held.add_event(built.event, self._now(), origin=self.server_name)
+            except RoomError as e:
+                log.info("Our leave {event_id} is not in our copy of the room: {error}",
+                         event_id=built.event.event_id, error=e)
+        return {"event_id": built.event.event_id}
 
     def _hosted_here(self, room: Room) -> bool:
         """We can act alone: the room was created by one of our users (we host it), or
@@ -413,7 +337,7 @@ class RoomService:
     async def _invite(self, room: str, sender: str, user_id: str) -> JsonDict:
         sender_id = self._user_id(sender)
         if not is_user_id(user_id):
-            raise _invalid(f"{user_id[:300]!r} is not a user ID")
+            raise invalid(f"{user_id[:300]!r} is not a user ID")
         held = self._room(room)
         built = build_membership(held, self._signer, sender=sender_id, membership="invite",
                                  target=user_id, now=self._now())
@@ -427,24 +351,8 @@ class RoomService:
         state = [held.current_state_id(k) for k in (
             ("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))]
         room_state = [dict(e.pdu) for e in (held.get_event(i) for i in state if i) if e]
-        answer = await self._remote.invite(target_server, held.room_id, built, room_state)
-        returned = answer.get("event") if isinstance(answer, dict) else None
-        try:
-            event = event_from_pdu(returned, held.room_version)
-        except InvalidPdu as e:
-            raise MatrixError(502, "M_UNKNOWN",
-                              f"{target_server} answered the invite with a bad event: {e}"
-                              ) from None
-        if event.event_id != built.event.event_id:
-            raise MatrixError(502, "M_UNKNOWN", f"{target_server} changed the invite event")
-        try:
-            verify_event_signature(event.pdu, held.room_version, self.server_name,
-                                   self._signer.key_id, self._signer.signing_key.verify_key)
-        except EventSignatureError as e:
-            raise MatrixError(502, "M_UNKNOWN",
-                              f"our signature on the returned invite fails: {e}") from None
-        assert isinstance(returned, dict)
-        return {"event_id": self._add_and_send(held, BuiltEvent(pdu=returned, event=event))}
+        returned = await self._membership.invite(target_server, held, built, room_state)
+        return {"event_id": self._add_and_send(held, returned)}
 
     def send(
         self,
@@ -483,8 +391,8 @@ class RoomService:
         sender_id = self._user_id(sender)
         targets = (None if destinations is None
                    else sorted(set(destinations) - {self.server_name}))
-        if tamper not in (None, "signature", "content"):
-            raise _invalid(f"tamper must be 'signature' or 'content', not {tamper!r}")
+        if tamper is not None and tamper not in TAMPER_KINDS:
+            raise invalid(f"tamper must be 'signature' or 'content', not {tamper!r}")
         held = self._room(room)
         try:
             built = build_in_room(
@@ -494,7 +402,7 @@ class RoomService:
         except (EventBuildError, InvalidPdu) as e:
             raise MatrixError(400, "M_BAD_JSON", f"cannot build the event: {e}") from None
         if tamper is not None:
-            pdu = self._tampered(built.pdu, tamper)
+            pdu = tampered(built.pdu, tamper, self._signer)
             event_id = compute_event_id(pdu, held.room_version)
             self._broadcast(self._others(held) if targets is None else targets, event_id, pdu)
             return {"event_id": event_id}
@@ -509,17 +417,6 @@ class RoomService:
         self._broadcast(self._others(held) if targets is None else targets,
                         built.event.event_id, built.pdu)
         return {"event_id": built.event.event_id}
-
-    def _tampered(self, pdu: Mapping[str, Any], tamper: str) -> dict[str, Any]:
-        broken = dict(pdu)
-        if tamper == "signature":
-            # A well-formed ed25519 signature, of other bytes.
-            wrong = self._signer.signing_key.sign(b"not this event").signature
-            broken["signatures"] = {self.server_name: {self._signer.key_id:
-                                                       unpadded_base64(wrong)}}
-        else:
-            broken["content"] = {**dict(pdu.get("content") or {}), TAMPER_KEY: True}
-        return broken
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:
@@ -561,59 +458,15 @@ class RoomService:
         def answer() -> JsonDict:
             current = self.store.get_room(room_id) or held
             records = current.events_since(start)
-            return {"events": [_event_json(r) for r in records],
+            return {"events": [event_json(r) for r in records],
                     "next": max(start, 0) + len(records) if records else max(start, 0)}
 
-        return self._long_poll(room_id, lambda: bool(
+        return self._polls.wait(room_id, lambda: bool(
             (self.store.get_room(room_id) or held).events_since(start)), answer, wait_ms)
 
     def edus(self, start: int, wait_ms: int) -> Deferred[JsonDict]:
-        def available() -> list[Edu]:
-            skip = max(start, 0) - self._edus_dropped
-            return list(self._edus)[max(skip, 0):]
-
-        def answer() -> JsonDict:
-            found = available()
-            first = max(start, 0, self._edus_dropped)
-            return {"edus": [{"origin": e.origin, "edu_type": e.edu_type, "content": e.content}
-                             for e in found],
-                    "next": first + len(found)}
-
-        return self._long_poll(None, lambda: bool(available()), answer, wait_ms)
-
-    def _long_poll(self, key: str | None, ready: Callable[[], bool],
-                   answer: Callable[[], JsonDict], wait_ms: int) -> Deferred[JsonDict]:
-        """``answer()`` at once when ``ready()``, else as soon as a wake-up for ``key``
-        finds it ready, or at the deadline (``wait_ms``, clock-driven). Cancelling the
-        result drops the waiter and its timer."""
-        wait = min(max(wait_ms, 0), MAX_WAIT_MS)
-        if ready() or wait == 0 or sum(map(len, self._waiters.values())) >= MAX_WAITERS:
-            return succeed(answer())
-        waiters = self._waiters.setdefault(key, set())
-
-        def stop() -> None:
-            waiters.discard(check)
-            if timer.active():
-                timer.cancel()
-
-        def check() -> None:
-            if ready() and not result.called:
-                stop()
-                result.callback(answer())
-
-        def deadline() -> None:
-            waiters.discard(check)
-            if not result.called:
-                result.callback(answer())
-
-        result: Deferred[JsonDict] = Deferred(lambda _: stop())
-        waiters.add(check)
-        timer = self._clock.callLater(wait / 1000, deadline)
-        return result
-
-    def _wake(self, key: str | None) -> None:
-        for check in list(self._waiters.get(key, ())):
-            check()
+        return self._polls.wait(None, lambda: bool(self._edus.since(start)),
+                                lambda: self._edus.answer(start), wait_ms)
 
     # --- federation_request ---------------------------------------------------------
 
@@ -634,17 +487,14 @@ class RoomService:
         room = self.store.get_room(invite.room_id)
         if room is not None:
             self._watch(room)
-            self._wake(room.room_id)
+            self._polls.wake(room.room_id)
 
     def on_transaction(self, origin: str, outcome: TransactionOutcome) -> None:
         """A processed ``/send``: keep its EDUs, complete its pending events."""
         self.sender.retry_now(origin)
         if outcome.edus:
-            for edu in outcome.edus:
-                if len(self._edus) == self._edus.maxlen:
-                    self._edus_dropped += 1
-                self._edus.append(edu)
-            self._wake(None)
+            self._edus.extend(outcome.edus)
+            self._polls.wake(None)
         for room, event, missing in outcome.pending:
             d = self._gap_limit.run(self._complete, origin, room, event, missing)
             d.addErrback(self._complete_failed, event.event_id)
@@ -657,7 +507,3 @@ class RoomService:
                   missing: MissingEvents) -> Deferred[EventRecord | None]:
         return Deferred.fromCoroutine(self._gaps.complete(origin, room, event, missing))
 
-
-def _event_json(record: EventRecord) -> JsonDict:
-    return {"event_id": record.event_id, "pdu": dict(record.event.pdu), "origin": record.origin,
-            "outcome": record.outcome, "reason": record.reason}

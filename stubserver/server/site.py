@@ -20,7 +20,8 @@ from twisted.web.iweb import IRequest
 
 from stubserver import __version__
 from stubserver.config import Config, ListenerConfig
-from stubserver.server.limits import ConnectionCounter, LimitedSite, ServerLimits
+from stubserver.server.connections import ConnectionCounter
+from stubserver.server.limits import LimitedSite, ServerLimits
 from stubserver.server.router import (
     FederationRouter,
     JsonResponse,

@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stubserver.server.limits import (
-    MAX_CONCURRENT_CONNECTIONS,
-    MAX_CONNECTIONS_PER_ADDRESS,
-    MAX_REQUEST_LINE_BYTES,
-)
+from stubserver.server.connections import MAX_CONCURRENT_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+from stubserver.server.limits import MAX_REQUEST_LINE_BYTES
 from stubserver.server.router import CLIENT_CLOSED_REQUEST, MAX_REQUEST_BODY_BYTES
 from stubserver.tls.certificates import KeyPair, make_ca
 from tests.support import StubProcess, https_request, start_stubserver, write_stub

@@ -18,8 +18,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
+from stubserver.server.connections import ConnectionCounter
 from stubserver.server.limits import (
-    ConnectionCounter,
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,

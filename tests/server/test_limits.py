@@ -16,19 +16,20 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from stubserver.server.connections import (
+    MAX_CONCURRENT_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    ConnectionCounter,
+)
 from stubserver.server.limits import (
     ABORT_GRACE_SECONDS,
     HANDLER_DEADLINE_SECONDS,
     IDLE_TIMEOUT_SECONDS,
-    MAX_CONCURRENT_CONNECTIONS,
-    MAX_CONNECTIONS_PER_ADDRESS,
     MAX_REQUEST_LINE_BYTES,
     REQUEST_READ_DEADLINE_SECONDS,
-    ConnectionCounter,
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,
-    client_address_key,
 )
 from stubserver.server.router import (
     MAX_REQUEST_BODY_BYTES,
@@ -510,22 +511,6 @@ class ConnectionCapTests(SynchronousTestCase):
         channel, transport = h.connect("198.51.100.1")
         channel.dataReceived(VERSION_REQUEST)
         assert [s for s, _ in responses(sent(transport))] == [200]
-
-
-class ClientAddressKeyTests(SynchronousTestCase):
-    CASES: tuple[tuple[str, str], ...] = (
-        ("192.0.2.7", "192.0.2.7"),
-        ("::ffff:192.0.2.7", "192.0.2.7"),
-        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
-        ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
-        ("fe80::1%eth0", "fe80::/64"),
-        ("/run/stub.sock", "/run/stub.sock"),
-    )
-
-    def test_keys(self) -> None:
-        """IPv4 counts per address, IPv4-mapped as IPv4, IPv6 per /64, anything else as is."""
-        for host, key in self.CASES:
-            assert client_address_key(host) == key, host
 
 
 class LineLengthTests(SynchronousTestCase):

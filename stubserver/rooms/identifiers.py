@@ -1,0 +1,49 @@
+"""User IDs, room IDs and room aliases as the control API accepts them: a user is a full
+user ID of ours or a localpart; a room is a room ID or an alias. The errors are the
+control API's answers (400 ``M_INVALID_PARAM``, 404 ``M_NOT_FOUND``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+from stubserver.rooms.format import is_user_id
+from stubserver.server.router import MatrixError
+
+#: A localpart as we accept them (the spec's historical grammar, lower case).
+LOCALPART: Final = re.compile(r"^[a-z0-9._=\-/+]{1,255}$")
+
+
+def invalid(message: str) -> MatrixError:
+    """The control API's answer to a malformed parameter."""
+    return MatrixError(400, "M_INVALID_PARAM", message)
+
+
+def local_user_id(user: str, server_name: str) -> str:
+    """The user ID for ``user`` (a user ID of ``server_name``, or a localpart)."""
+    if user.startswith("@"):
+        if not is_user_id(user) or user.partition(":")[2] != server_name:
+            raise invalid(f"{user[:300]!r} is not a user of {server_name}")
+        return user
+    if not LOCALPART.match(user):
+        raise invalid(f"{user[:300]!r} is not a valid localpart")
+    return f"@{user}:{server_name}"
+
+
+def local_room_id(room: str, server_name: str,
+                  alias_room_id: Callable[[str], str | None]) -> str:
+    """A room ID for ``room`` (ID or alias) from our own data, without asking anyone:
+    ``alias_room_id`` maps one of our alias localparts to its room ID."""
+    if room.startswith("#"):
+        localpart, sep, server = room[1:].partition(":")
+        if not sep or not localpart or not server:
+            raise invalid(f"{room[:300]!r} is not a room alias")
+        room_id = alias_room_id(localpart) if server == server_name else None
+        if room_id is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room alias {room[:300]!r}")
+        return room_id
+    if not room.startswith("!"):
+        raise invalid(f"{room[:300]!r} is neither a room ID nor an alias")
+    return room
