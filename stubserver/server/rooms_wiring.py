@@ -155,14 +155,12 @@ class Rooms:
 def room_service_from_parts(parts: RoomParts) -> RoomControl:
     """``stubserver.rooms.service.RoomService`` over ``parts``.
 
-    INTEGRATION POINT: the keyword names below are this module's assumption about
-    ``RoomService.__init__``; match them to the service when merging.
+    The service takes its server name from the signer and its clock from the reactor.
     """
-    from stubserver.rooms.service import RoomService  # type: ignore[import-not-found]  # noqa: PLC0415
+    from stubserver.rooms.service import RoomService  # noqa: PLC0415
 
     service: RoomControl = RoomService(
-        reactor=parts.reactor,
-        server_name=parts.server_name,
+        clock=parts.reactor,
         signer=parts.signer,
         store=parts.store,
         client=parts.client,
