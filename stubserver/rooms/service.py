@@ -80,6 +80,7 @@ MAX_CONCURRENT_GAP_FILLS: Final = 4
 #: A localpart as we accept them (the spec's historical grammar, lower case).
 _LOCALPART: Final = re.compile(r"^[a-z0-9._=\-/+]{1,255}$")
 MEMBER: Final = "m.room.member"
+CANONICAL_ALIAS: Final = "m.room.canonical_alias"
 #: Content key marking an event whose content was changed after hashing (``tamper``).
 TAMPER_KEY: Final = "org.stubserver.tampered"
 
@@ -183,18 +184,39 @@ class RoomService:
         return f"@{user}:{self.server_name}"
 
     def _local_room_id(self, room: str) -> str:
-        """A room ID for ``room`` (ID or alias) from our own data, without asking anyone."""
+        """A room ID for ``room`` (ID or alias) from our own data, without asking anyone.
+
+        An alias of another server names a room we hold when that room's
+        ``m.room.canonical_alias`` gives it (``alias`` or ``alt_aliases``): so the control
+        API reads a joined room by the alias it was joined by, on every server in it.
+        """
         if room.startswith("#"):
             localpart, sep, server = room[1:].partition(":")
             if not sep or not localpart or not server:
                 raise _invalid(f"{room[:300]!r} is not a room alias")
-            room_id = self.store.alias_room_id(localpart) if server == self.server_name else None
+            if server == self.server_name:
+                room_id = self.store.alias_room_id(localpart)
+            else:
+                room_id = self._room_with_canonical_alias(room)
             if room_id is None:
                 raise MatrixError(404, "M_NOT_FOUND", f"Unknown room alias {room[:300]!r}")
             return room_id
         if not room.startswith("!"):
             raise _invalid(f"{room[:300]!r} is neither a room ID nor an alias")
         return room
+
+    def _room_with_canonical_alias(self, alias: str) -> str | None:
+        """The first room we hold whose current ``m.room.canonical_alias`` names ``alias``."""
+        for held in self.store:
+            event_id = held.current_state_id((CANONICAL_ALIAS, ""))
+            event = held.get_event(event_id) if event_id is not None else None
+            if event is None:
+                continue
+            alt = event.content.get("alt_aliases")
+            names = [event.content.get("alias"), *(alt if isinstance(alt, list) else [])]
+            if alias in names:
+                return held.room_id
+        return None
 
     def _room(self, room: str) -> Room:
         found = self.store.get_room(self._local_room_id(room))
