@@ -16,7 +16,9 @@ The private-federation settings ``federation_well_known_port`` and
 ``federation_default_port`` stand in for 443 and 8448 so that no root is needed.
 
 This module starts and stops the processes; :mod:`stubserver.devtools.demo_world` writes the
-files and :mod:`stubserver.devtools.demo_pairs` checks every pair.
+files, :mod:`stubserver.devtools.demo_pairs` checks every pair, and
+:mod:`stubserver.devtools.demo_room` then holds a conversation in ``#lobby:alpha.demo``
+through the servers' control APIs (one more round of messages per start).
 """
 
 from __future__ import annotations
