@@ -16,7 +16,9 @@ The private-federation settings ``federation_well_known_port`` and
 ``federation_default_port`` stand in for 443 and 8448 so that no root is needed.
 
 This module starts and stops the processes; :mod:`stubserver.devtools.demo_world` writes the
-files and :mod:`stubserver.devtools.demo_pairs` checks every pair.
+files, :mod:`stubserver.devtools.demo_pairs` checks every pair, and
+:mod:`stubserver.devtools.demo_room` then holds a conversation in ``#lobby:alpha.demo``
+through the servers' control APIs (one more round of messages per start).
 """
 
 from __future__ import annotations
@@ -35,8 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stubserver.cli.room import ControlUnreachable
 from stubserver.devtools.demo_pairs import PairResult, check_all_pairs, format_matrix
+from stubserver.devtools.demo_room import (
+    ROOM_ALIAS,
+    RoomDemoError,
+    format_room,
+    run_room,
+    summary_line,
+)
 from stubserver.devtools.demo_world import (
+    CONTROL_PORT,
     DNS_ADDRESS,
     DNS_PORT,
     POLL_INTERVAL_SECONDS,
@@ -83,7 +94,7 @@ def demo_processes(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> list[
         )
     ]
     for s in servers:
-        binds = [(s.fed_address, s.fed_port)]
+        binds = [(s.fed_address, s.fed_port), (s.fed_address, CONTROL_PORT)]
         if s.wellknown_address is not None:
             binds.append((s.wellknown_address, WELL_KNOWN_PORT))
         procs.append(
@@ -262,7 +273,7 @@ def _start(run_dir: Path) -> int:
     if react_main(run_checks) != 0:
         print("demo: the pair checks crashed; see above", file=sys.stderr)
         return 1
-    elapsed = time.monotonic() - began
+    pairs_elapsed = time.monotonic() - began
     print()
     for s in TRIO:
         print(
@@ -273,11 +284,22 @@ def _start(run_dir: Path) -> int:
     print(format_matrix(TRIO, results))
     print()
     ok = all(r.ok for r in results)
-    print(f"{sum(r.ok for r in results)}/{len(results)} pairs OK in {elapsed:.2f} s")
+    print(f"{sum(r.ok for r in results)}/{len(results)} pairs OK in {pairs_elapsed:.2f} s")
+    print()
+    try:
+        room = run_room(run_dir)
+    except (RoomDemoError, ControlUnreachable) as e:
+        print(f"demo: the room failed: {e}", file=sys.stderr)
+        return 1
+    print(format_room(room))
+    print()
     print(f"configs, keys and CA: {run_dir}")
     print(f"logs: {run_dir}/*.log  request logs: {run_dir}/*.requests.jsonl")
+    print(f"the room from any server: stubserver room show '{ROOM_ALIAS}' -c {run_dir}/beta.yaml")
     print("stop with demo/stop.sh; remove everything with demo/clean.sh")
-    return 0 if ok else 1
+    elapsed = time.monotonic() - began
+    print(f"{summary_line(len(TRIO), room.messages, room.ok, room.expected)} ({elapsed:.2f} s)")
+    return 0 if ok and room.ok == room.expected else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,12 +11,19 @@ The trio (all on loopback, ports above 1024, no root):
 Every server trusts the demo's CA and uses the demo's DNS server; TLS is verified.
 The private-federation settings ``federation_well_known_port`` and
 ``federation_default_port`` stand in for 443 and 8448 so that no root is needed.
+
+Each server also has a ``control`` listener (plain HTTP, on its own loopback address,
+port :data:`CONTROL_PORT`) guarded by a random ``control_token`` kept in
+``<slug>.control_token`` (mode 0600, made once, so a restart keeps it); the configs,
+which carry the token, are written 0600 too. The demo's room and ``stubserver room ...
+-c demo/run/<slug>.yaml`` go through it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,10 @@ DEFAULT_PORT = 8448
 POLL_INTERVAL_SECONDS = 0.02
 #: TTL of every record in the demo zone, in seconds.
 ZONE_TTL_SECONDS = 300
+#: The control API's port (plain HTTP), on each server's own federation address.
+CONTROL_PORT = 8009
+#: Random bytes in a control token.
+CONTROL_TOKEN_BYTES = 24
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,7 @@ def demo_zone(servers: Iterable[DemoServer]) -> list[dict[str, Any]]:
     return records
 
 
-def server_config(s: DemoServer, run_dir: Path) -> dict[str, Any]:
+def server_config(s: DemoServer, run_dir: Path, control_token: str) -> dict[str, Any]:
     """The YAML config (as a mapping) of one demo server; paths relative to ``run_dir``."""
     listeners: list[dict[str, Any]] = [
         {
@@ -126,7 +137,8 @@ def server_config(s: DemoServer, run_dir: Path) -> dict[str, Any]:
             "resources": ["federation"],
             "tls_certificate_path": f"{s.slug}.fed.crt",
             "tls_private_key_path": f"{s.slug}.fed.key",
-        }
+        },
+        {"port": CONTROL_PORT, "bind_addresses": [s.fed_address], "resources": ["control"]},
     ]
     config: dict[str, Any] = {
         "server_name": s.server_name,
@@ -142,6 +154,7 @@ def server_config(s: DemoServer, run_dir: Path) -> dict[str, Any]:
         "ip_range_allowlist": ["127.0.0.0/8"],
         "federation_well_known_port": WELL_KNOWN_PORT,
         "federation_default_port": DEFAULT_PORT,
+        "control_token": control_token,
     }
     if s.wellknown_address is not None:
         listeners.append(
@@ -177,6 +190,18 @@ def _write_pair(run_dir: Path, stem: str, pair: KeyPair) -> None:
     _write_private(run_dir / f"{stem}.key", pair.key_pem)
 
 
+def control_token(run_dir: Path, s: DemoServer) -> str:
+    """``s``'s control token: the one in ``<slug>.control_token``, made (0600) when absent."""
+    path = run_dir / f"{s.slug}.control_token"
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(CONTROL_TOKEN_BYTES)
+    _write_private(path, f"{token}\n".encode())
+    return token
+
+
 def write_demo_files(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> None:
     """Make the CA, keys, certificates, zone and configs, keeping any that already exist.
 
@@ -198,9 +223,9 @@ def write_demo_files(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> Non
             _write_pair(run_dir, f"{s.slug}.fed", issue_cert(list(s.tls_names), ca))
         if s.wellknown_address is not None and not (run_dir / f"{s.slug}.wk.crt").exists():
             _write_pair(run_dir, f"{s.slug}.wk", issue_cert([s.server_name], ca))
-        _write_public(
-            run_dir / f"{s.slug}.yaml",
-            yaml.safe_dump(server_config(s, run_dir), sort_keys=False).encode(),
+        config = server_config(s, run_dir, control_token(run_dir, s))
+        _write_private(
+            run_dir / f"{s.slug}.yaml", yaml.safe_dump(config, sort_keys=False).encode()
         )
     _write_public(
         run_dir / "zone.json", json.dumps({"records": demo_zone(servers)}, indent=1).encode()

@@ -33,14 +33,18 @@ def local_user_id(user: str, server_name: str) -> str:
 
 
 def local_room_id(room: str, server_name: str,
-                  alias_room_id: Callable[[str], str | None]) -> str:
+                  alias_room_id: Callable[[str], str | None],
+                  room_with_alias: Callable[[str], str | None]) -> str:
     """A room ID for ``room`` (ID or alias) from our own data, without asking anyone:
-    ``alias_room_id`` maps one of our alias localparts to its room ID."""
+    ``alias_room_id`` maps one of our alias localparts to its room ID, and
+    ``room_with_alias`` finds a room we hold by another server's alias (its
+    ``m.room.canonical_alias``), so that a joined room is found by the alias it was joined by.
+    """
     if room.startswith("#"):
         localpart, sep, server = room[1:].partition(":")
         if not sep or not localpart or not server:
             raise invalid(f"{room[:300]!r} is not a room alias")
-        room_id = alias_room_id(localpart) if server == server_name else None
+        room_id = alias_room_id(localpart) if server == server_name else room_with_alias(room)
         if room_id is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room alias {room[:300]!r}")
         return room_id

@@ -162,7 +162,9 @@ class RoomService:
 
     def _local_room_id(self, room: str) -> str:
         """A room ID for ``room`` (ID or alias) from our own data, without asking anyone."""
-        return local_room_id(room, self.server_name, self.store.alias_room_id)
+        return local_room_id(
+            room, self.server_name, self.store.alias_room_id, self.store.room_with_canonical_alias
+        )
 
     def _room(self, room: str) -> Room:
         found = self.store.get_room(self._local_room_id(room))

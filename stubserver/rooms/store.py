@@ -85,6 +85,20 @@ class RoomStore:
                 return room, event
         return None
 
+    def room_with_canonical_alias(self, alias: str) -> str | None:
+        """The first room we hold whose current ``m.room.canonical_alias`` names ``alias``
+        (``alias`` or ``alt_aliases``): another server's alias of a room we joined."""
+        for held in self._rooms.values():
+            event_id = held.current_state_id(("m.room.canonical_alias", ""))
+            event = held.get_event(event_id) if event_id is not None else None
+            if event is None:
+                continue
+            alt = event.content.get("alt_aliases")
+            names = [event.content.get("alias"), *(alt if isinstance(alt, list) else [])]
+            if alias in names:
+                return held.room_id
+        return None
+
     # --- aliases -----------------------------------------------------------------------
 
     def add_alias(self, localpart: str, room_id: str) -> None:

@@ -155,7 +155,7 @@ class Rooms:
 def room_service_from_parts(parts: RoomParts) -> RoomControl:
     """``stubserver.rooms.service.RoomService`` over ``parts``.
 
-    Our server name reaches the service through ``parts.signer``.
+    The service takes its server name from the signer and its clock from the reactor.
     """
     from stubserver.rooms.service import RoomService  # noqa: PLC0415
 

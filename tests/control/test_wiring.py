@@ -142,3 +142,20 @@ def test_lookup_failures_are_no_key() -> None:
     """Keys that cannot be fetched mean no key (None), not an error."""
     source = FakeKeySource(fail(RuntimeError("down")), succeed(keys(100)))
     assert result_now(verify_key_lookup(source)("b.test", KEY.key_id, 90)) is None
+
+
+def test_the_default_factory_builds_the_real_room_service() -> None:
+    """Without a service factory, ``site_parts`` builds the real RoomService (its status
+    names our server and the default room version), not a TypeError."""
+    cfg = config(FEDERATION, CONTROL)
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    ext = build_federation_extensions(cfg, reactor)
+    parts = site_parts(cfg, reactor, ext)
+    listener_sites = build_site(cfg, reactor, extra_routes=parts.extra_routes,
+                                filters=ext.filters, observers=parts.observers,
+                                routes_by_resource=parts.routes_by_resource)
+    status, body = status_of(stub_treq(listener_sites[1].router),
+                             "http://127.0.0.1/_stubserver/v1/status",
+                             headers={"Authorization": "Bearer tok"})
+    assert (status, body["server_name"], body["rooms"]) == (200, "a.test", [])
+    assert "11" in body["room_versions"]

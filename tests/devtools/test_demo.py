@@ -15,6 +15,7 @@ from stubserver.config import load_config
 from stubserver.devtools.demo import demo_processes, running_pids
 from stubserver.devtools.demo_pairs import PairResult, describe_path, format_matrix
 from stubserver.devtools.demo_world import (
+    CONTROL_PORT,
     DEFAULT_PORT,
     DNS_ADDRESS,
     DNS_PORT,
@@ -73,6 +74,26 @@ def test_written_configs_load_and_use_demo_dns_and_ca(tmp_path: Path) -> None:
         assert config.federation.well_known_port == WELL_KNOWN_PORT
         assert config.federation.default_port == DEFAULT_PORT
         assert config.serve_server_wellknown == s.wellknown_value
+
+
+def test_each_server_has_a_loopback_control_listener_with_a_kept_token(tmp_path: Path) -> None:
+    """Each config serves control on its own loopback address above 1024 with a token of
+    its own, kept 0600 (config included) and unchanged by a second write."""
+    write_demo_files(tmp_path)
+    tokens = set()
+    for s in TRIO:
+        config = load_config(tmp_path / f"{s.slug}.yaml")
+        (control,) = [listener for listener in config.listeners if listener.is_control]
+        assert control.port == CONTROL_PORT > 1024
+        assert control.bind_addresses == (s.fed_address,)
+        assert s.fed_address.startswith("127.")
+        assert config.control_token
+        tokens.add(config.control_token)
+        assert (tmp_path / f"{s.slug}.yaml").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / f"{s.slug}.control_token").stat().st_mode & 0o777 == 0o600
+    assert len(tokens) == len(TRIO)
+    write_demo_files(tmp_path)
+    assert {load_config(tmp_path / f"{s.slug}.yaml").control_token for s in TRIO} == tokens
 
 
 def test_certificates_are_issued_by_the_ca_for_the_spec_names(tmp_path: Path) -> None:
@@ -139,7 +160,9 @@ def test_matrix_names_the_failing_step() -> None:
 
 @pytest.mark.integration
 def test_start_checks_every_pair_and_stop_leaves_nothing(tmp_path: Path) -> None:
-    """start.sh brings the trio up and all six pairs pass; stop.sh leaves no process behind."""
+    """start.sh brings the trio up, all six pairs pass and the room's 3 messages reach all
+    3 servers (9/9); a second start keeps the servers and the room and adds a round (all
+    rounds counted: 6 messages, 18/18); stop.sh leaves no process behind."""
     env = {**os.environ, "STUBSERVER_DEMO_DIR": str(tmp_path)}
     started = subprocess.run(
         [str(ROOT / "demo/start.sh")],
@@ -156,6 +179,12 @@ def test_start_checks_every_pair_and_stop_leaves_nothing(tmp_path: Path) -> None
         assert "well-known → beta-fed.demo:8449" in started.stdout
         assert "SRV → gamma-srv.demo:8450" in started.stdout
         assert "direct → alpha.demo:8448" in started.stdout
+        last = started.stdout.strip().splitlines()[-1]
+        assert last.startswith(
+            "room #lobby:alpha.demo: 3 servers, 3 messages, 9/9 deliveries OK"
+        ), started.stdout
+        assert "beta.demo joined by alias" in started.stdout
+        assert started.stdout.count("received, verified, accepted") == 6
         pids = running_pids(tmp_path, demo_processes(tmp_path))
         assert set(pids) == {"dns", "alpha", "beta", "gamma"}
         log = [json.loads(x) for x in (tmp_path / "beta.requests.jsonl").read_text().splitlines()]
@@ -170,6 +199,22 @@ def test_start_checks_every_pair_and_stop_leaves_nothing(tmp_path: Path) -> None
         )
         assert again.returncode == 0, again.stdout + again.stderr
         assert running_pids(tmp_path, demo_processes(tmp_path)) == pids
+        last = again.stdout.strip().splitlines()[-1]
+        assert last.startswith(
+            "room #lobby:alpha.demo: 3 servers, 6 messages, 18/18 deliveries OK"
+        ), again.stdout
+        assert "alpha.demo still holds #lobby:alpha.demo" in again.stdout
+        assert "round 2: one message from each server" in again.stdout
+        shown = subprocess.run(
+            [str(ROOT / ".venv/bin/stubserver"), "room", "show", "#lobby:alpha.demo",
+             "-c", str(tmp_path / "gamma.yaml"), "--json"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert set(json.loads(shown.stdout)["servers"]) == {s.server_name for s in TRIO}
     finally:
         stopped = subprocess.run(
             [str(ROOT / "demo/stop.sh")],

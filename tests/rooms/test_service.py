@@ -380,3 +380,15 @@ def test_status_and_room_info() -> None:
     assert info["servers"] == ["a.test", "b.test"]
     assert info["state"][0]["type"] == "m.room.create"
     assert info["forward_extremities"] == sorted(b.room(room_id).forward_extremities)
+
+
+def test_a_joined_room_is_found_by_its_canonical_alias_on_another_server() -> None:
+    """b.test, once joined, reads a.test's room by ``#lobby:a.test`` (its canonical
+    alias) without asking anyone; an alias no held room names is still 404."""
+    _network, a, b = two_peers()
+    room_id = hosted(a, alias="lobby")
+    result_now(b.service.join(room_id, "bob", ["a.test"]))
+    assert b.service.room_info("#lobby:a.test")["room_id"] == room_id
+    with pytest.raises(MatrixError) as unknown:
+        b.service.room_info("#other:a.test")
+    assert unknown.value.status == 404
