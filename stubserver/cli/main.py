@@ -38,6 +38,7 @@ COMMANDS = {
     "request": "stubserver.cli.request:main",
     "check": "stubserver.cli.check:main",
     "room": "stubserver.cli.room:main",
+    "conformance": "stubserver.cli.conformance:main",
 }
 
 
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from stubserver.cli.room import add_room_parser  # noqa: PLC0415 - argparse only
 
     add_room_parser(sub)
+    from stubserver.cli.conformance import add_conformance_parser  # noqa: PLC0415
+
+    add_conformance_parser(sub)
     return parser
 
 

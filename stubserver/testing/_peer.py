@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from stubserver.testing._errors import (
     ControlError,
@@ -18,7 +18,12 @@ from stubserver.testing._errors import (
 )
 from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
 from stubserver.testing._http import HttpEndpoint, TransportError
-from stubserver.testing._process import READY_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, PeerProcess
+from stubserver.testing._process import (
+    READY_TIMEOUT_SECONDS,
+    STOP_TIMEOUT_SECONDS,
+    AttachedProcess,
+    PeerProcess,
+)
 from stubserver.testing._records import (
     CreatedRoom,
     FederationAnswer,
@@ -67,7 +72,7 @@ class Peer:
     def __init__(
         self,
         files: PeerFiles,
-        process: PeerProcess,
+        process: PeerProcess | AttachedProcess,
         *,
         strict: bool = False,
         unexpected: Sequence[str] = (),
@@ -82,7 +87,8 @@ class Peer:
         self.control_port: int = int(control[0]["port"])
         self.federation_address: str = str(federation[0]["address"])
         self.federation_port: int = int(federation[0]["port"])
-        self._control = HttpEndpoint("http", CONTROL_BIND, self.control_port, None)
+        control_host = str(control[0].get("address") or CONTROL_BIND)
+        self._control = HttpEndpoint("http", control_host, self.control_port, None)
 
     @classmethod
     def start(
@@ -136,6 +142,44 @@ class Peer:
         )
         process = PeerProcess.start(files.config_path, timeout=timeout, python=python)
         return cls(files, process, strict=strict, unexpected=unexpected)
+
+    @classmethod
+    def attach(cls, config_path: str | Path) -> Peer:
+        """Drive a peer that is already running, from its config file.
+
+        The control API is reached at the config's control listener (its first bind
+        address, loopback for a wildcard one, and its port) with its ``control_token``;
+        closing an attached peer does not stop it. Raises ``ConfigError`` for a config
+        that does not load, and ValueError when it has no control listener or token.
+        """
+        from stubserver.config import load_config  # noqa: PLC0415 - only attach needs it
+
+        path = Path(config_path)
+        config = load_config(path)
+        control = [lc for lc in config.listeners if lc.is_control]
+        federation = [lc for lc in config.listeners if "federation" in lc.resources]
+        if not control or not config.control_token:
+            raise ValueError(f"{path}: no control listener with a control_token to attach to")
+        host = _connectable(control[0].bind_addresses[0] if control[0].bind_addresses else "")
+        fed_binds = federation[0].bind_addresses if federation else ()
+        fed_host = fed_binds[0] if fed_binds else ""
+        fed_port = federation[0].port if federation else 0
+        ready = {
+            "listeners": [
+                {"address": host, "port": control[0].port, "resources": ["control"]},
+                {"address": fed_host, "port": fed_port, "resources": ["federation"]},
+            ]
+        }
+        ca_files = config.federation.ca_files
+        files = PeerFiles(
+            server_name=config.server_name,
+            config_path=path,
+            request_log_path=config.request_log_path or path.with_suffix(".requests.jsonl"),
+            ca_cert_path=ca_files[0] if ca_files else path,
+            control_token=config.control_token,
+            port=fed_port,
+        )
+        return cls(files, AttachedProcess(ready, path))
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -452,14 +496,19 @@ class Peer:
         path_prefix: str,
         *,
         method: str | None = None,
+        match: Callable[[dict[str, Any]], bool] | None = None,
         start: int = 0,
         timeout: float = DEFAULT_WAIT_SECONDS,
     ) -> dict[str, Any]:
-        """The first inbound request whose URI starts with ``path_prefix`` (request log object)."""
+        """The first inbound request whose URI starts with ``path_prefix`` (request log
+        object), percent-decoded or as sent, and that ``match`` accepts when given."""
 
         def matches(entry: dict[str, Any]) -> bool:
-            return str(entry.get("uri", "")).startswith(path_prefix) and (
-                method is None or entry.get("method") == method.upper()
+            uri = str(entry.get("uri", ""))
+            return (
+                (uri.startswith(path_prefix) or unquote(uri).startswith(path_prefix))
+                and (method is None or entry.get("method") == method.upper())
+                and (match is None or match(entry))
             )
 
         def convert(raw: Any, position: int) -> dict[str, Any]:
@@ -556,6 +605,15 @@ class PeerFactory(Protocol):
     """The ``stubserver_peer`` fixture: starts a :class:`Peer` (``Peer.start``'s keywords)."""
 
     def __call__(self, **kwargs: Any) -> Peer: ...
+
+
+def _connectable(address: str) -> str:
+    """Where to connect to a listener bound to ``address``: loopback for a wildcard."""
+    if address in ("", "0.0.0.0"):  # noqa: S104 - the wildcard is compared, not bound
+        return "127.0.0.1"
+    if address == "::":
+        return "::1"
+    return address
 
 
 def _room_event(raw: Any, position: int) -> RoomEvent:

@@ -122,3 +122,28 @@ def _stop(process: subprocess.Popen[bytes], timeout: float) -> int:
     if process.stdout is not None:
         process.stdout.close()
     return returncode
+
+
+class AttachedProcess:
+    """A peer started by someone else (:meth:`stubserver.testing.Peer.attach`): the same
+    surface as :class:`PeerProcess`, but never stopped by us and without a stderr of ours.
+
+    ``ready`` is built from the config, in the shape of ``run``'s ready line.
+    """
+
+    def __init__(self, ready: dict[str, Any], stderr_path: Path) -> None:
+        self.ready = ready
+        self.stderr_path = stderr_path
+
+    @property
+    def running(self) -> bool:
+        """Assumed true: its control API answers or the calls say otherwise."""
+        return True
+
+    def stderr_text(self) -> str:
+        """Nothing: its stderr is not ours to read."""
+        return ""
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """Nothing: whoever started it stops it."""
+        return 0

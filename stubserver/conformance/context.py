@@ -1,0 +1,207 @@
+"""What every conformance test gets: the peer, the homeserver and its users, and the
+helpers that wait for federation with a deadline and compare with expected-vs-got."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+from stubserver.conformance import forged
+from stubserver.conformance.runner import CheckFailed, ConformanceTest, Skipped
+from stubserver.testing import Homeserver, HomeserverError, HomeserverUser, Peer
+from stubserver.testing._homeserver import CLIENT_V3, room_events
+
+#: How long a test waits for something to cross federation, in seconds.
+FEDERATION_WAIT_SECONDS: Final = 30.0
+#: Pause between two polls of the homeserver's client API, in seconds.
+POLL_SECONDS: Final = 0.2
+#: The peer's users: the one every test uses, and a second (banned in the soft-fail test).
+PEER_USER: Final = "conformance"
+PEER_USER_2: Final = "conformance-other"
+
+T = TypeVar("T")
+
+
+def per_version(
+    area: Sequence[tuple[str, str, Callable[[Context, str], None]]], versions: Sequence[str]
+) -> list[ConformanceTest[Context]]:
+    """One test per (room version, entry of ``area``): id ``name/vN``, in version order."""
+
+    def bound(f: Callable[[Context, str], None], version: str) -> Callable[[Context], None]:
+        def run(ctx: Context) -> None:
+            f(ctx, version)
+
+        return run
+
+    return [
+        ConformanceTest(f"{name}/v{v}", spec, v, bound(f, v))
+        for v in versions
+        for name, spec, f in area
+    ]
+
+
+def expect(what: str, expected: Any, got: Any) -> None:
+    """Fail with ``what: expected X, got Y`` unless they are equal."""
+    if expected != got:
+        raise CheckFailed(what, expected, got)
+
+
+def wait_until(
+    what: str, probe: Callable[[], T | None], timeout: float = FEDERATION_WAIT_SECONDS
+) -> T:
+    """``probe()`` until it is not None; CheckFailed after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            raise CheckFailed(what, f"within {timeout:g} s", "nothing")
+        time.sleep(POLL_SECONDS)
+
+
+def visible_event(user: HomeserverUser, room_id: str, event_id: str) -> dict[str, Any] | None:
+    """The event as the homeserver's client sees it, or None (404: unknown, rejected,
+    soft-failed: clients cannot tell them apart, Client-Server API "GET /event")."""
+    try:
+        return user.event(room_id, event_id)
+    except HomeserverError as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def client_call(user: HomeserverUser, method: str, path: str, body: Any = None) -> Any:
+    """One client-server API call by ``user`` (``path`` under /_matrix/client/v3)."""
+    return user.homeserver.request(
+        method, f"{CLIENT_V3}{path}", body, access_token=user.access_token
+    ).body
+
+
+def q(value: str) -> str:
+    """A path segment, quoted whole."""
+    return quote(value, safe="")
+
+
+class SyncStream:
+    """A ``/sync`` stream of one test: a first sync with a filter no one used before
+    (Synapse serves identical initial syncs from a cache), then ``since`` tokens."""
+
+    def __init__(self, user: HomeserverUser) -> None:
+        self.user = user
+        nonce = f"conformance-{secrets.token_hex(8)}"
+        answer = user.sync(filter=json.dumps({"account_data": {"not_types": [nonce]}}))
+        self.since = str(answer["next_batch"])
+
+    def wait(
+        self, what: str, probe: Callable[[dict[str, Any]], bool],
+        timeout: float = FEDERATION_WAIT_SECONDS,
+    ) -> None:
+        """Sync until ``probe(answer)`` is true for one answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            answer = self.user.sync(
+                since=self.since, timeout_ms=max(0, min(5000, int(remaining * 1000)))
+            )
+            self.since = str(answer["next_batch"])
+            if probe(answer):
+                return
+            if time.monotonic() >= deadline:
+                raise CheckFailed(what, f"within {timeout:g} s", "nothing in /sync")
+
+
+def ephemeral(answer: dict[str, Any], room_id: str) -> dict[str, Any]:
+    """``{type: content}`` of a room's ephemeral events in a /sync answer."""
+    room = ((answer.get("rooms") or {}).get("join") or {}).get(room_id) or {}
+    return {e["type"]: e["content"] for e in (room.get("ephemeral") or {}).get("events") or []}
+
+
+def invited(answer: dict[str, Any], room_id: str) -> bool:
+    """True when a /sync answer lists an invite to ``room_id``."""
+    return room_id in ((answer.get("rooms") or {}).get("invite") or {})
+
+
+@dataclass
+class Context:
+    """The suite's world: ``peer`` (attached), the homeserver and its ``users``."""
+
+    peer: Peer
+    homeserver: Homeserver
+    users: Sequence[HomeserverUser]
+    server_name: str
+    config_path: Path
+    ca_files: tuple[Path, ...] = ()
+    _target: forged.Target | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def user(self) -> HomeserverUser:
+        """The homeserver's first user."""
+        return self.users[0]
+
+    def second_user(self) -> HomeserverUser:
+        """The homeserver's second user; Skipped when only one was given."""
+        if len(self.users) < 2:
+            raise Skipped("needs two users of the homeserver (give --homeserver-token twice)")
+        return self.users[1]
+
+    def target(self) -> forged.Target:
+        """The homeserver's federation target, resolved once."""
+        with self._lock:
+            if self._target is None:
+                files = self.ca_files + self.peer_config_ca_files()
+                self._target = forged.resolve(self.server_name, self.config_path, files)
+            return self._target
+
+    def peer_config_ca_files(self) -> tuple[Path, ...]:
+        """The CAs the peer's config trusts for federation."""
+        from stubserver.config import load_config  # noqa: PLC0415
+
+        return tuple(load_config(self.config_path).federation.ca_files)
+
+    def peer_user_id(self, localpart: str = PEER_USER) -> str:
+        """A user of the peer."""
+        return self.peer.user_id(localpart)
+
+    # -- the flows most tests start with --------------------------------------------------
+
+    def join_homeserver_room(
+        self, version: str, *, users: Sequence[str] = (PEER_USER,), preset: str = "public_chat"
+    ) -> str:
+        """The homeserver's user creates a room of ``version``; the peer's ``users`` join;
+        the homeserver lists them joined. The room ID."""
+        room_id = self.user.create_room(preset=preset, room_version=version)
+        for localpart in users:
+            self.peer.join(room_id, localpart, via=[self.server_name])
+        for localpart in users:
+            user_id = self.peer_user_id(localpart)
+            wait_until(
+                f"{user_id} joined in the homeserver's member list",
+                lambda u=user_id: True
+                if self.user.members(room_id).get(u) == "join" else None,  # type: ignore[misc]
+            )
+        return room_id
+
+    def send_text(self, room_id: str, text: str, **options: Any) -> str:
+        """Our user sends an ``m.text`` message (``Peer.send``'s options); its event ID."""
+        content = {"msgtype": "m.text", "body": text}
+        return self.peer.send(room_id, "m.room.message", content, sender=PEER_USER, **options)
+
+    def wait_visible(self, room_id: str, event_id: str, what: str) -> dict[str, Any]:
+        """Wait until the homeserver's client can read ``event_id``."""
+        return wait_until(
+            f"{what} ({event_id}) readable by the homeserver's client",
+            lambda: visible_event(self.user, room_id, event_id),
+        )
+
+    def room_events(self, answer: dict[str, Any], room_id: str) -> list[dict[str, Any]]:
+        """A room's events in a /sync answer."""
+        return room_events(answer, room_id)

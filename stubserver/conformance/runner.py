@@ -1,0 +1,116 @@
+"""The conformance runner: test records, results, selection and the (threaded) run.
+
+A :class:`ConformanceTest` is a name, the spec section it checks, the room version it runs
+in (None when versions do not matter) and a function of a context. The function passes by
+returning, fails by raising :class:`CheckFailed` (what was expected and what came) or any
+``AssertionError``, and skips by raising :class:`Skipped` (why). Any other exception is a
+failure too, reported with its type: the homeserver or the peer did something the test
+could not go on from.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+PASSED: Final = "passed"
+FAILED: Final = "failed"
+SKIPPED: Final = "skipped"
+#: Tests run at once: each waits on federation most of its time, in a room of its own.
+DEFAULT_CONCURRENCY: Final = 6
+
+C = TypeVar("C")
+
+
+class CheckFailed(AssertionError):
+    """The homeserver did not do what the spec says: ``expected``, and what ``got``."""
+
+    def __init__(self, what: str, expected: Any, got: Any) -> None:
+        super().__init__(f"{what}: expected {expected}, got {got}")
+        self.expected = expected
+        self.got = got
+
+
+class Skipped(Exception):
+    """The test cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class ConformanceTest(Generic[C]):
+    """One test: ``id`` (unique), its ``spec`` section, its room version (or None), and
+    the function that runs it against a context."""
+
+    id: str
+    spec: str
+    room_version: str | None
+    run: Callable[[C], None]
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome, exactly the fields of ``--json``'s ``tests`` entries."""
+
+    id: str
+    spec: str
+    room_version: str | None
+    result: str
+    reason: str | None
+    seconds: float
+
+
+def select(tests: Sequence[ConformanceTest[C]], pattern: str | None) -> list[ConformanceTest[C]]:
+    """The tests whose id matches ``pattern`` (pure): a glob (``*``, ``?``) when it has
+    one, else a substring; every test when None."""
+    if not pattern:
+        return list(tests)
+    if any(ch in pattern for ch in "*?["):
+        return [t for t in tests if fnmatch.fnmatchcase(t.id, pattern)]
+    return [t for t in tests if pattern in t.id]
+
+
+def run_one(test: ConformanceTest[C], context: C, clock: Callable[[], float]) -> TestResult:
+    """Run one test; never raises (a crash is a failure with the exception named)."""
+    started = clock()
+    result, reason = PASSED, None
+    try:
+        test.run(context)
+    except Skipped as e:
+        result, reason = SKIPPED, str(e)
+    except AssertionError as e:
+        result, reason = FAILED, str(e) or type(e).__name__
+    except Exception as e:  # a crash of the test is its failure, reported with the cause
+        result, reason = FAILED, f"{type(e).__name__}: {e}"
+    return TestResult(
+        test.id, test.spec, test.room_version, result, reason, round(clock() - started, 3)
+    )
+
+
+def run_tests(
+    tests: Sequence[ConformanceTest[C]],
+    context: C,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    clock: Callable[[], float] = time.monotonic,
+    on_result: Callable[[TestResult], None] | None = None,
+) -> list[TestResult]:
+    """Run ``tests`` (``concurrency`` at once); the results in the tests' order."""
+
+    def one(test: ConformanceTest[C]) -> TestResult:
+        result = run_one(test, context, clock)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    if concurrency <= 1:
+        return [one(t) for t in tests]
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, tests))
+
+
+def exit_status(results: Sequence[TestResult]) -> int:
+    """0 when nothing failed, else 1 (pure)."""
+    return 1 if any(r.result == FAILED for r in results) else 0

@@ -1,0 +1,34 @@
+"""The built-in suite: every area's tests for the room versions the homeserver supports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from stubserver.conformance import suite_edus, suite_keys, suite_pdus, suite_rooms
+from stubserver.conformance.context import Context
+from stubserver.conformance.runner import ConformanceTest
+
+#: The room versions the suite covers (those the peer speaks).
+SUITE_ROOM_VERSIONS: Final = ("10", "11", "12")
+
+
+def supported_versions(capabilities: object) -> list[str]:
+    """The suite's room versions a ``/capabilities`` answer lists as available (pure)."""
+    caps = capabilities.get("capabilities") if isinstance(capabilities, dict) else None
+    versions = (caps or {}).get("m.room_versions") or {}
+    available = versions.get("available") if isinstance(versions, dict) else None
+    if not isinstance(available, dict):
+        return []
+    return [v for v in SUITE_ROOM_VERSIONS if available.get(v) == "stable"]
+
+
+def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
+    """Every test, in report order: keys and auth, then per version rooms, PDUs, EDUs."""
+    vs = list(versions)
+    return [
+        *suite_keys.tests(),
+        *suite_rooms.tests(vs),
+        *suite_pdus.tests(vs),
+        *suite_edus.tests(vs),
+    ]

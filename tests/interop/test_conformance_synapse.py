@@ -1,0 +1,55 @@
+"""``stubserver conformance`` against the interop environment's real Synapse 1.163.2
+(issue 14): run as a user would, inside the namespace, driving the running ``direct.test``
+stub through its control API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.interop.harness import InteropEnvironment
+
+pytestmark = pytest.mark.interop
+
+#: Deadline of the whole suite run, in seconds (it takes well under a minute).
+SUITE_TIMEOUT_S = 600
+
+
+def test_every_conformance_test_passes_against_synapse(
+    interop_env: InteropEnvironment, tmp_path: Path
+) -> None:
+    """Every test of the suite passes against Synapse for v10, v11 and v12 (exit 0), the
+    JSON has the documented shape, and the JUnit file lists every test."""
+    env = interop_env
+    junit = tmp_path / "conformance.xml"
+    done = env.ns.run(
+        [
+            sys.executable, "-m", "stubserver", "conformance",
+            "--homeserver-name", env.synapse.server_name,
+            "--homeserver-url", env.synapse.files.spec.client_url,
+            "-c", env.stubs["direct.test"].files.config_path,
+            "--registration-shared-secret", env.synapse.files.registration_shared_secret,
+            "--json", "--junit", junit, "--ca-file", env.ca.cert_path
+        ],
+        timeout=SUITE_TIMEOUT_S,
+    )
+    report = json.loads(done.stdout) if done.stdout.strip() else None
+    failures = [t for t in (report or {}).get("tests", []) if t["result"] != "passed"]
+    assert done.returncode == 0 and not failures, (
+        f"exit {done.returncode}; not passed:\n"
+        + "\n".join(f"{t['id']}: {t['result']}: {t['reason']}" for t in failures)
+        + f"\nstderr: {done.stderr[-3000:]}"
+    )
+    assert report is not None
+    assert set(report) == {"homeserver", "tests", "passed", "failed", "skipped"}
+    assert report["homeserver"] == env.synapse.server_name
+    assert {t["room_version"] for t in report["tests"]} == {None, "10", "11", "12"}
+    assert report["passed"] == len(report["tests"])
+    cases = ET.parse(junit).getroot().iter("testcase")
+    assert sorted(c.get("name") or "" for c in cases) == sorted(t["id"] for t in report["tests"])
+    print(f"\n[conformance] {len(report['tests'])} tests in "
+          f"{sum(t['seconds'] for t in report['tests']):.1f} test-seconds", file=sys.__stderr__)
