@@ -256,7 +256,13 @@ class FederationChecker:
                 facts.hints.append(Hint(STEP_SIGNED_REQUEST, signed.error or "", signed.hint or ""))
         client: ClientReport | None = None
         if self._client_checks:
-            client = await check_client(self._prober, self._dns.addresses, self._blocklist, name)
+            client = await check_client(
+                self._prober,
+                self._dns.addresses,
+                self._blocklist,
+                name,
+                https_port=self._settings.well_known_port,
+            )
             facts.go_on()
         report = CheckReport(
             server_name,

@@ -169,17 +169,28 @@ async def _get(
 
 
 async def check_client(
-    prober: Prober, addresses: AddressResolver, blocklist: IPBlocklist, name: ServerName
+    prober: Prober,
+    addresses: AddressResolver,
+    blocklist: IPBlocklist,
+    name: ServerName,
+    *,
+    https_port: int = HTTPS_PORT,
 ) -> ClientReport:
-    """The ``Client`` section for the server name ``name``."""
-    url = f"https://{name.host}{CLIENT_WELL_KNOWN_PATH}"
+    """The ``Client`` section for the server name ``name``.
+
+    ``https_port`` is where ``https://NAME`` answers: 443 (the spec's), or the
+    ``federation_well_known_port`` of a private test federation, which serves both
+    ``.well-known`` files on the same HTTPS origin.
+    """
+    origin = name.host if https_port == HTTPS_PORT else f"{name.host}:{https_port}"
+    url = f"https://{origin}{CLIENT_WELL_KNOWN_PATH}"
     try:
         status, headers, body = await _get(
             prober,
             addresses,
             blocklist,
             host=name.host,
-            port=HTTPS_PORT,
+            port=https_port,
             path=CLIENT_WELL_KNOWN_PATH,
         )
     except ProbeFailed as e:
@@ -187,11 +198,11 @@ async def check_client(
             well_known=ClientStep(
                 ok=False,
                 error=f"{url}: no answer: {e}",
-                hint=f"Apps look up {url} over HTTPS on port 443: serve it there with a"
+                hint=f"Apps look up {url} over HTTPS on port {https_port}: serve it there with a"
                 " certificate valid for the server name.",
             )
         )
-    step, base_url = judge_client_well_known(name.host, status, headers, body)
+    step, base_url = judge_client_well_known(origin, status, headers, body)
     if base_url is None:
         return ClientReport(well_known=step)
     parts = urlsplit(base_url)
