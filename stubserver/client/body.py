@@ -26,35 +26,6 @@ from twisted.web.iweb import IResponse
 
 from stubserver.client.blocklist import BlockedAddress
 
-#: Largest .well-known body we read, in bytes.
-WELL_KNOWN_MAX_BODY_BYTES = 50 * 1024
-#: Deadline for the whole fetch (every redirect and the body), in seconds.
-WELL_KNOWN_TIMEOUT_SECONDS = 10.0
-#: Most redirects followed.
-WELL_KNOWN_MAX_REDIRECTS = 5
-#: Cache period of a valid answer whose headers say nothing, in seconds (±jitter).
-WELL_KNOWN_DEFAULT_CACHE_SECONDS = 24 * 3600.0
-#: Relative jitter applied to default periods (so caches do not expire in step).
-WELL_KNOWN_CACHE_JITTER = 0.1
-#: Bounds on a valid answer's cache period, in seconds.
-WELL_KNOWN_MIN_CACHE_SECONDS = 5 * 60.0
-WELL_KNOWN_MAX_CACHE_SECONDS = 48 * 3600.0
-#: Cache period of a failed lookup, in seconds (±jitter).
-WELL_KNOWN_FAILURE_CACHE_SECONDS = 3600.0
-#: Cache period of a failed lookup for a name that recently had a valid answer, in seconds.
-WELL_KNOWN_RECENT_VALID_FAILURE_CACHE_SECONDS = 2 * 60.0
-#: How long past a valid answer's period we remember that the name had one, in seconds.
-WELL_KNOWN_REMEMBER_VALID_SECONDS = 2 * 3600.0
-#: Fraction of a valid answer's lifetime, at its end, in which we fetch it again.
-WELL_KNOWN_REFRESH_FRACTION = 0.2
-#: Most names cached at once.
-WELL_KNOWN_MAX_CACHE_ENTRIES = 100_000
-WELL_KNOWN_PATH = "/.well-known/matrix/server"
-HTTPS_PORT = 443
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-HTTP_OK = 200
-HTTP_SERVER_ERROR = 500
-
 log = Logger()
 
 
