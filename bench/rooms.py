@@ -4,6 +4,7 @@ second from one stubserver to another, and the memory of a room with 10,000 even
 Not a test and not in CI: a program that measures and prints (and writes
 bench/results-rooms.json). See bench/README.md, "Rooms (issue 13)".
 
+    bench/run --only rooms                                # all three parts (same as:)
     .venv/bin/python bench/rooms.py                       # all three parts
     .venv/bin/python bench/rooms.py --only throughput --only memory   # loopback only
     .venv/bin/python bench/rooms.py --only synapse --synapse-python PATH  # root: a netns
@@ -211,6 +212,11 @@ def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str,
     reason = harness.unavailable_reason()
     if reason is not None:
         return {"skipped": reason}
+    if synapse_python is None:  # bench.py's: the interop cache, else bench/work's venv
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench import synapse_venv  # noqa: PLC0415
+
+        synapse_python = synapse_venv() / "bin" / "python"
     out: dict[str, Any] = {"method": (
         "tests/interop/harness.py environment (netns, DNS, CA, stubs, Synapse 1.163.2 on"
         " SQLite); timing loop run inside the namespace by one Python process with"
@@ -573,7 +579,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--events", type=int, default=10_000, help="events in the room (c)")
     parser.add_argument("--workers", type=int, default=8, help="control API client threads")
     parser.add_argument("--synapse-python", type=Path, default=None,
-                        help="Python of a Synapse 1.163.2 venv (default: the interop cache)")
+                        help="Python of a Synapse 1.163.2 venv (default: as bench/run finds"
+                        " one: the interop cache, else bench/work/synapse-venv)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     parts = args.only or ["synapse", "throughput", "memory"]
@@ -588,6 +595,7 @@ def main(argv: Sequence[str]) -> int:
                           "processor": platform.processor() or platform.machine()}
     for part in parts:
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load_before = os.getloadavg()[0]
         if part == "synapse":
             figure = run_synapse(args.repeat, args.synapse_python, log)
         elif part == "throughput":
@@ -595,6 +603,8 @@ def main(argv: Sequence[str]) -> int:
         else:
             figure = run_memory(args.events, args.workers, log)
         figure["run_at"] = started
+        figure["loadavg_1min_before"] = round(load_before, 2)
+        figure["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
         results[part] = figure
     text = json.dumps(results, indent=2)
     print(text)
