@@ -1,0 +1,618 @@
+"""Room benchmarks (issue 13): join and message latency against a real Synapse, PDUs per
+second from one stubserver to another, and the memory of a room with 10,000 events.
+
+Not a test and not in CI: a program that measures and prints (and writes
+bench/results-rooms.json). See bench/README.md, "Rooms (issue 13)".
+
+    bench/run --only rooms                                # all three parts (same as:)
+    .venv/bin/python bench/rooms.py                       # all three parts
+    .venv/bin/python bench/rooms.py --only throughput --only memory   # loopback only
+    .venv/bin/python bench/rooms.py --only synapse --synapse-python PATH  # root: a netns
+
+Parts:
+
+* ``synapse``: the interop environment (tests/interop/harness.py: a network namespace,
+  DNS, CA, three stubs with control listeners, Synapse 1.163.2). For room versions 10, 11
+  and 12 (on direct.test, wk.test and srv.test as in the interop tests), this file runs
+  *inside* the namespace as ``rooms.py ns-timing`` and times, with plain keep-alive HTTP
+  from one process (no subprocess per call): control ``join`` -> Synapse's
+  ``joined_members`` lists our user, and Synapse's client ``send`` -> the event in our
+  room's ``events`` long-poll.
+* ``throughput``: two ``stubserver run`` on loopback (``localhost:PORT`` names, a private
+  CA, verified TLS). B joins A's room; A is told to send M messages through its control
+  API; the time until all M are in B's room, and the /send sizes B received (B's control
+  ``requests`` feed). Run twice: ``streaming`` (B receives while A is still creating) and
+  ``queued`` (B is stopped with SIGSTOP while A creates all M, then continued: A's queue
+  drains in full transactions of 50, so the figure is B's receive/verify/authorize rate).
+* ``memory``: RSS (VmRSS) of a ``stubserver run`` before and after its room gains 10,000
+  events through the control API; and tracemalloc of a room in-process (a RoomService on
+  a Clock, no sockets) holding the same number of events.
+
+Only the standard library is imported at the top, so that ``ns-timing`` starts fast inside
+the namespace; stubserver and the harness are imported where used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import http.client
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results-rooms.json"
+#: (room version, the interop stub that plays it), as in tests/interop/test_rooms_synapse.py.
+VERSIONS = (("10", "direct.test"), ("11", "wk.test"), ("12", "srv.test"))
+#: How long any one wait in this benchmark may take, in seconds.
+WAIT_S = 60.0
+#: One long-poll's wait, in milliseconds.
+LONG_POLL_MS = 1_000
+#: Pause between polls of Synapse's joined_members, in seconds.
+POLL_S = 0.005
+#: How long a stub may take to print its ready line, in seconds.
+READY_S = 30.0
+PREFIX = "/_stubserver/v1"
+
+
+def quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+class Http:
+    """One keep-alive HTTP connection; JSON in and out; reconnects once on a dropped one."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
+        url = urllib.parse.urlsplit(base)
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or 80
+        self.prefix = url.path.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.conn: http.client.HTTPConnection | None = None
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = WAIT_S) -> Any:
+        payload = None if body is None else json.dumps(body).encode()
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            try:
+                self.conn.request(method, self.prefix + path, body=payload, headers=self.headers)
+                response = self.conn.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+                continue
+            if not 200 <= response.status < 300:
+                raise RuntimeError(f"{method} {path} -> {response.status} {raw[:300]!r}")
+            return json.loads(raw)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, p90, min, max (ms) of ``values`` (seconds)."""
+    ms = sorted(v * 1000 for v in values)
+    p90 = ms[min(len(ms) - 1, max(0, round(0.9 * len(ms)) - 1))]
+    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1), "p90_ms": round(p90, 1),
+            "min_ms": round(ms[0], 1), "max_ms": round(ms[-1], 1)}
+
+
+# ------------------------------------------------------------------ part a: in the namespace
+
+
+class EventWatcher(threading.Thread):
+    """Long-polls a room's events from ``start`` and notes when each event ID arrived."""
+
+    def __init__(self, control: str, token: str, room: str, start: int) -> None:
+        super().__init__(daemon=True)
+        self.http = Http(control + PREFIX, token)
+        self.room = room
+        self.position = start
+        self.arrived: dict[str, float] = {}
+        self.cond = threading.Condition()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            page = self.http.call("GET", f"/rooms/{quote(self.room)}/events?from={self.position}"
+                                  f"&wait_ms={LONG_POLL_MS}")
+            now = time.perf_counter()
+            with self.cond:
+                for entry in page["events"]:
+                    self.arrived.setdefault(entry["event_id"], now)
+                self.cond.notify_all()
+            self.position = page["next"]
+        self.http.close()
+
+    def wait_for(self, event_id: str) -> float:
+        deadline = time.monotonic() + WAIT_S
+        with self.cond:
+            while event_id not in self.arrived:
+                if not self.cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"{event_id} did not reach our room in {WAIT_S} s")
+            return self.arrived[event_id]
+
+
+def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The timing loop run inside the namespace (stdlib only): one room version."""
+    control = Http(spec["control_url"] + PREFIX, spec["control_token"])
+    synapse = Http(spec["synapse_url"] + "/_matrix/client/v3", spec["synapse_token"])
+    version, us, via = spec["version"], spec["user_id"], spec["synapse_server"]
+    rows: list[dict[str, float]] = []
+    for i in range(spec["repeat"] + 1):  # the first is a warm-up (key fetches), kept apart
+        room = synapse.call("POST", "/createRoom",
+                            {"room_version": version, "preset": "public_chat"})["room_id"]
+        t0 = time.perf_counter()
+        control.call("POST", f"/rooms/{quote(room)}/join", {"user": "alice", "via": [via]})
+        t1 = time.perf_counter()
+        polls = 0
+        while True:
+            polls += 1
+            joined = synapse.call("GET", f"/rooms/{quote(room)}/joined_members")["joined"]
+            if us in joined:
+                break
+            if time.perf_counter() - t0 > WAIT_S:
+                raise TimeoutError(f"{us} not in joined_members of {room}")
+            time.sleep(POLL_S)
+        t2 = time.perf_counter()
+        start = control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
+        watcher = EventWatcher(spec["control_url"], spec["control_token"], room, start)
+        watcher.start()
+        time.sleep(0.05)  # let the first long-poll be waiting: its set-up is not our figure
+        s0 = time.perf_counter()
+        txn = f"bench-{os.getpid()}-{i}"
+        event_id = synapse.call("PUT", f"/rooms/{quote(room)}/send/m.room.message/{txn}",
+                                {"msgtype": "m.text", "body": f"bench {i}"})["event_id"]
+        s1 = time.perf_counter()
+        arrived = watcher.wait_for(event_id)
+        watcher.stop.set()
+        rows.append({"join_call": t1 - t0, "join_to_joined": t2 - t0, "joined_polls": polls,
+                     "send_call": s1 - s0, "send_return_to_event": arrived - s1,
+                     "send_start_to_event": arrived - s0})
+    control.close()
+    synapse.close()
+    warm, measured = rows[0], rows[1:]
+    out: dict[str, Any] = {"warm_up_ms": {k: round(v * 1000, 1) for k, v in warm.items()
+                                          if k != "joined_polls"}}
+    for key in ("join_call", "join_to_joined", "send_call", "send_return_to_event",
+                "send_start_to_event"):
+        out[key] = summary([r[key] for r in measured])
+    out["joined_on_first_poll"] = sum(1 for r in measured if r["joined_polls"] == 1)
+    return out
+
+
+def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str, Any]:
+    """Part a: the interop environment, and the timing loop inside its namespace."""
+    sys.path.insert(0, str(ROOT))
+    from tests.interop import harness  # noqa: PLC0415
+
+    reason = harness.unavailable_reason()
+    if reason is not None:
+        return {"skipped": reason}
+    if synapse_python is None:  # bench.py's: the interop cache, else bench/work's venv
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench import synapse_venv  # noqa: PLC0415
+
+        synapse_python = synapse_venv() / "bin" / "python"
+    out: dict[str, Any] = {"method": (
+        "tests/interop/harness.py environment (netns, DNS, CA, stubs, Synapse 1.163.2 on"
+        " SQLite); timing loop run inside the namespace by one Python process with"
+        " keep-alive HTTP (bench/rooms.py ns-timing); one warm-up round then N measured;"
+        f" joined_members polled every {POLL_S * 1000:.0f} ms; our events long-polled"),
+        "repeat": repeat, "versions": {}}
+    with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp, \
+            harness.interop_environment(Path(tmp), synapse_python=synapse_python,
+                                        log=log) as env:
+        _, _, token = env.synapse_user
+        for version, stub_name in VERSIONS:
+            stub = env.stubs[stub_name]
+            spec = {"version": version, "repeat": repeat,
+                    "control_url": stub.files.control_url,
+                    "control_token": stub.files.control_token,
+                    "synapse_url": env.synapse.files.spec.client_url,
+                    "synapse_token": token, "synapse_server": env.synapse.server_name,
+                    "user_id": f"@alice:{stub.server_name}"}
+            log(f"v{version} on {stub_name}: {repeat} + 1 rounds inside {env.ns.name}")
+            done = env.ns.run([sys.executable, str(Path(__file__).resolve()), "ns-timing"],
+                              input_text=json.dumps(spec), timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"ns-timing v{version} failed: {done.stderr[-3000:]}")
+            result = json.loads(done.stdout)
+            result["stub"] = stub_name
+            out["versions"][version] = result
+            log(f"v{version}: join->joined {result['join_to_joined']}; send->event "
+                f"{result['send_return_to_event']}")
+    return out
+
+
+# ------------------------------------------------------------------ loopback stubs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stub:
+    """A ``stubserver run`` on loopback named ``localhost:PORT``, with a control listener."""
+
+    def __init__(self, directory: Path, ca: Any, name: str) -> None:
+        import yaml  # noqa: PLC0415
+
+        from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
+        from stubserver.tls.certificates import issue_cert  # noqa: PLC0415
+
+        self.fed_port, self.control_port = free_port(), free_port()
+        self.server_name = f"localhost:{self.fed_port}"
+        self.token = secrets.token_urlsafe(16)
+        folder = directory / name
+        folder.mkdir()
+        (folder / "signing.key").write_text(ServerSigningKey.generate("b1").to_line())
+        pair = issue_cert(["localhost"], ca)
+        (folder / "tls.crt").write_bytes(pair.cert_pem)
+        (folder / "tls.key").write_bytes(pair.key_pem)
+        config = {
+            "server_name": self.server_name,
+            "signing_key_path": "signing.key",
+            "tls_certificate_path": "tls.crt",
+            "tls_private_key_path": "tls.key",
+            "listeners": [
+                {"port": self.fed_port, "bind_addresses": ["127.0.0.1"],
+                 "resources": ["federation"]},
+                {"port": self.control_port, "bind_addresses": ["127.0.0.1"],
+                 "resources": ["control"]},
+            ],
+            "users": {"alice": {"displayname": f"Alice of {name}"}},
+            "control_token": self.token,
+            "federation_verify_certificates": True,
+            "federation_custom_ca_list": [str(directory / "ca.crt")],
+            "ip_range_allowlist": ["127.0.0.0/8"],
+        }
+        config_path = folder / "stubserver.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.stderr = (folder / "stderr.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stubserver", "run", "-c", str(config_path)],
+            stdout=subprocess.PIPE, stderr=self.stderr, cwd=ROOT)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # the ready line (the process prints nothing else)
+        if not line:
+            raise RuntimeError(f"{name} did not start: {(folder / 'stderr.log').read_text()}")
+        self.control = self.http()
+
+    def http(self) -> Http:
+        return Http(f"http://127.0.0.1:{self.control_port}{PREFIX}", self.token)
+
+    def rss_mb(self) -> float:
+        return status_kb(self.process.pid, "VmRSS") / 1024
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@contextlib.contextmanager
+def stubs(*names: str) -> Iterator[list[Stub]]:
+    from stubserver.tls.certificates import make_ca  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp:
+        directory = Path(tmp)
+        ca = make_ca("stubserver rooms bench CA")
+        (directory / "ca.crt").write_bytes(ca.cert_pem)
+        started: list[Stub] = []
+        try:
+            for name in names:
+                started.append(Stub(directory, ca, name))
+            yield started
+        finally:
+            for stub in started:
+                stub.stop()
+
+
+def send_many(stub: Stub, room: str, count: int, workers: int, tag: str) -> float:
+    """``count`` messages through ``stub``'s control API from ``workers`` threads, each on
+    its own keep-alive connection; returns the seconds it took."""
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        conn = stub.http()
+        try:
+            for i in range(offset, count, workers):
+                conn.call("POST", f"/rooms/{quote(room)}/send",
+                          {"sender": "alice", "type": "m.room.message",
+                           "content": {"msgtype": "m.text", "body": f"{tag} {i}"}})
+        except BaseException as e:  # reported after the join
+            errors.append(e)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - t0
+
+
+def wait_for_messages(stub: Stub, room: str, start: int, tag: str, *, count: int,
+                      timeout: float) -> tuple[int, float, dict[str, int]]:
+    """Long-poll ``stub``'s room from ``start`` until ``count`` messages tagged ``tag``
+    are in; (next position, time of the last, outcomes)."""
+    conn = stub.http()
+    seen = 0
+    outcomes: dict[str, int] = {}
+    position = start
+    deadline = time.monotonic() + timeout
+    last = time.perf_counter()
+    while seen < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{seen}/{count} messages after {timeout} s")
+        page = conn.call("GET", f"/rooms/{quote(room)}/events?from={position}"
+                         f"&wait_ms={LONG_POLL_MS}", timeout=timeout)
+        last = time.perf_counter()
+        for entry in page["events"]:
+            body = entry["pdu"].get("content", {}).get("body", "")
+            if isinstance(body, str) and body.startswith(tag + " "):
+                seen += 1
+                outcomes[entry["outcome"]] = outcomes.get(entry["outcome"], 0) + 1
+        position = page["next"]
+    conn.close()
+    return position, last, outcomes
+
+
+def send_sizes(stub: Stub, start: int) -> tuple[int, list[int]]:
+    """The PDU counts of the /send transactions in ``stub``'s request feed from ``start``."""
+    page = stub.control.call("GET", f"/requests?from={start}")
+    sizes = [len((r.get("content") or {}).get("pdus", []))
+             for r in page["requests"] if "/_matrix/federation/v1/send/" in r["uri"]]
+    return page["next"], sizes
+
+
+def size_summary(sizes: Sequence[int]) -> dict[str, Any]:
+    if not sizes:
+        return {"transactions": 0}
+    return {"transactions": len(sizes), "pdus": sum(sizes), "min": min(sizes),
+            "median": statistics.median(sizes), "max": max(sizes),
+            "mean": round(sum(sizes) / len(sizes), 1),
+            "of_50": sum(1 for s in sizes if s == 50)}
+
+
+def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
+    """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile)."""
+    out: dict[str, Any] = {"messages": messages, "control_workers": workers, "method": (
+        "two `stubserver run` on 127.0.0.1 (names localhost:PORT, private CA, verified"
+        " TLS); B's alice joins A's room (v12); A's alice sends M m.room.message events"
+        f" through A's control API ({workers} threads, keep-alive); A's transaction queue"
+        " sends them to B; B's control events long-poll counts them; /send sizes from B's"
+        " control requests feed")}
+    with stubs("a", "b") as (a, b):
+        room = a.control.call("POST", "/rooms", {"creator": "alice", "room_version": "12",
+                                                 "preset": "public_chat"})["room_id"]
+        b.control.call("POST", f"/rooms/{quote(room)}/join",
+                       {"user": "alice", "via": [a.server_name]})
+        position = b.control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
+        # Warm-up: keys fetched, connections open, code paths hot.
+        send_many(a, room, 200, workers, "warm")
+        position, _, _ = wait_for_messages(b, room, position, "warm", count=200,
+                                             timeout=WAIT_S)
+        requests_at, _ = send_sizes(b, 0)
+
+        # Streaming: B receives while A creates.
+        log(f"throughput: streaming {messages}")
+        t0 = time.perf_counter()
+        created = send_many(a, room, messages, workers, "stream")
+        position, last, outcomes = wait_for_messages(b, room, position, "stream", count=messages,
+                                                     timeout=10 * WAIT_S)
+        requests_at, sizes = send_sizes(b, requests_at)
+        total = last - t0
+        out["streaming"] = {
+            "a_created_s": round(created, 3),
+            "a_create_rate_per_s": round(messages / created),
+            "all_at_b_s": round(total, 3),
+            "b_rate_per_s": round(messages / total),
+            "outcomes_at_b": outcomes, "send_sizes": size_summary(sizes)}
+        log(f"throughput streaming: {out['streaming']}")
+
+        # Queued: B stopped while A creates all of them; then B drains A's full queue.
+        log(f"throughput: queued {messages}")
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            created = send_many(a, room, messages, workers, "queued")
+        finally:
+            t0 = time.perf_counter()
+            b.process.send_signal(signal.SIGCONT)
+        position, last, outcomes = wait_for_messages(b, room, position, "queued", count=messages,
+                                                     timeout=10 * WAIT_S)
+        requests_at, sizes = send_sizes(b, requests_at)
+        total = last - t0
+        out["queued"] = {
+            "a_created_s": round(created, 3),
+            "b_drain_s": round(total, 3),
+            "b_rate_per_s": round(messages / total),
+            "outcomes_at_b": outcomes, "send_sizes": size_summary(sizes),
+            "note": "the first transaction (in flight when B was stopped) may be smaller"}
+        log(f"throughput queued: {out['queued']}")
+        out["rss_mb"] = {"a": round(a.rss_mb(), 1), "b": round(b.rss_mb(), 1)}
+    return out
+
+
+# ------------------------------------------------------------------ part c: memory
+
+
+def room_tracemalloc(events: int) -> dict[str, Any]:
+    """tracemalloc of a RoomService's one room before and after ``events`` messages."""
+    import random  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    from nacl.signing import SigningKey  # noqa: PLC0415
+    from twisted.internet.defer import succeed  # noqa: PLC0415
+    from twisted.internet.task import Clock  # noqa: PLC0415
+
+    from stubserver.rooms.builder import EventSigner  # noqa: PLC0415
+    from stubserver.rooms.service import RoomService  # noqa: PLC0415
+    from stubserver.rooms.store import RoomStore  # noqa: PLC0415
+    from stubserver.rooms.transaction import TransactionMemory  # noqa: PLC0415
+
+    class NoClient:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a room with one server sends nothing")
+
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    signer = EventSigner("bench.test", "ed25519:b1", SigningKey(b"\x07" * 32))
+    service = RoomService(clock=clock, signer=signer,
+                          store=RoomStore("bench.test", TransactionMemory(clock)),
+                          client=NoClient(),
+                          fetch_verify_key=lambda *a: succeed(None), rng=random.Random(1))  # noqa: S311 - not for secrets
+
+    def result(d: Any) -> Any:
+        box: list[Any] = []
+        d.addBoth(box.append)
+        assert box and not hasattr(box[0], "raiseException"), box
+        return box[0]
+
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    room = result(service.create_room("alice", room_version="12"))["room_id"]
+    gc.collect()
+    created = tracemalloc.get_traced_memory()[0]
+    for i in range(events):
+        result(service.send(room, "alice", "m.room.message",
+                            {"msgtype": "m.text", "body": f"message {i}"}))
+        clock.advance(0.001)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    held = len(service.store.get_room(room).events_since(0))  # type: ignore[union-attr]
+    return {"events_in_room": held,
+            "empty_room_kb": round((created - base) / 1024, 1),
+            "room_with_events_mb": round((after - base) / 2**20, 2),
+            "bytes_per_event": round((after - created) / events),
+            "method": "tracemalloc traced memory (after gc.collect) from before create_room"
+                      " to after the messages: a RoomService on a twisted Clock, no other"
+                      " server in the room (nothing sent), body 'message N'"}
+
+
+def run_memory(events: int, workers: int, log: Any) -> dict[str, Any]:
+    """Part c: RSS of a stub before and after its room gains ``events`` events."""
+    with stubs("m") as (m,):
+        room = m.control.call("POST", "/rooms", {"creator": "alice", "room_version": "12",
+                                                 "preset": "public_chat"})["room_id"]
+        send_many(m, room, 10, 1, "warm")
+        time.sleep(1.0)
+        before = m.rss_mb()
+        took = send_many(m, room, events, workers, "mem")
+        time.sleep(1.0)
+        after = m.rss_mb()
+        hwm = status_kb(m.process.pid, "VmHWM") / 1024
+        held = len(m.control.call("GET", f"/rooms/{quote(room)}/events?from=0")["events"])
+        time.sleep(1.0)
+        after_read = m.rss_mb()
+    out = {"events": events, "events_in_room": held,
+           "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+           "rss_growth_mb": round(after - before, 1),
+           "rss_after_reading_all_events_mb": round(after_read, 1),
+           "vm_hwm_mb": round(hwm, 1), "send_s": round(took, 2),
+           "method": "VmRSS of `stubserver run` (one v12 room, 10 warm-up messages) 1 s after"
+                     f" the last control call, before and after {events} messages sent"
+                     f" through the control API ({workers} threads); then once more after"
+                     " one control read of all the room's events"}
+    log(f"memory (process): {out}")
+    out["in_process"] = room_tracemalloc(events)
+    log(f"memory (tracemalloc): {out['in_process']}")
+    return out
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv: Sequence[str]) -> int:
+    if list(argv[:1]) == ["ns-timing"]:
+        print(json.dumps(ns_timing(json.load(sys.stdin))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=("synapse", "throughput", "memory"))
+    parser.add_argument("--repeat", type=int, default=20, help="rounds per room version (a)")
+    parser.add_argument("--messages", type=int, default=5000, help="messages A sends B (b)")
+    parser.add_argument("--events", type=int, default=10_000, help="events in the room (c)")
+    parser.add_argument("--workers", type=int, default=8, help="control API client threads")
+    parser.add_argument("--synapse-python", type=Path, default=None,
+                        help="Python of a Synapse 1.163.2 venv (default: as bench/run finds"
+                        " one: the interop cache, else bench/work/synapse-venv)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    parts = args.only or ["synapse", "throughput", "memory"]
+
+    def log(message: str) -> None:
+        print(f"[rooms] {message}", file=sys.stderr, flush=True)
+
+    results: dict[str, Any] = {}
+    if RESULTS.exists():
+        results = json.loads(RESULTS.read_text())
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "processor": platform.processor() or platform.machine()}
+    for part in parts:
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load_before = os.getloadavg()[0]
+        if part == "synapse":
+            figure = run_synapse(args.repeat, args.synapse_python, log)
+        elif part == "throughput":
+            figure = run_throughput(args.messages, args.workers, log)
+        else:
+            figure = run_memory(args.events, args.workers, log)
+        figure["run_at"] = started
+        figure["loadavg_1min_before"] = round(load_before, 2)
+        figure["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
+        results[part] = figure
+    text = json.dumps(results, indent=2)
+    print(text)
+    if not args.no_write:
+        RESULTS.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main(sys.argv[1:]))
