@@ -82,8 +82,19 @@ def _add_federation_options(p: argparse.ArgumentParser, *, config_required: bool
     g.add_argument("--default-port", type=int, metavar="N", help="default federation port (8448)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every command."""
+#: Commands whose arguments live with them, added only when chosen (their modules cost
+#: start-up that ``run`` should not pay): name -> (module, help).
+LAZY_PARSERS = {
+    "room": ("stubserver.cli.room", "drive a running server's rooms (its control API)"),
+    "conformance": (
+        "stubserver.cli.conformance",
+        "check a running homeserver's federation against the spec",
+    ),
+}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every command (``argv`` says which lazy ones to build)."""
     parser = argparse.ArgumentParser(
         prog="stubserver", description="A small, spec-exact Matrix federation peer."
     )
@@ -131,12 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--client", action="store_true", help="also check client discovery")
     _add_federation_options(k)
 
-    from stubserver.cli.room import add_room_parser  # noqa: PLC0415 - argparse only
-
-    add_room_parser(sub)
-    from stubserver.cli.conformance import add_conformance_parser  # noqa: PLC0415
-
-    add_conformance_parser(sub)
+    args = list(sys.argv[1:] if argv is None else argv)
+    chosen = args[0] if args else None  # the command comes first (no global options)
+    for name, (module, text) in LAZY_PARSERS.items():
+        if name == chosen:
+            getattr(importlib.import_module(module), f"add_{name}_parser")(sub)
+        else:
+            sub.add_parser(name, help=text)
     return parser
 
 
@@ -168,7 +180,7 @@ def federation_from_args(args: argparse.Namespace) -> tuple[Config | None, Feder
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stubserver`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     module_name, func_name = COMMANDS[args.command].split(":")
     command = getattr(importlib.import_module(module_name), func_name)
     try:

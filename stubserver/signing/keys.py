@@ -23,11 +23,8 @@ import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import signedjson.key
-import signedjson.sign
-import signedjson.types
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -39,6 +36,9 @@ from stubserver.signing.canonical_json import (
 )
 
 #: The only algorithm the spec defines for server keys.
+if TYPE_CHECKING:
+    import signedjson.types
+
 ED25519 = "ed25519"
 #: Key versions, and so key IDs after ``ed25519:``, are ``[a-zA-Z0-9_]+`` (spec, Complement).
 KEY_VERSION_RE = re.compile(r"[a-zA-Z0-9_]+\Z")
@@ -100,10 +100,13 @@ class ServerSigningKey:
     def __post_init__(self) -> None:
         # signedjson names a key by the ``alg`` and ``version`` attributes it sets on nacl's
         # key objects (signedjson.key.decode_signing_key_bytes); give ours the same.
+        # Set here as signedjson.key.decode_signing_key_bytes sets them, without importing
+        # signedjson: its import loads importlib.metadata (~0.8 MB, ~7 ms of start-up), and
+        # `run` signs nothing until its first signed request or notary answer.
         if getattr(self.key, "version", None) != self.version or not hasattr(self.key, "alg"):
-            key = signedjson.key.decode_signing_key_base64(
-                ED25519, self.version, encode_base64(bytes(self.key))
-            )
+            key = SigningKey(bytes(self.key))
+            key.version = self.version  # type: ignore[attr-defined]
+            key.alg = ED25519  # type: ignore[attr-defined]
             object.__setattr__(self, "key", key)
 
     @property
@@ -185,6 +188,8 @@ def sign_json(obj: JsonDict, server_name: str, key: ServerSigningKey) -> JsonDic
     check_canonical({k: v for k, v in obj.items() if k not in ("signatures", "unsigned")})
     signed = dict(obj)
     signed["signatures"] = {s: dict(v) for s, v in obj.get("signatures", {}).items()}
+    import signedjson.sign  # noqa: PLC0415 - imported on first use (see ServerSigningKey)
+
     # ServerSigningKey.__post_init__ gave the key the ``alg`` and ``version`` signedjson reads.
     named_key = cast("signedjson.types.SigningKey", key.key)
     result: JsonDict = signedjson.sign.sign_json(signed, server_name, named_key)
@@ -216,6 +221,9 @@ def verify_signed_json(
     the signature's presence, base64 and length, so that every failure is a
     SignatureError saying which.
     """
+    import signedjson.key  # noqa: PLC0415 - imported on first use (see ServerSigningKey)
+    import signedjson.sign  # noqa: PLC0415
+
     _signature_by(obj, server_name, key_id)
     if not key_id.startswith(f"{ED25519}:"):
         raise SignatureError(f"key {key_id} is not an {ED25519} key")

@@ -40,3 +40,41 @@ class CommandTableTests(SynchronousTestCase):
         )
         assert result.returncode == EXIT_USAGE
         assert result.stderr.startswith("stubserver resolve: ")
+
+
+#: Modules ``run`` must not load before it signs anything (issue 11's start-up budget):
+#: signedjson (whose import loads importlib.metadata) and the commands `run` never uses.
+NOT_LOADED_BY_RUN = (
+    "signedjson",
+    "importlib.metadata",
+    "stubserver.cli.room",
+    "stubserver.cli.conformance",
+)
+
+
+class StartUpImportTests(SynchronousTestCase):
+    def test_run_parses_its_arguments_and_config_without_the_heavy_modules(self) -> None:
+        """Parsing ``run``'s arguments and loading its config (signing key included) loads
+        neither signedjson nor the room and conformance commands."""
+        import tempfile
+        from pathlib import Path
+
+        from stubserver.tls.certificates import make_ca
+        from tests.support import write_stub
+
+        directory = Path(tempfile.mkdtemp())
+        config = write_stub(directory, "lazy.test", make_ca("lazy CA"))
+        code = (
+            "import sys\n"
+            "from stubserver.cli.main import build_parser\n"
+            "from pathlib import Path\n"
+            "from stubserver.config import load_config\n"
+            f"build_parser(['run', '-c', {str(config)!r}]).parse_args(['run', '-c', 'x'])\n"
+            f"load_config(Path({str(config)!r}))\n"
+            f"print([m for m in {NOT_LOADED_BY_RUN!r} if m in sys.modules])\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "[]", result.stdout

@@ -43,7 +43,8 @@ class FakeApi:
 
 
 def run(api: FakeApi, *argv: str) -> int:
-    args = build_parser().parse_args(["room", *argv, "-c", "unused.yaml"])
+    full = ["room", *argv, "-c", "unused.yaml"]
+    args = build_parser(full).parse_args(full)
     return room.main(args, transport=api)
 
 
@@ -105,7 +106,8 @@ def test_send_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[s
     """send without exactly one of TEXT and --type/--content is bad usage (exit 2)."""
     api = FakeApi({})
     path = Path("unused.yaml")
-    args = build_parser().parse_args(["room", "send", ROOM, *argv, "-c", str(path)])
+    full = ["room", "send", ROOM, *argv, "-c", str(path)]
+    args = build_parser(full).parse_args(full)
     with pytest.raises(ConfigError):
         room.main(args, transport=api)
     assert api.calls == []
@@ -237,7 +239,8 @@ def test_an_unreachable_api_is_exit_1(capsys: pytest.CaptureFixture[str]) -> Non
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     port = server.server_address[1]
     server.server_close()
-    args = build_parser().parse_args(["room", "show", ROOM, "-c", "unused.yaml"])
+    argv = ["room", "show", ROOM, "-c", "unused.yaml"]
+    args = build_parser(argv).parse_args(argv)
     transport = http_transport(ControlEndpoint("127.0.0.1", port, "t"))
     assert room.main(args, transport=transport) == 1
     assert "cannot reach the control API" in capsys.readouterr().err

@@ -164,9 +164,10 @@ def test_bad_usage_exits_2() -> None:
 
 def test_an_unusable_peer_config_exits_2(tmp_path: object) -> None:
     """A peer config that cannot be driven (no file) is exit 2, before any test runs."""
-    args = build_parser().parse_args([
+    argv = [
         "conformance", "--homeserver-name", "hs", "--homeserver-url", "http://127.0.0.1:1",
-        "-c", "/nonexistent/peer.yaml", "--homeserver-token", "t"])
+        "-c", "/nonexistent/peer.yaml", "--homeserver-token", "t"]
+    args = build_parser(argv).parse_args(argv)
     out = io.StringIO()
     try:
         status = conformance_main(args, out)
