@@ -12,7 +12,11 @@ every area shares, and the entry points.
 - ``server_keys/``  our key document, the key fetcher, the notary
 - ``auth/``         X-Matrix in both directions, and the inbound request filter
 - ``tls/``          client and server TLS, certificates (used by ``generate``)
-- ``rooms/``        room versions, events, redaction, hashes, auth rules, state
+- ``rooms/``        room versions, events, redaction, hashes, auth rules, state resolution,
+                    the in-memory room, transactions, the room service and its endpoints
+- ``control/``      the control API a test drives a running server with (``/_stubserver/v1``)
+- ``testing/``      ``stubserver.testing``: the public Python API (Peer, Homeserver, plugin)
+- ``conformance/``  ``stubserver conformance``: the federation suite run against a homeserver
 - ``client/``       outbound transport: agent, blocklist, bounded bodies, signed requests,
                     backoff, shared fetches, the bounded TTL cache
 - ``server/``       inbound transport: router, limits, connection counting, site, request
