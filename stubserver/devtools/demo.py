@@ -38,14 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from stubserver.cli.room import ControlUnreachable
+from stubserver.devtools.demo_evidence import ROOM_ALIAS, summary_line
 from stubserver.devtools.demo_pairs import PairResult, check_all_pairs, format_matrix
-from stubserver.devtools.demo_room import (
-    ROOM_ALIAS,
-    RoomDemoError,
-    format_room,
-    run_room,
-    summary_line,
-)
+from stubserver.devtools.demo_room import RoomDemoError, format_room, run_room
 from stubserver.devtools.demo_world import (
     CONTROL_PORT,
     DNS_ADDRESS,

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar
-from urllib.parse import quote, unquote, urlencode
+from typing import Any, Final, Protocol
 
 from stubserver.testing._errors import (
     ControlError,
     ControlUnreachable,
     StrictModeViolation,
-    WaitTimeout,
     summarize_request,
 )
+from stubserver.testing._feeds import PREFIX, ControlFeeds, room_path
 from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
 from stubserver.testing._http import HttpEndpoint, TransportError
 from stubserver.testing._process import (
@@ -24,39 +22,20 @@ from stubserver.testing._process import (
     AttachedProcess,
     PeerProcess,
 )
-from stubserver.testing._records import (
-    CreatedRoom,
-    FederationAnswer,
-    JoinedRoom,
-    ReceivedEdu,
-    RoomEvent,
-)
+from stubserver.testing._records import CreatedRoom, FederationAnswer, JoinedRoom
 from stubserver.testing._strict import unexpected_requests
 
 #: The localpart of the peer's user when a method is not told another.
 DEFAULT_USER: Final = "stubserver"
-#: Default deadline of the ``wait_for_*`` methods, in seconds.
-DEFAULT_WAIT_SECONDS: Final = 30.0
-#: Longest one long poll asks the control API to wait (its own bound), in milliseconds.
-MAX_POLL_MS: Final = 60_000
-#: Time allowed on top of a long poll's wait for its answer to arrive, in seconds.
-HTTP_MARGIN_SECONDS: Final = 30.0
 #: Time allowed for an operation (a remote join chains several requests), in seconds.
 OPERATION_TIMEOUT_SECONDS: Final = 120.0
 #: Lines of stderr a failure report shows.
 REPORT_STDERR_LINES: Final = 40
 #: Requests a failure report lists (the last ones).
 REPORT_REQUESTS: Final = 20
-_PREFIX: Final = "/_stubserver/v1"
-
-_T = TypeVar("_T")
 
 
-def _room_path(room: str) -> str:
-    return f"{_PREFIX}/rooms/{quote(room, safe='')}"
-
-
-class Peer:
+class Peer(ControlFeeds):
     """A running ``stubserver run`` with a federation listener and a control listener.
 
     Start one with :meth:`start`; use it as a context manager (or call :meth:`close`) to
@@ -230,9 +209,12 @@ class Peer:
             remote_body=fields.get("remote_body"),
         )
 
+    def _control_get(self, operation: str, path: str, timeout: float) -> Any:
+        return self._call(operation, "GET", path, timeout=timeout)
+
     def status(self) -> dict[str, Any]:
         """``{"server_name", "room_versions", "rooms"}``."""
-        result: dict[str, Any] = self._call("status", "GET", f"{_PREFIX}/status")
+        result: dict[str, Any] = self._call("status", "GET", f"{PREFIX}/status")
         return result
 
     def create_room(
@@ -258,7 +240,7 @@ class Peer:
         answer = self._call(
             "create_room",
             "POST",
-            f"{_PREFIX}/rooms",
+            f"{PREFIX}/rooms",
             {k: v for k, v in body.items() if v is not None},
         )
         return CreatedRoom(answer["room_id"], answer["room_version"], tuple(answer["event_ids"]))
@@ -266,13 +248,13 @@ class Peer:
     def join(self, room: str, user: str = DEFAULT_USER, via: Sequence[str] = ()) -> JoinedRoom:
         """Join ``room`` (ID or alias) as ``user``, through the ``via`` servers when remote."""
         answer = self._call(
-            f"join {room}", "POST", f"{_room_path(room)}/join", {"user": user, "via": list(via)}
+            f"join {room}", "POST", f"{room_path(room)}/join", {"user": user, "via": list(via)}
         )
         return JoinedRoom(answer["room_id"], answer["room_version"], answer["event_id"])
 
     def leave(self, room: str, user: str = DEFAULT_USER) -> str:
         """Leave ``room`` as ``user``; the leave event's ID."""
-        answer = self._call(f"leave {room}", "POST", f"{_room_path(room)}/leave", {"user": user})
+        answer = self._call(f"leave {room}", "POST", f"{room_path(room)}/leave", {"user": user})
         return str(answer["event_id"])
 
     def invite(self, room: str, user_id: str, sender: str = DEFAULT_USER) -> str:
@@ -280,7 +262,7 @@ class Peer:
         answer = self._call(
             f"invite {user_id} to {room}",
             "POST",
-            f"{_room_path(room)}/invite",
+            f"{room_path(room)}/invite",
             {"sender": sender, "user_id": user_id},
         )
         return str(answer["event_id"])
@@ -323,7 +305,7 @@ class Peer:
                 if v is not None
             }
         )
-        answer = self._call(f"send {type} to {room}", "POST", f"{_room_path(room)}/send", body)
+        answer = self._call(f"send {type} to {room}", "POST", f"{room_path(room)}/send", body)
         return str(answer["event_id"])
 
     def send_message(self, room: str, text: str, *, sender: str = DEFAULT_USER) -> str:
@@ -335,13 +317,13 @@ class Peer:
         self._call(
             f"send_edu {edu_type}",
             "POST",
-            f"{_room_path(room)}/edu",
+            f"{room_path(room)}/edu",
             {"edu_type": edu_type, "content": dict(content)},
         )
 
     def room_state(self, room: str) -> dict[str, Any]:
         """``{"room_id", "room_version", "state", "members", "servers", "forward_extremities"}``."""
-        result: dict[str, Any] = self._call(f"room_state {room}", "GET", _room_path(room))
+        result: dict[str, Any] = self._call(f"room_state {room}", "GET", room_path(room))
         return result
 
     def federation_request(
@@ -352,179 +334,11 @@ class Peer:
         if body is not None:
             request["body"] = body
         answer = self._call(
-            f"federation_request {method} {path}", "POST", f"{_PREFIX}/federation/request", request
+            f"federation_request {method} {path}", "POST", f"{PREFIX}/federation/request", request
         )
         return FederationAnswer(int(answer["status"]), answer.get("body"))
 
-    # -- feeds ------------------------------------------------------------------------------
-
-    def _page(self, operation: str, path: str, start: int, wait_ms: int) -> Any:
-        query = urlencode({"from": start, "wait_ms": wait_ms})
-        return self._call(
-            operation, "GET", f"{path}?{query}", timeout=wait_ms / 1000 + HTTP_MARGIN_SECONDS
-        )
-
-    def _read_all(self, operation: str, path: str, key: str, start: int) -> tuple[list[Any], int]:
-        items: list[Any] = []
-        while True:
-            answer = self._page(operation, path, start, 0)
-            page = answer[key]
-            items.extend(page)
-            if not page or answer["next"] == start:
-                return items, int(answer["next"])
-            start = int(answer["next"])
-
-    def events(self, room: str, start: int = 0) -> list[RoomEvent]:
-        """Every PDU ``room`` gained from position ``start``, in order (no waiting)."""
-        items, _ = self._read_all(f"events {room}", f"{_room_path(room)}/events", "events", start)
-        return [_room_event(item, start + i) for i, item in enumerate(items)]
-
-    def edus(self, start: int = 0) -> list[ReceivedEdu]:
-        """Every EDU received from position ``start`` (no waiting)."""
-        items, _ = self._read_all("edus", f"{_PREFIX}/edus", "edus", start)
-        return [_edu(item, start + i) for i, item in enumerate(items)]
-
-    def requests(self, start: int = 0) -> list[dict[str, Any]]:
-        """Every inbound federation request from position ``start`` (request log objects)."""
-        items, _ = self._read_all("requests", f"{_PREFIX}/requests", "requests", start)
-        return list(items)
-
-    def _wait(
-        self,
-        *,
-        operation: str,
-        path: str,
-        key: str,
-        convert: Callable[[Any, int], _T],
-        matches: Callable[[_T], bool],
-        describe: Callable[[_T], str],
-        waited_for: str,
-        start: int,
-        timeout: float,
-    ) -> _T:
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        position = start
-        while True:
-            remaining = deadline - time.monotonic()
-            wait_ms = max(0, min(MAX_POLL_MS, int(remaining * 1000)))
-            answer = self._page(operation, path, position, wait_ms)
-            for index, raw in enumerate(answer[key]):
-                item = convert(raw, position + index)
-                if matches(item):
-                    return item
-                seen.append(describe(item))
-            position = int(answer["next"])
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(waited_for, timeout, seen)
-
-    def wait_for_event(
-        self,
-        room: str,
-        *,
-        type: str | None = None,
-        sender: str | None = None,
-        state_key: str | None = None,
-        event_id: str | None = None,
-        match: Callable[[RoomEvent], bool] | None = None,
-        start: int = 0,
-        timeout: float = DEFAULT_WAIT_SECONDS,
-    ) -> RoomEvent:
-        """The first event of ``room`` from position ``start`` that matches every filter given.
-
-        Looks from the room's first event by default, so an event that arrived before the
-        call matches too (a test never races its own wait). Long-polls; on timeout raises
-        :class:`WaitTimeout` listing the events that did arrive.
-        """
-
-        def matches(e: RoomEvent) -> bool:
-            return (
-                (type is None or e.type == type)
-                and (sender is None or e.sender == sender)
-                and (state_key is None or e.state_key == state_key)
-                and (event_id is None or e.event_id == event_id)
-                and (match is None or match(e))
-            )
-
-        filters = {"type": type, "sender": sender, "state_key": state_key, "event_id": event_id}
-        wanted = ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None)
-        return self._wait(
-            operation=f"events {room}",
-            path=f"{_room_path(room)}/events",
-            key="events",
-            convert=_room_event,
-            matches=matches,
-            describe=RoomEvent.summary,
-            waited_for=f"an event in {room} ({wanted or 'any'}"
-            f"{', and the match function' if match else ''})",
-            start=start,
-            timeout=timeout,
-        )
-
-    def wait_for_edu(
-        self,
-        edu_type: str,
-        *,
-        origin: str | None = None,
-        match: Callable[[ReceivedEdu], bool] | None = None,
-        start: int = 0,
-        timeout: float = DEFAULT_WAIT_SECONDS,
-    ) -> ReceivedEdu:
-        """The first EDU of ``edu_type`` (from ``origin``) received; WaitTimeout lists the rest."""
-
-        def matches(e: ReceivedEdu) -> bool:
-            return (
-                e.edu_type == edu_type
-                and (origin is None or e.origin == origin)
-                and (match is None or match(e))
-            )
-
-        return self._wait(
-            operation="edus",
-            path=f"{_PREFIX}/edus",
-            key="edus",
-            convert=_edu,
-            matches=matches,
-            describe=ReceivedEdu.summary,
-            waited_for=f"an EDU {edu_type!r} from {origin or 'any server'}",
-            start=start,
-            timeout=timeout,
-        )
-
-    def wait_for_request(
-        self,
-        path_prefix: str,
-        *,
-        method: str | None = None,
-        match: Callable[[dict[str, Any]], bool] | None = None,
-        start: int = 0,
-        timeout: float = DEFAULT_WAIT_SECONDS,
-    ) -> dict[str, Any]:
-        """The first inbound request whose URI starts with ``path_prefix`` (request log
-        object), percent-decoded or as sent, and that ``match`` accepts when given."""
-
-        def matches(entry: dict[str, Any]) -> bool:
-            uri = str(entry.get("uri", ""))
-            return (
-                (uri.startswith(path_prefix) or unquote(uri).startswith(path_prefix))
-                and (method is None or entry.get("method") == method.upper())
-                and (match is None or match(entry))
-            )
-
-        def convert(raw: Any, position: int) -> dict[str, Any]:
-            return dict(raw)
-
-        return self._wait(
-            operation="requests",
-            path=f"{_PREFIX}/requests",
-            key="requests",
-            convert=convert,
-            matches=matches,
-            describe=summarize_request,
-            waited_for=f"a {method or 'any-method'} request to {path_prefix}*",
-            start=start,
-            timeout=timeout,
-        )
+    # -- feeds: events, edus, requests and the wait_for_* methods are ControlFeeds' --------
 
     # -- strict mode and the end ------------------------------------------------------------
 
@@ -614,24 +428,3 @@ def _connectable(address: str) -> str:
     if address == "::":
         return "::1"
     return address
-
-
-def _room_event(raw: Any, position: int) -> RoomEvent:
-    return RoomEvent(
-        raw["event_id"],
-        raw["pdu"],
-        raw.get("origin"),
-        raw.get("outcome", ""),
-        raw.get("reason"),
-        position,
-    )
-
-
-def _edu(raw: Any, position: int) -> ReceivedEdu:
-    content = raw.get("content")
-    return ReceivedEdu(
-        str(raw.get("origin")),
-        str(raw.get("edu_type")),
-        content if isinstance(content, dict) else {},
-        position,
-    )
