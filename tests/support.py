@@ -222,13 +222,20 @@ def _read_line(stream: IO[bytes], deadline: float) -> bytes | None:
                 return buffer
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def start_stubserver(
     config_path: Path,
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     extra_args: Sequence[str] = (),
+    sigint_ignored: bool = False,
 ) -> StubProcess:
     """Start ``python -m stubserver run -c config_path`` and wait for its ready line.
+
+    ``sigint_ignored``: start it with SIGINT ignored, as a shell starts a background job.
 
     Raises :class:`StubserverFailed` when it exits or stays silent for ``timeout`` s.
     """
@@ -238,6 +245,7 @@ def start_stubserver(
         stdout=subprocess.PIPE,
         stderr=stderr_file,
         cwd=REPO_ROOT,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,  # noqa: PLW1509 - no threads fork here
     )
     assert process.stdout is not None
     line = _read_line(process.stdout, time.monotonic() + timeout)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -243,6 +244,11 @@ def serve(config_path: Path) -> int:
     reactor.addSystemEventTrigger(
         "before", "shutdown", shut_down, reactor, bound, sites, extensions.request_log
     )
+    # SIGINT stops us whatever we inherited (DESIGN.md: "serves until SIGINT or SIGTERM"). A
+    # shell starts a background job (`stubserver run &`, as CI scripts do) with SIGINT
+    # ignored; Python then leaves it ignored, and Twisted only takes over a SIGINT that
+    # still has Python's default handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     reactor.run()
     log.info("Stopped")
     return EXIT_OK

@@ -231,6 +231,16 @@ def test_signal_exits_zero_and_closes_listeners(
 
 
 @pytest.mark.integration
+def test_sigint_stops_a_server_started_with_sigint_ignored(tmp_path: Path, ca: KeyPair) -> None:
+    """A server started as a background job (SIGINT ignored) still stops on SIGINT, exit 0."""
+    config = write_stub(tmp_path, "iota.test", ca, bind="127.0.0.29")
+    with start_stubserver(config, sigint_ignored=True) as stub:
+        status = stub.terminate(signal.SIGINT)
+        stderr = stub.stderr_text()
+    assert status == 0, stderr
+
+
+@pytest.mark.integration
 def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path, ca: KeyPair) -> None:
     """A port already in use stops start-up with one line on stderr and exit status 2."""
     with socket.create_server(("127.0.0.30", 0)) as taken:
