@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+
+from stubserver.config import load_config
+from stubserver.server.federation import build_federation_extensions
+from stubserver.server.run import site_parts
+from stubserver.server.site import routes_for
+from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.testing._files import SPEC_FEDERATION_PORT, choose_identity
-from stubserver.testing._strict import is_served, unexpected_requests
+from stubserver.testing._strict import SERVED_ROUTES, is_served, unexpected_requests
 
 
 @pytest.mark.parametrize(
@@ -85,3 +95,22 @@ def test_a_port_that_contradicts_the_name_is_refused() -> None:
     """``port`` differing from the name's own port is a usage error."""
     with pytest.raises(ValueError, match="differs"):
         choose_identity("a.test:8500", "127.0.0.1", 8501)
+
+
+def test_served_routes_are_the_federation_listeners_route_table(tmp_path: Path) -> None:
+    """SERVED_ROUTES (strict mode's copy) is exactly what `run` serves on a federation
+    listener of a server with rooms: key document and version, profile, notary, rooms."""
+    out = subprocess.run(
+        [sys.executable, "-m", "stubserver", "generate", "--server-name", "r.test",
+         "--dir", str(tmp_path), "--port", "0"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    config = load_config(Path(out))
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    parts = site_parts(config, reactor, build_federation_extensions(config, reactor))
+    keys = KeyDocumentSource(
+        reactor, config.server_name, config.signing_keys, config.old_signing_keys,
+        config.key_refresh_interval_ms,
+    )
+    table = routes_for(frozenset({"federation"}), config, keys, parts.extra_routes)
+    assert {(r.method, r.pattern) for r in table} == set(SERVED_ROUTES)
