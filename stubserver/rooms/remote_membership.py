@@ -76,16 +76,22 @@ class RemoteMembership:
             if built.event.room_id != room_id:
                 last = MatrixError(502, "M_UNKNOWN", f"{server}'s template is for another room")
                 continue
-            answer = await self._remote.send_membership(server, room_id, built, "join")
+            # A send_join refused, failed or answered unusably is tried on the next server,
+            # as Synapse does (it walks its destination list for send_join as for make_join).
+            try:
+                answer = await self._remote.send_membership(server, room_id, built, "join")
+            except (RemoteRefused, RemoteUnreachable) as e:
+                last = e
+                continue
             try:
                 joined, record = await room_from_join_answer(
                     answer, built, version=version, room_id=room_id,
                     fetch_verify_key=self._fetch_verify_key, now=self._now(),
                     origin=self._signer.server_name)
             except ValueError as e:
-                raise MatrixError(502, "M_UNKNOWN",
-                                  f"the send_join answer from {server} is unusable: {e}"
-                                  ) from None
+                last = MatrixError(502, "M_UNKNOWN",
+                                   f"the send_join answer from {server} is unusable: {e}")
+                continue
             return RemoteJoin(server=server, room=joined, record=record, version=version)
         assert last is not None
         raise last

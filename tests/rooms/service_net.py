@@ -63,6 +63,8 @@ class Network:
         self.peers: dict[str, Peer] = {}
         self.sent: list[Sent] = []
         self.down: set[str] = set()
+        #: (destination, path fragment) pairs answered 500 instead of being delivered.
+        self.failing: set[tuple[str, str]] = set()
 
     def add(self, signer: EventSigner, seed: int) -> Peer:
         peer = Peer(self, signer, seed)
@@ -95,6 +97,8 @@ class FakeClient:
         peer = self._network.peers.get(destination)
         if peer is None or destination in self._network.down:
             return fail(Unreachable(f"{destination} is down"))
+        if any(d == destination and f in path_and_query for d, f in self._network.failing):
+            return succeed(FakeResponse(500, b'{"errcode":"M_UNKNOWN","error":"failing"}'))
         parts = urlsplit(path_and_query)
         dummy = DummyRequest([])
         request: Any = dummy  # DummyRequest stands for IRequest (untyped attributes)

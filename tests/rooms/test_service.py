@@ -8,9 +8,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from nacl.signing import SigningKey
 from twisted.internet.defer import CancelledError, Deferred
 
 from stubserver.control.surface import RemoteRefused, RemoteUnreachable
+from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.create import add_own_event, build_in_room
 from stubserver.rooms.room import Room
 from stubserver.rooms.service import RoomService
@@ -99,6 +101,21 @@ def test_join_without_servers_is_404_and_unreachable_is_typed() -> None:
     network.down.clear()
     refused = failure_now(b.service.join("!nope:a.test", "bob", ["a.test"])).value
     assert isinstance(refused, RemoteRefused) and refused.status == 404
+
+
+def test_a_send_join_refused_by_one_server_is_tried_on_the_next() -> None:
+    """make_join succeeds at c but its send_join fails: the join goes on through a, the
+    next via server, as Synapse tries each destination in turn."""
+    network, a, b = two_peers()
+    c = network.add(EventSigner("c.test", "ed25519:c1", SigningKey(b"\x0c" * 32)), 3)
+    room_id = hosted(a)
+    result_now(c.service.join(room_id, "carol", ["a.test"]))
+    network.failing.add(("c.test", "/send_join/"))
+    answer = result_now(b.service.join(room_id, "bob", ["c.test", "a.test"]))
+    assert answer["room_id"] == room_id
+    assert network.paths("b.test", "/send_join/") and b.room(room_id).members[BOB] == "join"
+    assert [s.destination for s in network.sent
+            if s.origin == "b.test" and "/send_join/" in s.path] == ["c.test", "a.test"]
 
 
 @ALL
