@@ -46,15 +46,13 @@ from stubserver.check.report import (
     CheckReport,
     CheckWarning,
     ClientReport,
-    ConnectionReport,
     FamilyWellKnown,
     Hint,
     SignedRequestReport,
-    VersionReport,
     WayBackReport,
-    join_host_port,
 )
 from stubserver.check.signed_probes import check_signed_request, check_way_back
+from stubserver.check.tester_fields import ConnectionReport, VersionReport, join_host_port
 from stubserver.check.verdicts import (
     check_keys,
 )

@@ -11,15 +11,8 @@ from twisted.internet.defer import CancelledError
 from twisted.names import dns
 
 from stubserver.check.hints import hint_srv_cname
-from stubserver.check.report import (
-    STEP_DNS,
-    CheckWarning,
-    DNSReport,
-    Hint,
-    HostResult,
-    SRVRecord,
-    join_host_port,
-)
+from stubserver.check.report import STEP_DNS, CheckWarning, Hint
+from stubserver.check.tester_fields import DNSReport, HostResult, SRVRecord, join_host_port
 from stubserver.check.warning_rules import srv_target_cname
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution
 from stubserver.tls.client import is_ip_literal

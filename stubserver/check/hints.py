@@ -18,9 +18,9 @@ from stubserver.check.report import (
     CheckReport,
     FamilyWellKnown,
     Hint,
-    KeyChecks,
     families_disagree,
 )
+from stubserver.check.tester_fields import KeyChecks
 
 # -- the signed request ----------------------------------------------------------------
 

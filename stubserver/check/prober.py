@@ -25,7 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from stubserver.check.report import CertificateSummary
+from stubserver.check.tester_fields import CertificateSummary
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure, read_body_limited
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes

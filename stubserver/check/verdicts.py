@@ -15,7 +15,8 @@ from stubserver.check.hints import (
     HINT_URI_REWRITTEN,
     hint_way_back,
 )
-from stubserver.check.report import Ed25519Check, KeyChecks, SignedRequestReport, WayBackReport
+from stubserver.check.report import SignedRequestReport, WayBackReport
+from stubserver.check.tester_fields import Ed25519Check, KeyChecks
 from stubserver.client.signed_request import FederationIdentity
 from stubserver.signing.keys import (
     ED25519,

@@ -20,9 +20,9 @@ from stubserver.check.report import (
     FamilyWellKnown,
     Hint,
     WellKnownAttempt,
-    WellKnownReport,
     address_family,
 )
+from stubserver.check.tester_fields import WellKnownReport
 from stubserver.discovery.dns import AddressLookupError, AddressResolver
 from stubserver.discovery.resolution import Resolution
 from stubserver.discovery.well_known import parse_well_known_body

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stubserver.check.report import (
-    ConnectionReport,
-    KeyChecks,
-)
+from stubserver.check.tester_fields import ConnectionReport, KeyChecks
 from stubserver.signing.keys import ServerSigningKey, sign_json
 
 NOW_MS = 1_700_000_000_000

@@ -6,14 +6,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver.check.report import (
     CheckReport,
-    DNSReport,
     FamilyWellKnown,
     SignedRequestReport,
     WayBackReport,
     WellKnownAttempt,
-    WellKnownReport,
     all_ok,
 )
+from stubserver.check.tester_fields import DNSReport, WellKnownReport
 from tests.check.samples import connection_report
 
 

@@ -126,7 +126,7 @@ class TapTests(SynchronousTestCase):
         )
         from dataclasses import replace
 
-        from stubserver.check.report import DNSReport, VersionReport
+        from stubserver.check.tester_fields import DNSReport, VersionReport
 
         report = replace(
             report,
