@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from stubserver.auth.xmatrix import MalformedAuthorization, parse_authorization_header
 from stubserver.config import ConfigError, load_config
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
-from stubserver.server_keys.fetcher import check_key_response
+from stubserver.server_keys.key_response_check import check_key_response
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 from stubserver.signing.keys import InvalidKeyFile, parse_signing_key_file
 

@@ -24,8 +24,8 @@ from stubserver.server_keys.fetcher import (
     KeyFetchError,
     KeyNotFound,
     ServerKeyFetcher,
-    check_key_response,
 )
+from stubserver.server_keys.key_response_check import check_key_response
 from stubserver.signing.keys import ServerSigningKey, sign_json
 from tests.support import failure_now, has_fired
 
@@ -305,7 +305,7 @@ class CountingEncoder:
 def test_document_encoded_once_for_all_its_signatures() -> None:
     """A document signed by every one of its MAX_VERIFY_KEYS keys is encoded once, and
     exactly those signatures are checked (the old code encoded once per signature)."""
-    from stubserver.server_keys.fetcher import MAX_VERIFY_KEYS
+    from stubserver.server_keys.key_response_check import MAX_VERIFY_KEYS
 
     keys = tuple(ServerSigningKey.generate(f"k{i}") for i in range(MAX_VERIFY_KEYS))
     doc = key_doc(listed=keys, signer=None)
@@ -320,7 +320,7 @@ def test_document_encoded_once_for_all_its_signatures() -> None:
 
 def test_signatures_by_others_are_not_checked() -> None:
     """Signatures by other servers cost nothing: one encoding, one verification."""
-    from stubserver.server_keys.fetcher import MAX_SIGNATURES
+    from stubserver.server_keys.key_response_check import MAX_SIGNATURES
 
     encoder = CountingEncoder()
     check = check_key_response(
@@ -333,7 +333,7 @@ def test_signatures_by_others_are_not_checked() -> None:
 @pytest.mark.parametrize("what", ["signatures", "verify_keys", "old_verify_keys"])
 def test_absurd_counts_refused_without_cryptography(what: str) -> None:
     """A document with ~370 signatures (or too many keys) is refused before any encoding."""
-    from stubserver.server_keys.fetcher import MAX_OLD_VERIFY_KEYS, MAX_VERIFY_KEYS
+    from stubserver.server_keys.key_response_check import MAX_OLD_VERIFY_KEYS, MAX_VERIFY_KEYS
 
     if what == "signatures":
         doc = many_signatures_doc(370)
