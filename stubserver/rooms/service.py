@@ -6,7 +6,7 @@ What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's beha
 * hosts rooms (``create_room``) and acts in rooms we hold: local join, leave, invite,
   send. Every event we create is added to our :class:`~stubserver.rooms.room.Room` first
   (our own auth checks: an event they refuse is 403 ``M_FORBIDDEN``) and then queued for
-  every other server in the room (:class:`~stubserver.rooms.sender.TransactionSender`);
+  every other server in the room (:mod:`stubserver.rooms.outgoing`);
 * joins rooms held elsewhere through each ``via`` server in turn (or the servers an
   alias resolves to, or the server that invited the user), leaves rooms held elsewhere
   (also how a pending invite is declined) and invites remote users: the handshakes are
@@ -34,20 +34,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from stubserver.control.surface import JsonDict
-from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
+from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.create import (
     PRESETS,
-    EventRejected,
-    add_own_event,
-    build_in_room,
     create_room,
 )
 from stubserver.rooms.event import Event
-from stubserver.rooms.format import InvalidPdu, is_user_id
-from stubserver.rooms.hashes import compute_event_id
+from stubserver.rooms.format import is_user_id
 from stubserver.rooms.identifiers import LOCALPART, invalid, local_room_id, local_user_id
 from stubserver.rooms.long_poll import LongPolls, ReceivedEdus, event_json
 from stubserver.rooms.membership import build_membership
+from stubserver.rooms.outgoing import OutgoingEvents
 from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.remote import GapFiller, RemoteCaller
 from stubserver.rooms.remote_membership import RemoteMembership
@@ -55,7 +52,7 @@ from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.routes import room_routes
 from stubserver.rooms.sender import SignedRequester, TransactionSender
 from stubserver.rooms.store import ReceivedInvite, RoomStore, StoreFull
-from stubserver.rooms.tamper import TAMPER_KINDS, tampered
+from stubserver.rooms.tamper import TAMPER_KINDS
 from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.rooms.versions import (
     DEFAULT_ROOM_VERSION,
@@ -107,6 +104,7 @@ class RoomService:
                              f"{self._versions}")
         self._default_version = default_room_version
         self.sender = TransactionSender(clock, signer.server_name, client, rng)
+        self._outgoing = OutgoingEvents(signer, self.sender, self._now)
         self._remote = RemoteCaller(client)
         self._gaps = GapFiller(self._remote, fetch_verify_key, self._now)
         self._gap_limit = DeferredSemaphore(MAX_CONCURRENT_GAP_FILLS)
@@ -171,37 +169,6 @@ class RoomService:
         if found is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
         return found
-
-    # --- sending our events -----------------------------------------------------------
-
-    def _others(self, room: Room, *extra: str) -> list[str]:
-        servers = set(room.servers) | set(extra)
-        servers.discard(self.server_name)
-        return sorted(servers)
-
-    def _broadcast(self, destinations: Sequence[str], event_id: str,
-                   pdu: Mapping[str, Any]) -> None:
-        for destination in destinations:
-            self.sender.send_pdu(destination, event_id, pdu)
-
-    def _add_and_send(
-        self, room: Room, built: BuiltEvent, destinations: Sequence[str] | None = None
-    ) -> str:
-        """Add our event to ``room`` (403 unless accepted), then send it to the servers
-        in the room before or after it (a leave still reaches the others), or only to
-        ``destinations`` when given."""
-        before = room.servers
-        try:
-            add_own_event(room, built, self._now(), self.server_name)
-        except EventRejected as e:
-            raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
-        except MissingEvents as e:
-            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
-        except RoomError as e:
-            raise MatrixError(500, "M_UNKNOWN", str(e)) from None
-        targets = self._others(room, *before) if destinations is None else destinations
-        self._broadcast(targets, built.event.event_id, built.pdu)
-        return built.event.event_id
 
     # --- RoomControl ------------------------------------------------------------------
 
@@ -271,7 +238,7 @@ class RoomService:
         if held is not None and held.is_server_in_room(self.server_name):
             built = build_membership(held, self._signer, sender=user_id, membership="join",
                                      now=self._now())
-            event_id = self._add_and_send(held, built)
+            event_id = self._outgoing.add_and_send(held, built)
             return {"room_id": room_id, "room_version": held.room_version.identifier,
                     "event_id": event_id}
         invite = self.store.invite_for(room_id, user_id)
@@ -288,8 +255,8 @@ class RoomService:
         self._hold(joined.room)
         self.store.forget_invite(room_id, user_id)
         # The resident server sends our join on; tell the other servers ourselves too.
-        self._broadcast([s for s in self._others(joined.room) if s != joined.server],
-                        joined.record.event_id, joined.record.event.pdu)
+        others = [s for s in self._outgoing.others(joined.room) if s != joined.server]
+        self._outgoing.broadcast(others, joined.record.event_id, joined.record.event.pdu)
         return {"room_id": room_id, "room_version": joined.version.identifier,
                 "event_id": joined.record.event_id}
     def leave(self, room: str, user: str) -> Deferred[JsonDict]:
@@ -303,10 +270,10 @@ class RoomService:
         if held is not None and self._hosted_here(held):
             built = build_membership(held, self._signer, sender=user_id, membership="leave",
                                      now=self._now())
-            return {"event_id": self._add_and_send(held, built)}
+            return {"event_id": self._outgoing.add_and_send(held, built)}
         servers: list[str] = []
         if held is not None:
-            servers = self._others(held)
+            servers = self._outgoing.others(held)
         if invite is not None:
             servers.insert(0, invite.origin)
         servers = list(dict.fromkeys(servers))
@@ -345,7 +312,7 @@ class RoomService:
                                  target=user_id, now=self._now())
         target_server = user_id.partition(":")[2]
         if target_server == self.server_name:
-            return {"event_id": self._add_and_send(held, built)}
+            return {"event_id": self._outgoing.add_and_send(held, built)}
         # Check it against our rules before asking anyone.
         reason = held.check_against_current_state(built.event)
         if reason is not None:
@@ -354,7 +321,7 @@ class RoomService:
             ("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))]
         room_state = [dict(e.pdu) for e in (held.get_event(i) for i in state if i) if e]
         returned = await self._membership.invite(target_server, held, built, room_state)
-        return {"event_id": self._add_and_send(held, returned)}
+        return {"event_id": self._outgoing.add_and_send(held, returned)}
 
     def send(
         self,
@@ -391,41 +358,20 @@ class RoomService:
                     auth_events: Sequence[str] | None, origin_server_ts: int | None,
                     tamper: str | None, destinations: Sequence[str] | None) -> JsonDict:
         sender_id = self._user_id(sender)
-        targets = (None if destinations is None
-                   else sorted(set(destinations) - {self.server_name}))
         if tamper is not None and tamper not in TAMPER_KINDS:
             raise invalid(f"tamper must be 'signature' or 'content', not {tamper!r}")
         held = self._room(room)
-        try:
-            built = build_in_room(
-                held, self._signer, sender=sender_id, event_type=event_type, content=content,
-                now=self._now() if origin_server_ts is None else origin_server_ts,
-                state_key=state_key, prev_event_ids=prev_events, auth_event_ids=auth_events)
-        except (EventBuildError, InvalidPdu) as e:
-            raise MatrixError(400, "M_BAD_JSON", f"cannot build the event: {e}") from None
-        if tamper is not None:
-            pdu = tampered(built.pdu, tamper, self._signer)
-            event_id = compute_event_id(pdu, held.room_version)
-            self._broadcast(self._others(held) if targets is None else targets, event_id, pdu)
-            return {"event_id": event_id}
-        overridden = (prev_events is not None or auth_events is not None
-                      or origin_server_ts is not None)
-        if not overridden:
-            return {"event_id": self._add_and_send(held, built, targets)}
-        try:
-            held.add_event(built.event, self._now(), origin=self.server_name)
-        except RoomError as e:
-            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
-        self._broadcast(self._others(held) if targets is None else targets,
-                        built.event.event_id, built.pdu)
-        return {"event_id": built.event.event_id}
+        return self._outgoing.send(
+            held, sender_id, event_type, content, state_key=state_key, prev_events=prev_events,
+            auth_events=auth_events, origin_server_ts=origin_server_ts, tamper=tamper,
+            destinations=destinations)
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:
             held = self._room(room)
         except MatrixError as e:
             return fail(e)
-        for destination in self._others(held):
+        for destination in self._outgoing.others(held):
             self.sender.send_edu(destination, edu_type, dict(content))
         return succeed({})
 

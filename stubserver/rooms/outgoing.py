@@ -1,0 +1,106 @@
+"""Our own events going out: each is added to our copy of the room first, under our own
+auth checks (an event they refuse is 403 ``M_FORBIDDEN``), then queued for every other
+server in the room (:class:`~stubserver.rooms.sender.TransactionSender`). The test peer's
+overrides live here too: chosen ``prev_events``/``auth_events``/``origin_server_ts``
+(added whatever the outcome), ``tamper`` (sent broken, never added) and ``destinations``
+(sent only there).
+
+:class:`~stubserver.rooms.service.RoomService` resolves the user and the room and calls
+:class:`OutgoingEvents`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from stubserver.control.surface import JsonDict
+from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
+from stubserver.rooms.create import EventRejected, add_own_event, build_in_room
+from stubserver.rooms.format import InvalidPdu
+from stubserver.rooms.hashes import compute_event_id
+from stubserver.rooms.room import MissingEvents, Room, RoomError
+from stubserver.rooms.sender import TransactionSender
+from stubserver.rooms.tamper import tampered
+from stubserver.server.router import MatrixError
+
+
+class OutgoingEvents:
+    """Adds our events to our rooms and sends them to the other servers in each room.
+
+    ``now`` gives milliseconds since the epoch.
+    """
+
+    def __init__(
+        self, signer: EventSigner, sender: TransactionSender, now: Callable[[], int]
+    ) -> None:
+        self._signer = signer
+        self._sender = sender
+        self._now = now
+
+    @property
+    def server_name(self) -> str:
+        return self._signer.server_name
+
+    def others(self, room: Room, *extra: str) -> list[str]:
+        """The servers in ``room`` (and ``extra``) but us, sorted."""
+        servers = set(room.servers) | set(extra)
+        servers.discard(self.server_name)
+        return sorted(servers)
+
+    def broadcast(self, destinations: Sequence[str], event_id: str,
+                  pdu: Mapping[str, Any]) -> None:
+        """Queue ``pdu`` for each of ``destinations``."""
+        for destination in destinations:
+            self._sender.send_pdu(destination, event_id, pdu)
+
+    def add_and_send(
+        self, room: Room, built: BuiltEvent, destinations: Sequence[str] | None = None
+    ) -> str:
+        """Add our event to ``room`` (403 unless accepted), then send it to the servers
+        in the room before or after it (a leave still reaches the others), or only to
+        ``destinations`` when given."""
+        before = room.servers
+        try:
+            add_own_event(room, built, self._now(), self.server_name)
+        except EventRejected as e:
+            raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
+        except MissingEvents as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+        except RoomError as e:
+            raise MatrixError(500, "M_UNKNOWN", str(e)) from None
+        targets = self.others(room, *before) if destinations is None else destinations
+        self.broadcast(targets, built.event.event_id, built.pdu)
+        return built.event.event_id
+
+    def send(self, held: Room, sender_id: str, event_type: str, content: Mapping[str, Any],
+             *, state_key: str | None, prev_events: Sequence[str] | None,
+             auth_events: Sequence[str] | None, origin_server_ts: int | None,
+             tamper: str | None, destinations: Sequence[str] | None) -> JsonDict:
+        """Build, sign and send an event in ``held`` (``RoomService.send`` says how the
+        overrides, ``tamper`` and ``destinations`` change that)."""
+        targets = (None if destinations is None
+                   else sorted(set(destinations) - {self.server_name}))
+        try:
+            built = build_in_room(
+                held, self._signer, sender=sender_id, event_type=event_type, content=content,
+                now=self._now() if origin_server_ts is None else origin_server_ts,
+                state_key=state_key, prev_event_ids=prev_events, auth_event_ids=auth_events)
+        except (EventBuildError, InvalidPdu) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"cannot build the event: {e}") from None
+        if tamper is not None:
+            pdu = tampered(built.pdu, tamper, self._signer)
+            event_id = compute_event_id(pdu, held.room_version)
+            self.broadcast(self.others(held) if targets is None else targets, event_id, pdu)
+            return {"event_id": event_id}
+        overridden = (prev_events is not None or auth_events is not None
+                      or origin_server_ts is not None)
+        if not overridden:
+            return {"event_id": self.add_and_send(held, built, targets)}
+        try:
+            held.add_event(built.event, self._now(), origin=self.server_name)
+        except RoomError as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+        self.broadcast(self.others(held) if targets is None else targets,
+                       built.event.event_id, built.pdu)
+        return {"event_id": built.event.event_id}
