@@ -2,9 +2,9 @@
 (resolution, ``.well-known`` over every address, DNS, each address's keys, the version, the
 signed request and the way back) and calls the pure decisions of
 :mod:`~stubserver.check.verdicts` and :mod:`~stubserver.check.hints` to build the
-:class:`~stubserver.check.report.CheckReport` (the report's sections for ``.well-known`` and
-DNS are built in :mod:`~stubserver.check.well_known_section` and
-:mod:`~stubserver.check.dns_section`).
+:class:`~stubserver.check.report.CheckReport` (the report's sections for ``.well-known``,
+DNS and the version are built in :mod:`~stubserver.check.well_known_section`,
+:mod:`~stubserver.check.dns_section` and :mod:`~stubserver.check.version_section`).
 
 The signed probes (the signed request and the way back) are
 :mod:`~stubserver.check.signed_probes`; every probe of one address goes through
@@ -52,10 +52,11 @@ from stubserver.check.report import (
     WayBackReport,
 )
 from stubserver.check.signed_probes import check_signed_request, check_way_back
-from stubserver.check.tester_fields import ConnectionReport, VersionReport, join_host_port
+from stubserver.check.tester_fields import ConnectionReport, join_host_port
 from stubserver.check.verdicts import (
     check_keys,
 )
+from stubserver.check.version_section import probe_version, version_report
 from stubserver.check.warning_rules import (
     connection_retried,
     key_valid_too_long,
@@ -86,7 +87,6 @@ THIS_HOST_RANGES = ("0.0.0.0/8", "::/128")
 MS_PER_SECOND = 1000
 
 KEY_PATH = "/_matrix/key/v2/server"
-VERSION_PATH = "/_matrix/federation/v1/version"
 
 
 class Resolver(Protocol):
@@ -236,7 +236,9 @@ class FederationChecker:
         facts.go_on()
         await self._probe_targets(server_name, resolution, facts)
         facts.go_on()
-        version = self._version(dns.addrs or (), facts)
+        version = version_report(
+            dns.addrs or (), facts.version_names, facts.version_errors, facts.errors
+        )
         differ = versions_differ(facts.versions)
         if differ is not None:
             facts.warnings.append(differ)
@@ -388,7 +390,16 @@ class FederationChecker:
             return
         if first_error is not None:
             facts.warnings.append(connection_retried(joined, first_error))
-        await self._version_at(target, address, joined, facts)
+        await probe_version(
+            self._prober,
+            target,
+            address,
+            joined,
+            versions=facts.versions,
+            version_names=facts.version_names,
+            version_errors=facts.version_errors,
+            warnings=facts.warnings,
+        )
         keys = json_or_none(probe.body)
         if probe.status != 200 or not isinstance(keys, dict):
             facts.errors[joined] = f"GET {KEY_PATH} answered {probe.status}" + (
@@ -440,54 +451,6 @@ class FederationChecker:
         if key_problem:
             facts.hints.append(hint_keys(joined, checks, server_name, keys.get("server_name")))
 
-    # -- through the full resolution -------------------------------------------------------
-
-    async def _version_at(self, target: Target, address: str, joined: str, facts: _Facts) -> None:
-        """Ask one connection for the version (every connection is asked: a proxy sending
-        some requests to another backend shows as different versions)."""
-        try:
-            probe, first_error = await probe_with_retry(
-                self._prober,
-                address,
-                target.port,
-                tls_server_name=target.tls_server_name,
-                host_header=target.host_header,
-                path=VERSION_PATH,
-            )
-        except ProbeFailed as e:
-            facts.version_errors[joined] = str(e)
-            return
-        if first_error is not None:
-            facts.warnings.append(connection_retried(joined, first_error))
-        body = json_or_none(probe.body)
-        server = body.get("server") if isinstance(body, dict) else None
-        if probe.status != 200 or not isinstance(server, dict):
-            facts.version_errors[joined] = f"GET {VERSION_PATH} answered {probe.status}"
-            return
-        content_type = not_json_content_type(
-            joined, VERSION_PATH, probe.headers.getRawHeaders(b"content-type")
-        )
-        if content_type is not None:
-            facts.warnings.append(content_type)
-        name, version = str(server.get("name", "")), str(server.get("version", ""))
-        facts.versions[joined] = f"{name} {version}".strip()
-        facts.version_names[joined] = (name, version)
-
-    @staticmethod
-    def _version(addresses: Sequence[str], facts: _Facts) -> VersionReport:
-        """``Version``: the first connection's answer (in the order of ``DNSResult.Addrs``),
-        else the first error."""
-        for joined in addresses:
-            if joined in facts.version_names:
-                name, version = facts.version_names[joined]
-                return VersionReport(name=name, version=version)
-        for joined in addresses:
-            if joined in facts.version_errors:
-                return VersionReport(error=facts.version_errors[joined])
-        for joined in addresses:
-            if joined in facts.errors:
-                return VersionReport(error=facts.errors[joined])
-        return VersionReport(error="no address answered")
 
 def _bad_m_server(by_family: dict[str, FamilyWellKnown]) -> object:
     """The unusable ``m.server`` some address served with a 200, if any."""

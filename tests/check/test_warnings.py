@@ -9,9 +9,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver.check import warning_rules as rules
-from stubserver.check.checker import KEY_PATH, VERSION_PATH, FederationChecker
+from stubserver.check.checker import KEY_PATH, FederationChecker
 from stubserver.check.hints import describe_bad_m_server, hint_keys
 from stubserver.check.prober import ProbeFailed, ProbeResult
+from stubserver.check.version_section import VERSION_PATH
 from stubserver.check.well_known_section import WELL_KNOWN_PATH
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients
