@@ -54,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from stubserver.auth.xmatrix import sign_request  # noqa: E402
+from stubserver.devtools.loopback_listeners import LoopbackListeners  # noqa: E402
 from stubserver.server_keys.key_document import build_key_document  # noqa: E402
 from stubserver.signing.keys import ServerSigningKey, sign_json  # noqa: E402
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca  # noqa: E402
@@ -307,8 +308,7 @@ class Outbound:
     dns_address: str
     peer_port: int
     loopback_port: int
-    v4: socket.socket
-    v6: socket.socket
+    listeners: LoopbackListeners
     keys: dict[str, ServerSigningKey]
     peer_stop: Any
     peer_out: multiprocessing.Queue  # type: ignore[type-arg]
@@ -316,14 +316,7 @@ class Outbound:
 
     def drain(self) -> int:
         """Accept (and close) what reached the loopback listener; return the total so far."""
-        for listener in (self.v4, self.v6):
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except BlockingIOError:
-                    break
-                conn.close()
-                self.loopback_connections += 1
+        self.loopback_connections += self.listeners.accept_all()
         return self.loopback_connections
 
     def config(self, folder: Path) -> dict[str, Any]:
@@ -407,26 +400,6 @@ class Outbound:
         return hits
 
 
-def _loopback_listeners() -> tuple[int, socket.socket, socket.socket]:
-    """Non-blocking listeners on 127.0.0.1 and ::1 sharing one port."""
-    for _ in range(20):
-        v4 = socket.socket()
-        v4.bind(("127.0.0.1", 0))
-        port: int = v4.getsockname()[1]
-        v6 = socket.socket(socket.AF_INET6)
-        v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            v6.bind(("::1", port))
-        except OSError:
-            v4.close()
-            v6.close()
-            continue
-        for s in (v4, v6):
-            s.listen(1024)
-            s.setblocking(False)
-        return port, v4, v6
-    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
-
 
 def _closed_port(address: str) -> int:
     """A port with nothing listening on ``address`` now."""
@@ -445,7 +418,8 @@ def outbound_world(folder: Path) -> Iterator[Outbound]:
     peer_listener.listen(128)
     peer_port: int = peer_listener.getsockname()[1]
     documents, keys = _peer_documents(int(time.time() * 1000), peer_port)
-    loopback_port, v4, v6 = _loopback_listeners()
+    listeners = LoopbackListeners.open(backlog=1024)
+    loopback_port = listeners.port
     out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     stop = multiprocessing.Event()
     peer = multiprocessing.Process(target=_peer, args=(ca, documents, peer_listener, stop, out))
@@ -468,7 +442,7 @@ def outbound_world(folder: Path) -> Iterator[Outbound]:
     try:
         assert dns.stdout is not None
         dns_address = json.loads(dns.stdout.readline())["listen"][0]
-        yield Outbound(ca, dns_address, peer_port, loopback_port, v4, v6, keys, stop, out)
+        yield Outbound(ca, dns_address, peer_port, loopback_port, listeners, keys, stop, out)
     finally:
         stop.set()
         peer.join(CLIENT_TIMEOUT_SECONDS)
@@ -476,8 +450,7 @@ def outbound_world(folder: Path) -> Iterator[Outbound]:
         dns.wait(CLIENT_TIMEOUT_SECONDS)
         if dns.stdout is not None:
             dns.stdout.close()
-        v4.close()
-        v6.close()
+        listeners.close()
         peer_listener.close()
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from stubserver.auth.xmatrix import sign_request
+from stubserver.devtools.loopback_listeners import LoopbackListeners
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, make_ca
 from tests.support import (
@@ -60,51 +61,22 @@ ADDRESS_NAMES = {
 @dataclass
 class Setup:
     port: int
-    v4: socket.socket
-    v6: socket.socket
+    listeners: LoopbackListeners
     ca: KeyPair
     receiver: StubProcess
     origin_key: ServerSigningKey
 
     def connections(self) -> int:
         """Connections the listener has been offered so far (each is then closed)."""
-        seen = 0
-        for listener in (self.v4, self.v6):
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except BlockingIOError:
-                    break
-                conn.close()
-                seen += 1
-        return seen
+        return self.listeners.accept_all()
 
-
-def _listeners() -> tuple[int, socket.socket, socket.socket]:
-    """Non-blocking listeners on 127.0.0.1 and ::1 sharing one port."""
-    for _ in range(20):
-        v4 = socket.socket()
-        v4.bind(("127.0.0.1", 0))
-        port: int = v4.getsockname()[1]
-        v6 = socket.socket(socket.AF_INET6)
-        v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            v6.bind(("::1", port))
-        except OSError:
-            v4.close()
-            v6.close()
-            continue
-        for s in (v4, v6):
-            s.listen(64)
-            s.setblocking(False)
-        return port, v4, v6
-    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("origin-blocklist")
-    port, v4, v6 = _listeners()
+    listeners = LoopbackListeners.open()
+    port = listeners.port
     zone = {
         "records": [
             {"name": name, "type": kind, "value": value}
@@ -113,8 +85,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     }
     (tmp / "zone.json").write_text(json.dumps(zone))
     with ExitStack() as stack:
-        stack.callback(v4.close)
-        stack.callback(v6.close)
+        stack.callback(listeners.close)
         dns = subprocess.Popen(
             [
                 sys.executable,
@@ -142,7 +113,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             extra_config={"federation_dns_servers": [dns_address]},
         )
         receiver = stack.enter_context(start_stubserver(config))
-        yield Setup(port, v4, v6, ca, receiver, ServerSigningKey.generate("origin"))
+        yield Setup(port, listeners, ca, receiver, ServerSigningKey.generate("origin"))
 
 
 @pytest.mark.parametrize("name", sorted(ADDRESS_NAMES))

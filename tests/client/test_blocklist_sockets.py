@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from stubserver.devtools.loopback_listeners import LoopbackListeners
 from stubserver.tls.certificates import issue_cert, make_ca
 from tests.support import REPO_ROOT, run_stubserver_cli
 
@@ -55,24 +56,14 @@ LITERALS = ["127.0.0.1", "0.0.0.0", "[::1]", "[::]", "[::ffff:127.0.0.1]", "[::f
 @dataclass
 class Setup:
     port: int
-    v4: socket.socket
-    v6: socket.socket
+    listeners: LoopbackListeners
     dns: str
     ca_file: Path
     well_known_port: int
 
     def connections(self) -> int:
         """Connections the listener accepted since the last call."""
-        seen = 0
-        for listener in (self.v4, self.v6):
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except BlockingIOError:
-                    break
-                conn.close()
-                seen += 1
-        return seen
+        return self.listeners.accept_all()
 
     def keys(self, name: str, *, system_dns: bool = False) -> subprocess.CompletedProcess[str]:
         flags = ["--ca-file", str(self.ca_file), "--well-known-port", str(self.well_known_port)]
@@ -83,25 +74,6 @@ class Setup:
         assert "Traceback" not in result.stderr, result.stderr
         return result
 
-
-def _listeners() -> tuple[int, socket.socket, socket.socket]:
-    for _ in range(20):
-        v4 = socket.socket()
-        v4.bind(("127.0.0.1", 0))
-        port: int = v4.getsockname()[1]
-        v6 = socket.socket(socket.AF_INET6)
-        v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            v6.bind(("::1", port))
-        except OSError:
-            v4.close()
-            v6.close()
-            continue
-        for s in (v4, v6):
-            s.listen(64)
-            s.setblocking(False)
-        return port, v4, v6
-    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
 
 def _well_known_server(
@@ -163,7 +135,8 @@ def _hosts(port: int) -> list[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("blocklist")
-    port, v4, v6 = _listeners()
+    listeners = LoopbackListeners.open()
+    port = listeners.port
     answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
     for index, host in enumerate(_hosts(port)):
         answers[f"wk-{index}.test"] = (200, {}, json.dumps({"m.server": host}).encode())
@@ -171,8 +144,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         answers[f"redir-{index}.test"] = (302, {"Location": location}, b"")
     (tmp / "zone.json").write_text(json.dumps(_zone(port)))
     with ExitStack() as stack:
-        stack.callback(v4.close)
-        stack.callback(v6.close)
+        stack.callback(listeners.close)
         server = _well_known_server(tmp, answers)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -195,7 +167,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         stack.callback(dns.terminate)
         assert dns.stdout is not None
         ready = json.loads(dns.stdout.readline())
-        yield Setup(port, v4, v6, ready["listen"][0], tmp / "ca.crt", server.server_address[1])
+        yield Setup(port, listeners, ready["listen"][0], tmp / "ca.crt", server.server_address[1])
 
 
 def _refused(setup: Setup, result: subprocess.CompletedProcess[str]) -> None:
