@@ -23,8 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.iweb import IRequest
 
-from stubserver.server.request_log import LOGGED_PATH_PREFIX, MS_PER_SECOND, log_entry
-from stubserver.server.router import request_annotations
+from stubserver.server.request_log import MS_PER_SECOND, observed_entry
 
 #: Inbound requests kept for ``GET /_stubserver/v1/requests`` (the oldest are dropped).
 MAX_FEED_REQUESTS: Final = 10_000
@@ -122,17 +121,9 @@ class RequestFeed:
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
         """The observer: keep ``request``'s log object."""
-        if not request.path.startswith(LOGGED_PATH_PREFIX):
-            return
-        self.feed.append(
-            log_entry(
-                int(self._clock.seconds() * MS_PER_SECOND),
-                request.method,
-                request.uri,
-                status,
-                request_annotations(request),
-            )
-        )
+        entry = observed_entry(request, status, self._clock)
+        if entry is not None:
+            self.feed.append(entry)
 
     def read(self, start: int, wait_ms: int) -> Deferred[dict[str, Any]]:
         """``{"requests": [...], "next": N}`` from ``start``, waiting up to ``wait_ms``."""

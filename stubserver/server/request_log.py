@@ -81,6 +81,20 @@ def log_entry(
     }
 
 
+def observed_entry(request: IRequest, status: int, clock: IReactorTime) -> dict[str, Any] | None:
+    """The log object of a request an observer was told about, answered ``status``; None
+    outside the Matrix paths (e.g. /.well-known/matrix/server on a well_known listener)."""
+    if not request.path.startswith(LOGGED_PATH_PREFIX):
+        return None
+    return log_entry(
+        int(clock.seconds() * MS_PER_SECOND),
+        request.method,
+        request.uri,
+        status,
+        request_annotations(request),
+    )
+
+
 def encode_line(entry: Mapping[str, Any]) -> bytes:
     """One log line: compact JSON and a newline; never raises (pure).
 
@@ -159,17 +173,9 @@ class RequestLog:
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
         """The observer: log ``request`` answered with ``status`` (Matrix paths only)."""
-        if not request.path.startswith(LOGGED_PATH_PREFIX):
-            return  # e.g. /.well-known/matrix/server on a well_known listener
-        self.record(
-            log_entry(
-                int(self._clock.seconds() * MS_PER_SECOND),
-                request.method,
-                request.uri,
-                status,
-                request_annotations(request),
-            )
-        )
+        entry = observed_entry(request, status, self._clock)
+        if entry is not None:
+            self.record(entry)
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """Buffer one entry; with no write running it goes within :data:`FLUSH_DELAY_SECONDS`."""
