@@ -19,7 +19,6 @@ Choices where DESIGN.md is silent:
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from stubserver.config import Config, ConfigError, load_config
+from stubserver.control.json_http import HttpEndpoint, TransportError
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -44,8 +44,6 @@ MAX_POLL_MS: Final = 60_000
 HTTP_MARGIN_SECONDS: Final = 30.0
 #: Time allowed for requests that do not long-poll (a remote join chains several), seconds.
 HTTP_TIMEOUT_SECONDS: Final = 300.0
-#: Largest answer read from the control API, in bytes.
-MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 PREFIX: Final = "/_stubserver/v1"
 _WILDCARDS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
 
@@ -94,31 +92,18 @@ def control_endpoint(config: Config) -> ControlEndpoint:
 
 def http_transport(endpoint: ControlEndpoint) -> Transport:
     """A :data:`Transport` over ``http.client`` to ``endpoint``."""
+    control = HttpEndpoint("http", endpoint.host, endpoint.port, None)
 
     def send(method: str, path: str, body: Any, timeout: float) -> ControlAnswer:
-        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
         headers = {"Authorization": f"Bearer {endpoint.token}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
         try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            data = response.read(MAX_ANSWER_BYTES + 1)
-        except OSError as e:
+            answer = control.request(method, path, body, headers=headers, timeout=timeout)
+        except TransportError as e:
             where = f"{endpoint.host}:{endpoint.port}"
             raise ControlUnreachable(
                 f"cannot reach the control API at {where} (is `stubserver run` running?): {e}"
             ) from None
-        finally:
-            connection.close()
-        if len(data) > MAX_ANSWER_BYTES:
-            raise ControlUnreachable(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
-        try:
-            return ControlAnswer(response.status, json.loads(data) if data else None)
-        except ValueError:
-            raise ControlUnreachable(f"the answer (HTTP {response.status}) is not JSON") from None
+        return ControlAnswer(answer.status, answer.body)
 
     return send
 

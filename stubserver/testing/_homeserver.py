@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
+from stubserver.control.json_http import HttpAnswer, HttpEndpoint, TransportError
 from stubserver.testing._errors import HomeserverError, HomeserverUnreachable, WaitTimeout
-from stubserver.testing._http import HttpAnswer, HttpEndpoint, TransportError
 
 CLIENT_V3: Final = "/_matrix/client/v3"
 ADMIN_REGISTER: Final = "/_synapse/admin/v1/register"

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol
 
+from stubserver.control.json_http import HttpEndpoint, TransportError
 from stubserver.testing._errors import (
     ControlError,
     ControlUnreachable,
@@ -15,7 +16,6 @@ from stubserver.testing._errors import (
 )
 from stubserver.testing._feeds import PREFIX, ControlFeeds, room_path
 from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
-from stubserver.testing._http import HttpEndpoint, TransportError
 from stubserver.testing._process import (
     READY_TIMEOUT_SECONDS,
     STOP_TIMEOUT_SECONDS,

@@ -1,6 +1,7 @@
 """One synchronous JSON request over ``http.client`` (no reactor in the test process).
 
-Shared by the control API client (plain HTTP on loopback) and the homeserver client
+Shared by the control API's clients (``stubserver room`` and ``stubserver.testing``'s Peer,
+plain HTTP on loopback) and ``stubserver.testing``'s homeserver client
 (HTTPS verified against the system store or a CA file given, or plain HTTP to a loopback
 address). Answers are read up to :data:`MAX_ANSWER_BYTES`.
 """
