@@ -31,14 +31,31 @@ def make_config(tree: Path, directory: Path, keep_control: bool) -> Path:
 
     python = tree / ".venv" / "bin" / "python"
     out = subprocess.run(
-        [str(python), "-m", "stubserver", "generate", "--server-name", "ab.test", "--dir",
-         str(directory), "--port", "0", "--bind", "127.0.0.1"],
-        capture_output=True, text=True, check=True, cwd=directory.parent)
+        [
+            str(python),
+            "-m",
+            "stubserver",
+            "generate",
+            "--server-name",
+            "ab.test",
+            "--dir",
+            str(directory),
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=directory.parent,
+    )
     path = Path(out.stdout.strip().splitlines()[-1])
     config = yaml.safe_load(path.read_text())
     if not keep_control:
-        config["listeners"] = [entry for entry in config["listeners"]
-                               if "control" not in entry.get("resources", [])]
+        config["listeners"] = [
+            entry for entry in config["listeners"] if "control" not in entry.get("resources", [])
+        ]
         for key in ("control_token", "default_room_version", "invites"):
             config.pop(key, None)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -48,17 +65,27 @@ def make_config(tree: Path, directory: Path, keep_control: bool) -> Path:
 def one(tree: Path, config: Path, idle_s: float) -> tuple[float, float]:
     python = tree / ".venv" / "bin" / "python"
     t0 = time.perf_counter()
-    p = subprocess.Popen([str(python), "-m", "stubserver", "run", "-c", str(config)],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         cwd=config.parent)
+    p = subprocess.Popen(
+        [str(python), "-m", "stubserver", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=config.parent,
+    )
     assert p.stdout is not None
     line = p.stdout.readline()
     took = time.perf_counter() - t0
     if not line:
         raise RuntimeError(f"{tree}: no ready line")
     time.sleep(idle_s)
-    rss = next(int(x.split()[1]) for x in Path(f"/proc/{p.pid}/status").read_text().splitlines()
-               if x.startswith("VmRSS:")) / 1024
+    rss = (
+        next(
+            int(x.split()[1])
+            for x in Path(f"/proc/{p.pid}/status").read_text().splitlines()
+            if x.startswith("VmRSS:")
+        )
+        / 1024
+    )
     p.terminate()
     p.wait()
     p.stdout.close()
@@ -67,9 +94,11 @@ def one(tree: Path, config: Path, idle_s: float) -> tuple[float, float]:
 
 def stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"median": statistics.median(ordered),
-            "p90": ordered[min(len(ordered) - 1, round(0.9 * len(ordered)) - 1)],
-            "min": ordered[0]}
+    return {
+        "median": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, round(0.9 * len(ordered)) - 1)],
+        "min": ordered[0],
+    }
 
 
 def main() -> int:
@@ -92,19 +121,27 @@ def main() -> int:
                 took, rss = one(trees[name], config, args.idle_s)
                 samples[name]["start_s"].append(took)
                 samples[name]["rss_mb"].append(rss)
-    result: dict[str, Any] = {"rounds": args.rounds, "idle_s": args.idle_s,
-                              "keep_control": args.keep_control,
-                              "loadavg_1min_after": os.getloadavg()[0], "samples": samples}
+    result: dict[str, Any] = {
+        "rounds": args.rounds,
+        "idle_s": args.idle_s,
+        "keep_control": args.keep_control,
+        "loadavg_1min_after": os.getloadavg()[0],
+        "samples": samples,
+    }
     for name in trees:
         s, r = stats(samples[name]["start_s"]), stats(samples[name]["rss_mb"])
-        print(f"{name}: start median {s['median'] * 1000:.0f} ms p90 {s['p90'] * 1000:.0f} ms"
-              f" min {s['min'] * 1000:.0f} ms; idle RSS median {r['median']:.1f} MB")
+        print(
+            f"{name}: start median {s['median'] * 1000:.0f} ms p90 {s['p90'] * 1000:.0f} ms"
+            f" min {s['min'] * 1000:.0f} ms; idle RSS median {r['median']:.1f} MB"
+        )
         result[name] = {"start": s, "rss": r}
     d_start = (result["new"]["start"]["median"] - result["old"]["start"]["median"]) * 1000
     d_min = (result["new"]["start"]["min"] - result["old"]["start"]["min"]) * 1000
     d_rss = result["new"]["rss"]["median"] - result["old"]["rss"]["median"]
-    print(f"new - old: start-up {d_start:+.0f} ms (medians), {d_min:+.0f} ms (minima);"
-          f" idle RSS {d_rss:+.1f} MB")
+    print(
+        f"new - old: start-up {d_start:+.0f} ms (medians), {d_min:+.0f} ms (minima);"
+        f" idle RSS {d_rss:+.1f} MB"
+    )
     print(json.dumps(result))
     return 0
 

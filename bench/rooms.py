@@ -116,8 +116,13 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     """Median, p90, min, max (ms) of ``values`` (seconds)."""
     ms = sorted(v * 1000 for v in values)
     p90 = ms[min(len(ms) - 1, max(0, round(0.9 * len(ms)) - 1))]
-    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1), "p90_ms": round(p90, 1),
-            "min_ms": round(ms[0], 1), "max_ms": round(ms[-1], 1)}
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(p90, 1),
+        "min_ms": round(ms[0], 1),
+        "max_ms": round(ms[-1], 1),
+    }
 
 
 # ------------------------------------------------------------------ part a: in the namespace
@@ -137,8 +142,10 @@ class EventWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            page = self.http.call("GET", f"/rooms/{quote(self.room)}/events?from={self.position}"
-                                  f"&wait_ms={LONG_POLL_MS}")
+            page = self.http.call(
+                "GET",
+                f"/rooms/{quote(self.room)}/events?from={self.position}&wait_ms={LONG_POLL_MS}",
+            )
             now = time.perf_counter()
             with self.cond:
                 for entry in page["events"]:
@@ -163,8 +170,9 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
     version, us, via = spec["version"], spec["user_id"], spec["synapse_server"]
     rows: list[dict[str, float]] = []
     for i in range(spec["repeat"] + 1):  # the first is a warm-up (key fetches), kept apart
-        room = synapse.call("POST", "/createRoom",
-                            {"room_version": version, "preset": "public_chat"})["room_id"]
+        room = synapse.call(
+            "POST", "/createRoom", {"room_version": version, "preset": "public_chat"}
+        )["room_id"]
         t0 = time.perf_counter()
         control.call("POST", f"/rooms/{quote(room)}/join", {"user": "alice", "via": [via]})
         t1 = time.perf_counter()
@@ -184,21 +192,37 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
         time.sleep(0.05)  # let the first long-poll be waiting: its set-up is not our figure
         s0 = time.perf_counter()
         txn = f"bench-{os.getpid()}-{i}"
-        event_id = synapse.call("PUT", f"/rooms/{quote(room)}/send/m.room.message/{txn}",
-                                {"msgtype": "m.text", "body": f"bench {i}"})["event_id"]
+        event_id = synapse.call(
+            "PUT",
+            f"/rooms/{quote(room)}/send/m.room.message/{txn}",
+            {"msgtype": "m.text", "body": f"bench {i}"},
+        )["event_id"]
         s1 = time.perf_counter()
         arrived = watcher.wait_for(event_id)
         watcher.stop.set()
-        rows.append({"join_call": t1 - t0, "join_to_joined": t2 - t0, "joined_polls": polls,
-                     "send_call": s1 - s0, "send_return_to_event": arrived - s1,
-                     "send_start_to_event": arrived - s0})
+        rows.append(
+            {
+                "join_call": t1 - t0,
+                "join_to_joined": t2 - t0,
+                "joined_polls": polls,
+                "send_call": s1 - s0,
+                "send_return_to_event": arrived - s1,
+                "send_start_to_event": arrived - s0,
+            }
+        )
     control.close()
     synapse.close()
     warm, measured = rows[0], rows[1:]
-    out: dict[str, Any] = {"warm_up_ms": {k: round(v * 1000, 1) for k, v in warm.items()
-                                          if k != "joined_polls"}}
-    for key in ("join_call", "join_to_joined", "send_call", "send_return_to_event",
-                "send_start_to_event"):
+    out: dict[str, Any] = {
+        "warm_up_ms": {k: round(v * 1000, 1) for k, v in warm.items() if k != "joined_polls"}
+    }
+    for key in (
+        "join_call",
+        "join_to_joined",
+        "send_call",
+        "send_return_to_event",
+        "send_start_to_event",
+    ):
         out[key] = summary([r[key] for r in measured])
     out["joined_on_first_poll"] = sum(1 for r in measured if r["joined_polls"] == 1)
     return out
@@ -217,34 +241,48 @@ def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str,
         from bench import synapse_venv  # noqa: PLC0415
 
         synapse_python = synapse_venv() / "bin" / "python"
-    out: dict[str, Any] = {"method": (
-        "tests/interop/harness.py environment (netns, DNS, CA, stubs, Synapse 1.163.2 on"
-        " SQLite); timing loop run inside the namespace by one Python process with"
-        " keep-alive HTTP (bench/rooms.py ns-timing); one warm-up round then N measured;"
-        f" joined_members polled every {POLL_S * 1000:.0f} ms; our events long-polled"),
-        "repeat": repeat, "versions": {}}
-    with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp, \
-            harness.interop_environment(Path(tmp), synapse_python=synapse_python,
-                                        log=log) as env:
+    out: dict[str, Any] = {
+        "method": (
+            "tests/interop/harness.py environment (netns, DNS, CA, stubs, Synapse 1.163.2 on"
+            " SQLite); timing loop run inside the namespace by one Python process with"
+            " keep-alive HTTP (bench/rooms.py ns-timing); one warm-up round then N measured;"
+            f" joined_members polled every {POLL_S * 1000:.0f} ms; our events long-polled"
+        ),
+        "repeat": repeat,
+        "versions": {},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp,
+        harness.interop_environment(Path(tmp), synapse_python=synapse_python, log=log) as env,
+    ):
         _, _, token = env.synapse_user
         for version, stub_name in VERSIONS:
             stub = env.stubs[stub_name]
-            spec = {"version": version, "repeat": repeat,
-                    "control_url": stub.files.control_url,
-                    "control_token": stub.files.control_token,
-                    "synapse_url": env.synapse.files.spec.client_url,
-                    "synapse_token": token, "synapse_server": env.synapse.server_name,
-                    "user_id": f"@alice:{stub.server_name}"}
+            spec = {
+                "version": version,
+                "repeat": repeat,
+                "control_url": stub.files.control_url,
+                "control_token": stub.files.control_token,
+                "synapse_url": env.synapse.files.spec.client_url,
+                "synapse_token": token,
+                "synapse_server": env.synapse.server_name,
+                "user_id": f"@alice:{stub.server_name}",
+            }
             log(f"v{version} on {stub_name}: {repeat} + 1 rounds inside {env.ns.name}")
-            done = env.ns.run([sys.executable, str(Path(__file__).resolve()), "ns-timing"],
-                              input_text=json.dumps(spec), timeout=600)
+            done = env.ns.run(
+                [sys.executable, str(Path(__file__).resolve()), "ns-timing"],
+                input_text=json.dumps(spec),
+                timeout=600,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"ns-timing v{version} failed: {done.stderr[-3000:]}")
             result = json.loads(done.stdout)
             result["stub"] = stub_name
             out["versions"][version] = result
-            log(f"v{version}: join->joined {result['join_to_joined']}; send->event "
-                f"{result['send_return_to_event']}")
+            log(
+                f"v{version}: join->joined {result['join_to_joined']}; send->event "
+                f"{result['send_return_to_event']}"
+            )
     return out
 
 
@@ -281,10 +319,16 @@ class Stub:
             "tls_certificate_path": "tls.crt",
             "tls_private_key_path": "tls.key",
             "listeners": [
-                {"port": self.fed_port, "bind_addresses": ["127.0.0.1"],
-                 "resources": ["federation"]},
-                {"port": self.control_port, "bind_addresses": ["127.0.0.1"],
-                 "resources": ["control"]},
+                {
+                    "port": self.fed_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "resources": ["federation"],
+                },
+                {
+                    "port": self.control_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "resources": ["control"],
+                },
             ],
             "users": {"alice": {"displayname": f"Alice of {name}"}},
             "control_token": self.token,
@@ -297,7 +341,10 @@ class Stub:
         self.stderr = (folder / "stderr.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stubserver", "run", "-c", str(config_path)],
-            stdout=subprocess.PIPE, stderr=self.stderr, cwd=ROOT)
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            cwd=ROOT,
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # the ready line (the process prints nothing else)
         if not line:
@@ -356,9 +403,15 @@ def send_many(stub: Stub, room: str, count: int, workers: int, tag: str) -> floa
         conn = stub.http()
         try:
             for i in range(offset, count, workers):
-                conn.call("POST", f"/rooms/{quote(room)}/send",
-                          {"sender": "alice", "type": "m.room.message",
-                           "content": {"msgtype": "m.text", "body": f"{tag} {i}"}})
+                conn.call(
+                    "POST",
+                    f"/rooms/{quote(room)}/send",
+                    {
+                        "sender": "alice",
+                        "type": "m.room.message",
+                        "content": {"msgtype": "m.text", "body": f"{tag} {i}"},
+                    },
+                )
         except BaseException as e:  # reported after the join
             errors.append(e)
         finally:
@@ -375,8 +428,9 @@ def send_many(stub: Stub, room: str, count: int, workers: int, tag: str) -> floa
     return time.perf_counter() - t0
 
 
-def wait_for_messages(stub: Stub, room: str, start: int, tag: str, *, count: int,
-                      timeout: float) -> tuple[int, float, dict[str, int]]:
+def wait_for_messages(
+    stub: Stub, room: str, start: int, tag: str, *, count: int, timeout: float
+) -> tuple[int, float, dict[str, int]]:
     """Long-poll ``stub``'s room from ``start`` until ``count`` messages tagged ``tag``
     are in; (next position, time of the last, outcomes)."""
     conn = stub.http()
@@ -388,8 +442,11 @@ def wait_for_messages(stub: Stub, room: str, start: int, tag: str, *, count: int
     while seen < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{seen}/{count} messages after {timeout} s")
-        page = conn.call("GET", f"/rooms/{quote(room)}/events?from={position}"
-                         f"&wait_ms={LONG_POLL_MS}", timeout=timeout)
+        page = conn.call(
+            "GET",
+            f"/rooms/{quote(room)}/events?from={position}&wait_ms={LONG_POLL_MS}",
+            timeout=timeout,
+        )
         last = time.perf_counter()
         for entry in page["events"]:
             body = entry["pdu"].get("content", {}).get("body", "")
@@ -404,46 +461,61 @@ def wait_for_messages(stub: Stub, room: str, start: int, tag: str, *, count: int
 def send_sizes(stub: Stub, start: int) -> tuple[int, list[int]]:
     """The PDU counts of the /send transactions in ``stub``'s request feed from ``start``."""
     page = stub.control.call("GET", f"/requests?from={start}")
-    sizes = [len((r.get("content") or {}).get("pdus", []))
-             for r in page["requests"] if "/_matrix/federation/v1/send/" in r["uri"]]
+    sizes = [
+        len((r.get("content") or {}).get("pdus", []))
+        for r in page["requests"]
+        if "/_matrix/federation/v1/send/" in r["uri"]
+    ]
     return page["next"], sizes
 
 
 def size_summary(sizes: Sequence[int]) -> dict[str, Any]:
     if not sizes:
         return {"transactions": 0}
-    return {"transactions": len(sizes), "pdus": sum(sizes), "min": min(sizes),
-            "median": statistics.median(sizes), "max": max(sizes),
-            "mean": round(sum(sizes) / len(sizes), 1),
-            "of_50": sum(1 for s in sizes if s == 50)}
+    return {
+        "transactions": len(sizes),
+        "pdus": sum(sizes),
+        "min": min(sizes),
+        "median": statistics.median(sizes),
+        "max": max(sizes),
+        "mean": round(sum(sizes) / len(sizes), 1),
+        "of_50": sum(1 for s in sizes if s == 50),
+    }
 
 
 def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
     """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile)."""
-    out: dict[str, Any] = {"messages": messages, "control_workers": workers, "method": (
-        "two `stubserver run` on 127.0.0.1 (names localhost:PORT, private CA, verified"
-        " TLS); B's alice joins A's room (v12); A's alice sends M m.room.message events"
-        f" through A's control API ({workers} threads, keep-alive); A's transaction queue"
-        " sends them to B; B's control events long-poll counts them; /send sizes from B's"
-        " control requests feed")}
+    out: dict[str, Any] = {
+        "messages": messages,
+        "control_workers": workers,
+        "method": (
+            "two `stubserver run` on 127.0.0.1 (names localhost:PORT, private CA, verified"
+            " TLS); B's alice joins A's room (v12); A's alice sends M m.room.message events"
+            f" through A's control API ({workers} threads, keep-alive); A's transaction queue"
+            " sends them to B; B's control events long-poll counts them; /send sizes from B's"
+            " control requests feed"
+        ),
+    }
     with stubs("a", "b") as (a, b):
-        room = a.control.call("POST", "/rooms", {"creator": "alice", "room_version": "12",
-                                                 "preset": "public_chat"})["room_id"]
-        b.control.call("POST", f"/rooms/{quote(room)}/join",
-                       {"user": "alice", "via": [a.server_name]})
+        room = a.control.call(
+            "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
+        )["room_id"]
+        b.control.call(
+            "POST", f"/rooms/{quote(room)}/join", {"user": "alice", "via": [a.server_name]}
+        )
         position = b.control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
         # Warm-up: keys fetched, connections open, code paths hot.
         send_many(a, room, 200, workers, "warm")
-        position, _, _ = wait_for_messages(b, room, position, "warm", count=200,
-                                             timeout=WAIT_S)
+        position, _, _ = wait_for_messages(b, room, position, "warm", count=200, timeout=WAIT_S)
         requests_at, _ = send_sizes(b, 0)
 
         # Streaming: B receives while A creates.
         log(f"throughput: streaming {messages}")
         t0 = time.perf_counter()
         created = send_many(a, room, messages, workers, "stream")
-        position, last, outcomes = wait_for_messages(b, room, position, "stream", count=messages,
-                                                     timeout=10 * WAIT_S)
+        position, last, outcomes = wait_for_messages(
+            b, room, position, "stream", count=messages, timeout=10 * WAIT_S
+        )
         requests_at, sizes = send_sizes(b, requests_at)
         total = last - t0
         out["streaming"] = {
@@ -451,7 +523,9 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
             "a_create_rate_per_s": round(messages / created),
             "all_at_b_s": round(total, 3),
             "b_rate_per_s": round(messages / total),
-            "outcomes_at_b": outcomes, "send_sizes": size_summary(sizes)}
+            "outcomes_at_b": outcomes,
+            "send_sizes": size_summary(sizes),
+        }
         log(f"throughput streaming: {out['streaming']}")
 
         # Queued: B stopped while A creates all of them; then B drains A's full queue.
@@ -462,16 +536,19 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
         finally:
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
-        position, last, outcomes = wait_for_messages(b, room, position, "queued", count=messages,
-                                                     timeout=10 * WAIT_S)
+        position, last, outcomes = wait_for_messages(
+            b, room, position, "queued", count=messages, timeout=10 * WAIT_S
+        )
         requests_at, sizes = send_sizes(b, requests_at)
         total = last - t0
         out["queued"] = {
             "a_created_s": round(created, 3),
             "b_drain_s": round(total, 3),
             "b_rate_per_s": round(messages / total),
-            "outcomes_at_b": outcomes, "send_sizes": size_summary(sizes),
-            "note": "the first transaction (in flight when B was stopped) may be smaller"}
+            "outcomes_at_b": outcomes,
+            "send_sizes": size_summary(sizes),
+            "note": "the first transaction (in flight when B was stopped) may be smaller",
+        }
         log(f"throughput queued: {out['queued']}")
         out["rss_mb"] = {"a": round(a.rss_mb(), 1), "b": round(b.rss_mb(), 1)}
     return out
@@ -501,10 +578,14 @@ def room_tracemalloc(events: int) -> dict[str, Any]:
     clock = Clock()
     clock.advance(1_800_000_000)
     signer = EventSigner("bench.test", "ed25519:b1", SigningKey(b"\x07" * 32))
-    service = RoomService(clock=clock, signer=signer,
-                          store=RoomStore("bench.test", TransactionMemory(clock)),
-                          client=NoClient(),
-                          fetch_verify_key=lambda *a: succeed(None), rng=random.Random(1))  # noqa: S311 - not for secrets
+    service = RoomService(
+        clock=clock,
+        signer=signer,
+        store=RoomStore("bench.test", TransactionMemory(clock)),
+        client=NoClient(),
+        fetch_verify_key=lambda *a: succeed(None),
+        rng=random.Random(1),
+    )  # noqa: S311 - not for secrets
 
     def result(d: Any) -> Any:
         box: list[Any] = []
@@ -519,27 +600,33 @@ def room_tracemalloc(events: int) -> dict[str, Any]:
     gc.collect()
     created = tracemalloc.get_traced_memory()[0]
     for i in range(events):
-        result(service.send(room, "alice", "m.room.message",
-                            {"msgtype": "m.text", "body": f"message {i}"}))
+        result(
+            service.send(
+                room, "alice", "m.room.message", {"msgtype": "m.text", "body": f"message {i}"}
+            )
+        )
         clock.advance(0.001)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     held = len(service.store.get_room(room).events_since(0))  # type: ignore[union-attr]
-    return {"events_in_room": held,
-            "empty_room_kb": round((created - base) / 1024, 1),
-            "room_with_events_mb": round((after - base) / 2**20, 2),
-            "bytes_per_event": round((after - created) / events),
-            "method": "tracemalloc traced memory (after gc.collect) from before create_room"
-                      " to after the messages: a RoomService on a twisted Clock, no other"
-                      " server in the room (nothing sent), body 'message N'"}
+    return {
+        "events_in_room": held,
+        "empty_room_kb": round((created - base) / 1024, 1),
+        "room_with_events_mb": round((after - base) / 2**20, 2),
+        "bytes_per_event": round((after - created) / events),
+        "method": "tracemalloc traced memory (after gc.collect) from before create_room"
+        " to after the messages: a RoomService on a twisted Clock, no other"
+        " server in the room (nothing sent), body 'message N'",
+    }
 
 
 def run_memory(events: int, workers: int, log: Any) -> dict[str, Any]:
     """Part c: RSS of a stub before and after its room gains ``events`` events."""
     with stubs("m") as (m,):
-        room = m.control.call("POST", "/rooms", {"creator": "alice", "room_version": "12",
-                                                 "preset": "public_chat"})["room_id"]
+        room = m.control.call(
+            "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
+        )["room_id"]
         send_many(m, room, 10, 1, "warm")
         time.sleep(1.0)
         before = m.rss_mb()
@@ -550,15 +637,20 @@ def run_memory(events: int, workers: int, log: Any) -> dict[str, Any]:
         held = len(m.control.call("GET", f"/rooms/{quote(room)}/events?from=0")["events"])
         time.sleep(1.0)
         after_read = m.rss_mb()
-    out = {"events": events, "events_in_room": held,
-           "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
-           "rss_growth_mb": round(after - before, 1),
-           "rss_after_reading_all_events_mb": round(after_read, 1),
-           "vm_hwm_mb": round(hwm, 1), "send_s": round(took, 2),
-           "method": "VmRSS of `stubserver run` (one v12 room, 10 warm-up messages) 1 s after"
-                     f" the last control call, before and after {events} messages sent"
-                     f" through the control API ({workers} threads); then once more after"
-                     " one control read of all the room's events"}
+    out = {
+        "events": events,
+        "events_in_room": held,
+        "rss_before_mb": round(before, 1),
+        "rss_after_mb": round(after, 1),
+        "rss_growth_mb": round(after - before, 1),
+        "rss_after_reading_all_events_mb": round(after_read, 1),
+        "vm_hwm_mb": round(hwm, 1),
+        "send_s": round(took, 2),
+        "method": "VmRSS of `stubserver run` (one v12 room, 10 warm-up messages) 1 s after"
+        f" the last control call, before and after {events} messages sent"
+        f" through the control API ({workers} threads); then once more after"
+        " one control read of all the room's events",
+    }
     log(f"memory (process): {out}")
     out["in_process"] = room_tracemalloc(events)
     log(f"memory (tracemalloc): {out['in_process']}")
@@ -578,9 +670,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--messages", type=int, default=5000, help="messages A sends B (b)")
     parser.add_argument("--events", type=int, default=10_000, help="events in the room (c)")
     parser.add_argument("--workers", type=int, default=8, help="control API client threads")
-    parser.add_argument("--synapse-python", type=Path, default=None,
-                        help="Python of a Synapse 1.163.2 venv (default: as bench/run finds"
-                        " one: the interop cache, else bench/work/synapse-venv)")
+    parser.add_argument(
+        "--synapse-python",
+        type=Path,
+        default=None,
+        help="Python of a Synapse 1.163.2 venv (default: as bench/run finds"
+        " one: the interop cache, else bench/work/synapse-venv)",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     parts = args.only or ["synapse", "throughput", "memory"]
@@ -591,8 +687,11 @@ def main(argv: Sequence[str]) -> int:
     results: dict[str, Any] = {}
     if RESULTS.exists():
         results = json.loads(RESULTS.read_text())
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "processor": platform.processor() or platform.machine()}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
     for part in parts:
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         load_before = os.getloadavg()[0]

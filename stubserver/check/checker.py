@@ -246,7 +246,8 @@ class FederationChecker:
         signed = SignedRequestReport(skipped=True, ok=False)
         if self._identity is not None and self._client is not None:
             way_back = await check_way_back(
-                self._client, server_name, self._identity, self._now_ms())
+                self._client, server_name, self._identity, self._now_ms()
+            )
             facts.go_on()
             if way_back.failed:
                 facts.hints.append(Hint(STEP_WAY_BACK, way_back.error or "", way_back.hint or ""))

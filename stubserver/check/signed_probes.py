@@ -83,6 +83,7 @@ async def check_signed_request(
             )
     return verdict
 
+
 async def check_way_back(
     client: FederationClient, server_name: str, identity: FederationIdentity, now_ms: int
 ) -> WayBackReport:

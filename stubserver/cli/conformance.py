@@ -27,32 +27,56 @@ def add_conformance_parser(sub: Any) -> None:
     """The ``conformance`` subcommand's arguments."""
     p = sub.add_parser("conformance", help="check a running homeserver's federation")
     p.add_argument("--homeserver-name", required=True, metavar="NAME")
-    p.add_argument("--homeserver-url", required=True, metavar="URL",
-                   help="its client-server API base URL")
-    p.add_argument("-c", "--config", type=Path, required=True,
-                   help="config of the running peer that the suite drives")
+    p.add_argument(
+        "--homeserver-url", required=True, metavar="URL", help="its client-server API base URL"
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        required=True,
+        help="config of the running peer that the suite drives",
+    )
     creds = p.add_mutually_exclusive_group(required=True)
-    creds.add_argument("--homeserver-token", action="append", metavar="TOKEN",
-                       help="access token of an existing user (repeatable)")
-    creds.add_argument("--registration-shared-secret", metavar="SECRET",
-                       help="register users with Synapse's shared-secret admin API")
-    creds.add_argument("--registration-token", metavar="TOKEN",
-                       help="register users with a registration token")
+    creds.add_argument(
+        "--homeserver-token",
+        action="append",
+        metavar="TOKEN",
+        help="access token of an existing user (repeatable)",
+    )
+    creds.add_argument(
+        "--registration-shared-secret",
+        metavar="SECRET",
+        help="register users with Synapse's shared-secret admin API",
+    )
+    creds.add_argument(
+        "--registration-token", metavar="TOKEN", help="register users with a registration token"
+    )
     p.add_argument("--only", metavar="PATTERN", help="run the tests whose id matches")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML to FILE")
-    p.add_argument("--ca-file", action="append", default=[], type=Path, metavar="PEM",
-                   help="trust this CA too (the homeserver's URL, raw federation requests)")
+    p.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PEM",
+        help="trust this CA too (the homeserver's URL, raw federation requests)",
+    )
 
 
 def _users(homeserver: Any, args: argparse.Namespace) -> list[Any]:
     if args.homeserver_token:
         return [homeserver.user_with_token(t) for t in args.homeserver_token]
     if args.registration_shared_secret:
-        return [homeserver.register_with_shared_secret(args.registration_shared_secret)
-                for _ in range(REGISTERED_USERS)]
-    return [homeserver.register(registration_token=args.registration_token)
-            for _ in range(REGISTERED_USERS)]
+        return [
+            homeserver.register_with_shared_secret(args.registration_shared_secret)
+            for _ in range(REGISTERED_USERS)
+        ]
+    return [
+        homeserver.register(registration_token=args.registration_token)
+        for _ in range(REGISTERED_USERS)
+    ]
 
 
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -75,16 +99,25 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         peer = Peer.attach(args.config)
         peer.status()
     except (ValueError, ControlError, ControlUnreachable) as e:
-        print(f"stubserver conformance: the peer of {args.config} cannot be driven: {e}",
-              file=sys.stderr)
+        print(
+            f"stubserver conformance: the peer of {args.config} cannot be driven: {e}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
-        homeserver = Homeserver(args.homeserver_url, server_name=args.homeserver_name,
-                                ca_file=args.ca_file[0] if args.ca_file else None)
+        homeserver = Homeserver(
+            args.homeserver_url,
+            server_name=args.homeserver_name,
+            ca_file=args.ca_file[0] if args.ca_file else None,
+        )
         users = _users(homeserver, args)
-        capabilities = users[0].homeserver.request(
-            "GET", "/_matrix/client/v3/capabilities", access_token=users[0].access_token
-        ).body
+        capabilities = (
+            users[0]
+            .homeserver.request(
+                "GET", "/_matrix/client/v3/capabilities", access_token=users[0].access_token
+            )
+            .body
+        )
     except (ValueError, HomeserverError, HomeserverUnreachable) as e:
         print(f"stubserver conformance: the homeserver cannot be used: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -93,8 +126,9 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not tests:
         print(f"stubserver conformance: no test matches {args.only!r}", file=sys.stderr)
         return EXIT_USAGE
-    context = Context(peer, homeserver, users, args.homeserver_name, Path(args.config),
-                      tuple(args.ca_file))
+    context = Context(
+        peer, homeserver, users, args.homeserver_name, Path(args.config), tuple(args.ca_file)
+    )
     started = time.monotonic()
     results = run_tests(tests, context)
     seconds = time.monotonic() - started

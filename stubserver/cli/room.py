@@ -127,8 +127,13 @@ def describe_error(answer: ControlAnswer) -> str:
     return text
 
 
-def call(transport: Transport, method: str, path: str, body: Any = None,
-         timeout: float = HTTP_TIMEOUT_SECONDS) -> Any:
+def call(
+    transport: Transport,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = HTTP_TIMEOUT_SECONDS,
+) -> Any:
     """The JSON answer of one control request; CommandFailed on a non-2xx."""
     answer = transport(method, PREFIX + path, body, timeout)
     if 200 <= answer.status < 300:

@@ -67,6 +67,7 @@ DEFAULT_IP_RANGE_BLOCKLIST: tuple[str, ...] = (
     "fec0::/10",
 )
 
+
 class ConfigError(Exception):
     """A configuration fault: ``key`` names the setting, ``problem`` says what is wrong."""
 
@@ -154,5 +155,3 @@ class Config:
     def signing_key(self) -> ServerSigningKey:
         """The key we sign with: the first in the signing-key file."""
         return self.signing_keys[0]
-
-

@@ -67,6 +67,8 @@ _KNOWN_KEYS = frozenset(
         "invites",
     }
 )
+
+
 def federation_settings_from_dict(raw: Mapping[str, Any], base: Path) -> FederationSettings:
     """The federation settings of a config mapping (defaults for those absent)."""
     defaults = FederationSettings()
@@ -196,9 +198,7 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         )
     invites = raw.get("invites", "accept")
     if invites not in INVITE_POLICIES or not isinstance(invites, str):
-        raise ConfigError(
-            "invites", f"expected accept or reject, got {describe(invites)}"
-        )
+        raise ConfigError("invites", f"expected accept or reject, got {describe(invites)}")
 
     log_path = raw.get("request_log_path")
     return Config(

@@ -141,5 +141,3 @@ def load_signing_keys(path: Path, key: str = "signing_key_path") -> tuple[Server
         return tuple(parse_signing_key_file(read_text(key, path)))
     except InvalidKeyFile as e:
         raise ConfigError(key, f"{path}: {e}") from None
-
-

@@ -101,7 +101,9 @@ class SyncStream:
         self.since = str(answer["next_batch"])
 
     def wait(
-        self, what: str, probe: Callable[[dict[str, Any]], bool],
+        self,
+        what: str,
+        probe: Callable[[dict[str, Any]], bool],
         timeout: float = FEDERATION_WAIT_SECONDS,
     ) -> None:
         """Sync until ``probe(answer)`` is true for one answer."""
@@ -185,8 +187,7 @@ class Context:
             user_id = self.peer_user_id(localpart)
             wait_until(
                 f"{user_id} joined in the homeserver's member list",
-                lambda u=user_id: True
-                if self.user.members(room_id).get(u) == "join" else None,  # type: ignore[misc]
+                lambda u=user_id: True if self.user.members(room_id).get(u) == "join" else None,  # type: ignore[misc]
             )
         return room_id
 

@@ -46,12 +46,19 @@ def format_table(homeserver: str, results: Sequence[TestResult], seconds: float)
     """The human report: one aligned row per test (result, version, id, spec section,
     time), failures' and skips' reasons under their row, and a summary line."""
     rows = [
-        (_MARKS[r.result], f"v{r.room_version}" if r.room_version else "-", r.id, r.spec,
-         f"{r.seconds:.1f}s")
+        (
+            _MARKS[r.result],
+            f"v{r.room_version}" if r.room_version else "-",
+            r.id,
+            r.spec,
+            f"{r.seconds:.1f}s",
+        )
         for r in results
     ]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(
-        ("result", "room", "test", "spec section", "time"))]
+    widths = [
+        max([len(h)] + [len(row[i]) for row in rows])
+        for i, h in enumerate(("result", "room", "test", "spec section", "time"))
+    ]
     header = ("result", "room", "test", "spec section", "time")
     lines = [f"Federation conformance of {homeserver}", ""]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())

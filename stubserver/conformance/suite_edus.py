@@ -24,10 +24,15 @@ def its_typing_reaches_us(ctx: Context, version: str) -> None:
     """Its user typing in a room we share reaches us as an m.typing EDU."""
     room_id = ctx.join_homeserver_room(version)
     ctx.user.typing(room_id, True)
-    ctx.peer.wait_for_edu("m.typing", origin=ctx.server_name, match=lambda e:
-                          e.content.get("room_id") == room_id
-                          and e.content.get("user_id") == ctx.user.user_id
-                          and e.content.get("typing") is True)
+    ctx.peer.wait_for_edu(
+        "m.typing",
+        origin=ctx.server_name,
+        match=lambda e: (
+            e.content.get("room_id") == room_id
+            and e.content.get("user_id") == ctx.user.user_id
+            and e.content.get("typing") is True
+        ),
+    )
 
 
 def our_typing_reaches_it(ctx: Context, version: str) -> None:
@@ -35,10 +40,11 @@ def our_typing_reaches_it(ctx: Context, version: str) -> None:
     room_id = ctx.join_homeserver_room(version)
     stream = SyncStream(ctx.user)
     user_id = ctx.peer_user_id()
-    ctx.peer.send_edu(room_id, "m.typing",
-                      {"room_id": room_id, "user_id": user_id, "typing": True})
-    stream.wait("our user typing in its client's /sync", lambda a: user_id in (
-        ephemeral(a, room_id).get("m.typing", {}).get("user_ids") or []))
+    ctx.peer.send_edu(room_id, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": True})
+    stream.wait(
+        "our user typing in its client's /sync",
+        lambda a: user_id in (ephemeral(a, room_id).get("m.typing", {}).get("user_ids") or []),
+    )
 
 
 def its_receipt_reaches_us(ctx: Context, version: str) -> None:
@@ -47,9 +53,16 @@ def its_receipt_reaches_us(ctx: Context, version: str) -> None:
     message = ctx.send_text(room_id, "read me")
     ctx.wait_visible(room_id, message, "our message")
     ctx.user.receipt(room_id, message)
-    ctx.peer.wait_for_edu("m.receipt", origin=ctx.server_name, match=lambda e: message in (
-        ((e.content.get(room_id) or {}).get("m.read") or {}).get(ctx.user.user_id) or {}
-    ).get("event_ids", []))
+    ctx.peer.wait_for_edu(
+        "m.receipt",
+        origin=ctx.server_name,
+        match=lambda e: (
+            message
+            in (
+                ((e.content.get(room_id) or {}).get("m.read") or {}).get(ctx.user.user_id) or {}
+            ).get("event_ids", [])
+        ),
+    )
 
 
 def our_receipt_reaches_it(ctx: Context, version: str) -> None:
@@ -59,10 +72,18 @@ def our_receipt_reaches_it(ctx: Context, version: str) -> None:
     ctx.peer.wait_for_event(room_id, event_id=message)
     stream = SyncStream(ctx.user)
     user_id = ctx.peer_user_id(PEER_USER)
-    ctx.peer.send_edu(room_id, "m.receipt", {room_id: {"m.read": {
-        user_id: {"data": {"ts": 1}, "event_ids": [message]}}}})
-    stream.wait("our receipt in its client's /sync", lambda a: user_id in (
-        ephemeral(a, room_id).get("m.receipt", {}).get(message, {}).get("m.read") or {}))
+    ctx.peer.send_edu(
+        room_id,
+        "m.receipt",
+        {room_id: {"m.read": {user_id: {"data": {"ts": 1}, "event_ids": [message]}}}},
+    )
+    stream.wait(
+        "our receipt in its client's /sync",
+        lambda a: (
+            user_id
+            in (ephemeral(a, room_id).get("m.receipt", {}).get(message, {}).get("m.read") or {})
+        ),
+    )
 
 
 AREA: list[tuple[str, str, Callable[[Context, str], None]]] = [

@@ -60,9 +60,7 @@ def test_server_keys(ctx: Context) -> None:
 
 def test_version(ctx: Context) -> None:
     """``/version`` answers 200 with ``server.name``."""
-    answer = ctx.peer.federation_request(
-        ctx.server_name, "GET", "/_matrix/federation/v1/version"
-    )
+    answer = ctx.peer.federation_request(ctx.server_name, "GET", "/_matrix/federation/v1/version")
     expect("GET /version status", 200, answer.status)
     server = answer.body.get("server") if isinstance(answer.body, dict) else None
     if not isinstance(server, dict) or not isinstance(server.get("name"), str):
@@ -153,11 +151,14 @@ def tests() -> list[ConformanceTest[Context]]:
         ConformanceTest("keys.server_keys_valid", PUBLISHING, None, test_server_keys),
         ConformanceTest("keys.version", VERSION, None, test_version),
         ConformanceTest("keys.notary_vouches_for_our_keys", NOTARY, None, test_notary),
-        ConformanceTest("auth.signed_request_accepted", REQUEST_AUTH, None,
-                        test_signed_request_accepted),
-        ConformanceTest("auth.bad_signature_refused", REQUEST_AUTH, None,
-                        test_bad_signature_refused),
-        ConformanceTest("auth.other_destination_refused", REQUEST_AUTH, None,
-                        test_other_destination_refused),
+        ConformanceTest(
+            "auth.signed_request_accepted", REQUEST_AUTH, None, test_signed_request_accepted
+        ),
+        ConformanceTest(
+            "auth.bad_signature_refused", REQUEST_AUTH, None, test_bad_signature_refused
+        ),
+        ConformanceTest(
+            "auth.other_destination_refused", REQUEST_AUTH, None, test_other_destination_refused
+        ),
         ConformanceTest("auth.unsigned_refused", REQUEST_AUTH, None, test_unsigned_refused),
     ]

@@ -45,8 +45,7 @@ def bad_signature(ctx: Context, version: str) -> None:
     broken = ctx.send_text(room_id, "forged", tamper="signature")
     good = ctx.send_text(room_id, "genuine")
     ctx.wait_visible(room_id, good, "the good event after the forged one")
-    expect("the forged event as its client sees it", None,
-           visible_event(ctx.user, room_id, broken))
+    expect("the forged event as its client sees it", None, visible_event(ctx.user, room_id, broken))
 
 
 def bad_content_hash(ctx: Context, version: str) -> None:
@@ -63,12 +62,21 @@ def auth_failure(ctx: Context, version: str) -> None:
     50) is rejected: invisible to its client, the name unchanged; the room goes on."""
     room_id = ctx.join_homeserver_room(version)
     extremities = ctx.peer.room_state(room_id)["forward_extremities"]
-    rejected = ctx.peer.send(room_id, "m.room.name", {"name": "not yours to set"},
-                             sender=PEER_USER, state_key="", prev_events=extremities)
+    rejected = ctx.peer.send(
+        room_id,
+        "m.room.name",
+        {"name": "not yours to set"},
+        sender=PEER_USER,
+        state_key="",
+        prev_events=extremities,
+    )
     good = ctx.send_text(room_id, "after the rejected one")
     ctx.wait_visible(room_id, good, "the good event after the rejected one")
-    expect("the unauthorized event as its client sees it", None,
-           visible_event(ctx.user, room_id, rejected))
+    expect(
+        "the unauthorized event as its client sees it",
+        None,
+        visible_event(ctx.user, room_id, rejected),
+    )
     names = [e for e in ctx.user.state(room_id) if e.get("type") == "m.room.name"]
     expect("the room's name events", [], [e for e in names if e["event_id"] == rejected])
 
@@ -78,20 +86,32 @@ def soft_failure(ctx: Context, version: str) -> None:
     state (prev and auth events from before the ban) passes auth at its place in the
     graph but not against the current state: soft-failed, invisible to its client."""
     room_id = ctx.join_homeserver_room(version, users=(PEER_USER, PEER_USER_2))
-    before = ctx.peer.send(room_id, "m.room.message", {"msgtype": "m.text", "body": "before"},
-                           sender=PEER_USER_2)
+    before = ctx.peer.send(
+        room_id, "m.room.message", {"msgtype": "m.text", "body": "before"}, sender=PEER_USER_2
+    )
     ctx.wait_visible(room_id, before, "our second user's message before the ban")
     auth_events = ctx.peer.wait_for_event(room_id, event_id=before).pdu["auth_events"]
     banned = ctx.peer_user_id(PEER_USER_2)
     client_call(ctx.user, "POST", f"/rooms/{q(room_id)}/ban", {"user_id": banned})
-    ctx.peer.wait_for_event(room_id, type="m.room.member", state_key=banned,
-                            match=lambda e: e.content.get("membership") == "ban")
-    late = ctx.peer.send(room_id, "m.room.message", {"msgtype": "m.text", "body": "banned"},
-                         sender=PEER_USER_2, prev_events=[before], auth_events=auth_events)
+    ctx.peer.wait_for_event(
+        room_id,
+        type="m.room.member",
+        state_key=banned,
+        match=lambda e: e.content.get("membership") == "ban",
+    )
+    late = ctx.peer.send(
+        room_id,
+        "m.room.message",
+        {"msgtype": "m.text", "body": "banned"},
+        sender=PEER_USER_2,
+        prev_events=[before],
+        auth_events=auth_events,
+    )
     good = ctx.send_text(room_id, "after the soft-failed one")
     ctx.wait_visible(room_id, good, "the good event after the soft-failed one")
-    expect("the soft-failed event as its client sees it", None,
-           visible_event(ctx.user, room_id, late))
+    expect(
+        "the soft-failed event as its client sees it", None, visible_event(ctx.user, room_id, late)
+    )
 
 
 def _txn_id() -> str:
@@ -138,9 +158,14 @@ def too_many_pdus(ctx: Context, version: str) -> None:
 
 def too_many_edus(ctx: Context) -> None:
     """A transaction of 101 EDUs (the limit is 100) is refused with 400."""
-    edu = {"edu_type": "m.typing", "content": {
-        "room_id": "!nowhere:" + ctx.peer.server_name, "user_id": ctx.peer_user_id(),
-        "typing": False}}
+    edu = {
+        "edu_type": "m.typing",
+        "content": {
+            "room_id": "!nowhere:" + ctx.peer.server_name,
+            "user_id": ctx.peer_user_id(),
+            "typing": False,
+        },
+    }
     answer = _put_transaction(ctx, _txn_id(), [], [edu] * (MAX_EDUS + 1))
     expect(f"a transaction of {MAX_EDUS + 1} EDUs (answer {answer.body})", 400, answer.status)
 
@@ -157,8 +182,11 @@ def reused_transaction_id(ctx: Context, version: str) -> None:
     two = _put_transaction(ctx, txn, [second], [])
     expect("the reused transaction ID's status", 200, two.status)
     expect("the reused transaction ID's answer", one.body, two.body)
-    expect("the new PDU under the reused ID as its client sees it", None,
-           visible_event(ctx.user, room_id, second_id))
+    expect(
+        "the new PDU under the reused ID as its client sees it",
+        None,
+        visible_event(ctx.user, room_id, second_id),
+    )
 
 
 AREA: list[tuple[str, str, Callable[[Context, str], None]]] = [
@@ -173,8 +201,10 @@ AREA: list[tuple[str, str, Callable[[Context, str], None]]] = [
 
 def tests(versions: list[str]) -> list[ConformanceTest[Context]]:
     """This area's tests for each room version, and the EDU limit once."""
-    return [*per_version(AREA, versions),
-            ConformanceTest("transactions.101_edus_refused", TRANSACTIONS, None, too_many_edus)]
+    return [
+        *per_version(AREA, versions),
+        ConformanceTest("transactions.101_edus_refused", TRANSACTIONS, None, too_many_edus),
+    ]
 
 
 __all__ = ["CHECKS", "tests"]

@@ -48,27 +48,31 @@ def it_joins_by_alias(ctx: Context, version: str) -> None:
     """Its user joins the room we host by its alias (directory query, make_join,
     send_join); we accept the join."""
     alias_local = f"conformance-{secrets.token_hex(4)}"
-    room = ctx.peer.create_room(PEER_USER, room_version=version, alias=alias_local,
-                                preset="public_chat")
-    joined = client_call(ctx.user, "POST", f"/join/{q(f'#{alias_local}:{ctx.peer.server_name}')}",
-                         {})
+    room = ctx.peer.create_room(
+        PEER_USER, room_version=version, alias=alias_local, preset="public_chat"
+    )
+    joined = client_call(
+        ctx.user, "POST", f"/join/{q(f'#{alias_local}:{ctx.peer.server_name}')}", {}
+    )
     expect("the room ID the alias resolved to", room.room_id, joined.get("room_id"))
-    event = ctx.peer.wait_for_event(room.room_id, type="m.room.member",
-                                    state_key=ctx.user.user_id)
+    event = ctx.peer.wait_for_event(room.room_id, type="m.room.member", state_key=ctx.user.user_id)
     expect("its join's membership", "join", event.content.get("membership"))
     expect("our verdict on its join", "accepted", event.outcome)
 
 
 def it_invites_us(ctx: Context, version: str) -> None:
     """Its user invites ours (v2 invite, which we countersign); we join through it."""
-    room_id = ctx.user.create_room(preset="private_chat", room_version=version,
-                                   invite=[ctx.peer_user_id()])
-    ctx.peer.wait_for_request("/_matrix/federation/v2/invite/",
-                              match=lambda r: room_id in _unquoted(r))
+    room_id = ctx.user.create_room(
+        preset="private_chat", room_version=version, invite=[ctx.peer_user_id()]
+    )
+    ctx.peer.wait_for_request(
+        "/_matrix/federation/v2/invite/", match=lambda r: room_id in _unquoted(r)
+    )
     ctx.peer.join(room_id, PEER_USER, via=[ctx.server_name])
-    wait_until("our user joined in its member list",
-               lambda: True if ctx.user.members(room_id).get(ctx.peer_user_id()) == "join"
-               else None)
+    wait_until(
+        "our user joined in its member list",
+        lambda: True if ctx.user.members(room_id).get(ctx.peer_user_id()) == "join" else None,
+    )
 
 
 def we_invite_it(ctx: Context, version: str) -> None:
@@ -79,9 +83,12 @@ def we_invite_it(ctx: Context, version: str) -> None:
     ctx.peer.invite(room.room_id, ctx.user.user_id, PEER_USER)
     stream.wait("the invite in its client's /sync", lambda a: invited(a, room.room_id))
     ctx.user.join(room.room_id, via=[ctx.peer.server_name])
-    event = ctx.peer.wait_for_event(room.room_id, type="m.room.member",
-                                    state_key=ctx.user.user_id,
-                                    match=lambda e: e.content.get("membership") == "join")
+    event = ctx.peer.wait_for_event(
+        room.room_id,
+        type="m.room.member",
+        state_key=ctx.user.user_id,
+        match=lambda e: e.content.get("membership") == "join",
+    )
     expect("our verdict on its join", "accepted", event.outcome)
 
 
@@ -89,9 +96,10 @@ def we_leave(ctx: Context, version: str) -> None:
     """We leave its room (make_leave, send_leave); its member list shows us left."""
     room_id = ctx.join_homeserver_room(version)
     ctx.peer.leave(room_id, PEER_USER)
-    wait_until("our user left in its member list",
-               lambda: True if ctx.user.members(room_id).get(ctx.peer_user_id()) == "leave"
-               else None)
+    wait_until(
+        "our user left in its member list",
+        lambda: True if ctx.user.members(room_id).get(ctx.peer_user_id()) == "leave" else None,
+    )
 
 
 def its_message_reaches_us(ctx: Context, version: str) -> None:
@@ -115,10 +123,13 @@ def our_message_reaches_it(ctx: Context, version: str) -> None:
 def it_backfills(ctx: Context, version: str) -> None:
     """Its user joins our room that has history; scrolling back, it backfills from us."""
     alias_local = f"history-{secrets.token_hex(4)}"
-    room = ctx.peer.create_room(PEER_USER, room_version=version, alias=alias_local,
-                                preset="public_chat")
-    history = [ctx.peer.send_message(room.room_id, f"before you came, {i}", sender=PEER_USER)
-               for i in range(3)]
+    room = ctx.peer.create_room(
+        PEER_USER, room_version=version, alias=alias_local, preset="public_chat"
+    )
+    history = [
+        ctx.peer.send_message(room.room_id, f"before you came, {i}", sender=PEER_USER)
+        for i in range(3)
+    ]
     ctx.user.join(f"#{alias_local}:{ctx.peer.server_name}")
 
     def all_history() -> bool | None:
@@ -126,8 +137,9 @@ def it_backfills(ctx: Context, version: str) -> None:
         return True if set(history) <= {e["event_id"] for e in chunk} else None
 
     wait_until("our history in its client's /messages", all_history)
-    ctx.peer.wait_for_request("/_matrix/federation/v1/backfill/",
-                              match=lambda r: room.room_id in _unquoted(r))
+    ctx.peer.wait_for_request(
+        "/_matrix/federation/v1/backfill/", match=lambda r: room.room_id in _unquoted(r)
+    )
 
 
 def it_fetches_a_missing_event(ctx: Context, version: str) -> None:
@@ -136,8 +148,9 @@ def it_fetches_a_missing_event(ctx: Context, version: str) -> None:
     room_id = ctx.join_homeserver_room(version)
     withheld = ctx.send_text(room_id, "withheld", destinations=[])
     after = ctx.peer.send_message(room_id, "after the gap", sender=PEER_USER)
-    ctx.peer.wait_for_request("/_matrix/federation/v1/get_missing_events/",
-                              match=lambda r: room_id in _unquoted(r))
+    ctx.peer.wait_for_request(
+        "/_matrix/federation/v1/get_missing_events/", match=lambda r: room_id in _unquoted(r)
+    )
     ctx.wait_visible(room_id, after, "the event after the gap")
     ctx.wait_visible(room_id, withheld, "the withheld event")
 
@@ -149,11 +162,13 @@ def it_fills_a_deep_gap(ctx: Context, version: str) -> None:
     for i in range(DEEP_GAP_EVENTS):
         ctx.send_text(room_id, f"withheld {i}", destinations=[])
     after = ctx.peer.send_message(room_id, "after the deep gap", sender=PEER_USER)
-    ctx.peer.wait_for_request("/_matrix/federation/v1/get_missing_events/",
-                              match=lambda r: room_id in _unquoted(r))
+    ctx.peer.wait_for_request(
+        "/_matrix/federation/v1/get_missing_events/", match=lambda r: room_id in _unquoted(r)
+    )
     ctx.wait_visible(room_id, after, "the event after the deep gap")
-    ctx.peer.wait_for_request("/_matrix/federation/v1/state_ids/",
-                              match=lambda r: room_id in _unquoted(r), timeout=5)
+    ctx.peer.wait_for_request(
+        "/_matrix/federation/v1/state_ids/", match=lambda r: room_id in _unquoted(r), timeout=5
+    )
 
 
 def _unquoted(entry: dict[str, object]) -> str:
@@ -179,4 +194,3 @@ AREA: list[tuple[str, str, Callable[[Context, str], None]]] = [
 def tests(versions: list[str]) -> list[ConformanceTest[Context]]:
     """This area's tests for each room version."""
     return per_version(AREA, versions)
-

@@ -254,4 +254,3 @@ def count_deliveries(
         and copy.outcome == "accepted"
     )
     return len(keys), ok, len(keys) * len(servers)
-

@@ -114,9 +114,7 @@ class ControlClient:
             raise RoomDemoError(f"{self.server.server_name}: a malformed {key} answer")
         return items, max(after, start)
 
-    def read_until(
-        self, what: str, done: Callable[[list[Any]], bool]
-    ) -> tuple[list[Any], bool]:
+    def read_until(self, what: str, done: Callable[[list[Any]], bool]) -> tuple[list[Any], bool]:
         """Every item of the feed ``what`` (``/rooms/R/events`` or ``/requests``) from the
         start, long-polling for more until ``done(items)`` or the deadline."""
         items: list[Any] = []

@@ -224,9 +224,7 @@ def write_demo_files(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> Non
         if s.wellknown_address is not None and not (run_dir / f"{s.slug}.wk.crt").exists():
             _write_pair(run_dir, f"{s.slug}.wk", issue_cert([s.server_name], ca))
         config = server_config(s, run_dir, control_token(run_dir, s))
-        _write_private(
-            run_dir / f"{s.slug}.yaml", yaml.safe_dump(config, sort_keys=False).encode()
-        )
+        _write_private(run_dir / f"{s.slug}.yaml", yaml.safe_dump(config, sort_keys=False).encode())
     _write_public(
         run_dir / "zone.json", json.dumps({"records": demo_zone(servers)}, indent=1).encode()
     )

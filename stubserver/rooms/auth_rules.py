@@ -61,10 +61,8 @@ RECOGNISED_ROOM_VERSIONS = frozenset(str(n) for n in range(1, 13))
 # Appendices "User Identifiers": at most 255 bytes including the sigil and domain.
 MAX_USER_ID_BYTES = 255
 
-LEVEL_KEYS = ("users_default", "events_default", "state_default", "ban", "redact", "kick",
-              "invite")
+LEVEL_KEYS = ("users_default", "events_default", "state_default", "ban", "redact", "kick", "invite")
 LEVEL_MAP_KEYS = ("events", "notifications")
-
 
 
 class AuthError(Exception):
@@ -221,10 +219,16 @@ def _check_membership(event: Event, create: Event, auth_state: AuthState) -> Non
         signatures = event.pdu.get("signatures")
         server = domain_of(authoriser) if isinstance(authoriser, str) else ""
         if not isinstance(signatures, dict) or not server or server not in signatures:
-            raise AuthError("not signed by the join_authorised_via_users_server's server "
-                            "(rule 5.2)")
-    checks = {"join": _check_join, "invite": _check_invite, "leave": _check_leave,
-              "ban": _check_ban, "knock": _check_knock}
+            raise AuthError(
+                "not signed by the join_authorised_via_users_server's server (rule 5.2)"
+            )
+    checks = {
+        "join": _check_join,
+        "invite": _check_invite,
+        "leave": _check_leave,
+        "ban": _check_ban,
+        "knock": _check_knock,
+    }
     check = checks.get(membership)
     if check is None:
         raise AuthError(f"unknown membership {membership!r} (rule 5.8)")
@@ -242,8 +246,11 @@ def _check_join(event: Event, target: str, create: Event, auth_state: AuthState)
     prevs = event.prev_event_ids
     # 5.3.1: the room's first join, by the creator (v10: content.creator, v11+: sender),
     # directly after the create event.
-    first_joiner = create.sender if event.room_version.implicit_room_creator else (
-        create.content.get("creator"))
+    first_joiner = (
+        create.sender
+        if event.room_version.implicit_room_creator
+        else (create.content.get("creator"))
+    )
     if prevs == (create.event_id,) and target == first_joiner:
         return
     if event.sender != target:
@@ -261,11 +268,13 @@ def _check_join(event: Event, target: str, create: Event, auth_state: AuthState)
             return
         authoriser = event.content.get("join_authorised_via_users_server")
         if not isinstance(authoriser, str) or membership_of(authoriser, auth_state) != "join":
-            raise AuthError("join_authorised_via_users_server is not a joined member "
-                            "(rule 5.3.5.2)")
+            raise AuthError(
+                "join_authorised_via_users_server is not a joined member (rule 5.3.5.2)"
+            )
         if user_power_level(authoriser, auth_state) < named_level("invite", auth_state):
-            raise AuthError("join_authorised_via_users_server lacks the invite level "
-                            "(rule 5.3.5.2)")
+            raise AuthError(
+                "join_authorised_via_users_server lacks the invite level (rule 5.3.5.2)"
+            )
         return
     if rule == "public":
         return
@@ -353,8 +362,9 @@ def _check_power_levels(event: Event, create: Event, auth_state: AuthState) -> N
         if key in new and not is_int(new[key]):
             raise AuthError(f"power level {key!r} is not an integer (rule 10.1)")
     for key in LEVEL_MAP_KEYS:
-        if key in new and not (isinstance(new[key], dict)
-                               and all(is_int(v) for v in new[key].values())):
+        if key in new and not (
+            isinstance(new[key], dict) and all(is_int(v) for v in new[key].values())
+        ):
             raise AuthError(f"power levels {key!r} is not an object of integers (rule 10.2)")
     users = new.get("users", {})
     if not isinstance(users, dict) or not all(
@@ -373,16 +383,22 @@ def _check_power_levels(event: Event, create: Event, auth_state: AuthState) -> N
     for map_key in LEVEL_MAP_KEYS:
         old_map, new_map = _int_map(old.get(map_key)), _int_map(new.get(map_key))
         for key in old_map.keys() | new_map.keys():
-            _check_level_change(f"{map_key}.{key}", old_map.get(key), new_map.get(key),
-                                sender_level, "rules 10.7-10.8")
+            _check_level_change(
+                f"{map_key}.{key}",
+                old_map.get(key),
+                new_map.get(key),
+                sender_level,
+                "rules 10.7-10.8",
+            )
     old_users, new_users = _int_map(old.get("users")), _int_map(users)
     for user in old_users.keys() | new_users.keys():
         before, after = old_users.get(user), new_users.get(user)
         if before == after:
             continue
         if before is not None and user != event.sender and before >= sender_level:
-            raise AuthError(f"cannot change the level of {user}, at or above the sender's "
-                            "(rule 10.9)")
+            raise AuthError(
+                f"cannot change the level of {user}, at or above the sender's (rule 10.9)"
+            )
         if after is not None and after > sender_level:
             raise AuthError(f"cannot raise {user} above the sender's level (rule 10.10)")
 

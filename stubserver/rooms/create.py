@@ -37,15 +37,26 @@ def preset_power_levels(creator: str, room_version: RoomVersion, preset: Preset)
     """Synapse's default power levels content for ``preset`` (rooms.md 3.8)."""
     users = {} if room_version.creators_have_infinite_power else {creator: 100}
     events = {
-        "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-        "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
-        "m.room.server_acl": 100, "m.room.encryption": 100,
+        "m.room.name": 50,
+        "m.room.power_levels": 100,
+        "m.room.history_visibility": 100,
+        "m.room.canonical_alias": 50,
+        "m.room.avatar": 50,
+        "m.room.tombstone": 100,
+        "m.room.server_acl": 100,
+        "m.room.encryption": 100,
     }
     if room_version.creators_have_infinite_power:
         events["m.room.tombstone"] = 150
     return {
-        "users": users, "users_default": 0, "events": events, "events_default": 0,
-        "state_default": 50, "ban": 50, "kick": 50, "redact": 50,
+        "users": users,
+        "users_default": 0,
+        "events": events,
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
         "invite": 50 if preset == "public_chat" else 0,
         "historical": 100,
     }
@@ -87,8 +98,9 @@ def build_in_room(
     current state, timestamp ``now`` (ms). ``prev_event_ids`` / ``auth_event_ids``
     override both (negative tests). Not added to the room: see :func:`add_own_event`."""
     prevs: list[Event] = []
-    for event_id in (prev_event_ids if prev_event_ids is not None
-                     else sorted(room.forward_extremities)):
+    for event_id in (
+        prev_event_ids if prev_event_ids is not None else sorted(room.forward_extremities)
+    ):
         event = room.get_event(event_id)
         if event is None:
             raise EventBuildError(f"prev_event {event_id} is not in room {room.room_id}")
@@ -97,12 +109,26 @@ def build_in_room(
         prevs = sorted(prevs, key=lambda e: -e.depth)[:MAX_PREV_EVENTS]
     if auth_event_ids is None:
         auth_event_ids = select_auth_events(
-            room.current_state, event_type=event_type, state_key=state_key, sender=sender,
-            content=content, room_version=room.room_version)
+            room.current_state,
+            event_type=event_type,
+            state_key=state_key,
+            sender=sender,
+            content=content,
+            room_version=room.room_version,
+        )
     return build_event(
-        room.room_version, room_id=room.room_id, sender=sender, event_type=event_type,
-        content=content, prev_events=prevs, auth_event_ids=auth_event_ids,
-        origin_server_ts=now, signer=signer, state_key=state_key, redacts=redacts)
+        room.room_version,
+        room_id=room.room_id,
+        sender=sender,
+        event_type=event_type,
+        content=content,
+        prev_events=prevs,
+        auth_event_ids=auth_event_ids,
+        origin_server_ts=now,
+        signer=signer,
+        state_key=state_key,
+        redacts=redacts,
+    )
 
 
 def add_own_event(room: Room, built: BuiltEvent, now: int, origin: str) -> None:
@@ -131,8 +157,9 @@ def create_room(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
-    create = build_create_event(room_version, sender=creator, origin_server_ts=now,
-                                signer=signer, rng=rng)
+    create = build_create_event(
+        room_version, sender=creator, origin_server_ts=now, signer=signer, rng=rng
+    )
     room = Room(create.event.room_id, room_version)
     add_own_event(room, create, now, signer.server_name)
     built = [create]
@@ -150,8 +177,15 @@ def create_room(
     if alias is not None:
         initial.append(("m.room.canonical_alias", "", {"alias": alias}))
     for event_type, state_key, content in initial:
-        event = build_in_room(room, signer, sender=creator, event_type=event_type,
-                              content=content, now=now, state_key=state_key)
+        event = build_in_room(
+            room,
+            signer,
+            sender=creator,
+            event_type=event_type,
+            content=content,
+            now=now,
+            state_key=state_key,
+        )
         add_own_event(room, event, now, signer.server_name)
         built.append(event)
     return CreatedRoom(room, tuple(built))

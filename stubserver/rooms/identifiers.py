@@ -32,9 +32,12 @@ def local_user_id(user: str, server_name: str) -> str:
     return f"@{user}:{server_name}"
 
 
-def local_room_id(room: str, server_name: str,
-                  alias_room_id: Callable[[str], str | None],
-                  room_with_alias: Callable[[str], str | None]) -> str:
+def local_room_id(
+    room: str,
+    server_name: str,
+    alias_room_id: Callable[[str], str | None],
+    room_with_alias: Callable[[str], str | None],
+) -> str:
     """A room ID for ``room`` (ID or alias) from our own data, without asking anyone:
     ``alias_room_id`` maps one of our alias localparts to its room ID, and
     ``room_with_alias`` finds a room we hold by another server's alias (its

@@ -36,8 +36,13 @@ class LongPolls:
         self._clock = clock
         self._waiters: dict[str | None, set[Callable[[], None]]] = {}
 
-    def wait(self, key: str | None, ready: Callable[[], bool],
-             answer: Callable[[], JsonDict], wait_ms: int) -> Deferred[JsonDict]:
+    def wait(
+        self,
+        key: str | None,
+        ready: Callable[[], bool],
+        answer: Callable[[], JsonDict],
+        wait_ms: int,
+    ) -> Deferred[JsonDict]:
         """``answer()`` at once when ``ready()``, else as soon as a wake-up for ``key``
         finds it ready, or at the deadline (``wait_ms``, clock-driven). Cancelling the
         result drops the waiter and its timer."""
@@ -89,18 +94,26 @@ class ReceivedEdus:
     def since(self, start: int) -> list[Edu]:
         """The EDUs kept from position ``start`` on."""
         skip = max(start, 0) - self._dropped
-        return list(self._edus)[max(skip, 0):]
+        return list(self._edus)[max(skip, 0) :]
 
     def answer(self, start: int) -> JsonDict:
         """The control API's ``edus`` answer from position ``start``."""
         found = self.since(start)
         first = max(start, 0, self._dropped)
-        return {"edus": [{"origin": e.origin, "edu_type": e.edu_type, "content": e.content}
-                         for e in found],
-                "next": first + len(found)}
+        return {
+            "edus": [
+                {"origin": e.origin, "edu_type": e.edu_type, "content": e.content} for e in found
+            ],
+            "next": first + len(found),
+        }
 
 
 def event_json(record: EventRecord) -> JsonDict:
     """One event of the control API's ``events`` answer."""
-    return {"event_id": record.event_id, "pdu": dict(record.event.pdu), "origin": record.origin,
-            "outcome": record.outcome, "reason": record.reason}
+    return {
+        "event_id": record.event_id,
+        "pdu": dict(record.event.pdu),
+        "origin": record.origin,
+        "outcome": record.outcome,
+        "reason": record.reason,
+    }

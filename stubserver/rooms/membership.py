@@ -26,10 +26,19 @@ MEMBER = "m.room.member"
 #: The ``ver`` a make_join request without one stands for (rooms.md 1.4).
 DEFAULT_MAKE_JOIN_VERSIONS: Final = ("1",)
 #: Keys a template keeps: what the builder set, without hashes, signatures, unsigned.
-TEMPLATE_KEYS: Final = frozenset({
-    "auth_events", "content", "depth", "origin_server_ts", "prev_events", "room_id",
-    "sender", "state_key", "type",
-})
+TEMPLATE_KEYS: Final = frozenset(
+    {
+        "auth_events",
+        "content",
+        "depth",
+        "origin_server_ts",
+        "prev_events",
+        "room_id",
+        "sender",
+        "state_key",
+        "type",
+    }
+)
 MEMBERSHIPS: Final = frozenset({"join", "leave", "invite"})
 
 
@@ -70,8 +79,15 @@ def build_membership(
         raise EventBuildError(f"membership {membership!r} is not one of {sorted(MEMBERSHIPS)}")
     body = dict(content or {})
     body["membership"] = membership
-    return build_in_room(room, signer, sender=sender, event_type=MEMBER, content=body,
-                         now=now, state_key=target if target is not None else sender)
+    return build_in_room(
+        room,
+        signer,
+        sender=sender,
+        event_type=MEMBER,
+        content=body,
+        now=now,
+        state_key=target if target is not None else sender,
+    )
 
 
 def fill_template(
@@ -103,8 +119,7 @@ def fill_template(
     merged.update(content or {})
     merged["membership"] = membership
     pdu["content"] = merged
-    signed = sign_event(pdu, room_version, signer.server_name, signer.key_id,
-                        signer.signing_key)
+    signed = sign_event(pdu, room_version, signer.server_name, signer.key_id, signer.signing_key)
     return BuiltEvent(pdu=signed, event=event_from_pdu(signed, room_version))
 
 
@@ -134,8 +149,13 @@ def make_membership_template(
     prevs = _deepest(room, sorted(room.forward_extremities))
     pdu: dict[str, Any] = {
         "auth_events": select_auth_events(
-            room.current_state, event_type=MEMBER, state_key=user_id, sender=user_id,
-            content=content, room_version=room.room_version),
+            room.current_state,
+            event_type=MEMBER,
+            state_key=user_id,
+            sender=user_id,
+            content=content,
+            room_version=room.room_version,
+        ),
         "content": content,
         "depth": min(max(e.depth for e in prevs) + 1, MAX_DEPTH),
         "origin_server_ts": now,
@@ -145,8 +165,9 @@ def make_membership_template(
         "state_key": user_id,
         "type": MEMBER,
     }
-    probe = Event(event_id="$template", room_version=room.room_version, pdu=pdu,
-                  room_id=room.room_id)
+    probe = Event(
+        event_id="$template", room_version=room.room_version, pdu=pdu, room_id=room.room_id
+    )
     reason = room.check_against_current_state(probe)
     if reason is not None:
         if membership == "join" and "not invited" in reason:
@@ -156,7 +177,11 @@ def make_membership_template(
 
 
 def make_join_template(
-    room: Room | None, user_id: str, supported_versions: Sequence[str] | None, *, origin: str,
+    room: Room | None,
+    user_id: str,
+    supported_versions: Sequence[str] | None,
+    *,
+    origin: str,
     now: int,
 ) -> Template:
     """``make_join``: refuse with 400 ``M_INCOMPATIBLE_ROOM_VERSION`` (with
@@ -169,11 +194,15 @@ def make_join_template(
     identifier = room.room_version.identifier
     if identifier not in versions:
         raise MembershipRefusal(
-            400, "M_INCOMPATIBLE_ROOM_VERSION",
+            400,
+            "M_INCOMPATIBLE_ROOM_VERSION",
             f"Your homeserver does not support the features required to interact with "
-            f"this room ({identifier})", {"room_version": identifier})
-    return make_membership_template(room, user_id=user_id, origin=origin,
-                                    membership="join", now=now)
+            f"this room ({identifier})",
+            {"room_version": identifier},
+        )
+    return make_membership_template(
+        room, user_id=user_id, origin=origin, membership="join", now=now
+    )
 
 
 def _deepest(room: Room, event_ids: Sequence[str]) -> list[Event]:

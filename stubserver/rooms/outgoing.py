@@ -48,8 +48,7 @@ class OutgoingEvents:
         servers.discard(self.server_name)
         return sorted(servers)
 
-    def broadcast(self, destinations: Sequence[str], event_id: str,
-                  pdu: Mapping[str, Any]) -> None:
+    def broadcast(self, destinations: Sequence[str], event_id: str, pdu: Mapping[str, Any]) -> None:
         """Queue ``pdu`` for each of ``destinations``."""
         for destination in destinations:
             self._sender.send_pdu(destination, event_id, pdu)
@@ -73,19 +72,35 @@ class OutgoingEvents:
         self.broadcast(targets, built.event.event_id, built.pdu)
         return built.event.event_id
 
-    def send(self, held: Room, sender_id: str, event_type: str, content: Mapping[str, Any],
-             *, state_key: str | None, prev_events: Sequence[str] | None,
-             auth_events: Sequence[str] | None, origin_server_ts: int | None,
-             tamper: str | None, destinations: Sequence[str] | None) -> JsonDict:
+    def send(
+        self,
+        held: Room,
+        sender_id: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None,
+        prev_events: Sequence[str] | None,
+        auth_events: Sequence[str] | None,
+        origin_server_ts: int | None,
+        tamper: str | None,
+        destinations: Sequence[str] | None,
+    ) -> JsonDict:
         """Build, sign and send an event in ``held`` (``RoomService.send`` says how the
         overrides, ``tamper`` and ``destinations`` change that)."""
-        targets = (None if destinations is None
-                   else sorted(set(destinations) - {self.server_name}))
+        targets = None if destinations is None else sorted(set(destinations) - {self.server_name})
         try:
             built = build_in_room(
-                held, self._signer, sender=sender_id, event_type=event_type, content=content,
+                held,
+                self._signer,
+                sender=sender_id,
+                event_type=event_type,
+                content=content,
                 now=self._now() if origin_server_ts is None else origin_server_ts,
-                state_key=state_key, prev_event_ids=prev_events, auth_event_ids=auth_events)
+                state_key=state_key,
+                prev_event_ids=prev_events,
+                auth_event_ids=auth_events,
+            )
         except (EventBuildError, InvalidPdu) as e:
             raise MatrixError(400, "M_BAD_JSON", f"cannot build the event: {e}") from None
         if tamper is not None:
@@ -93,14 +108,16 @@ class OutgoingEvents:
             event_id = compute_event_id(pdu, held.room_version)
             self.broadcast(self.others(held) if targets is None else targets, event_id, pdu)
             return {"event_id": event_id}
-        overridden = (prev_events is not None or auth_events is not None
-                      or origin_server_ts is not None)
+        overridden = (
+            prev_events is not None or auth_events is not None or origin_server_ts is not None
+        )
         if not overridden:
             return {"event_id": self.add_and_send(held, built, targets)}
         try:
             held.add_event(built.event, self._now(), origin=self.server_name)
         except RoomError as e:
             raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
-        self.broadcast(self.others(held) if targets is None else targets,
-                       built.event.event_id, built.pdu)
+        self.broadcast(
+            self.others(held) if targets is None else targets, built.event.event_id, built.pdu
+        )
         return {"event_id": built.event.event_id}

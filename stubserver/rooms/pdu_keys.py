@@ -75,8 +75,12 @@ async def fetch_keys(
         except CancelledError:
             raise
         except Exception as e:
-            log.info("No key {key_id} of {server}: {error}", server=request[0],
-                     key_id=request[1], error=e)
+            log.info(
+                "No key {key_id} of {server}: {error}",
+                server=request[0],
+                key_id=request[1],
+                error=e,
+            )
             return
         if key is not None:
             found[request] = key

@@ -92,8 +92,12 @@ def required_power_level(event_type: str, is_state: bool, auth_state: AuthState)
 
 def named_level(name: str, auth_state: AuthState) -> int:
     """``invite`` (default 0), ``kick``, ``ban`` or ``redact`` (default 50)."""
-    defaults = {"invite": DEFAULT_INVITE_LEVEL, "kick": DEFAULT_KICK_LEVEL,
-                "ban": DEFAULT_BAN_LEVEL, "redact": DEFAULT_REDACT_LEVEL}
+    defaults = {
+        "invite": DEFAULT_INVITE_LEVEL,
+        "kick": DEFAULT_KICK_LEVEL,
+        "ban": DEFAULT_BAN_LEVEL,
+        "redact": DEFAULT_REDACT_LEVEL,
+    }
     return _level(_power_content(auth_state), name, defaults[name])
 
 

@@ -79,8 +79,9 @@ class RemoteCaller:
     def __init__(self, client: SignedRequester) -> None:
         self._client = client
 
-    async def raw(self, method: str, destination: str, path: str, body: Any = None
-                  ) -> tuple[int, Any]:
+    async def raw(
+        self, method: str, destination: str, path: str, body: Any = None
+    ) -> tuple[int, Any]:
         """``(status, body)``: the body parsed as JSON, or as text when it is not JSON.
         Raise :class:`RemoteUnreachable` when no answer came, and
         :class:`~stubserver.server.router.MatrixError` 400 for a path that cannot be sent
@@ -113,16 +114,18 @@ class RemoteCaller:
         """``query/directory`` on the alias's server: the room ID and its servers."""
         server = alias[1:].partition(":")[2]
         query = urlencode({"room_alias": alias})
-        answer = await self.json("GET", server, f"{PREFIX}/v1/query/directory?{query}", None,
-                                 f"the alias {alias}")
+        answer = await self.json(
+            "GET", server, f"{PREFIX}/v1/query/directory?{query}", None, f"the alias {alias}"
+        )
         room_id = answer.get("room_id") if isinstance(answer, dict) else None
         servers = answer.get("servers") if isinstance(answer, dict) else None
         if not isinstance(room_id, str) or not isinstance(servers, list):
             raise RemoteRefused(server, 200, answer, f"the alias {alias} (no room_id/servers)")
         return room_id, [s for s in servers[:MAX_ALIAS_SERVERS] if isinstance(s, str)] or [server]
 
-    async def make_membership(self, server: str, room_id: str, user_id: str, membership: str,
-                              versions: Sequence[str]) -> tuple[dict[str, Any], RoomVersion]:
+    async def make_membership(
+        self, server: str, room_id: str, user_id: str, membership: str, versions: Sequence[str]
+    ) -> tuple[dict[str, Any], RoomVersion]:
         """``make_join`` (offering every version in ``versions``, repeated ``ver``) or
         ``make_leave``: the template and the room version."""
         path = f"{PREFIX}/v1/make_{membership}/{_segment(room_id)}/{_segment(user_id)}"
@@ -137,26 +140,36 @@ class RemoteCaller:
         try:
             version = room_version(identifier)
         except UnsupportedRoomVersion:
-            raise RemoteRefused(server, 200, answer,
-                                f"make_{membership} (room version {identifier!r})") from None
+            raise RemoteRefused(
+                server, 200, answer, f"make_{membership} (room version {identifier!r})"
+            ) from None
         if identifier not in versions:
-            raise RemoteRefused(server, 200, answer,
-                                f"make_{membership} (room version {identifier!r} not offered)")
+            raise RemoteRefused(
+                server, 200, answer, f"make_{membership} (room version {identifier!r} not offered)"
+            )
         return template, version
 
-    async def send_membership(self, server: str, room_id: str, built: BuiltEvent,
-                              membership: str) -> Any:
+    async def send_membership(
+        self, server: str, room_id: str, built: BuiltEvent, membership: str
+    ) -> Any:
         """``send_join`` / ``send_leave`` v2 with our signed event; the answer."""
-        path = (f"{PREFIX}/v2/send_{membership}/{_segment(room_id)}/"
-                f"{_segment(built.event.event_id)}")
+        path = f"{PREFIX}/v2/send_{membership}/{_segment(room_id)}/{_segment(built.event.event_id)}"
         return await self.json("PUT", server, path, built.pdu, f"send_{membership}")
 
-    async def invite(self, server: str, room_id: str, built: BuiltEvent,
-                     invite_room_state: Sequence[Mapping[str, Any]]) -> Any:
+    async def invite(
+        self,
+        server: str,
+        room_id: str,
+        built: BuiltEvent,
+        invite_room_state: Sequence[Mapping[str, Any]],
+    ) -> Any:
         """``/v2/invite`` with the full-PDU ``invite_room_state`` (MSC4311); the answer."""
         path = f"{PREFIX}/v2/invite/{_segment(room_id)}/{_segment(built.event.event_id)}"
-        body = {"event": built.pdu, "room_version": built.event.room_version.identifier,
-                "invite_room_state": [dict(p) for p in invite_room_state]}
+        body = {
+            "event": built.pdu,
+            "room_version": built.event.room_version.identifier,
+            "invite_room_state": [dict(p) for p in invite_room_state],
+        }
         return await self.json("PUT", server, path, body, "the invite")
 
 
@@ -195,8 +208,9 @@ async def verified(fetch_verify_key: FetchVerifyKey, events: Sequence[Event]) ->
 def add_outliers(room: Room, events: Iterable[Event], now: int, origin: str | None) -> list[Event]:
     """Add ``events`` as outliers, oldest first, each once its auth events are known
     (bounded passes: each pass must add one); the events that could not be added."""
-    remaining = sorted({e.event_id: e for e in events}.values(),
-                       key=lambda e: (e.depth, e.type != "m.room.create"))
+    remaining = sorted(
+        {e.event_id: e for e in events}.values(), key=lambda e: (e.depth, e.type != "m.room.create")
+    )
     progress = True
     while remaining and progress:
         progress = False
@@ -211,8 +225,7 @@ def add_outliers(room: Room, events: Iterable[Event], now: int, origin: str | No
                 left.append(event)
                 continue
             except RoomError as e:
-                log.info("Outlier {event_id} not added: {error}", event_id=event.event_id,
-                         error=e)
+                log.info("Outlier {event_id} not added: {error}", event_id=event.event_id, error=e)
                 continue
             progress = True
         remaining = left
@@ -230,8 +243,14 @@ def state_map(room: Room, event_ids: Iterable[str]) -> dict[StateKey, str]:
 
 
 async def room_from_join_answer(
-    answer: object, built: BuiltEvent, *, version: RoomVersion, room_id: str,
-    fetch_verify_key: FetchVerifyKey, now: int, origin: str,
+    answer: object,
+    built: BuiltEvent,
+    *,
+    version: RoomVersion,
+    room_id: str,
+    fetch_verify_key: FetchVerifyKey,
+    now: int,
+    origin: str,
 ) -> tuple[Room, EventRecord]:
     """Our copy of a room from a ``send_join`` v2 answer and our join ``built``.
 
@@ -243,10 +262,14 @@ async def room_from_join_answer(
     """
     if not isinstance(answer, dict):
         raise BadAnswer("not a JSON object")
-    state = await verified(fetch_verify_key, parse_events(
-        answer.get("state"), version, room_id, MAX_JOIN_ANSWER_EVENTS))
-    chain = await verified(fetch_verify_key, parse_events(
-        answer.get("auth_chain"), version, room_id, MAX_JOIN_ANSWER_EVENTS))
+    state = await verified(
+        fetch_verify_key,
+        parse_events(answer.get("state"), version, room_id, MAX_JOIN_ANSWER_EVENTS),
+    )
+    chain = await verified(
+        fetch_verify_key,
+        parse_events(answer.get("auth_chain"), version, room_id, MAX_JOIN_ANSWER_EVENTS),
+    )
     creates = {e.event_id for e in [*state, *chain] if e.is_state and e.state_tuple() == CREATE}
     state_create = [e for e in state if e.is_state and e.state_tuple() == CREATE]
     if not state_create:
@@ -254,9 +277,11 @@ async def room_from_join_answer(
     if len(creates) != 1:
         raise BadAnswer("the answer holds more than one m.room.create event")
     if state_create[0].content.get("room_version") != version.identifier:
-        raise BadAnswer(f"the create event's room_version is "
-                        f"{state_create[0].content.get('room_version')!r}, make_join said "
-                        f"{version.identifier!r}")
+        raise BadAnswer(
+            f"the create event's room_version is "
+            f"{state_create[0].content.get('room_version')!r}, make_join said "
+            f"{version.identifier!r}"
+        )
     join = built.event
     returned = answer.get("event")
     if returned is not None:
@@ -277,8 +302,7 @@ async def room_from_join_answer(
     room = Room(room_id, version)
     left = add_outliers(room, [*chain, *state], now, None)
     if left:
-        log.info("{count} events of the join answer lack their auth events",
-                 count=len(left))
+        log.info("{count} events of the join answer lack their auth events", count=len(left))
     before = state_map(room, [e.event_id for e in state])
     try:
         record = room.add_event(join, now, origin=origin, state_before=before)
@@ -292,22 +316,23 @@ async def room_from_join_answer(
 class GapFiller:
     """Completes received events whose prev or auth events we lack (module docstring)."""
 
-    def __init__(self, remote: RemoteCaller, fetch_verify_key: FetchVerifyKey,
-                 now: Callable[[], int]) -> None:
+    def __init__(
+        self, remote: RemoteCaller, fetch_verify_key: FetchVerifyKey, now: Callable[[], int]
+    ) -> None:
         self._remote = remote
         self._fetch_verify_key = fetch_verify_key
         self._now = now
         self.unresolved: OrderedDict[str, str] = OrderedDict()
 
     def _note(self, event_id: str, reason: str) -> None:
-        log.info("Received event {event_id} left out: {reason}", event_id=event_id,
-                 reason=reason)
+        log.info("Received event {event_id} left out: {reason}", event_id=event_id, reason=reason)
         self.unresolved[event_id] = reason
         while len(self.unresolved) > MAX_UNRESOLVED:
             self.unresolved.popitem(last=False)
 
-    async def complete(self, origin: str, room: Room, event: Event,
-                       missing: MissingEvents) -> EventRecord | None:
+    async def complete(
+        self, origin: str, room: Room, event: Event, missing: MissingEvents
+    ) -> EventRecord | None:
         """Fetch what ``event`` lacks from ``origin`` and add it; its record, or None
         (the reason is in :attr:`unresolved`)."""
         try:
@@ -329,8 +354,7 @@ class GapFiller:
                     return room.add_event(event, self._now(), origin=origin)
                 except MissingEvents as still:
                     if still.kind == "auth":
-                        raise BadAnswer(f"{origin} did not give the auth events: {still}"
-                                        ) from None
+                        raise BadAnswer(f"{origin} did not give the auth events: {still}") from None
             return await self._with_state(origin, room, event)
 
     async def _missing_events(self, origin: str, room: Room, event: Event) -> None:
@@ -339,13 +363,19 @@ class GapFiller:
         ``state_ids``, at most :data:`MAX_STATE_FILLS_PER_GAP`)."""
         extremities = sorted(room.forward_extremities)
         depths = [e.depth for e in (room.get_event(x) for x in extremities) if e is not None]
-        body = {"earliest_events": extremities, "latest_events": [event.event_id],
-                "limit": MISSING_EVENTS_LIMIT, "min_depth": min(depths, default=0)}
+        body = {
+            "earliest_events": extremities,
+            "latest_events": [event.event_id],
+            "limit": MISSING_EVENTS_LIMIT,
+            "min_depth": min(depths, default=0),
+        }
         path = f"{PREFIX}/v1/get_missing_events/{_segment(room.room_id)}"
         answer = await self._remote.json("POST", origin, path, body, "get_missing_events")
         pdus = answer.get("events") if isinstance(answer, dict) else None
-        found = await verified(self._fetch_verify_key, parse_events(
-            pdus, room.room_version, room.room_id, MAX_MISSING_EVENTS_READ))
+        found = await verified(
+            self._fetch_verify_key,
+            parse_events(pdus, room.room_version, room.room_id, MAX_MISSING_EVENTS_READ),
+        )
         fills = 0
         for missing in sorted(found, key=lambda e: e.depth):
             if missing.event_id == event.event_id:
@@ -367,12 +397,13 @@ class GapFiller:
                 self._note(missing.event_id, str(e))
 
     async def _auth_chain(self, origin: str, room: Room, event: Event) -> None:
-        path = (f"{PREFIX}/v1/event_auth/{_segment(room.room_id)}/"
-                f"{_segment(event.event_id)}")
+        path = f"{PREFIX}/v1/event_auth/{_segment(room.room_id)}/{_segment(event.event_id)}"
         answer = await self._remote.json("GET", origin, path, None, "event_auth")
         chain = answer.get("auth_chain") if isinstance(answer, dict) else None
-        events = await verified(self._fetch_verify_key, parse_events(
-            chain, room.room_version, room.room_id, MAX_STATE_IDS))
+        events = await verified(
+            self._fetch_verify_key,
+            parse_events(chain, room.room_version, room.room_id, MAX_STATE_IDS),
+        )
         add_outliers(room, events, self._now(), origin)
 
     async def _with_state(self, origin: str, room: Room, event: Event) -> EventRecord:
@@ -383,18 +414,20 @@ class GapFiller:
         if not missing:
             return room.add_event(event, self._now(), origin=origin)
         prev_id = missing[0]
-        path = (f"{PREFIX}/v1/state_ids/{_segment(room.room_id)}?"
-                + urlencode({"event_id": prev_id}))
+        path = f"{PREFIX}/v1/state_ids/{_segment(room.room_id)}?" + urlencode({"event_id": prev_id})
         answer = await self._remote.json("GET", origin, path, None, "state_ids")
         if not isinstance(answer, dict):
             raise BadAnswer(f"{origin}'s state_ids answer is not an object")
         pdu_ids = _id_list(answer.get("pdu_ids"))
         chain_ids = _id_list(answer.get("auth_chain_ids"))
-        wanted = [i for i in dict.fromkeys([*chain_ids, *pdu_ids, prev_id])
-                  if room.get_event(i) is None]
+        wanted = [
+            i for i in dict.fromkeys([*chain_ids, *pdu_ids, prev_id]) if room.get_event(i) is None
+        ]
         if len(wanted) > MAX_EVENTS_FETCHED_PER_GAP:
-            raise BadAnswer(f"completing {event.event_id} needs {len(wanted)} events; at most "
-                            f"{MAX_EVENTS_FETCHED_PER_GAP} are fetched")
+            raise BadAnswer(
+                f"completing {event.event_id} needs {len(wanted)} events; at most "
+                f"{MAX_EVENTS_FETCHED_PER_GAP} are fetched"
+            )
         fetched = await self._fetch_events(origin, room, wanted)
         add_outliers(room, fetched, self._now(), origin)
         after = state_map(room, pdu_ids)
@@ -405,8 +438,7 @@ class GapFiller:
             after[prev.event.state_tuple()] = prev_id
         return room.add_event(event, self._now(), origin=origin, state_before=after)
 
-    async def _fetch_events(self, origin: str, room: Room, event_ids: Sequence[str]
-                            ) -> list[Event]:
+    async def _fetch_events(self, origin: str, room: Room, event_ids: Sequence[str]) -> list[Event]:
         """``GET /event/{id}`` for each ID, :data:`MAX_CONCURRENT_EVENT_FETCHES` at a
         time; the events that came back (right ID, room and signature)."""
         semaphore = DeferredSemaphore(MAX_CONCURRENT_EVENT_FETCHES)
@@ -417,12 +449,19 @@ class GapFiller:
             try:
                 answer = await self._remote.json("GET", origin, path, None, "event")
             except (RemoteRefused, RemoteUnreachable) as e:
-                log.info("No event {event_id} from {origin}: {error}", event_id=event_id,
-                         origin=origin, error=e)
+                log.info(
+                    "No event {event_id} from {origin}: {error}",
+                    event_id=event_id,
+                    origin=origin,
+                    error=e,
+                )
                 return
             pdus = answer.get("pdus") if isinstance(answer, dict) else None
-            events = [e for e in parse_events(pdus, room.room_version, room.room_id, 1)
-                      if e.event_id == event_id]
+            events = [
+                e
+                for e in parse_events(pdus, room.room_version, room.room_id, 1)
+                if e.event_id == event_id
+            ]
             found.extend(await verified(self._fetch_verify_key, events))
 
         pending = [semaphore.run(one, event_id) for event_id in event_ids]

@@ -47,9 +47,14 @@ class RemoteMembership:
     milliseconds.
     """
 
-    def __init__(self, remote: RemoteCaller, signer: EventSigner,
-                 fetch_verify_key: FetchVerifyKey, versions: Sequence[str],
-                 now: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        remote: RemoteCaller,
+        signer: EventSigner,
+        fetch_verify_key: FetchVerifyKey,
+        versions: Sequence[str],
+        now: Callable[[], int],
+    ) -> None:
         self._remote = remote
         self._signer = signer
         self._fetch_verify_key = fetch_verify_key
@@ -63,13 +68,15 @@ class RemoteMembership:
         for server in servers:
             try:
                 template, version = await self._remote.make_membership(
-                    server, room_id, user_id, "join", self._versions)
+                    server, room_id, user_id, "join", self._versions
+                )
             except (RemoteRefused, RemoteUnreachable) as e:
                 last = e
                 continue
             try:
-                built = fill_template(template, version, self._signer, user_id=user_id,
-                                      membership="join")
+                built = fill_template(
+                    template, version, self._signer, user_id=user_id, membership="join"
+                )
             except (EventBuildError, InvalidPdu) as e:
                 last = MatrixError(502, "M_UNKNOWN", f"bad make_join template from {server}: {e}")
                 continue
@@ -85,12 +92,18 @@ class RemoteMembership:
                 continue
             try:
                 joined, record = await room_from_join_answer(
-                    answer, built, version=version, room_id=room_id,
-                    fetch_verify_key=self._fetch_verify_key, now=self._now(),
-                    origin=self._signer.server_name)
+                    answer,
+                    built,
+                    version=version,
+                    room_id=room_id,
+                    fetch_verify_key=self._fetch_verify_key,
+                    now=self._now(),
+                    origin=self._signer.server_name,
+                )
             except ValueError as e:
-                last = MatrixError(502, "M_UNKNOWN",
-                                   f"the send_join answer from {server} is unusable: {e}")
+                last = MatrixError(
+                    502, "M_UNKNOWN", f"the send_join answer from {server} is unusable: {e}"
+                )
                 continue
             return RemoteJoin(server=server, room=joined, record=record, version=version)
         assert last is not None
@@ -103,9 +116,11 @@ class RemoteMembership:
         for server in servers:
             try:
                 template, version = await self._remote.make_membership(
-                    server, room_id, user_id, "leave", self._versions)
-                built = fill_template(template, version, self._signer, user_id=user_id,
-                                      membership="leave")
+                    server, room_id, user_id, "leave", self._versions
+                )
+                built = fill_template(
+                    template, version, self._signer, user_id=user_id, membership="leave"
+                )
             except (RemoteRefused, RemoteUnreachable) as e:
                 last = e
                 continue
@@ -117,8 +132,13 @@ class RemoteMembership:
         assert last is not None
         raise last
 
-    async def invite(self, target_server: str, room: Room, built: BuiltEvent,
-                     room_state: Sequence[Mapping[str, Any]]) -> BuiltEvent:
+    async def invite(
+        self,
+        target_server: str,
+        room: Room,
+        built: BuiltEvent,
+        room_state: Sequence[Mapping[str, Any]],
+    ) -> BuiltEvent:
         """Send our invite ``built`` to ``target_server``: the event it returns, checked to
         be ours, unchanged and still bearing our valid signature (502 otherwise)."""
         answer = await self._remote.invite(target_server, room.room_id, built, room_state)
@@ -126,16 +146,22 @@ class RemoteMembership:
         try:
             event = event_from_pdu(returned, room.room_version)
         except InvalidPdu as e:
-            raise MatrixError(502, "M_UNKNOWN",
-                              f"{target_server} answered the invite with a bad event: {e}"
-                              ) from None
+            raise MatrixError(
+                502, "M_UNKNOWN", f"{target_server} answered the invite with a bad event: {e}"
+            ) from None
         if event.event_id != built.event.event_id:
             raise MatrixError(502, "M_UNKNOWN", f"{target_server} changed the invite event")
         try:
-            verify_event_signature(event.pdu, room.room_version, self._signer.server_name,
-                                   self._signer.key_id, self._signer.signing_key.verify_key)
+            verify_event_signature(
+                event.pdu,
+                room.room_version,
+                self._signer.server_name,
+                self._signer.key_id,
+                self._signer.signing_key.verify_key,
+            )
         except EventSignatureError as e:
-            raise MatrixError(502, "M_UNKNOWN",
-                              f"our signature on the returned invite fails: {e}") from None
+            raise MatrixError(
+                502, "M_UNKNOWN", f"our signature on the returned invite fails: {e}"
+            ) from None
         assert isinstance(returned, dict)
         return BuiltEvent(pdu=returned, event=event)

@@ -132,7 +132,7 @@ class Room:
 
     def events_since(self, position: int) -> list[EventRecord]:
         """Every event gained at ``position`` or later, in order (control API ``from=N``)."""
-        return self._timeline[max(position, 0):]
+        return self._timeline[max(position, 0) :]
 
     @property
     def forward_extremities(self) -> frozenset[str]:
@@ -199,7 +199,11 @@ class Room:
     # --- adding ------------------------------------------------------------------------
 
     def add_event(
-        self, event: Event, now: int, *, origin: str | None = None,
+        self,
+        event: Event,
+        now: int,
+        *,
+        origin: str | None = None,
         state_before: Mapping[StateKey, str] | None = None,
     ) -> EventRecord:
         """Check ``event`` as on receipt and add it to the graph; its record.
@@ -263,8 +267,16 @@ class Room:
         if len(self._timeline) >= MAX_EVENTS_PER_ROOM:
             raise RoomFull(f"room {self.room_id} holds {MAX_EVENTS_PER_ROOM} events")
 
-    def _append(self, event: Event, outcome: Outcome, reason: str | None,
-                origin: str | None, now: int, *, outlier: bool) -> EventRecord:
+    def _append(
+        self,
+        event: Event,
+        outcome: Outcome,
+        reason: str | None,
+        origin: str | None,
+        now: int,
+        *,
+        outlier: bool,
+    ) -> EventRecord:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
         self._records[event.event_id] = record
         self._timeline.append(record)
@@ -296,8 +308,9 @@ class Room:
     def _auth_state_from(self, event: Event, state: StateNode) -> dict[StateKey, Event]:
         """The entries of ``state`` the rules read for ``event`` (its selection and the
         create event), as events: no full-state copy."""
-        keys = auth_types_for_event(event.room_version, event.type, event.state_key,
-                                    event.sender, event.content) | {CREATE_KEY}
+        keys = auth_types_for_event(
+            event.room_version, event.type, event.state_key, event.sender, event.content
+        ) | {CREATE_KEY}
         ids = [i for i in (state.get(k) for k in keys) if i is not None and i in self._records]
         return self._auth_map(ids)
 
@@ -330,8 +343,12 @@ class Room:
         if len(nodes) == 1:
             return nodes[0]
         try:
-            resolved = resolve_state(self.room_version, [n.materialise() for n in nodes],
-                                     self.get_event, rejected=self._rejected)
+            resolved = resolve_state(
+                self.room_version,
+                [n.materialise() for n in nodes],
+                self.get_event,
+                rejected=self._rejected,
+            )
         except StateResolutionError as e:
             raise RoomError(f"state resolution failed: {e}") from e
         base = max(nodes, key=lambda n: n.size)
@@ -346,19 +363,23 @@ class Room:
         if linear and self._extremities == {event.event_id}:
             self._current = after
         else:
-            self._current = self._resolve(
-                [self._state_after[e] for e in sorted(self._extremities)])
+            self._current = self._resolve([self._state_after[e] for e in sorted(self._extremities)])
 
     # --- answers to other servers ------------------------------------------------------
 
-    def auth_chain(self, event_ids: Iterable[str], *,
-                   limit: int = MAX_AUTH_CHAIN_EVENTS) -> list[str]:
+    def auth_chain(
+        self, event_ids: Iterable[str], *, limit: int = MAX_AUTH_CHAIN_EVENTS
+    ) -> list[str]:
         """The IDs in the auth chains of ``event_ids`` (not the events themselves unless
         one cites another), depth-ascending. Iterative; raise :class:`RoomError` past
         ``limit`` events."""
         seen: set[str] = set()
-        stack = [a for s in event_ids if s in self._records
-                 for a in auth_event_ids(self._records[s].event)]
+        stack = [
+            a
+            for s in event_ids
+            if s in self._records
+            for a in auth_event_ids(self._records[s].event)
+        ]
         while stack:
             event_id = stack.pop()
             if event_id in seen or event_id not in self._records:

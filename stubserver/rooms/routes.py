@@ -186,14 +186,18 @@ def room_routes(
     def make_join(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         origin = require_origin(request)
         raw = request.args.get(b"ver")
-        versions = None if raw is None else [
-            v.decode("utf-8", "replace") for v in raw[:MAX_MAKE_JOIN_VERSIONS]]
+        versions = (
+            None
+            if raw is None
+            else [v.decode("utf-8", "replace") for v in raw[:MAX_MAKE_JOIN_VERSIONS]]
+        )
         room = store.get_room(params["roomId"])
         if room is not None and not room.is_server_in_room(ours):
             room = None  # we left: Synapse answers 404 when no longer in the room
         try:
-            template = make_join_template(room, params["userId"], versions, origin=origin,
-                                          now=now())
+            template = make_join_template(
+                room, params["userId"], versions, origin=origin, now=now()
+            )
         except MembershipRefusal as refusal:
             return _refusal(refusal)
         return JsonResponse(200, template.body())
@@ -204,8 +208,9 @@ def room_routes(
         if room is None or not room.is_server_in_room(ours):
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         try:
-            template = make_membership_template(room, user_id=params["userId"], origin=origin,
-                                                membership="leave", now=now())
+            template = make_membership_template(
+                room, user_id=params["userId"], origin=origin, membership="leave", now=now()
+            )
         except MembershipRefusal as refusal:
             return _refusal(refusal)
         return JsonResponse(200, template.body())
@@ -228,8 +233,9 @@ def room_routes(
         except InvalidPdu as e:
             raise MatrixError(400, "M_BAD_JSON", f"bad event: {e.reason}") from None
         if event.type != MEMBER or not event.is_state or event.membership != membership:
-            raise MatrixError(400, "M_BAD_JSON",
-                              f"Not an m.room.member event with membership {membership!r}")
+            raise MatrixError(
+                400, "M_BAD_JSON", f"Not an m.room.member event with membership {membership!r}"
+            )
         verify = await verifier_for(fetch_verify_key, [event])
         try:
             verify(event)
@@ -247,8 +253,9 @@ def room_routes(
         except RoomError as e:
             raise MatrixError(403, "M_FORBIDDEN", f"{membership} event was rejected: {e}") from None
         if record.outcome != "accepted":
-            raise MatrixError(403, "M_FORBIDDEN",
-                              f"{membership} event was rejected: {record.reason}")
+            raise MatrixError(
+                403, "M_FORBIDDEN", f"{membership} event was rejected: {record.reason}"
+            )
         return room, record.event
 
     async def send_join(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
@@ -257,13 +264,16 @@ def room_routes(
             state_ids, chain_ids = room.state_ids_before(event.event_id)
         except RoomError as e:
             raise MatrixError(400, "M_UNKNOWN", str(e)) from None
-        return JsonResponse(200, {
-            "event": dict(event.pdu),
-            "state": _pdus(room, state_ids),
-            "auth_chain": _pdus(room, chain_ids),
-            "members_omitted": False,
-            "origin": ours,
-        })
+        return JsonResponse(
+            200,
+            {
+                "event": dict(event.pdu),
+                "state": _pdus(room, state_ids),
+                "auth_chain": _pdus(room, chain_ids),
+                "members_omitted": False,
+                "origin": ours,
+            },
+        )
 
     async def send_leave(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         await send_membership(request, params, "leave")
@@ -277,9 +287,11 @@ def room_routes(
         try:
             version = room_version(body.get("room_version"))
         except UnsupportedRoomVersion:
-            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
-                              f"room version {body.get('room_version')!r} is not supported"
-                              ) from None
+            raise MatrixError(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                f"room version {body.get('room_version')!r} is not supported",
+            ) from None
         received = body.get("event")
         try:
             event = event_from_pdu(received, version)
@@ -287,8 +299,11 @@ def room_routes(
             raise MatrixError(400, "M_BAD_JSON", f"bad event: {e.reason}") from None
         assert isinstance(received, dict)  # event_from_pdu checked it is an object
         if event.event_id != params["eventId"] or event.room_id != params["roomId"]:
-            raise MatrixError(400, "M_INVALID_PARAM",
-                              "The event ID or room ID in the path does not match the event")
+            raise MatrixError(
+                400,
+                "M_INVALID_PARAM",
+                "The event ID or room ID in the path does not match the event",
+            )
         state = body.get("invite_room_state", [])
         if not isinstance(state, list):
             raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be a list")
@@ -300,8 +315,9 @@ def room_routes(
         if event.type != MEMBER or event.membership != "invite" or event.state_key is None:
             raise MatrixError(400, "M_BAD_JSON", "The event was not an m.room.member invite event")
         if event.sender.partition(":")[2] != origin:
-            raise MatrixError(403, "M_FORBIDDEN", "The invite event was not from the server "
-                              "sending it")
+            raise MatrixError(
+                403, "M_FORBIDDEN", "The invite event was not from the server sending it"
+            )
         if not is_user_id(event.state_key) or event.state_key.partition(":")[2] != ours:
             raise MatrixError(400, "M_BAD_JSON", "The invite event must be for this server")
         if not invites_accept:
@@ -311,8 +327,9 @@ def room_routes(
         signed = add_signature(source, version, ours, signer.key_id, signer.signing_key)
         countersigned = event_from_pdu(signed, version)
         entries = tuple(e for e in state[:MAX_INVITE_ROOM_STATE] if isinstance(e, dict))
-        invite_record = ReceivedInvite(event.room_id, event.state_key, version, countersigned,
-                                       origin, entries)
+        invite_record = ReceivedInvite(
+            event.room_id, event.state_key, version, countersigned, origin, entries
+        )
         store.remember_invite(invite_record)
         room = store.get_room(event.room_id)
         if room is not None and room.room_version == version:
@@ -320,8 +337,9 @@ def room_routes(
                 room.add_event(countersigned, now(), origin=origin)
             except RoomError as e:
                 # The /send that follows (or a fetch) brings what is missing.
-                log.info("Invite {event_id} not added yet: {error}",
-                         event_id=event.event_id, error=e)
+                log.info(
+                    "Invite {event_id} not added yet: {error}", event_id=event.event_id, error=e
+                )
         if on_invite is not None:
             on_invite(invite_record)
         return JsonResponse(200, {"event": signed})
@@ -357,8 +375,11 @@ def room_routes(
                 try:
                     on_transaction(origin, outcome)
                 except Exception:
-                    log.failure("Transaction hook failed on {txn_id} from {origin}",
-                                txn_id=txn_id, origin=origin)
+                    log.failure(
+                        "Transaction hook failed on {txn_id} from {origin}",
+                        txn_id=txn_id,
+                        origin=origin,
+                    )
             return JsonResponse(200, outcome.response)
 
         return Deferred.fromCoroutine(finish())
@@ -374,11 +395,11 @@ def room_routes(
         if not room.is_server_in_room(origin):
             raise MatrixError(403, "M_FORBIDDEN", HOST_NOT_IN_ROOM)
         event = _served_event(room, params["eventId"])
-        return JsonResponse(200, {"origin": ours, "origin_server_ts": now(),
-                                  "pdus": [dict(event.pdu)]})
+        return JsonResponse(
+            200, {"origin": ours, "origin_server_ts": now(), "pdus": [dict(event.pdu)]}
+        )
 
-    def state_of(request: IRequest, params: Mapping[str, str]) -> tuple[Room, list[str],
-                                                                        list[str]]:
+    def state_of(request: IRequest, params: Mapping[str, str]) -> tuple[Room, list[str], list[str]]:
         origin = require_origin(request)
         room = _room_for_reader(store, params["roomId"], origin)
         event_id = query_arg(request, "event_id")
@@ -388,16 +409,18 @@ def room_routes(
         try:
             state_ids, chain_ids = room.state_ids_before(event_id)
         except KeyError:
-            raise MatrixError(404, "M_NOT_FOUND",
-                              f"No state known at {event_id!r} (an outlier)") from None
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"No state known at {event_id!r} (an outlier)"
+            ) from None
         except RoomError as e:
             raise MatrixError(400, "M_UNKNOWN", str(e)) from None
         return room, state_ids, chain_ids
 
     def get_state(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         room, state_ids, chain_ids = state_of(request, params)
-        return JsonResponse(200, {"pdus": _pdus(room, state_ids),
-                                  "auth_chain": _pdus(room, chain_ids)})
+        return JsonResponse(
+            200, {"pdus": _pdus(room, state_ids), "auth_chain": _pdus(room, chain_ids)}
+        )
 
     def get_state_ids(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         _, state_ids, chain_ids = state_of(request, params)
@@ -426,13 +449,15 @@ def room_routes(
         if not raw_from:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter v")
         if len(raw_from) > MAX_BACKFILL_FROM_EVENTS:
-            raise MatrixError(400, "M_INVALID_PARAM",
-                              f"more than {MAX_BACKFILL_FROM_EVENTS} v parameters")
+            raise MatrixError(
+                400, "M_INVALID_PARAM", f"more than {MAX_BACKFILL_FROM_EVENTS} v parameters"
+            )
         from_ids = [v.decode("utf-8", "replace") for v in raw_from]
         room = _room_for_reader(store, params["roomId"], origin)
         events = room.backfill(from_ids, limit)
-        return JsonResponse(200, {"origin": ours, "origin_server_ts": now(),
-                                  "pdus": [dict(e.pdu) for e in events]})
+        return JsonResponse(
+            200, {"origin": ours, "origin_server_ts": now(), "pdus": [dict(e.pdu) for e in events]}
+        )
 
     def get_missing_events(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         origin = require_origin(request)
@@ -461,10 +486,11 @@ def room_routes(
         return JsonResponse(200, {"room_id": room_id, "servers": servers})
 
     def deferred(
-        handler: Callable[[IRequest, Mapping[str, str]], Any]
+        handler: Callable[[IRequest, Mapping[str, str]], Any],
     ) -> Callable[[IRequest, Mapping[str, str]], Deferred[JsonResponse]]:
         def run(request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
             return Deferred.fromCoroutine(handler(request, params))
+
         return run
 
     v1 = f"{PREFIX}/v1"

@@ -100,22 +100,30 @@ class _Queue:
     failures: int = 0
     retry: IDelayedCall | None = None
     deliveries: deque[Delivery] = field(
-        default_factory=lambda: deque(maxlen=MAX_DELIVERIES_PER_DESTINATION))
+        default_factory=lambda: deque(maxlen=MAX_DELIVERIES_PER_DESTINATION)
+    )
 
 
 def retry_delay_seconds(failures: int) -> float:
     """The wait before the next attempt after ``failures`` failures in a row (≥ 1)."""
     exponent = min(max(failures - 1, 0), 32)
-    return float(min(RETRY_MIN_SECONDS * RETRY_MULTIPLIER ** exponent, RETRY_MAX_SECONDS))
+    return float(min(RETRY_MIN_SECONDS * RETRY_MULTIPLIER**exponent, RETRY_MAX_SECONDS))
 
 
 class TransactionSender:
     """Per-destination transaction queues from ``origin`` (our server name); the queue
     bounds default to :data:`MAX_QUEUED_PDUS` and :data:`MAX_QUEUED_EDUS`."""
 
-    def __init__(self, clock: IReactorTime, origin: str, client: SignedRequester,
-                 rng: random.Random, *, max_queued_pdus: int = MAX_QUEUED_PDUS,
-                 max_queued_edus: int = MAX_QUEUED_EDUS) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        origin: str,
+        client: SignedRequester,
+        rng: random.Random,
+        *,
+        max_queued_pdus: int = MAX_QUEUED_PDUS,
+        max_queued_edus: int = MAX_QUEUED_EDUS,
+    ) -> None:
         self._max_pdus = max_queued_pdus
         self._max_edus = max_queued_edus
         self._clock = clock
@@ -135,8 +143,11 @@ class TransactionSender:
         queue.pdus.append((event_id, dict(pdu)))
         while len(queue.pdus) > self._max_pdus:
             dropped, _ = queue.pdus.popleft()
-            log.warn("Queue for {destination} full: dropping PDU {event_id}",
-                     destination=destination, event_id=dropped)
+            log.warn(
+                "Queue for {destination} full: dropping PDU {event_id}",
+                destination=destination,
+                event_id=dropped,
+            )
             queue.deliveries.append(Delivery(dropped, None, {"error": "dropped: queue full"}))
         self._kick(destination)
 
@@ -146,8 +157,9 @@ class TransactionSender:
         queue.edus.append({"edu_type": edu_type, "content": content})
         while len(queue.edus) > self._max_edus:
             queue.edus.popleft()
-            log.info("Queue for {destination} full: dropped its oldest EDU",
-                     destination=destination)
+            log.info(
+                "Queue for {destination} full: dropped its oldest EDU", destination=destination
+            )
         self._kick(destination)
 
     # --- reading --------------------------------------------------------------------
@@ -200,10 +212,8 @@ class TransactionSender:
         queue = self._queue(destination)
         if queue.in_flight or queue.retry is not None or not (queue.pdus or queue.edus):
             return
-        pdus = [queue.pdus.popleft() for _ in range(min(len(queue.pdus),
-                                                        MAX_PDUS_PER_TRANSACTION))]
-        edus = [queue.edus.popleft() for _ in range(min(len(queue.edus),
-                                                        MAX_EDUS_PER_TRANSACTION))]
+        pdus = [queue.pdus.popleft() for _ in range(min(len(queue.pdus), MAX_PDUS_PER_TRANSACTION))]
+        edus = [queue.edus.popleft() for _ in range(min(len(queue.edus), MAX_EDUS_PER_TRANSACTION))]
         batch = _Batch(self._next_txn_id(), pdus, edus)
         body: dict[str, Any] = {
             "origin": self._origin,
@@ -215,13 +225,15 @@ class TransactionSender:
         queue.in_flight = True
         try:
             d = self._client.request(
-                "PUT", destination, f"/_matrix/federation/v1/send/{batch.txn_id}", body)
+                "PUT", destination, f"/_matrix/federation/v1/send/{batch.txn_id}", body
+            )
         except Exception as e:  # a request that cannot even start counts as a failure
             self._failed(destination, queue, batch, str(e))
             return
         d.addCallbacks(
             lambda response: self._answered(destination, queue, batch, response),
-            lambda failure: self._failed(destination, queue, batch, failure.getErrorMessage()))
+            lambda failure: self._failed(destination, queue, batch, failure.getErrorMessage()),
+        )
 
     def _answered(self, destination: str, queue: _Queue, batch: _Batch, response: Any) -> None:
         status = int(response.status)
@@ -237,7 +249,8 @@ class TransactionSender:
         for event_id, _ in batch.pdus:
             result = results.get(event_id)
             queue.deliveries.append(
-                Delivery(event_id, batch.txn_id, result if isinstance(result, dict) else None))
+                Delivery(event_id, batch.txn_id, result if isinstance(result, dict) else None)
+            )
         queue.in_flight = False
         queue.failures = 0
         self._kick(destination)
@@ -249,9 +262,13 @@ class TransactionSender:
         queue.pdus.extendleft(reversed(batch.pdus))
         queue.edus.extendleft(reversed(batch.edus))
         delay = retry_delay_seconds(queue.failures)
-        log.info("Transaction {txn_id} to {destination} failed ({reason}); retrying in "
-                 "{delay} s", txn_id=batch.txn_id, destination=destination, reason=reason,
-                 delay=delay)
+        log.info(
+            "Transaction {txn_id} to {destination} failed ({reason}); retrying in {delay} s",
+            txn_id=batch.txn_id,
+            destination=destination,
+            reason=reason,
+            delay=delay,
+        )
 
         def retry() -> None:
             queue.retry = None

@@ -100,16 +100,18 @@ class RoomService:
         self._rng = rng
         self._versions = tuple(v for v in supported_versions if v in SUPPORTED_ROOM_VERSIONS)
         if default_room_version not in self._versions:
-            raise ValueError(f"default room version {default_room_version!r} is not one of "
-                             f"{self._versions}")
+            raise ValueError(
+                f"default room version {default_room_version!r} is not one of {self._versions}"
+            )
         self._default_version = default_room_version
         self.sender = TransactionSender(clock, signer.server_name, client, rng)
         self._outgoing = OutgoingEvents(signer, self.sender, self._now)
         self._remote = RemoteCaller(client)
         self._gaps = GapFiller(self._remote, fetch_verify_key, self._now)
         self._gap_limit = DeferredSemaphore(MAX_CONCURRENT_GAP_FILLS)
-        self._membership = RemoteMembership(self._remote, signer, fetch_verify_key,
-                                            self._versions, self._now)
+        self._membership = RemoteMembership(
+            self._remote, signer, fetch_verify_key, self._versions, self._now
+        )
         self._edus = ReceivedEdus()
         # Long-poll waiters: per room ID, and under None for EDUs.
         self._polls = LongPolls(clock)
@@ -131,9 +133,15 @@ class RoomService:
 
     def routes(self, *, invites_accept: bool) -> list[Route]:
         """The federation room endpoints over our store, with our hooks."""
-        return room_routes(self.store, self._signer, self._fetch_verify_key, self._clock,
-                           invites_accept=invites_accept, on_transaction=self.on_transaction,
-                           on_invite=self.on_invite)
+        return room_routes(
+            self.store,
+            self._signer,
+            self._fetch_verify_key,
+            self._clock,
+            invites_accept=invites_accept,
+            on_transaction=self.on_transaction,
+            on_invite=self.on_invite,
+        )
 
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -173,8 +181,11 @@ class RoomService:
     # --- RoomControl ------------------------------------------------------------------
 
     def status(self) -> JsonDict:
-        return {"server_name": self.server_name, "room_versions": list(self._versions),
-                "rooms": self.store.room_ids()}
+        return {
+            "server_name": self.server_name,
+            "room_versions": list(self._versions),
+            "rooms": self.store.room_ids(),
+        }
 
     def create_room(
         self,
@@ -185,11 +196,16 @@ class RoomService:
         alias: str | None = None,
         name: str | None = None,
     ) -> Deferred[JsonDict]:
-        return Deferred.fromCoroutine(self._create_room(creator, room_version, preset, alias,
-                                                        name))
+        return Deferred.fromCoroutine(self._create_room(creator, room_version, preset, alias, name))
 
-    async def _create_room(self, creator: str, version_id: str | None, preset: str | None,
-                           alias: str | None, name: str | None) -> JsonDict:
+    async def _create_room(
+        self,
+        creator: str,
+        version_id: str | None,
+        preset: str | None,
+        alias: str | None,
+        name: str | None,
+    ) -> JsonDict:
         user_id = self._user_id(creator)
         version = self._version(version_id or self._default_version)
         chosen = preset or "public_chat"
@@ -202,22 +218,35 @@ class RoomService:
             if self.store.alias_room_id(alias) is not None:
                 raise MatrixError(409, "M_ROOM_IN_USE", f"#{alias}:{self.server_name} is taken")
             full_alias = f"#{alias}:{self.server_name}"
-        created = create_room(version, self._signer, creator=user_id, now=self._now(),
-                              rng=self._rng, preset=chosen,  # type: ignore[arg-type]
-                              name=name, alias=full_alias)
+        created = create_room(
+            version,
+            self._signer,
+            creator=user_id,
+            now=self._now(),
+            rng=self._rng,
+            preset=chosen,  # type: ignore[arg-type]
+            name=name,
+            alias=full_alias,
+        )
         self._hold(created.room)
         if alias is not None:
             try:
                 self.store.add_alias(alias, created.room.room_id)
             except StoreFull as e:
                 raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
-        return {"room_id": created.room.room_id, "room_version": version.identifier,
-                "event_ids": [e.event.event_id for e in created.events]}
+        return {
+            "room_id": created.room.room_id,
+            "room_version": version.identifier,
+            "event_ids": [e.event.event_id for e in created.events],
+        }
 
     def _version(self, identifier: str) -> RoomVersion:
         if identifier not in self._versions:
-            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
-                              f"room version {identifier!r} is not one of {list(self._versions)}")
+            raise MatrixError(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                f"room version {identifier!r} is not one of {list(self._versions)}",
+            )
         try:
             return room_version(identifier)
         except UnsupportedRoomVersion as e:
@@ -236,18 +265,23 @@ class RoomService:
             room_id = self._local_room_id(room)
         held = self.store.get_room(room_id)
         if held is not None and held.is_server_in_room(self.server_name):
-            built = build_membership(held, self._signer, sender=user_id, membership="join",
-                                     now=self._now())
+            built = build_membership(
+                held, self._signer, sender=user_id, membership="join", now=self._now()
+            )
             event_id = self._outgoing.add_and_send(held, built)
-            return {"room_id": room_id, "room_version": held.room_version.identifier,
-                    "event_id": event_id}
+            return {
+                "room_id": room_id,
+                "room_version": held.room_version.identifier,
+                "event_id": event_id,
+            }
         invite = self.store.invite_for(room_id, user_id)
         if invite is not None:
             servers.insert(0, invite.origin)
         servers = [s for s in dict.fromkeys(servers) if s != self.server_name]
         if not servers:
-            raise MatrixError(404, "M_NOT_FOUND",
-                              f"No known servers to join {room[:300]!r} through: give via")
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"No known servers to join {room[:300]!r} through: give via"
+            )
         return await self._remote_join(room_id, user_id, servers)
 
     async def _remote_join(self, room_id: str, user_id: str, servers: Sequence[str]) -> JsonDict:
@@ -257,8 +291,12 @@ class RoomService:
         # The resident server sends our join on; tell the other servers ourselves too.
         others = [s for s in self._outgoing.others(joined.room) if s != joined.server]
         self._outgoing.broadcast(others, joined.record.event_id, joined.record.event.pdu)
-        return {"room_id": room_id, "room_version": joined.version.identifier,
-                "event_id": joined.record.event_id}
+        return {
+            "room_id": room_id,
+            "room_version": joined.version.identifier,
+            "event_id": joined.record.event_id,
+        }
+
     def leave(self, room: str, user: str) -> Deferred[JsonDict]:
         return Deferred.fromCoroutine(self._leave(room, user))
 
@@ -268,8 +306,9 @@ class RoomService:
         held = self.store.get_room(room_id)
         invite = self.store.invite_for(room_id, user_id)
         if held is not None and self._hosted_here(held):
-            built = build_membership(held, self._signer, sender=user_id, membership="leave",
-                                     now=self._now())
+            built = build_membership(
+                held, self._signer, sender=user_id, membership="leave", now=self._now()
+            )
             return {"event_id": self._outgoing.add_and_send(held, built)}
         servers: list[str] = []
         if held is not None:
@@ -285,8 +324,11 @@ class RoomService:
             try:
                 held.add_event(built.event, self._now(), origin=self.server_name)
             except RoomError as e:
-                log.info("Our leave {event_id} is not in our copy of the room: {error}",
-                         event_id=built.event.event_id, error=e)
+                log.info(
+                    "Our leave {event_id} is not in our copy of the room: {error}",
+                    event_id=built.event.event_id,
+                    error=e,
+                )
         return {"event_id": built.event.event_id}
 
     def _hosted_here(self, room: Room) -> bool:
@@ -308,8 +350,14 @@ class RoomService:
         if not is_user_id(user_id):
             raise invalid(f"{user_id[:300]!r} is not a user ID")
         held = self._room(room)
-        built = build_membership(held, self._signer, sender=sender_id, membership="invite",
-                                 target=user_id, now=self._now())
+        built = build_membership(
+            held,
+            self._signer,
+            sender=sender_id,
+            membership="invite",
+            target=user_id,
+            now=self._now(),
+        )
         target_server = user_id.partition(":")[2]
         if target_server == self.server_name:
             return {"event_id": self._outgoing.add_and_send(held, built)}
@@ -317,8 +365,10 @@ class RoomService:
         reason = held.check_against_current_state(built.event)
         if reason is not None:
             raise MatrixError(403, "M_FORBIDDEN", f"invite refused by the room's rules: {reason}")
-        state = [held.current_state_id(k) for k in (
-            ("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))]
+        state = [
+            held.current_state_id(k)
+            for k in (("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))
+        ]
         room_state = [dict(e.pdu) for e in (held.get_event(i) for i in state if i) if e]
         returned = await self._membership.invite(target_server, held, built, room_state)
         return {"event_id": self._outgoing.add_and_send(held, returned)}
@@ -348,23 +398,51 @@ class RoomService:
         ``destinations`` it is sent only to those servers (``[]``: to nobody, so that a
         later event makes them fetch it with ``get_missing_events``).
         """
-        return Deferred.fromCoroutine(self._send(
-            room, sender, event_type, content, state_key=state_key, prev_events=prev_events,
-            auth_events=auth_events, origin_server_ts=origin_server_ts, tamper=tamper,
-            destinations=destinations))
+        return Deferred.fromCoroutine(
+            self._send(
+                room,
+                sender,
+                event_type,
+                content,
+                state_key=state_key,
+                prev_events=prev_events,
+                auth_events=auth_events,
+                origin_server_ts=origin_server_ts,
+                tamper=tamper,
+                destinations=destinations,
+            )
+        )
 
-    async def _send(self, room: str, sender: str, event_type: str, content: Mapping[str, Any],
-                    *, state_key: str | None, prev_events: Sequence[str] | None,
-                    auth_events: Sequence[str] | None, origin_server_ts: int | None,
-                    tamper: str | None, destinations: Sequence[str] | None) -> JsonDict:
+    async def _send(
+        self,
+        room: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None,
+        prev_events: Sequence[str] | None,
+        auth_events: Sequence[str] | None,
+        origin_server_ts: int | None,
+        tamper: str | None,
+        destinations: Sequence[str] | None,
+    ) -> JsonDict:
         sender_id = self._user_id(sender)
         if tamper is not None and tamper not in TAMPER_KINDS:
             raise invalid(f"tamper must be 'signature' or 'content', not {tamper!r}")
         held = self._room(room)
         return self._outgoing.send(
-            held, sender_id, event_type, content, state_key=state_key, prev_events=prev_events,
-            auth_events=auth_events, origin_server_ts=origin_server_ts, tamper=tamper,
-            destinations=destinations)
+            held,
+            sender_id,
+            event_type,
+            content,
+            state_key=state_key,
+            prev_events=prev_events,
+            auth_events=auth_events,
+            origin_server_ts=origin_server_ts,
+            tamper=tamper,
+            destinations=destinations,
+        )
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:
@@ -378,8 +456,9 @@ class RoomService:
     def room_info(self, room: str) -> JsonDict:
         held = self._room(room)
         state = [held.get_event(i) for i in held.current_state.values()]
-        events = sorted((e for e in state if e is not None),
-                        key=lambda e: (e.depth, self._position(held, e)))
+        events = sorted(
+            (e for e in state if e is not None), key=lambda e: (e.depth, self._position(held, e))
+        )
         return {
             "room_id": held.room_id,
             "room_version": held.room_version.identifier,
@@ -406,15 +485,22 @@ class RoomService:
         def answer() -> JsonDict:
             current = self.store.get_room(room_id) or held
             records = current.events_since(start)
-            return {"events": [event_json(r) for r in records],
-                    "next": max(start, 0) + len(records) if records else max(start, 0)}
+            return {
+                "events": [event_json(r) for r in records],
+                "next": max(start, 0) + len(records) if records else max(start, 0),
+            }
 
-        return self._polls.wait(room_id, lambda: bool(
-            (self.store.get_room(room_id) or held).events_since(start)), answer, wait_ms)
+        return self._polls.wait(
+            room_id,
+            lambda: bool((self.store.get_room(room_id) or held).events_since(start)),
+            answer,
+            wait_ms,
+        )
 
     def edus(self, start: int, wait_ms: int) -> Deferred[JsonDict]:
-        return self._polls.wait(None, lambda: bool(self._edus.since(start)),
-                                lambda: self._edus.answer(start), wait_ms)
+        return self._polls.wait(
+            None, lambda: bool(self._edus.since(start)), lambda: self._edus.answer(start), wait_ms
+        )
 
     # --- federation_request ---------------------------------------------------------
 
@@ -423,8 +509,9 @@ class RoomService:
     ) -> Deferred[JsonDict]:
         return Deferred.fromCoroutine(self._federation_request(destination, method, path, body))
 
-    async def _federation_request(self, destination: str, method: str, path: str,
-                                  body: Any | None) -> JsonDict:
+    async def _federation_request(
+        self, destination: str, method: str, path: str, body: Any | None
+    ) -> JsonDict:
         status, answer = await self._remote.raw(method, destination, path, body)
         return {"status": status, "body": answer}
 
@@ -451,7 +538,7 @@ class RoomService:
     def _complete_failed(failure: Failure, event_id: str) -> None:
         log.failure("Completing {event_id} failed", failure, event_id=event_id)
 
-    def _complete(self, origin: str, room: Room, event: Event,
-                  missing: MissingEvents) -> Deferred[EventRecord | None]:
+    def _complete(
+        self, origin: str, room: Room, event: Event, missing: MissingEvents
+    ) -> Deferred[EventRecord | None]:
         return Deferred.fromCoroutine(self._gaps.complete(origin, room, event, missing))
-

@@ -163,8 +163,11 @@ def is_power_event(event: Event) -> bool:
         return False
     if event.type in ("m.room.power_levels", "m.room.join_rules") and event.state_key == "":
         return True
-    return (event.type == "m.room.member" and event.membership in ("leave", "ban")
-            and event.sender != event.state_key)
+    return (
+        event.type == "m.room.member"
+        and event.membership in ("leave", "ban")
+        and event.sender != event.state_key
+    )
 
 
 def _sender_power(event: Event, events: _Events) -> int:
@@ -267,10 +270,12 @@ def _iterative_auth_checks(
         event = events[event_id]
         if event.state_key is None:
             continue
-        auth_state = {key: e for key, e in events.auth_map(event).items()
-                      if e.event_id not in rejected}
-        wanted = auth_types_for_event(event.room_version, event.type, event.state_key,
-                                      event.sender, event.content) | {CREATE_KEY}
+        auth_state = {
+            key: e for key, e in events.auth_map(event).items() if e.event_id not in rejected
+        }
+        wanted = auth_types_for_event(
+            event.room_version, event.type, event.state_key, event.sender, event.content
+        ) | {CREATE_KEY}
         for key in wanted:
             if key in state:
                 auth_state[key] = events[state[key]]
@@ -311,8 +316,7 @@ def resolve_state(
     power |= events.auth_chain(power) & full_conflicted
     power_order = _reverse_topological_power_order(power, events)
     # v2.1 starts the first iterative auth checks from an empty state map.
-    partial = _iterative_auth_checks({} if v21 else unconflicted, power_order, events,
-                                    rejected)
+    partial = _iterative_auth_checks({} if v21 else unconflicted, power_order, events, rejected)
     remaining = full_conflicted - power
     others = _mainline_order(remaining, partial.get(POWER_LEVELS_KEY), events)
     resolved = _iterative_auth_checks(partial, others, events, rejected)

@@ -100,8 +100,7 @@ class StateNode:
     def diff_to(self, state: StateMap) -> dict[StateKey, str | None]:
         """The changes that turn this node's map into ``state``."""
         mine = self.materialise()
-        changes: dict[StateKey, str | None] = {k: v for k, v in state.items()
-                                               if mine.get(k) != v}
+        changes: dict[StateKey, str | None] = {k: v for k, v in state.items() if mine.get(k) != v}
         changes.update((k, None) for k in mine if k not in state)
         return changes
 

@@ -27,8 +27,11 @@ def third_party_public_keys(content: Mapping[str, Any]) -> list[str]:
         keys.append(content["public_key"])
     listed = content.get("public_keys")
     if isinstance(listed, list):
-        keys.extend(k["public_key"] for k in listed
-                    if isinstance(k, dict) and isinstance(k.get("public_key"), str))
+        keys.extend(
+            k["public_key"]
+            for k in listed
+            if isinstance(k, dict) and isinstance(k.get("public_key"), str)
+        )
     return keys
 
 
@@ -45,15 +48,19 @@ def signed_by_any(signed: Mapping[str, Any], public_keys: Sequence[str]) -> bool
     """Rule 5.4.1.7: any ed25519 signature in ``signed`` verifies under any key. The
     signed bytes are the canonical JSON of ``signed`` without ``signatures``/``unsigned``."""
     unsigned = {k: v for k, v in signed.items() if k not in ("signatures", "unsigned")}
-    message = json.dumps(unsigned, sort_keys=True, separators=(",", ":"),
-                         ensure_ascii=False).encode()
+    message = json.dumps(
+        unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
     signatures = signed.get("signatures")
     if not isinstance(signatures, dict):
         return False
-    candidates = [sig for per_server in signatures.values() if isinstance(per_server, dict)
-                  for key_id, sig in per_server.items()
-                  if isinstance(key_id, str) and key_id.startswith("ed25519:")
-                  and isinstance(sig, str)]
+    candidates = [
+        sig
+        for per_server in signatures.values()
+        if isinstance(per_server, dict)
+        for key_id, sig in per_server.items()
+        if isinstance(key_id, str) and key_id.startswith("ed25519:") and isinstance(sig, str)
+    ]
     for key_text in public_keys:
         key = _decode_base64(key_text)
         if key is None or len(key) != ED25519_PUBLIC_KEY_BYTES:

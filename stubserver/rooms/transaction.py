@@ -99,13 +99,15 @@ def parse_transaction(
     """Apply the limits and parse each PDU under its room's version; PDUs that fail to
     parse or name an unknown room are left out. Raise :class:`TransactionRefused`."""
     if not isinstance(body, Mapping):
-        raise TransactionRefused(400, {"errcode": "M_BAD_JSON",
-                                       "error": "transaction must be an object"}, "not object")
+        raise TransactionRefused(
+            400, {"errcode": "M_BAD_JSON", "error": "transaction must be an object"}, "not object"
+        )
     pdus = body.get("pdus", [])
     edus = body.get("edus", [])
     if not isinstance(pdus, list) or not isinstance(edus, list):
-        raise TransactionRefused(400, {"errcode": "M_BAD_JSON",
-                                       "error": "pdus and edus must be lists"}, "not lists")
+        raise TransactionRefused(
+            400, {"errcode": "M_BAD_JSON", "error": "pdus and edus must be lists"}, "not lists"
+        )
     if len(pdus) > MAX_PDUS_PER_TRANSACTION or len(edus) > MAX_EDUS_PER_TRANSACTION:
         # Synapse answers exactly 400 {} (rooms.md 1.2 step 1).
         raise TransactionRefused(400, {}, f"{len(pdus)} PDUs, {len(edus)} EDUs: too many")
@@ -135,8 +137,12 @@ def checked_copy(event: Event) -> Event:
     try:
         check_content_hash(event.pdu)
     except ContentHashMismatch:
-        return Event(event_id=event.event_id, room_version=event.room_version,
-                     pdu=redact(event.pdu, event.room_version), room_id=event.room_id)
+        return Event(
+            event_id=event.event_id,
+            room_version=event.room_version,
+            pdu=redact(event.pdu, event.room_version),
+            room_id=event.room_id,
+        )
     return event
 
 
@@ -176,8 +182,7 @@ def required_signers(event: Event) -> list[str]:
     ``join_authorised_via_users_server`` that user's (rooms.md 1.3)."""
     servers = [event.sender.partition(":")[2]]
     authoriser = event.content.get("join_authorised_via_users_server")
-    if event.type == "m.room.member" and event.membership == "join" and isinstance(
-            authoriser, str):
+    if event.type == "m.room.member" and event.membership == "join" and isinstance(authoriser, str):
         servers.append(authoriser.partition(":")[2])
     return list(dict.fromkeys(servers))
 
@@ -191,8 +196,11 @@ def verify_with_keys(lookup: KeyLookup) -> VerifyPdu:
         signatures = event.pdu.get("signatures")
         for server in required_signers(event):
             block = signatures.get(server) if isinstance(signatures, Mapping) else None
-            key_ids = sorted(k for k in block if k.startswith("ed25519:")) if isinstance(
-                block, Mapping) else []
+            key_ids = (
+                sorted(k for k in block if k.startswith("ed25519:"))
+                if isinstance(block, Mapping)
+                else []
+            )
             failure = "no signature"
             for key_id in key_ids:
                 key = lookup(server, key_id, event.origin_server_ts)
@@ -206,7 +214,8 @@ def verify_with_keys(lookup: KeyLookup) -> VerifyPdu:
                     failure = e.reason
             else:
                 raise SignatureFailure(
-                    f"unable to verify signature for sender domain {server}: {failure}")
+                    f"unable to verify signature for sender domain {server}: {failure}"
+                )
 
     return verify
 

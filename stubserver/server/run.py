@@ -296,9 +296,7 @@ def site_parts(
         feed = RequestFeed(reactor)
         extra_routes = (*extra_routes, *rooms.federation_routes)
         observers = (*observers, feed)
-        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(
-            config, rooms.service, feed
-        )
+        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(config, rooms.service, feed)
     return SiteParts(extra_routes, observers, routes_by_resource)
 
 

@@ -71,7 +71,6 @@ class Setup:
         return self.listeners.accept_all()
 
 
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("origin-blocklist")

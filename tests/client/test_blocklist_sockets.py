@@ -75,7 +75,6 @@ class Setup:
         return result
 
 
-
 def _well_known_server(
     tmp: Path, answers: dict[str, tuple[int, dict[str, str], bytes]]
 ) -> ThreadingHTTPServer:

@@ -133,9 +133,14 @@ def test_only_selects_by_substring_or_glob() -> None:
 
 def test_room_versions_are_those_the_capabilities_list_as_stable() -> None:
     """Of 10, 11 and 12, those ``m.room_versions`` lists as stable."""
-    caps = {"capabilities": {"m.room_versions": {
-        "default": "12", "available": {"9": "stable", "10": "stable", "11": "unstable",
-                                       "12": "stable"}}}}
+    caps = {
+        "capabilities": {
+            "m.room_versions": {
+                "default": "12",
+                "available": {"9": "stable", "10": "stable", "11": "unstable", "12": "stable"},
+            }
+        }
+    }
     assert supported_versions(caps) == ["10", "12"]
     assert supported_versions({}) == []
 
@@ -154,8 +159,17 @@ def test_the_suite_has_unique_ids_and_a_spec_section_each() -> None:
 def test_bad_usage_exits_2() -> None:
     """Missing credentials is bad usage: exit 2 (argparse)."""
     try:
-        cli_main(["conformance", "--homeserver-name", "hs", "--homeserver-url",
-                  "http://127.0.0.1:1", "-c", "peer.yaml"])
+        cli_main(
+            [
+                "conformance",
+                "--homeserver-name",
+                "hs",
+                "--homeserver-url",
+                "http://127.0.0.1:1",
+                "-c",
+                "peer.yaml",
+            ]
+        )
     except SystemExit as e:
         assert e.code == 2
     else:
@@ -165,8 +179,16 @@ def test_bad_usage_exits_2() -> None:
 def test_an_unusable_peer_config_exits_2(tmp_path: object) -> None:
     """A peer config that cannot be driven (no file) is exit 2, before any test runs."""
     argv = [
-        "conformance", "--homeserver-name", "hs", "--homeserver-url", "http://127.0.0.1:1",
-        "-c", "/nonexistent/peer.yaml", "--homeserver-token", "t"]
+        "conformance",
+        "--homeserver-name",
+        "hs",
+        "--homeserver-url",
+        "http://127.0.0.1:1",
+        "-c",
+        "/nonexistent/peer.yaml",
+        "--homeserver-token",
+        "t",
+    ]
     args = build_parser(argv).parse_args(argv)
     out = io.StringIO()
     try:

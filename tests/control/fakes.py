@@ -53,7 +53,11 @@ class FakeRoomControl:
         name: str | None = None,
     ) -> Deferred[JsonDict]:
         return self._deferred(
-            "create_room", creator, room_version=room_version, preset=preset, alias=alias,
+            "create_room",
+            creator,
+            room_version=room_version,
+            preset=preset,
+            alias=alias,
             name=name,
         )
 
@@ -83,9 +87,17 @@ class FakeRoomControl:
         # destinations is recorded only when given (most tests do not use it).
         extra = {} if destinations is None else {"destinations": destinations}
         return self._deferred(
-            "send", room, sender, event_type, dict(content), state_key=state_key,
-            prev_events=prev_events, auth_events=auth_events,
-            origin_server_ts=origin_server_ts, tamper=tamper, **extra,
+            "send",
+            room,
+            sender,
+            event_type,
+            dict(content),
+            state_key=state_key,
+            prev_events=prev_events,
+            auth_events=auth_events,
+            origin_server_ts=origin_server_ts,
+            tamper=tamper,
+            **extra,
         )
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:

@@ -105,20 +105,34 @@ def test_the_token_opens_every_endpoint() -> None:
 def test_create_room_passes_every_field() -> None:
     """POST /rooms calls create_room with the body's fields and answers its result."""
     h = Harness()
-    h.control.answers["create_room"] = {"room_id": "!r:a.test", "room_version": "12",
-                                        "event_ids": ["$a"]}
-    body = {"creator": "alice", "room_version": "11", "preset": "private_chat",
-            "alias": "lobby", "name": "Lobby"}
+    h.control.answers["create_room"] = {
+        "room_id": "!r:a.test",
+        "room_version": "12",
+        "event_ids": ["$a"],
+    }
+    body = {
+        "creator": "alice",
+        "room_version": "11",
+        "preset": "private_chat",
+        "alias": "lobby",
+        "name": "Lobby",
+    }
     assert h.call("POST", "/rooms", body) == (200, h.control.answers["create_room"])
-    assert h.control.calls == [("create_room", ("alice",), {"room_version": "11",
-                                "preset": "private_chat", "alias": "lobby", "name": "Lobby"})]
+    assert h.control.calls == [
+        (
+            "create_room",
+            ("alice",),
+            {"room_version": "11", "preset": "private_chat", "alias": "lobby", "name": "Lobby"},
+        )
+    ]
 
 
 def test_room_segments_are_percent_decoded() -> None:
     """An alias sent as %23lobby%3Ab.test reaches the service as #lobby:b.test."""
     h = Harness()
-    status, _ = h.call("POST", "/rooms/%23lobby%3Ab.test/join", {"user": "alice",
-                                                                 "via": ["b.test"]})
+    status, _ = h.call(
+        "POST", "/rooms/%23lobby%3Ab.test/join", {"user": "alice", "via": ["b.test"]}
+    )
     assert status == 200
     assert h.control.calls == [("join", ("#lobby:b.test", "alice", ["b.test"]), {})]
 
@@ -128,17 +142,32 @@ def test_room_segments_are_percent_decoded() -> None:
     [
         ("POST", "/rooms/!r:a.test/join", {"user": "al"}, ("join", ("!r:a.test", "al", []), {})),
         ("POST", "/rooms/!r:a.test/leave", {"user": "al"}, ("leave", ("!r:a.test", "al"), {})),
-        ("POST", "/rooms/!r:a.test/invite", {"sender": "al", "user_id": "@b:b.test"},
-         ("invite", ("!r:a.test", "al", "@b:b.test"), {})),
-        ("POST", "/rooms/!r:a.test/edu", {"edu_type": "m.typing", "content": {"typing": True}},
-         ("send_edu", ("!r:a.test", "m.typing", {"typing": True}), {})),
+        (
+            "POST",
+            "/rooms/!r:a.test/invite",
+            {"sender": "al", "user_id": "@b:b.test"},
+            ("invite", ("!r:a.test", "al", "@b:b.test"), {}),
+        ),
+        (
+            "POST",
+            "/rooms/!r:a.test/edu",
+            {"edu_type": "m.typing", "content": {"typing": True}},
+            ("send_edu", ("!r:a.test", "m.typing", {"typing": True}), {}),
+        ),
         ("GET", "/rooms/!r:a.test", None, ("room_info", ("!r:a.test",), {})),
-        ("GET", "/rooms/!r:a.test/events?from=3&wait_ms=0", None,
-         ("events", ("!r:a.test", 3, 0), {})),
+        (
+            "GET",
+            "/rooms/!r:a.test/events?from=3&wait_ms=0",
+            None,
+            ("events", ("!r:a.test", 3, 0), {}),
+        ),
         ("GET", "/edus?from=2", None, ("edus", (2, 0), {})),
-        ("POST", "/federation/request",
-         {"destination": "b.test", "method": "get", "path": "/_matrix/federation/v1/version"},
-         ("federation_request", ("b.test", "GET", "/_matrix/federation/v1/version", None), {})),
+        (
+            "POST",
+            "/federation/request",
+            {"destination": "b.test", "method": "get", "path": "/_matrix/federation/v1/version"},
+            ("federation_request", ("b.test", "GET", "/_matrix/federation/v1/version", None), {}),
+        ),
     ],
     ids=["join", "leave", "invite", "edu", "room", "events", "edus", "federation request"],
 )
@@ -155,13 +184,30 @@ def test_endpoints_call_the_service(
 def test_send_passes_the_negative_test_overrides() -> None:
     """POST send carries state_key, prev_events, auth_events, origin_server_ts and tamper."""
     h = Harness()
-    body = {"sender": "al", "type": "m.room.name", "content": {"name": "x"}, "state_key": "",
-            "prev_events": ["$p"], "auth_events": ["$a"], "origin_server_ts": 5,
-            "tamper": "signature"}
+    body = {
+        "sender": "al",
+        "type": "m.room.name",
+        "content": {"name": "x"},
+        "state_key": "",
+        "prev_events": ["$p"],
+        "auth_events": ["$a"],
+        "origin_server_ts": 5,
+        "tamper": "signature",
+    }
     assert h.call("POST", "/rooms/!r:a.test/send", body)[0] == 200
-    assert h.control.calls == [("send", ("!r:a.test", "al", "m.room.name", {"name": "x"}),
-                                {"state_key": "", "prev_events": ["$p"], "auth_events": ["$a"],
-                                 "origin_server_ts": 5, "tamper": "signature"})]
+    assert h.control.calls == [
+        (
+            "send",
+            ("!r:a.test", "al", "m.room.name", {"name": "x"}),
+            {
+                "state_key": "",
+                "prev_events": ["$p"],
+                "auth_events": ["$a"],
+                "origin_server_ts": 5,
+                "tamper": "signature",
+            },
+        )
+    ]
 
 
 def test_send_passes_destinations() -> None:
@@ -169,10 +215,20 @@ def test_send_passes_destinations() -> None:
     h = Harness()
     body = {"sender": "al", "type": "m.room.message", "content": {}, "destinations": []}
     assert h.call("POST", "/rooms/!r:a.test/send", body)[0] == 200
-    assert h.control.calls == [("send", ("!r:a.test", "al", "m.room.message", {}),
-                                {"state_key": None, "prev_events": None, "auth_events": None,
-                                 "origin_server_ts": None, "tamper": None,
-                                 "destinations": []})]
+    assert h.control.calls == [
+        (
+            "send",
+            ("!r:a.test", "al", "m.room.message", {}),
+            {
+                "state_key": None,
+                "prev_events": None,
+                "auth_events": None,
+                "origin_server_ts": None,
+                "tamper": None,
+                "destinations": [],
+            },
+        )
+    ]
 
 
 def test_wait_ms_is_clamped() -> None:
@@ -195,31 +251,59 @@ def test_wait_ms_is_clamped() -> None:
         ("/rooms", {"creator": "a", "preset": "secret"}, "M_INVALID_PARAM", "'preset'"),
         ("/rooms", {"creator": "a", "colour": "red"}, "M_BAD_JSON", "'colour'"),
         ("/rooms/!r:a.test/join", {"user": "a", "via": "b.test"}, "M_INVALID_PARAM", "'via'"),
-        ("/rooms/!r:a.test/invite", {"sender": "a", "user_id": "bob"}, "M_INVALID_PARAM",
-         "'user_id'"),
+        (
+            "/rooms/!r:a.test/invite",
+            {"sender": "a", "user_id": "bob"},
+            "M_INVALID_PARAM",
+            "'user_id'",
+        ),
         ("/rooms/!r:a.test/send", {"sender": "a", "type": "t"}, "M_MISSING_PARAM", "'content'"),
-        ("/rooms/!r:a.test/send", {"sender": "a", "type": "t", "content": []},
-         "M_INVALID_PARAM", "'content'"),
-        ("/rooms/!r:a.test/send", {"sender": "a", "type": "t", "content": {}, "tamper": "x"},
-         "M_INVALID_PARAM", "'tamper'"),
-        ("/rooms/!r:a.test/send", {"sender": "a", "type": "t", "content": {},
-                                   "origin_server_ts": True}, "M_INVALID_PARAM",
-         "'origin_server_ts'"),
-        ("/rooms/!r:a.test/send", {"sender": "a", "type": "t", "content": {}, "state_key": 1},
-         "M_INVALID_PARAM", "'state_key'"),
-        ("/rooms/!r:a.test/send", {"sender": "a", "type": "t", "content": {},
-                                   "prev_events": ["$x"] * 101}, "M_INVALID_PARAM",
-         "'prev_events'"),
+        (
+            "/rooms/!r:a.test/send",
+            {"sender": "a", "type": "t", "content": []},
+            "M_INVALID_PARAM",
+            "'content'",
+        ),
+        (
+            "/rooms/!r:a.test/send",
+            {"sender": "a", "type": "t", "content": {}, "tamper": "x"},
+            "M_INVALID_PARAM",
+            "'tamper'",
+        ),
+        (
+            "/rooms/!r:a.test/send",
+            {"sender": "a", "type": "t", "content": {}, "origin_server_ts": True},
+            "M_INVALID_PARAM",
+            "'origin_server_ts'",
+        ),
+        (
+            "/rooms/!r:a.test/send",
+            {"sender": "a", "type": "t", "content": {}, "state_key": 1},
+            "M_INVALID_PARAM",
+            "'state_key'",
+        ),
+        (
+            "/rooms/!r:a.test/send",
+            {"sender": "a", "type": "t", "content": {}, "prev_events": ["$x"] * 101},
+            "M_INVALID_PARAM",
+            "'prev_events'",
+        ),
         ("/rooms/r/leave", {"user": "a"}, "M_INVALID_PARAM", "ROOM"),
-        ("/federation/request", {"destination": "b", "method": "BREW", "path": "/"},
-         "M_INVALID_PARAM", "'method'"),
-        ("/federation/request", {"destination": "b", "method": "GET", "path": "x"},
-         "M_INVALID_PARAM", "'path'"),
+        (
+            "/federation/request",
+            {"destination": "b", "method": "BREW", "path": "/"},
+            "M_INVALID_PARAM",
+            "'method'",
+        ),
+        (
+            "/federation/request",
+            {"destination": "b", "method": "GET", "path": "x"},
+            "M_INVALID_PARAM",
+            "'path'",
+        ),
     ],
 )
-def test_bad_bodies_are_400_naming_the_key(
-    path: str, body: Any, errcode: str, words: str
-) -> None:
+def test_bad_bodies_are_400_naming_the_key(path: str, body: Any, errcode: str, words: str) -> None:
     """A bad body is answered 400 with the errcode and a message naming the key; the
     service is not called."""
     h = Harness()
@@ -246,9 +330,13 @@ def test_matrix_errors_pass_through() -> None:
     h.control.answers["room_info"] = MatrixError(404, "M_NOT_FOUND", "no such room")
     h.control.answers["leave"] = (MatrixError(403, "M_FORBIDDEN", "not in room"),)
     assert h.call("GET", "/rooms/!r:a.test") == (
-        404, {"errcode": "M_NOT_FOUND", "error": "no such room"})
+        404,
+        {"errcode": "M_NOT_FOUND", "error": "no such room"},
+    )
     assert h.call("POST", "/rooms/!r:a.test/leave", {"user": "a"}) == (
-        403, {"errcode": "M_FORBIDDEN", "error": "not in room"})
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "not in room"},
+    )
 
 
 def test_a_remote_refusal_is_502_with_its_answer() -> None:
@@ -259,7 +347,10 @@ def test_a_remote_refusal_is_502_with_its_answer() -> None:
     status, body = h.call("POST", "/rooms/!r:b.test/join", {"user": "a", "via": ["b.test"]})
     assert status == 502
     assert (body["errcode"], body["remote_status"], body["remote_body"]) == (
-        "M_UNKNOWN", 403, refusal)
+        "M_UNKNOWN",
+        403,
+        refusal,
+    )
     assert "b.test refused make_join" in body["error"]
 
 
@@ -267,11 +358,14 @@ def test_an_unreachable_remote_is_502_without_remote_fields() -> None:
     """RemoteUnreachable is 502 M_UNKNOWN naming the server, with no remote fields."""
     h = Harness()
     h.control.answers["invite"] = RemoteUnreachable("b.test", "connection refused")
-    status, body = h.call("POST", "/rooms/!r:a.test/invite", {"sender": "a",
-                                                               "user_id": "@b:b.test"})
+    status, body = h.call(
+        "POST", "/rooms/!r:a.test/invite", {"sender": "a", "user_id": "@b:b.test"}
+    )
     assert status == 502
-    assert body == {"errcode": "M_UNKNOWN",
-                    "error": "b.test could not be reached: connection refused"}
+    assert body == {
+        "errcode": "M_UNKNOWN",
+        "error": "b.test could not be reached: connection refused",
+    }
 
 
 # --- the request feed ---------------------------------------------------------------------------
@@ -284,10 +378,18 @@ def test_requests_lists_inbound_federation_requests_as_logged() -> None:
     status, body = h.call("GET", "/requests")
     assert status == 200
     assert body["next"] == 1
-    assert body["requests"] == [{
-        "ts": 1_000_000, "method": "GET", "uri": "/_matrix/federation/v1/version",
-        "origin": "b.test", "authenticated": True, "auth_error": None, "status": 200,
-        "content": None}]
+    assert body["requests"] == [
+        {
+            "ts": 1_000_000,
+            "method": "GET",
+            "uri": "/_matrix/federation/v1/version",
+            "origin": "b.test",
+            "authenticated": True,
+            "auth_error": None,
+            "status": 200,
+            "content": None,
+        }
+    ]
     assert h.call("GET", "/requests?from=1")[1] == {"requests": [], "next": 1}
 
 

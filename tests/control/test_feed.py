@@ -32,8 +32,10 @@ def test_one_read_answers_at_most_the_page_bound() -> None:
         feed.append(item)
     items, after = result_now(feed.read(0, 0))
     assert (len(items), after) == (MAX_ITEMS_PER_READ, MAX_ITEMS_PER_READ)
-    assert result_now(feed.read(after, 0)) == (list(range(MAX_ITEMS_PER_READ, after + 5)),
-                                               after + 5)
+    assert result_now(feed.read(after, 0)) == (
+        list(range(MAX_ITEMS_PER_READ, after + 5)),
+        after + 5,
+    )
 
 
 def test_a_waiting_read_answers_with_the_first_new_item() -> None:

@@ -27,8 +27,13 @@ STATE_IDS = "https://a.test/_matrix/federation/v1/state_ids/!r:a.test?event_id=$
 
 
 def config(*listeners: ListenerConfig) -> Config:
-    return Config(server_name="a.test", signing_keys=(KEY,), listeners=listeners,
-                  control_token="tok", default_room_version="11")
+    return Config(
+        server_name="a.test",
+        signing_keys=(KEY,),
+        listeners=listeners,
+        control_token="tok",
+        default_room_version="11",
+    )
 
 
 def sites(cfg: Config) -> tuple[Any, list[RoomParts], FakeRoomControl]:
@@ -43,9 +48,14 @@ def sites(cfg: Config) -> tuple[Any, list[RoomParts], FakeRoomControl]:
 
     ext = build_federation_extensions(cfg, reactor)
     parts = site_parts(cfg, reactor, ext, service_factory=factory)
-    listener_sites = build_site(cfg, reactor, extra_routes=parts.extra_routes,
-                                filters=ext.filters, observers=parts.observers,
-                                routes_by_resource=parts.routes_by_resource)
+    listener_sites = build_site(
+        cfg,
+        reactor,
+        extra_routes=parts.extra_routes,
+        filters=ext.filters,
+        observers=parts.observers,
+        routes_by_resource=parts.routes_by_resource,
+    )
     return listener_sites, built, fake
 
 
@@ -60,11 +70,15 @@ def test_a_control_listener_serves_the_control_api_over_the_room_service() -> No
     (_, control_site), built, fake = sites(config(FEDERATION, CONTROL))
     fake.answers["status"] = {"server_name": "a.test", "room_versions": [], "rooms": []}
     stub = stub_treq(control_site.router)
-    assert status_of(stub, "http://127.0.0.1/_stubserver/v1/status",
-                     headers={"Authorization": "Bearer tok"}) == (200, fake.answers["status"])
+    assert status_of(
+        stub, "http://127.0.0.1/_stubserver/v1/status", headers={"Authorization": "Bearer tok"}
+    ) == (200, fake.answers["status"])
     (parts,) = built
     assert (parts.server_name, parts.signer.key_id, parts.default_room_version) == (
-        "a.test", KEY.key_id, "11")
+        "a.test",
+        KEY.key_id,
+        "11",
+    )
     assert control_site.router._deadline == CONTROL_HANDLER_DEADLINE_SECONDS
     # Federation paths are not served on the control listener.
     assert status_of(stub, "http://127.0.0.1/_matrix/federation/v1/version")[0] == 404
@@ -76,12 +90,17 @@ def test_federation_listeners_gain_room_routes_and_feed_the_requests_endpoint() 
     (fed_site, control_site), _, _ = sites(config(FEDERATION, CONTROL))
     status, body = status_of(stub_treq(fed_site.router), STATE_IDS)
     assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
-    _, feed = status_of(stub_treq(control_site.router),
-                        "http://127.0.0.1/_stubserver/v1/requests",
-                        headers={"Authorization": "Bearer tok"})
+    _, feed = status_of(
+        stub_treq(control_site.router),
+        "http://127.0.0.1/_stubserver/v1/requests",
+        headers={"Authorization": "Bearer tok"},
+    )
     (entry,) = feed["requests"]
     assert (entry["uri"], entry["status"], entry["authenticated"]) == (
-        "/_matrix/federation/v1/state_ids/!r:a.test?event_id=$e", 401, False)
+        "/_matrix/federation/v1/state_ids/!r:a.test?event_id=$e",
+        401,
+        False,
+    )
 
 
 def test_without_a_control_listener_no_rooms_are_served() -> None:
@@ -96,9 +115,14 @@ def test_without_a_control_listener_no_rooms_are_served() -> None:
 
 
 def keys(valid_until_ts: int, old_expired_ts: int = 0) -> ServerKeys:
-    return ServerKeys("b.test", {KEY.key_id: KEY.key.verify_key},
-                      {OTHER.key_id: (OTHER.key.verify_key, old_expired_ts)}, valid_until_ts,
-                      {}, None)  # type: ignore[arg-type]
+    return ServerKeys(
+        "b.test",
+        {KEY.key_id: KEY.key.verify_key},
+        {OTHER.key_id: (OTHER.key.verify_key, old_expired_ts)},
+        valid_until_ts,
+        {},
+        None,
+    )  # type: ignore[arg-type]
 
 
 def test_a_key_counts_while_valid() -> None:
@@ -151,11 +175,18 @@ def test_the_default_factory_builds_the_real_room_service() -> None:
     reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
     ext = build_federation_extensions(cfg, reactor)
     parts = site_parts(cfg, reactor, ext)
-    listener_sites = build_site(cfg, reactor, extra_routes=parts.extra_routes,
-                                filters=ext.filters, observers=parts.observers,
-                                routes_by_resource=parts.routes_by_resource)
-    status, body = status_of(stub_treq(listener_sites[1].router),
-                             "http://127.0.0.1/_stubserver/v1/status",
-                             headers={"Authorization": "Bearer tok"})
+    listener_sites = build_site(
+        cfg,
+        reactor,
+        extra_routes=parts.extra_routes,
+        filters=ext.filters,
+        observers=parts.observers,
+        routes_by_resource=parts.routes_by_resource,
+    )
+    status, body = status_of(
+        stub_treq(listener_sites[1].router),
+        "http://127.0.0.1/_stubserver/v1/status",
+        headers={"Authorization": "Bearer tok"},
+    )
     assert (status, body["server_name"], body["rooms"]) == (200, "a.test", [])
     assert "11" in body["room_versions"]

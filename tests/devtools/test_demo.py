@@ -206,8 +206,15 @@ def test_start_checks_every_pair_and_stop_leaves_nothing(tmp_path: Path) -> None
         assert "alpha.demo still holds #lobby:alpha.demo" in again.stdout
         assert "round 2: one message from each server" in again.stdout
         shown = subprocess.run(
-            [str(ROOT / ".venv/bin/stubserver"), "room", "show", "#lobby:alpha.demo",
-             "-c", str(tmp_path / "gamma.yaml"), "--json"],
+            [
+                str(ROOT / ".venv/bin/stubserver"),
+                "room",
+                "show",
+                "#lobby:alpha.demo",
+                "-c",
+                str(tmp_path / "gamma.yaml"),
+                "--json",
+            ],
             check=False,
             capture_output=True,
             text=True,

@@ -28,12 +28,23 @@ def test_every_conformance_test_passes_against_synapse(
     junit = tmp_path / "conformance.xml"
     done = env.ns.run(
         [
-            sys.executable, "-m", "stubserver", "conformance",
-            "--homeserver-name", env.synapse.server_name,
-            "--homeserver-url", env.synapse.files.spec.client_url,
-            "-c", env.stubs["direct.test"].files.config_path,
-            "--registration-shared-secret", env.synapse.files.registration_shared_secret,
-            "--json", "--junit", junit, "--ca-file", env.ca.cert_path
+            sys.executable,
+            "-m",
+            "stubserver",
+            "conformance",
+            "--homeserver-name",
+            env.synapse.server_name,
+            "--homeserver-url",
+            env.synapse.files.spec.client_url,
+            "-c",
+            env.stubs["direct.test"].files.config_path,
+            "--registration-shared-secret",
+            env.synapse.files.registration_shared_secret,
+            "--json",
+            "--junit",
+            junit,
+            "--ca-file",
+            env.ca.cert_path,
         ],
         timeout=SUITE_TIMEOUT_S,
     )
@@ -51,5 +62,8 @@ def test_every_conformance_test_passes_against_synapse(
     assert report["passed"] == len(report["tests"])
     cases = ET.parse(junit).getroot().iter("testcase")
     assert sorted(c.get("name") or "" for c in cases) == sorted(t["id"] for t in report["tests"])
-    print(f"\n[conformance] {len(report['tests'])} tests in "
-          f"{sum(t['seconds'] for t in report['tests']):.1f} test-seconds", file=sys.__stderr__)
+    print(
+        f"\n[conformance] {len(report['tests'])} tests in "
+        f"{sum(t['seconds'] for t in report['tests']):.1f} test-seconds",
+        file=sys.__stderr__,
+    )

@@ -29,8 +29,10 @@ def world(
     """(room version, our stub's control API, Synapse's bob)."""
     version, stub_name = request.param
     bob_id, _, token = interop_env.synapse_user
-    return version, ControlApi(interop_env, interop_env.stubs[stub_name]), SynapseUser(
-        interop_env, bob_id, token
+    return (
+        version,
+        ControlApi(interop_env, interop_env.stubs[stub_name]),
+        SynapseUser(interop_env, bob_id, token),
     )
 
 
@@ -101,18 +103,18 @@ def test_synapse_joins_our_room_by_alias_and_backfills(
     assert joined["room_id"] == room_id
     us.wait_for_event(
         room_id,
-        lambda e: e["pdu"].get("type") == "m.room.member"
-        and e["pdu"].get("state_key") == bob.user_id
-        and e["outcome"] == "accepted",
+        lambda e: (
+            e["pdu"].get("type") == "m.room.member"
+            and e["pdu"].get("state_key") == bob.user_id
+            and e["outcome"] == "accepted"
+        ),
         "Synapse's join",
     )
     assert us.room(room_id)["members"][bob.user_id] == "join"
     visible = wait_until(
         "our history in Synapse's /messages",
         lambda: (
-            ids
-            if set(history) <= (ids := {e["event_id"] for e in bob.messages(room_id)})
-            else None
+            ids if set(history) <= (ids := {e["event_id"] for e in bob.messages(room_id)}) else None
         ),
     )
     assert set(history) <= visible
@@ -145,8 +147,10 @@ def test_we_invite_synapse_user_who_joins(world: tuple[str, ControlApi, SynapseU
     bob.ok("POST", f"/rooms/{quote(room_id)}/join", {})
     us.wait_for_event(
         room_id,
-        lambda e: e["pdu"].get("state_key") == bob.user_id
-        and e["pdu"].get("content", {}).get("membership") == "join",
+        lambda e: (
+            e["pdu"].get("state_key") == bob.user_id
+            and e["pdu"].get("content", {}).get("membership") == "join"
+        ),
         "Synapse's join",
     )
     assert us.room(room_id)["members"][bob.user_id] == "join"

@@ -43,8 +43,13 @@ def make_event(
 ) -> Event:
     """One Event from plain values; a v12 create event gets no ``room_id`` in its PDU."""
     pdu: dict[str, Any] = {
-        "type": type, "sender": sender, "content": dict(content), "prev_events": list(prev),
-        "auth_events": list(auth), "origin_server_ts": ts, "depth": depth,
+        "type": type,
+        "sender": sender,
+        "content": dict(content),
+        "prev_events": list(prev),
+        "auth_events": list(auth),
+        "origin_server_ts": ts,
+        "depth": depth,
         "signatures": {sender.partition(":")[2]: {"ed25519:k": "sig"}},
     }
     if state_key is not None:
@@ -53,15 +58,20 @@ def make_event(
     if not v12_create:
         pdu["room_id"] = room_id
     pdu.update(extra or {})
-    return Event(event_id=event_id, room_version=room_version(version), pdu=pdu,
-                 room_id="!" + event_id[1:] if v12_create else room_id)
+    return Event(
+        event_id=event_id,
+        room_version=room_version(version),
+        pdu=pdu,
+        room_id="!" + event_id[1:] if v12_create else room_id,
+    )
 
 
 class RoomBuilder:
     """A room under construction: every event, and the current state it grows."""
 
-    def __init__(self, version: str, creator: str = ALICE,
-                 create_content: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, version: str, creator: str = ALICE, create_content: Mapping[str, Any] | None = None
+    ) -> None:
         self.version_id = version
         self.version = room_version(version)
         self.events: dict[str, Event] = {}
@@ -74,8 +84,16 @@ class RoomBuilder:
         content.update(create_content or {})
         create_id = "$create"
         self.room_id = "!create" if version == "12" else V10_V11_ROOM_ID
-        create = make_event(version, create_id, "m.room.create", creator, content,
-                            room_id=self.room_id, state_key="", ts=self._next_ts())
+        create = make_event(
+            version,
+            create_id,
+            "m.room.create",
+            creator,
+            content,
+            room_id=self.room_id,
+            state_key="",
+            ts=self._next_ts(),
+        )
         self._store(create, self.state)
 
     def _next_ts(self) -> int:
@@ -111,16 +129,32 @@ class RoomBuilder:
         auth = sorted(base[k] for k in keys if k in base)
         self._counter += 1
         event = make_event(
-            self.version_id, event_id or f"${self._counter}-{type.rsplit('.', 1)[-1]}",
-            type, sender, content, room_id=self.room_id, state_key=state_key,
-            prev=[self.last] if prev is None and self.last else (prev or []), auth=auth,
-            ts=self._next_ts() if ts is None else ts, depth=self._counter, extra=extra)
+            self.version_id,
+            event_id or f"${self._counter}-{type.rsplit('.', 1)[-1]}",
+            type,
+            sender,
+            content,
+            room_id=self.room_id,
+            state_key=state_key,
+            prev=[self.last] if prev is None and self.last else (prev or []),
+            auth=auth,
+            ts=self._next_ts() if ts is None else ts,
+            depth=self._counter,
+            extra=extra,
+        )
         self._store(event, None)
         return event
 
-    def send(self, type: str, sender: str, content: Mapping[str, Any], *,
-             state_key: str | None = None, state: dict[StateKey, str] | None = None,
-             **kwargs: Any) -> Event:
+    def send(
+        self,
+        type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        state: dict[StateKey, str] | None = None,
+        **kwargs: Any,
+    ) -> Event:
         """Build an event and apply it to ``state`` (default: the current state)."""
         base = self.state if state is None else state
         event = self.build(type, sender, content, state_key=state_key, state=base, **kwargs)
@@ -128,12 +162,20 @@ class RoomBuilder:
             base[event.state_tuple()] = event.event_id
         return event
 
-    def member(self, user: str, membership: str, sender: str | None = None, *,
-               state: dict[StateKey, str] | None = None, **kwargs: Any) -> Event:
+    def member(
+        self,
+        user: str,
+        membership: str,
+        sender: str | None = None,
+        *,
+        state: dict[StateKey, str] | None = None,
+        **kwargs: Any,
+    ) -> Event:
         """Send an m.room.member event for ``user``."""
         content = {"membership": membership, **kwargs.pop("content", {})}
-        return self.send("m.room.member", sender or user, content, state_key=user,
-                         state=state, **kwargs)
+        return self.send(
+            "m.room.member", sender or user, content, state_key=user, state=state, **kwargs
+        )
 
     def auth_state(self, state: Mapping[StateKey, str] | None = None) -> dict[StateKey, Event]:
         """``state`` (default: current) as the ``(type, state_key) -> Event`` map."""
@@ -141,9 +183,12 @@ class RoomBuilder:
         return {key: self.events[event_id] for key, event_id in base.items()}
 
 
-def standard_room(version: str, join_rule: str = "public",
-                  users: Mapping[str, int] | None = None,
-                  create_content: Mapping[str, Any] | None = None) -> RoomBuilder:
+def standard_room(
+    version: str,
+    join_rule: str = "public",
+    users: Mapping[str, int] | None = None,
+    create_content: Mapping[str, Any] | None = None,
+) -> RoomBuilder:
     """Create, Alice's join, power levels (Alice 100 outside v12, where creators are
     infinite and unlisted; ``users`` added) and join rules."""
     room = RoomBuilder(version, create_content=create_content)

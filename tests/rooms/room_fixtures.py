@@ -27,16 +27,39 @@ def signer_for(user_id: str) -> EventSigner:
 
 
 def new_room(version: str = "12", preset: Any = "public_chat", **kwargs: Any) -> CreatedRoom:
-    return create_room(ROOM_VERSIONS[version], A_SIGNER, creator=ALICE, now=TS,
-                       rng=random.Random(7), preset=preset, **kwargs)
+    return create_room(
+        ROOM_VERSIONS[version],
+        A_SIGNER,
+        creator=ALICE,
+        now=TS,
+        rng=random.Random(7),
+        preset=preset,
+        **kwargs,
+    )
 
 
-def build(room: Room, sender: str, event_type: str, content: Mapping[str, Any], *,
-          state_key: str | None = None, prev: Sequence[str] | None = None,
-          auth: Sequence[str] | None = None, ts: int = TS) -> BuiltEvent:
-    return build_in_room(room, signer_for(sender), sender=sender, event_type=event_type,
-                         content=content, now=ts, state_key=state_key,
-                         prev_event_ids=prev, auth_event_ids=auth)
+def build(
+    room: Room,
+    sender: str,
+    event_type: str,
+    content: Mapping[str, Any],
+    *,
+    state_key: str | None = None,
+    prev: Sequence[str] | None = None,
+    auth: Sequence[str] | None = None,
+    ts: int = TS,
+) -> BuiltEvent:
+    return build_in_room(
+        room,
+        signer_for(sender),
+        sender=sender,
+        event_type=event_type,
+        content=content,
+        now=ts,
+        state_key=state_key,
+        prev_event_ids=prev,
+        auth_event_ids=auth,
+    )
 
 
 def add(room: Room, built: BuiltEvent) -> EventRecord:
@@ -44,8 +67,9 @@ def add(room: Room, built: BuiltEvent) -> EventRecord:
     return room.add_event(built.event, TS, origin=origin)
 
 
-def send(room: Room, sender: str, event_type: str, content: Mapping[str, Any],
-         **kwargs: Any) -> EventRecord:
+def send(
+    room: Room, sender: str, event_type: str, content: Mapping[str, Any], **kwargs: Any
+) -> EventRecord:
     return add(room, build(room, sender, event_type, content, **kwargs))
 
 

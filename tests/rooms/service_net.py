@@ -71,8 +71,9 @@ class Network:
         self.peers[signer.server_name] = peer
         return peer
 
-    def fetch_key(self, server: str, key_id: str, minimum_valid_until_ts: int
-                  ) -> Deferred[VerifyKey | None]:
+    def fetch_key(
+        self, server: str, key_id: str, minimum_valid_until_ts: int
+    ) -> Deferred[VerifyKey | None]:
         peer = self.peers.get(server)
         if peer is None or peer.signer.key_id != key_id:
             return succeed(None)
@@ -90,10 +91,10 @@ class FakeClient:
         self._network = network
         self._origin = origin
 
-    def request(self, method: str, destination: str, path_and_query: str,
-                content: Any = None) -> Deferred[Any]:
-        self._network.sent.append(Sent(self._origin, method, destination, path_and_query,
-                                       content))
+    def request(
+        self, method: str, destination: str, path_and_query: str, content: Any = None
+    ) -> Deferred[Any]:
+        self._network.sent.append(Sent(self._origin, method, destination, path_and_query, content))
         peer = self._network.peers.get(destination)
         if peer is None or destination in self._network.down:
             return fail(Unreachable(f"{destination} is down"))
@@ -105,15 +106,19 @@ class FakeClient:
         request.method = method.encode()
         request.path = parts.path.encode()
         request.uri = path_and_query.encode()
-        request.args = {k.encode(): [v.encode() for v in vs]
-                        for k, vs in parse_qs(parts.query, keep_blank_values=True).items()}
+        request.args = {
+            k.encode(): [v.encode() for v in vs]
+            for k, vs in parse_qs(parts.query, keep_blank_values=True).items()
+        }
         request.content = BytesIO(b"" if content is None else json.dumps(content).encode())
-        request_annotations(request).update(origin=self._origin, authenticated=True,
-                                            auth_error=None)
+        request_annotations(request).update(
+            origin=self._origin, authenticated=True, auth_error=None
+        )
         finished: Deferred[None] = dummy.notifyFinish()
         peer.router.render(request)
         return finished.addCallback(
-            lambda _: FakeResponse(request.responseCode or 200, b"".join(request.written)))
+            lambda _: FakeResponse(request.responseCode or 200, b"".join(request.written))
+        )
 
 
 class Peer:
@@ -125,9 +130,13 @@ class Peer:
         self.name = signer.server_name
         self.store = RoomStore(self.name, TransactionMemory(network.clock))
         self.service = RoomService(
-            clock=network.clock, signer=signer, store=self.store,
-            client=FakeClient(network, self.name), fetch_verify_key=network.fetch_key,
-            rng=random.Random(seed))
+            clock=network.clock,
+            signer=signer,
+            store=self.store,
+            client=FakeClient(network, self.name),
+            fetch_verify_key=network.fetch_key,
+            rng=random.Random(seed),
+        )
         self.router = FederationRouter(self.service.routes(invites_accept=True))
 
     def room(self, room_id: str) -> Room:
@@ -154,7 +163,8 @@ def joined(network: Network, a: Peer, b: Peer, version: str = "12") -> str:
 
 
 def say(peer: Peer, room_id: str, user: str, text: str) -> str:
-    answer = result_now(peer.service.send(room_id, user, MESSAGE,
-                                          {"msgtype": "m.text", "body": text}))
+    answer = result_now(
+        peer.service.send(room_id, user, MESSAGE, {"msgtype": "m.text", "body": text})
+    )
     event_id: str = answer["event_id"]
     return event_id

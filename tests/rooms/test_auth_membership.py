@@ -37,9 +37,12 @@ def test_member_without_membership_is_rejected(version: str) -> None:
 def test_authorised_join_needs_the_authorising_servers_signature(version: str) -> None:
     """Rule 5.2: join_authorised_via_users_server requires that server's signature."""
     room = standard_room(version, join_rule="restricted")
-    join = room.build("m.room.member", BOB,
-                      {"membership": "join", "join_authorised_via_users_server": ALICE},
-                      state_key=BOB)
+    join = room.build(
+        "m.room.member",
+        BOB,
+        {"membership": "join", "join_authorised_via_users_server": ALICE},
+        state_key=BOB,
+    )
     rejected(room, join, "rule 5.2")
 
 
@@ -55,8 +58,9 @@ def test_first_join_by_creator_after_create_is_allowed(version: str) -> None:
 def test_first_join_by_someone_else_is_rejected(version: str) -> None:
     """Rule 5.3.1 does not cover non-creators: with no join rules the room is invite-only."""
     room = RoomBuilder(version)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB),
-             "rule 5.3.4")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB), "rule 5.3.4"
+    )
 
 
 def test_v10_first_join_uses_content_creator_not_sender() -> None:
@@ -69,8 +73,11 @@ def test_v10_first_join_uses_content_creator_not_sender() -> None:
 def test_join_for_someone_else_is_rejected(version: str) -> None:
     """Rule 5.3.2: a join's sender must be its state_key."""
     room = standard_room(version)
-    rejected(room, room.build("m.room.member", ALICE, {"membership": "join"}, state_key=BOB),
-             "rule 5.3.2")
+    rejected(
+        room,
+        room.build("m.room.member", ALICE, {"membership": "join"}, state_key=BOB),
+        "rule 5.3.2",
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -78,16 +85,18 @@ def test_banned_user_cannot_join(version: str) -> None:
     """Rule 5.3.3: a banned user's join is rejected, even in a public room."""
     room = standard_room(version)
     room.member(BOB, "ban", ALICE)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB),
-             "rule 5.3.3")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB), "rule 5.3.3"
+    )
 
 
 @pytest.mark.parametrize("rule", ["invite", "knock"])
 def test_invite_only_join_needs_an_invite(rule: str) -> None:
     """Rule 5.3.4: in invite or knock rooms an uninvited join is rejected."""
     room = standard_room("12", join_rule=rule)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB),
-             "rule 5.3.4")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB), "rule 5.3.4"
+    )
 
 
 @pytest.mark.parametrize("rule", ["invite", "knock"])
@@ -107,10 +116,13 @@ def test_restricted_join_by_invited_user_is_allowed(rule: str) -> None:
 
 
 def _authorised_join(room: RoomBuilder, authoriser: str) -> Event:
-    return room.build("m.room.member", CAROL,
-                      {"membership": "join", "join_authorised_via_users_server": authoriser},
-                      state_key=CAROL,
-                      extra={"signatures": {"c.example": {}, authoriser.split(":")[1]: {}}})
+    return room.build(
+        "m.room.member",
+        CAROL,
+        {"membership": "join", "join_authorised_via_users_server": authoriser},
+        state_key=CAROL,
+        extra={"signatures": {"c.example": {}, authoriser.split(":")[1]: {}}},
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -144,8 +156,9 @@ def test_public_join_is_allowed(version: str) -> None:
 def test_unknown_join_rule_is_rejected() -> None:
     """Rule 5.3.7: any other join rule (e.g. "private") rejects the join."""
     room = standard_room("12", join_rule="private")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB),
-             "rule 5.3.7")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB), "rule 5.3.7"
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -159,8 +172,11 @@ def test_invite_by_a_joined_member_with_invite_level_is_allowed(version: str) ->
 def test_invite_by_a_non_member_is_rejected() -> None:
     """Rule 5.4.2: the inviter must be joined."""
     room = standard_room("12")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "invite"}, state_key=CAROL),
-             "rule 5.4.2")
+    rejected(
+        room,
+        room.build("m.room.member", BOB, {"membership": "invite"}, state_key=CAROL),
+        "rule 5.4.2",
+    )
 
 
 @pytest.mark.parametrize("membership", ["join", "ban"])
@@ -168,8 +184,11 @@ def test_invite_of_joined_or_banned_user_is_rejected(membership: str) -> None:
     """Rule 5.4.3: the invitee must not be joined or banned."""
     room = standard_room("12")
     room.member(BOB, membership, ALICE if membership == "ban" else BOB)
-    rejected(room, room.build("m.room.member", ALICE, {"membership": "invite"}, state_key=BOB),
-             "rule 5.4.3")
+    rejected(
+        room,
+        room.build("m.room.member", ALICE, {"membership": "invite"}, state_key=BOB),
+        "rule 5.4.3",
+    )
 
 
 def test_invite_below_invite_level_is_rejected() -> None:
@@ -177,8 +196,11 @@ def test_invite_below_invite_level_is_rejected() -> None:
     room = standard_room("12")
     room.send("m.room.power_levels", ALICE, {"invite": 50}, state_key="")
     room.member(BOB, "join")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "invite"}, state_key=CAROL),
-             "rule 5.4.5")
+    rejected(
+        room,
+        room.build("m.room.member", BOB, {"membership": "invite"}, state_key=CAROL),
+        "rule 5.4.5",
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -203,29 +225,39 @@ def test_leave_without_membership_or_from_ban_is_rejected(previous: str | None) 
     room = standard_room("12")
     if previous:
         room.member(BOB, previous, ALICE)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "leave"}, state_key=BOB),
-             "rule 5.5.1")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "leave"}, state_key=BOB), "rule 5.5.1"
+    )
 
 
 def test_kick_by_non_member_is_rejected() -> None:
     """Rule 5.5.2: a kicker must be joined."""
     room = standard_room("11")
     room.member(BOB, "join")
-    rejected(room, room.build("m.room.member", CAROL, {"membership": "leave"}, state_key=BOB),
-             "rule 5.5.2")
+    rejected(
+        room,
+        room.build("m.room.member", CAROL, {"membership": "leave"}, state_key=BOB),
+        "rule 5.5.2",
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
 def test_unban_needs_the_ban_level(version: str) -> None:
     """Rule 5.5.3: unbanning needs the ban level as well as the kick level."""
     room = standard_room(version, users={BOB: 60})
-    room.send("m.room.power_levels", ALICE,
-              {"users": {**({} if version == "12" else {ALICE: 100}), BOB: 60}, "kick": 50,
-               "ban": 70}, state_key="")
+    room.send(
+        "m.room.power_levels",
+        ALICE,
+        {"users": {**({} if version == "12" else {ALICE: 100}), BOB: 60}, "kick": 50, "ban": 70},
+        state_key="",
+    )
     room.member(BOB, "join")
     room.member(CAROL, "ban", ALICE)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "leave"}, state_key=CAROL),
-             "rule 5.5.3")
+    rejected(
+        room,
+        room.build("m.room.member", BOB, {"membership": "leave"}, state_key=CAROL),
+        "rule 5.5.3",
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -241,23 +273,30 @@ def test_kick_below_kick_level_is_rejected() -> None:
     room = standard_room("12")
     room.member(BOB, "join")
     room.member(CAROL, "join")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "leave"}, state_key=CAROL),
-             "kick level")
+    rejected(
+        room,
+        room.build("m.room.member", BOB, {"membership": "leave"}, state_key=CAROL),
+        "kick level",
+    )
 
 
 def test_kick_of_equal_power_user_is_rejected() -> None:
     """Rule 5.5.4: the target's level must be below the sender's."""
     room = standard_room("11", users={BOB: 100})
     room.member(BOB, "join")
-    rejected(room, room.build("m.room.member", ALICE, {"membership": "leave"}, state_key=BOB),
-             "not below")
+    rejected(
+        room,
+        room.build("m.room.member", ALICE, {"membership": "leave"}, state_key=BOB),
+        "not below",
+    )
 
 
 def test_ban_by_non_member_is_rejected() -> None:
     """Rule 5.6.1: a banner must be joined."""
     room = standard_room("12", users={BOB: 50})
-    rejected(room, room.build("m.room.member", BOB, {"membership": "ban"}, state_key=CAROL),
-             "rule 5.6.1")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "ban"}, state_key=CAROL), "rule 5.6.1"
+    )
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -271,16 +310,18 @@ def test_ban_below_ban_level_is_rejected() -> None:
     """Rule 5.6.2: a sender below the ban level cannot ban."""
     room = standard_room("12")
     room.member(BOB, "join")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "ban"}, state_key=CAROL),
-             "ban level")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "ban"}, state_key=CAROL), "ban level"
+    )
 
 
 def test_ban_of_equal_power_user_is_rejected() -> None:
     """Rule 5.6.2: the target's level must be below the banner's."""
     room = standard_room("12", users={BOB: 50, CAROL: 50})
     room.member(BOB, "join")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "ban"}, state_key=CAROL),
-             "not below")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "ban"}, state_key=CAROL), "not below"
+    )
 
 
 @pytest.mark.parametrize("rule", ["knock", "knock_restricted"])
@@ -294,27 +335,33 @@ def test_knock_is_allowed_in_knock_rooms(rule: str) -> None:
 def test_knock_is_rejected_elsewhere(rule: str) -> None:
     """Rule 5.7.1: knocking needs a knock or knock_restricted join rule."""
     room = standard_room("12", join_rule=rule)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "knock"}, state_key=BOB),
-             "rule 5.7.1")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "knock"}, state_key=BOB), "rule 5.7.1"
+    )
 
 
 def test_knock_for_someone_else_is_rejected() -> None:
     """Rule 5.7.2: a knock's sender must be its state_key."""
     room = standard_room("12", join_rule="knock")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "knock"}, state_key=CAROL),
-             "rule 5.7.2")
+    rejected(
+        room,
+        room.build("m.room.member", BOB, {"membership": "knock"}, state_key=CAROL),
+        "rule 5.7.2",
+    )
 
 
 def test_knock_when_invited_is_rejected() -> None:
     """Rule 5.7.4: an invited (or joined, banned) user cannot knock."""
     room = standard_room("12", join_rule="knock")
     room.member(BOB, "invite", ALICE)
-    rejected(room, room.build("m.room.member", BOB, {"membership": "knock"}, state_key=BOB),
-             "rule 5.7.4")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "knock"}, state_key=BOB), "rule 5.7.4"
+    )
 
 
 def test_unknown_membership_is_rejected() -> None:
     """Rule 5.8: any other membership value is rejected."""
     room = standard_room("12")
-    rejected(room, room.build("m.room.member", BOB, {"membership": "lurk"}, state_key=BOB),
-             "rule 5.8")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "lurk"}, state_key=BOB), "rule 5.8"
+    )

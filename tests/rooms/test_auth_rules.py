@@ -36,16 +36,25 @@ def test_valid_create_is_allowed(version: str) -> None:
 def test_create_with_prev_events_is_rejected(version: str) -> None:
     """Rule 1.1: a create event with prev_events is rejected."""
     room = RoomBuilder(version)
-    create = make_event(version, "$c2", "m.room.create", ALICE, {"creator": ALICE},
-                        room_id=room.room_id, state_key="", prev=["$create"])
+    create = make_event(
+        version,
+        "$c2",
+        "m.room.create",
+        ALICE,
+        {"creator": ALICE},
+        room_id=room.room_id,
+        state_key="",
+        prev=["$create"],
+    )
     with pytest.raises(AuthError, match=r"rule 1\.1"):
         check_auth(create, {})
 
 
 def test_v12_create_with_room_id_is_rejected() -> None:
     """Rule 1.2 (v12): a create event must not carry a room_id."""
-    create = make_event("12", "$c", "m.room.create", ALICE, {}, room_id="!c", state_key="",
-                        extra={"room_id": "!c"})
+    create = make_event(
+        "12", "$c", "m.room.create", ALICE, {}, room_id="!c", state_key="", extra={"room_id": "!c"}
+    )
     with pytest.raises(AuthError, match=r"has a room_id \(rule 1\.2\)"):
         check_auth(create, {})
 
@@ -53,8 +62,15 @@ def test_v12_create_with_room_id_is_rejected() -> None:
 @pytest.mark.parametrize("version", ["10", "11"])
 def test_create_room_id_domain_must_match_sender(version: str) -> None:
     """Rule 1.2 (v10/v11): the room ID's domain must be the sender's domain."""
-    create = make_event(version, "$c", "m.room.create", BOB, {"creator": BOB},
-                        room_id="!room:a.example", state_key="")
+    create = make_event(
+        version,
+        "$c",
+        "m.room.create",
+        BOB,
+        {"creator": BOB},
+        room_id="!room:a.example",
+        state_key="",
+    )
     with pytest.raises(AuthError, match=r"domain differs"):
         check_auth(create, {})
 
@@ -69,8 +85,15 @@ def test_create_with_unknown_room_version_is_rejected(version: str) -> None:
 
 def test_v10_create_without_creator_is_rejected() -> None:
     """v10 rule 1.4: the create content must have `creator`."""
-    create = make_event("10", "$c", "m.room.create", ALICE, {"room_version": "10"},
-                        room_id="!room:a.example", state_key="")
+    create = make_event(
+        "10",
+        "$c",
+        "m.room.create",
+        ALICE,
+        {"room_version": "10"},
+        room_id="!room:a.example",
+        state_key="",
+    )
     with pytest.raises(AuthError, match="lacks a 'creator'"):
         check_auth(create, {})
 
@@ -103,8 +126,9 @@ def test_v12_valid_additional_creators_are_allowed() -> None:
 def test_v12_room_id_must_be_the_create_event_id() -> None:
     """v12 rule 2: room_id must be "!" + the create event's ID without "$"."""
     room = standard_room("12")
-    message = make_event("12", "$m", "m.room.message", ALICE, {}, room_id="!other",
-                         prev=[room.last or ""])
+    message = make_event(
+        "12", "$m", "m.room.message", ALICE, {}, room_id="!other", prev=[room.last or ""]
+    )
     with pytest.raises(AuthError, match=r"rule 2\)"):
         check_auth(message, room.auth_state())
 
@@ -127,8 +151,9 @@ def test_missing_create_event_is_rejected(version: str) -> None:
 def test_unfederated_room_rejects_other_domains(version: str) -> None:
     """Rule 4: with m.federate false, events from another domain are rejected."""
     room = standard_room(version, create_content={"m.federate": False})
-    rejected(room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB),
-             "rule 4")
+    rejected(
+        room, room.build("m.room.member", BOB, {"membership": "join"}, state_key=BOB), "rule 4"
+    )
 
 
 @pytest.mark.parametrize("version", ALL)

@@ -46,16 +46,18 @@ def test_create_event_selects_nothing(version: str) -> None:
 @pytest.mark.parametrize("membership", ["join", "invite", "knock"])
 def test_join_invite_knock_select_join_rules(membership: str) -> None:
     """Member events with join, invite or knock also select the target and join rules."""
-    types = auth_types_for_event(room_version("12"), "m.room.member", CAROL, BOB,
-                                 {"membership": membership})
+    types = auth_types_for_event(
+        room_version("12"), "m.room.member", CAROL, BOB, {"membership": membership}
+    )
     assert types == {PL, ("m.room.member", BOB), ("m.room.member", CAROL), JR}
 
 
 @pytest.mark.parametrize("membership", ["leave", "ban"])
 def test_leave_and_ban_do_not_select_join_rules(membership: str) -> None:
     """Leave and ban select the target's membership but not the join rules."""
-    types = auth_types_for_event(room_version("12"), "m.room.member", CAROL, BOB,
-                                 {"membership": membership})
+    types = auth_types_for_event(
+        room_version("12"), "m.room.member", CAROL, BOB, {"membership": membership}
+    )
     assert types == {PL, ("m.room.member", BOB), ("m.room.member", CAROL)}
 
 
@@ -86,8 +88,15 @@ def test_auth_event_from_another_room_is_rejected(version: str) -> None:
     """Rule 3.5: every auth event must be in the event's room."""
     room = standard_room(version)
     message = room.build("m.room.message", ALICE, {})
-    other = make_event(version, "$other-pl", "m.room.power_levels", ALICE, {},
-                       room_id="!elsewhere:a.example", state_key="")
+    other = make_event(
+        version,
+        "$other-pl",
+        "m.room.power_levels",
+        ALICE,
+        {},
+        room_id="!elsewhere:a.example",
+        state_key="",
+    )
     auth = [e for e in _auth_events(room, message) if e.type != "m.room.power_levels"]
     with pytest.raises(AuthError, match="another room"):
         check_auth_events_selection(message, [*auth, other])
@@ -101,8 +110,7 @@ def test_duplicate_auth_entries_are_rejected(version: str) -> None:
     room.send("m.room.power_levels", ALICE, room.events[old_pl].content, state_key="")
     message = room.build("m.room.message", ALICE, {})
     with pytest.raises(AuthError, match="duplicate"):
-        check_auth_events_selection(message, [*_auth_events(room, message),
-                                              room.events[old_pl]])
+        check_auth_events_selection(message, [*_auth_events(room, message), room.events[old_pl]])
 
 
 @pytest.mark.parametrize("version", ALL)
@@ -111,8 +119,9 @@ def test_unselected_auth_event_is_rejected(version: str) -> None:
     room = standard_room(version)
     message = room.build("m.room.message", ALICE, {})
     with pytest.raises(AuthError, match="unexpected auth_event"):
-        check_auth_events_selection(message, [*_auth_events(room, message),
-                                              room.events[room.state[JR]]])
+        check_auth_events_selection(
+            message, [*_auth_events(room, message), room.events[room.state[JR]]]
+        )
 
 
 def test_v12_listed_create_event_is_unexpected() -> None:
@@ -120,8 +129,7 @@ def test_v12_listed_create_event_is_unexpected() -> None:
     room = standard_room("12")
     message = room.build("m.room.message", ALICE, {})
     with pytest.raises(AuthError, match="unexpected auth_event"):
-        check_auth_events_selection(message, [*_auth_events(room, message),
-                                              room.events["$create"]])
+        check_auth_events_selection(message, [*_auth_events(room, message), room.events["$create"]])
 
 
 @pytest.mark.parametrize("version", ["10", "11"])

@@ -47,12 +47,15 @@ def test_the_initial_state_is_the_presets(version: str, preset: str) -> None:
     created = new_room(version, preset)
     room = created.room
     assert set(room.current_state) >= {
-        ("m.room.create", ""), ("m.room.member", ALICE), ("m.room.power_levels", ""),
-        ("m.room.join_rules", ""), ("m.room.history_visibility", "")}
+        ("m.room.create", ""),
+        ("m.room.member", ALICE),
+        ("m.room.power_levels", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.history_visibility", ""),
+    }
     expected_rule = "public" if preset == "public_chat" else "invite"
     assert _content(created, ("m.room.join_rules", "")) == {"join_rule": expected_rule}
-    assert _content(created, ("m.room.history_visibility", "")) == {
-        "history_visibility": "shared"}
+    assert _content(created, ("m.room.history_visibility", "")) == {"history_visibility": "shared"}
     assert room.members == {ALICE: "join"}
     assert room.servers == ["a.test"]
     assert room.forward_extremities == {created.events[-1].event.event_id}

@@ -26,8 +26,17 @@ from tests.rooms.room_fixtures import (
 )
 
 ALL = pytest.mark.parametrize("version", VERSIONS)
-TEMPLATE_KEYS = {"auth_events", "content", "depth", "origin_server_ts", "prev_events",
-                 "room_id", "sender", "state_key", "type"}
+TEMPLATE_KEYS = {
+    "auth_events",
+    "content",
+    "depth",
+    "origin_server_ts",
+    "prev_events",
+    "room_id",
+    "sender",
+    "state_key",
+    "type",
+}
 
 
 @ALL
@@ -38,15 +47,21 @@ def test_a_template_filled_in_by_the_joiner_is_accepted(version: str) -> None:
     template = make_join_template(room, BOB, ["10", "11", "12"], origin="b.test", now=TS + 5)
     assert set(template.event) == TEMPLATE_KEYS
     assert template.body()["room_version"] == version
-    built = fill_template(template.event, room.room_version, B_SIGNER, user_id=BOB,
-                          membership="join", content={"displayname": "Bob",
-                                                      "avatar_url": None})
+    built = fill_template(
+        template.event,
+        room.room_version,
+        B_SIGNER,
+        user_id=BOB,
+        membership="join",
+        content={"displayname": "Bob", "avatar_url": None},
+    )
     assert built.pdu["depth"] == template.event["depth"]
     assert built.pdu["origin_server_ts"] == TS + 5
     assert built.pdu["content"]["membership"] == "join"
     check_content_hash(built.pdu)
-    verify_event_signature(built.pdu, room.room_version, "b.test", B_SIGNER.key_id,
-                           B_SIGNER.signing_key.verify_key)
+    verify_event_signature(
+        built.pdu, room.room_version, "b.test", B_SIGNER.key_id, B_SIGNER.signing_key.verify_key
+    )
     assert room.add_event(built.event, TS, origin="b.test").outcome == "accepted"
     assert room.members[BOB] == "join"
 
@@ -68,8 +83,10 @@ def test_make_join_refuses_an_uninvited_user_in_an_invite_only_room() -> None:
     room = new_room("12", "private_chat").room
     with pytest.raises(MembershipRefusal) as caught:
         make_join_template(room, BOB, ["12"], origin="b.test", now=TS)
-    assert caught.value.body() == {"errcode": "M_FORBIDDEN",
-                                   "error": "You are not invited to this room."}
+    assert caught.value.body() == {
+        "errcode": "M_FORBIDDEN",
+        "error": "You are not invited to this room.",
+    }
     assert caught.value.status == 403
 
 
@@ -92,13 +109,13 @@ def test_make_join_on_an_unknown_room_is_404() -> None:
 def test_an_invited_user_can_join_an_invite_only_room(version: str) -> None:
     """After our invite, make_join succeeds for the invitee and the join is accepted."""
     room = new_room(version, "private_chat").room
-    invite = build_membership(room, A_SIGNER, sender=ALICE, membership="invite",
-                              target=BOB, now=TS)
+    invite = build_membership(room, A_SIGNER, sender=ALICE, membership="invite", target=BOB, now=TS)
     add_own_event(room, invite, TS, "a.test")
     assert room.members[BOB] == "invite"
     template = make_join_template(room, BOB, [version], origin="b.test", now=TS)
-    built = fill_template(template.event, room.room_version, B_SIGNER, user_id=BOB,
-                          membership="join")
+    built = fill_template(
+        template.event, room.room_version, B_SIGNER, user_id=BOB, membership="join"
+    )
     assert room.add_event(built.event, TS, origin="b.test").outcome == "accepted"
 
 
@@ -107,10 +124,15 @@ def test_make_leave_and_our_leave(version: str) -> None:
     """A joined user gets a leave template; our own leave is accepted."""
     room = new_room(version).room
     template = make_join_template(room, BOB, [version], origin="b.test", now=TS)
-    room.add_event(fill_template(template.event, room.room_version, B_SIGNER, user_id=BOB,
-                                 membership="join").event, TS)
-    leave_template = make_membership_template(room, user_id=BOB, origin="b.test",
-                                              membership="leave", now=TS)
+    room.add_event(
+        fill_template(
+            template.event, room.room_version, B_SIGNER, user_id=BOB, membership="join"
+        ).event,
+        TS,
+    )
+    leave_template = make_membership_template(
+        room, user_id=BOB, origin="b.test", membership="leave", now=TS
+    )
     assert leave_template.event["content"] == {"membership": "leave"}
     leave = build_membership(room, A_SIGNER, sender=ALICE, membership="leave", now=TS)
     add_own_event(room, leave, TS, "a.test")
@@ -122,5 +144,4 @@ def test_a_template_for_someone_else_is_refused() -> None:
     room = new_room("12").room
     template = make_join_template(room, BOB, ["12"], origin="b.test", now=TS)
     with pytest.raises(EventBuildError):
-        fill_template(template.event, room.room_version, A_SIGNER, user_id=ALICE,
-                      membership="join")
+        fill_template(template.event, room.room_version, A_SIGNER, user_id=ALICE, membership="join")

@@ -40,7 +40,9 @@ def test_key_requests_are_the_senders_keys_at_each_timestamp_without_repeats() -
     pdu["signatures"]["c.test"] = {"ed25519:c": "x"}
     extra = event_from_pdu(pdu, room.room_version)
     assert key_requests([one, two, one, extra]) == [
-        ("b.test", B_SIGNER.key_id, TS + 1), ("b.test", B_SIGNER.key_id, TS + 2)]
+        ("b.test", B_SIGNER.key_id, TS + 1),
+        ("b.test", B_SIGNER.key_id, TS + 2),
+    ]
 
 
 def test_key_requests_are_bounded() -> None:
@@ -85,10 +87,14 @@ def test_verifier_for_checks_with_the_fetched_keys() -> None:
     """The verifier accepts an event signed with the fetched key, and fails one whose key
     the lookup did not find."""
     event = _message().event
-    verify = result_now(Deferred.fromCoroutine(verifier_for(
-        lambda s, k, t: succeed(B_SIGNER.signing_key.verify_key), [event])))
+    verify = result_now(
+        Deferred.fromCoroutine(
+            verifier_for(lambda s, k, t: succeed(B_SIGNER.signing_key.verify_key), [event])
+        )
+    )
     verify(event)
-    missing = result_now(Deferred.fromCoroutine(verifier_for(
-        lambda s, k, t: fail(RuntimeError("down")), [event])))
+    missing = result_now(
+        Deferred.fromCoroutine(verifier_for(lambda s, k, t: fail(RuntimeError("down")), [event]))
+    )
     with pytest.raises(SignatureFailure, match="Failed to find any key"):
         missing(event)

@@ -81,8 +81,7 @@ def test_default_levels() -> None:
     state = room.auth_state()
     assert required_power_level("m.room.name", True, state) == 50
     assert required_power_level("m.room.message", False, state) == 0
-    assert [named_level(n, state) for n in ("invite", "kick", "ban", "redact")] == [
-        0, 50, 50, 50]
+    assert [named_level(n, state) for n in ("invite", "kick", "ban", "redact")] == [0, 50, 50, 50]
 
 
 def test_users_default_applies_to_unlisted_users() -> None:
@@ -99,8 +98,7 @@ def test_may_redact_others_follows_the_redact_level() -> None:
     room.member(CAROL, "join")
     state = room.auth_state()
     assert may_redact_others(room.build("m.room.redaction", BOB, {"redacts": "$x"}), state)
-    assert not may_redact_others(room.build("m.room.redaction", CAROL, {"redacts": "$x"}),
-                                 state)
+    assert not may_redact_others(room.build("m.room.redaction", CAROL, {"redacts": "$x"}), state)
 
 
 # --- rule 10 ---------------------------------------------------------------------------
@@ -172,8 +170,7 @@ def test_cannot_set_a_level_above_own() -> None:
 def test_cannot_change_a_level_currently_above_own() -> None:
     """Rule 10.6.1: a named level currently above the sender's may not change."""
     room = standard_room("11", users={BOB: 60})
-    room.send("m.room.power_levels", ALICE, _levels("11", users={BOB: 60}, ban=80),
-              state_key="")
+    room.send("m.room.power_levels", ALICE, _levels("11", users={BOB: 60}, ban=80), state_key="")
     room.member(BOB, "join")
     with pytest.raises(AuthError, match=r"rule 10\.6"):
         _check_levels(room, BOB, _levels("11", users={BOB: 60}, ban=10))
@@ -182,16 +179,20 @@ def test_cannot_change_a_level_currently_above_own() -> None:
 def test_events_entry_above_own_level_cannot_be_changed_or_added() -> None:
     """Rules 10.7-10.8: `events` entries above the sender's level, old or new, block it."""
     room = standard_room("12", users={BOB: 60})
-    room.send("m.room.power_levels", ALICE,
-              {"users": {BOB: 60}, "events": {"m.room.tombstone": 150}}, state_key="")
+    room.send(
+        "m.room.power_levels",
+        ALICE,
+        {"users": {BOB: 60}, "events": {"m.room.tombstone": 150}},
+        state_key="",
+    )
     room.member(BOB, "join")
     with pytest.raises(AuthError, match=r"rules 10\.7-10\.8"):
         _check_levels(room, BOB, {"users": {BOB: 60}, "events": {}})
     with pytest.raises(AuthError, match=r"rules 10\.7-10\.8"):
-        _check_levels(room, BOB, {"users": {BOB: 60},
-                                  "events": {"m.room.tombstone": 150, "m.x": 61}})
-    _check_levels(room, BOB, {"users": {BOB: 60}, "events": {"m.room.tombstone": 150,
-                                                               "m.x": 60}})
+        _check_levels(
+            room, BOB, {"users": {BOB: 60}, "events": {"m.room.tombstone": 150, "m.x": 61}}
+        )
+    _check_levels(room, BOB, {"users": {BOB: 60}, "events": {"m.room.tombstone": 150, "m.x": 60}})
 
 
 def test_cannot_change_a_user_at_own_level() -> None:

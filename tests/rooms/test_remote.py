@@ -24,35 +24,47 @@ ALL = pytest.mark.parametrize("version", VERSIONS)
 KEYS = {s.server_name: s for s in (A_SIGNER, B_SIGNER)}
 
 
-def fetch_key(server: str, key_id: str, minimum_valid_until_ts: int
-              ) -> Deferred[VerifyKey | None]:
+def fetch_key(server: str, key_id: str, minimum_valid_until_ts: int) -> Deferred[VerifyKey | None]:
     signer = KEYS.get(server)
-    return succeed(signer.signing_key.verify_key if signer and signer.key_id == key_id
-                   else None)
+    return succeed(signer.signing_key.verify_key if signer and signer.key_id == key_id else None)
 
 
 def answer_for(version: str) -> tuple[dict[str, Any], BuiltEvent, str]:
     """What a.test answers to b.test's send_join, and b's join event."""
     room = new_room(version).room
-    template = make_membership_template(room, user_id=BOB, origin="b.test",
-                                        membership="join", now=TS)
-    built = fill_template(template.event, ROOM_VERSIONS[version], B_SIGNER, user_id=BOB,
-                          membership="join")
+    template = make_membership_template(
+        room, user_id=BOB, origin="b.test", membership="join", now=TS
+    )
+    built = fill_template(
+        template.event, ROOM_VERSIONS[version], B_SIGNER, user_id=BOB, membership="join"
+    )
     room.add_event(built.event, TS, origin="b.test")
     state_ids, chain_ids = room.state_ids_before(built.event.event_id)
 
     def pdus(ids: list[str]) -> list[dict[str, Any]]:
         return [copy.deepcopy(dict(e.pdu)) for e in map(room.get_event, ids) if e]
 
-    answer = {"event": built.pdu, "state": pdus(state_ids), "auth_chain": pdus(chain_ids),
-              "members_omitted": False}
+    answer = {
+        "event": built.pdu,
+        "state": pdus(state_ids),
+        "auth_chain": pdus(chain_ids),
+        "members_omitted": False,
+    }
     return answer, built, room.room_id
 
 
 def build(answer: object, built: BuiltEvent, version: str, room_id: str) -> Deferred[Any]:
-    return Deferred.fromCoroutine(room_from_join_answer(
-        answer, built, version=ROOM_VERSIONS[version], room_id=room_id,
-        fetch_verify_key=fetch_key, now=TS, origin="b.test"))
+    return Deferred.fromCoroutine(
+        room_from_join_answer(
+            answer,
+            built,
+            version=ROOM_VERSIONS[version],
+            room_id=room_id,
+            fetch_verify_key=fetch_key,
+            now=TS,
+            origin="b.test",
+        )
+    )
 
 
 @ALL
@@ -89,8 +101,9 @@ def test_the_create_event_room_version_must_be_make_joins() -> None:
             if pdu["type"] == "m.room.create":
                 changed = {k: v for k, v in pdu.items() if k not in ("hashes", "signatures")}
                 changed["content"] = {**pdu["content"], "room_version": "10"}
-                answer[key][index] = sign_event(changed, ROOM_VERSIONS["11"], "a.test",
-                                                A_SIGNER.key_id, A_SIGNER.signing_key)
+                answer[key][index] = sign_event(
+                    changed, ROOM_VERSIONS["11"], "a.test", A_SIGNER.key_id, A_SIGNER.signing_key
+                )
     error = failure_now(build(answer, built, "11", room_id)).value
     assert isinstance(error, BadAnswer) and "room_version" in str(error)
 
@@ -107,5 +120,4 @@ def test_an_answer_that_is_not_an_object_is_refused() -> None:
     """Garbage is a BadAnswer, never a crash."""
     _, built, room_id = answer_for("12")
     assert isinstance(failure_now(build([1, 2], built, "12", room_id)).value, BadAnswer)
-    assert isinstance(failure_now(build({"state": "x"}, built, "12", room_id)).value,
-                      BadAnswer)
+    assert isinstance(failure_now(build({"state": "x"}, built, "12", room_id)).value, BadAnswer)

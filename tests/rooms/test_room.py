@@ -32,8 +32,11 @@ def test_an_unexpected_auth_event_rejects_the_event(version: str) -> None:
     room = new_room(version).room
     before = room.forward_extremities
     state = room.current_state
-    auth = [state[("m.room.power_levels", "")], state[("m.room.member", ALICE)],
-            state[("m.room.join_rules", "")]]
+    auth = [
+        state[("m.room.power_levels", "")],
+        state[("m.room.member", ALICE)],
+        state[("m.room.join_rules", "")],
+    ]
     if version != "12":
         auth.append(state[("m.room.create", "")])
     record = add(room, build(room, ALICE, "m.room.message", {"body": "x"}, auth=auth))
@@ -51,11 +54,14 @@ def test_an_event_allowed_by_its_auth_events_but_not_the_state_before_it_is_reje
     room = new_room(version).room
     prev_before_join = sorted(room.forward_extremities)
     join(room, BOB)
-    auth = [room.current_state[k] for k in
-            [("m.room.power_levels", ""), ("m.room.member", BOB)]
-            + ([] if version == "12" else [("m.room.create", "")])]
-    record = add(room, build(room, BOB, "m.room.message", {"body": "x"},
-                             prev=prev_before_join, auth=auth))
+    auth = [
+        room.current_state[k]
+        for k in [("m.room.power_levels", ""), ("m.room.member", BOB)]
+        + ([] if version == "12" else [("m.room.create", "")])
+    ]
+    record = add(
+        room, build(room, BOB, "m.room.message", {"body": "x"}, prev=prev_before_join, auth=auth)
+    )
     assert record.outcome == "rejected"
     assert "against the state before the event" in (record.reason or "")
 
@@ -86,13 +92,25 @@ def test_a_fork_is_resolved_and_merged(version: str) -> None:
     room = new_room(version).room
     base = sorted(room.forward_extremities)
     one = send(room, ALICE, "m.room.name", {"name": "one"}, state_key="", prev=base)
-    two = add(room, build(room, ALICE, "m.room.name", {"name": "two"}, state_key="",
-                          prev=base, ts=1_700_000_000_001))
+    two = add(
+        room,
+        build(
+            room,
+            ALICE,
+            "m.room.name",
+            {"name": "two"},
+            state_key="",
+            prev=base,
+            ts=1_700_000_000_001,
+        ),
+    )
     assert two.outcome == "accepted"
     assert room.forward_extremities == {one.event_id, two.event_id}
-    expected = resolve_state(room.room_version,
-                             [room.state_at(one.event_id), room.state_at(two.event_id)],
-                             room.get_event)
+    expected = resolve_state(
+        room.room_version,
+        [room.state_at(one.event_id), room.state_at(two.event_id)],
+        room.get_event,
+    )
     assert room.current_state == expected
     assert room.current_state[NAME] in {one.event_id, two.event_id}
     merge = send(room, ALICE, "m.room.message", {"body": "merge"})
@@ -143,8 +161,7 @@ def test_a_repeated_event_returns_its_first_record() -> None:
 
 
 def _chain(room: Room, count: int) -> list[str]:
-    return [send(room, ALICE, "m.room.message", {"body": str(i)}).event_id
-            for i in range(count)]
+    return [send(room, ALICE, "m.room.message", {"body": str(i)}).event_id for i in range(count)]
 
 
 def test_backfill_is_depth_descending_includes_v_and_is_limited() -> None:
@@ -214,11 +231,11 @@ def test_a_room_joined_from_a_send_join_answer_builds_its_state(version: str) ->
     join_record = join(hosted, BOB)
     state_ids, chain = hosted.state_ids_before(join_record.event_id)
     ours = Room(hosted.room_id, hosted.room_version)
-    for event_id in sorted(set(chain) | set(state_ids),
-                           key=lambda e: hosted.get_event(e).depth):  # type: ignore[union-attr]
+    for event_id in sorted(set(chain) | set(state_ids), key=lambda e: hosted.get_event(e).depth):  # type: ignore[union-attr]
         assert ours.add_outlier(hosted.get_event(event_id), 0).outcome == "accepted"  # type: ignore[arg-type]
-    record = ours.add_event(join_record.event, 0,
-                            state_before=hosted.state_before(join_record.event_id))
+    record = ours.add_event(
+        join_record.event, 0, state_before=hosted.state_before(join_record.event_id)
+    )
     assert record.outcome == "accepted"
     assert ours.forward_extremities == {join_record.event_id}
     assert ours.current_state == hosted.state_at(join_record.event_id)

@@ -50,8 +50,11 @@ def fake_xmatrix(request: IRequest) -> None:
     """A filter standing for X-Matrix: the test header names the authenticated origin."""
     notes = request_annotations(request)
     origin = request.requestHeaders.getRawHeaders(ORIGIN_HEADER.encode(), [None])[0]
-    notes.update(origin=origin.decode() if origin else None, authenticated=bool(origin),
-                 auth_error=None if origin else "Missing Authorization headers")
+    notes.update(
+        origin=origin.decode() if origin else None,
+        authenticated=bool(origin),
+        auth_error=None if origin else "Missing Authorization headers",
+    )
 
 
 class Harness:
@@ -65,13 +68,19 @@ class Harness:
         self.lookups: list[tuple[str, str, int]] = []
         self.hold: Deferred[None] | None = None
         self.transactions: list[Any] = []
-        routes = room_routes(self.store, A_SIGNER, self.fetch_key, self.clock,
-                             invites_accept=invites_accept,
-                             on_transaction=lambda o, outcome: self.transactions.append(outcome))
+        routes = room_routes(
+            self.store,
+            A_SIGNER,
+            self.fetch_key,
+            self.clock,
+            invites_accept=invites_accept,
+            on_transaction=lambda o, outcome: self.transactions.append(outcome),
+        )
         self.stub = stub_treq(FederationRouter(routes, filters=[fake_xmatrix]))
 
-    def fetch_key(self, server: str, key_id: str, minimum_valid_until_ts: int
-                  ) -> Deferred[VerifyKey | None]:
+    def fetch_key(
+        self, server: str, key_id: str, minimum_valid_until_ts: int
+    ) -> Deferred[VerifyKey | None]:
         self.lookups.append((server, key_id, minimum_valid_until_ts))
         signer = SIGNERS.get(server)
         key = signer.signing_key.verify_key if signer and signer.key_id == key_id else None
@@ -86,8 +95,9 @@ class Harness:
         self.store.add_room(room)
         return room
 
-    def request(self, method: str, path: str, body: Any = None, origin: str | None = "b.test"
-                ) -> Deferred[Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, origin: str | None = "b.test"
+    ) -> Deferred[Any]:
         headers = {ORIGIN_HEADER: origin} if origin else {}
         data = None if body is None else json.dumps(body).encode()
         return self.stub.request(method, BASE + path, data=data, headers=headers)  # type: ignore[no-any-return]
@@ -96,8 +106,9 @@ class Harness:
         response = result_now(d)
         return response.code, result_now(self.stub.json_content(response))
 
-    def call(self, method: str, path: str, body: Any = None, origin: str | None = "b.test"
-             ) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, body: Any = None, origin: str | None = "b.test"
+    ) -> tuple[int, Any]:
         return self.answer(self.request(method, path, body, origin))
 
 
@@ -105,18 +116,25 @@ def verifies(pdu: dict[str, Any], version: str, server: str) -> None:
     """Assert ``server`` signed ``pdu`` and its content hash holds."""
     signer = SIGNERS[server]
     check_content_hash(pdu)
-    verify_event_signature(pdu, ROOM_VERSIONS[version], server, signer.key_id,
-                           signer.signing_key.verify_key)
+    verify_event_signature(
+        pdu, ROOM_VERSIONS[version], server, signer.key_id, signer.signing_key.verify_key
+    )
 
 
 def joined_by_send_join(h: Harness, room: Room, version: str) -> tuple[int, Any, str]:
     status, template = h.call("GET", f"/v1/make_join/{room.room_id}/{BOB}?ver=10&ver=11&ver=12")
     assert status == 200, template
-    built = fill_template(template["event"], ROOM_VERSIONS[template["room_version"]],
-                          B_SIGNER, user_id=BOB, membership="join",
-                          content={"displayname": "Bob", "avatar_url": None})
-    status, answer = h.call("PUT", f"/v2/send_join/{room.room_id}/{built.event.event_id}",
-                            built.pdu)
+    built = fill_template(
+        template["event"],
+        ROOM_VERSIONS[template["room_version"]],
+        B_SIGNER,
+        user_id=BOB,
+        membership="join",
+        content={"displayname": "Bob", "avatar_url": None},
+    )
+    status, answer = h.call(
+        "PUT", f"/v2/send_join/{room.room_id}/{built.event.event_id}", built.pdu
+    )
     return status, answer, built.event.event_id
 
 
@@ -162,9 +180,13 @@ def test_make_join_refusals() -> None:
     private = h.host("12", "private_chat")
     q = "?ver=12"
     assert h.call("GET", f"/v1/make_join/{public.room_id}/@x:c.test{q}") == (
-        403, {"errcode": "M_FORBIDDEN", "error": "User not from origin"})
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "User not from origin"},
+    )
     assert h.call("GET", f"/v1/make_join/{private.room_id}/{BOB}{q}") == (
-        403, {"errcode": "M_FORBIDDEN", "error": "You are not invited to this room."})
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "You are not invited to this room."},
+    )
     status, body = h.call("GET", f"/v1/make_join/!nope:a.test/{BOB}{q}")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     status, body = h.call("GET", f"/v1/make_join/{public.room_id}/{BOB}{q}", origin=None)
@@ -178,19 +200,21 @@ def test_send_join_refusals() -> None:
     h = Harness()
     room = h.host("12")
     _, template = h.call("GET", f"/v1/make_join/{room.room_id}/{BOB}?ver=12")
-    built = fill_template(template["event"], room.room_version, B_SIGNER, user_id=BOB,
-                          membership="join")
+    built = fill_template(
+        template["event"], room.room_version, B_SIGNER, user_id=BOB, membership="join"
+    )
     path = f"/v2/send_join/{room.room_id}/{built.event.event_id}"
     before = len(room)
-    status, body = h.call("PUT", f"/v2/send_join/!other:a.test/{built.event.event_id}",
-                          built.pdu)
+    status, body = h.call("PUT", f"/v2/send_join/!other:a.test/{built.event.event_id}", built.pdu)
     assert (status, body["errcode"]) == (400, "M_BAD_JSON")
     forged = copy.deepcopy(built.pdu)
     forged["signatures"]["b.test"][B_SIGNER.key_id] = "A" * 86
     status, body = h.call("PUT", path, forged)
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     assert h.call("PUT", path, built.pdu, origin="c.test") == (
-        403, {"errcode": "M_FORBIDDEN", "error": "User not from origin"})
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "User not from origin"},
+    )
     status, body = h.call("PUT", path, [1])
     assert (status, body["errcode"]) == (400, "M_BAD_JSON")
     assert len(room) == before and BOB not in room.members
@@ -203,10 +227,13 @@ def test_a_remote_user_leaves_through_make_leave_and_send_leave() -> None:
     assert joined_by_send_join(h, room, "12")[0] == 200
     status, template = h.call("GET", f"/v1/make_leave/{room.room_id}/{BOB}")
     assert status == 200 and template["event"]["content"] == {"membership": "leave"}
-    built = fill_template(template["event"], room.room_version, B_SIGNER, user_id=BOB,
-                          membership="leave")
-    assert h.call("PUT", f"/v2/send_leave/{room.room_id}/{built.event.event_id}",
-                  built.pdu) == (200, {})
+    built = fill_template(
+        template["event"], room.room_version, B_SIGNER, user_id=BOB, membership="leave"
+    )
+    assert h.call("PUT", f"/v2/send_leave/{room.room_id}/{built.event.event_id}", built.pdu) == (
+        200,
+        {},
+    )
     assert room.members[BOB] == "leave"
 
 
@@ -215,10 +242,17 @@ def test_a_remote_user_leaves_through_make_leave_and_send_leave() -> None:
 
 def _remote_invite(version: str = "12") -> tuple[Room, dict[str, Any], str]:
     """A room hosted by b.test and Bob's invite of our Carol into it."""
-    created = create_room(ROOM_VERSIONS[version], B_SIGNER, creator=BOB, now=TS,
-                          rng=random.Random(3), preset="private_chat")
-    built = build_membership(created.room, B_SIGNER, sender=BOB, membership="invite",
-                             target=CAROL, now=TS)
+    created = create_room(
+        ROOM_VERSIONS[version],
+        B_SIGNER,
+        creator=BOB,
+        now=TS,
+        rng=random.Random(3),
+        preset="private_chat",
+    )
+    built = build_membership(
+        created.room, B_SIGNER, sender=BOB, membership="invite", target=CAROL, now=TS
+    )
     return created.room, built.pdu, built.event.event_id
 
 
@@ -228,8 +262,11 @@ def test_an_invite_of_our_user_is_countersigned_and_remembered(version: str) -> 
     event ID unchanged); the invite is remembered for a later join."""
     h = Harness()
     room, pdu, event_id = _remote_invite(version)
-    status, body = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}",
-                          {"event": pdu, "room_version": version, "invite_room_state": []})
+    status, body = h.call(
+        "PUT",
+        f"/v2/invite/{room.room_id}/{event_id}",
+        {"event": pdu, "room_version": version, "invite_room_state": []},
+    )
     assert status == 200, body
     returned = body["event"]
     verifies(returned, version, "a.test")
@@ -243,8 +280,9 @@ def test_invites_are_refused_when_configured() -> None:
     """invites: reject: 403 M_FORBIDDEN, nothing remembered."""
     h = Harness(invites_accept=False)
     room, pdu, event_id = _remote_invite()
-    status, body = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}",
-                          {"event": pdu, "room_version": "12"})
+    status, body = h.call(
+        "PUT", f"/v2/invite/{room.room_id}/{event_id}", {"event": pdu, "room_version": "12"}
+    )
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
     assert h.store.invites() == []
 
@@ -258,14 +296,13 @@ def test_invite_refusals() -> None:
     body = {"event": pdu, "room_version": "12"}
     status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/$other", body)
     assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
-    status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}",
-                            {"event": pdu, "room_version": "99"})
+    status, answer = h.call(
+        "PUT", f"/v2/invite/{room.room_id}/{event_id}", {"event": pdu, "room_version": "99"}
+    )
     assert (status, answer["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION")
-    status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}", body,
-                            origin="c.test")
+    status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}", body, origin="c.test")
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
-    status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}",
-                            {"room_version": "12"})
+    status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}", {"room_version": "12"})
     assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
 
 
@@ -284,8 +321,9 @@ def test_a_message_from_a_joined_remote_user_is_accepted() -> None:
     h = Harness()
     room = _joined_room(h)
     built = build(room, BOB, "m.room.message", {"body": "hi"}, ts=TS + 1)
-    status, body = h.call("PUT", "/v1/send/t1", {"origin": "b.test", "origin_server_ts": TS,
-                                                 "pdus": [built.pdu]})
+    status, body = h.call(
+        "PUT", "/v1/send/t1", {"origin": "b.test", "origin_server_ts": TS, "pdus": [built.pdu]}
+    )
     assert (status, body) == (200, {"pdus": {built.event.event_id: {}}})
     record = room.events_since(0)[-1]
     assert (record.event_id, record.outcome) == (built.event.event_id, "accepted")
@@ -380,8 +418,9 @@ def test_backfill_answers_the_v_events_and_their_ancestors_deepest_first() -> No
     assert got == [ids[2], ids[1]]
     status, body = h.call("GET", f"/v1/backfill/{room.room_id}?v={ids[-1]}")
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
-    status, body = h.call("GET", f"/v1/backfill/{room.room_id}?v={ids[-1]}&limit=2",
-                          origin="c.test")
+    status, body = h.call(
+        "GET", f"/v1/backfill/{room.room_id}?v={ids[-1]}&limit=2", origin="c.test"
+    )
     assert (status, body) == (403, {"errcode": "M_FORBIDDEN", "error": "Host not in room."})
     status, body = h.call("GET", f"/v1/backfill/!nope:a.test?v={ids[-1]}&limit=2")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
@@ -393,8 +432,11 @@ def test_get_missing_events_answers_ancestors_oldest_first() -> None:
     h = Harness()
     room, ids = _room_with_history(h)
     path = f"/v1/get_missing_events/{room.room_id}"
-    status, body = h.call("POST", path, {"earliest_events": [ids[0]], "latest_events": [ids[2]],
-                                         "limit": 10, "min_depth": 0})
+    status, body = h.call(
+        "POST",
+        path,
+        {"earliest_events": [ids[0]], "latest_events": [ids[2]], "limit": 10, "min_depth": 0},
+    )
     assert status == 200
     assert [event_from_pdu(p, room.room_version).event_id for p in body["events"]] == [ids[1]]
     for bad in ({"latest_events": "x"}, {"latest_events": [], "limit": 1.5}, [1]):
@@ -415,14 +457,12 @@ def test_state_ids_and_state_are_the_state_before_the_event() -> None:
     assert set(body["auth_chain_ids"]) <= set(room.state_before(ids[1]).values())
     status, state = h.call("GET", f"/v1/state/{room.room_id}?event_id={ids[1]}")
     assert status == 200 and set(state) == {"pdus", "auth_chain"}
-    assert sorted(event_from_pdu(p, room.room_version).event_id
-                  for p in state["pdus"]) == expected
+    assert sorted(event_from_pdu(p, room.room_version).event_id for p in state["pdus"]) == expected
     status, body = h.call("GET", f"/v1/state_ids/{room.room_id}")
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
     status, body = h.call("GET", f"/v1/state_ids/{room.room_id}?event_id=$nope")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
-    status, body = h.call("GET", f"/v1/state/{room.room_id}?event_id={ids[1]}",
-                          origin="c.test")
+    status, body = h.call("GET", f"/v1/state/{room.room_id}?event_id={ids[1]}", origin="c.test")
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
 
 
@@ -465,7 +505,9 @@ def test_directory_answers_our_aliases() -> None:
     room = _joined_room(h)
     h.store.add_alias("lobby", room.room_id)
     assert h.call("GET", "/v1/query/directory?room_alias=%23lobby%3Aa.test") == (
-        200, {"room_id": room.room_id, "servers": ["a.test", "b.test"]})
+        200,
+        {"room_id": room.room_id, "servers": ["a.test", "b.test"]},
+    )
     for alias in ("%23nope%3Aa.test", "%23lobby%3Ab.test"):
         status, body = h.call("GET", f"/v1/query/directory?room_alias={alias}")
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
@@ -473,20 +515,22 @@ def test_directory_answers_our_aliases() -> None:
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
 
 
-
 def test_an_invite_into_a_room_we_hold_is_added_to_it() -> None:
     """Bob (b.test, joined) invites our Carol into our private room: the countersigned
     invite is among the room's events, accepted, and Carol is invited."""
     h = Harness()
     room = h.host("12", "private_chat")
-    invite_bob = build_membership(room, A_SIGNER, sender=ALICE, membership="invite",
-                                  target=BOB, now=TS)
+    invite_bob = build_membership(
+        room, A_SIGNER, sender=ALICE, membership="invite", target=BOB, now=TS
+    )
     room.add_event(invite_bob.event, TS, origin="a.test")
     join(room, BOB)
-    built = build_membership(room, B_SIGNER, sender=BOB, membership="invite", target=CAROL,
-                             now=TS)
-    status, body = h.call("PUT", f"/v2/invite/{room.room_id}/{built.event.event_id}",
-                          {"event": built.pdu, "room_version": "12"})
+    built = build_membership(room, B_SIGNER, sender=BOB, membership="invite", target=CAROL, now=TS)
+    status, body = h.call(
+        "PUT",
+        f"/v2/invite/{room.room_id}/{built.event.event_id}",
+        {"event": built.pdu, "room_version": "12"},
+    )
     assert status == 200, body
     record = room.record(built.event.event_id)
     assert record is not None and record.outcome == "accepted"

@@ -38,8 +38,9 @@ class Recorder:
         self.held: list[Deferred[Any]] = []
         self.hold = False
 
-    def request(self, method: str, destination: str, path_and_query: str,
-                content: Any = None) -> Deferred[Any]:
+    def request(
+        self, method: str, destination: str, path_and_query: str, content: Any = None
+    ) -> Deferred[Any]:
         self.calls.append((method, destination, path_and_query, content))
         if self.hold:
             d: Deferred[Any] = Deferred()
@@ -75,8 +76,7 @@ def test_a_transaction_has_the_shape_synapse_sends() -> None:
     assert path == f"/_matrix/federation/v1/send/{sender.transaction_ids[0]}"
     assert body == {"origin": "a.test", "origin_server_ts": 5000, "pdus": [pdu(0)]}
     sender.send_edu("b.test", "m.typing", {"typing": True})
-    assert recorder.calls[1][3]["edus"] == [{"edu_type": "m.typing",
-                                             "content": {"typing": True}}]
+    assert recorder.calls[1][3]["edus"] == [{"edu_type": "m.typing", "content": {"typing": True}}]
     assert recorder.calls[1][3]["pdus"] == []
 
 
@@ -146,8 +146,7 @@ def test_a_full_queue_drops_the_oldest_edus_and_logs_dropped_pdus() -> None:
     """Past MAX_QUEUED_EDUS the oldest EDUs go; past MAX_QUEUED_PDUS the oldest PDU goes
     and is recorded as a dropped delivery (never silently)."""
     recorder = Recorder()
-    sender = TransactionSender(Clock(), "a.test", recorder, random.Random(3),
-                               max_queued_pdus=3)
+    sender = TransactionSender(Clock(), "a.test", recorder, random.Random(3), max_queued_pdus=3)
     recorder.hold = True
     sender.send_pdu("b.test", "$inflight", pdu(0))
     for n in range(5):
@@ -157,8 +156,7 @@ def test_a_full_queue_drops_the_oldest_edus_and_logs_dropped_pdus() -> None:
     assert sender.queued("b.test") == (3, MAX_QUEUED_EDUS)
     dropped = [d.event_id for d in sender.deliveries("b.test")]
     assert dropped == ["$q0", "$q1"]
-    assert all("dropped" in (d.result or {}).get("error", "")
-               for d in sender.deliveries("b.test"))
+    assert all("dropped" in (d.result or {}).get("error", "") for d in sender.deliveries("b.test"))
     recorder.hold = False
     recorder.held.pop(0).callback(Answer(200, b"{}"))
     edus = [e["content"]["n"] for c in recorder.calls[1:] for e in c[3].get("edus", [])]

@@ -96,8 +96,9 @@ def test_join_without_servers_is_404_and_unreachable_is_typed() -> None:
     error = failure_now(b.service.join(room_id, "bob", [])).value
     assert isinstance(error, MatrixError) and error.status == 404
     network.down.add("a.test")
-    assert isinstance(failure_now(b.service.join(room_id, "bob", ["a.test"])).value,
-                      RemoteUnreachable)
+    assert isinstance(
+        failure_now(b.service.join(room_id, "bob", ["a.test"])).value, RemoteUnreachable
+    )
     network.down.clear()
     refused = failure_now(b.service.join("!nope:a.test", "bob", ["a.test"])).value
     assert isinstance(refused, RemoteRefused) and refused.status == 404
@@ -114,8 +115,9 @@ def test_a_send_join_refused_by_one_server_is_tried_on_the_next() -> None:
     answer = result_now(b.service.join(room_id, "bob", ["c.test", "a.test"]))
     assert answer["room_id"] == room_id
     assert network.paths("b.test", "/send_join/") and b.room(room_id).members[BOB] == "join"
-    assert [s.destination for s in network.sent
-            if s.origin == "b.test" and "/send_join/" in s.path] == ["c.test", "a.test"]
+    assert [
+        s.destination for s in network.sent if s.origin == "b.test" and "/send_join/" in s.path
+    ] == ["c.test", "a.test"]
 
 
 @ALL
@@ -128,7 +130,10 @@ def test_invite_a_remote_user_who_then_joins_through_the_inviter(version: str) -
     invite = result_now(a.service.invite(room_id, "alice", BOB))
     sent = [s for s in network.sent if "/v2/invite/" in s.path]
     assert [p["type"] for p in sent[0].body["invite_room_state"]] == [
-        "m.room.create", "m.room.join_rules", "m.room.member"]
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.member",
+    ]
     stored = a.room(room_id).get_event(invite["event_id"])
     assert stored is not None and set(stored.pdu["signatures"]) == {"a.test", "b.test"}
     assert b.store.invite_for(room_id, BOB) is not None
@@ -181,9 +186,14 @@ def _unsent(peer: Peer, room_id: str, count: int) -> list[str]:
     room = peer.room(room_id)
     ids = []
     for n in range(count):
-        built = build_in_room(room, A_SIGNER, sender=ALICE, event_type=MESSAGE,
-                              content={"msgtype": "m.text", "body": f"unsent {n}"},
-                              now=int(peer.network.clock.seconds() * 1000))
+        built = build_in_room(
+            room,
+            A_SIGNER,
+            sender=ALICE,
+            event_type=MESSAGE,
+            content={"msgtype": "m.text", "body": f"unsent {n}"},
+            now=int(peer.network.clock.seconds() * 1000),
+        )
         add_own_event(room, built, int(peer.network.clock.seconds() * 1000), "a.test")
         ids.append(built.event.event_id)
     return ids
@@ -239,10 +249,12 @@ def test_tampered_events_are_sent_but_not_added() -> None:
     "content": b keeps a redacted copy (content hash mismatch). Neither is in a's room."""
     network, a, b = two_peers()
     room_id = joined(network, a, b)
-    bad_sig = result_now(a.service.send(room_id, "alice", MESSAGE, {"body": "x"},
-                                        tamper="signature"))["event_id"]
-    bad_content = result_now(a.service.send(room_id, "alice", MESSAGE, {"body": "y"},
-                                            tamper="content"))["event_id"]
+    bad_sig = result_now(
+        a.service.send(room_id, "alice", MESSAGE, {"body": "x"}, tamper="signature")
+    )["event_id"]
+    bad_content = result_now(
+        a.service.send(room_id, "alice", MESSAGE, {"body": "y"}, tamper="content")
+    )["event_id"]
     assert a.room(room_id).get_event(bad_sig) is None
     assert a.room(room_id).get_event(bad_content) is None
     results = {d.event_id: d.result for d in a.service.sender.deliveries("b.test")}
@@ -257,8 +269,9 @@ def test_a_withheld_event_is_fetched_by_the_other_server() -> None:
     event names it in prev_events, so b fetches it with get_missing_events and has both."""
     network, a, b = two_peers()
     room_id = joined(network, a, b)
-    withheld = result_now(a.service.send(room_id, "alice", MESSAGE, {"body": "held"},
-                                         destinations=[]))["event_id"]
+    withheld = result_now(
+        a.service.send(room_id, "alice", MESSAGE, {"body": "held"}, destinations=[])
+    )["event_id"]
     assert a.room(room_id).get_event(withheld) is not None
     assert b.room(room_id).get_event(withheld) is None
     after = say(a, room_id, "alice", "after")
@@ -273,8 +286,11 @@ def test_overrides_choose_prev_events_and_timestamp() -> None:
     room_id = joined(network, a, b)
     first = say(a, room_id, "alice", "one")
     say(a, room_id, "alice", "two")
-    answer = result_now(a.service.send(room_id, "alice", MESSAGE, {"body": "fork"},
-                                       prev_events=[first], origin_server_ts=1234))
+    answer = result_now(
+        a.service.send(
+            room_id, "alice", MESSAGE, {"body": "fork"}, prev_events=[first], origin_server_ts=1234
+        )
+    )
     event = b.room(room_id).get_event(answer["event_id"])
     assert event is not None and event.prev_event_ids == (first,)
     assert event.origin_server_ts == 1234
@@ -325,12 +341,19 @@ def test_edus_reach_the_other_server_and_its_long_poll() -> None:
     network, a, b = two_peers()
     room_id = joined(network, a, b)
     poll = b.service.edus(0, 10_000)
-    result_now(a.service.send_edu(room_id, "m.typing",
-                                  {"room_id": room_id, "user_id": ALICE, "typing": True}))
+    result_now(
+        a.service.send_edu(
+            room_id, "m.typing", {"room_id": room_id, "user_id": ALICE, "typing": True}
+        )
+    )
     answer = result_now(poll)
-    assert answer["edus"] == [{"origin": "a.test", "edu_type": "m.typing",
-                               "content": {"room_id": room_id, "user_id": ALICE,
-                                           "typing": True}}]
+    assert answer["edus"] == [
+        {
+            "origin": "a.test",
+            "edu_type": "m.typing",
+            "content": {"room_id": room_id, "user_id": ALICE, "typing": True},
+        }
+    ]
     assert answer["next"] == 1
     assert result_now(b.service.edus(1, 0)) == {"edus": [], "next": 1}
 
@@ -339,12 +362,19 @@ def test_federation_request_answers_any_status() -> None:
     """A raw signed request answers {status, body} for a refusal too; no answer at all
     is RemoteUnreachable."""
     network, a, _b = two_peers()
-    answer = result_now(a.service.federation_request(
-        "b.test", "GET", "/_matrix/federation/v1/state_ids/!x:b.test?event_id=%24e", None))
+    answer = result_now(
+        a.service.federation_request(
+            "b.test", "GET", "/_matrix/federation/v1/state_ids/!x:b.test?event_id=%24e", None
+        )
+    )
     assert answer["status"] == 404 and answer["body"]["errcode"] == "M_NOT_FOUND"
     network.down.add("b.test")
-    assert isinstance(failure_now(a.service.federation_request(
-        "b.test", "GET", "/_matrix/federation/v1/version", None)).value, RemoteUnreachable)
+    assert isinstance(
+        failure_now(
+            a.service.federation_request("b.test", "GET", "/_matrix/federation/v1/version", None)
+        ).value,
+        RemoteUnreachable,
+    )
 
 
 def test_federation_request_with_an_unsendable_path_is_400() -> None:
@@ -353,14 +383,19 @@ def test_federation_request_with_an_unsendable_path_is_400() -> None:
     network = Network()
 
     class RefusingClient:
-        def request(self, method: str, destination: str, path_and_query: str,
-                    content: object = None) -> Deferred[object]:
+        def request(
+            self, method: str, destination: str, path_and_query: str, content: object = None
+        ) -> Deferred[object]:
             raise ValueError(f"the path must start with '/': {path_and_query!r}")
 
-    service = RoomService(clock=network.clock, signer=A_SIGNER,
-                          store=RoomStore("a.test", TransactionMemory(network.clock)),
-                          client=RefusingClient(), fetch_verify_key=network.fetch_key,
-                          rng=random.Random(1))
+    service = RoomService(
+        clock=network.clock,
+        signer=A_SIGNER,
+        store=RoomStore("a.test", TransactionMemory(network.clock)),
+        client=RefusingClient(),
+        fetch_verify_key=network.fetch_key,
+        rng=random.Random(1),
+    )
     error = failure_now(service.federation_request("b.test", "GET", "nope", None)).value
     assert isinstance(error, MatrixError) and error.status == 400
 
@@ -381,8 +416,12 @@ def test_local_refusals_are_matrix_errors() -> None:
         error = failure_now(d).value
         assert isinstance(error, MatrixError)
         codes.append((error.status, error.errcode))
-    assert codes == [(404, "M_NOT_FOUND"), (400, "M_INVALID_PARAM"),
-                     (400, "M_UNSUPPORTED_ROOM_VERSION"), (403, "M_FORBIDDEN")]
+    assert codes == [
+        (404, "M_NOT_FOUND"),
+        (400, "M_INVALID_PARAM"),
+        (400, "M_UNSUPPORTED_ROOM_VERSION"),
+        (403, "M_FORBIDDEN"),
+    ]
 
 
 def test_status_and_room_info() -> None:
@@ -390,8 +429,11 @@ def test_status_and_room_info() -> None:
     and forward extremities."""
     network, a, b = two_peers()
     room_id = joined(network, a, b)
-    assert a.service.status() == {"server_name": "a.test", "room_versions": ["10", "11", "12"],
-                                  "rooms": [room_id]}
+    assert a.service.status() == {
+        "server_name": "a.test",
+        "room_versions": ["10", "11", "12"],
+        "rooms": [room_id],
+    }
     info = b.service.room_info(room_id)
     assert info["members"] == {ALICE: "join", BOB: "join"}
     assert info["servers"] == ["a.test", "b.test"]

@@ -28,17 +28,16 @@ def _fork(room: RoomBuilder) -> tuple[dict[tuple[str, str], str], dict[tuple[str
     return dict(room.state), dict(room.state)
 
 
-def _resolve(room: RoomBuilder, *states: dict[tuple[str, str], str]) -> dict[
-        tuple[str, str], str]:
+def _resolve(room: RoomBuilder, *states: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
     return resolve_state(room.version, states, room.get)
 
 
 def test_split_state_separates_agreeing_keys() -> None:
     """Keys with one value in every state are unconflicted; the rest are conflicted,
     including keys missing from some state."""
-    unconflicted, conflicted = split_state([{("a", ""): "$1", ("b", ""): "$2"},
-                                            {("a", ""): "$1", ("b", ""): "$3",
-                                             ("c", ""): "$4"}])
+    unconflicted, conflicted = split_state(
+        [{("a", ""): "$1", ("b", ""): "$2"}, {("a", ""): "$1", ("b", ""): "$3", ("c", ""): "$4"}]
+    )
     assert unconflicted == {("a", ""): "$1"}
     assert conflicted == {"$2", "$3", "$4"}
 
@@ -72,8 +71,9 @@ def test_demotion_beats_a_concurrent_ban_by_the_demoted_user(version: str) -> No
     room.member(CAROL, "join")
     carol_join = room.state[("m.room.member", CAROL)]
     a, b = _fork(room)
-    demote = room.send("m.room.power_levels", ALICE, _levels(version, {}), state_key="",
-                       state=a, ts=5000)
+    demote = room.send(
+        "m.room.power_levels", ALICE, _levels(version, {}), state_key="", state=a, ts=5000
+    )
     room.member(CAROL, "ban", BOB, state=b, ts=1)
     resolved = _resolve(room, a, b)
     assert resolved[PL] == demote.event_id
@@ -85,8 +85,9 @@ def test_join_rules_change_beats_a_concurrent_join(version: str) -> None:
     """A concurrent switch to invite-only wins over a join that needed the public rule."""
     room = standard_room(version)
     a, b = _fork(room)
-    invite_only = room.send("m.room.join_rules", ALICE, {"join_rule": "invite"},
-                            state_key="", state=a)
+    invite_only = room.send(
+        "m.room.join_rules", ALICE, {"join_rule": "invite"}, state_key="", state=a
+    )
     room.member(DAVE, "join", state=b)
     resolved = _resolve(room, a, b)
     assert resolved[JR] == invite_only.event_id
@@ -100,10 +101,22 @@ def test_power_level_conflict_orders_by_sender_power_before_time(version: str) -
     room = standard_room(version, users={BOB: 50})
     room.member(BOB, "join")
     a, b = _fork(room)
-    room.send("m.room.power_levels", ALICE, _levels(version, {BOB: 50}, users_default=7),
-              state_key="", state=a, ts=5000)
-    bobs = room.send("m.room.power_levels", BOB, _levels(version, {BOB: 50}, users_default=5),
-                     state_key="", state=b, ts=10)
+    room.send(
+        "m.room.power_levels",
+        ALICE,
+        _levels(version, {BOB: 50}, users_default=7),
+        state_key="",
+        state=a,
+        ts=5000,
+    )
+    bobs = room.send(
+        "m.room.power_levels",
+        BOB,
+        _levels(version, {BOB: 50}, users_default=5),
+        state_key="",
+        state=b,
+        ts=10,
+    )
     assert _resolve(room, a, b)[PL] == bobs.event_id
 
 
@@ -113,10 +126,24 @@ def test_equal_power_conflict_breaks_ties_by_origin_server_ts(version: str) -> N
     room = standard_room(version, users={BOB: 100})
     room.member(BOB, "join")
     a, b = _fork(room)
-    room.send("m.room.power_levels", ALICE, _levels(version, {BOB: 100}, users_default=1),
-              state_key="", state=a, ts=2000, event_id="$zz-alice")
-    newer = room.send("m.room.power_levels", BOB, _levels(version, {BOB: 100}, ban=60),
-                      state_key="", state=b, ts=2001, event_id="$aa-bob")
+    room.send(
+        "m.room.power_levels",
+        ALICE,
+        _levels(version, {BOB: 100}, users_default=1),
+        state_key="",
+        state=a,
+        ts=2000,
+        event_id="$zz-alice",
+    )
+    newer = room.send(
+        "m.room.power_levels",
+        BOB,
+        _levels(version, {BOB: 100}, ban=60),
+        state_key="",
+        state=b,
+        ts=2001,
+        event_id="$aa-bob",
+    )
     assert _resolve(room, a, b)[PL] == newer.event_id
 
 
@@ -126,10 +153,24 @@ def test_equal_power_and_time_breaks_ties_by_event_id(version: str) -> None:
     room = standard_room(version, users={BOB: 100})
     room.member(BOB, "join")
     a, b = _fork(room)
-    larger = room.send("m.room.power_levels", ALICE, _levels(version, {BOB: 100}, kick=60),
-                       state_key="", state=a, ts=2000, event_id="$zz")
-    room.send("m.room.power_levels", BOB, _levels(version, {BOB: 100}, ban=60),
-              state_key="", state=b, ts=2000, event_id="$aa")
+    larger = room.send(
+        "m.room.power_levels",
+        ALICE,
+        _levels(version, {BOB: 100}, kick=60),
+        state_key="",
+        state=a,
+        ts=2000,
+        event_id="$zz",
+    )
+    room.send(
+        "m.room.power_levels",
+        BOB,
+        _levels(version, {BOB: 100}, ban=60),
+        state_key="",
+        state=b,
+        ts=2000,
+        event_id="$aa",
+    )
     assert _resolve(room, a, b)[PL] == larger.event_id
 
 
@@ -141,10 +182,22 @@ def test_v12_creator_outranks_a_listed_admin(version: str, winner: str) -> None:
     room = standard_room(version, users={BOB: 100})
     room.member(BOB, "join")
     a, b = _fork(room)
-    alices = room.send("m.room.power_levels", ALICE, _levels(version, {BOB: 100}, kick=60),
-                       state_key="", state=a, ts=9000)
-    bobs = room.send("m.room.power_levels", BOB, _levels(version, {BOB: 100}, ban=60),
-                     state_key="", state=b, ts=1)
+    alices = room.send(
+        "m.room.power_levels",
+        ALICE,
+        _levels(version, {BOB: 100}, kick=60),
+        state_key="",
+        state=a,
+        ts=9000,
+    )
+    bobs = room.send(
+        "m.room.power_levels",
+        BOB,
+        _levels(version, {BOB: 100}, ban=60),
+        state_key="",
+        state=b,
+        ts=1,
+    )
     expected = {"alice": alices, "bob": bobs}[winner]
     assert _resolve(room, a, b)[PL] == expected.event_id
 
@@ -158,22 +211,25 @@ def test_mainline_ordering_applies_events_on_newer_power_levels_last(version: st
     room.member(CAROL, "join")
     a, b = _fork(room)
     room.send("m.room.topic", BOB, {"topic": "bob"}, state_key="", state=a, ts=9000)
-    room.send("m.room.power_levels", ALICE, _levels(version, {BOB: 50, CAROL: 50},
-                                                     users_default=1), state_key="", state=b)
+    room.send(
+        "m.room.power_levels",
+        ALICE,
+        _levels(version, {BOB: 50, CAROL: 50}, users_default=1),
+        state_key="",
+        state=b,
+    )
     carols = room.send("m.room.topic", CAROL, {"topic": "carol"}, state_key="", state=b, ts=1)
     assert _resolve(room, a, b)[TOPIC] == carols.event_id
 
 
-def _reset_scenario(version: str) -> tuple[RoomBuilder, str, str, list[dict[
-        tuple[str, str], str]]]:
+def _reset_scenario(version: str) -> tuple[RoomBuilder, str, str, list[dict[tuple[str, str], str]]]:
     """Bob (a moderator) switches the room to invite-only, and is banned; one state set
     has his join rules and the ban, the other the old join rules and the same ban."""
     room = standard_room(version, users={BOB: 50})
     old_rules = room.state[JR]
     room.member(BOB, "join")
     a, b = _fork(room)
-    bobs_rules = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="",
-                           state=a)
+    bobs_rules = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="", state=a)
     ban = room.member(BOB, "ban", ALICE, state=dict(room.state))
     a[("m.room.member", BOB)] = b[("m.room.member", BOB)] = ban.event_id
     return room, old_rules, bobs_rules.event_id, [a, b]
@@ -220,13 +276,15 @@ def test_missing_event_is_reported(version: str) -> None:
     assert raised.value.event_id == "$nowhere"
 
 
-def _long_power_chain(version: str, length: int) -> tuple[RoomBuilder, dict[
-        tuple[str, str], str], dict[tuple[str, str], str]]:
+def _long_power_chain(
+    version: str, length: int
+) -> tuple[RoomBuilder, dict[tuple[str, str], str], dict[tuple[str, str], str]]:
     room = standard_room(version)
     start = dict(room.state)
     for n in range(length):
-        room.send("m.room.power_levels", ALICE, _levels(version, {}, users_default=n % 3),
-                  state_key="")
+        room.send(
+            "m.room.power_levels", ALICE, _levels(version, {}, users_default=n % 3), state_key=""
+        )
     return room, start, dict(room.state)
 
 
@@ -264,10 +322,8 @@ def test_rejected_auth_events_are_not_fallen_back_on() -> None:
     room = standard_room("12", users={BOB: 50})
     bob_join = room.member(BOB, "join")
     a, b = _fork(room)
-    bobs = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="",
-                     state=a)
-    alices = room.send("m.room.join_rules", ALICE, {"join_rule": "knock"}, state_key="",
-                       state=b)
+    bobs = room.send("m.room.join_rules", BOB, {"join_rule": "invite"}, state_key="", state=a)
+    alices = room.send("m.room.join_rules", ALICE, {"join_rule": "knock"}, state_key="", state=b)
     ban = room.member(BOB, "ban", ALICE, state=dict(room.state))
     a[("m.room.member", BOB)] = b[("m.room.member", BOB)] = ban.event_id
     assert resolve_state(room.version, [a, b], room.get)[JR] == bobs.event_id

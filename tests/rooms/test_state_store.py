@@ -35,8 +35,9 @@ def test_long_delta_chains_are_folded_into_snapshots() -> None:
     node: StateNode = EMPTY_STATE
     for i in range(MIN_DELTAS_BEFORE_SNAPSHOT * 3):
         node = node.with_changes({("m.room.member", f"@u{i}:x"): f"${i}"})
-        assert node.chain_entries <= max(MIN_DELTAS_BEFORE_SNAPSHOT,
-                                         node.size // state_store.SNAPSHOT_SIZE_DIVISOR)
+        assert node.chain_entries <= max(
+            MIN_DELTAS_BEFORE_SNAPSHOT, node.size // state_store.SNAPSHOT_SIZE_DIVISOR
+        )
     assert len(node.materialise()) == MIN_DELTAS_BEFORE_SNAPSHOT * 3
 
 
@@ -49,13 +50,18 @@ def test_diff_to_turns_one_map_into_another() -> None:
 
 def _message(room: Room, n: int, prev: str, depth: int, auth: list[str]) -> Event:
     pdu: dict[str, Any] = {
-        "type": "m.room.message", "sender": ALICE, "content": {"body": f"m{n}"},
-        "room_id": room.room_id, "prev_events": [prev], "auth_events": auth,
-        "depth": depth, "origin_server_ts": n, "hashes": {"sha256": "x"},
+        "type": "m.room.message",
+        "sender": ALICE,
+        "content": {"body": f"m{n}"},
+        "room_id": room.room_id,
+        "prev_events": [prev],
+        "auth_events": auth,
+        "depth": depth,
+        "origin_server_ts": n,
+        "hashes": {"sha256": "x"},
         "signatures": {"a.test": {"ed25519:a1": "x"}},
     }
-    return Event(event_id=f"$m{n}", room_version=room.room_version, pdu=pdu,
-                 room_id=room.room_id)
+    return Event(event_id=f"$m{n}", room_version=room.room_version, pdu=pdu, room_id=room.room_id)
 
 
 def test_ten_thousand_messages_share_one_state_map() -> None:

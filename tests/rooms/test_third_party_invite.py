@@ -34,16 +34,24 @@ def _room(public_key: bytes | None = None) -> RoomBuilder:
     room = standard_room("12")
     room.member(BOB, "join")
     key = public_key or bytes(SigningKey(SEED).verify_key)
-    room.send("m.room.third_party_invite", BOB, {"public_keys": [{"public_key": _b64(key)}]},
-              state_key=TOKEN)
+    room.send(
+        "m.room.third_party_invite",
+        BOB,
+        {"public_keys": [{"public_key": _b64(key)}]},
+        state_key=TOKEN,
+    )
     return room
 
 
-def _invite(room: RoomBuilder, third_party: object, sender: str = BOB,
-            target: str = CAROL) -> Event:
-    return room.build("m.room.member", sender,
-                      {"membership": "invite", "third_party_invite": third_party},
-                      state_key=target)
+def _invite(
+    room: RoomBuilder, third_party: object, sender: str = BOB, target: str = CAROL
+) -> Event:
+    return room.build(
+        "m.room.member",
+        sender,
+        {"membership": "invite", "third_party_invite": third_party},
+        state_key=target,
+    )
 
 
 def _rejected(room: RoomBuilder, event: Event, rule: str) -> None:
@@ -61,8 +69,12 @@ def test_single_public_key_property_is_used() -> None:
     """Rule 5.4.1.7.1: the `public_key` property counts as well as `public_keys`."""
     room = standard_room("12")
     room.member(BOB, "join")
-    room.send("m.room.third_party_invite", BOB,
-              {"public_key": _b64(bytes(SigningKey(SEED).verify_key))}, state_key=TOKEN)
+    room.send(
+        "m.room.third_party_invite",
+        BOB,
+        {"public_key": _b64(bytes(SigningKey(SEED).verify_key))},
+        state_key=TOKEN,
+    )
     check_auth(_invite(room, {"signed": _signed()}), room.auth_state())
 
 

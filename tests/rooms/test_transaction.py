@@ -38,11 +38,13 @@ def _setup() -> tuple[Room, TransactionMemory, Clock]:
     return room, TransactionMemory(clock), clock
 
 
-def _send(room: Room, memory: TransactionMemory, txn_id: str, body: Any,
-          origin: str = "b.test") -> TransactionOutcome:
+def _send(
+    room: Room, memory: TransactionMemory, txn_id: str, body: Any, origin: str = "b.test"
+) -> TransactionOutcome:
     rooms = {room.room_id: room}
-    return process_transaction(origin, txn_id, body, rooms=rooms.get,
-                               verify=verify_with_keys(lookup), memory=memory, now=0)
+    return process_transaction(
+        origin, txn_id, body, rooms=rooms.get, verify=verify_with_keys(lookup), memory=memory, now=0
+    )
 
 
 def _message(room: Room, body: str) -> dict[str, Any]:
@@ -53,21 +55,23 @@ def test_a_valid_pdu_is_answered_empty_and_added() -> None:
     """A good PDU gets {} and is added to its room as accepted."""
     room, memory, _ = _setup()
     pdu = _message(room, "hi")
-    outcome = _send(room, memory, "t1", {"origin": "b.test", "origin_server_ts": 0,
-                                         "pdus": [pdu]})
+    outcome = _send(room, memory, "t1", {"origin": "b.test", "origin_server_ts": 0, "pdus": [pdu]})
     (record,) = outcome.added
     assert outcome.response == {"pdus": {record.event_id: {}}}
     assert record.outcome == "accepted"
 
 
-@pytest.mark.parametrize(("pdus", "edus"), [
-    (MAX_PDUS_PER_TRANSACTION + 1, 0), (0, MAX_EDUS_PER_TRANSACTION + 1)])
+@pytest.mark.parametrize(
+    ("pdus", "edus"), [(MAX_PDUS_PER_TRANSACTION + 1, 0), (0, MAX_EDUS_PER_TRANSACTION + 1)]
+)
 def test_too_many_pdus_or_edus_is_400_empty(pdus: int, edus: int) -> None:
     """More than 50 PDUs or 100 EDUs: 400 {} and nothing processed or remembered."""
     room, memory, _ = _setup()
     before = len(room)
-    body = {"pdus": [_message(room, "x")] * pdus,
-            "edus": [{"edu_type": "m.typing", "content": {}}] * edus}
+    body = {
+        "pdus": [_message(room, "x")] * pdus,
+        "edus": [{"edu_type": "m.typing", "content": {}}] * edus,
+    }
     with pytest.raises(TransactionRefused) as caught:
         _send(room, memory, "t1", body)
     assert (caught.value.status, caught.value.body) == (400, {})
@@ -126,7 +130,8 @@ def test_a_bad_signature_is_a_per_pdu_error() -> None:
     outcome = _send(room, memory, "t1", {"pdus": [pdu]})
     (entry,) = outcome.response["pdus"].values()
     assert entry["error"].startswith(
-        "ERROR 403: unable to verify signature for sender domain b.test")
+        "ERROR 403: unable to verify signature for sender domain b.test"
+    )
     assert outcome.added == ()
 
 
@@ -184,10 +189,21 @@ def test_missing_prev_events_leave_the_event_pending() -> None:
 def test_edus_are_returned_with_their_origin() -> None:
     """Well-formed EDUs are handed back; malformed ones dropped."""
     room, memory, _ = _setup()
-    outcome = _send(room, memory, "t1", {"pdus": [], "edus": [
-        {"edu_type": "m.typing", "content": {"room_id": room.room_id, "user_id": BOB,
-                                             "typing": True}},
-        {"content": {}}]})
+    outcome = _send(
+        room,
+        memory,
+        "t1",
+        {
+            "pdus": [],
+            "edus": [
+                {
+                    "edu_type": "m.typing",
+                    "content": {"room_id": room.room_id, "user_id": BOB, "typing": True},
+                },
+                {"content": {}},
+            ],
+        },
+    )
     assert [(e.origin, e.edu_type) for e in outcome.edus] == [("b.test", "m.typing")]
 
 
@@ -195,9 +211,13 @@ def test_a_join_authorised_by_another_server_needs_its_signature() -> None:
     """verify_with_keys requires the authorising user's server to sign a restricted
     join too."""
     room = new_room("12").room
-    pdu = build(room, BOB, "m.room.member", {
-        "membership": "join", "join_authorised_via_users_server": ALICE}, state_key=BOB).pdu
-    event = Event(event_id="$x", room_version=room.room_version, pdu=pdu,
-                  room_id=room.room_id)
+    pdu = build(
+        room,
+        BOB,
+        "m.room.member",
+        {"membership": "join", "join_authorised_via_users_server": ALICE},
+        state_key=BOB,
+    ).pdu
+    event = Event(event_id="$x", room_version=room.room_version, pdu=pdu, room_id=room.room_id)
     with pytest.raises(SignatureFailure, match=r"a\.test"):
         verify_with_keys(lookup)(event)

@@ -13,9 +13,19 @@ from stubserver.testing._files import write_peer_files
 
 def _files(tmp_path: Path, control_bind: str, control_port: int) -> Path:
     files = write_peer_files(
-        tmp_path, server_name="peer.test:8448", bind="127.0.0.40", port=8448, ca=None,
-        dns_servers=(), allow_ips=(), ca_files=(), tls_name_list=(), room_version=None,
-        invites="accept", users=None, extra_config=None,
+        tmp_path,
+        server_name="peer.test:8448",
+        bind="127.0.0.40",
+        port=8448,
+        ca=None,
+        dns_servers=(),
+        allow_ips=(),
+        ca_files=(),
+        tls_name_list=(),
+        room_version=None,
+        invites="accept",
+        users=None,
+        extra_config=None,
     )
     raw = yaml.safe_load(files.config_path.read_text())
     for listener in raw["listeners"]:

@@ -101,15 +101,30 @@ def test_served_routes_are_the_federation_listeners_route_table(tmp_path: Path) 
     """SERVED_ROUTES (strict mode's copy) is exactly what `run` serves on a federation
     listener of a server with rooms: key document and version, profile, notary, rooms."""
     out = subprocess.run(
-        [sys.executable, "-m", "stubserver", "generate", "--server-name", "r.test",
-         "--dir", str(tmp_path), "--port", "0"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "stubserver",
+            "generate",
+            "--server-name",
+            "r.test",
+            "--dir",
+            str(tmp_path),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     config = load_config(Path(out))
     reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
     parts = site_parts(config, reactor, build_federation_extensions(config, reactor))
     keys = KeyDocumentSource(
-        reactor, config.server_name, config.signing_keys, config.old_signing_keys,
+        reactor,
+        config.server_name,
+        config.signing_keys,
+        config.old_signing_keys,
         config.key_refresh_interval_ms,
     )
     table = routes_for(frozenset({"federation"}), config, keys, parts.extra_routes)
