@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 
 from stubserver.config import Config, ListenerConfig
+from stubserver.discovery.resolution import Target
 from stubserver.server.federation import build_federation_extensions
 from stubserver.server.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
 from stubserver.server.run import site_parts
@@ -120,9 +121,9 @@ def keys(valid_until_ts: int, old_expired_ts: int = 0) -> ServerKeys:
         {KEY.key_id: KEY.key.verify_key},
         {OTHER.key_id: (OTHER.key.verify_key, old_expired_ts)},
         valid_until_ts,
-        {},
-        None,
-    )  # type: ignore[arg-type]
+        b"{}",
+        Target("b.test", 8448, (), "b.test", "b.test", "default_port"),
+    )
 
 
 def test_a_key_counts_while_valid() -> None:
