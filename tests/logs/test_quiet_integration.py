@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from stubserver.testing import Peer
+from stubserver.testing import ControlError, Peer
 from stubserver.tls.certificates import make_ca
 from tests.support import dns_server_process, named_peer, start_stubserver, write_stub
 
@@ -97,6 +97,41 @@ def test_at_log_level_debug_twisted_lines_come_back(tmp_path: Path, dns_server: 
         text = a.stderr_text()
     assert re.search(r"DNSDatagramProtocol starting on \d+", text), text[-2000:]
     assert re.search(r"\(UDP Port \d+ Closed\)", text), text[-2000:]
+
+
+def test_an_inbound_refusal_is_one_line_naming_the_peer_and_the_reason(
+    tmp_path: Path, dns_server: str
+) -> None:
+    """B refusing A's request (an unknown user: 404) adds exactly one line to B's log,
+    with A's name, the status, the errcode and the error."""
+    with (
+        _peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a,
+        _peer(tmp_path, "b.test", ADDRESS_B, dns_server) as b,
+    ):
+        _one_round(a, b)
+        before = b.stderr_text().splitlines()
+        answer = a.federation_request(b.server_name, "GET", _profile_path(b, "nobody"))
+        assert answer.status == 404
+        added = b.stderr_text().splitlines()[len(before) :]
+    assert len(added) == 1, added
+    assert "Refused GET /_matrix/federation/v1/query/profile?user_id=" in added[0]
+    assert f"from {a.server_name}: 404 M_NOT_FOUND: Profile was not found" in added[0]
+
+
+def test_an_outbound_failure_is_one_line_naming_the_peer_and_the_reason(
+    tmp_path: Path, dns_server: str
+) -> None:
+    """A request to a name that does not resolve adds exactly one line to the sender's log,
+    with the destination and the reason."""
+    with _peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
+        before = a.stderr_text().splitlines()
+        with pytest.raises(ControlError) as caught:
+            a.federation_request("nowhere.test", "GET", "/_matrix/federation/v1/version")
+        added = a.stderr_text().splitlines()[len(before) :]
+    assert caught.value.status == 502
+    assert len(added) == 1, added
+    assert "GET /_matrix/federation/v1/version to nowhere.test failed:" in added[0]
+    assert "NXDOMAIN" in added[0]
 
 
 @pytest.mark.parametrize(("extra_args", "shown"), [((), False), (("--verbose",), True)])
