@@ -8,6 +8,9 @@ Stable API (other test modules import it; extend, do not change):
 - :func:`start_stubserver` starts ``python -m stubserver run -c CONFIG`` and waits for
   its ready line; returns a :class:`StubProcess` (a context manager that terminates it).
 - :func:`run_stubserver_cli` runs any ``stubserver`` command to completion.
+- :func:`dns_server_process` runs ``python -m stubserver.devtools.dns_server`` on a zone
+  (a context manager yielding its ``HOST:PORT``); :func:`named_peer` starts a
+  ``stubserver.testing.Peer`` named ``HOST:PORT`` that resolves through it.
 - :func:`https_request` / :func:`https_get_json` make one HTTPS request with Python's
   ``ssl`` and ``http.client``, verifying the server's certificate against the test CA
   for the given name (real verification, no bypass).
@@ -31,11 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from twisted.internet.defer import Deferred
@@ -46,6 +50,9 @@ from twisted.web.resource import IResource
 from stubserver.discovery.server_name import parse_server_name
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert
+
+if TYPE_CHECKING:
+    from stubserver.testing import Peer
 
 _T = TypeVar("_T")
 
@@ -407,3 +414,48 @@ def has_fired(d: Deferred[Any]) -> bool:
 
     d.addBoth(note)
     return bool(fired)
+
+
+@contextmanager
+def dns_server_process(
+    zone_dir: Path, records: Sequence[Mapping[str, Any]], listen: str
+) -> Iterator[str]:
+    """Our DNS server answering ``records`` (zone JSON entries, written to
+    ``zone_dir/zone.json``) at ``listen`` (``HOST:0`` picks a port); yields its ``HOST:PORT``
+    and stops it on exit."""
+    zone = zone_dir / "zone.json"
+    zone.write_text(json.dumps({"records": list(records)}))
+    process = subprocess.Popen(
+        [PYTHON, "-m", "stubserver.devtools.dns_server", "--zone", str(zone), "--listen", listen],
+        stdout=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        yield str(ready["listen"][0])
+    finally:
+        process.terminate()
+        process.wait(DEFAULT_TIMEOUT_SECONDS)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+#: What named peers may dial (the blocklist's loopback exception).
+LOOPBACK_RANGE = "127.0.0.0/8"
+
+
+def named_peer(directory: Path, host: str, address: str, dns: str, **kwargs: Any) -> Peer:
+    """A ``stubserver.testing.Peer`` named ``host:<free port>`` on ``address``, resolving
+    with the DNS server ``dns`` and allowed to dial loopback; ``kwargs`` go to
+    ``Peer.start``."""
+    from stubserver.testing import Peer, free_port
+
+    return Peer.start(
+        directory,
+        server_name=f"{host}:{free_port(address)}",
+        bind=address,
+        dns_servers=[dns],
+        allow_ips=[LOOPBACK_RANGE],
+        **kwargs,
+    )

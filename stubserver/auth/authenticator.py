@@ -224,7 +224,10 @@ class RequestAuthenticator(Generic[KeysT]):
         except Exception as e:
             reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             self._remember_failure(origin, reason)
-            log.warn("Fetching the keys of {origin} failed: {reason}", origin=origin, reason=reason)
+            # The refusal that follows names the origin and this reason (issue 24).
+            log.debug(
+                "Fetching the keys of {origin} failed: {reason}", origin=origin, reason=reason
+            )
             raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}") from None
 
     def _may_refresh(self, origin: str) -> bool:

@@ -15,19 +15,9 @@ EXIT_CRASHED = 1
 
 def start_warning_logging(stream: TextIO) -> None:
     """Send twisted.logger events of level warn and above to ``stream``, once per process."""
-    from twisted.logger import (  # noqa: PLC0415 - main only
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
+    from stubserver.logs.output import start_logging  # noqa: PLC0415 - main only
 
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(stream), [predicate])],
-        redirectStandardIO=False,
-    )
+    start_logging(stream, "warn")
 
 
 def react_main(body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:

@@ -8,7 +8,8 @@ import argparse
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serve the config named by ``-c`` until SIGINT or SIGTERM (ConfigError: exit 2)."""
+    """Serve the config named by ``-c`` until SIGINT or SIGTERM (ConfigError: exit 2);
+    ``--verbose`` logs at debug level whatever the config's ``log_level``."""
     from stubserver.server.run import serve  # noqa: PLC0415 - imported when chosen
 
-    return serve(args.config)
+    return serve(args.config, verbose=args.verbose)

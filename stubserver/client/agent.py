@@ -50,6 +50,7 @@ from stubserver.client.cache import BoundedCache
 from stubserver.client.concurrency import OutboundLimiter, ReleasingResponse
 from stubserver.discovery.dns import AddressResolver
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
+from stubserver.logs.quiet import QuietHTTPConnectionPool
 from stubserver.tls.client import FederationTlsPolicy, InvalidTlsServerName
 
 if TYPE_CHECKING:
@@ -367,7 +368,7 @@ class MatrixFederationAgent:
         self._resolver = resolver
         self.limiter = limiter if limiter is not None else OutboundLimiter()
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+            pool = QuietHTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = POOL_MAX_PER_DESTINATION
             pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT_SECONDS
         pool.retryAutomatically = False

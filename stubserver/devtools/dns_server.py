@@ -213,6 +213,9 @@ class ZoneAuthority(ResolverBase):
 
 
 class _Factory(server.DNSServerFactory):
+    # No "Starting factory" line for every TCP query (issue 24).
+    noisy = False
+
     def gotResolverError(self, failure: Any, protocol: Any, message: Any, address: Any) -> None:
         rcode = dns.ENAME if failure.check(dns_error.AuthoritativeDomainError) else dns.ESERVER
         response = self._responseFromMessage(message=message, rCode=rcode)  # type: ignore[no-untyped-call]
@@ -264,6 +267,7 @@ def build_dns_server(
     authority = ZoneAuthority(records)
     factory = _Factory(authorities=[authority])  # type: ignore[no-untyped-call]
     protocol = dns.DNSDatagramProtocol(factory)  # type: ignore[no-untyped-call]
+    protocol.noisy = False
     bound: list[tuple[str, int]] = []
     ports: list[IListeningPort] = []
     for host, port in listen:

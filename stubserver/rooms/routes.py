@@ -337,7 +337,7 @@ def room_routes(
                 room.add_event(countersigned, now(), origin=origin)
             except RoomError as e:
                 # The /send that follows (or a fetch) brings what is missing.
-                log.info(
+                log.debug(
                     "Invite {event_id} not added yet: {error}", event_id=event.event_id, error=e
                 )
         if on_invite is not None:

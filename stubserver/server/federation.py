@@ -100,6 +100,7 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     """
     from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
     from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
+    from stubserver.server.refusals import RefusalLog  # noqa: PLC0415
     from stubserver.server.request_log import reactor_thread_runner  # noqa: PLC0415
     from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
     from stubserver.tls.client import CaFileError, load_ca_file  # noqa: PLC0415
@@ -128,11 +129,11 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     )
     authenticator = RequestAuthenticator(config.server_name, fetcher, reactor)
     request_log = None
-    observers: tuple[RequestObserver, ...] = ()
+    observers: tuple[RequestObserver, ...] = (RefusalLog(),)
     if config.request_log_path is not None:
         # Closed by run's shutdown, after open connections are aborted (_run.shut_down).
         request_log = RequestLog(config.request_log_path, reactor, reactor_thread_runner(reactor))
-        observers = (request_log,)
+        observers = (request_log, *observers)
     return FederationExtensions(
         routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),
         filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset),),

@@ -29,6 +29,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
+from stubserver.logs.legacy import at_debug_level
+from stubserver.logs.output import start_logging
 from stubserver.server.federation import FederationExtensions, build_federation_extensions
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import RequestObserver, Route
@@ -108,22 +110,24 @@ def bind_all(
             bound_here: list[str] = []
             for j, address in enumerate(listener.bind_addresses):
                 try:
+                    # Twisted's "<site> starting on N" at debug: "Listening on" says it.
                     listening = (
-                        IReactorTCP(reactor).listenTCP(
+                        at_debug_level(
+                            IReactorTCP(reactor).listenTCP,
                             port,
-                            entry.site,  # type: ignore[arg-type]
-                            backlog=LISTEN_BACKLOG,
-                            interface=address,
+                            entry.site,
+                            LISTEN_BACKLOG,
+                            address,
                         )
                         if tls is None
-                        else reactor.listenSSL(
-                            port, entry.site, tls, backlog=LISTEN_BACKLOG, interface=address
+                        else at_debug_level(
+                            reactor.listenSSL, port, entry.site, tls, LISTEN_BACKLOG, address
                         )
                     )
                 except CannotListenError as e:
                     number = getattr(e.socketError, "errno", None) or 0
                     if ignorable_bind_failure(address, bound_here, number):
-                        log.info(
+                        log.debug(
                             "Not binding {address}:{port}: [::] is dual-stack and covers it",
                             address=address,
                             port=port,
@@ -189,25 +193,10 @@ def ready_line(server_name: str, bound: Sequence[BoundListener]) -> str:
     )
 
 
-def _start_logging() -> None:
-    from twisted.logger import (  # noqa: PLC0415 - main only
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    observer = FilteringLogObserver(
-        textFileLogObserver(sys.stderr),
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
-    )
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-
-
-def serve(config_path: Path) -> int:
+def serve(config_path: Path, *, verbose: bool = False) -> int:
     """The composition root of ``stubserver run`` (entry: ``stubserver.cli.run``): serve the
     config at ``config_path`` until SIGINT or SIGTERM; ConfigError propagates (exit 2).
+    The log goes to stderr from the config's ``log_level`` (``verbose``: from debug).
     """
     config = load_config(config_path)
     options = tls_options_for(config.listeners)
@@ -227,7 +216,7 @@ def serve(config_path: Path) -> int:
     bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
     # Logging starts only once every socket is bound: until then a fault must show as the
     # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
-    _start_logging()
+    start_logging(sys.stderr, "debug" if verbose else config.log_level)
     for b in bound:
         log.info(
             "Listening on {address} port {port} for {resources}",

@@ -241,7 +241,7 @@ class Notary(Generic[KeysT]):
         """The countersigned document of ``server``, or None (left out)."""
         failed = self._failed.get(server)
         if failed is not None:
-            log.info(
+            log.debug(
                 "Notary: no keys for {server} (failed recently: {error})",
                 server=server,
                 error=failed,
