@@ -36,7 +36,7 @@ from stubserver.auth.xmatrix import (
     request_signing_object,
     select_authorization,
 )
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import SignatureError, verify_signatures
 

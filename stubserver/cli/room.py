@@ -29,7 +29,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from stubserver.config import Config, ConfigError, load_config
-from stubserver.control.json_http import HttpEndpoint, TransportError
+from stubserver.http_json import HttpEndpoint, TransportError
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1

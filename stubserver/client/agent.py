@@ -43,10 +43,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from stubserver.cache import BoundedCache
 from stubserver.client.backoff import destination_of
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure
-from stubserver.client.cache import BoundedCache
 from stubserver.client.concurrency import OutboundLimiter, ReleasingResponse
 from stubserver.discovery.dns import AddressResolver
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target

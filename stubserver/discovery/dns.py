@@ -34,7 +34,7 @@ from twisted.names import error as dns_error
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 
 #: twisted.names retry schedule for one query, in seconds (total: their sum, 4 s).
 DNS_QUERY_TIMEOUTS_SECONDS = (1, 3)

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from stubserver.cache import BoundedCache
 from stubserver.client.body import (
     DiscardBody,
     deliver_body,
@@ -38,7 +39,6 @@ from stubserver.client.body import (
     raise_if_cancelled,
     read_body_limited,
 )
-from stubserver.client.cache import BoundedCache
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes

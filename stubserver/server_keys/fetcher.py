@@ -49,9 +49,9 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
+from stubserver.cache import BoundedCache
 from stubserver.client.agent import FederationConnectError, ResolutionFailed
 from stubserver.client.body import describe_failure, raise_if_cancelled, read_body_limited
-from stubserver.client.cache import BoundedCache
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.resolution import Target
 from stubserver.server_keys.key_response_check import KeyCheck, check_key_response
