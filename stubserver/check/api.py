@@ -30,8 +30,8 @@ from twisted.web.iweb import IRequest
 from stubserver.check.checker import FederationChecker
 from stubserver.check.page import page_route
 from stubserver.check.report import CheckReport
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import Config
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
 #: Most reports computed at the same time; a further request answers 429.

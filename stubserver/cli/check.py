@@ -19,8 +19,8 @@ from stubserver.check.render import render_text
 from stubserver.check.report import CheckReport
 from stubserver.check.tap import render_tap
 from stubserver.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.tls.client import CaFileError
 
 

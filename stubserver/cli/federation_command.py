@@ -21,7 +21,7 @@ from stubserver.discovery.server_name import InvalidServerName, parse_server_nam
 from stubserver.tls.client import CaFileError
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
+    from stubserver.outbound.build import FederationContext
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,7 +61,7 @@ def run_with_client(
 ) -> int:
     """Validate NAME, build the federation client from the options, run ``work`` with it."""
     from stubserver.cli.main import federation_from_args  # noqa: PLC0415
-    from stubserver.client.build import build_federation_client  # noqa: PLC0415
+    from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
 
     _config, settings = federation_from_args(args)
     problem = check_name(args.name)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from stubserver.cli.reactor_main import react_main, start_warning_logging
-from stubserver.client.signed_request import check_path_and_query
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.outbound.signed_request import check_path_and_query
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 EXIT_OK = 0
@@ -133,8 +133,8 @@ def format_outcome(outcome: RequestOutcome, out: TextIO) -> None:
 
 async def send(reactor: Any, config: Any, settings: Any, plan: RequestPlan) -> RequestOutcome:
     """Build the federation client from ``settings`` and send ``plan`` signed as ``config``."""
-    from stubserver.client.build import build_federation_client  # noqa: PLC0415
-    from stubserver.client.signed_request import (  # noqa: PLC0415
+    from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
+    from stubserver.outbound.signed_request import (  # noqa: PLC0415
         FederationClient,
         FederationIdentity,
         FederationRequestFailed,

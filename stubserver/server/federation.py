@@ -24,7 +24,7 @@ from stubserver.server_keys.notary import Notary, notary_routes
 
 if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
-    from stubserver.client.build import FederationContext
+    from stubserver.outbound.build import FederationContext
     from stubserver.server_keys.fetcher import ServerKeyFetcher, ServerKeys
 
 log = Logger()
@@ -74,7 +74,7 @@ class LazyKeyFetcher:
     def federation_context(self) -> FederationContext:
         """The outbound stack (built now if not yet), shared with other outbound users."""
         if self._context is None:
-            from stubserver.client.build import build_federation_client  # noqa: PLC0415
+            from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
 
             self._context = build_federation_client(
                 self._reactor, self._config.federation, backoff=self._backoff

@@ -30,8 +30,8 @@ from stubserver.control.surface import RoomControl
 from stubserver.server.router import Route
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
-    from stubserver.client.signed_request import FederationClient, FederationResponse
+    from stubserver.outbound.build import FederationContext
+    from stubserver.outbound.signed_request import FederationClient, FederationResponse
     from stubserver.rooms.builder import EventSigner
     from stubserver.rooms.pdu_keys import FetchVerifyKey
     from stubserver.rooms.store import RoomStore
@@ -115,7 +115,7 @@ class LazySignedClient:
     ) -> Deferred[FederationResponse]:
         """:meth:`FederationClient.request`."""
         if self._client is None:
-            from stubserver.client.signed_request import (  # noqa: PLC0415
+            from stubserver.outbound.signed_request import (  # noqa: PLC0415
                 FederationClient,
                 FederationIdentity,
             )

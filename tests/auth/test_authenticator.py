@@ -293,8 +293,8 @@ class BlockedOriginTests(SynchronousTestCase):
         """A request claiming an origin at a blocked address makes no outbound connection."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from stubserver.client.build import build_federation_client
         from stubserver.config import FederationSettings
+        from stubserver.outbound.build import build_federation_client
 
         reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
         reactor.advance(NOW_S)

@@ -21,9 +21,9 @@ from twisted.web.test.requesthelper import DummyRequest
 from stubserver.check.api import ReportService, report_routes
 from stubserver.check.checker import FederationChecker
 from stubserver.check.report import CheckReport
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.server.router import FederationRouter
 from stubserver.signing.keys import ServerSigningKey
 from tests.check.test_prober import FakeAddresses, FakeSrv

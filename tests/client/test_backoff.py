@@ -28,8 +28,8 @@ from stubserver.client.backoff import (
     is_backoff_status,
     next_retry_interval_ms,
 )
-from stubserver.client.build import build_federation_client
 from stubserver.config import FederationSettings
+from stubserver.outbound.build import build_federation_client
 from tests.support import failure_now, result_now
 
 

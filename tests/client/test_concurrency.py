@@ -12,10 +12,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver.client.agent import MatrixFederationAgent
 from stubserver.client.blocklist import IPBlocklist
 from stubserver.client.concurrency import OutboundBusy, OutboundLimiter
 from stubserver.discovery.resolution import Resolution, Target
+from stubserver.outbound.agent import MatrixFederationAgent
 from stubserver.tls.certificates import make_ca
 from stubserver.tls.client import FederationTlsPolicy
 from tests.support import failure_now, has_fired

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
     from stubserver.config import FederationSettings
 
-from stubserver.client.agent import (
+from stubserver.outbound.agent import (
     BlocklistingEndpointFactory,
     MatrixFederationAgent,
 )

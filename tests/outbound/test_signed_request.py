@@ -21,7 +21,8 @@ from zope.interface.verify import verifyObject
 from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import parse_authorization_header
-from stubserver.client.signed_request import (
+from stubserver.config import UserProfile
+from stubserver.outbound.signed_request import (
     MAX_RESPONSE_BODY_BYTES,
     REQUEST_TIMEOUT_SECONDS,
     BytesProducer,
@@ -31,7 +32,6 @@ from stubserver.client.signed_request import (
     RequestTimedOut,
     ResponseTooLarge,
 )
-from stubserver.config import UserProfile
 from stubserver.server.profile import profile_route
 from stubserver.server.router import FederationRouter, JsonResponse, Route, request_annotations
 from stubserver.signing.keys import ServerSigningKey

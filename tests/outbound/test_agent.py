@@ -26,19 +26,18 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver.client.agent import (
-    BlocklistingEndpointFactory,
-    FederationConnectError,
-    MatrixFederationAgent,
-    MatrixFederationEndpointFactory,
-    ResolutionFailed,
-    TargetsEndpoint,
-    pool_netloc,
-)
 from stubserver.client.blocklist import IPBlocklist
 from stubserver.client.body import read_body_limited
 from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.discovery.resolution import Resolution, Target
+from stubserver.discovery.unreachable import FederationConnectError, ResolutionFailed
+from stubserver.outbound.agent import (
+    BlocklistingEndpointFactory,
+    MatrixFederationAgent,
+    MatrixFederationEndpointFactory,
+    TargetsEndpoint,
+    pool_netloc,
+)
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.client import FederationTlsPolicy
 from tests.support import failure_now, flush_logged_errors, has_fired, result_now
