@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from stubserver.app.federation import build_federation_extensions
+from stubserver.app.run import site_parts
+from stubserver.app.site import routes_for
 from stubserver.config import load_config
-from stubserver.server.federation import build_federation_extensions
-from stubserver.server.run import site_parts
-from stubserver.server.site import routes_for
 from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.testing._files import SPEC_FEDERATION_PORT, choose_identity
 from stubserver.testing._strict import SERVED_ROUTES, is_served, unexpected_requests

@@ -30,7 +30,7 @@ from stubserver.server.router import (
     RequestObserver,
     Route,
 )
-from stubserver.server_keys.key_document import KeyDocumentSource
+from stubserver.server_keys.key_document import KeyDocumentSource, server_key_route
 from stubserver.signing.canonical_json import encode_json
 
 #: How long clients may cache our /.well-known/matrix/server answer, in seconds. The spec
@@ -62,16 +62,6 @@ def version_route() -> Route:
         return answer
 
     return Route("GET", "/_matrix/federation/v1/version", handle)
-
-
-def server_key_route(keys: KeyDocumentSource) -> Route:
-    """``GET /_matrix/key/v2/server``: our signed key document."""
-
-    def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        body, encoded = keys.current_encoded()
-        return JsonResponse(200, body, encoded=encoded)
-
-    return Route("GET", "/_matrix/key/v2/server", handle)
 
 
 def well_known_route(m_server: str | None) -> Route:

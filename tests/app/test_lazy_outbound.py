@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from stubserver.app.federation import LazyKeyFetcher, build_federation_extensions
 from stubserver.client.backoff import DestinationBackoff
 from stubserver.config import ConfigError, load_config
-from stubserver.server.federation import LazyKeyFetcher, build_federation_extensions
 from stubserver.tls.certificates import make_ca
 from tests.support import write_stub
 

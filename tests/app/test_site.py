@@ -15,9 +15,9 @@ from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
 from stubserver import __version__
+from stubserver.app.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.config import Config, ListenerConfig
 from stubserver.server.router import JsonResponse, Route
-from stubserver.server.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import result_now, stub_treq
 

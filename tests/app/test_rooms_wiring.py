@@ -9,12 +9,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import MemoryReactorClock
 
+from stubserver.app.federation import build_federation_extensions
+from stubserver.app.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
+from stubserver.app.run import site_parts
+from stubserver.app.site import CONTROL_HANDLER_DEADLINE_SECONDS, build_site
 from stubserver.config import Config, ListenerConfig
 from stubserver.discovery.resolution import Target
-from stubserver.server.federation import build_federation_extensions
-from stubserver.server.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
-from stubserver.server.run import site_parts
-from stubserver.server.site import CONTROL_HANDLER_DEADLINE_SECONDS, build_site
 from stubserver.server_keys.fetcher import ServerKeys
 from stubserver.signing.keys import ServerSigningKey
 from tests.control.fakes import FakeRoomControl

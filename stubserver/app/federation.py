@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from stubserver.app.profile import profile_route
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.config import Config, ConfigError
-from stubserver.server.profile import profile_route
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import (
     RequestFilter,

@@ -28,11 +28,11 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from stubserver.app.federation import FederationExtensions, build_federation_extensions
+from stubserver.app.site import ListenerSite, build_site
 from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
-from stubserver.server.federation import FederationExtensions, build_federation_extensions
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import RequestObserver, Route
-from stubserver.server.site import ListenerSite, build_site
 from stubserver.tls.server import server_tls_options
 
 EXIT_OK = 0
@@ -42,7 +42,7 @@ IPV6_ANY = "::"
 IPV4_ANY = "0.0.0.0"  # noqa: S104 - binding every interface is what the admin asked for
 
 if TYPE_CHECKING:
-    from stubserver.server.rooms_wiring import RoomServiceFactory
+    from stubserver.app.rooms_wiring import RoomServiceFactory
 
 log = Logger()
 
@@ -272,7 +272,7 @@ def site_parts(
     """The routes and observers of every listener.
 
     With a ``control`` listener, rooms are served: the room service is built
-    (``stubserver.server.rooms_wiring.build_rooms``; ``service_factory`` replaces the
+    (``stubserver.app.rooms_wiring.build_rooms``; ``service_factory`` replaces the
     service, for tests), federation listeners gain the room routes and a feed of their
     requests, and the control listener serves the control API over both. Without one,
     nothing drives rooms, so none are served.
@@ -281,11 +281,11 @@ def site_parts(
     observers = extensions.observers
     routes_by_resource = _report_routes(reactor, config)
     if any(listener.is_control for listener in config.listeners):
-        from stubserver.control.feed import RequestFeed  # noqa: PLC0415
-        from stubserver.server.rooms_wiring import (  # noqa: PLC0415
+        from stubserver.app.rooms_wiring import (  # noqa: PLC0415
             build_rooms,
             control_listener_routes,
         )
+        from stubserver.control.feed import RequestFeed  # noqa: PLC0415
 
         if service_factory is None:
             rooms = build_rooms(config, reactor, extensions.key_fetcher)
