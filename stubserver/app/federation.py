@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from stubserver.app.profile import profile_route
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.config import Config, ConfigError
+from stubserver.reactor import IReactor
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import (
     RequestFilter,
@@ -54,7 +55,7 @@ class LazyKeyFetcher:
     CA files are checked at start-up by the caller, so building cannot fail on them later.
     """
 
-    def __init__(self, reactor: Any, config: Config, backoff: DestinationBackoff) -> None:
+    def __init__(self, reactor: IReactor, config: Config, backoff: DestinationBackoff) -> None:
         self._reactor = reactor
         self._config = config
         self._backoff = backoff
@@ -90,7 +91,7 @@ class LazyKeyFetcher:
         return self._get().fetch_cached_or_fresh(server_name)
 
 
-def build_federation_extensions(config: Config, reactor: Any) -> FederationExtensions:
+def build_federation_extensions(config: Config, reactor: IReactor) -> FederationExtensions:
     """Profile, notary, X-Matrix checking and the request log for ``config``.
 
     ``reactor`` provides time, TCP, threads (for the log writer) and system event

@@ -57,6 +57,10 @@ class OutboundStack(Protocol):
         """The outbound stack (agent, resolver, key fetcher, ...)."""
 
 
+class KeyFetcherStack(KeySource, OutboundStack, Protocol):
+    """``run``'s ``LazyKeyFetcher``: the key fetcher over the outbound stack it builds."""
+
+
 def key_valid_for(keys: ServerKeys, key_id: str, minimum_valid_until_ts: int) -> VerifyKey | None:
     """``key_id`` of ``keys`` when it is valid until at least ``minimum_valid_until_ts``
     (pure). A current key counts until ``valid_until_ts``; an old key until it expired.
@@ -130,7 +134,7 @@ class LazySignedClient:
 class RoomParts:
     """What the room service is built from (all built by :func:`build_rooms`)."""
 
-    reactor: Any
+    reactor: IReactorTime
     server_name: str
     signer: EventSigner
     store: RoomStore
@@ -173,8 +177,8 @@ def room_service_from_parts(parts: RoomParts) -> RoomControl:
 
 def build_rooms(
     config: Config,
-    reactor: Any,
-    key_fetcher: Any,
+    reactor: IReactorTime,
+    key_fetcher: KeyFetcherStack,
     *,
     service_factory: RoomServiceFactory = room_service_from_parts,
     rng: random.Random | None = None,

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from stubserver.app.federation import FederationExtensions, build_federation_extensions
 from stubserver.app.site import ListenerSite, build_site
 from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
+from stubserver.reactor import IReactor, global_reactor
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import RequestObserver, Route
 from stubserver.tls.server import server_tls_options
@@ -212,8 +213,7 @@ def serve(config_path: Path) -> int:
     config = load_config(config_path)
     options = tls_options_for(config.listeners)
 
-    from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
-
+    reactor = global_reactor()
     extensions = build_federation_extensions(config, reactor)
     parts = site_parts(config, reactor, extensions)
     sites = build_site(
@@ -224,7 +224,7 @@ def serve(config_path: Path) -> int:
         observers=parts.observers,
         routes_by_resource=parts.routes_by_resource,
     )
-    bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
+    bound = bind_all(reactor, sites, options)
     # Logging starts only once every socket is bound: until then a fault must show as the
     # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
     _start_logging()
@@ -265,7 +265,7 @@ class SiteParts:
 
 def site_parts(
     config: Config,
-    reactor: Any,
+    reactor: IReactor,
     extensions: FederationExtensions,
     service_factory: RoomServiceFactory | None = None,
 ) -> SiteParts:
@@ -300,7 +300,7 @@ def site_parts(
     return SiteParts(extra_routes, observers, routes_by_resource)
 
 
-def _report_routes(reactor: Any, config: Config) -> dict[str, Sequence[Route]]:
+def _report_routes(reactor: IReactor, config: Config) -> dict[str, Sequence[Route]]:
     """The report resource's routes, imported only when a listener serves ``report``.
 
     The check machinery behind them costs about 40 ms and 3 MB at start-up; a server that

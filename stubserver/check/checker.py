@@ -77,6 +77,7 @@ from stubserver.outbound.signed_request import (
     FederationClient,
     FederationIdentity,
 )
+from stubserver.reactor import IReactor
 
 #: "This host" in every spelling (0.0.0.0/8 and the IPv6 unspecified address; their
 #: IPv4-mapped, -compatible and 6to4 forms follow from the blocklist's expansion). Dialling
@@ -134,7 +135,7 @@ class FederationChecker:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         settings: FederationSettings,
         identity: FederationIdentity | None = None,
         *,

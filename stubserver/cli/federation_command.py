@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from stubserver.cli.reactor_main import react_main, start_warning_logging
 from stubserver.discovery.resolution import Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.reactor import IReactor
 from stubserver.tls.client import CaFileError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def run_with_client(
         return EXIT_USAGE
     start_warning_logging(sys.stderr)
 
-    async def body(reactor: Any) -> int:
+    async def body(reactor: IReactor) -> int:
         try:
             context = build_federation_client(reactor, settings)
         except CaFileError as e:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
+from stubserver.reactor import IReactor
+
 #: Exit status when the body crashed rather than returning one.
 EXIT_CRASHED = 1
 
@@ -30,14 +32,14 @@ def start_warning_logging(stream: TextIO) -> None:
     )
 
 
-def react_main(body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+def react_main(body: Callable[[IReactor], Coroutine[Any, Any, int]]) -> int:
     """Run ``body(reactor)`` under ``task.react`` and return the exit status it returns."""
     from twisted.internet import task  # noqa: PLC0415 - only main touches the reactor
     from twisted.internet.defer import Deferred  # noqa: PLC0415
 
     status = [EXIT_CRASHED]
 
-    async def wrapped(reactor: Any) -> None:
+    async def wrapped(reactor: IReactor) -> None:
         status[0] = await body(reactor)
 
     try:

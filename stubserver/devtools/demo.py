@@ -55,6 +55,7 @@ from stubserver.devtools.demo_world import (
     trio,
     write_demo_files,
 )
+from stubserver.reactor import IReactor
 
 #: How long start-up may take before we give up on a process, in seconds.
 READY_TIMEOUT_SECONDS = 15.0
@@ -269,7 +270,7 @@ def _start(run_dir: Path, network: ipaddress.IPv4Network) -> int:
     print(f"started: {', '.join(f'{n} (pid {p})' for n, p in pids.items())}")
     results: list[PairResult] = []
 
-    async def run_checks(reactor: Any) -> int:
+    async def run_checks(reactor: IReactor) -> int:
         results.extend(await check_all_pairs(reactor, run_dir, servers))
         return 0
 

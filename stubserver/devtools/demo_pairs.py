@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from stubserver.outbound.signed_request import FederationClient
 
 from stubserver.devtools.demo_world import POLL_INTERVAL_SECONDS, TRIO, DemoServer
+from stubserver.reactor import IReactor
 
 # -- the pair matrix ------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ def _log_shows(log_path: Path, origin: str, uri: str) -> dict[str, Any] | None:
 
 
 async def check_pair(
-    reactor: Any,
+    reactor: IReactor,
     source: DemoServer,
     destination: DemoServer,
     *,
@@ -143,7 +144,7 @@ async def check_pair(
 
 
 async def check_all_pairs(
-    reactor: Any, run_dir: Path, servers: Sequence[DemoServer] = TRIO
+    reactor: IReactor, run_dir: Path, servers: Sequence[DemoServer] = TRIO
 ) -> list[PairResult]:
     """Every ordered pair, each sender with its own config, agent and identity."""
     from twisted.internet.defer import Deferred, gatherResults  # noqa: PLC0415

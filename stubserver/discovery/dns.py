@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from stubserver.cache import BoundedCache
+from stubserver.reactor import IReactor
 
 #: twisted.names retry schedule for one query, in seconds (total: their sum, 4 s).
 DNS_QUERY_TIMEOUTS_SECONDS = (1, 3)
@@ -215,7 +216,7 @@ class DnsClients:
     addresses: AddressResolver
 
 
-def build_dns_clients(reactor: Any, dns_servers: Sequence[tuple[str, int]]) -> DnsClients:
+def build_dns_clients(reactor: IReactor, dns_servers: Sequence[tuple[str, int]]) -> DnsClients:
     """System DNS (resolv.conf for SRV, the reactor's resolver for addresses) or, when
     ``dns_servers`` is given, twisted.names against those servers for both."""
     if dns_servers:
@@ -228,7 +229,7 @@ def build_dns_clients(reactor: Any, dns_servers: Sequence[tuple[str, int]]) -> D
     return DnsClients(srv=system, addresses=SystemAddressResolver(reactor.nameResolver))
 
 
-def _names_client(reactor: Any, **kwargs: Any) -> Any:
+def _names_client(reactor: IReactor, **kwargs: Any) -> Any:
     return client.Resolver(  # type: ignore[no-untyped-call]
         reactor=reactor, timeout=DNS_QUERY_TIMEOUTS_SECONDS, **kwargs
     )

@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -56,6 +56,7 @@ from stubserver.discovery.unreachable import (
     FederationConnectError,
     ResolutionFailed,
 )
+from stubserver.reactor import IReactor
 from stubserver.tls.client import FederationTlsPolicy, InvalidTlsServerName
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ HTTPS_SCHEME = b"https"
 log = Logger()
 
 
-def _tcp_endpoint(reactor: Any, address: str, port: int) -> IStreamClientEndpoint:
+def _tcp_endpoint(reactor: IReactor, address: str, port: int) -> IStreamClientEndpoint:
     if ipaddress.ip_address(address).version == 6:
         return TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
             reactor, address, port, timeout=CONNECT_TIMEOUT_SECONDS
@@ -92,7 +93,7 @@ class TargetsEndpoint:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         destination: str,
         targets: Sequence[Target],
         tls: FederationTlsPolicy,
@@ -166,7 +167,7 @@ class _HostEndpoint:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         addresses: AddressResolver,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
@@ -208,7 +209,7 @@ class BlocklistingEndpointFactory:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         addresses: AddressResolver,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
@@ -237,7 +238,7 @@ class MatrixFederationEndpointFactory:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
     ) -> None:
@@ -299,7 +300,7 @@ class MatrixFederationAgent:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         resolver: FederationResolver,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,

@@ -29,6 +29,7 @@ from stubserver.outbound.agent import (
     BlocklistingEndpointFactory,
     MatrixFederationAgent,
 )
+from stubserver.reactor import IReactor
 from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 
@@ -54,7 +55,7 @@ class FederationContext:
 
 
 def build_federation_client(
-    reactor: Any,
+    reactor: IReactor,
     settings: FederationSettings,
     *,
     rng: random.Random | None = None,

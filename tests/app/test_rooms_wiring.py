@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.testing import MemoryReactorClock
 
 from stubserver.app.federation import build_federation_extensions
 from stubserver.app.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
@@ -18,7 +17,7 @@ from stubserver.discovery.resolution import Target
 from stubserver.server_keys.fetcher import ServerKeys
 from stubserver.signing.keys import ServerSigningKey
 from tests.control.fakes import FakeRoomControl
-from tests.support import result_now, stub_treq
+from tests.support import FakeReactor, result_now, stub_treq
 
 KEY = ServerSigningKey.generate("a_wire")
 OTHER = ServerSigningKey.generate("a_old")
@@ -39,7 +38,7 @@ def config(*listeners: ListenerConfig) -> Config:
 
 def sites(cfg: Config) -> tuple[Any, list[RoomParts], FakeRoomControl]:
     """The listener sites of ``cfg`` with the room service replaced by a fake."""
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     built: list[RoomParts] = []
     fake = FakeRoomControl()
 
@@ -173,7 +172,7 @@ def test_the_default_factory_builds_the_real_room_service() -> None:
     """Without a service factory, ``site_parts`` builds the real RoomService (its status
     names our server and the default room version), not a TypeError."""
     cfg = config(FEDERATION, CONTROL)
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     ext = build_federation_extensions(cfg, reactor)
     parts = site_parts(cfg, reactor, ext)
     listener_sites = build_site(

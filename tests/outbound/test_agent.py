@@ -15,7 +15,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IOpenSSLContextFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
@@ -40,7 +39,7 @@ from stubserver.outbound.agent import (
 )
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.client import FederationTlsPolicy
-from tests.support import failure_now, flush_logged_errors, has_fired, result_now
+from tests.support import FakeReactor, failure_now, flush_logged_errors, has_fired, result_now
 
 CA = make_ca("agent test CA")
 ALLOW_ALL = IPBlocklist.from_settings(DEFAULT_IP_RANGE_BLOCKLIST, ("0.0.0.0/0",))
@@ -100,7 +99,7 @@ class Recorder(Resource):
 
 class AgentTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        self.reactor = FakeReactor()
         folder = tempfile.TemporaryDirectory()
         self.addCleanup(folder.cleanup)
         tmp = Path(folder.name)

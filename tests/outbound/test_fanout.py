@@ -11,7 +11,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock
 from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,7 +24,7 @@ from stubserver.discovery.well_known import WellKnownResult
 from stubserver.outbound.agent import MAX_ADDRESSES_TRIED, MatrixFederationAgent
 from stubserver.tls.certificates import make_ca
 from stubserver.tls.client import FederationTlsPolicy
-from tests.support import failure_now, has_fired
+from tests.support import FakeReactor, failure_now, has_fired
 
 SRV_TARGET_COUNT = 100
 ADDRESSES_PER_TARGET = 4
@@ -80,7 +79,7 @@ class FanOutTests(SynchronousTestCase):
         """A name with 100 SRV targets of 4 addresses each: at most MAX_SRV_TARGETS hosts
         are looked up, at most MAX_ADDRESSES_TRIED addresses are dialled, and the error is
         at most 1 KiB, counting what was not tried."""
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         fake_dns = HostileDns()
         resolver = FederationResolver(
             clock=reactor,

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 
 from stubserver.app.federation import build_federation_extensions
 from stubserver.app.run import site_parts
@@ -16,6 +15,7 @@ from stubserver.config import load_config
 from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.testing._files import SPEC_FEDERATION_PORT, choose_identity
 from stubserver.testing._strict import SERVED_ROUTES, is_served, unexpected_requests
+from tests.support import FakeReactor
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_served_routes_are_the_federation_listeners_route_table(tmp_path: Path) 
         check=True,
     ).stdout.strip()
     config = load_config(Path(out))
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     parts = site_parts(config, reactor, build_federation_extensions(config, reactor))
     keys = KeyDocumentSource(
         reactor,
