@@ -214,16 +214,8 @@ def serve(config_path: Path) -> int:
     options = tls_options_for(config.listeners)
 
     reactor = global_reactor()
-    extensions = build_federation_extensions(config, reactor)
-    parts = site_parts(config, reactor, extensions)
-    sites = build_site(
-        config,
-        reactor,
-        extra_routes=parts.extra_routes,
-        filters=extensions.filters,
-        observers=parts.observers,
-        routes_by_resource=parts.routes_by_resource,
-    )
+    composed = compose(config, reactor)
+    sites = composed.sites
     bound = bind_all(reactor, sites, options)
     # Logging starts only once every socket is bound: until then a fault must show as the
     # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
@@ -242,7 +234,7 @@ def serve(config_path: Path) -> int:
 
     reactor.callWhenRunning(announce)
     reactor.addSystemEventTrigger(
-        "before", "shutdown", shut_down, reactor, bound, sites, extensions.request_log
+        "before", "shutdown", shut_down, reactor, bound, sites, composed.extensions.request_log
     )
     # SIGINT stops us whatever we inherited (DESIGN.md: "serves until SIGINT or SIGTERM"). A
     # shell starts a background job (`stubserver run &`, as CI scripts do) with SIGINT
@@ -252,6 +244,34 @@ def serve(config_path: Path) -> int:
     reactor.run()
     log.info("Stopped")
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What ``run`` serves: a site per listener, and the extensions they share."""
+
+    extensions: FederationExtensions
+    sites: tuple[ListenerSite, ...]
+
+
+def compose(
+    config: Config, reactor: IReactor, service_factory: RoomServiceFactory | None = None
+) -> Composition:
+    """Every listener's site for ``config``, over one set of shared parts: one key document
+    (served at ``/_matrix/key/v2/server`` and by the notary), one key fetcher, one request
+    log, one room service. ``service_factory`` replaces the room service, for tests."""
+    extensions = build_federation_extensions(config, reactor)
+    parts = site_parts(config, reactor, extensions, service_factory)
+    sites = build_site(
+        config,
+        reactor,
+        keys=extensions.key_document,
+        extra_routes=parts.extra_routes,
+        filters=extensions.filters,
+        observers=parts.observers,
+        routes_by_resource=parts.routes_by_resource,
+    )
+    return Composition(extensions, sites)
 
 
 @dataclass(frozen=True)

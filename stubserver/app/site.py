@@ -102,6 +102,7 @@ def build_site(
     config: Config,
     clock: IReactorTime,
     *,
+    keys: KeyDocumentSource,
     extra_routes: Sequence[Route] = (),
     routes_by_resource: Mapping[str, Sequence[Route]] | None = None,
     filters: Sequence[RequestFilter] = (),
@@ -110,6 +111,8 @@ def build_site(
 ) -> tuple[ListenerSite, ...]:
     """One site per configured listener.
 
+    ``keys`` is our key document (``stubserver.app.federation.key_document_source``): one
+    per process, so that every listener and the notary serve the same document.
     Every site enforces ``limits`` (default: ``stubserver.server.limits``'s constants), with
     one connection cap shared by all listeners.
 
@@ -117,13 +120,6 @@ def build_site(
     routes to listeners serving the named resource (e.g. ``{"report": [...]}``).
     ``filters`` and ``observers`` apply to every listener (see ``stubserver.server.router``).
     """
-    keys = KeyDocumentSource(
-        clock,
-        config.server_name,
-        config.signing_keys,
-        config.old_signing_keys,
-        config.key_refresh_interval_ms,
-    )
     limits = limits if limits is not None else ServerLimits()
     connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_address)
     sites = []
