@@ -280,12 +280,6 @@ def encode_response(response: JsonResponse) -> tuple[bytes, list[tuple[bytes, by
     return body, headers
 
 
-def write_json_response(request: IRequest, response: JsonResponse) -> None:
-    """Send ``response`` on ``request`` and finish it (raises as :func:`encode_response`)."""
-    body, headers = encode_response(response)
-    _write_encoded(request, response.status, body, headers)
-
-
 def _write_encoded(
     request: IRequest, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]
 ) -> None:
