@@ -8,11 +8,16 @@ shutdown triggers) takes :class:`IReactor`, their union, as Synapse types its re
 (``ISynapseReactor``). Twisted's reactors provide every one of these interfaces but do not
 declare this union, so ``main`` states it once with :func:`global_reactor`; test fakes
 declare it with ``@implementer(IReactor)``.
+
+The functions here are the only ones that touch the global reactor and the global log
+beginner: :func:`global_reactor` for ``run``, and :func:`react_main`, the one way a
+short-lived command (or the demo's checks) runs asynchronous work.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO, cast
 
 from twisted.internet.interfaces import (
     IReactorCore,
@@ -44,3 +49,42 @@ def global_reactor() -> IReactor:
     from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
 
     return cast(IReactor, reactor)
+
+
+#: Exit status when the body crashed rather than returning one.
+EXIT_CRASHED = 1
+
+
+def start_warning_logging(stream: TextIO) -> None:
+    """Send twisted.logger events of level warn and above to ``stream``, once per process."""
+    from twisted.logger import (  # noqa: PLC0415 - main only
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(stream), [predicate])],
+        redirectStandardIO=False,
+    )
+
+
+def react_main(body: Callable[[IReactor], Coroutine[Any, Any, int]]) -> int:
+    """Run ``body(reactor)`` under ``task.react`` and return the exit status it returns."""
+    from twisted.internet import task  # noqa: PLC0415 - only main touches the reactor
+    from twisted.internet.defer import Deferred  # noqa: PLC0415
+
+    status = [EXIT_CRASHED]
+
+    async def wrapped(reactor: IReactor) -> None:
+        status[0] = await body(reactor)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(wrapped(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return EXIT_CRASHED
+    return status[0]

@@ -15,10 +15,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stubserver.cli.reactor_main import react_main, start_warning_logging
 from stubserver.discovery.resolution import Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
-from stubserver.reactor import IReactor
+from stubserver.reactor import IReactor, react_main, start_warning_logging
 from stubserver.tls.client import CaFileError
 
 if TYPE_CHECKING:

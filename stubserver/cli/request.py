@@ -21,10 +21,9 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stubserver.cli.reactor_main import react_main, start_warning_logging
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.outbound.signed_request import check_path_and_query
-from stubserver.reactor import IReactor
+from stubserver.reactor import IReactor, react_main, start_warning_logging
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stubserver.cli.room import ControlUnreachable
+from stubserver.control.client import ControlUnreachable
 from stubserver.devtools.demo_evidence import ROOM_ALIAS, summary_line
 from stubserver.devtools.demo_pairs import PairResult, check_all_pairs, format_matrix
 from stubserver.devtools.demo_room import RoomDemoError, format_room, run_room
@@ -256,7 +256,7 @@ def _reap(pid: int) -> None:
 
 
 def _start(run_dir: Path, network: ipaddress.IPv4Network) -> int:
-    from stubserver.cli.reactor_main import react_main  # noqa: PLC0415
+    from stubserver.reactor import react_main  # noqa: PLC0415
 
     servers = trio(network)
     procs = demo_processes(run_dir, network)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from stubserver.cli.room import (
+from stubserver.config import load_config
+from stubserver.control.client import (
     CommandFailed,
     Transport,
     call,
@@ -29,7 +30,6 @@ from stubserver.cli.room import (
     http_transport,
     room_path,
 )
-from stubserver.config import load_config
 from stubserver.devtools.demo_evidence import (
     MESSAGE,
     ROOM_ALIAS,
