@@ -8,7 +8,7 @@ memory) and adds one more round. What counts as a delivery, and how it is shown,
 :mod:`stubserver.devtools.demo_evidence`'s.
 
 The control API is our own, on loopback: a synchronous HTTP client suffices
-(:mod:`stubserver.cli.room`'s). Every wait is a long poll (``events?from=N&wait_ms=M``)
+(:mod:`stubserver.control.client`). Every wait is a long poll (``events?from=N&wait_ms=M``)
 bounded by one deadline; nothing sleeps.
 """
 
