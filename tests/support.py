@@ -14,6 +14,8 @@ Stable API (other test modules import it; extend, do not change):
 - :func:`https_request` / :func:`https_get_json` make one HTTPS request with Python's
   ``ssl`` and ``http.client``, verifying the server's certificate against the test CA
   for the given name (real verification, no bypass).
+- :class:`FakeReactor`: ``MemoryReactorClock`` declared as the whole
+  :class:`stubserver.reactor.IReactor`, for code typed with it.
 - For in-memory unit tests of resources, typed for mypy --strict: :func:`stub_treq`
   (a ``treq.testing.StubTreq``), :func:`result_now`, :func:`failure_now` and
   :func:`has_fired` (Deferred inspection) and :func:`flush_logged_errors` (trial's).
@@ -39,15 +41,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import yaml
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from stubserver.discovery.server_name import parse_server_name
+from stubserver.reactor import IReactor
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert
 
@@ -61,6 +69,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 #: How long to wait for a ready line or an exit, in seconds.
 DEFAULT_TIMEOUT_SECONDS = 20.0
+
+
+@implementer(IReactor)
+class FakeReactor(MemoryReactorClock):
+    """``MemoryReactorClock`` (connections and time in memory) as an
+    :class:`~stubserver.reactor.IReactor`. It has no UDP and no threads: those raise
+    NotImplementedError, so a test that reaches them says so instead of hanging."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def listenUDP(
+        self, port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
+    ) -> IListeningPort:
+        raise NotImplementedError("FakeReactor has no UDP")
+
+    def callFromThread(self, callable: Any, *args: object, **kwargs: object) -> NoReturn:
+        raise NotImplementedError("FakeReactor has no threads")
+
+    def callInThread(self, callable: Any, *args: object, **kwargs: object) -> NoReturn:
+        raise NotImplementedError("FakeReactor has no threads")
+
+    def getThreadPool(self) -> ThreadPool:
+        raise NotImplementedError("FakeReactor has no threads")
+
+    def suggestThreadPoolSize(self, size: int) -> NoReturn:
+        raise NotImplementedError("FakeReactor has no threads")
 
 
 class StubserverFailed(Exception):

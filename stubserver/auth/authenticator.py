@@ -12,7 +12,7 @@ malformed header 400 ``M_UNAUTHORIZED``; everything else 401 ``M_UNAUTHORIZED``.
 No lock-outs (issue 12): Synapse fetches keys for authentication ignoring the destination
 backoff and remembers no failures, so a peer that was down once is served again as soon as
 it is back. We match it: the fetcher shares a fetch in flight (requests arriving meanwhile
-wait for that one), key fetches ignore the backoff (``stubserver.client.build``), and a
+wait for that one), key fetches ignore the backoff (``stubserver.outbound.build``), and a
 failure is remembered only :data:`NEGATIVE_CACHE_SECONDS` (5 s, was 5 minutes), just
 enough that a flood of requests claiming a dead origin is not a flood of key requests.
 """
@@ -36,7 +36,7 @@ from stubserver.auth.xmatrix import (
     request_signing_object,
     select_authorization,
 )
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import SignatureError, verify_signatures
 

@@ -29,6 +29,7 @@ from stubserver.check.tester_fields import CertificateSummary
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure, read_body_limited
 from stubserver.logs.quiet import QuietHTTPConnectionPool
+from stubserver.reactor import IReactor
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 from stubserver.tls.client import SystemAndFileTrustRoot, is_ip_literal
 
@@ -181,7 +182,7 @@ class AddressProber:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         ca_files: Sequence[Path],
         blocklist: IPBlocklist,
         *,

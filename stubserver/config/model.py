@@ -42,9 +42,8 @@ CONFIG_ROOM_VERSIONS = ("10", "11", "12")
 DEFAULT_ROOM_VERSION = "12"
 #: What ``invites`` may say about the /v2/invite requests we receive.
 INVITE_POLICIES = ("accept", "reject")
-#: The levels ``log_level`` may name (twisted.logger's), and the default (issue 24): at
+#: The default ``log_level`` (its values: stubserver.logs.output.LOG_LEVELS; issue 24): at
 #: info the log says what happened to federation; debug adds Twisted's own lines.
-LOG_LEVELS = ("debug", "info", "warn", "error")
 DEFAULT_LOG_LEVEL = "info"
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py): outbound federation

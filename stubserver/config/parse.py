@@ -19,7 +19,6 @@ from stubserver.config.model import (
     DEFAULT_ROOM_VERSION,
     DNS_PORT,
     INVITE_POLICIES,
-    LOG_LEVELS,
     SPEC_FEDERATION_PORT,
     SPEC_WELL_KNOWN_PORT,
     Config,
@@ -43,6 +42,7 @@ from stubserver.config.values import (
     resolve_path,
 )
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.logs.output import LOG_LEVELS
 from stubserver.signing.keys import KEY_VERSION_RE, InvalidBase64, decode_base64
 
 _KNOWN_KEYS = frozenset(

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stubserver.cli.room import ControlUnreachable
+from stubserver.control.client import ControlUnreachable
 from stubserver.devtools.demo_evidence import ROOM_ALIAS, summary_line
 from stubserver.devtools.demo_pairs import PairResult, check_all_pairs, format_matrix
 from stubserver.devtools.demo_room import RoomDemoError, format_room, run_room
@@ -55,6 +55,7 @@ from stubserver.devtools.demo_world import (
     trio,
     write_demo_files,
 )
+from stubserver.reactor import IReactor
 
 #: How long start-up may take before we give up on a process, in seconds.
 READY_TIMEOUT_SECONDS = 15.0
@@ -255,7 +256,7 @@ def _reap(pid: int) -> None:
 
 
 def _start(run_dir: Path, network: ipaddress.IPv4Network) -> int:
-    from stubserver.cli.reactor_main import react_main  # noqa: PLC0415
+    from stubserver.reactor import react_main  # noqa: PLC0415
 
     servers = trio(network)
     procs = demo_processes(run_dir, network)
@@ -269,7 +270,7 @@ def _start(run_dir: Path, network: ipaddress.IPv4Network) -> int:
     print(f"started: {', '.join(f'{n} (pid {p})' for n, p in pids.items())}")
     results: list[PairResult] = []
 
-    async def run_checks(reactor: Any) -> int:
+    async def run_checks(reactor: IReactor) -> int:
         results.extend(await check_all_pairs(reactor, run_dir, servers))
         return 0
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from stubserver.config.model import LOG_LEVELS
+#: The levels ``log_level`` may name, least severe first.
+LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 def start_logging(stream: TextIO, level: str) -> None:

@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.server.router import (
     JsonResponse,

@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from stubserver.logs.legacy import at_debug_level
 from stubserver.logs.quiet import QuietHTTPConnectionPool, quiet_udp_reactor
+from tests.support import FakeReactor
 
 
 @implementer(IStreamClientEndpoint)
@@ -113,6 +114,6 @@ class ResolverConstructionTests(SynchronousTestCase):
         if not Path(RESOLV_CONF.decode()).exists():
             raise self.skipTest("no /etc/resolv.conf here")
         with capturedLogs() as events:
-            build_dns_clients(MemoryReactorClock(), ())  # type: ignore[no-untyped-call]
+            build_dns_clients(FakeReactor(), ())
         assert [e["log_level"] for e in events if e["log_level"] > LogLevel.debug] == []
         assert any("resolv.conf" in str(e.get("log_text")) for e in events)

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
     from stubserver.config import FederationSettings
 
-from stubserver.client.agent import (
+from stubserver.outbound.agent import (
     BlocklistingEndpointFactory,
     MatrixFederationAgent,
 )
+from stubserver.reactor import IReactor
 from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 
@@ -55,7 +56,7 @@ class FederationContext:
 
 
 def build_federation_client(
-    reactor: Any,
+    reactor: IReactor,
     settings: FederationSettings,
     *,
     rng: random.Random | None = None,
