@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import udp
-from twisted.internet.interfaces import IReactorFDSet, IReactorUDP
+from twisted.internet.interfaces import IReactorUDP
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import AbstractDatagramProtocol
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
@@ -99,8 +100,10 @@ class QuietUDPReactor:
 
 
 def quiet_udp_reactor(reactor: Any) -> Any:
-    """The reactor for a twisted.names resolver: a :class:`QuietUDPReactor` over a reactor
-    with real UDP sockets; any other (a fake without UDP) is returned as it is."""
-    if IReactorUDP.providedBy(reactor) and IReactorFDSet.providedBy(reactor):
+    """The reactor for a twisted.names resolver: a :class:`QuietUDPReactor` over one of
+    Twisted's socket reactors (whose ``listenUDP`` builds the ``udp.Port`` that
+    :class:`QuietUDPPort` extends); any other, a fake whatever it provides, is returned as
+    it is (a fake that declares UDP must not get real sockets behind its back)."""
+    if isinstance(reactor, PosixReactorBase):
         return QuietUDPReactor(reactor)
     return reactor
