@@ -2,8 +2,9 @@
 
 The peer that ``-c`` names must be running: the suite drives it through its control API
 (``Peer.attach``) and drives the homeserver through its client API, with the users of the
-access tokens given or users it registers. Exit 0 when nothing fails, 1 when a test fails,
-2 on bad usage or when the peer or the homeserver cannot be used.
+access tokens given or users it registers. Exit 0 when nothing fails, 1 when a test fails
+(or passes although ``--expect-fail`` says it fails), 2 on bad usage or when the peer or
+the homeserver cannot be used.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def add_conformance_parser(sub: Any) -> None:
         "--registration-token", metavar="TOKEN", help="register users with a registration token"
     )
     p.add_argument("--only", metavar="PATTERN", help="run the tests whose id matches")
+    p.add_argument(
+        "--expect-fail",
+        metavar="FILE",
+        help="known failures: lines `ID-OR-GLOB  REASON` (or the name of a shipped file: synapse)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML to FILE")
     p.add_argument(
@@ -82,6 +88,11 @@ def _users(homeserver: Any, args: argparse.Namespace) -> list[Any]:
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the suite; print the table or the JSON; write JUnit when asked."""
     from stubserver.conformance.context import Context  # noqa: PLC0415
+    from stubserver.conformance.expected import (  # noqa: PLC0415
+        ExpectFailFileError,
+        classify,
+        load_expect_fail,
+    )
     from stubserver.conformance.output import format_table, to_json, to_junit  # noqa: PLC0415
     from stubserver.conformance.runner import exit_status, run_tests, select  # noqa: PLC0415
     from stubserver.conformance.suite import build_suite, supported_versions  # noqa: PLC0415
@@ -95,6 +106,11 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     )
 
     stdout = out or sys.stdout
+    try:
+        known = load_expect_fail(args.expect_fail) if args.expect_fail else []
+    except ExpectFailFileError as e:
+        print(f"stubserver conformance: --expect-fail: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         peer = Peer.attach(args.config)
         peer.status()
@@ -130,7 +146,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         peer, homeserver, users, args.homeserver_name, Path(args.config), tuple(args.ca_file)
     )
     started = time.monotonic()
-    results = run_tests(tests, context)
+    results = run_tests(tests, context, classify=lambda r: classify(r, known))
     seconds = time.monotonic() - started
     if args.junit is not None:
         args.junit.write_bytes(to_junit(args.homeserver_name, results, seconds))

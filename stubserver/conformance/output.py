@@ -6,20 +6,43 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any, Final
 
-from stubserver.conformance.runner import FAILED, PASSED, SKIPPED, TestResult
+from stubserver.conformance.runner import (
+    EXPECTED_FAILURE,
+    FAILED,
+    PASSED,
+    RESULTS,
+    SKIPPED,
+    UNEXPECTED_PASS,
+    TestResult,
+)
 
 #: Characters of a failure or skip reason the table shows (the JSON has it whole).
 TABLE_REASON_CHARS: Final = 160
-_MARKS: Final = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip"}
+_MARKS: Final = {
+    PASSED: "ok",
+    FAILED: "FAIL",
+    SKIPPED: "skip",
+    EXPECTED_FAILURE: "xfail",
+    UNEXPECTED_PASS: "XPASS",
+}
+#: The summary's words for each result.
+_SUMMARY: Final = {
+    PASSED: "passed",
+    FAILED: "failed",
+    SKIPPED: "skipped",
+    EXPECTED_FAILURE: "expected failures",
+    UNEXPECTED_PASS: "unexpected passes",
+}
 
 
 def counts(results: Sequence[TestResult]) -> dict[str, int]:
-    """``{"passed": N, "failed": N, "skipped": N}``."""
-    return {k: sum(1 for r in results if r.result == k) for k in (PASSED, FAILED, SKIPPED)}
+    """``{"passed": N, "failed": N, "skipped": N, "expected_failure": N,
+    "unexpected_pass": N}``."""
+    return {k: sum(1 for r in results if r.result == k) for k in RESULTS}
 
 
 def to_json(homeserver: str, results: Sequence[TestResult]) -> dict[str, Any]:
-    """The ``--json`` document, exactly the shape issue 14 gives."""
+    """The ``--json`` document (DESIGN.md): the tests, and a count of each result."""
     return {
         "homeserver": homeserver,
         "tests": [
@@ -66,27 +89,32 @@ def format_table(homeserver: str, results: Sequence[TestResult], seconds: float)
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if result.reason and result.result != PASSED:
             lines.append(f"      {_one_line(result.reason, TABLE_REASON_CHARS)}")
-    n = counts(results)
     lines.append("")
-    lines.append(
-        f"{n[PASSED]} passed, {n[FAILED]} failed, {n[SKIPPED]} skipped "
-        f"of {len(results)} in {seconds:.1f} s"
-    )
+    lines.append(summary_line(results, seconds))
     return "\n".join(lines) + "\n"
+
+
+def summary_line(results: Sequence[TestResult], seconds: float) -> str:
+    """``N passed, N failed, N skipped[, N expected failures, N unexpected passes] of N in
+    S s`` (the last two only when there are any)."""
+    n = counts(results)
+    parts = [f"{n[k]} {_SUMMARY[k]}" for k in RESULTS if k in (PASSED, FAILED, SKIPPED) or n[k]]
+    return f"{', '.join(parts)} of {len(results)} in {seconds:.1f} s"
 
 
 def to_junit(homeserver: str, results: Sequence[TestResult], seconds: float) -> bytes:
     """JUnit XML: one ``testsuite`` (the homeserver), one ``testcase`` per test, with
-    ``failure`` or ``skipped`` children carrying the reason."""
+    ``failure`` (unexpected failures and passes) or ``skipped`` (skips and expected
+    failures) children carrying the reason."""
     n = counts(results)
     suite = ET.Element(
         "testsuite",
         {
             "name": f"stubserver conformance {homeserver}",
             "tests": str(len(results)),
-            "failures": str(n[FAILED]),
+            "failures": str(n[FAILED] + n[UNEXPECTED_PASS]),
             "errors": "0",
-            "skipped": str(n[SKIPPED]),
+            "skipped": str(n[SKIPPED] + n[EXPECTED_FAILURE]),
             "time": f"{seconds:.3f}",
         },
     )
@@ -103,11 +131,12 @@ def to_junit(homeserver: str, results: Sequence[TestResult], seconds: float) -> 
         ET.SubElement(case, "properties").append(
             ET.Element("property", {"name": "spec", "value": r.spec})
         )
-        if r.result == FAILED:
+        if r.result in (FAILED, UNEXPECTED_PASS):
             failure = ET.SubElement(case, "failure", {"message": _one_line(r.reason or "", 500)})
             failure.text = r.reason
-        elif r.result == SKIPPED:
-            ET.SubElement(case, "skipped", {"message": r.reason or ""})
+        elif r.result in (SKIPPED, EXPECTED_FAILURE):
+            label = "expected failure: " if r.result == EXPECTED_FAILURE else ""
+            ET.SubElement(case, "skipped", {"message": label + (r.reason or "")})
     root = ET.Element("testsuites")
     root.append(suite)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)

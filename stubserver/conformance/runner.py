@@ -20,6 +20,13 @@ from typing import Any, Final, Generic, TypeVar
 PASSED: Final = "passed"
 FAILED: Final = "failed"
 SKIPPED: Final = "skipped"
+#: With ``--expect-fail`` (``expected``): a failure the file names, a pass it names.
+EXPECTED_FAILURE: Final = "expected_failure"
+UNEXPECTED_PASS: Final = "unexpected_pass"  # noqa: S105 (a result, not a password)
+#: Every result, in the order the summaries count them.
+RESULTS: Final = (PASSED, FAILED, SKIPPED, EXPECTED_FAILURE, UNEXPECTED_PASS)
+#: The results that make the run fail.
+BAD_RESULTS: Final = frozenset({FAILED, UNEXPECTED_PASS})
 #: Tests run at once: each waits on federation most of its time, in a room of its own.
 DEFAULT_CONCURRENCY: Final = 6
 
@@ -96,11 +103,15 @@ def run_tests(
     concurrency: int = DEFAULT_CONCURRENCY,
     clock: Callable[[], float] = time.monotonic,
     on_result: Callable[[TestResult], None] | None = None,
+    classify: Callable[[TestResult], TestResult] | None = None,
 ) -> list[TestResult]:
-    """Run ``tests`` (``concurrency`` at once); the results in the tests' order."""
+    """Run ``tests`` (``concurrency`` at once); the results in the tests' order, each
+    through ``classify`` (``--expect-fail``) first, and to ``on_result`` as it ends."""
 
     def one(test: ConformanceTest[C]) -> TestResult:
         result = run_one(test, context, clock)
+        if classify is not None:
+            result = classify(result)
         if on_result is not None:
             on_result(result)
         return result
@@ -112,5 +123,5 @@ def run_tests(
 
 
 def exit_status(results: Sequence[TestResult]) -> int:
-    """0 when nothing failed, else 1 (pure)."""
-    return 1 if any(r.result == FAILED for r in results) else 0
+    """0 when nothing failed unexpectedly or passed unexpectedly, else 1 (pure)."""
+    return 1 if any(r.result in BAD_RESULTS for r in results) else 0

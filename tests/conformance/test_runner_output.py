@@ -12,6 +12,7 @@ from stubserver.cli.main import build_parser
 from stubserver.cli.main import main as cli_main
 from stubserver.conformance.output import format_table, to_json, to_junit
 from stubserver.conformance.runner import (
+    RESULTS,
     CheckFailed,
     ConformanceTest,
     Skipped,
@@ -70,12 +71,14 @@ def test_threaded_run_keeps_the_suite_order() -> None:
 
 
 def test_json_has_exactly_the_documented_shape() -> None:
-    """``--json``: homeserver, tests with id/spec/room_version/result/reason/seconds, counts."""
+    """``--json``: homeserver, tests with id/spec/room_version/result/reason/seconds, and a
+    count of each of the five results (the last two zero without --expect-fail)."""
     results = run_tests(FAKE, object(), concurrency=1, clock=_clock())  # type: ignore[arg-type]
     document = json.loads(json.dumps(to_json("hs.test", results)))
-    assert set(document) == {"homeserver", "tests", "passed", "failed", "skipped"}
+    assert set(document) == {"homeserver", "tests", *RESULTS}
     assert document["homeserver"] == "hs.test"
     assert (document["passed"], document["failed"], document["skipped"]) == (1, 2, 1)
+    assert (document["expected_failure"], document["unexpected_pass"]) == (0, 0)
     assert document["tests"][1] == {
         "id": "rooms.join/v10",
         "spec": "Joining Rooms",
