@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -85,6 +87,19 @@ def _users(homeserver: Any, args: argparse.Namespace) -> list[Any]:
     ]
 
 
+def _progress(stream: TextIO, line: Callable[[Any], str]) -> Callable[[Any], None] | None:
+    """On a terminal, print each test's line as it ends (tests end in several threads)."""
+    if not stream.isatty():
+        return None
+    lock = threading.Lock()
+
+    def show(result: Any) -> None:
+        with lock:
+            print(line(result), file=stream, flush=True)
+
+    return show
+
+
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the suite; print the table or the JSON; write JUnit when asked."""
     from stubserver.conformance.context import Context  # noqa: PLC0415
@@ -93,7 +108,13 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         classify,
         load_expect_fail,
     )
-    from stubserver.conformance.output import format_table, to_json, to_junit  # noqa: PLC0415
+    from stubserver.conformance.output import (  # noqa: PLC0415
+        format_progress,
+        format_table,
+        to_json,
+        to_junit,
+    )
+    from stubserver.conformance.preflight import run_preflight  # noqa: PLC0415
     from stubserver.conformance.runner import exit_status, run_tests, select  # noqa: PLC0415
     from stubserver.conformance.suite import build_suite, supported_versions  # noqa: PLC0415
     from stubserver.testing import (  # noqa: PLC0415
@@ -145,8 +166,23 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     context = Context(
         peer, homeserver, users, args.homeserver_name, Path(args.config), tuple(args.ca_file)
     )
+    problems = run_preflight(context)
+    if problems:
+        print(
+            f"stubserver conformance: {args.homeserver_name} and the peer cannot federate;"
+            " no test was run:",
+            file=sys.stderr,
+        )
+        for problem in problems:
+            print(problem.text(), file=sys.stderr)
+        return EXIT_USAGE
     started = time.monotonic()
-    results = run_tests(tests, context, classify=lambda r: classify(r, known))
+    results = run_tests(
+        tests,
+        context,
+        classify=lambda r: classify(r, known),
+        on_result=_progress(sys.stderr, format_progress),
+    )
     seconds = time.monotonic() - started
     if args.junit is not None:
         args.junit.write_bytes(to_junit(args.homeserver_name, results, seconds))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any, Final
@@ -16,8 +18,12 @@ from stubserver.conformance.runner import (
     TestResult,
 )
 
-#: Characters of a failure or skip reason the table shows (the JSON has it whole).
-TABLE_REASON_CHARS: Final = 160
+#: Width a reason is wrapped to, and its indent under the test's row (never cut).
+REASON_WIDTH: Final = 100
+REASON_INDENT: Final = "      "
+#: The spec the suite's sections are in.
+SPEC_URL: Final = "https://spec.matrix.org/v1.19/server-server-api/"
+_ENDPOINT_RE: Final = re.compile(r"^(GET|PUT|POST|DELETE) (/\S+)$")
 _MARKS: Final = {
     PASSED: "ok",
     FAILED: "FAIL",
@@ -65,9 +71,54 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def spec_url(section: str) -> str:
+    """The link to a test's spec section (pure): the anchor of its last part, as the
+    spec's pages make them (an endpoint ``GET /_matrix/x/v1/y``: ``get_matrixxv1y``; a
+    heading: lower case, words joined by ``-``)."""
+    title = section.rsplit(": ", 1)[-1]
+    endpoint = _ENDPOINT_RE.match(title)
+    if endpoint:
+        anchor = endpoint[1].lower() + re.sub(r"[/{}]", "", endpoint[2])
+    else:
+        anchor = "-".join(re.sub(r"[^a-z0-9 _-]", "", title.lower()).split())
+    return f"{SPEC_URL}#{anchor}"
+
+
+def wrapped(text: str, indent: str = REASON_INDENT, width: int = REASON_WIDTH) -> list[str]:
+    """``text`` wrapped under a row, each of its lines kept, nothing cut (pure)."""
+    lines = []
+    for line in text.splitlines() or [""]:
+        lines += textwrap.wrap(
+            line,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent + "  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [indent.rstrip()]
+    return lines
+
+
+def _details(result: TestResult) -> list[str]:
+    """What goes under a test's row: its reason wrapped, and the link to its spec section
+    when it did not pass."""
+    if result.result == PASSED:
+        return []
+    lines = wrapped(result.reason) if result.reason else []
+    return [*lines, f"{REASON_INDENT}spec: {spec_url(result.spec)}"]
+
+
+def format_progress(result: TestResult) -> str:
+    """The line (and the details under it) printed as one test ends (on a terminal)."""
+    version = f"v{result.room_version}" if result.room_version else "-"
+    row = f"{_MARKS[result.result]:<5}  {version:<3}  {result.id}  {result.seconds:.1f}s"
+    return "\n".join([row, *_details(result)])
+
+
 def format_table(homeserver: str, results: Sequence[TestResult], seconds: float) -> str:
     """The human report: one aligned row per test (result, version, id, spec section,
-    time), failures' and skips' reasons under their row, and a summary line."""
+    time), under a row that did not pass its reason wrapped whole and the link to its
+    spec section, and a summary line."""
     rows = [
         (
             _MARKS[r.result],
@@ -87,8 +138,7 @@ def format_table(homeserver: str, results: Sequence[TestResult], seconds: float)
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row, result in zip(rows, results, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if result.reason and result.result != PASSED:
-            lines.append(f"      {_one_line(result.reason, TABLE_REASON_CHARS)}")
+        lines += _details(result)
     lines.append("")
     lines.append(summary_line(results, seconds))
     return "\n".join(lines) + "\n"
@@ -128,9 +178,9 @@ def to_junit(homeserver: str, results: Sequence[TestResult], seconds: float) -> 
                 "time": f"{r.seconds:.3f}",
             },
         )
-        ET.SubElement(case, "properties").append(
-            ET.Element("property", {"name": "spec", "value": r.spec})
-        )
+        properties = ET.SubElement(case, "properties")
+        properties.append(ET.Element("property", {"name": "spec", "value": r.spec}))
+        properties.append(ET.Element("property", {"name": "spec_url", "value": spec_url(r.spec)}))
         if r.result in (FAILED, UNEXPECTED_PASS):
             failure = ET.SubElement(case, "failure", {"message": _one_line(r.reason or "", 500)})
             failure.text = r.reason

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stubserver.conformance import forged
 from stubserver.conformance.context import Context, expect, q
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
 from stubserver.signing.keys import (
@@ -70,9 +69,7 @@ def test_version(ctx: Context) -> None:
 def _notary_vouches(ctx: Context, criteria: dict[str, Any]) -> None:
     """Ask its notary for our key under ``criteria``: a 200 with our key document, signed
     by us and by it."""
-    from stubserver.config import load_config  # noqa: PLC0415
-
-    ours = load_config(ctx.config_path).signing_key
+    ours = ctx.our_key()
     their_keys = _server_keys(ctx)
     peer = ctx.peer.server_name
     body: dict[str, Any] = {"server_keys": {peer: {ours.key_id: criteria}}}
@@ -116,30 +113,19 @@ def _profile_path(ctx: Context) -> str:
 
 
 def _forged(ctx: Context, key: ServerSigningKey | None, destination: str) -> tuple[int, Any]:
-    files = ctx.ca_files + ctx.peer_config_ca_files()
-    path = _profile_path(ctx)
-    headers = forged.authorization(
-        "GET", path, origin=ctx.peer.server_name, destination=destination, key=key
-    )
-    return forged.send(ctx.target(), forged.tls_context(files), "GET", path, headers=headers)
-
-
-def _our_key(ctx: Context) -> ServerSigningKey:
-    from stubserver.config import load_config  # noqa: PLC0415
-
-    return load_config(ctx.config_path).signing_key
+    return ctx.raw("GET", _profile_path(ctx), key=key, destination=destination)
 
 
 def test_signed_request_accepted(ctx: Context) -> None:
     """A request we sign ourselves, sent the way the refused ones are, is answered 200
     (so that the refusals below are about the signature, nothing else)."""
-    status, body = _forged(ctx, _our_key(ctx), ctx.server_name)
+    status, body = _forged(ctx, ctx.our_key(), ctx.server_name)
     expect(f"a correctly signed profile query (answer {body})", 200, status)
 
 
 def test_bad_signature_refused(ctx: Context) -> None:
     """A request signed with a key that is not ours (under our key ID) is refused 401."""
-    ours = _our_key(ctx)
+    ours = ctx.our_key()
     wrong = ServerSigningKey.generate(ours.version)
     status, body = _forged(ctx, wrong, ctx.server_name)
     expect(f"a badly signed request (answer {body})", 401, status)
@@ -147,7 +133,7 @@ def test_bad_signature_refused(ctx: Context) -> None:
 
 def test_other_destination_refused(ctx: Context) -> None:
     """A request signed for another destination is refused 401."""
-    status, body = _forged(ctx, _our_key(ctx), f"not-{ctx.server_name}")
+    status, body = _forged(ctx, ctx.our_key(), f"not-{ctx.server_name}")
     expect(f"a request signed for another destination (answer {body})", 401, status)
 
 

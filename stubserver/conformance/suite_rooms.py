@@ -14,10 +14,13 @@ from collections.abc import Callable
 from stubserver.conformance.context import (
     PEER_USER,
     Context,
+    NotYet,
     SyncStream,
     client_call,
     expect,
+    expect_accepted,
     invited,
+    membership_is,
     per_version,
     q,
     wait_until,
@@ -57,7 +60,7 @@ def it_joins_by_alias(ctx: Context, version: str) -> None:
     expect("the room ID the alias resolved to", room.room_id, joined.get("room_id"))
     event = ctx.peer.wait_for_event(room.room_id, type="m.room.member", state_key=ctx.user.user_id)
     expect("its join's membership", "join", event.content.get("membership"))
-    expect("our verdict on its join", "accepted", event.outcome)
+    expect_accepted("our verdict on its join", event)
 
 
 def it_invites_us(ctx: Context, version: str) -> None:
@@ -70,8 +73,9 @@ def it_invites_us(ctx: Context, version: str) -> None:
     )
     ctx.peer.join(room_id, PEER_USER, via=[ctx.server_name])
     wait_until(
-        "our user joined in its member list",
-        lambda: True if ctx.user.members(room_id).get(ctx.peer_user_id()) == "join" else None,
+        "our user in its member list",
+        membership_is(ctx.user, room_id, ctx.peer_user_id(), "join"),
+        expected="membership 'join'",
     )
 
 
@@ -89,7 +93,7 @@ def we_invite_it(ctx: Context, version: str) -> None:
         state_key=ctx.user.user_id,
         match=lambda e: e.content.get("membership") == "join",
     )
-    expect("our verdict on its join", "accepted", event.outcome)
+    expect_accepted("our verdict on its join", event)
 
 
 def we_leave(ctx: Context, version: str) -> None:
@@ -97,8 +101,9 @@ def we_leave(ctx: Context, version: str) -> None:
     room_id = ctx.join_homeserver_room(version)
     ctx.peer.leave(room_id, PEER_USER)
     wait_until(
-        "our user left in its member list",
-        lambda: True if ctx.user.members(room_id).get(ctx.peer_user_id()) == "leave" else None,
+        "our user in its member list",
+        membership_is(ctx.user, room_id, ctx.peer_user_id(), "leave"),
+        expected="membership 'leave'",
     )
 
 
@@ -107,7 +112,7 @@ def its_message_reaches_us(ctx: Context, version: str) -> None:
     room_id = ctx.join_homeserver_room(version)
     event_id = ctx.user.send_message(room_id, "hello from the homeserver")
     event = ctx.peer.wait_for_event(room_id, event_id=event_id)
-    expect("our verdict on its message", "accepted", event.outcome)
+    expect_accepted("our verdict on its message", event)
     expect("its message's body", "hello from the homeserver", event.content.get("body"))
 
 
@@ -132,11 +137,16 @@ def it_backfills(ctx: Context, version: str) -> None:
     ]
     ctx.user.join(f"#{alias_local}:{ctx.peer.server_name}")
 
-    def all_history() -> bool | None:
+    def all_history() -> bool | NotYet:
         chunk = ctx.user.messages(room.room_id, limit=50)["chunk"]
-        return True if set(history) <= {e["event_id"] for e in chunk} else None
+        got = len(set(history) & {e["event_id"] for e in chunk})
+        return True if got == len(history) else NotYet(f"{got} of them")
 
-    wait_until("our history in its client's /messages", all_history)
+    wait_until(
+        "our history in its client's /messages",
+        all_history,
+        expected=f"all {len(history)} events",
+    )
     ctx.peer.wait_for_request(
         "/_matrix/federation/v1/backfill/", match=lambda r: room.room_id in _unquoted(r)
     )

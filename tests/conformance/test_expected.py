@@ -135,7 +135,8 @@ def test_the_run_classifies_each_result_and_the_outputs_count_and_show_each() ->
     table = format_table("hs.test", results, 2.0).splitlines()
     assert table[3].split()[:2] == ["xfail", "-"]
     assert "[known: documented deviation]" in table[4]
-    assert table[5].split()[:2] == ["XPASS", "-"]
+    assert table[5].strip().startswith("spec: https://")
+    assert table[6].split()[:2] == ["XPASS", "-"]
     assert table[-1] == (
         "1 passed, 1 failed, 0 skipped, 1 expected failures, 1 unexpected passes of 4 in 2.0 s"
     )
