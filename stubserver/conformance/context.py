@@ -30,14 +30,19 @@ PEER_USER_2: Final = "conformance-other"
 T = TypeVar("T")
 
 
+#: A per-version test: a function of the context and the room version (a returned string
+#: is a note on how it passed).
+VersionTest = Callable[["Context", str], "str | None"]
+
+
 def per_version(
-    area: Sequence[tuple[str, str, Callable[[Context, str], None]]], versions: Sequence[str]
+    area: Sequence[tuple[str, str, VersionTest]], versions: Sequence[str]
 ) -> list[ConformanceTest[Context]]:
     """One test per (room version, entry of ``area``): id ``name/vN``, in version order."""
 
-    def bound(f: Callable[[Context, str], None], version: str) -> Callable[[Context], None]:
-        def run(ctx: Context) -> None:
-            f(ctx, version)
+    def bound(f: VersionTest, version: str) -> Callable[[Context], str | None]:
+        def run(ctx: Context) -> str | None:
+            return f(ctx, version)
 
         return run
 

@@ -100,10 +100,10 @@ def wrapped(text: str, indent: str = REASON_INDENT, width: int = REASON_WIDTH) -
 
 
 def _details(result: TestResult) -> list[str]:
-    """What goes under a test's row: its reason wrapped, and the link to its spec section
-    when it did not pass."""
+    """What goes under a test's row: its reason wrapped (for a pass, its note: which way
+    the spec allows it took), and the link to its spec section when it did not pass."""
     if result.result == PASSED:
-        return []
+        return wrapped(result.reason) if result.reason else []
     lines = wrapped(result.reason) if result.reason else []
     return [*lines, f"{REASON_INDENT}spec: {spec_url(result.spec)}"]
 

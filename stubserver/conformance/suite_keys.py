@@ -23,6 +23,8 @@ PUBLISHING = "Retrieving server keys: Publishing Keys"
 NOTARY = "Retrieving server keys: Querying Keys Through Another Server"
 VERSION = "Server implementation: GET /_matrix/federation/v1/version"
 REQUEST_AUTH = "Authentication: Request Authentication"
+#: The positive baseline of the refusals: a request we sign, sent the same way, accepted.
+SIGNED_BASELINE = "auth.signed_request_accepted"
 
 
 def _check_key_document(document: Any, server_name: str, what: str) -> dict[str, str]:
@@ -124,7 +126,9 @@ def test_signed_request_accepted(ctx: Context) -> None:
 
 
 def test_bad_signature_refused(ctx: Context) -> None:
-    """A request signed with a key that is not ours (under our key ID) is refused 401."""
+    """A request signed with a key that is not ours (under our key ID) is refused 401
+    (only when the same request signed rightly is accepted: a server that refuses
+    everything gives no verdict)."""
     ours = ctx.our_key()
     wrong = ServerSigningKey.generate(ours.version)
     status, body = _forged(ctx, wrong, ctx.server_name)
@@ -155,14 +159,26 @@ def tests() -> list[ConformanceTest[Context]]:
             None,
             test_notary_without_minimum_valid_until_ts,
         ),
+        ConformanceTest(SIGNED_BASELINE, REQUEST_AUTH, None, test_signed_request_accepted),
         ConformanceTest(
-            "auth.signed_request_accepted", REQUEST_AUTH, None, test_signed_request_accepted
+            "auth.bad_signature_refused",
+            REQUEST_AUTH,
+            None,
+            test_bad_signature_refused,
+            depends_on=(SIGNED_BASELINE,),
         ),
         ConformanceTest(
-            "auth.bad_signature_refused", REQUEST_AUTH, None, test_bad_signature_refused
+            "auth.other_destination_refused",
+            REQUEST_AUTH,
+            None,
+            test_other_destination_refused,
+            depends_on=(SIGNED_BASELINE,),
         ),
         ConformanceTest(
-            "auth.other_destination_refused", REQUEST_AUTH, None, test_other_destination_refused
+            "auth.unsigned_refused",
+            REQUEST_AUTH,
+            None,
+            test_unsigned_refused,
+            depends_on=(SIGNED_BASELINE,),
         ),
-        ConformanceTest("auth.unsigned_refused", REQUEST_AUTH, None, test_unsigned_refused),
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def test_every_conformance_test_passes_against_synapse(
     the documented shape, and the JUnit file lists every test."""
     env = interop_env
     junit = tmp_path / "conformance.xml"
+    started = time.monotonic()
     done = env.ns.run(
         [
             sys.executable,
@@ -52,6 +54,7 @@ def test_every_conformance_test_passes_against_synapse(
         ],
         timeout=SUITE_TIMEOUT_S,
     )
+    seconds = time.monotonic() - started
     report = json.loads(done.stdout) if done.stdout.strip() else None
     failures = [
         t
@@ -73,7 +76,9 @@ def test_every_conformance_test_passes_against_synapse(
     cases = ET.parse(junit).getroot().iter("testcase")
     assert sorted(c.get("name") or "" for c in cases) == sorted(t["id"] for t in report["tests"])
     print(
-        f"\n[conformance] {len(report['tests'])} tests in "
-        f"{sum(t['seconds'] for t in report['tests']):.1f} test-seconds",
+        f"\n[conformance] {len(report['tests'])} tests in {seconds:.1f} s "
+        f"({sum(t['seconds'] for t in report['tests']):.1f} test-seconds)",
+        *[f"  {t['id']}: {t['reason']}" for t in report["tests"] if t["reason"]],
+        sep="\n",
         file=sys.__stderr__,
     )
