@@ -81,6 +81,8 @@ def judge_gap_fill(
     limits = ", ".join(str(n) for n in seen.missing_events_limits)
     events = f"/event for {by_event} of them" if by_event else ""
     if not left:
+        if len(missing) == 1:
+            return "the missing event fetched with /event"
         return f"the {len(missing)} events fetched one by one with /event"
     if total_limit >= len(left):
         also = f" and {events}" if events else ""

@@ -63,7 +63,7 @@ def test_every_event_fetched_one_by_one_with_event_passes() -> None:
         "the 12 events fetched one by one with /event"
     )
     assert judge_gap_fill([event(GAP[3])], ROOM, [GAP[3]], state_may_fill=False) == (
-        "the 1 events fetched one by one with /event"
+        "the missing event fetched with /event"
     )
 
 
