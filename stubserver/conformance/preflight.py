@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 from stubserver.check.hints import hint_unreachable, hint_way_back
 from stubserver.check.verdicts import judge_signed_response, judge_way_back, notary_query
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.conformance import forged
 from stubserver.conformance.context import Context
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.signing.keys import ServerSigningKey
 
 #: Deadline of each preflight request, in seconds.

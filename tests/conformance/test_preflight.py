@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from stubserver.check.hints import HINT_AUTH_STRIPPED
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.conformance.preflight import (
     STEP_REACH,
     STEP_SIGNED,
@@ -16,6 +15,7 @@ from stubserver.conformance.preflight import (
     check_command,
     preflight,
 )
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.signing.keys import ServerSigningKey
 
 IDENTITY = FederationIdentity("peer.test", ServerSigningKey.generate("a"))
