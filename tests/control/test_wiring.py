@@ -120,9 +120,9 @@ def keys(valid_until_ts: int, old_expired_ts: int = 0) -> ServerKeys:
         {KEY.key_id: KEY.key.verify_key},
         {OTHER.key_id: (OTHER.key.verify_key, old_expired_ts)},
         valid_until_ts,
-        {},
-        None,
-    )  # type: ignore[arg-type]
+        {},  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+    )
 
 
 def test_a_key_counts_while_valid() -> None:
