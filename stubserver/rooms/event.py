@@ -15,8 +15,6 @@ from typing import Any
 
 from stubserver.rooms.versions import RoomVersion
 
-JsonDict = dict[str, Any]
-
 
 @dataclass(frozen=True)
 class Event:

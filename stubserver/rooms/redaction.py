@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stubserver.rooms.versions import RedactionRules, RoomVersion
-
-JsonDict = dict[str, Any]
+from stubserver.signing.canonical_json import JsonDict
 
 #: Top-level keys the v11 rules keep (rooms v11, v12); v9 keeps these and three more.
 _KEPT_TOP_LEVEL_V11 = frozenset(

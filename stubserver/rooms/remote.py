@@ -2,8 +2,8 @@
 
 * :class:`RemoteCaller`: the signed requests (alias query, ``make_join``/``make_leave``,
   ``send_join``/``send_leave`` v2, ``/v2/invite``) with their failures turned into
-  :class:`~stubserver.control.surface.RemoteRefused` (a non-2xx answer) and
-  :class:`~stubserver.control.surface.RemoteUnreachable` (no answer);
+  :class:`~stubserver.rooms.errors.RemoteRefused` (a non-2xx answer) and
+  :class:`~stubserver.rooms.errors.RemoteUnreachable` (no answer);
 * :func:`room_from_join_answer`: a :class:`~stubserver.rooms.room.Room` from a
   ``send_join`` v2 answer, after verifying every PDU in ``state`` and ``auth_chain``
   (signature of the sender's server with a key valid at the event's time, content hash
@@ -27,8 +27,8 @@ from urllib.parse import quote, urlencode
 from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
-from stubserver.control.surface import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.builder import BuiltEvent
+from stubserver.rooms.errors import InvalidParameter, RemoteRefused, RemoteUnreachable
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
@@ -38,7 +38,6 @@ from stubserver.rooms.sender import SignedRequester
 from stubserver.rooms.state_store import StateKey
 from stubserver.rooms.transaction import SignatureFailure, checked_copy
 from stubserver.rooms.versions import RoomVersion, UnsupportedRoomVersion, room_version
-from stubserver.server.router import MatrixError
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 PREFIX: Final = "/_matrix/federation"
@@ -84,12 +83,12 @@ class RemoteCaller:
     ) -> tuple[int, Any]:
         """``(status, body)``: the body parsed as JSON, or as text when it is not JSON.
         Raise :class:`RemoteUnreachable` when no answer came, and
-        :class:`~stubserver.server.router.MatrixError` 400 for a path that cannot be sent
+        :class:`~stubserver.rooms.errors.InvalidParameter` for a path that cannot be sent
         as given."""
         try:
             pending = self._client.request(method, destination, path, body)
         except ValueError as e:
-            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+            raise InvalidParameter(str(e)) from None
         try:
             response = await pending
         except CancelledError:

@@ -1,5 +1,5 @@
 """The room service: the Twisted shell around the pure room code, implementing
-:class:`stubserver.control.surface.RoomControl`.
+:class:`stubserver.rooms.port.RoomControl`.
 
 What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's behaviour):
 
@@ -33,11 +33,17 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from stubserver.control.surface import JsonDict
 from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.create import (
     PRESETS,
     create_room,
+)
+from stubserver.rooms.errors import (
+    AliasTaken,
+    NotAllowed,
+    RoomRequestRefused,
+    UnknownRoom,
+    VersionNotSupported,
 )
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import is_user_id
@@ -51,7 +57,7 @@ from stubserver.rooms.remote_membership import RemoteMembership
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.routes import room_routes
 from stubserver.rooms.sender import SignedRequester, TransactionSender
-from stubserver.rooms.store import ReceivedInvite, RoomStore, StoreFull
+from stubserver.rooms.store import ReceivedInvite, RoomStore
 from stubserver.rooms.tamper import TAMPER_KINDS
 from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.rooms.versions import (
@@ -61,7 +67,8 @@ from stubserver.rooms.versions import (
     UnsupportedRoomVersion,
     room_version,
 )
-from stubserver.server.router import MatrixError, Route
+from stubserver.server.router import Route
+from stubserver.signing.canonical_json import JsonDict
 
 #: Most gap fills (received events waiting for their prev or auth events) at once.
 MAX_CONCURRENT_GAP_FILLS: Final = 4
@@ -71,7 +78,7 @@ log = Logger()
 
 
 class RoomService:
-    """Implements :class:`~stubserver.control.surface.RoomControl` (module docstring).
+    """Implements :class:`~stubserver.rooms.port.RoomControl` (module docstring).
 
     ``client.request(method, destination, path_and_query, content)`` is a signed request
     (:class:`stubserver.client.signed_request.FederationClient` fits); ``fetch_verify_key``
@@ -154,10 +161,7 @@ class RoomService:
         room.add_listener(lambda _record: self._polls.wake(room_id))
 
     def _hold(self, room: Room) -> None:
-        try:
-            self.store.add_room(room)
-        except StoreFull as e:
-            raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
+        self.store.add_room(room)  # StoreFull: 503 (rooms.http_errors)
         self._watch(room)
         self._polls.wake(room.room_id)
 
@@ -175,7 +179,7 @@ class RoomService:
     def _room(self, room: str) -> Room:
         found = self.store.get_room(self._local_room_id(room))
         if found is None:
-            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
+            raise UnknownRoom(f"Unknown room {room[:300]!r}")
         return found
 
     # --- RoomControl ------------------------------------------------------------------
@@ -216,7 +220,7 @@ class RoomService:
             if not LOCALPART.match(alias):
                 raise invalid(f"{alias[:300]!r} is not a valid alias localpart")
             if self.store.alias_room_id(alias) is not None:
-                raise MatrixError(409, "M_ROOM_IN_USE", f"#{alias}:{self.server_name} is taken")
+                raise AliasTaken(f"#{alias}:{self.server_name} is taken")
             full_alias = f"#{alias}:{self.server_name}"
         created = create_room(
             version,
@@ -230,10 +234,7 @@ class RoomService:
         )
         self._hold(created.room)
         if alias is not None:
-            try:
-                self.store.add_alias(alias, created.room.room_id)
-            except StoreFull as e:
-                raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
+            self.store.add_alias(alias, created.room.room_id)
         return {
             "room_id": created.room.room_id,
             "room_version": version.identifier,
@@ -242,15 +243,13 @@ class RoomService:
 
     def _version(self, identifier: str) -> RoomVersion:
         if identifier not in self._versions:
-            raise MatrixError(
-                400,
-                "M_UNSUPPORTED_ROOM_VERSION",
-                f"room version {identifier!r} is not one of {list(self._versions)}",
+            raise VersionNotSupported(
+                f"room version {identifier!r} is not one of {list(self._versions)}"
             )
         try:
             return room_version(identifier)
         except UnsupportedRoomVersion as e:
-            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", str(e)) from None
+            raise VersionNotSupported(str(e)) from None
 
     def join(self, room: str, user: str, via: Sequence[str]) -> Deferred[JsonDict]:
         return Deferred.fromCoroutine(self._join(room, user, via))
@@ -279,9 +278,7 @@ class RoomService:
             servers.insert(0, invite.origin)
         servers = [s for s in dict.fromkeys(servers) if s != self.server_name]
         if not servers:
-            raise MatrixError(
-                404, "M_NOT_FOUND", f"No known servers to join {room[:300]!r} through: give via"
-            )
+            raise UnknownRoom(f"No known servers to join {room[:300]!r} through: give via")
         return await self._remote_join(room_id, user_id, servers)
 
     async def _remote_join(self, room_id: str, user_id: str, servers: Sequence[str]) -> JsonDict:
@@ -317,7 +314,7 @@ class RoomService:
             servers.insert(0, invite.origin)
         servers = list(dict.fromkeys(servers))
         if not servers:
-            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
+            raise UnknownRoom(f"Unknown room {room[:300]!r}")
         built = await self._membership.leave(room_id, user_id, servers)
         self.store.forget_invite(room_id, user_id)
         if held is not None:
@@ -364,7 +361,7 @@ class RoomService:
         # Check it against our rules before asking anyone.
         reason = held.check_against_current_state(built.event)
         if reason is not None:
-            raise MatrixError(403, "M_FORBIDDEN", f"invite refused by the room's rules: {reason}")
+            raise NotAllowed(f"invite refused by the room's rules: {reason}")
         state = [
             held.current_state_id(k)
             for k in (("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))
@@ -447,7 +444,7 @@ class RoomService:
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:
             held = self._room(room)
-        except MatrixError as e:
+        except RoomRequestRefused as e:
             return fail(e)
         for destination in self._outgoing.others(held):
             self.sender.send_edu(destination, edu_type, dict(content))
@@ -478,7 +475,7 @@ class RoomService:
     def events(self, room: str, start: int, wait_ms: int) -> Deferred[JsonDict]:
         try:
             held = self._room(room)
-        except MatrixError as e:
+        except RoomRequestRefused as e:
             return fail(e)
         room_id = held.room_id
 

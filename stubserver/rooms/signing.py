@@ -21,8 +21,7 @@ from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_j
 from stubserver.rooms.hashes import unpadded_base64, with_content_hash
 from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
-
-JsonDict = dict[str, Any]
+from stubserver.signing.canonical_json import JsonDict
 
 #: The only signing algorithm the spec defines.
 ED25519 = "ed25519"

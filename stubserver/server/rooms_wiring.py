@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from stubserver.config import Config
 from stubserver.control.api import control_routes
 from stubserver.control.feed import RequestFeed
-from stubserver.control.surface import RoomControl
+from stubserver.rooms.port import RoomControl
 from stubserver.server.router import Route
 
 if TYPE_CHECKING:
