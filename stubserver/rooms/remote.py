@@ -32,11 +32,11 @@ from stubserver.rooms.errors import InvalidParameter, RemoteRefused, RemoteUnrea
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
-from stubserver.rooms.pdu_keys import FetchVerifyKey, verifier_for
+from stubserver.rooms.intake import Intake
+from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.sender import SignedRequester
 from stubserver.rooms.state_store import StateKey
-from stubserver.rooms.transaction import SignatureFailure, checked_copy
 from stubserver.rooms.versions import RoomVersion, UnsupportedRoomVersion, room_version
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
@@ -180,7 +180,7 @@ def parse_events(pdus: object, version: RoomVersion, room_id: str, limit: int) -
     events: list[Event] = []
     for pdu in pdus[:limit]:
         try:
-            event = event_from_pdu(pdu, version)
+            event = Intake.parse(pdu, version)
         except InvalidPdu as e:
             log.info("Dropped a PDU that does not parse: {reason}", reason=e)
             continue
@@ -190,18 +190,9 @@ def parse_events(pdus: object, version: RoomVersion, room_id: str, limit: int) -
 
 
 async def verified(fetch_verify_key: FetchVerifyKey, events: Sequence[Event]) -> list[Event]:
-    """The events whose signatures verify (keys fetched first), each after the content
-    hash check (a mismatch gives the redacted copy, rooms.md 1.2 step 7)."""
-    verify = await verifier_for(fetch_verify_key, events)
-    kept: list[Event] = []
-    for event in events:
-        try:
-            verify(event)
-        except SignatureFailure as e:
-            log.info("Dropped {event_id}: {error}", event_id=event.event_id, error=e)
-            continue
-        kept.append(checked_copy(event))
-    return kept
+    """The events whose signatures verify, after the content hash check:
+    :meth:`stubserver.rooms.intake.Intake.verified`."""
+    return await Intake(fetch_verify_key).verified(events)
 
 
 def add_outliers(room: Room, events: Iterable[Event], now: int, origin: str | None) -> list[Event]:
@@ -292,7 +283,7 @@ async def room_from_join_answer(
             raise BadAnswer("the returned join event is not ours")
         # Synapse: the returned event must pass the signature and hash checks (v8+).
         try:
-            check_content_hash(event.pdu)
+            check_content_hash(event.pdu, digest=event.content_hash())
         except ContentHashMismatch:
             raise BadAnswer("the returned join event is not ours (content hash)") from None
         if not await verified(fetch_verify_key, [event]):

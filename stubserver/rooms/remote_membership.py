@@ -25,7 +25,7 @@ from stubserver.rooms.membership import fill_template
 from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.remote import RemoteCaller, room_from_join_answer
 from stubserver.rooms.room import EventRecord, Room
-from stubserver.rooms.signing import EventSignatureError, verify_event_signature
+from stubserver.rooms.signing import EventSignatureError, verify_signed_event
 from stubserver.rooms.versions import RoomVersion
 
 
@@ -149,9 +149,8 @@ class RemoteMembership:
         if event.event_id != built.event.event_id:
             raise BadRemoteAnswer(f"{target_server} changed the invite event")
         try:
-            verify_event_signature(
-                event.pdu,
-                room.room_version,
+            verify_signed_event(
+                event,
                 self._signer.server_name,
                 self._signer.key_id,
                 self._signer.signing_key.verify_key,

@@ -16,8 +16,9 @@ Spec: Server-Server API "Joining Rooms", "Leaving Rooms", "Inviting to a room",
   sender back off for ten minutes or more), 400 ``{}`` past 50 PDUs or 100 EDUs, 429
   while another transaction from the same origin is being processed.
 
-Signatures need the senders' keys: a handler first collects and fetches them
-(``stubserver.rooms.pdu_keys``), then runs the pure checks. Every PDU a room gains is
+Received PDUs go through the receive pipeline (``stubserver.rooms.intake``: parse, keys,
+signatures, content hash), and bodies are the JSON the X-Matrix filter already parsed
+(``stubserver.auth.filter.request_content``): each body is parsed once. Every PDU a room gains is
 added to its :class:`~stubserver.rooms.room.Room` (which keeps the ordered list the
 control API serves).
 """
@@ -33,16 +34,17 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from stubserver.auth.filter import require_origin
+from stubserver.auth.filter import request_content, require_origin
 from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu, is_user_id
+from stubserver.rooms.intake import Intake
 from stubserver.rooms.membership import (
     MembershipRefusal,
     make_join_template,
     make_membership_template,
 )
-from stubserver.rooms.pdu_keys import FetchVerifyKey, verifier_for
+from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.room import MissingEvents, Room, RoomError
 from stubserver.rooms.signing import add_signature
 from stubserver.rooms.store import ReceivedInvite, RoomStore
@@ -50,10 +52,6 @@ from stubserver.rooms.transaction import (
     SignatureFailure,
     TransactionOutcome,
     TransactionRefused,
-    apply_transaction,
-    checked_copy,
-    parse_transaction,
-    signature_errors,
 )
 from stubserver.rooms.versions import UnsupportedRoomVersion, room_version
 from stubserver.server.router import (
@@ -61,7 +59,6 @@ from stubserver.server.router import (
     MatrixError,
     Route,
     query_arg,
-    read_json_body,
 )
 
 PREFIX: Final = "/_matrix/federation"
@@ -99,7 +96,7 @@ def _now_ms(clock: IReactorTime) -> int:
 
 
 def _json_object(request: IRequest) -> dict[str, Any]:
-    body = read_json_body(request)
+    body = request_content(request)
     if not isinstance(body, dict):
         raise MatrixError(400, "M_BAD_JSON", "the request body must be a JSON object")
     return body
@@ -177,6 +174,7 @@ def room_routes(
     """
     in_flight = _InFlight(set())
     ours = signer.server_name
+    intake = Intake(fetch_verify_key)
 
     def now() -> int:
         return _now_ms(clock)
@@ -229,23 +227,21 @@ def room_routes(
         if room is None or not room.is_server_in_room(ours):
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id!r}")
         try:
-            event = event_from_pdu(body, room.room_version)
+            event = intake.parse(body, room.room_version)
         except InvalidPdu as e:
             raise MatrixError(400, "M_BAD_JSON", f"bad event: {e.reason}") from None
         if event.type != MEMBER or not event.is_state or event.membership != membership:
             raise MatrixError(
                 400, "M_BAD_JSON", f"Not an m.room.member event with membership {membership!r}"
             )
-        verify = await verifier_for(fetch_verify_key, [event])
         try:
-            verify(event)
+            stored = await intake.checked(event)
         except SignatureFailure as e:
             raise MatrixError(403, "M_FORBIDDEN", f"event id {event.event_id}: {e}") from None
         if event.sender.partition(":")[2] != origin:
             raise MatrixError(403, "M_FORBIDDEN", "User not from origin")
         if event.sender != event.state_key:
             raise MatrixError(400, "M_BAD_JSON", "sender and state_key differ")
-        stored = checked_copy(event)
         try:
             record = room.add_event(stored, now(), origin=origin)
         except MissingEvents as e:
@@ -294,7 +290,7 @@ def room_routes(
             ) from None
         received = body.get("event")
         try:
-            event = event_from_pdu(received, version)
+            event = intake.parse(received, version)
         except InvalidPdu as e:
             raise MatrixError(400, "M_BAD_JSON", f"bad event: {e.reason}") from None
         assert isinstance(received, dict)  # event_from_pdu checked it is an object
@@ -307,9 +303,8 @@ def room_routes(
         state = body.get("invite_room_state", [])
         if not isinstance(state, list):
             raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be a list")
-        verify = await verifier_for(fetch_verify_key, [event])
         try:
-            verify(event)
+            stored = await intake.checked(event)
         except SignatureFailure as e:
             raise MatrixError(403, "M_FORBIDDEN", f"event id {event.event_id}: {e}") from None
         if event.type != MEMBER or event.membership != "invite" or event.state_key is None:
@@ -322,10 +317,9 @@ def room_routes(
             raise MatrixError(400, "M_BAD_JSON", "The invite event must be for this server")
         if not invites_accept:
             raise MatrixError(403, "M_FORBIDDEN", "This server does not accept invites")
-        stored = checked_copy(event)
         source = received if stored is event else dict(stored.pdu)
         signed = add_signature(source, version, ours, signer.key_id, signer.signing_key)
-        countersigned = event_from_pdu(signed, version)
+        countersigned = event_from_pdu(signed, version, owned=True)
         entries = tuple(e for e in state[:MAX_INVITE_ROOM_STATE] if isinstance(e, dict))
         invite_record = ReceivedInvite(
             event.room_id, event.state_key, version, countersigned, origin, entries
@@ -356,18 +350,16 @@ def room_routes(
             return JsonResponse(200, stored)
         if origin in in_flight.origins:
             raise MatrixError(429, "M_UNKNOWN", "Too many concurrent transactions")
-        body = read_json_body(request)
+        body = request_content(request)
         try:
-            parsed = parse_transaction(origin, txn_id, body, store.get_room)
+            parsed = intake.parse_transaction(origin, txn_id, body, store.get_room)
         except TransactionRefused as refused:
             return JsonResponse(refused.status, refused.body)
         in_flight.origins.add(origin)
 
         async def finish() -> JsonResponse:
             try:
-                verify = await verifier_for(fetch_verify_key, [e for _, e in parsed.pdus])
-                errors = signature_errors(parsed, verify)
-                outcome = apply_transaction(parsed, errors, now())
+                outcome = await intake.transaction(parsed, now())
                 store.memory.remember(origin, txn_id, outcome.response)
             finally:
                 in_flight.origins.discard(origin)
