@@ -39,7 +39,7 @@ def content_hash_bytes_of(pdu: Mapping[str, Any]) -> bytes:
     return encode_canonical_json(hashed, checked=True)
 
 
-@dataclass
+@dataclass(slots=True)
 class Derived:
     """What is computed from an event's PDU, each at most once (the PDU never changes):
     its redacted form, the bytes its signatures cover, its content hash. The receive
@@ -48,6 +48,13 @@ class Derived:
     redacted: JsonDict | None = None
     signed_bytes: bytes | None = None
     content_hash: bytes | None = None
+
+    def release(self) -> None:
+        """Forget all of it (about 1 kB an event): a room calls it once the event is
+        checked and stored; anything asked for later is computed again."""
+        self.redacted = None
+        self.signed_bytes = None
+        self.content_hash = None
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,8 @@ class Room:
         outlier: bool,
     ) -> EventRecord:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
+        # Checked: what was derived to check it is not kept for the life of the room.
+        event.derived.release()
         self._records[event.event_id] = record
         self._timeline.append(record)
         for listener in self._listeners:

@@ -91,3 +91,15 @@ def test_intake_verified_drops_bad_signatures_and_redacts_mismatches() -> None:
     kept = result_now(Deferred.fromCoroutine(Intake(b_key).verified([good, mismatch, bad])))
     assert [e.event_id for e in kept] == [good.event_id, mismatch.event_id]
     assert kept[1].content == {}
+
+
+def test_a_stored_event_keeps_nothing_derived() -> None:
+    """Once a room stores an event, the content hash, redacted form and signed bytes
+    computed to check it are released (memory per stored event)."""
+    room = new_room("12").room
+    join(room, BOB)
+    event = event_from_pdu(build(room, BOB, "m.room.message", {"body": "x"}, ts=TS + 2).pdu, V12)
+    assert event.derived.signed_bytes is not None
+    room.add_event(event, TS + 3, origin="b.test")
+    derived = event.derived
+    assert (derived.redacted, derived.signed_bytes, derived.content_hash) == (None, None, None)
