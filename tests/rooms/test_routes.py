@@ -5,21 +5,16 @@ endpoints, with Synapse's answers and refusals."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import random
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from nacl.signing import VerifyKey
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
-from twisted.web.test.requesthelper import DummyRequest
 
-from stubserver.auth.authenticator import RequestAuthenticator
-from stubserver.auth.filter import XMatrixFilter
-from stubserver.auth.xmatrix import sign_request
 from stubserver.rooms.create import create_room
 from stubserver.rooms.format import event_from_pdu
 from stubserver.rooms.hashes import check_content_hash
@@ -30,9 +25,7 @@ from stubserver.rooms.signing import verify_event_signature
 from stubserver.rooms.store import RoomStore
 from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import ROOM_VERSIONS
-from stubserver.server.router import FederationRouter, JsonResponse, request_annotations
-from stubserver.signing.keys import ServerSigningKey
-from tests.auth.test_authenticator import Keys
+from stubserver.server.router import FederationRouter, request_annotations
 from tests.rooms.room_fixtures import (
     A_SIGNER,
     ALICE,
@@ -75,7 +68,7 @@ class Harness:
         self.lookups: list[tuple[str, str, int]] = []
         self.hold: Deferred[None] | None = None
         self.transactions: list[Any] = []
-        self.routes = routes = room_routes(
+        routes = room_routes(
             self.store,
             A_SIGNER,
             self.fetch_key,
@@ -542,60 +535,3 @@ def test_an_invite_into_a_room_we_hold_is_added_to_it() -> None:
     record = room.record(built.event.event_id)
     assert record is not None and record.outcome == "accepted"
     assert room.members[CAROL] == "invite"
-
-
-# --- the real X-Matrix filter in front of a room handler ------------------------------
-
-
-class CountingBody(io.BytesIO):
-    """A request body that counts how often it is read whole (a JSON parse reads it
-    whole; the filter's "is there a body?" peek reads one byte)."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.whole_reads = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        if size is None or size < 0 or size > 1:
-            self.whole_reads += 1
-        return super().read(size)
-
-
-class KeysOfB:
-    """The key source of the authenticator: b.test's key, valid for long."""
-
-    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[Keys]:
-        return succeed(Keys({B_SIGNER.key_id: B_SIGNER.signing_key.verify_key}, 2**52))
-
-    fetch = fetch_cached_or_fresh
-
-
-def test_a_transaction_behind_the_real_xmatrix_filter_is_parsed_once() -> None:
-    """Behind the real XMatrixFilter (signature checked over the body), the /send handler
-    answers from the body the filter parsed: the body is read and parsed once."""
-    h = Harness()
-    room = h.host("12")
-    join(room, BOB)
-    built = build(room, BOB, "m.room.message", {"body": "hi"}, ts=TS + 1)
-    content = {"origin": "b.test", "origin_server_ts": TS, "pdus": [built.pdu]}
-    path = "/_matrix/federation/v1/send/t1"
-    key = ServerSigningKey(version=B_SIGNER.key_id.partition(":")[2], key=B_SIGNER.signing_key)
-    header = sign_request(
-        "PUT", path, origin="b.test", destination="a.test", key=key, content=content
-    )
-    dummy: Any = DummyRequest([])
-    dummy.method = b"PUT"
-    dummy.uri = dummy.path = path.encode()
-    dummy.requestHeaders.setRawHeaders(b"authorization", [header])
-    body = CountingBody(json.dumps(content).encode())
-    dummy.content = body
-    request = cast(IRequest, dummy)
-    xmatrix = XMatrixFilter(RequestAuthenticator("a.test", KeysOfB(), h.clock))
-    filtered = xmatrix(request)
-    assert filtered is not None
-    result_now(filtered)
-    handler = next(r.handler for r in h.routes if r.pattern.endswith("/send/{txnId}"))
-    answer = handler(request, {"txnId": "t1"})
-    response = answer if isinstance(answer, JsonResponse) else result_now(answer)
-    assert (response.status, response.body) == (200, {"pdus": {built.event.event_id: {}}})
-    assert body.whole_reads == 1
