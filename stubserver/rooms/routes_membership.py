@@ -24,6 +24,7 @@ from stubserver.rooms.membership import (
     make_membership_template,
 )
 from stubserver.rooms.room import MissingEvents, Room, RoomError
+from stubserver.rooms.room_queries import state_ids_before
 from stubserver.rooms.routes_common import (
     MEMBER,
     V1,
@@ -158,7 +159,7 @@ class MembershipEndpoints:
     async def _send_join(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         room, event = await self._send_membership(request, params, "join")
         try:
-            state_ids, chain_ids = room.state_ids_before(event.event_id)
+            state_ids, chain_ids = state_ids_before(room, event.event_id)
         except RoomError as e:
             raise MatrixError(400, "M_UNKNOWN", str(e)) from None
         return JsonResponse(

@@ -14,6 +14,7 @@ from twisted.web.iweb import IRequest
 
 from stubserver.auth.filter import require_origin
 from stubserver.rooms.room import Room, RoomError
+from stubserver.rooms.room_queries import backfill, event_auth, get_missing_events, state_ids_before
 from stubserver.rooms.routes_common import (
     HOST_NOT_IN_ROOM,
     V1,
@@ -81,7 +82,7 @@ class ReadEndpoints:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
         served_event(room, event_id)
         try:
-            state_ids, chain_ids = room.state_ids_before(event_id)
+            state_ids, chain_ids = state_ids_before(room, event_id)
         except KeyError:
             raise MatrixError(
                 404, "M_NOT_FOUND", f"No state known at {event_id!r} (an outlier)"
@@ -108,7 +109,7 @@ class ReadEndpoints:
         room = self._parts.room_for_reader(params["roomId"], origin)
         served_event(room, params["eventId"])
         try:
-            chain = room.event_auth(params["eventId"])
+            chain = event_auth(room, params["eventId"])
         except RoomError as e:
             raise MatrixError(400, "M_UNKNOWN", str(e)) from None
         return JsonResponse(200, {"auth_chain": pdus(room, chain)})
@@ -132,7 +133,7 @@ class ReadEndpoints:
             )
         from_ids = [v.decode("utf-8", "replace") for v in raw_from]
         room = self._parts.room_for_reader(params["roomId"], origin)
-        events = room.backfill(from_ids, limit)
+        events = backfill(room, from_ids, limit)
         return JsonResponse(
             200,
             {
@@ -151,7 +152,7 @@ class ReadEndpoints:
         limit = int_field(body, "limit", DEFAULT_MISSING_EVENTS_LIMIT)
         min_depth = int_field(body, "min_depth", 0)
         room = self._parts.room_for_reader(params["roomId"], origin)
-        events = room.get_missing_events(earliest, latest, limit, min_depth)
+        events = get_missing_events(room, earliest, latest, limit, min_depth)
         return JsonResponse(200, {"events": [dict(e.pdu) for e in events]})
 
     def query_directory(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
