@@ -48,3 +48,25 @@ class CallbackHooks:
         """Call ``invite`` when there is one."""
         if self.invite is not None:
             self.invite(invite)
+
+
+class HookRelay:
+    """:class:`InboundHooks` passed on to the hooks attached later (until then nothing is
+    told): the endpoints are built beside the service that follows them up."""
+
+    def __init__(self) -> None:
+        self._hooks: InboundHooks | None = None
+
+    def attach(self, hooks: InboundHooks) -> None:
+        """Tell ``hooks`` from now on."""
+        self._hooks = hooks
+
+    def on_transaction(self, origin: str, outcome: TransactionOutcome) -> None:
+        """Passed on to the attached hooks."""
+        if self._hooks is not None:
+            self._hooks.on_transaction(origin, outcome)
+
+    def on_invite(self, invite: ReceivedInvite) -> None:
+        """Passed on to the attached hooks."""
+        if self._hooks is not None:
+            self._hooks.on_invite(invite)
