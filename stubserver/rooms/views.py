@@ -8,6 +8,7 @@ EDUs, else at its deadline (:mod:`stubserver.rooms.long_poll`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail
@@ -32,15 +33,17 @@ class RoomViews:
         # Long-poll waiters: per room ID, and under None for EDUs.
         self._polls = LongPolls(clock)
         self._edus = ReceivedEdus()
-        self._watched: set[int] = set()
+        # The rooms themselves (weakly), not their id(): a room freed after a re-join
+        # and a new one at its address must not look watched.
+        self._watched: weakref.WeakSet[Room] = weakref.WeakSet()
         for room in store:
             self.watch(room)
 
     def watch(self, room: Room) -> None:
         """Wake the long-polls of ``room``'s ID whenever ``room`` gains an event."""
-        if id(room) in self._watched:
+        if room in self._watched:
             return
-        self._watched.add(id(room))
+        self._watched.add(room)
         room_id = room.room_id
         room.add_listener(lambda _record: self._polls.wake(room_id))
 
