@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from stubserver.rooms import forward_extremities
 from stubserver.rooms.auth_rules import (
     AuthError,
     auth_types_for_event,
@@ -352,10 +353,9 @@ class Room:
 
     def _advance(self, event: Event, after: StateNode) -> None:
         linear = set(event.prev_event_ids) == self._extremities
-        extremities = set(self._extremities) - set(event.prev_event_ids)
-        if event.event_id not in self._cited:
-            extremities.add(event.event_id)
-        self._extremities = frozenset(extremities)
+        self._extremities = forward_extremities.add_event(
+            self._extremities, event, cited=self._cited
+        )
         if linear and self._extremities == {event.event_id}:
             self._current = after
         else:
