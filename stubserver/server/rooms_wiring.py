@@ -26,7 +26,6 @@ from twisted.logger import Logger
 from stubserver.config import Config
 from stubserver.control.api import control_routes
 from stubserver.control.feed import RequestFeed
-from stubserver.rooms.port import RoomControl
 from stubserver.server.router import Route
 
 if TYPE_CHECKING:
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from stubserver.rooms.builder import EventSigner
     from stubserver.rooms.hooks import HookRelay
     from stubserver.rooms.pdu_keys import FetchVerifyKey
+    from stubserver.rooms.port import RoomControl
     from stubserver.rooms.store import RoomStore
     from stubserver.server_keys.fetcher import ServerKeys
 
@@ -144,7 +144,7 @@ class RoomParts:
 
 
 #: Builds the room service from its parts; the default is :func:`room_service_from_parts`.
-RoomServiceFactory = Callable[[RoomParts], RoomControl]
+RoomServiceFactory = Callable[[RoomParts], "RoomControl"]
 
 
 @dataclass(frozen=True)
