@@ -13,7 +13,8 @@ every area shares, and the entry points.
 - ``auth/``         X-Matrix in both directions, and the inbound request filter
 - ``tls/``          client and server TLS, certificates (used by ``generate``)
 - ``rooms/``        room versions, events, redaction, hashes, auth rules, state resolution,
-                    the in-memory room, transactions, the room service and its endpoints
+                    the in-memory room, the receive pipeline, the room service (its port
+                    and errors) and its endpoints (map in ``rooms/__init__.py``)
 - ``control/``      the control API a test drives a running server with (``/_stubserver/v1``)
 - ``testing/``      ``stubserver.testing``: the public Python API (Peer, Homeserver, plugin)
 - ``conformance/``  ``stubserver conformance``: the federation suite run against a homeserver
