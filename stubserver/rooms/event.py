@@ -5,6 +5,12 @@ An :class:`Event` keeps the PDU exactly as built or received (``pdu``, never wit
 the room version it was checked under. Accessors read the fields the algorithms need; the
 format rules that make those accessors safe are applied before an Event is made (see
 ``stubserver.rooms.format``), so they do not re-validate.
+
+What the checks compute from the PDU (the content hash, the redacted form, the bytes the
+signatures and the event ID cover) is kept on the event while it is checked
+(:class:`Derived`), so that each is computed once. The encoders below skip the range
+walk of ``stubserver.signing.canonical_json``: the values are a PDU past the format
+checks (which walk it once) or one we build (and check before sending).
 """
 
 from __future__ import annotations
@@ -25,8 +31,7 @@ NOT_SIGNED = frozenset({"unsigned", "signatures"})
 
 
 def signed_bytes_of(redacted: Mapping[str, Any]) -> bytes:
-    """(Values already checked: a PDU past the format checks, or one we build.) The
-    canonical JSON of a redacted event without ``signatures`` and ``unsigned``:
+    """The canonical JSON of a redacted event without ``signatures`` and ``unsigned``:
     what the event's signatures and its reference hash (so its ID) cover."""
     signed = {k: v for k, v in redacted.items() if k not in NOT_SIGNED}
     return encode_canonical_json(signed, checked=True)
