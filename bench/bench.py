@@ -1118,7 +1118,7 @@ def main() -> int:
     }
     try:
         setup = make_setup()
-        has_run = product_has("stubserver.server.run")
+        has_run = product_has("stubserver.app.run")
         signer = None
         if has_run:
             fetch_key_document(setup)

@@ -188,8 +188,8 @@ def measure(work: Path, names: list[str], concurrency: int) -> dict[str, Any]:
     """Resolve and fetch every name's keys in this process; the measured part."""
     from twisted.internet import defer  # noqa: PLC0415
 
-    from stubserver.client.build import build_federation_client  # noqa: PLC0415
     from stubserver.config import FederationSettings  # noqa: PLC0415
+    from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
 
     settings = FederationSettings(
         ca_files=(work / "ca.crt",),

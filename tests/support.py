@@ -8,9 +8,14 @@ Stable API (other test modules import it; extend, do not change):
 - :func:`start_stubserver` starts ``python -m stubserver run -c CONFIG`` and waits for
   its ready line; returns a :class:`StubProcess` (a context manager that terminates it).
 - :func:`run_stubserver_cli` runs any ``stubserver`` command to completion.
+- :func:`dns_server_process` runs ``python -m stubserver.devtools.dns_server`` on a zone
+  (a context manager yielding its ``HOST:PORT``); :func:`named_peer` starts a
+  ``stubserver.testing.Peer`` named ``HOST:PORT`` that resolves through it.
 - :func:`https_request` / :func:`https_get_json` make one HTTPS request with Python's
   ``ssl`` and ``http.client``, verifying the server's certificate against the test CA
   for the given name (real verification, no bypass).
+- :class:`FakeReactor`: ``MemoryReactorClock`` declared as the whole
+  :class:`stubserver.reactor.IReactor`, for code typed with it.
 - For in-memory unit tests of resources, typed for mypy --strict: :func:`stub_treq`
   (a ``treq.testing.StubTreq``), :func:`result_now`, :func:`failure_now` and
   :func:`has_fired` (Deferred inspection) and :func:`flush_logged_errors` (trial's).
@@ -31,21 +36,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import yaml
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from stubserver.discovery.server_name import parse_server_name
+from stubserver.reactor import IReactor
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert
+
+if TYPE_CHECKING:
+    from stubserver.testing import Peer
 
 _T = TypeVar("_T")
 
@@ -54,6 +69,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 #: How long to wait for a ready line or an exit, in seconds.
 DEFAULT_TIMEOUT_SECONDS = 20.0
+
+
+@implementer(IReactor)
+class FakeReactor(MemoryReactorClock):
+    """``MemoryReactorClock`` (connections and time in memory) as an
+    :class:`~stubserver.reactor.IReactor`. It has no UDP and no threads: those raise
+    NotImplementedError, so a test that reaches them says so instead of hanging."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def listenUDP(
+        self, port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
+    ) -> IListeningPort:
+        raise NotImplementedError("FakeReactor has no UDP")
+
+    def callFromThread(self, callable: Any, *args: object, **kwargs: object) -> NoReturn:
+        raise NotImplementedError("FakeReactor has no threads")
+
+    def callInThread(self, callable: Any, *args: object, **kwargs: object) -> NoReturn:
+        raise NotImplementedError("FakeReactor has no threads")
+
+    def getThreadPool(self) -> ThreadPool:
+        raise NotImplementedError("FakeReactor has no threads")
+
+    def suggestThreadPoolSize(self, size: int) -> NoReturn:
+        raise NotImplementedError("FakeReactor has no threads")
 
 
 class StubserverFailed(Exception):
@@ -407,3 +449,48 @@ def has_fired(d: Deferred[Any]) -> bool:
 
     d.addBoth(note)
     return bool(fired)
+
+
+@contextmanager
+def dns_server_process(
+    zone_dir: Path, records: Sequence[Mapping[str, Any]], listen: str
+) -> Iterator[str]:
+    """Our DNS server answering ``records`` (zone JSON entries, written to
+    ``zone_dir/zone.json``) at ``listen`` (``HOST:0`` picks a port); yields its ``HOST:PORT``
+    and stops it on exit."""
+    zone = zone_dir / "zone.json"
+    zone.write_text(json.dumps({"records": list(records)}))
+    process = subprocess.Popen(
+        [PYTHON, "-m", "stubserver.devtools.dns_server", "--zone", str(zone), "--listen", listen],
+        stdout=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        yield str(ready["listen"][0])
+    finally:
+        process.terminate()
+        process.wait(DEFAULT_TIMEOUT_SECONDS)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+#: What named peers may dial (the blocklist's loopback exception).
+LOOPBACK_RANGE = "127.0.0.0/8"
+
+
+def named_peer(directory: Path, host: str, address: str, dns: str, **kwargs: Any) -> Peer:
+    """A ``stubserver.testing.Peer`` named ``host:<free port>`` on ``address``, resolving
+    with the DNS server ``dns`` and allowed to dial loopback; ``kwargs`` go to
+    ``Peer.start``."""
+    from stubserver.testing import Peer, free_port
+
+    return Peer.start(
+        directory,
+        server_name=f"{host}:{free_port(address)}",
+        bind=address,
+        dns_servers=[dns],
+        allow_ips=[LOOPBACK_RANGE],
+        **kwargs,
+    )

@@ -12,7 +12,7 @@ malformed header 400 ``M_UNAUTHORIZED``; everything else 401 ``M_UNAUTHORIZED``.
 No lock-outs (issue 12): Synapse fetches keys for authentication ignoring the destination
 backoff and remembers no failures, so a peer that was down once is served again as soon as
 it is back. We match it: the fetcher shares a fetch in flight (requests arriving meanwhile
-wait for that one), key fetches ignore the backoff (``stubserver.client.build``), and a
+wait for that one), key fetches ignore the backoff (``stubserver.outbound.build``), and a
 failure is remembered only :data:`NEGATIVE_CACHE_SECONDS` (5 s, was 5 minutes), just
 enough that a flood of requests claiming a dead origin is not a flood of key requests.
 """
@@ -36,7 +36,7 @@ from stubserver.auth.xmatrix import (
     request_signing_object,
     select_authorization,
 )
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import SignatureError, verify_signatures
 
@@ -224,7 +224,10 @@ class RequestAuthenticator(Generic[KeysT]):
         except Exception as e:
             reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             self._remember_failure(origin, reason)
-            log.warn("Fetching the keys of {origin} failed: {reason}", origin=origin, reason=reason)
+            # The refusal that follows names the origin and this reason (issue 24).
+            log.debug(
+                "Fetching the keys of {origin} failed: {reason}", origin=origin, reason=reason
+            )
             raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}") from None
 
     def _may_refresh(self, origin: str) -> bool:

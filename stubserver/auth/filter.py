@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
@@ -41,8 +40,6 @@ CHECKED_PREFIX = b"/_matrix/"
 #: would make every key request wait for a key fetch of its own.
 UNCHECKED_PREFIX = b"/_matrix/key/"
 MISSING_AUTH_MESSAGE = "Missing Authorization headers"
-
-log = Logger()
 
 
 class Authenticator(Protocol):
@@ -104,13 +101,7 @@ class XMatrixFilter:
             with contextlib.suppress(AuthenticationFailed):
                 notes["origin"] = select_authorization(raw).origin
             notes["auth_error"] = error.message
-            log.info(
-                "Rejected {method} {uri} from {origin}: {error}",
-                method=request.method,
-                uri=request.uri,
-                origin=notes["origin"],
-                error=error.message,
-            )
+            # Its log line is the refusal's (stubserver.server.refusals): one per request.
             raise MatrixError(error.status, error.errcode, error.message)
 
         return d.addCallbacks(authenticated, rejected)

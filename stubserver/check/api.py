@@ -30,8 +30,9 @@ from twisted.web.iweb import IRequest
 from stubserver.check.checker import FederationChecker
 from stubserver.check.page import page_route
 from stubserver.check.report import CheckReport
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import Config
+from stubserver.outbound.signed_request import FederationIdentity
+from stubserver.reactor import IReactor
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
 #: Most reports computed at the same time; a further request answers 429.
@@ -145,7 +146,7 @@ def federation_ok_response(ok: bool) -> JsonResponse:
     return JsonResponse(200, text, headers, encoded=text.encode("ascii"))
 
 
-def report_routes_for(reactor: Any, config: Config) -> list[Route]:
+def report_routes_for(reactor: IReactor, config: Config) -> list[Route]:
     """The report routes of ``stubserver run``: checks with the config's federation
     settings (its IP blocklist included) and its identity."""
     identity = FederationIdentity(config.server_name, config.signing_key)

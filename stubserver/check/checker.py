@@ -68,15 +68,16 @@ from stubserver.check.warning_rules import (
 )
 from stubserver.check.well_known_section import well_known_by_family, well_known_report
 from stubserver.client.blocklist import BlockedAddress
-from stubserver.client.build import build_federation_client
-from stubserver.client.signed_request import (
-    FederationClient,
-    FederationIdentity,
-)
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients, build_dns_clients
 from stubserver.discovery.resolution import SOURCE_LEGACY_SRV, SOURCE_SRV, Resolution, Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.outbound.build import build_federation_client
+from stubserver.outbound.signed_request import (
+    FederationClient,
+    FederationIdentity,
+)
+from stubserver.reactor import IReactor
 
 #: "This host" in every spelling (0.0.0.0/8 and the IPv6 unspecified address; their
 #: IPv4-mapped, -compatible and 6to4 forms follow from the blocklist's expansion). Dialling
@@ -134,7 +135,7 @@ class FederationChecker:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         settings: FederationSettings,
         identity: FederationIdentity | None = None,
         *,

@@ -20,7 +20,7 @@ from service_identity.pyopenssl import verify_hostname, verify_ip_address
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
-from twisted.web.client import URI, Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -28,6 +28,8 @@ from zope.interface import implementer
 from stubserver.check.tester_fields import CertificateSummary
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure, read_body_limited
+from stubserver.logs.quiet import QuietHTTPConnectionPool
+from stubserver.reactor import IReactor
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 from stubserver.tls.client import SystemAndFileTrustRoot, is_ip_literal
 
@@ -180,7 +182,7 @@ class AddressProber:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         ca_files: Sequence[Path],
         blocklist: IPBlocklist,
         *,
@@ -234,7 +236,9 @@ class AddressProber:
             )
         else:
             tcp = TCP4ClientEndpoint(self._reactor, address, port, timeout=CONNECT_TIMEOUT_SECONDS)
-        pool = HTTPConnectionPool(self._reactor, persistent=False)  # type: ignore[no-untyped-call]
+        pool = QuietHTTPConnectionPool(  # type: ignore[no-untyped-call]
+            self._reactor, persistent=False
+        )
         pool.retryAutomatically = False
         agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
             self._reactor, _FixedEndpointFactory(wrapClientTLS(creator, tcp)), pool=pool

@@ -1,5 +1,5 @@
 """The signed probes of ``stubserver check``, through the full resolution and the client of
-``stubserver request`` (:class:`~stubserver.client.signed_request.FederationClient`):
+``stubserver request`` (:class:`~stubserver.outbound.signed_request.FederationClient`):
 
 * the signed request (the report's ``SignedRequest``): does the server accept a request
   signed by us, with its URI byte for byte as signed;
@@ -24,9 +24,9 @@ from stubserver.check.verdicts import (
     judge_way_back,
     notary_query,
 )
-from stubserver.client.agent import ResolutionFailed
 from stubserver.client.body import describe_failure
-from stubserver.client.signed_request import (
+from stubserver.discovery.unreachable import ResolutionFailed
+from stubserver.outbound.signed_request import (
     FederationClient,
     FederationIdentity,
     FederationRequestFailed,

@@ -17,7 +17,7 @@ from stubserver.check.hints import (
 )
 from stubserver.check.report import SignedRequestReport, WayBackReport
 from stubserver.check.tester_fields import Ed25519Check, KeyChecks
-from stubserver.client.signed_request import FederationIdentity
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.signing.keys import (
     ED25519,
     InvalidBase64,

@@ -19,8 +19,9 @@ from stubserver.check.render import render_text
 from stubserver.check.report import CheckReport
 from stubserver.check.tap import render_tap
 from stubserver.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, federation_from_args
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.outbound.signed_request import FederationIdentity
+from stubserver.reactor import global_reactor
 from stubserver.tls.client import CaFileError
 
 
@@ -59,8 +60,7 @@ def main(args: argparse.Namespace) -> int:
         FederationIdentity(config.server_name, config.signing_key) if config is not None else None
     )
 
-    from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
-
+    reactor = global_reactor()
     try:
         checker = FederationChecker(
             reactor, settings, identity, client=bool(getattr(args, "client", False))

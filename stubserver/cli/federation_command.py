@@ -15,13 +15,13 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stubserver.cli.reactor_main import react_main, start_warning_logging
 from stubserver.discovery.resolution import Target
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.reactor import IReactor, react_main, start_warning_logging
 from stubserver.tls.client import CaFileError
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
+    from stubserver.outbound.build import FederationContext
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,7 +61,7 @@ def run_with_client(
 ) -> int:
     """Validate NAME, build the federation client from the options, run ``work`` with it."""
     from stubserver.cli.main import federation_from_args  # noqa: PLC0415
-    from stubserver.client.build import build_federation_client  # noqa: PLC0415
+    from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
 
     _config, settings = federation_from_args(args)
     problem = check_name(args.name)
@@ -70,7 +70,7 @@ def run_with_client(
         return EXIT_USAGE
     start_warning_logging(sys.stderr)
 
-    async def body(reactor: Any) -> int:
+    async def body(reactor: IReactor) -> int:
         try:
             context = build_federation_client(reactor, settings)
         except CaFileError as e:

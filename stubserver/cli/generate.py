@@ -11,89 +11,30 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import secrets
-import string
 import sys
-import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stubserver.config import DEFAULT_ROOM_VERSION, MAX_PORT, ConfigError
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.signing.key_files import (
+    CONTROL_TOKEN_BYTES,
+    PRIVATE_MODE,
+    PUBLIC_MODE,
+    GeneratedPaths,
+    new_key_version,
+    paths_for,
+    write_atomically,
+)
 from stubserver.signing.keys import ServerSigningKey
-from stubserver.tls.certificates import KeyPair, issue_cert
+from stubserver.tls.certificates import KeyPair, issue_cert, tls_names
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-#: Mode of files holding private keys.
-PRIVATE_MODE = 0o600
-#: Mode of the certificate and the config.
-PUBLIC_MODE = 0o644
-#: Synapse's key versions: ``a_`` and four random letters or digits.
-KEY_VERSION_PREFIX = "a_"
-KEY_VERSION_RANDOM_CHARS = 4
-_KEY_VERSION_ALPHABET = string.ascii_letters + string.digits
 #: DESIGN.md's control port, and where the control listener binds: loopback only.
 DEFAULT_CONTROL_PORT = 8009
 CONTROL_BIND_ADDRESS = "127.0.0.1"
-#: Random bytes in a generated control_token (URL-safe base64 of them).
-CONTROL_TOKEN_BYTES = 32
-
-
-@dataclass(frozen=True)
-class GeneratedPaths:
-    """Where ``generate`` writes each file."""
-
-    signing_key: Path
-    certificate: Path
-    private_key: Path
-    config: Path
-
-    def all(self) -> tuple[Path, ...]:
-        """Every path, private keys first."""
-        return (self.signing_key, self.private_key, self.certificate, self.config)
-
-
-def file_stem(server_name: str) -> str:
-    """A file-name-safe stem for ``server_name``: ``:`` becomes ``_``, brackets go."""
-    return server_name.replace("[", "").replace("]", "").replace(":", "_")
-
-
-def paths_for(directory: Path, server_name: str) -> GeneratedPaths:
-    """The four files ``generate`` writes for ``server_name`` in ``directory``."""
-    stem = file_stem(server_name)
-    return GeneratedPaths(
-        signing_key=directory / f"{stem}.signing.key",
-        certificate=directory / f"{stem}.crt",
-        private_key=directory / f"{stem}.key",
-        config=directory / f"{stem}.yaml",
-    )
-
-
-def new_key_version() -> str:
-    """A new key version as Synapse makes them: ``a_`` and four random [a-zA-Z0-9]."""
-    random_part = "".join(
-        secrets.choice(_KEY_VERSION_ALPHABET) for _ in range(KEY_VERSION_RANDOM_CHARS)
-    )
-    return KEY_VERSION_PREFIX + random_part
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` via a temporary file and a rename."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def config_document(
@@ -186,13 +127,6 @@ def _load_ca(cert_path: Path, key_path: Path) -> KeyPair:
     except (ValueError, TypeError):
         raise ConfigError("--ca-key", f"{key_path} holds no unencrypted PEM key") from None
     return KeyPair(cert_pem=pems[0], key_pem=pems[1])
-
-
-def tls_names(server_name: str, requested: Sequence[str]) -> list[str]:
-    """The certificate's names: those asked for, else the server name's bare host."""
-    if requested:
-        return list(requested)
-    return [parse_server_name(server_name).bare_host]
 
 
 def main(args: argparse.Namespace) -> int:

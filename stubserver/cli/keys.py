@@ -22,7 +22,7 @@ from stubserver.cli.federation_command import (
 )
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
+    from stubserver.outbound.build import FederationContext
 
 
 def _format_ts(ts: int | None) -> str:

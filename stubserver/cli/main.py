@@ -120,6 +120,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="serve until SIGINT or SIGTERM")
     r.add_argument("-c", "--config", type=Path, required=True)
+    r.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log everything, Twisted's own lines included (as log_level: debug)",
+    )
 
     for name, text in (("resolve", "resolve a server name"), ("keys", "fetch and verify keys")):
         p = sub.add_parser(name, help=text)

@@ -19,12 +19,15 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from stubserver.cli.reactor_main import react_main, start_warning_logging
-from stubserver.client.signed_request import check_path_and_query
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.outbound.signed_request import check_path_and_query
+from stubserver.reactor import IReactor, react_main, start_warning_logging
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
+
+if TYPE_CHECKING:
+    from stubserver.config import Config, FederationSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -131,10 +134,12 @@ def format_outcome(outcome: RequestOutcome, out: TextIO) -> None:
         out.write(json.dumps(outcome.body, indent=2, ensure_ascii=False) + "\n")
 
 
-async def send(reactor: Any, config: Any, settings: Any, plan: RequestPlan) -> RequestOutcome:
+async def send(
+    reactor: IReactor, config: Config, settings: FederationSettings, plan: RequestPlan
+) -> RequestOutcome:
     """Build the federation client from ``settings`` and send ``plan`` signed as ``config``."""
-    from stubserver.client.build import build_federation_client  # noqa: PLC0415
-    from stubserver.client.signed_request import (  # noqa: PLC0415
+    from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
+    from stubserver.outbound.signed_request import (  # noqa: PLC0415
         FederationClient,
         FederationIdentity,
         FederationRequestFailed,
@@ -175,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     start_warning_logging(sys.stderr)
 
-    async def body(reactor: Any) -> int:
+    async def body(reactor: IReactor) -> int:
         try:
             outcome = await send(reactor, config, settings, plan)
         except CaFileError as e:

@@ -22,7 +22,7 @@ from stubserver.cli.federation_command import (
 from stubserver.discovery.resolution import Resolution
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
+    from stubserver.outbound.build import FederationContext
 
 
 def format_resolution(resolution: Resolution, out: TextIO) -> None:

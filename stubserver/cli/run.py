@@ -1,5 +1,5 @@
 """``stubserver run -c CONFIG``: the command's entry; the composition root is
-``stubserver.server.run`` (config, TLS, sites, listeners, the ready line, shutdown).
+``stubserver.app.run`` (config, TLS, sites, listeners, the ready line, shutdown).
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import argparse
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serve the config named by ``-c`` until SIGINT or SIGTERM (ConfigError: exit 2)."""
-    from stubserver.server.run import serve  # noqa: PLC0415 - imported when chosen
+    """Serve the config named by ``-c`` until SIGINT or SIGTERM (ConfigError: exit 2);
+    ``--verbose`` logs at debug level whatever the config's ``log_level``."""
+    from stubserver.app.run import serve  # noqa: PLC0415 - imported when chosen
 
-    return serve(args.config)
+    return serve(args.config, verbose=args.verbose)

@@ -35,7 +35,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 
 #: First backoff interval after a failure, in milliseconds (Synapse: 10 minutes).
 MIN_RETRY_INTERVAL_MS = 10 * 60 * 1000

@@ -5,7 +5,7 @@ extended, for every IPv4 range, with the IPv6 forms that reach the same IPv4 hos
 IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``) and 6to4
 (``2002:aabb:ccdd::``). ``ip_range_allowlist`` makes exceptions. The check applies to
 every address actually dialled, .well-known fetches and redirects included (see
-:mod:`stubserver.client.agent`). When any address of a name is blocked, every address of that
+:mod:`stubserver.outbound.agent`). When any address of a name is blocked, every address of that
 name is dropped (as Synapse does), so a name cannot mix a public and a private address
 to reach the private one.
 

@@ -42,6 +42,9 @@ CONFIG_ROOM_VERSIONS = ("10", "11", "12")
 DEFAULT_ROOM_VERSION = "12"
 #: What ``invites`` may say about the /v2/invite requests we receive.
 INVITE_POLICIES = ("accept", "reject")
+#: The default ``log_level`` (its values: stubserver.logs.output.LOG_LEVELS; issue 24): at
+#: info the log says what happened to federation; debug adds Twisted's own lines.
+DEFAULT_LOG_LEVEL = "info"
 
 #: Synapse's DEFAULT_IP_RANGE_BLOCKLIST (synapse/config/server.py): outbound federation
 #: never dials these unless ip_range_allowlist makes an exception.
@@ -145,6 +148,8 @@ class Config:
     default_room_version: str = DEFAULT_ROOM_VERSION
     #: ``accept`` or ``reject`` (403 M_FORBIDDEN) the /v2/invite requests received.
     invites: str = "accept"
+    #: The least level written to stderr by ``run`` (one of LOG_LEVELS).
+    log_level: str = DEFAULT_LOG_LEVEL
 
     @property
     def invites_accept(self) -> bool:

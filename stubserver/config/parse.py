@@ -15,6 +15,7 @@ from typing import Any
 from stubserver.config.listeners import parse_listeners
 from stubserver.config.model import (
     CONFIG_ROOM_VERSIONS,
+    DEFAULT_LOG_LEVEL,
     DEFAULT_ROOM_VERSION,
     DNS_PORT,
     INVITE_POLICIES,
@@ -41,6 +42,7 @@ from stubserver.config.values import (
     resolve_path,
 )
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
+from stubserver.logs.output import LOG_LEVELS
 from stubserver.signing.keys import KEY_VERSION_RE, InvalidBase64, decode_base64
 
 _KNOWN_KEYS = frozenset(
@@ -65,6 +67,7 @@ _KNOWN_KEYS = frozenset(
         "control_token",
         "default_room_version",
         "invites",
+        "log_level",
     }
 )
 
@@ -199,6 +202,11 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
     invites = raw.get("invites", "accept")
     if invites not in INVITE_POLICIES or not isinstance(invites, str):
         raise ConfigError("invites", f"expected accept or reject, got {describe(invites)}")
+    log_level = raw.get("log_level", DEFAULT_LOG_LEVEL)
+    if log_level not in LOG_LEVELS or not isinstance(log_level, str):
+        raise ConfigError(
+            "log_level", f"expected one of {', '.join(LOG_LEVELS)}, got {describe(log_level)}"
+        )
 
     log_path = raw.get("request_log_path")
     return Config(
@@ -219,6 +227,7 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         control_token=control_token,
         default_room_version=room_version,
         invites=invites,
+        log_level=log_level,
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import signal
@@ -37,20 +38,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stubserver.cli.room import ControlUnreachable
+from stubserver.control.client import ControlUnreachable
 from stubserver.devtools.demo_evidence import ROOM_ALIAS, summary_line
 from stubserver.devtools.demo_pairs import PairResult, check_all_pairs, format_matrix
 from stubserver.devtools.demo_room import RoomDemoError, format_room, run_room
 from stubserver.devtools.demo_world import (
     CONTROL_PORT,
-    DNS_ADDRESS,
+    DEFAULT_NETWORK,
     DNS_PORT,
+    NETWORK_FILE,
     POLL_INTERVAL_SECONDS,
-    TRIO,
     WELL_KNOWN_PORT,
-    DemoServer,
+    dns_address,
+    parse_network,
+    recorded_network,
+    trio,
     write_demo_files,
 )
+from stubserver.reactor import IReactor
 
 #: How long start-up may take before we give up on a process, in seconds.
 READY_TIMEOUT_SECONDS = 15.0
@@ -70,9 +75,12 @@ class DemoProcess:
     binds: tuple[tuple[str, int], ...]  # TCP addresses it listens on, checked before start
 
 
-def demo_processes(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> list[DemoProcess]:
-    """The DNS server and one ``stubserver run`` per server."""
+def demo_processes(
+    run_dir: Path, network: ipaddress.IPv4Network = DEFAULT_NETWORK
+) -> list[DemoProcess]:
+    """The DNS server and one ``stubserver run`` per server, in ``network``."""
     py = sys.executable
+    dns = dns_address(network)
     procs = [
         DemoProcess(
             name="dns",
@@ -83,12 +91,12 @@ def demo_processes(run_dir: Path, servers: Sequence[DemoServer] = TRIO) -> list[
                 "--zone",
                 str(run_dir / "zone.json"),
                 "--listen",
-                f"{DNS_ADDRESS}:{DNS_PORT}",
+                f"{dns}:{DNS_PORT}",
             ),
-            binds=((DNS_ADDRESS, DNS_PORT),),
+            binds=((dns, DNS_PORT),),
         )
     ]
-    for s in servers:
+    for s in trio(network):
         binds = [(s.fed_address, s.fed_port), (s.fed_address, CONTROL_PORT)]
         if s.wellknown_address is not None:
             binds.append((s.wellknown_address, WELL_KNOWN_PORT))
@@ -247,12 +255,13 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _start(run_dir: Path) -> int:
-    from stubserver.cli.reactor_main import react_main  # noqa: PLC0415
+def _start(run_dir: Path, network: ipaddress.IPv4Network) -> int:
+    from stubserver.reactor import react_main  # noqa: PLC0415
 
-    procs = demo_processes(run_dir)
+    servers = trio(network)
+    procs = demo_processes(run_dir, network)
     began = time.monotonic()
-    write_demo_files(run_dir)
+    write_demo_files(run_dir, network)
     try:
         pids = start_processes(run_dir, procs)
     except DemoError as e:
@@ -261,8 +270,8 @@ def _start(run_dir: Path) -> int:
     print(f"started: {', '.join(f'{n} (pid {p})' for n, p in pids.items())}")
     results: list[PairResult] = []
 
-    async def run_checks(reactor: Any) -> int:
-        results.extend(await check_all_pairs(reactor, run_dir))
+    async def run_checks(reactor: IReactor) -> int:
+        results.extend(await check_all_pairs(reactor, run_dir, servers))
         return 0
 
     if react_main(run_checks) != 0:
@@ -270,19 +279,19 @@ def _start(run_dir: Path) -> int:
         return 1
     pairs_elapsed = time.monotonic() - began
     print()
-    for s in TRIO:
+    for s in servers:
         print(
             f"{s.server_name:<11} found by {s.method:<10} "
             f"{'(' + s.wellknown_value + ')' if s.wellknown_value else ''}"
         )
     print()
-    print(format_matrix(TRIO, results))
+    print(format_matrix(servers, results))
     print()
     ok = all(r.ok for r in results)
     print(f"{sum(r.ok for r in results)}/{len(results)} pairs OK in {pairs_elapsed:.2f} s")
     print()
     try:
-        room = run_room(run_dir)
+        room = run_room(run_dir, servers)
     except (RoomDemoError, ControlUnreachable) as e:
         print(f"demo: the room failed: {e}", file=sys.stderr)
         return 1
@@ -293,24 +302,56 @@ def _start(run_dir: Path) -> int:
     print(f"the room from any server: stubserver room show '{ROOM_ALIAS}' -c {run_dir}/beta.yaml")
     print("stop with demo/stop.sh; remove everything with demo/clean.sh")
     elapsed = time.monotonic() - began
-    print(f"{summary_line(len(TRIO), room.messages, room.ok, room.expected)} ({elapsed:.2f} s)")
+    print(f"{summary_line(len(servers), room.messages, room.ok, room.expected)} ({elapsed:.2f} s)")
     return 0 if ok and room.ok == room.expected else 1
 
 
+def _network_argument(text: str) -> ipaddress.IPv4Network:
+    import argparse  # noqa: PLC0415
+
+    try:
+        return parse_network(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stubserver.devtools.demo {start,stop} --dir DIR``."""
+    """``python -m stubserver.devtools.demo {start,stop} --dir DIR [--network NET]``.
+
+    ``--network`` (start only) places a new folder's demo in another /24 of loopback; the
+    folder keeps the network it was made for, and stop finds its processes there.
+    """
     import argparse  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="stubserver-demo")
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument(
+        "--network",
+        type=_network_argument,
+        help=f"a /24 of loopback for a new folder's demo (default {DEFAULT_NETWORK})",
+    )
     args = parser.parse_args(argv)
     run_dir: Path = args.dir.resolve()
+    try:
+        recorded = recorded_network(run_dir)
+    except ValueError as e:
+        print(f"demo: {run_dir}/{NETWORK_FILE}: {e}", file=sys.stderr)
+        return 2
     if args.action == "stop":
-        stopped = stop_processes(run_dir, demo_processes(run_dir))
+        procs = demo_processes(run_dir, recorded or DEFAULT_NETWORK)
+        stopped = stop_processes(run_dir, procs)
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         return 0
-    return _start(run_dir)
+    asked: ipaddress.IPv4Network | None = args.network
+    if recorded is not None and asked not in (None, recorded):
+        print(
+            f"demo: {run_dir} was made for {recorded}, not {asked}: use another folder"
+            " (STUBSERVER_DEMO_DIR) or remove this one with demo/clean.sh",
+            file=sys.stderr,
+        )
+        return 2
+    return _start(run_dir, recorded or asked or DEFAULT_NETWORK)
 
 
 if __name__ == "__main__":

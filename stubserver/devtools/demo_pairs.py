@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
-    from stubserver.client.signed_request import FederationClient
+    from stubserver.outbound.build import FederationContext
+    from stubserver.outbound.signed_request import FederationClient
 
 from stubserver.devtools.demo_world import POLL_INTERVAL_SECONDS, TRIO, DemoServer
+from stubserver.reactor import IReactor
 
 # -- the pair matrix ------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ def _log_shows(log_path: Path, origin: str, uri: str) -> dict[str, Any] | None:
 
 
 async def check_pair(
-    reactor: Any,
+    reactor: IReactor,
     source: DemoServer,
     destination: DemoServer,
     *,
@@ -143,14 +144,14 @@ async def check_pair(
 
 
 async def check_all_pairs(
-    reactor: Any, run_dir: Path, servers: Sequence[DemoServer] = TRIO
+    reactor: IReactor, run_dir: Path, servers: Sequence[DemoServer] = TRIO
 ) -> list[PairResult]:
     """Every ordered pair, each sender with its own config, agent and identity."""
     from twisted.internet.defer import Deferred, gatherResults  # noqa: PLC0415
 
-    from stubserver.client.build import build_federation_client  # noqa: PLC0415
-    from stubserver.client.signed_request import FederationClient, FederationIdentity  # noqa: PLC0415
     from stubserver.config import load_config  # noqa: PLC0415
+    from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
+    from stubserver.outbound.signed_request import FederationClient, FederationIdentity  # noqa: PLC0415
 
     pending: list[Deferred[PairResult]] = []
     for s in servers:

@@ -8,7 +8,7 @@ memory) and adds one more round. What counts as a delivery, and how it is shown,
 :mod:`stubserver.devtools.demo_evidence`'s.
 
 The control API is our own, on loopback: a synchronous HTTP client suffices
-(:mod:`stubserver.cli.room`'s). Every wait is a long poll (``events?from=N&wait_ms=M``)
+(:mod:`stubserver.control.client`). Every wait is a long poll (``events?from=N&wait_ms=M``)
 bounded by one deadline; nothing sleeps.
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from stubserver.cli.room import (
+from stubserver.config import load_config
+from stubserver.control.client import (
     CommandFailed,
     Transport,
     call,
@@ -29,7 +30,6 @@ from stubserver.cli.room import (
     http_transport,
     room_path,
 )
-from stubserver.config import load_config
 from stubserver.devtools.demo_evidence import (
     MESSAGE,
     ROOM_ALIAS,

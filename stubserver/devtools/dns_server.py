@@ -39,11 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.names import dns, server
 from twisted.names import error as dns_error
 from twisted.names.common import ResolverBase
+
+from stubserver.reactor import IReactor
 
 #: Default record TTL, in seconds.
 DEFAULT_TTL_SECONDS = 60
@@ -51,6 +54,8 @@ DEFAULT_TTL_SECONDS = 60
 MAX_ZONE_BYTES = 4 * 1024 * 1024
 #: Attempts to find a port free for both UDP and TCP when asked for port 0.
 PORT_ZERO_ATTEMPTS = 20
+#: Largest UDP datagram read, in bytes (Twisted's default for listenUDP).
+MAX_UDP_PACKET_BYTES = 8192
 RECORD_TYPES = {"A": dns.A, "AAAA": dns.AAAA, "CNAME": dns.CNAME, "SRV": dns.SRV}
 PSEUDO_TYPES = frozenset({"SERVFAIL", "TIMEOUT"})
 MAX_CNAME_CHAIN = 8
@@ -213,6 +218,9 @@ class ZoneAuthority(ResolverBase):
 
 
 class _Factory(server.DNSServerFactory):
+    # No "Starting factory" line for every TCP query (issue 24).
+    noisy = False
+
     def gotResolverError(self, failure: Any, protocol: Any, message: Any, address: Any) -> None:
         rcode = dns.ENAME if failure.check(dns_error.AuthoritativeDomainError) else dns.ESERVER
         response = self._responseFromMessage(message=message, rCode=rcode)  # type: ignore[no-untyped-call]
@@ -255,7 +263,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def build_dns_server(
-    reactor: Any, records: Sequence[ZoneRecord], listen: Sequence[tuple[str, int]]
+    reactor: IReactor, records: Sequence[ZoneRecord], listen: Sequence[tuple[str, int]]
 ) -> DnsServer:
     """Serve ``records`` on UDP and TCP at each ``(host, port)``; port 0 picks one free
     for both. Raises ``CannotListenError`` when a port is taken."""
@@ -264,13 +272,16 @@ def build_dns_server(
     authority = ZoneAuthority(records)
     factory = _Factory(authorities=[authority])  # type: ignore[no-untyped-call]
     protocol = dns.DNSDatagramProtocol(factory)  # type: ignore[no-untyped-call]
+    protocol.noisy = False
     bound: list[tuple[str, int]] = []
     ports: list[IListeningPort] = []
     for host, port in listen:
         attempts = PORT_ZERO_ATTEMPTS if port == 0 else 1
         for attempt in range(attempts):
-            udp = reactor.listenUDP(port, protocol, interface=host)
-            actual = udp.getHost().port
+            udp = reactor.listenUDP(
+                port, protocol, interface=host, maxPacketSize=MAX_UDP_PACKET_BYTES
+            )
+            actual = _bound_port(udp)
             try:
                 tcp = reactor.listenTCP(actual, factory, interface=host)
             except CannotListenError:
@@ -282,6 +293,13 @@ def build_dns_server(
             bound.append((host, actual))
             break
     return DnsServer(authority, bound, ports)
+
+
+def _bound_port(port: IListeningPort) -> int:
+    address = port.getHost()
+    if not isinstance(address, IPv4Address | IPv6Address):
+        raise TypeError(f"not an IP listening port: {address!r}")
+    return address.port
 
 
 def _format(host: str, port: int) -> str:
@@ -309,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     status = [0]
 
-    def run(reactor: Any) -> Deferred[None]:
+    def run(reactor: IReactor) -> Deferred[None]:
         try:
             dns_server = build_dns_server(reactor, records, listen)
         except CannotListenError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -34,7 +35,10 @@ from twisted.names import error as dns_error
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
+from stubserver.logs.legacy import at_debug_level
+from stubserver.logs.quiet import quiet_udp_reactor
+from stubserver.reactor import IReactor
 
 #: twisted.names retry schedule for one query, in seconds (total: their sum, 4 s).
 DNS_QUERY_TIMEOUTS_SECONDS = (1, 3)
@@ -215,7 +219,7 @@ class DnsClients:
     addresses: AddressResolver
 
 
-def build_dns_clients(reactor: Any, dns_servers: Sequence[tuple[str, int]]) -> DnsClients:
+def build_dns_clients(reactor: IReactor, dns_servers: Sequence[tuple[str, int]]) -> DnsClients:
     """System DNS (resolv.conf for SRV, the reactor's resolver for addresses) or, when
     ``dns_servers`` is given, twisted.names against those servers for both."""
     if dns_servers:
@@ -228,7 +232,15 @@ def build_dns_clients(reactor: Any, dns_servers: Sequence[tuple[str, int]]) -> D
     return DnsClients(srv=system, addresses=SystemAddressResolver(reactor.nameResolver))
 
 
-def _names_client(reactor: Any, **kwargs: Any) -> Any:
-    return client.Resolver(  # type: ignore[no-untyped-call]
-        reactor=reactor, timeout=DNS_QUERY_TIMEOUTS_SECONDS, **kwargs
+def _names_client(reactor: IReactor, **kwargs: Any) -> Any:
+    # It opens a UDP port with a protocol per query: made quiet, or each query writes four
+    # lines; and it reads resolv.conf with two lines ("changed, reparsing", "Resolver
+    # added"): at debug level (issue 24).
+    return at_debug_level(
+        partial(
+            client.Resolver,
+            reactor=quiet_udp_reactor(reactor),
+            timeout=DNS_QUERY_TIMEOUTS_SECONDS,
+            **kwargs,
+        )
     )

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.names import dns
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.discovery.dns import DNS_QUERY_TIMEOUTS_SECONDS, describe_dns_error, is_name_error
 
 #: SRV answers are cached for their TTL, but never longer than this, in seconds.

@@ -8,7 +8,7 @@ names", step 3), with Synapse's caching rules.
 - :func:`failure_cache_seconds` (pure): 1 h ±10 %, or 2 min when the name had a valid
   answer within its last cache period + 2 h (a flapping server recovers quickly).
 - :class:`WellKnownResolver`: fetches through an injected ``IAgent`` (the blocklisting
-  HTTPS agent of :mod:`stubserver.client.agent`), follows at most 5 https-only redirects, reads
+  HTTPS agent of :mod:`stubserver.outbound.agent`), follows at most 5 https-only redirects, reads
   at most 50 KiB, gives up after 10 s, parses JSON whatever the Content-Type, validates
   ``m.server`` as a server name, caches, refreshes in the last 20 % of a valid answer's
   lifetime while keeping it through temporary failures, and keeps one fetch in flight
@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from stubserver.cache import BoundedCache
 from stubserver.client.body import (
     DiscardBody,
     deliver_body,
@@ -38,7 +39,6 @@ from stubserver.client.body import (
     raise_if_cancelled,
     read_body_limited,
 )
-from stubserver.client.cache import BoundedCache
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes

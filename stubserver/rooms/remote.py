@@ -38,6 +38,7 @@ from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.sender import SignedRequester
 from stubserver.rooms.state_store import StateKey
 from stubserver.rooms.versions import RoomVersion, UnsupportedRoomVersion, room_version
+from stubserver.server.refusals import refusal_reason, shorten
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 PREFIX: Final = "/_matrix/federation"
@@ -94,7 +95,15 @@ class RemoteCaller:
         except CancelledError:
             raise
         except Exception as e:
-            raise RemoteUnreachable(destination, str(e) or type(e).__name__) from e
+            reason = str(e) or type(e).__name__
+            log.info(
+                "{method} {path} to {destination} failed: {reason}",
+                method=method,
+                path=shorten(path),
+                destination=destination,
+                reason=reason,
+            )
+            raise RemoteUnreachable(destination, reason) from e
         raw: bytes = response.body
         try:
             parsed = parse_json_bytes(raw)
@@ -106,6 +115,13 @@ class RemoteCaller:
         """The 2xx answer's JSON; raise :class:`RemoteRefused` on any other status."""
         status, answer = await self.raw(method, destination, path, body)
         if not 200 <= status < 300:
+            log.info(
+                "{method} {path} to {destination} refused: {reason}",
+                method=method,
+                path=shorten(path),
+                destination=destination,
+                reason=refusal_reason(status, answer),
+            )
             raise RemoteRefused(destination, status, answer, what)
         return answer
 
@@ -439,7 +455,8 @@ class GapFiller:
             try:
                 answer = await self._remote.json("GET", origin, path, None, "event")
             except (RemoteRefused, RemoteUnreachable) as e:
-                log.info(
+                # The failed request has its line already (RemoteCaller).
+                log.debug(
                     "No event {event_id} from {origin}: {error}",
                     event_id=event_id,
                     origin=origin,

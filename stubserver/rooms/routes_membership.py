@@ -230,7 +230,7 @@ class MembershipEndpoints:
                 room.add_event(countersigned, self._parts.now(), origin=origin)
             except RoomError as e:
                 # The /send that follows (or a fetch) brings what is missing.
-                log.info(
+                log.debug(
                     "Invite {event_id} not added yet: {error}", event_id=event.event_id, error=e
                 )
         self._hooks.on_invite(invite_record)

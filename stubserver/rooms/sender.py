@@ -33,7 +33,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from stubserver.rooms.transaction import MAX_EDUS_PER_TRANSACTION, MAX_PDUS_PER_TRANSACTION
-from stubserver.signing.canonical_json import parse_json_bytes
+from stubserver.server.refusals import refusal_reason
+from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 #: First retry delay after a failed transaction, in seconds; doubled on each further
 #: failure up to :data:`RETRY_MAX_SECONDS`.
@@ -102,6 +103,15 @@ class _Queue:
     deliveries: deque[Delivery] = field(
         default_factory=lambda: deque(maxlen=MAX_DELIVERIES_PER_DESTINATION)
     )
+
+
+def _answer_reason(status: int, body: bytes) -> str:
+    """``"HTTP 429 M_LIMIT_EXCEEDED: <error>"``: a refusal as the log line names it."""
+    try:
+        parsed: Any = parse_json_bytes(body)
+    except BadJson:
+        parsed = None
+    return f"HTTP {refusal_reason(status, parsed)}"
 
 
 def retry_delay_seconds(failures: int) -> float:
@@ -238,7 +248,7 @@ class TransactionSender:
     def _answered(self, destination: str, queue: _Queue, batch: _Batch, response: Any) -> None:
         status = int(response.status)
         if not 200 <= status < 300:
-            self._failed(destination, queue, batch, f"HTTP {status}")
+            self._failed(destination, queue, batch, _answer_reason(status, response.body))
             return
         try:
             answer = parse_json_bytes(response.body)

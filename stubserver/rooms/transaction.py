@@ -25,7 +25,7 @@ from typing import Any, Final
 from nacl.signing import VerifyKey
 from twisted.internet.interfaces import IReactorTime
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash

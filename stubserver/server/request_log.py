@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -140,7 +140,7 @@ def append_lines(path: Path, lines: list[bytes]) -> None:
         f.flush()
 
 
-def reactor_thread_runner(reactor: Any) -> ThreadRunner:
+def reactor_thread_runner(reactor: IReactorThreads) -> ThreadRunner:
     """A :data:`ThreadRunner` on ``reactor``'s thread pool (``IReactorThreads``)."""
 
     def run(f: Callable[[], None]) -> Deferred[None]:

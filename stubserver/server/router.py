@@ -21,7 +21,7 @@ endpoints served"). This module holds the pieces every endpoint shares:
   paths), and a list of :class:`RequestObserver` told about every response.
 
 Adding routes: build ``Route`` values and pass them in, for the federation listener
-through ``stubserver.server.site.build_site(config, clock, extra_routes=[...])``. A path that
+through ``stubserver.app.site.build_site(config, clock, extra_routes=[...])``. A path that
 matches a route but not its method answers 405 ``M_UNRECOGNIZED`` (with ``Allow``); an
 unmatched path answers 404 ``M_UNRECOGNIZED``. ``HEAD`` is served by the ``GET`` route
 (Twisted drops the body), as Synapse does.
@@ -278,12 +278,6 @@ def encode_response(response: JsonResponse) -> tuple[bytes, list[tuple[bytes, by
         for name, value in response.headers.items()
     ]
     return body, headers
-
-
-def write_json_response(request: IRequest, response: JsonResponse) -> None:
-    """Send ``response`` on ``request`` and finish it (raises as :func:`encode_response`)."""
-    body, headers = encode_response(response)
-    _write_encoded(request, response.status, body, headers)
 
 
 def _write_encoded(

@@ -1,7 +1,7 @@
 """Fetching and verifying a server's own keys (spec: Server-Server API, "Retrieving server
 keys", ``GET /_matrix/key/v2/server``).
 
-:class:`ServerKeyFetcher` (built by :func:`stubserver.client.build.build_federation_client`):
+:class:`ServerKeyFetcher` (built by :func:`stubserver.outbound.build.build_federation_client`):
 
 - ``fetch(server_name) -> Deferred[ServerKeys]``: always asks the server (through the
   federation agent, so resolution and TLS are the spec's), verifies, caches; fails with
@@ -49,11 +49,11 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
-from stubserver.client.agent import FederationConnectError, ResolutionFailed
+from stubserver.cache import BoundedCache
 from stubserver.client.body import describe_failure, raise_if_cancelled, read_body_limited
-from stubserver.client.cache import BoundedCache
 from stubserver.client.shared_fetch import SharedFetches
 from stubserver.discovery.resolution import Target
+from stubserver.discovery.unreachable import FederationConnectError, ResolutionFailed
 from stubserver.server_keys.key_response_check import KeyCheck, check_key_response
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
@@ -80,7 +80,7 @@ HTTP_SERVER_ERROR = 500
 
 
 class FederationAgent(Protocol):
-    """What the fetcher needs of :class:`stubserver.client.agent.MatrixFederationAgent`."""
+    """What the fetcher needs of :class:`stubserver.outbound.agent.MatrixFederationAgent`."""
 
     def request(
         self,

@@ -11,8 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
 
 from stubserver.config import OldVerifyKey
+from stubserver.server.router import JsonResponse, Route
 from stubserver.signing.canonical_json import JsonDict, encode_json
 from stubserver.signing.keys import ServerSigningKey, sign_json
 
@@ -100,3 +102,13 @@ class KeyDocumentSource:
             )
             self._built = built
         return built
+
+
+def server_key_route(keys: KeyDocumentSource) -> Route:
+    """``GET /_matrix/key/v2/server``: our signed key document."""
+
+    def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        body, encoded = keys.current_encoded()
+        return JsonResponse(200, body, encoded=encoded)
+
+    return Route("GET", "/_matrix/key/v2/server", handle)

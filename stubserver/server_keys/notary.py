@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.server.router import (
     JsonResponse,
@@ -241,7 +241,7 @@ class Notary(Generic[KeysT]):
         """The countersigned document of ``server``, or None (left out)."""
         failed = self._failed.get(server)
         if failed is not None:
-            log.info(
+            log.debug(
                 "Notary: no keys for {server} (failed recently: {error})",
                 server=server,
                 error=failed,

@@ -18,18 +18,17 @@ from typing import Any, Final
 
 import yaml
 
-from stubserver.cli.generate import (
+from stubserver.discovery.server_name import parse_server_name
+from stubserver.signing.key_files import (
     CONTROL_TOKEN_BYTES,
     PRIVATE_MODE,
     PUBLIC_MODE,
     new_key_version,
     paths_for,
-    tls_names,
     write_atomically,
 )
-from stubserver.discovery.server_name import parse_server_name
 from stubserver.signing.keys import ServerSigningKey
-from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
+from stubserver.tls.certificates import KeyPair, issue_cert, make_ca, tls_names
 
 #: Where the control listener binds: loopback only (DESIGN.md).
 CONTROL_BIND: Final = "127.0.0.1"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
-from stubserver.control.json_http import HttpAnswer, HttpEndpoint, TransportError
+from stubserver.http_json import HttpAnswer, HttpEndpoint, TransportError
 from stubserver.testing._errors import HomeserverError, HomeserverUnreachable, WaitTimeout
 
 CLIENT_V3: Final = "/_matrix/client/v3"

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol
 
-from stubserver.control.json_http import HttpEndpoint, TransportError
+from stubserver.http_json import HttpEndpoint, TransportError
 from stubserver.testing._errors import (
     ControlError,
     ControlUnreachable,

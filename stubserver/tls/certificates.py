@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from stubserver.discovery.server_name import parse_server_name
 
 #: Lifetime of certificates we issue, in days.
 DEFAULT_VALIDITY_DAYS = 825
@@ -134,3 +137,10 @@ def issue_cert(
         )
     cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def tls_names(server_name: str, requested: Sequence[str]) -> list[str]:
+    """The certificate's names: those asked for, else the server name's bare host."""
+    if requested:
+        return list(requested)
+    return [parse_server_name(server_name).bare_host]

@@ -291,12 +291,11 @@ class NegativeCacheTests(SynchronousTestCase):
 class BlockedOriginTests(SynchronousTestCase):
     def test_blocked_origin_never_dialled(self) -> None:
         """A request claiming an origin at a blocked address makes no outbound connection."""
-        from twisted.internet.testing import MemoryReactorClock
-
-        from stubserver.client.build import build_federation_client
         from stubserver.config import FederationSettings
+        from stubserver.outbound.build import build_federation_client
+        from tests.support import FakeReactor
 
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         reactor.advance(NOW_S)
         context = build_federation_client(reactor, FederationSettings())
         auth = RequestAuthenticator(US, context.key_fetcher, reactor)

@@ -3,7 +3,6 @@ in-process (a fake prober records where each request went)."""
 
 from __future__ import annotations
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver.check.checker import FederationChecker
@@ -12,7 +11,7 @@ from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients
 from stubserver.discovery.resolution import Resolution
 from tests.check.fakes import Addresses, FakeProber, FakeResolver, NoSrv
-from tests.support import result_now
+from tests.support import FakeReactor, result_now
 
 #: A private test federation's HTTPS port for ``https://NAME`` (not the spec's 443).
 TEST_HTTPS_PORT = 8443
@@ -27,7 +26,7 @@ class ClientPortTests(SynchronousTestCase):
         443, so --client could not be used in a private test federation)."""
         prober = FakeProber({})
         checker = FederationChecker(
-            MemoryReactorClock(),  # type: ignore[no-untyped-call]
+            FakeReactor(),
             FederationSettings(ip_range_allowlist=("10.0.0.0/8",), well_known_port=TEST_HTTPS_PORT),
             dns=DnsClients(srv=NoSrv(), addresses=Addresses({"a.test": ("10.0.0.1",)})),
             prober=prober,

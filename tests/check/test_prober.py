@@ -20,7 +20,7 @@ from stubserver.check.prober import AddressProber, ProbeFailed
 from stubserver.client.blocklist import IPBlocklist
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients
-from tests.support import failure_now, result_now
+from tests.support import FakeReactor, failure_now, result_now
 
 #: Every spelling of our own host an A or AAAA answer can carry.
 OWN_HOST_ADDRESSES = (
@@ -67,7 +67,7 @@ class AddressProberTests(SynchronousTestCase):
     def test_refuses_own_host_before_connecting(self) -> None:
         """Every spelling of our own host fails with ProbeFailed naming the blocklist, and
         nothing is dialled."""
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         prober = AddressProber(reactor, (), _default_blocklist(), use_system_store=False)
         for address in OWN_HOST_ADDRESSES:
             with self.subTest(address=address):
@@ -85,7 +85,7 @@ class AddressProberTests(SynchronousTestCase):
 
     def test_allowlist_wins(self) -> None:
         """An address in ip_range_allowlist is dialled."""
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         prober = AddressProber(
             reactor, (), _default_blocklist(allow=("127.0.0.0/8",)), use_system_store=False
         )
@@ -99,7 +99,7 @@ class AddressProberTests(SynchronousTestCase):
 
 class CheckerBlocklistTests(SynchronousTestCase):
     def _check(self, addresses: tuple[str, ...]) -> tuple[MemoryReactorClock, dict[str, Any]]:
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         dns = DnsClients(srv=FakeSrv(), addresses=FakeAddresses(addresses))
         checker = FederationChecker(reactor, FederationSettings(), dns=dns)
         report = result_now(checker.check("evil.test"))

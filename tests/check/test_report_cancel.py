@@ -13,7 +13,6 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -21,13 +20,13 @@ from twisted.web.test.requesthelper import DummyRequest
 from stubserver.check.api import ReportService, report_routes
 from stubserver.check.checker import FederationChecker
 from stubserver.check.report import CheckReport
-from stubserver.client.signed_request import FederationIdentity
 from stubserver.config import FederationSettings
 from stubserver.discovery.dns import DnsClients
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.server.router import FederationRouter
 from stubserver.signing.keys import ServerSigningKey
 from tests.check.test_prober import FakeAddresses, FakeSrv
-from tests.support import failure_now, has_fired
+from tests.support import FakeReactor, failure_now, has_fired
 
 DEADLINE_SECONDS = 60.0
 
@@ -109,7 +108,7 @@ class CheckerCancellationTests(SynchronousTestCase):
         """Cancelling a FederationChecker's check fails it with CancelledError at once, and
         no further step starts, even when the step under way turns its cancelled connect
         into an ordinary failure (as a real reactor's ConnectingCancelledError does)."""
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         dns = DnsClients(srv=FakeSrv(), addresses=FakeAddresses(("127.0.0.1",)))
         settings = FederationSettings(ip_range_allowlist=("127.0.0.0/8",))
         identity = FederationIdentity("us.test", ServerSigningKey.generate("k1"))

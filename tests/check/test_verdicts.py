@@ -15,7 +15,7 @@ from stubserver.check.verdicts import (
     judge_way_back,
     notary_query,
 )
-from stubserver.client.signed_request import FederationIdentity
+from stubserver.outbound.signed_request import FederationIdentity
 from stubserver.signing.keys import ServerSigningKey
 from tests.check.samples import NOW_MS, signed_keys
 

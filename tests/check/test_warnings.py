@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from stubserver.check import warning_rules as rules
@@ -21,7 +20,7 @@ from stubserver.discovery.well_known import WellKnownResult
 from stubserver.signing.keys import ServerSigningKey
 from tests.check.fakes import Addresses, FakeProber, FakeResolver, NoSrv, answer
 from tests.check.samples import key_checks, signed_keys
-from tests.support import result_now
+from tests.support import FakeReactor, result_now
 
 DAY_MS = 86_400_000
 KEY = ServerSigningKey.generate("a1")
@@ -44,7 +43,7 @@ def _check(
     addresses: tuple[str, ...] = ("10.0.0.1",),
     extra: dict[str, Resolution] | None = None,
 ) -> dict[str, Any]:
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     checker = FederationChecker(
         reactor,
         FederationSettings(ip_range_allowlist=("10.0.0.0/8",)),

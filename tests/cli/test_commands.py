@@ -20,7 +20,7 @@ class CommandTableTests(SynchronousTestCase):
             assert callable(getattr(importlib.import_module(module_name), func_name)), command
 
     def test_run_entry_calls_the_composition_root(self) -> None:
-        """``stubserver run`` on an unreadable config exits 2 via ``stubserver.server.run``."""
+        """``stubserver run`` on an unreadable config exits 2 via ``stubserver.app.run``."""
         result = subprocess.run(
             [sys.executable, "-m", "stubserver", "run", "-c", "/nonexistent/stub.yaml"],
             capture_output=True,

@@ -11,9 +11,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stubserver.cli.generate import file_stem, main, new_key_version, paths_for
+from stubserver.cli.generate import main
 from stubserver.cli.main import build_parser
 from stubserver.config import ConfigError, load_config
+from stubserver.signing.key_files import paths_for
 from stubserver.tls.certificates import KeyPair, make_ca
 
 
@@ -177,20 +178,6 @@ def test_bad_arguments(tmp_path: Path, args: list[str], key: str) -> None:
         generate(tmp_path, *args)
     assert info.value.key == key
     assert not (tmp_path / "keys").exists()
-
-
-def test_key_versions_are_random() -> None:
-    """Key versions are a_ and four random characters of [a-zA-Z0-9]."""
-    versions = {new_key_version() for _ in range(20)}
-    assert all(re.fullmatch(r"a_[a-zA-Z0-9]{4}", v) for v in versions)
-    assert len(versions) > 1
-
-
-def test_file_stem() -> None:
-    """Colons become underscores and brackets go."""
-    assert file_stem("beta.test") == "beta.test"
-    assert file_stem("beta.test:8448") == "beta.test_8448"
-    assert file_stem("[2001:db8::1]:443") == "2001_db8__1_443"
 
 
 def test_tls_key_is_ec(tmp_path: Path) -> None:

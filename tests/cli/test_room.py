@@ -16,8 +16,8 @@ import yaml
 from stubserver.cli import room
 from stubserver.cli.main import build_parser
 from stubserver.cli.main import main as cli_main
-from stubserver.cli.room import ControlAnswer, ControlEndpoint, http_transport
 from stubserver.config import ConfigError
+from stubserver.control.client import ControlAnswer, ControlEndpoint, http_transport
 from stubserver.signing.keys import ServerSigningKey
 
 ROOM = "!r:a.test"

@@ -9,7 +9,6 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -28,9 +27,9 @@ from stubserver.client.backoff import (
     is_backoff_status,
     next_retry_interval_ms,
 )
-from stubserver.client.build import build_federation_client
 from stubserver.config import FederationSettings
-from tests.support import failure_now, result_now
+from stubserver.outbound.build import build_federation_client
+from tests.support import FakeReactor, failure_now, result_now
 
 
 class FixedRandom(random.Random):
@@ -191,7 +190,7 @@ class RunWiringTests(SynchronousTestCase):
     def test_key_fetch_ignores_backoff(self) -> None:
         """With a backoff (as in run), a key fetch to a backed-off server is still sent, as
         Synapse's key fetches are (ignore_backoff; issue 12: no lock-outs)."""
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         backoff = DestinationBackoff(reactor, random.Random(0))
         backoff.record_failure("down.test")
         context = build_federation_client(

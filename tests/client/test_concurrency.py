@@ -12,13 +12,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver.client.agent import MatrixFederationAgent
 from stubserver.client.blocklist import IPBlocklist
 from stubserver.client.concurrency import OutboundBusy, OutboundLimiter
 from stubserver.discovery.resolution import Resolution, Target
+from stubserver.outbound.agent import MatrixFederationAgent
 from stubserver.tls.certificates import make_ca
 from stubserver.tls.client import FederationTlsPolicy
-from tests.support import failure_now, has_fired
+from tests.support import FakeReactor, failure_now, has_fired
 
 ALLOW_ALL = IPBlocklist.from_settings((), ("0.0.0.0/0",))
 
@@ -89,7 +89,7 @@ class LimiterTests(SynchronousTestCase):
 
 class AgentCapTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        self.reactor = FakeReactor()
         folder = tempfile.TemporaryDirectory()
         self.addCleanup(folder.cleanup)
         ca_file = Path(folder.name) / "ca.crt"

@@ -495,6 +495,12 @@ def test_room_defaults(tmp_path: Path) -> None:
     assert config.invites_accept is True
 
 
+def test_log_level(tmp_path: Path) -> None:
+    """log_level is info unless the config names another level (issue 24)."""
+    assert load_config(write(tmp_path, base())).log_level == "info"
+    assert load_config(write(tmp_path, with_(log_level="debug"))).log_level == "debug"
+
+
 def test_room_keys(tmp_path: Path) -> None:
     """default_room_version and invites are read as given."""
     config = load_config(write(tmp_path, with_(default_room_version="10", invites="reject")))
@@ -538,6 +544,9 @@ ROOM_CASES = [
     ),
     ("unknown invite policy", with_(invites="maybe"), "invites", "accept or reject"),
     ("invite policy not a string", with_(invites=True), "invites", "accept or reject"),
+    ("unknown log level", with_(log_level="verbose"), "log_level", "debug, info, warn, error"),
+    ("log level in capitals", with_(log_level="DEBUG"), "log_level", "got str 'DEBUG'"),
+    ("log level not a string", with_(log_level=10), "log_level", "debug, info, warn, error"),
 ]
 
 

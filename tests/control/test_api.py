@@ -12,11 +12,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
+from stubserver.app.site import CONTROL_HANDLER_DEADLINE_SECONDS, version_route
 from stubserver.control.api import MAX_WAIT_MS, control_routes
 from stubserver.control.feed import RequestFeed
 from stubserver.rooms.errors import NotAllowed, RemoteRefused, RemoteUnreachable, UnknownRoom
 from stubserver.server.router import FederationRouter, MatrixError, request_annotations
-from stubserver.server.site import CONTROL_HANDLER_DEADLINE_SECONDS, version_route
 from tests.control.fakes import FakeRoomControl
 from tests.support import has_fired, result_now, stub_treq
 

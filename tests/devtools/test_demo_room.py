@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stubserver.cli.room import ControlAnswer
+from stubserver.control.client import ControlAnswer
 from stubserver.devtools.demo_room import ControlClient
 from stubserver.devtools.demo_world import TRIO
 

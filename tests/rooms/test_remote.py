@@ -5,16 +5,20 @@ make_join's, the returned event must be ours, our join must be accepted."""
 from __future__ import annotations
 
 import copy
+import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from nacl.signing import VerifyKey
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import capturedLogs, formatEvent
 
 from stubserver.rooms.builder import BuiltEvent
+from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.membership import fill_template, make_membership_template
-from stubserver.rooms.remote import BadAnswer, room_from_join_answer
+from stubserver.rooms.remote import BadAnswer, RemoteCaller, room_from_join_answer
 from stubserver.rooms.room_queries import state_ids_before
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import ROOM_VERSIONS
@@ -122,3 +126,40 @@ def test_an_answer_that_is_not_an_object_is_refused() -> None:
     _, built, room_id = answer_for("12")
     assert isinstance(failure_now(build([1, 2], built, "12", room_id)).value, BadAnswer)
     assert isinstance(failure_now(build({"state": "x"}, built, "12", room_id)).value, BadAnswer)
+
+
+class _Answering:
+    """A signed requester answering every request with one status and JSON body, or
+    failing with ``error``."""
+
+    def __init__(self, status: int, body: Any, error: Exception | None = None) -> None:
+        self.status, self.body, self.error = status, body, error
+
+    def request(self, method: str, destination: str, path: str, content: Any = None) -> Any:
+        if self.error is not None:
+            return fail(self.error)
+        return succeed(SimpleNamespace(status=self.status, body=json.dumps(self.body).encode()))
+
+
+@pytest.mark.parametrize(
+    ("requester", "line"),
+    [
+        (
+            _Answering(403, {"errcode": "M_FORBIDDEN", "error": "not invited"}),
+            "GET /_matrix/federation/v1/x to b.test refused: 403 M_FORBIDDEN: not invited",
+        ),
+        (
+            _Answering(0, None, ConnectionError("connection refused")),
+            "GET /_matrix/federation/v1/x to b.test failed: connection refused",
+        ),
+    ],
+)
+def test_a_refused_or_failed_outbound_request_is_one_line(requester: Any, line: str) -> None:
+    """A non-2xx answer or no answer at all is logged once, with the destination and the
+    reason (issue 24), and raised to the caller."""
+    with capturedLogs() as events:
+        d = Deferred.fromCoroutine(
+            RemoteCaller(requester).json("GET", "b.test", "/_matrix/federation/v1/x", None, "x")
+        )
+    assert isinstance(failure_now(d).value, RemoteRefused | RemoteUnreachable)
+    assert [formatEvent(e) for e in events] == [line]

@@ -177,3 +177,19 @@ def test_between_two_servers_a_down_destination_gets_the_event_later() -> None:
     assert record is not None and record.outcome == "accepted"
     txn_paths = network.paths("a.test", "/v1/send/")
     assert len(txn_paths) == len(set(txn_paths))
+
+
+def test_a_refused_transaction_is_one_line_with_the_destination_and_the_answer() -> None:
+    """A transaction answered 429 is logged once, naming the destination, the status, the
+    errcode and the error answered, and the retry's delay (issue 24)."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    _clock, recorder, sender = new_sender()
+    body = {"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests"}
+    recorder.script = [Answer(429, json.dumps(body).encode())]
+    with capturedLogs() as events:
+        sender.send_pdu("b.test", "$e0", pdu(0))
+    assert [formatEvent(e) for e in events] == [
+        f"Transaction {sender.transaction_ids[0]} to b.test failed (HTTP 429 M_LIMIT_EXCEEDED:"
+        f" Too many requests); retrying in {RETRY_MIN_SECONDS} s"
+    ]

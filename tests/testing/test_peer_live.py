@@ -7,9 +7,6 @@ dial 127.0.0.0/8. Both certificates come from one CA made in-process (``ca=None`
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,69 +18,34 @@ from stubserver.testing import (
     PeerStartFailed,
     StrictModeViolation,
     WaitTimeout,
-    free_port,
 )
-from tests.support import REPO_ROOT
+from tests.support import dns_server_process, named_peer
 
 pytestmark = pytest.mark.integration
 
 ADDRESS_A = "127.0.0.141"
 ADDRESS_B = "127.0.0.142"
 DNS_LISTEN = "127.0.0.143:0"
-LOOPBACK = "127.0.0.0/8"
 UNKNOWN_PATH = "/_matrix/federation/v1/no_such_endpoint"
 
 
 @pytest.fixture(scope="module")
 def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Our DNS server answering a.test and b.test; its HOST:PORT."""
-    zone = tmp_path_factory.mktemp("dns") / "zone.json"
     records = [
         {"name": "a.test", "type": "A", "value": ADDRESS_A},
         {"name": "b.test", "type": "A", "value": ADDRESS_B},
     ]
-    zone.write_text(json.dumps({"records": records}))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stubserver.devtools.dns_server",
-            "--zone",
-            str(zone),
-            "--listen",
-            DNS_LISTEN,
-        ],
-        stdout=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        ready = json.loads(process.stdout.readline())
-        yield str(ready["listen"][0])
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _peer(directory: Path, host: str, address: str, dns: str, **kwargs: object) -> Peer:
-    return Peer.start(
-        directory,
-        server_name=f"{host}:{free_port(address)}",
-        bind=address,
-        dns_servers=[dns],
-        allow_ips=[LOOPBACK],
-        **kwargs,  # type: ignore[arg-type]
-    )
+    with dns_server_process(tmp_path_factory.mktemp("dns"), records, DNS_LISTEN) as listen:
+        yield listen
 
 
 @pytest.fixture
 def peers(tmp_path: Path, dns_server: str) -> Iterator[tuple[Peer, Peer]]:
     """Peers a.test and b.test, sharing the CA made in ``tmp_path``."""
     with (
-        _peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a,
-        _peer(tmp_path, "b.test", ADDRESS_B, dns_server) as b,
+        named_peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a,
+        named_peer(tmp_path, "b.test", ADDRESS_B, dns_server) as b,
     ):
         yield a, b
 
@@ -147,8 +109,8 @@ def test_a_strict_peer_fails_at_the_end_on_a_request_to_a_path_it_does_not_serve
     tmp_path: Path, dns_server: str
 ) -> None:
     """A request to an unknown path (answered 404 M_UNRECOGNIZED) fails the strict peer's exit."""
-    with _peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
-        b = _peer(tmp_path, "b.test", ADDRESS_B, dns_server, strict=True)
+    with named_peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
+        b = named_peer(tmp_path, "b.test", ADDRESS_B, dns_server, strict=True)
         answer = a.federation_request(b.server_name, "GET", UNKNOWN_PATH)
         assert answer.status == 404
         b.wait_for_request(UNKNOWN_PATH, timeout=10)
@@ -163,8 +125,8 @@ def test_a_strict_peer_fails_on_a_prefix_the_test_declared_unexpected(
     tmp_path: Path, dns_server: str
 ) -> None:
     """A served path under a declared-unexpected prefix fails the strict peer too."""
-    with _peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
-        b = _peer(
+    with named_peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
+        b = named_peer(
             tmp_path,
             "b.test",
             ADDRESS_B,
@@ -183,8 +145,8 @@ def test_a_strict_peer_fails_on_a_prefix_the_test_declared_unexpected(
 
 def test_a_lenient_peer_ignores_unknown_paths(tmp_path: Path, dns_server: str) -> None:
     """Without strict mode, the same request leaves the peer's exit silent."""
-    with _peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
-        with _peer(tmp_path, "b.test", ADDRESS_B, dns_server) as b:
+    with named_peer(tmp_path, "a.test", ADDRESS_A, dns_server) as a:
+        with named_peer(tmp_path, "b.test", ADDRESS_B, dns_server) as b:
             assert a.federation_request(b.server_name, "GET", UNKNOWN_PATH).status == 404
             b.wait_for_request(UNKNOWN_PATH, timeout=10)
         assert not b.process.running

@@ -7,15 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 
+from stubserver.app.federation import build_federation_extensions
+from stubserver.app.run import site_parts
+from stubserver.app.site import routes_for
 from stubserver.config import load_config
-from stubserver.server.federation import build_federation_extensions
-from stubserver.server.run import site_parts
-from stubserver.server.site import routes_for
-from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.testing._files import SPEC_FEDERATION_PORT, choose_identity
 from stubserver.testing._strict import SERVED_ROUTES, is_served, unexpected_requests
+from tests.support import FakeReactor
 
 
 @pytest.mark.parametrize(
@@ -118,14 +117,10 @@ def test_served_routes_are_the_federation_listeners_route_table(tmp_path: Path) 
         check=True,
     ).stdout.strip()
     config = load_config(Path(out))
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
-    parts = site_parts(config, reactor, build_federation_extensions(config, reactor))
-    keys = KeyDocumentSource(
-        reactor,
-        config.server_name,
-        config.signing_keys,
-        config.old_signing_keys,
-        config.key_refresh_interval_ms,
+    reactor = FakeReactor()
+    extensions = build_federation_extensions(config, reactor)
+    parts = site_parts(config, reactor, extensions)
+    table = routes_for(
+        frozenset({"federation"}), config, extensions.key_document, parts.extra_routes
     )
-    table = routes_for(frozenset({"federation"}), config, keys, parts.extra_routes)
     assert {(r.method, r.pattern) for r in table} == set(SERVED_ROUTES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from stubserver.client.cache import BoundedCache
+from stubserver.cache import BoundedCache
 
 
 def _cache(**kwargs: object) -> tuple[Clock, BoundedCache[str, str]]:

@@ -29,8 +29,8 @@ from stubserver.control.feed import RequestFeed
 from stubserver.server.router import Route
 
 if TYPE_CHECKING:
-    from stubserver.client.build import FederationContext
-    from stubserver.client.signed_request import FederationClient, FederationResponse
+    from stubserver.outbound.build import FederationContext
+    from stubserver.outbound.signed_request import FederationClient, FederationResponse
     from stubserver.rooms.builder import EventSigner
     from stubserver.rooms.hooks import HookRelay
     from stubserver.rooms.pdu_keys import FetchVerifyKey
@@ -56,6 +56,10 @@ class OutboundStack(Protocol):
 
     def federation_context(self) -> FederationContext:
         """The outbound stack (agent, resolver, key fetcher, ...)."""
+
+
+class KeyFetcherStack(KeySource, OutboundStack, Protocol):
+    """``run``'s ``LazyKeyFetcher``: the key fetcher over the outbound stack it builds."""
 
 
 def key_valid_for(keys: ServerKeys, key_id: str, minimum_valid_until_ts: int) -> VerifyKey | None:
@@ -116,7 +120,7 @@ class LazySignedClient:
     ) -> Deferred[FederationResponse]:
         """:meth:`FederationClient.request`."""
         if self._client is None:
-            from stubserver.client.signed_request import (  # noqa: PLC0415
+            from stubserver.outbound.signed_request import (  # noqa: PLC0415
                 FederationClient,
                 FederationIdentity,
             )
@@ -131,7 +135,7 @@ class LazySignedClient:
 class RoomParts:
     """What the room service is built from (all built by :func:`build_rooms`)."""
 
-    reactor: Any
+    reactor: IReactorTime
     server_name: str
     signer: EventSigner
     store: RoomStore
@@ -178,8 +182,8 @@ def room_service_from_parts(parts: RoomParts) -> RoomControl:
 
 def build_rooms(
     config: Config,
-    reactor: Any,
-    key_fetcher: Any,
+    reactor: IReactorTime,
+    key_fetcher: KeyFetcherStack,
     *,
     service_factory: RoomServiceFactory = room_service_from_parts,
     rng: random.Random | None = None,

@@ -13,8 +13,8 @@ import signedjson.key
 import signedjson.sign
 from cryptography import x509
 
+from stubserver.app.run import ignorable_bind_failure
 from stubserver.config import ConfigError
-from stubserver.server.run import ignorable_bind_failure
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.server import server_tls_options
 from tests.support import (

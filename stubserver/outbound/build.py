@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 from twisted.web.iweb import IAgent
 
 from stubserver.client.blocklist import IPBlocklist
@@ -19,16 +19,18 @@ from stubserver.discovery.dns import build_dns_clients
 from stubserver.discovery.resolution import FederationResolver
 from stubserver.discovery.srv import SrvResolver
 from stubserver.discovery.well_known import WellKnownResolver
+from stubserver.logs.quiet import QuietHTTPConnectionPool
 from stubserver.tls.client import FederationTlsPolicy
 
 if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
     from stubserver.config import FederationSettings
 
-from stubserver.client.agent import (
+from stubserver.outbound.agent import (
     BlocklistingEndpointFactory,
     MatrixFederationAgent,
 )
+from stubserver.reactor import IReactor
 from stubserver.server_keys.fetcher import ServerKeyFetcher
 
 
@@ -54,7 +56,7 @@ class FederationContext:
 
 
 def build_federation_client(
-    reactor: Any,
+    reactor: IReactor,
     settings: FederationSettings,
     *,
     rng: random.Random | None = None,
@@ -75,7 +77,7 @@ def build_federation_client(
     dns_clients = dns if dns is not None else build_dns_clients(reactor, settings.dns_servers)
     tls = FederationTlsPolicy(settings.ca_files, verify_certificates=settings.verify_certificates)
     blocklist = IPBlocklist.from_settings(settings.ip_range_blocklist, settings.ip_range_allowlist)
-    pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+    pool = QuietHTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
     pool.retryAutomatically = False
     https_agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
         reactor,

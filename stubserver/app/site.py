@@ -30,7 +30,7 @@ from stubserver.server.router import (
     RequestObserver,
     Route,
 )
-from stubserver.server_keys.key_document import KeyDocumentSource
+from stubserver.server_keys.key_document import KeyDocumentSource, server_key_route
 from stubserver.signing.canonical_json import encode_json
 
 #: How long clients may cache our /.well-known/matrix/server answer, in seconds. The spec
@@ -62,16 +62,6 @@ def version_route() -> Route:
         return answer
 
     return Route("GET", "/_matrix/federation/v1/version", handle)
-
-
-def server_key_route(keys: KeyDocumentSource) -> Route:
-    """``GET /_matrix/key/v2/server``: our signed key document."""
-
-    def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        body, encoded = keys.current_encoded()
-        return JsonResponse(200, body, encoded=encoded)
-
-    return Route("GET", "/_matrix/key/v2/server", handle)
 
 
 def well_known_route(m_server: str | None) -> Route:
@@ -112,6 +102,7 @@ def build_site(
     config: Config,
     clock: IReactorTime,
     *,
+    keys: KeyDocumentSource,
     extra_routes: Sequence[Route] = (),
     routes_by_resource: Mapping[str, Sequence[Route]] | None = None,
     filters: Sequence[RequestFilter] = (),
@@ -120,6 +111,8 @@ def build_site(
 ) -> tuple[ListenerSite, ...]:
     """One site per configured listener.
 
+    ``keys`` is our key document (``stubserver.app.federation.key_document_source``): one
+    per process, so that every listener and the notary serve the same document.
     Every site enforces ``limits`` (default: ``stubserver.server.limits``'s constants), with
     one connection cap shared by all listeners.
 
@@ -127,13 +120,6 @@ def build_site(
     routes to listeners serving the named resource (e.g. ``{"report": [...]}``).
     ``filters`` and ``observers`` apply to every listener (see ``stubserver.server.router``).
     """
-    keys = KeyDocumentSource(
-        clock,
-        config.server_name,
-        config.signing_keys,
-        config.old_signing_keys,
-        config.key_refresh_interval_ms,
-    )
     limits = limits if limits is not None else ServerLimits()
     connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_address)
     sites = []

@@ -11,26 +11,20 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock
 from twisted.names import dns
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from stubserver.client.agent import (
-    MAX_ADDRESSES_TRIED,
-    MAX_ERROR_MESSAGE_CHARS,
-    FederationConnectError,
-    MatrixFederationAgent,
-    bounded_message,
-)
 from stubserver.client.blocklist import IPBlocklist
 from stubserver.discovery.dns import NamesAddressResolver
 from stubserver.discovery.resolution import MAX_SRV_TARGETS, FederationResolver
 from stubserver.discovery.srv import SrvResolver
+from stubserver.discovery.unreachable import MAX_ERROR_MESSAGE_CHARS, FederationConnectError
 from stubserver.discovery.well_known import WellKnownResult
+from stubserver.outbound.agent import MAX_ADDRESSES_TRIED, MatrixFederationAgent
 from stubserver.tls.certificates import make_ca
 from stubserver.tls.client import FederationTlsPolicy
-from tests.support import failure_now, has_fired
+from tests.support import FakeReactor, failure_now, has_fired
 
 SRV_TARGET_COUNT = 100
 ADDRESSES_PER_TARGET = 4
@@ -85,7 +79,7 @@ class FanOutTests(SynchronousTestCase):
         """A name with 100 SRV targets of 4 addresses each: at most MAX_SRV_TARGETS hosts
         are looked up, at most MAX_ADDRESSES_TRIED addresses are dialled, and the error is
         at most 1 KiB, counting what was not tried."""
-        reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        reactor = FakeReactor()
         fake_dns = HostileDns()
         resolver = FederationResolver(
             clock=reactor,
@@ -123,13 +117,3 @@ class FanOutTests(SynchronousTestCase):
         message = str(failure.value)
         assert len(message) <= MAX_ERROR_MESSAGE_CHARS
         assert "more" in message
-
-
-def test_bounded_message_counts_what_is_left_out() -> None:
-    """Parts that do not fit the limit are left out and counted; a long part is cut."""
-    message = bounded_message("prefix: ", [f"part {i}" for i in range(500)], limit=100)
-    assert len(message) <= 100
-    assert message.startswith("prefix: part 0; part 1")
-    assert message.endswith("more")
-    assert bounded_message("p: ", ["a", "b"], limit=100) == "p: a; b"
-    assert len(bounded_message("p: ", ["x" * 5000], limit=100)) <= 100

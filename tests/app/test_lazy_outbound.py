@@ -6,13 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 
+from stubserver.app.federation import LazyKeyFetcher, build_federation_extensions
 from stubserver.client.backoff import DestinationBackoff
 from stubserver.config import ConfigError, load_config
-from stubserver.server.federation import LazyKeyFetcher, build_federation_extensions
 from stubserver.tls.certificates import make_ca
-from tests.support import write_stub
+from tests.support import FakeReactor, write_stub
 
 
 def test_unreadable_ca_file_is_a_start_up_config_error(tmp_path: Path) -> None:
@@ -24,7 +23,7 @@ def test_unreadable_ca_file_is_a_start_up_config_error(tmp_path: Path) -> None:
             tmp_path, "a.test", make_ca(), extra_config={"federation_custom_ca_list": [str(bad)]}
         )
     )
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     with pytest.raises(ConfigError) as caught:
         build_federation_extensions(config, reactor)
     assert caught.value.key == "federation_custom_ca_list[0]"
@@ -36,7 +35,7 @@ def test_outbound_stack_is_built_on_the_first_fetch(tmp_path: Path) -> None:
     The default blocklist refuses loopback, which proves the fetch reached the real agent.
     """
     config = load_config(write_stub(tmp_path, "a.test", make_ca()))
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     fetcher = LazyKeyFetcher(reactor, config, DestinationBackoff(reactor, random.Random(0)))
     assert not fetcher.built
     d = fetcher.fetch_cached_or_fresh("127.0.0.1:8448")

@@ -2,7 +2,7 @@
 
 :class:`FederationClient` signs each request with our key (an ``Authorization: X-Matrix``
 header built by :mod:`stubserver.auth.xmatrix`) and sends it through an ``IAgent`` for
-``matrix-federation://`` URIs (``stubserver.client.agent.MatrixFederationAgent``: resolution,
+``matrix-federation://`` URIs (``stubserver.outbound.agent.MatrixFederationAgent``: resolution,
 blocklist and verified TLS happen there). The response body is read up to
 :data:`MAX_RESPONSE_BODY_BYTES`, and the whole exchange has a deadline of
 :data:`REQUEST_TIMEOUT_SECONDS`.

@@ -15,7 +15,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IOpenSSLContextFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
@@ -26,22 +25,21 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from stubserver.client.agent import (
-    BlocklistingEndpointFactory,
-    FederationConnectError,
-    MatrixFederationAgent,
-    MatrixFederationEndpointFactory,
-    ResolutionFailed,
-    TargetsEndpoint,
-    pool_netloc,
-)
 from stubserver.client.blocklist import IPBlocklist
 from stubserver.client.body import read_body_limited
 from stubserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from stubserver.discovery.resolution import Resolution, Target
+from stubserver.discovery.unreachable import FederationConnectError, ResolutionFailed
+from stubserver.outbound.agent import (
+    BlocklistingEndpointFactory,
+    MatrixFederationAgent,
+    MatrixFederationEndpointFactory,
+    TargetsEndpoint,
+    pool_netloc,
+)
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.client import FederationTlsPolicy
-from tests.support import failure_now, flush_logged_errors, has_fired, result_now
+from tests.support import FakeReactor, failure_now, flush_logged_errors, has_fired, result_now
 
 CA = make_ca("agent test CA")
 ALLOW_ALL = IPBlocklist.from_settings(DEFAULT_IP_RANGE_BLOCKLIST, ("0.0.0.0/0",))
@@ -101,7 +99,7 @@ class Recorder(Resource):
 
 class AgentTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+        self.reactor = FakeReactor()
         folder = tempfile.TemporaryDirectory()
         self.addCleanup(folder.cleanup)
         tmp = Path(folder.name)

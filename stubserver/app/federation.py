@@ -9,22 +9,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from stubserver.app.profile import profile_route
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.config import Config, ConfigError
-from stubserver.server.profile import profile_route
+from stubserver.reactor import IReactor
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import (
     RequestFilter,
     RequestObserver,
     Route,
 )
+from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.server_keys.notary import Notary, notary_routes
 
 if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
-    from stubserver.client.build import FederationContext
+    from stubserver.outbound.build import FederationContext
     from stubserver.server_keys.fetcher import ServerKeyFetcher, ServerKeys
 
 log = Logger()
@@ -32,10 +35,8 @@ log = Logger()
 
 @dataclass(frozen=True)
 class FederationExtensions:
-    """What ``stubserver run`` adds to ``build_site``: routes, filters and observers.
-
-    Pass them as ``build_site(config, reactor, extra_routes=ext.routes,
-    filters=ext.filters, observers=ext.observers)``.
+    """What ``stubserver run`` adds to ``build_site``: routes, filters, observers and our
+    key document (:func:`stubserver.app.run.compose` passes them on).
     """
 
     routes: tuple[Route, ...]
@@ -44,6 +45,9 @@ class FederationExtensions:
     request_log: RequestLog | None
     #: The key fetcher the X-Matrix filter uses (the room service verifies PDUs with it).
     key_fetcher: LazyKeyFetcher
+    #: Our key document, the one ``/_matrix/key/v2/server`` serves and the notary answers
+    #: with for our own name (one source, so that both sign the same ``valid_until_ts``).
+    key_document: KeyDocumentSource
 
 
 class LazyKeyFetcher:
@@ -54,7 +58,7 @@ class LazyKeyFetcher:
     CA files are checked at start-up by the caller, so building cannot fail on them later.
     """
 
-    def __init__(self, reactor: Any, config: Config, backoff: DestinationBackoff) -> None:
+    def __init__(self, reactor: IReactor, config: Config, backoff: DestinationBackoff) -> None:
         self._reactor = reactor
         self._config = config
         self._backoff = backoff
@@ -74,7 +78,7 @@ class LazyKeyFetcher:
     def federation_context(self) -> FederationContext:
         """The outbound stack (built now if not yet), shared with other outbound users."""
         if self._context is None:
-            from stubserver.client.build import build_federation_client  # noqa: PLC0415
+            from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
 
             self._context = build_federation_client(
                 self._reactor, self._config.federation, backoff=self._backoff
@@ -90,7 +94,19 @@ class LazyKeyFetcher:
         return self._get().fetch_cached_or_fresh(server_name)
 
 
-def build_federation_extensions(config: Config, reactor: Any) -> FederationExtensions:
+def key_document_source(config: Config, clock: IReactorTime) -> KeyDocumentSource:
+    """Our key document for ``config``: built once per process and shared by every listener
+    and by the notary."""
+    return KeyDocumentSource(
+        clock,
+        config.server_name,
+        config.signing_keys,
+        config.old_signing_keys,
+        config.key_refresh_interval_ms,
+    )
+
+
+def build_federation_extensions(config: Config, reactor: IReactor) -> FederationExtensions:
     """Profile, notary, X-Matrix checking and the request log for ``config``.
 
     ``reactor`` provides time, TCP, threads (for the log writer) and system event
@@ -100,8 +116,8 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     """
     from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
     from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
+    from stubserver.server.refusals import RefusalLog  # noqa: PLC0415
     from stubserver.server.request_log import reactor_thread_runner  # noqa: PLC0415
-    from stubserver.server_keys.key_document import KeyDocumentSource  # noqa: PLC0415
     from stubserver.tls.client import CaFileError, load_ca_file  # noqa: PLC0415
 
     for index, ca_file in enumerate(config.federation.ca_files):
@@ -111,13 +127,7 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
             raise ConfigError(f"federation_custom_ca_list[{index}]", str(e)) from None
     backoff = DestinationBackoff(reactor, random.SystemRandom())
     fetcher = LazyKeyFetcher(reactor, config, backoff)
-    own_keys = KeyDocumentSource(
-        reactor,
-        config.server_name,
-        config.signing_keys,
-        config.old_signing_keys,
-        config.key_refresh_interval_ms,
-    )
+    own_keys = key_document_source(config, reactor)
     notary: Notary[Any] = Notary(
         config.server_name,
         config.signing_key,
@@ -128,15 +138,16 @@ def build_federation_extensions(config: Config, reactor: Any) -> FederationExten
     )
     authenticator = RequestAuthenticator(config.server_name, fetcher, reactor)
     request_log = None
-    observers: tuple[RequestObserver, ...] = ()
+    observers: tuple[RequestObserver, ...] = (RefusalLog(),)
     if config.request_log_path is not None:
         # Closed by run's shutdown, after open connections are aborted (_run.shut_down).
         request_log = RequestLog(config.request_log_path, reactor, reactor_thread_runner(reactor))
-        observers = (request_log,)
+        observers = (request_log, *observers)
     return FederationExtensions(
         routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),
         filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset),),
         observers=observers,
         request_log=request_log,
         key_fetcher=fetcher,
+        key_document=own_keys,
     )

@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.testing import MemoryReactorClock
 
+from stubserver.app.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
+from stubserver.app.run import compose
+from stubserver.app.site import CONTROL_HANDLER_DEADLINE_SECONDS
 from stubserver.config import Config, ListenerConfig
-from stubserver.server.federation import build_federation_extensions
-from stubserver.server.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
-from stubserver.server.run import site_parts
-from stubserver.server.site import CONTROL_HANDLER_DEADLINE_SECONDS, build_site
+from stubserver.discovery.resolution import Target
 from stubserver.server_keys.fetcher import ServerKeys
 from stubserver.signing.keys import ServerSigningKey
 from tests.control.fakes import FakeRoomControl
-from tests.support import result_now, stub_treq
+from tests.support import FakeReactor, result_now, stub_treq
 
 KEY = ServerSigningKey.generate("a_wire")
 OTHER = ServerSigningKey.generate("a_old")
@@ -38,7 +37,7 @@ def config(*listeners: ListenerConfig) -> Config:
 
 def sites(cfg: Config) -> tuple[Any, list[RoomParts], FakeRoomControl]:
     """The listener sites of ``cfg`` with the room service replaced by a fake."""
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    reactor = FakeReactor()
     built: list[RoomParts] = []
     fake = FakeRoomControl()
 
@@ -46,17 +45,7 @@ def sites(cfg: Config) -> tuple[Any, list[RoomParts], FakeRoomControl]:
         built.append(parts)
         return fake
 
-    ext = build_federation_extensions(cfg, reactor)
-    parts = site_parts(cfg, reactor, ext, service_factory=factory)
-    listener_sites = build_site(
-        cfg,
-        reactor,
-        extra_routes=parts.extra_routes,
-        filters=ext.filters,
-        observers=parts.observers,
-        routes_by_resource=parts.routes_by_resource,
-    )
-    return listener_sites, built, fake
+    return compose(cfg, reactor, service_factory=factory).sites, built, fake
 
 
 def status_of(stub: Any, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -120,8 +109,8 @@ def keys(valid_until_ts: int, old_expired_ts: int = 0) -> ServerKeys:
         {KEY.key_id: KEY.key.verify_key},
         {OTHER.key_id: (OTHER.key.verify_key, old_expired_ts)},
         valid_until_ts,
-        {},  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
+        b"{}",
+        Target("b.test", 8448, (), "b.test", "b.test", "default_port"),
     )
 
 
@@ -171,18 +160,7 @@ def test_lookup_failures_are_no_key() -> None:
 def test_the_default_factory_builds_the_real_room_service() -> None:
     """Without a service factory, ``site_parts`` builds the real RoomService (its status
     names our server and the default room version), not a TypeError."""
-    cfg = config(FEDERATION, CONTROL)
-    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
-    ext = build_federation_extensions(cfg, reactor)
-    parts = site_parts(cfg, reactor, ext)
-    listener_sites = build_site(
-        cfg,
-        reactor,
-        extra_routes=parts.extra_routes,
-        filters=ext.filters,
-        observers=parts.observers,
-        routes_by_resource=parts.routes_by_resource,
-    )
+    listener_sites = compose(config(FEDERATION, CONTROL), FakeReactor()).sites
     status, body = status_of(
         stub_treq(listener_sites[1].router),
         "http://127.0.0.1/_stubserver/v1/status",

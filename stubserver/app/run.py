@@ -28,11 +28,14 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from stubserver.app.federation import FederationExtensions, build_federation_extensions
+from stubserver.app.site import ListenerSite, build_site
 from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
-from stubserver.server.federation import FederationExtensions, build_federation_extensions
+from stubserver.logs.legacy import at_debug_level
+from stubserver.logs.output import start_logging
+from stubserver.reactor import IReactor, global_reactor
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import RequestObserver, Route
-from stubserver.server.site import ListenerSite, build_site
 from stubserver.tls.server import server_tls_options
 
 EXIT_OK = 0
@@ -42,7 +45,7 @@ IPV6_ANY = "::"
 IPV4_ANY = "0.0.0.0"  # noqa: S104 - binding every interface is what the admin asked for
 
 if TYPE_CHECKING:
-    from stubserver.server.rooms_wiring import RoomServiceFactory
+    from stubserver.app.rooms_wiring import RoomServiceFactory
 
 log = Logger()
 
@@ -108,22 +111,24 @@ def bind_all(
             bound_here: list[str] = []
             for j, address in enumerate(listener.bind_addresses):
                 try:
+                    # Twisted's "<site> starting on N" at debug: "Listening on" says it.
                     listening = (
-                        IReactorTCP(reactor).listenTCP(
+                        at_debug_level(
+                            IReactorTCP(reactor).listenTCP,
                             port,
-                            entry.site,  # type: ignore[arg-type]
-                            backlog=LISTEN_BACKLOG,
-                            interface=address,
+                            entry.site,
+                            LISTEN_BACKLOG,
+                            address,
                         )
                         if tls is None
-                        else reactor.listenSSL(
-                            port, entry.site, tls, backlog=LISTEN_BACKLOG, interface=address
+                        else at_debug_level(
+                            reactor.listenSSL, port, entry.site, tls, LISTEN_BACKLOG, address
                         )
                     )
                 except CannotListenError as e:
                     number = getattr(e.socketError, "errno", None) or 0
                     if ignorable_bind_failure(address, bound_here, number):
-                        log.info(
+                        log.debug(
                             "Not binding {address}:{port}: [::] is dual-stack and covers it",
                             address=address,
                             port=port,
@@ -189,45 +194,21 @@ def ready_line(server_name: str, bound: Sequence[BoundListener]) -> str:
     )
 
 
-def _start_logging() -> None:
-    from twisted.logger import (  # noqa: PLC0415 - main only
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    observer = FilteringLogObserver(
-        textFileLogObserver(sys.stderr),
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
-    )
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-
-
-def serve(config_path: Path) -> int:
+def serve(config_path: Path, *, verbose: bool = False) -> int:
     """The composition root of ``stubserver run`` (entry: ``stubserver.cli.run``): serve the
     config at ``config_path`` until SIGINT or SIGTERM; ConfigError propagates (exit 2).
+    The log goes to stderr from the config's ``log_level`` (``verbose``: from debug).
     """
     config = load_config(config_path)
     options = tls_options_for(config.listeners)
 
-    from twisted.internet import reactor  # noqa: PLC0415 - only main touches the reactor
-
-    extensions = build_federation_extensions(config, reactor)
-    parts = site_parts(config, reactor, extensions)
-    sites = build_site(
-        config,
-        reactor,
-        extra_routes=parts.extra_routes,
-        filters=extensions.filters,
-        observers=parts.observers,
-        routes_by_resource=parts.routes_by_resource,
-    )
-    bound = bind_all(reactor, sites, options)  # type: ignore[arg-type]
+    reactor = global_reactor()
+    composed = compose(config, reactor)
+    sites = composed.sites
+    bound = bind_all(reactor, sites, options)
     # Logging starts only once every socket is bound: until then a fault must show as the
     # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
-    _start_logging()
+    start_logging(sys.stderr, "debug" if verbose else config.log_level)
     for b in bound:
         log.info(
             "Listening on {address} port {port} for {resources}",
@@ -242,7 +223,7 @@ def serve(config_path: Path) -> int:
 
     reactor.callWhenRunning(announce)
     reactor.addSystemEventTrigger(
-        "before", "shutdown", shut_down, reactor, bound, sites, extensions.request_log
+        "before", "shutdown", shut_down, reactor, bound, sites, composed.extensions.request_log
     )
     # SIGINT stops us whatever we inherited (DESIGN.md: "serves until SIGINT or SIGTERM"). A
     # shell starts a background job (`stubserver run &`, as CI scripts do) with SIGINT
@@ -252,6 +233,34 @@ def serve(config_path: Path) -> int:
     reactor.run()
     log.info("Stopped")
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What ``run`` serves: a site per listener, and the extensions they share."""
+
+    extensions: FederationExtensions
+    sites: tuple[ListenerSite, ...]
+
+
+def compose(
+    config: Config, reactor: IReactor, service_factory: RoomServiceFactory | None = None
+) -> Composition:
+    """Every listener's site for ``config``, over one set of shared parts: one key document
+    (served at ``/_matrix/key/v2/server`` and by the notary), one key fetcher, one request
+    log, one room service. ``service_factory`` replaces the room service, for tests."""
+    extensions = build_federation_extensions(config, reactor)
+    parts = site_parts(config, reactor, extensions, service_factory)
+    sites = build_site(
+        config,
+        reactor,
+        keys=extensions.key_document,
+        extra_routes=parts.extra_routes,
+        filters=extensions.filters,
+        observers=parts.observers,
+        routes_by_resource=parts.routes_by_resource,
+    )
+    return Composition(extensions, sites)
 
 
 @dataclass(frozen=True)
@@ -265,14 +274,14 @@ class SiteParts:
 
 def site_parts(
     config: Config,
-    reactor: Any,
+    reactor: IReactor,
     extensions: FederationExtensions,
     service_factory: RoomServiceFactory | None = None,
 ) -> SiteParts:
     """The routes and observers of every listener.
 
     With a ``control`` listener, rooms are served: the room service is built
-    (``stubserver.server.rooms_wiring.build_rooms``; ``service_factory`` replaces the
+    (``stubserver.app.rooms_wiring.build_rooms``; ``service_factory`` replaces the
     service, for tests), federation listeners gain the room routes and a feed of their
     requests, and the control listener serves the control API over both. Without one,
     nothing drives rooms, so none are served.
@@ -281,11 +290,11 @@ def site_parts(
     observers = extensions.observers
     routes_by_resource = _report_routes(reactor, config)
     if any(listener.is_control for listener in config.listeners):
-        from stubserver.control.feed import RequestFeed  # noqa: PLC0415
-        from stubserver.server.rooms_wiring import (  # noqa: PLC0415
+        from stubserver.app.rooms_wiring import (  # noqa: PLC0415
             build_rooms,
             control_listener_routes,
         )
+        from stubserver.control.feed import RequestFeed  # noqa: PLC0415
 
         if service_factory is None:
             rooms = build_rooms(config, reactor, extensions.key_fetcher)
@@ -300,7 +309,7 @@ def site_parts(
     return SiteParts(extra_routes, observers, routes_by_resource)
 
 
-def _report_routes(reactor: Any, config: Config) -> dict[str, Sequence[Route]]:
+def _report_routes(reactor: IReactor, config: Config) -> dict[str, Sequence[Route]]:
     """The report resource's routes, imported only when a listener serves ``report``.
 
     The check machinery behind them costs about 40 ms and 3 MB at start-up; a server that

@@ -14,11 +14,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
+from stubserver.app.profile import profile_answer, profile_route
 from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import sign_request
 from stubserver.config import UserProfile
-from stubserver.server.profile import profile_answer, profile_route
 from stubserver.server.router import FederationRouter, MatrixError, request_annotations
 from stubserver.server_keys.key_document import KeyDocumentSource, build_key_document
 from stubserver.server_keys.notary import (

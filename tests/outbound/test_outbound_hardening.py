@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from stubserver.client.agent import CONNECT_TIMEOUT_SECONDS
+from stubserver.outbound.agent import CONNECT_TIMEOUT_SECONDS
 from stubserver.server_keys.fetcher import KEY_FETCH_TIMEOUT_SECONDS
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from tests.support import start_stubserver, write_stub
@@ -46,7 +46,7 @@ import json, sys
 from pathlib import Path
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList
-from stubserver.client.build import build_federation_client
+from stubserver.outbound.build import build_federation_client
 from stubserver.config import FederationSettings
 
 ca, names = sys.argv[1], sys.argv[2:]

@@ -18,10 +18,12 @@ from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from stubserver.app.profile import profile_route
 from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import parse_authorization_header
-from stubserver.client.signed_request import (
+from stubserver.config import UserProfile
+from stubserver.outbound.signed_request import (
     MAX_RESPONSE_BODY_BYTES,
     REQUEST_TIMEOUT_SECONDS,
     BytesProducer,
@@ -31,8 +33,6 @@ from stubserver.client.signed_request import (
     RequestTimedOut,
     ResponseTooLarge,
 )
-from stubserver.config import UserProfile
-from stubserver.server.profile import profile_route
 from stubserver.server.router import FederationRouter, JsonResponse, Route, request_annotations
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import failure_now

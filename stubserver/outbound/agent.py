@@ -21,8 +21,10 @@ reactor (only ``main`` touches the global one) and, for tests, an RNG.
 
 Other pieces: :class:`BlocklistingEndpointFactory` (plain ``https://`` with the blocklist,
 used for .well-known and its redirects), :class:`TargetsEndpoint` (an
-``IStreamClientEndpoint`` over a list of targets), :class:`FederationConnectError` and
-:class:`ResolutionFailed` (typed, ``temporary`` says whether a retry may help).
+``IStreamClientEndpoint`` over a list of targets). Its typed failures,
+:class:`~stubserver.discovery.unreachable.FederationConnectError` and
+:class:`~stubserver.discovery.unreachable.ResolutionFailed`, live in discovery/ so that the
+areas that catch them (server_keys/, check/) need not import this stack.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -43,13 +44,20 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from stubserver.cache import BoundedCache
 from stubserver.client.backoff import destination_of
 from stubserver.client.blocklist import BlockedAddress, IPBlocklist
 from stubserver.client.body import describe_failure
-from stubserver.client.cache import BoundedCache
 from stubserver.client.concurrency import OutboundLimiter, ReleasingResponse
 from stubserver.discovery.dns import AddressResolver
 from stubserver.discovery.resolution import FederationResolver, Resolution, Target
+from stubserver.discovery.unreachable import (
+    ConnectAttempt,
+    FederationConnectError,
+    ResolutionFailed,
+)
+from stubserver.logs.quiet import QuietHTTPConnectionPool
+from stubserver.reactor import IReactor
 from stubserver.tls.client import FederationTlsPolicy, InvalidTlsServerName
 
 if TYPE_CHECKING:
@@ -61,8 +69,6 @@ CONNECT_TIMEOUT_SECONDS = 10
 MAX_TARGETS_TRIED = 10
 #: Most addresses dialled for one request, over all its targets (issue 12, row 7).
 MAX_ADDRESSES_TRIED = 10
-#: Longest connection error message, in characters; what does not fit is counted.
-MAX_ERROR_MESSAGE_CHARS = 1024
 #: Idle pooled connections kept per destination, and how long, in seconds.
 POOL_MAX_PER_DESTINATION = 4
 POOL_IDLE_TIMEOUT_SECONDS = 60
@@ -72,68 +78,7 @@ HTTPS_SCHEME = b"https"
 log = Logger()
 
 
-class ResolutionFailed(Exception):
-    """The server name could not be resolved to a target with an address."""
-
-    def __init__(self, resolution: Resolution) -> None:
-        super().__init__(f"resolving {resolution.server_name}: {resolution.error}")
-        self.resolution = resolution
-        self.temporary = resolution.temporary
-
-
-@dataclass(frozen=True)
-class ConnectAttempt:
-    """One failed dial: which target and address, and why."""
-
-    target: Target
-    address: str | None
-    error: str
-    #: True when retrying cannot help (a blocked address, an unusable certificate name).
-    permanent: bool = False
-
-
-class FederationConnectError(Exception):
-    """No target of a destination could be connected to. Temporary unless every
-    attempt was blocked."""
-
-    def __init__(
-        self, destination: str, attempts: Sequence[ConnectAttempt], *, not_tried: int = 0
-    ) -> None:
-        parts = [
-            f"{a.target.host}:{a.target.port}"
-            + (f" ({a.address})" if a.address and a.address != a.target.host else "")
-            + f": {a.error}"
-            for a in attempts
-        ]
-        if not_tried:
-            parts.append(f"{not_tried} more address(es) not tried")
-        super().__init__(
-            bounded_message(f"cannot connect to {destination}: ", parts or ["no target"])
-        )
-        self.destination = destination
-        self.attempts = tuple(attempts)
-        self.temporary = not all(a.permanent for a in attempts)
-
-
-def bounded_message(prefix: str, parts: Sequence[str], limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
-    """``prefix`` and ``parts`` joined with "; " in at most ``limit`` characters: each part
-    is cut to a quarter of the limit, and the parts that do not fit are left out and
-    counted ("; ... and 12 more")."""
-    part_limit = max(limit // 4, 1)
-    text = prefix
-    for index, whole in enumerate(parts):
-        part = whole if len(whole) <= part_limit else whole[: part_limit - 3] + "..."
-        piece = part if index == 0 else f"; {part}"
-        after = len(parts) - index - 1
-        reserve = len(f"; ... and {after} more") if after else 0
-        if len(text) + len(piece) + reserve > limit:
-            more = f"... and {len(parts) - index} more"
-            return (text + (f"; {more}" if index else more))[:limit]
-        text += piece
-    return text
-
-
-def _tcp_endpoint(reactor: Any, address: str, port: int) -> IStreamClientEndpoint:
+def _tcp_endpoint(reactor: IReactor, address: str, port: int) -> IStreamClientEndpoint:
     if ipaddress.ip_address(address).version == 6:
         return TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
             reactor, address, port, timeout=CONNECT_TIMEOUT_SECONDS
@@ -149,7 +94,7 @@ class TargetsEndpoint:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         destination: str,
         targets: Sequence[Target],
         tls: FederationTlsPolicy,
@@ -223,7 +168,7 @@ class _HostEndpoint:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         addresses: AddressResolver,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
@@ -265,7 +210,7 @@ class BlocklistingEndpointFactory:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         addresses: AddressResolver,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
@@ -294,7 +239,7 @@ class MatrixFederationEndpointFactory:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
     ) -> None:
@@ -356,7 +301,7 @@ class MatrixFederationAgent:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactor,
         resolver: FederationResolver,
         tls: FederationTlsPolicy,
         blocklist: IPBlocklist,
@@ -367,7 +312,7 @@ class MatrixFederationAgent:
         self._resolver = resolver
         self.limiter = limiter if limiter is not None else OutboundLimiter()
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+            pool = QuietHTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = POOL_MAX_PER_DESTINATION
             pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT_SECONDS
         pool.retryAutomatically = False

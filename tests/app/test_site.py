@@ -15,9 +15,10 @@ from twisted.web.resource import IResource
 from zope.interface.verify import verifyObject
 
 from stubserver import __version__
+from stubserver.app.federation import key_document_source
+from stubserver.app.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.config import Config, ListenerConfig
 from stubserver.server.router import JsonResponse, Route
-from stubserver.server.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import result_now, stub_treq
 
@@ -57,14 +58,14 @@ class SiteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
+        cfg = config(
+            listener("federation"),
+            listener("well_known"),
+            listener("federation", "well_known"),
+            wellknown="beta-fed.test:8448",
+        )
         federation, well_known, both = build_site(
-            config(
-                listener("federation"),
-                listener("well_known"),
-                listener("federation", "well_known"),
-                wellknown="beta-fed.test:8448",
-            ),
-            self.clock,
+            cfg, self.clock, keys=key_document_source(cfg, self.clock)
         )
         self.federation, self.well_known, self.both = federation, well_known, both
 
@@ -132,7 +133,8 @@ class SiteTests(SynchronousTestCase):
 class WellKnownUnconfiguredTests(SynchronousTestCase):
     def test_not_found(self) -> None:
         """Without serve_server_wellknown, /.well-known/matrix/server is 404 M_NOT_FOUND."""
-        (site,) = build_site(config(listener("well_known")), Clock())
+        cfg, clock = config(listener("well_known")), Clock()
+        (site,) = build_site(cfg, clock, keys=key_document_source(cfg, clock))
         status, _, body = fetch(site, "/.well-known/matrix/server")
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
 
@@ -145,9 +147,11 @@ class ExtensionTests(SynchronousTestCase):
             return JsonResponse(200, {"displayname": "Alice"})
 
         seen: list[int] = []
+        cfg, clock = config(listener("federation"), listener("well_known")), Clock()
         federation, well_known = build_site(
-            config(listener("federation"), listener("well_known")),
-            Clock(),
+            cfg,
+            clock,
+            keys=key_document_source(cfg, clock),
             extra_routes=[Route("GET", "/_matrix/federation/v1/query/profile", profile)],
             observers=[lambda request, status, body: seen.append(status)],
         )
@@ -161,9 +165,11 @@ class ExtensionTests(SynchronousTestCase):
         def report(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
             return JsonResponse(200, {"FederationOK": True})
 
+        cfg, clock = config(listener("federation"), listener("report")), Clock()
         federation, reporting = build_site(
-            config(listener("federation"), listener("report")),
-            Clock(),
+            cfg,
+            clock,
+            keys=key_document_source(cfg, clock),
             routes_by_resource={"report": [Route("GET", "/api/report", report)]},
         )
         assert fetch(reporting, "/api/report")[0] == 200
