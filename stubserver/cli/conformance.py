@@ -2,8 +2,9 @@
 
 The peer that ``-c`` names must be running: the suite drives it through its control API
 (``Peer.attach``) and drives the homeserver through its client API, with the users of the
-access tokens given or users it registers. Exit 0 when nothing fails, 1 when a test fails,
-2 on bad usage or when the peer or the homeserver cannot be used.
+access tokens given or users it registers. Exit 0 when nothing fails, 1 when a test fails
+(or passes although ``--expect-fail`` says it fails), 2 on bad usage or when the peer or
+the homeserver cannot be used.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,6 +56,11 @@ def add_conformance_parser(sub: Any) -> None:
         "--registration-token", metavar="TOKEN", help="register users with a registration token"
     )
     p.add_argument("--only", metavar="PATTERN", help="run the tests whose id matches")
+    p.add_argument(
+        "--expect-fail",
+        metavar="FILE",
+        help="known failures: lines `ID-OR-GLOB  REASON` (or the name of a shipped file: synapse)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML to FILE")
     p.add_argument(
@@ -79,10 +87,34 @@ def _users(homeserver: Any, args: argparse.Namespace) -> list[Any]:
     ]
 
 
+def _progress(stream: TextIO, line: Callable[[Any], str]) -> Callable[[Any], None] | None:
+    """On a terminal, print each test's line as it ends (tests end in several threads)."""
+    if not stream.isatty():
+        return None
+    lock = threading.Lock()
+
+    def show(result: Any) -> None:
+        with lock:
+            print(line(result), file=stream, flush=True)
+
+    return show
+
+
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the suite; print the table or the JSON; write JUnit when asked."""
     from stubserver.conformance.context import Context  # noqa: PLC0415
-    from stubserver.conformance.output import format_table, to_json, to_junit  # noqa: PLC0415
+    from stubserver.conformance.expected import (  # noqa: PLC0415
+        ExpectFailFileError,
+        classify,
+        load_expect_fail,
+    )
+    from stubserver.conformance.output import (  # noqa: PLC0415
+        format_progress,
+        format_table,
+        to_json,
+        to_junit,
+    )
+    from stubserver.conformance.preflight import run_preflight  # noqa: PLC0415
     from stubserver.conformance.runner import exit_status, run_tests, select  # noqa: PLC0415
     from stubserver.conformance.suite import build_suite, supported_versions  # noqa: PLC0415
     from stubserver.testing import (  # noqa: PLC0415
@@ -95,6 +127,11 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     )
 
     stdout = out or sys.stdout
+    try:
+        known = load_expect_fail(args.expect_fail) if args.expect_fail else []
+    except ExpectFailFileError as e:
+        print(f"stubserver conformance: --expect-fail: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         peer = Peer.attach(args.config)
         peer.status()
@@ -129,8 +166,23 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     context = Context(
         peer, homeserver, users, args.homeserver_name, Path(args.config), tuple(args.ca_file)
     )
+    problems = run_preflight(context)
+    if problems:
+        print(
+            f"stubserver conformance: {args.homeserver_name} and the peer cannot federate;"
+            " no test was run:",
+            file=sys.stderr,
+        )
+        for problem in problems:
+            print(problem.text(), file=sys.stderr)
+        return EXIT_USAGE
     started = time.monotonic()
-    results = run_tests(tests, context)
+    results = run_tests(
+        tests,
+        context,
+        classify=lambda r: classify(r, known),
+        on_result=_progress(sys.stderr, format_progress),
+    )
     seconds = time.monotonic() - started
     if args.junit is not None:
         args.junit.write_bytes(to_junit(args.homeserver_name, results, seconds))

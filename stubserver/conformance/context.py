@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from stubserver.conformance import forged
 from stubserver.conformance.runner import CheckFailed, ConformanceTest, Skipped
-from stubserver.testing import Homeserver, HomeserverError, HomeserverUser, Peer
+from stubserver.signing.keys import ServerSigningKey
+from stubserver.testing import Homeserver, HomeserverError, HomeserverUser, Peer, RoomEvent
 from stubserver.testing._homeserver import CLIENT_V3, room_events
 
 #: How long a test waits for something to cross federation, in seconds.
@@ -29,14 +30,19 @@ PEER_USER_2: Final = "conformance-other"
 T = TypeVar("T")
 
 
+#: A per-version test: a function of the context and the room version (a returned string
+#: is a note on how it passed).
+VersionTest = Callable[["Context", str], "str | None"]
+
+
 def per_version(
-    area: Sequence[tuple[str, str, Callable[[Context, str], None]]], versions: Sequence[str]
+    area: Sequence[tuple[str, str, VersionTest]], versions: Sequence[str]
 ) -> list[ConformanceTest[Context]]:
     """One test per (room version, entry of ``area``): id ``name/vN``, in version order."""
 
-    def bound(f: Callable[[Context, str], None], version: str) -> Callable[[Context], None]:
-        def run(ctx: Context) -> None:
-            f(ctx, version)
+    def bound(f: VersionTest, version: str) -> Callable[[Context], str | None]:
+        def run(ctx: Context) -> str | None:
+            return f(ctx, version)
 
         return run
 
@@ -53,18 +59,54 @@ def expect(what: str, expected: Any, got: Any) -> None:
         raise CheckFailed(what, expected, got)
 
 
+def expect_accepted(what: str, event: RoomEvent) -> None:
+    """Fail unless the peer accepted ``event``, with the peer's own verdict and reason
+    (``rejected: ...``, ``soft_failed: ...``) as what came."""
+    if event.outcome != "accepted":
+        raise CheckFailed(what, "accepted", f"{event.outcome}: {event.reason}")
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """A wait's probe did not find what it waits for; ``seen`` is what it found instead
+    (the failure reports the last one)."""
+
+    seen: Any
+
+
 def wait_until(
-    what: str, probe: Callable[[], T | None], timeout: float = FEDERATION_WAIT_SECONDS
+    what: str,
+    probe: Callable[[], T | NotYet | None],
+    timeout: float = FEDERATION_WAIT_SECONDS,
+    expected: str = "it",
 ) -> T:
-    """``probe()`` until it is not None; CheckFailed after ``timeout`` s."""
+    """``probe()`` until it is neither None nor :class:`NotYet`; after ``timeout`` s,
+    CheckFailed with ``expected`` and the last value a probe saw."""
     deadline = time.monotonic() + timeout
+    last: NotYet | None = None
     while True:
         value = probe()
-        if value is not None:
+        if isinstance(value, NotYet):
+            last = value
+        elif value is not None:
             return value
         if time.monotonic() >= deadline:
-            raise CheckFailed(what, f"within {timeout:g} s", "nothing")
+            got = "nothing" if last is None else f"{last.seen} (the last seen)"
+            raise CheckFailed(what, f"{expected} within {timeout:g} s", got)
         time.sleep(POLL_SECONDS)
+
+
+def membership_is(
+    user: HomeserverUser, room_id: str, user_id: str, membership: str
+) -> Callable[[], bool | NotYet]:
+    """A wait's probe: is ``user_id``'s membership ``membership`` in the room's member
+    list as ``user`` (of the homeserver) reads it? NotYet with the one it shows."""
+
+    def probe() -> bool | NotYet:
+        now = user.members(room_id).get(user_id)
+        return True if now == membership else NotYet(f"membership {now!r}")
+
+    return probe
 
 
 def visible_event(user: HomeserverUser, room_id: str, event_id: str) -> dict[str, Any] | None:
@@ -105,9 +147,12 @@ class SyncStream:
         what: str,
         probe: Callable[[dict[str, Any]], bool],
         timeout: float = FEDERATION_WAIT_SECONDS,
+        seen: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
-        """Sync until ``probe(answer)`` is true for one answer."""
+        """Sync until ``probe(answer)`` is true for one answer; on time-out, the failure
+        shows ``seen`` of the last answer where it found something."""
         deadline = time.monotonic() + timeout
+        last: Any = None
         while True:
             remaining = deadline - time.monotonic()
             answer = self.user.sync(
@@ -116,8 +161,11 @@ class SyncStream:
             self.since = str(answer["next_batch"])
             if probe(answer):
                 return
+            found = seen(answer) if seen is not None else None
+            last = found if found else last
             if time.monotonic() >= deadline:
-                raise CheckFailed(what, f"within {timeout:g} s", "nothing in /sync")
+                got = f"{last} (the last seen)" if last else "nothing in /sync"
+                raise CheckFailed(what, f"within {timeout:g} s", got)
 
 
 def ephemeral(answer: dict[str, Any], room_id: str) -> dict[str, Any]:
@@ -169,6 +217,43 @@ class Context:
 
         return tuple(load_config(self.config_path).federation.ca_files)
 
+    def our_key(self) -> ServerSigningKey:
+        """The peer's signing key (from its config)."""
+        from stubserver.config import load_config  # noqa: PLC0415
+
+        return load_config(self.config_path).signing_key
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: ServerSigningKey | None,
+        destination: str | None = None,
+        body: Any = None,
+        timeout: float = forged.REQUEST_TIMEOUT_SECONDS,
+    ) -> tuple[int, Any]:
+        """One request of ours straight to its federation API (``forged``), signed with
+        ``key`` (None: unsigned) for ``destination`` (default: its name); status and body."""
+        headers = forged.authorization(
+            method,
+            path,
+            origin=self.peer.server_name,
+            destination=destination or self.server_name,
+            key=key,
+            content=body,
+        )
+        files = self.ca_files + self.peer_config_ca_files()
+        return forged.send(
+            self.target(),
+            forged.tls_context(files),
+            method,
+            path,
+            headers=headers,
+            body=body,
+            timeout=timeout,
+        )
+
     def peer_user_id(self, localpart: str = PEER_USER) -> str:
         """A user of the peer."""
         return self.peer.user_id(localpart)
@@ -186,8 +271,9 @@ class Context:
         for localpart in users:
             user_id = self.peer_user_id(localpart)
             wait_until(
-                f"{user_id} joined in the homeserver's member list",
-                lambda u=user_id: True if self.user.members(room_id).get(u) == "join" else None,  # type: ignore[misc]
+                f"{user_id} in the homeserver's member list",
+                membership_is(self.user, room_id, user_id, "join"),
+                expected="membership 'join'",
             )
         return room_id
 
@@ -199,8 +285,9 @@ class Context:
     def wait_visible(self, room_id: str, event_id: str, what: str) -> dict[str, Any]:
         """Wait until the homeserver's client can read ``event_id``."""
         return wait_until(
-            f"{what} ({event_id}) readable by the homeserver's client",
-            lambda: visible_event(self.user, room_id, event_id),
+            f"{what} ({event_id}) through the homeserver's client",
+            lambda: visible_event(self.user, room_id, event_id) or NotYet("404 (not readable)"),
+            expected="readable",
         )
 
     def room_events(self, answer: dict[str, Any], room_id: str) -> list[dict[str, Any]]:

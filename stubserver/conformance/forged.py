@@ -50,9 +50,14 @@ def resolve(name: str, config_path: Path, ca_files: Sequence[Path] = ()) -> Targ
     argv = [sys.executable, "-m", "stubserver", "resolve", name, "--json", "-c", str(config_path)]
     for ca in ca_files:
         argv += ["--ca-file", str(ca)]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=RESOLVE_TIMEOUT_SECONDS, check=False
-    )
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=RESOLVE_TIMEOUT_SECONDS, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ResolveFailed(
+            f"stubserver resolve {name}: no answer in {RESOLVE_TIMEOUT_SECONDS:g} s"
+        ) from None
     try:
         answer = json.loads(done.stdout)
     except ValueError:
@@ -116,9 +121,11 @@ def send(
     *,
     headers: dict[str, str],
     body: Any = None,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> tuple[int, Any]:
-    """One request; its status and JSON body (None when not JSON)."""
-    connection = _TargetConnection(target, context, REQUEST_TIMEOUT_SECONDS)
+    """One request; its status and JSON body (None when not JSON). OSError or
+    http.client.HTTPException when no answer came within ``timeout`` s."""
+    connection = _TargetConnection(target, context, timeout)
     all_headers = {"Host": target.host_header, **headers}
     payload = None
     if body is not None:

@@ -44,6 +44,7 @@ def our_typing_reaches_it(ctx: Context, version: str) -> None:
     stream.wait(
         "our user typing in its client's /sync",
         lambda a: user_id in (ephemeral(a, room_id).get("m.typing", {}).get("user_ids") or []),
+        seen=lambda a: ephemeral(a, room_id).get("m.typing"),
     )
 
 
@@ -83,6 +84,7 @@ def our_receipt_reaches_it(ctx: Context, version: str) -> None:
             user_id
             in (ephemeral(a, room_id).get("m.receipt", {}).get(message, {}).get("m.read") or {})
         ),
+        seen=lambda a: ephemeral(a, room_id).get("m.receipt"),
     )
 
 

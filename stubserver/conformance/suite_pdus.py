@@ -172,7 +172,9 @@ def too_many_edus(ctx: Context) -> None:
 
 def reused_transaction_id(ctx: Context, version: str) -> None:
     """A second transaction under an ID already used is taken as the same transaction:
-    the same answer, and the new PDU it carries is not processed (never visible)."""
+    the same answer, and the new PDU it carries is not processed. Its absence is judged
+    after a marker we send later (in a transaction of its own, not naming that PDU) is
+    readable, so a server that processes the reused transaction late still fails."""
     room_id = ctx.join_homeserver_room(version)
     (first_id, first), (second_id, second) = _withheld_pdus(ctx, room_id, 2)
     txn = _txn_id()
@@ -182,8 +184,10 @@ def reused_transaction_id(ctx: Context, version: str) -> None:
     two = _put_transaction(ctx, txn, [second], [])
     expect("the reused transaction ID's status", 200, two.status)
     expect("the reused transaction ID's answer", one.body, two.body)
+    marker = ctx.send_text(room_id, "marker after the reused ID", prev_events=[first_id])
+    ctx.wait_visible(room_id, marker, "the marker sent after the reused transaction")
     expect(
-        "the new PDU under the reused ID as its client sees it",
+        "the new PDU under the reused ID as its client sees it, once a later marker is",
         None,
         visible_event(ctx.user, room_id, second_id),
     )

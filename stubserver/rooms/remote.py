@@ -188,9 +188,12 @@ class RemoteCaller:
         return await self.json("PUT", server, path, body, "the invite")
 
 
-def parse_events(pdus: object, version: RoomVersion, room_id: str, limit: int) -> list[Event]:
+def parse_events(
+    pdus: object, version: RoomVersion, room_id: str, limit: int, dropped: list[str] | None = None
+) -> list[Event]:
     """The PDUs of ``pdus`` (a list) that parse under ``version`` and belong to
-    ``room_id``, at most ``limit`` read; others are dropped (as Synapse drops them)."""
+    ``room_id``, at most ``limit`` read; others are dropped (as Synapse drops them), each
+    with its reason added to ``dropped`` when given."""
     if not isinstance(pdus, list):
         return []
     events: list[Event] = []
@@ -199,9 +202,13 @@ def parse_events(pdus: object, version: RoomVersion, room_id: str, limit: int) -
             event = Intake.parse(pdu, version)
         except InvalidPdu as e:
             log.info("Dropped a PDU that does not parse: {reason}", reason=e)
+            if dropped is not None:
+                dropped.append(f"a PDU that does not parse: {e}")
             continue
         if event.room_id == room_id:
             events.append(event)
+        elif dropped is not None:
+            dropped.append(f"{event.event_id} is of room {event.room_id}")
     return events
 
 
@@ -268,10 +275,11 @@ async def room_from_join_answer(
     """
     if not isinstance(answer, dict):
         raise BadAnswer("not a JSON object")
-    state = await verified(
-        fetch_verify_key,
-        parse_events(answer.get("state"), version, room_id, MAX_JOIN_ANSWER_EVENTS),
-    )
+    dropped: list[str] = []
+    parsed = parse_events(answer.get("state"), version, room_id, MAX_JOIN_ANSWER_EVENTS, dropped)
+    state = await verified(fetch_verify_key, parsed)
+    kept = {e.event_id for e in state}
+    dropped += [f"{e.event_id} ({e.type}): bad signature" for e in parsed if e.event_id not in kept]
     chain = await verified(
         fetch_verify_key,
         parse_events(answer.get("auth_chain"), version, room_id, MAX_JOIN_ANSWER_EVENTS),
@@ -279,7 +287,9 @@ async def room_from_join_answer(
     creates = {e.event_id for e in [*state, *chain] if e.is_state and e.state_tuple() == CREATE}
     state_create = [e for e in state if e.is_state and e.state_tuple() == CREATE]
     if not state_create:
-        raise BadAnswer("the state has no (valid) m.room.create event")
+        # The reasons are what a developer of the other server needs (issue 20).
+        why = f" (dropped from the state: {'; '.join(dropped)})" if dropped else ""
+        raise BadAnswer(f"the state has no (valid) m.room.create event{why}")
     if len(creates) != 1:
         raise BadAnswer("the answer holds more than one m.room.create event")
     if state_create[0].content.get("room_version") != version.identifier:

@@ -7,11 +7,19 @@ import json
 import xml.etree.ElementTree as ET
 from itertools import count
 
+from stubserver.cli.conformance import _progress
 from stubserver.cli.conformance import main as conformance_main
 from stubserver.cli.main import build_parser
 from stubserver.cli.main import main as cli_main
-from stubserver.conformance.output import format_table, to_json, to_junit
+from stubserver.conformance.output import (
+    format_progress,
+    format_table,
+    spec_url,
+    to_json,
+    to_junit,
+)
 from stubserver.conformance.runner import (
+    RESULTS,
     CheckFailed,
     ConformanceTest,
     Skipped,
@@ -19,7 +27,11 @@ from stubserver.conformance.runner import (
     run_tests,
     select,
 )
+from stubserver.conformance.runner import (
+    TestResult as Result,
+)
 from stubserver.conformance.suite import build_suite, supported_versions
+from stubserver.conformance.suite_keys import VERSION
 
 
 def _pass(ctx: object) -> None:
@@ -70,12 +82,14 @@ def test_threaded_run_keeps_the_suite_order() -> None:
 
 
 def test_json_has_exactly_the_documented_shape() -> None:
-    """``--json``: homeserver, tests with id/spec/room_version/result/reason/seconds, counts."""
+    """``--json``: homeserver, tests with id/spec/room_version/result/reason/seconds, and a
+    count of each of the five results (the last two zero without --expect-fail)."""
     results = run_tests(FAKE, object(), concurrency=1, clock=_clock())  # type: ignore[arg-type]
     document = json.loads(json.dumps(to_json("hs.test", results)))
-    assert set(document) == {"homeserver", "tests", "passed", "failed", "skipped"}
+    assert set(document) == {"homeserver", "tests", *RESULTS}
     assert document["homeserver"] == "hs.test"
     assert (document["passed"], document["failed"], document["skipped"]) == (1, 2, 1)
+    assert (document["expected_failure"], document["unexpected_pass"]) == (0, 0)
     assert document["tests"][1] == {
         "id": "rooms.join/v10",
         "spec": "Joining Rooms",
@@ -104,15 +118,18 @@ def test_junit_lists_every_test_with_failures_and_skips() -> None:
 
 
 def test_table_has_a_row_per_test_reasons_under_failures_and_a_summary() -> None:
-    """The table: a header, one row per test (mark, version, id, spec), the reason under a
-    failed or skipped row, and the counts at the end."""
+    """The table: a header, one row per test (mark, version, id, spec), the reason and the
+    spec section's link under a failed or skipped row, and the counts at the end."""
     results = run_tests(FAKE, object(), concurrency=1, clock=_clock())  # type: ignore[arg-type]
     lines = format_table("hs.test", results, 4.0).splitlines()
     assert lines[2].split() == ["result", "room", "test", "spec", "section", "time"]
     assert lines[3].split()[:3] == ["ok", "-", "keys.ok"]
     assert lines[4].split()[:3] == ["FAIL", "v10", "rooms.join/v10"]
     assert lines[5].strip() == "the answer's status: expected 401, got 200"
-    assert lines[6].split()[:3] == ["skip", "v12", "rooms.join/v12"]
+    assert (
+        lines[6].strip() == "spec: https://spec.matrix.org/v1.19/server-server-api/#joining-rooms"
+    )
+    assert lines[7].split()[:3] == ["skip", "v12", "rooms.join/v12"]
     assert lines[-1] == "1 passed, 2 failed, 1 skipped of 4 in 4.0 s"
 
 
@@ -198,3 +215,66 @@ def test_an_unusable_peer_config_exits_2(tmp_path: object) -> None:
     else:
         assert status == 2
     assert out.getvalue() == ""
+
+
+def test_a_long_reason_is_wrapped_whole_in_the_table_and_as_each_test_ends() -> None:
+    """A reason longer than a line (the 51-PDU answer, which once was cut before its
+    verdict) is wrapped, never cut: every word is there, in order, in the table and in
+    the line printed as the test ends; the reason's own lines are kept."""
+    answer = json.dumps({"pdus": {f"$event{i}:peer.test": {} for i in range(12)}})
+    reason = f"a transaction of 51 PDUs (answer {answer}): expected 400, got 200\nnext line"
+    result = Result("transactions.51_pdus_refused/v12", "Transactions", "12", "failed", reason, 1.5)
+    for text in (format_table("hs.test", [result], 1.5), format_progress(result)):
+        lines = text.splitlines()
+        assert all(len(line) <= 100 for line in lines if "$event" in line)
+        assert " ".join(" ".join(lines).split()).count("expected 400, got 200") == 1
+        assert " ".join(reason.split()) in " ".join(" ".join(lines).split())
+    progress = format_progress(result).splitlines()
+    assert progress[0].split() == ["FAIL", "v12", "transactions.51_pdus_refused/v12", "1.5s"]
+    assert progress[-2].strip() == "next line"
+    assert progress[-1].strip() == (
+        "spec: https://spec.matrix.org/v1.19/server-server-api/#transactions"
+    )
+    passed = Result("keys.version", VERSION, None, "passed", None, 0.2)
+    assert format_progress(passed) == "ok     -    keys.version  0.2s"
+
+
+def test_every_spec_section_of_the_suite_links_to_its_anchor() -> None:
+    """Each section the suite names links to the spec's anchor for it: a heading in lower
+    case joined by dashes (the part after the last colon), an endpoint as the spec's
+    pages spell its anchor."""
+    anchors = {spec_url(t.spec).split("#")[1] for t in build_suite(["12"])}
+    assert anchors == {
+        "publishing-keys",
+        "get_matrixfederationv1version",
+        "querying-keys-through-another-server",
+        "request-authentication",
+        "joining-rooms",
+        "inviting-to-a-room",
+        "leaving-rooms-rejecting-invites",
+        "transactions",
+        "backfilling-and-retrieving-missing-events",
+        "validating-hashes-and-signatures-on-received-events",
+        "rejection",
+        "soft-failure",
+        "typing-notifications",
+        "receipts",
+    }
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_each_test_is_shown_as_it_ends_on_a_terminal_only() -> None:
+    """On a terminal, each result's line is printed as the test ends; into a pipe or a
+    file, nothing (the table and the JSON say it all at the end)."""
+    terminal = _Terminal()
+    show = _progress(terminal, format_progress)
+    assert show is not None
+    clock = _clock()
+    results = run_tests(FAKE, object(), concurrency=1, clock=clock, on_result=show)  # type: ignore[arg-type]
+    printed = [line.split()[2] for line in terminal.getvalue().splitlines() if line[:1] != " "]
+    assert printed == [r.id for r in results]
+    assert _progress(io.StringIO(), format_progress) is None

@@ -113,6 +113,34 @@ def test_the_create_event_room_version_must_be_make_joins() -> None:
     assert isinstance(error, BadAnswer) and "room_version" in str(error)
 
 
+def test_a_create_event_that_does_not_parse_is_named_with_its_reason() -> None:
+    """A v12 create event that carries a room_id does not parse: the answer is refused
+    with the parser's reason, not only "the state has no (valid) m.room.create event"."""
+    answer, built, room_id = answer_for("12")
+    for pdu in answer["state"]:
+        if pdu["type"] == "m.room.create":
+            pdu["room_id"] = room_id
+    error = failure_now(build(answer, built, "12", room_id)).value
+    assert isinstance(error, BadAnswer)
+    assert str(error) == (
+        "the state has no (valid) m.room.create event (dropped from the state: a PDU that"
+        " does not parse: a v12 m.room.create event must not have a room_id)"
+    )
+
+
+def test_a_create_event_with_a_bad_signature_is_named() -> None:
+    """A create event whose signature fails: the reason names it and its signature."""
+    answer, built, room_id = answer_for("11")
+    create_id = None
+    for pdu in answer["state"]:
+        if pdu["type"] == "m.room.create":
+            pdu["signatures"]["a.test"][A_SIGNER.key_id] = "A" * 86
+            create_id = compute_event_id(pdu, ROOM_VERSIONS["11"])
+    error = failure_now(build(answer, built, "11", room_id)).value
+    assert isinstance(error, BadAnswer)
+    assert f"dropped from the state: {create_id} (m.room.create): bad signature" in str(error)
+
+
 def test_a_returned_event_that_is_not_ours_is_refused() -> None:
     """The answer's ``event``, when given, must have our join's event ID."""
     answer, built, room_id = answer_for("12")

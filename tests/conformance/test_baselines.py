@@ -1,0 +1,101 @@
+"""Negative tests give a verdict only over their positive baseline: the request-auth
+refusals run against a fake homeserver that answers 401 to everything are skipped with why
+(they once passed it), and pass against one that checks signatures."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from stubserver.conformance import suite_keys
+from stubserver.conformance.runner import (
+    ConformanceTest,
+    Skipped,
+    run_tests,
+    select,
+    without_baseline,
+)
+from stubserver.conformance.runner import TestResult as Result
+from stubserver.signing.keys import ServerSigningKey
+
+KEY = ServerSigningKey.generate("a")
+REFUSALS = ["auth.bad_signature_refused", "auth.other_destination_refused", "auth.unsigned_refused"]
+
+
+class FakeContext:
+    """What the request-auth tests use of the context: ``raw`` answered by ``judge``."""
+
+    server_name = "hs.test"
+    user = SimpleNamespace(user_id="@alice:hs.test")
+
+    def __init__(self, accepts_ours: bool) -> None:
+        self.accepts_ours = accepts_ours
+
+    def our_key(self) -> ServerSigningKey:
+        return KEY
+
+    def raw(
+        self, method: str, path: str, *, key: ServerSigningKey | None, destination: str, **_: Any
+    ) -> tuple[int, Any]:
+        ours = key is KEY and destination == self.server_name
+        if ours and self.accepts_ours:
+            return 200, {"displayname": "alice"}
+        return 401, {"errcode": "M_UNAUTHORIZED"}
+
+
+def _auth_results(ctx: FakeContext, concurrency: int) -> dict[str, Result]:
+    tests = select(suite_keys.tests(), "auth.*")
+    results = run_tests(tests, ctx, concurrency=concurrency)  # type: ignore[misc]
+    return {r.id: r for r in results}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_server_that_refuses_everything_gets_no_verdict_on_the_refusals(
+    concurrency: int,
+) -> None:
+    """401 to every request: the baseline fails, the three refusals are skipped naming
+    it and its failure, never passed."""
+    results = _auth_results(FakeContext(accepts_ours=False), concurrency)
+    assert results["auth.signed_request_accepted"].result == "failed"
+    for test_id in REFUSALS:
+        assert results[test_id].result == "skipped"
+        assert (results[test_id].reason or "").startswith(
+            "no verdict: its baseline auth.signed_request_accepted did not pass (failed: "
+            "a correctly signed profile query"
+        )
+
+
+def test_a_server_that_checks_signatures_passes_baseline_and_refusals() -> None:
+    """Our signed request answered, the others refused 401: all four pass."""
+    results = _auth_results(FakeContext(accepts_ours=True), 4)
+    assert {r.result for r in results.values()} == {"passed"}
+    assert set(results) == {"auth.signed_request_accepted", *REFUSALS}
+
+
+def test_selecting_a_negative_test_brings_its_baseline() -> None:
+    """``--only auth.unsigned_refused`` runs the baseline too, first."""
+    chosen = [t.id for t in select(suite_keys.tests(), "auth.unsigned_refused")]
+    assert chosen == ["auth.signed_request_accepted", "auth.unsigned_refused"]
+
+
+def _skip(ctx: object) -> None:
+    raise Skipped("needs two users")
+
+
+def test_a_skipped_or_missing_baseline_gives_no_verdict_and_order_is_checked() -> None:
+    """A baseline skipped (or never run) skips its dependents with why; a suite listing a
+    test before its baseline is refused."""
+    base: ConformanceTest[object] = ConformanceTest("base", "Rejection", None, _skip)
+    negative: ConformanceTest[object] = ConformanceTest(
+        "neg", "Rejection", None, lambda ctx: None, depends_on=("base",)
+    )
+    [_, skipped] = run_tests([base, negative], object(), concurrency=1)
+    assert skipped.result == "skipped"
+    assert skipped.reason == (
+        "no verdict: its baseline base did not pass (skipped: needs two users)"
+    )
+    assert without_baseline("base", None) == "no verdict: its baseline base was not run"
+    with pytest.raises(ValueError, match="neg comes before its baselines"):
+        run_tests([negative, base], object(), concurrency=1)
