@@ -20,6 +20,7 @@ from stubserver.rooms.format import event_from_pdu
 from stubserver.rooms.hashes import check_content_hash
 from stubserver.rooms.membership import build_membership, fill_template
 from stubserver.rooms.room import Room
+from stubserver.rooms.room_queries import event_auth
 from stubserver.rooms.routes import room_routes
 from stubserver.rooms.signing import verify_event_signature
 from stubserver.rooms.store import RoomStore
@@ -491,7 +492,7 @@ def test_event_auth_answers_the_auth_chain_with_the_auth_events() -> None:
     got = {event_from_pdu(p, room.room_version).event_id for p in body["auth_chain"]}
     event = room.get_event(ids[0])
     assert event is not None and set(event.auth_event_ids) <= got
-    assert got == set(room.event_auth(ids[0]))
+    assert got == set(event_auth(room, ids[0]))
     status, body = h.call("GET", f"/v1/event_auth/{room.room_id}/$nope")
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
     status, body = h.call("GET", f"/v1/event_auth/{room.room_id}/{ids[0]}", origin="c.test")
