@@ -1,0 +1,30 @@
+"""Rooms against a real Dendrite v0.13.8, for room versions 10 and 11 (issue 21): the cases
+of tests/interop/rooms_cases.py. Dendrite has no room version 12 (its gomatrixserverlib
+predates it).
+
+Each room version runs on a different stub, so that room traffic crosses two delegation
+methods both ways: v10 on ``direct.test``, v11 on ``wk.test`` (``.well-known``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.interop.dendrite import DendriteEnvironment
+from tests.interop.rooms_cases import RoomsInteropCases, World, world_of
+
+pytestmark = pytest.mark.interop
+
+#: (room version, the stub that plays it): each version through another delegation method.
+VERSIONS = [("10", "direct.test"), ("11", "wk.test")]
+IDS = ["v10-direct", "v11-well_known"]
+
+
+class TestDendriteRooms(RoomsInteropCases):
+    """Rooms both ways between the stubs and Dendrite."""
+
+    @pytest.fixture(params=VERSIONS, ids=IDS)
+    def world(self, request: pytest.FixtureRequest, dendrite_env: DendriteEnvironment) -> World:
+        """(room version, our stub's control API, Dendrite's bob)."""
+        version, stub_name = request.param
+        return world_of(dendrite_env, version, stub_name)
