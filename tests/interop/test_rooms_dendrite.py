@@ -2,8 +2,9 @@
 of tests/interop/rooms_cases.py. Dendrite has no room version 12 (its gomatrixserverlib
 predates it).
 
-Each room version runs on a different stub, so that room traffic crosses two delegation
-methods both ways: v10 on ``direct.test``, v11 on ``wk.test`` (``.well-known``).
+The rooms run on the three stubs, so that room traffic crosses every delegation method
+both ways: v10 on ``direct.test``, v11 on ``wk.test`` (``.well-known``) and on ``srv.test``
+(SRV), which Dendrite resolves with Go's resolver through the tests' DNS server.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from tests.interop.rooms_cases import RoomsInteropCases, World, world_of
 
 pytestmark = pytest.mark.interop
 
-#: (room version, the stub that plays it): each version through another delegation method.
-VERSIONS = [("10", "direct.test"), ("11", "wk.test")]
-IDS = ["v10-direct", "v11-well_known"]
+#: (room version, the stub that plays it): every delegation method, both versions.
+VERSIONS = [("10", "direct.test"), ("11", "wk.test"), ("11", "srv.test")]
+IDS = ["v10-direct", "v11-well_known", "v11-srv"]
 
 
 class TestDendriteRooms(RoomsInteropCases):
