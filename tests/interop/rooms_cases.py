@@ -40,8 +40,44 @@ def join_homeserver_room(version: str, us: ControlApi, bob: HomeserverUser) -> s
     return room_id
 
 
+#: The template fields the spec's make_join schema lists under ``required``
+#: (Server-Server API, ``GET /_matrix/federation/v1/make_join``, 200, ``event``), but for
+#: ``origin``: PDUs no longer have that field (it left the PDU format), the schema's
+#: ``origin`` is a leftover, and neither Synapse 1.163.2 nor Dendrite sends it.
+MAKE_JOIN_REQUIRED = ("state_key", "origin_server_ts", "type", "content", "sender")
+
+
 class RoomsInteropCases:
-    """The cases; a subclass provides the ``world`` fixture."""
+    """The cases; a subclass provides the ``world`` fixture.
+
+    Cases the homeserver is known to fail are listed in ``expected_failures`` by test
+    name, with the spec's words and the upstream issue (run as strict xfails).
+    """
+
+    expected_failures: dict[str, str] = {}
+
+    def test_make_join_template_has_the_required_fields(self, world: World) -> None:
+        """The make_join template for our user carries the fields the spec's schema
+        requires of it, ``required: [state_key, origin, origin_server_ts, type, content,
+        sender]``, but for ``origin`` (see :data:`MAKE_JOIN_REQUIRED`), with ``sender`` and
+        ``state_key`` our user and ``content.membership`` ``join`` (Server-Server API,
+        "Joining Rooms", ``make_join``)."""
+        version, us, bob = world
+        room_id = bob.create_room(version)
+        path = (
+            f"/_matrix/federation/v1/make_join/{quote(room_id)}/{quote(us.user_id())}?ver={version}"
+        )
+        out = us.env.stubserver(
+            "request", bob.server_name, path, "--json", "-c", us.stub.files.config_path
+        )
+        assert out["status"] == 200, out
+        template = out["body"]["event"]
+        assert out["body"]["room_version"] == version
+        assert template["sender"] == template["state_key"] == us.user_id()
+        assert template["type"] == "m.room.member"
+        assert template["content"]["membership"] == "join"
+        missing = [key for key in MAKE_JOIN_REQUIRED if key not in template]
+        assert missing == [], template
 
     def test_we_join_a_homeserver_room(self, world: World) -> None:
         """We join a homeserver user's public room (make_join offering the versions we

@@ -24,6 +24,17 @@ IDS = ["v10-direct", "v11-well_known", "v11-srv"]
 class TestDendriteRooms(RoomsInteropCases):
     """Rooms both ways between the stubs and Dendrite."""
 
+    expected_failures = {
+        f"test_make_join_template_has_the_required_fields[{case}]": (
+            "Dendrite deviation: its make_join template (gomatrixserverlib ProtoEvent) has"
+            " no origin_server_ts, which the spec's make_join schema lists under required:"
+            " [state_key, origin, origin_server_ts, type, content, sender] (Server-Server"
+            " API, Joining Rooms). stubserver fills the timestamp in itself. No Dendrite"
+            " issue found."
+        )
+        for case in IDS
+    }
+
     @pytest.fixture(params=VERSIONS, ids=IDS)
     def world(self, request: pytest.FixtureRequest, dendrite_env: DendriteEnvironment) -> World:
         """(room version, our stub's control API, Dendrite's bob)."""
