@@ -74,7 +74,12 @@ class RemoteMembership:
                 continue
             try:
                 built = fill_template(
-                    template, version, self._signer, user_id=user_id, membership="join"
+                    template,
+                    version,
+                    self._signer,
+                    user_id=user_id,
+                    membership="join",
+                    now=self._now(),
                 )
             except (EventBuildError, InvalidPdu) as e:
                 last = BadRemoteAnswer(f"bad make_join template from {server}: {e}")
@@ -116,7 +121,12 @@ class RemoteMembership:
                     server, room_id, user_id, "leave", self._versions
                 )
                 built = fill_template(
-                    template, version, self._signer, user_id=user_id, membership="leave"
+                    template,
+                    version,
+                    self._signer,
+                    user_id=user_id,
+                    membership="leave",
+                    now=self._now(),
                 )
             except (RemoteRefused, RemoteUnreachable) as e:
                 last = e

@@ -41,7 +41,7 @@ def answer_for(version: str) -> tuple[dict[str, Any], BuiltEvent, str]:
         room, user_id=BOB, origin="b.test", membership="join", now=TS
     )
     built = fill_template(
-        template.event, ROOM_VERSIONS[version], B_SIGNER, user_id=BOB, membership="join"
+        template.event, ROOM_VERSIONS[version], B_SIGNER, user_id=BOB, membership="join", now=TS
     )
     room.add_event(built.event, TS, origin="b.test")
     state_ids, chain_ids = state_ids_before(room, built.event.event_id)

@@ -131,6 +131,7 @@ def joined_by_send_join(h: Harness, room: Room, version: str) -> tuple[int, Any,
         B_SIGNER,
         user_id=BOB,
         membership="join",
+        now=TS,
         content={"displayname": "Bob", "avatar_url": None},
     )
     status, answer = h.call(
@@ -202,7 +203,7 @@ def test_send_join_refusals() -> None:
     room = h.host("12")
     _, template = h.call("GET", f"/v1/make_join/{room.room_id}/{BOB}?ver=12")
     built = fill_template(
-        template["event"], room.room_version, B_SIGNER, user_id=BOB, membership="join"
+        template["event"], room.room_version, B_SIGNER, user_id=BOB, membership="join", now=TS
     )
     path = f"/v2/send_join/{room.room_id}/{built.event.event_id}"
     before = len(room)
@@ -229,7 +230,7 @@ def test_a_remote_user_leaves_through_make_leave_and_send_leave() -> None:
     status, template = h.call("GET", f"/v1/make_leave/{room.room_id}/{BOB}")
     assert status == 200 and template["event"]["content"] == {"membership": "leave"}
     built = fill_template(
-        template["event"], room.room_version, B_SIGNER, user_id=BOB, membership="leave"
+        template["event"], room.room_version, B_SIGNER, user_id=BOB, membership="leave", now=TS
     )
     assert h.call("PUT", f"/v2/send_leave/{room.room_id}/{built.event.event_id}", built.pdu) == (
         200,
