@@ -69,16 +69,29 @@ class DendriteSpec(HomeserverSpec):
     address: str = "127.0.0.31"
 
 
+#: Where Go's own release archive puts the toolchain: CI's environment may not have it on
+#: PATH (a login shell's profile adds it), and the Dendrite proof must still run there.
+GO_FALLBACK = Path("/usr/local/go/bin/go")
+
+
+def go_command() -> str:
+    """The ``go`` command: on PATH, else :data:`GO_FALLBACK`; EnvironmentUnavailable when
+    neither exists."""
+    go = shutil.which("go")
+    if go is not None:
+        return go
+    if GO_FALLBACK.is_file() and os.access(GO_FALLBACK, os.X_OK):
+        return str(GO_FALLBACK)
+    raise EnvironmentUnavailable(
+        f"Dendrite interop tests need Go to build Dendrite {DENDRITE_VERSION}"
+        f" (`go` is not on PATH nor at {GO_FALLBACK}); CI has it"
+    )
+
+
 def go_version(env: Mapping[str, str] = GO_BUILD_ENV) -> str:
     """The Go toolchain's version (``go1.26.8``); EnvironmentUnavailable when there is none."""
-    go = shutil.which("go")
-    if go is None:
-        raise EnvironmentUnavailable(
-            f"Dendrite interop tests need Go to build Dendrite {DENDRITE_VERSION}"
-            " (`go` is not on PATH); CI has it"
-        )
     done = subprocess.run(
-        [go, "env", "GOVERSION"],
+        [go_command(), "env", "GOVERSION"],
         capture_output=True,
         text=True,
         timeout=TOOL_TIMEOUT_S,
@@ -107,7 +120,7 @@ def ensure_dendrite(cache: Path = CACHE_DIR, log: Callable[[str], None] | None =
     packages = [f"{DENDRITE_MODULE}/cmd/{c}@{DENDRITE_VERSION}" for c in DENDRITE_COMMANDS]
     install_once(
         target,
-        [["mkdir", "-p", bin_dir], ["go", "install", *packages]],
+        [["mkdir", "-p", bin_dir], [go_command(), "install", *packages]],
         what="Dendrite",
         stamp=f"{DENDRITE_MODULE}@{DENDRITE_VERSION} built by {go}\n",
         cache=cache,
