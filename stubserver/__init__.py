@@ -34,6 +34,8 @@ Shared tools, below every area that uses them:
                     limits, shared fetches
 - ``server/``       inbound transport: router, limits, connection counting, request log
 - ``config/``       the configuration file, parsed once into frozen values
+- ``logs/``         the log's one observer and its level; Twisted's connection machinery
+                    (HTTP pool, twisted.names' UDP ports) made without start/stop lines
 
 Built on the areas:
 
