@@ -20,7 +20,8 @@ Spec areas (rules, Twisted shell and endpoints of one part of the spec):
 - ``auth/``         X-Matrix in both directions, and the inbound request filter
 - ``tls/``          client and server TLS, certificates (used by ``generate``)
 - ``rooms/``        room versions, events, redaction, hashes, auth rules, state resolution,
-                    the in-memory room, transactions, the room service and its endpoints
+                    the in-memory room, the receive pipeline, the room service (its port
+                    and errors) and its endpoints (map in ``rooms/__init__.py``)
 
 Shared tools, below every area that uses them:
 
@@ -33,6 +34,8 @@ Shared tools, below every area that uses them:
                     limits, shared fetches
 - ``server/``       inbound transport: router, limits, connection counting, request log
 - ``config/``       the configuration file, parsed once into frozen values
+- ``logs/``         the log's one observer and its level; Twisted's connection machinery
+                    (HTTP pool, twisted.names' UDP ports) made without start/stop lines
 
 Built on the areas:
 

@@ -27,10 +27,6 @@ NOT_BELOW_TRANSPORT = frozenset(
 )
 #: Entry points: the library for tests and the demo's tools never import the commands.
 NOT_IMPORTING_CLI = frozenset({"testing", "devtools"})
-#: Upward arrows that exist today and are being removed elsewhere. Issue 25's rooms half
-#: moves the room service's port and errors from control/surface.py into rooms/; when that
-#: is merged, delete this entry (the test then holds rooms/ to the rule like every area).
-KNOWN_UPWARD = frozenset({("rooms", "control")})
 
 
 def folder_of(path: Path) -> str:
@@ -140,11 +136,11 @@ def test_no_import_cycle_between_folders() -> None:
 
 def test_spec_areas_never_import_their_drivers() -> None:
     """rooms/, server_keys/, discovery/ and auth/ import nothing from control/, cli/, app/
-    or testing/, not even lazily or for types (KNOWN_UPWARD aside)."""
+    or testing/, not even lazily or for types."""
     upward = sorted(
         f"{path.relative_to(PACKAGE)} imports {other}/"
         for folder, other, path in every_import()
-        if folder in AREAS and other in ABOVE_AREAS and (folder, other) not in KNOWN_UPWARD
+        if folder in AREAS and other in ABOVE_AREAS
     )
     assert upward == []
 

@@ -26,14 +26,15 @@ from twisted.logger import Logger
 from stubserver.config import Config
 from stubserver.control.api import control_routes
 from stubserver.control.feed import RequestFeed
-from stubserver.control.surface import RoomControl
 from stubserver.server.router import Route
 
 if TYPE_CHECKING:
     from stubserver.outbound.build import FederationContext
     from stubserver.outbound.signed_request import FederationClient, FederationResponse
     from stubserver.rooms.builder import EventSigner
+    from stubserver.rooms.hooks import HookRelay
     from stubserver.rooms.pdu_keys import FetchVerifyKey
+    from stubserver.rooms.port import RoomControl
     from stubserver.rooms.store import RoomStore
     from stubserver.server_keys.fetcher import ServerKeys
 
@@ -142,10 +143,12 @@ class RoomParts:
     fetch_verify_key: FetchVerifyKey
     rng: random.Random
     default_room_version: str
+    #: Told by the federation room endpoints; the service attaches its hooks to it.
+    hooks: HookRelay
 
 
 #: Builds the room service from its parts; the default is :func:`room_service_from_parts`.
-RoomServiceFactory = Callable[[RoomParts], RoomControl]
+RoomServiceFactory = Callable[[RoomParts], "RoomControl"]
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,12 @@ class Rooms:
 def room_service_from_parts(parts: RoomParts) -> RoomControl:
     """``stubserver.rooms.service.RoomService`` over ``parts``.
 
-    The service takes its server name from the signer and its clock from the reactor.
+    The service takes its server name from the signer and its clock from the reactor;
+    its inbound hooks are attached to ``parts.hooks``.
     """
     from stubserver.rooms.service import RoomService  # noqa: PLC0415
 
-    service: RoomControl = RoomService(
+    service = RoomService(
         clock=parts.reactor,
         signer=parts.signer,
         store=parts.store,
@@ -172,6 +176,7 @@ def room_service_from_parts(parts: RoomParts) -> RoomControl:
         rng=parts.rng,
         default_room_version=parts.default_room_version,
     )
+    parts.hooks.attach(service.inbound)
     return service
 
 
@@ -186,10 +191,11 @@ def build_rooms(
     """The room service of ``config`` and the federation room routes over its store.
 
     ``key_fetcher`` is ``run``'s ``LazyKeyFetcher`` (a :class:`KeySource` and an
-    :class:`OutboundStack`). The routes are told about transactions and invites through
-    the service's ``on_transaction`` and ``on_invite`` when it has them.
+    :class:`OutboundStack`). The routes tell ``RoomParts.hooks`` about transactions and
+    invites; the service factory attaches the service's hooks there.
     """
     from stubserver.rooms.builder import EventSigner  # noqa: PLC0415
+    from stubserver.rooms.hooks import HookRelay  # noqa: PLC0415
     from stubserver.rooms.routes import room_routes  # noqa: PLC0415
     from stubserver.rooms.store import RoomStore  # noqa: PLC0415
     from stubserver.rooms.transaction import TransactionMemory  # noqa: PLC0415
@@ -207,6 +213,7 @@ def build_rooms(
         fetch_verify_key=fetch_verify_key,
         rng=rng if rng is not None else random.SystemRandom(),
         default_room_version=config.default_room_version,
+        hooks=HookRelay(),
     )
     service = service_factory(parts)
     routes = room_routes(
@@ -215,8 +222,7 @@ def build_rooms(
         fetch_verify_key,
         reactor,
         invites_accept=config.invites_accept,
-        on_transaction=getattr(service, "on_transaction", None),
-        on_invite=getattr(service, "on_invite", None),
+        hooks=parts.hooks,
     )
     return Rooms(service=service, federation_routes=tuple(routes))
 

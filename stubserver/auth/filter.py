@@ -107,6 +107,17 @@ class XMatrixFilter:
         return d.addCallbacks(authenticated, rejected)
 
 
+def request_content(request: IRequest) -> Any:
+    """The JSON body of ``request``: the one this filter parsed when it authenticated the
+    request (the signature covers it; parsed once for both), else read now
+    (``read_json_body``: 413/400 when too big or not JSON)."""
+    notes = request_annotations(request)
+    content = notes.get("content")
+    if content is None or not notes.get("authenticated"):
+        return read_json_body(request)
+    return content
+
+
 def require_origin(request: IRequest) -> str:
     """The authenticated origin of ``request``; MatrixError 401 when it has none."""
     notes = request_annotations(request)

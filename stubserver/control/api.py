@@ -1,7 +1,7 @@
 """The control API's routes: ``/_stubserver/v1/...`` (DESIGN.md, "Rooms and the control API").
 
 :func:`control_routes` builds the :class:`~stubserver.server.router.Route` table of a
-``control`` listener over a :class:`~stubserver.control.surface.RoomControl` (the room
+``control`` listener over a :class:`~stubserver.rooms.port.RoomControl` (the room
 service) and the :class:`~stubserver.control.feed.RequestFeed` of inbound requests.
 
 Every request needs ``Authorization: Bearer <control_token>``, compared in constant time;
@@ -10,10 +10,12 @@ that one code for both). Bodies are JSON objects, checked before the service is 
 400 ``M_NOT_JSON`` (not JSON), ``M_BAD_JSON`` (not an object, or an unknown key: a typo
 in a test should not pass silently), ``M_MISSING_PARAM`` (a required key is absent) or
 ``M_INVALID_PARAM`` (a value of the wrong type or out of range), each with a message
-naming the key. A :class:`~stubserver.server.router.MatrixError` the service raises is
-answered as it is. A remote refusal (:class:`~stubserver.control.surface.RemoteRefused`)
-is 502 ``M_UNKNOWN`` with ``remote_status`` and ``remote_body``; an unreachable remote
-(:class:`~stubserver.control.surface.RemoteUnreachable`) 502 ``M_UNKNOWN`` alone.
+naming the key. What the service refuses (``stubserver.rooms.errors``) is answered
+through :func:`stubserver.rooms.http_errors.matrix_error`, the one mapping of room errors
+to Matrix errors; a :class:`~stubserver.server.router.MatrixError` is answered as it is. A
+remote refusal (:class:`~stubserver.rooms.errors.RemoteRefused`) is 502 ``M_UNKNOWN`` with
+``remote_status`` and ``remote_body``; an unreachable remote
+(:class:`~stubserver.rooms.errors.RemoteUnreachable`) 502 ``M_UNKNOWN`` alone.
 
 ``ROOM`` path segments arrive percent-decoded (the router decodes every parameter), so an
 alias is sent as ``%23alias:server``. Query parameters ``from`` (a position, default 0)
@@ -32,7 +34,9 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from stubserver.control.feed import RequestFeed
-from stubserver.control.surface import JsonDict, RemoteRefused, RemoteUnreachable, RoomControl
+from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable
+from stubserver.rooms.http_errors import matrix_error
+from stubserver.rooms.port import RoomControl
 from stubserver.server.router import (
     Handler,
     HandlerResult,
@@ -42,6 +46,7 @@ from stubserver.server.router import (
     query_arg,
     read_json_body,
 )
+from stubserver.signing.canonical_json import JsonDict
 
 PREFIX: Final = "/_stubserver/v1"
 #: Longest a long poll (``wait_ms``) waits, in milliseconds; larger values are clamped.
@@ -99,12 +104,17 @@ def _ok(result: JsonDict) -> JsonResponse:
 
 
 def _answered(result: Deferred[JsonDict]) -> Deferred[JsonResponse]:
-    def remote(failure: Failure) -> JsonResponse | Failure:
+    def refused(failure: Failure) -> JsonResponse | Failure:
         error = failure.value
         response = remote_error_response(error) if isinstance(error, Exception) else None
-        return failure if response is None else response
+        if response is not None:
+            return response
+        answer = matrix_error(error)
+        if answer is None:
+            return failure
+        raise answer
 
-    return result.addCallbacks(_ok, remote)
+    return result.addCallbacks(_ok, refused)
 
 
 class JsonObject:
@@ -227,6 +237,11 @@ def _authorized(token: bytes, handler: Handler) -> Handler:
             response = remote_error_response(e)
             assert response is not None
             return response
+        except Exception as e:
+            answer = matrix_error(e)
+            if answer is None:
+                raise
+            raise answer from None
 
     return handle
 

@@ -28,8 +28,7 @@ from stubserver.rooms.format import (
 )
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import RoomVersion
-
-JsonDict = dict[str, Any]
+from stubserver.signing.canonical_json import JsonDict
 
 REDACTION = "m.room.redaction"
 #: Create-content key holding random entropy in v12, so that two rooms created with the

@@ -5,17 +5,61 @@ An :class:`Event` keeps the PDU exactly as built or received (``pdu``, never wit
 the room version it was checked under. Accessors read the fields the algorithms need; the
 format rules that make those accessors safe are applied before an Event is made (see
 ``stubserver.rooms.format``), so they do not re-validate.
+
+What the checks compute from the PDU (the content hash, the redacted form, the bytes the
+signatures and the event ID cover) is kept on the event while it is checked
+(:class:`Derived`), so that each is computed once. The encoders below skip the range
+walk of ``stubserver.signing.canonical_json``: the values are a PDU past the format
+checks (which walk it once) or one we build (and check before sending).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
+from stubserver.signing.canonical_json import JsonDict, encode_canonical_json
 
-JsonDict = dict[str, Any]
+#: Keys the content hash leaves out: they change in transit or depend on the hash.
+NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
+#: Keys the reference hash and the signatures leave out of the redacted event.
+NOT_SIGNED = frozenset({"unsigned", "signatures"})
+
+
+def signed_bytes_of(redacted: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a redacted event without ``signatures`` and ``unsigned``:
+    what the event's signatures and its reference hash (so its ID) cover."""
+    signed = {k: v for k, v in redacted.items() if k not in NOT_SIGNED}
+    return encode_canonical_json(signed, checked=True)
+
+
+def content_hash_bytes_of(pdu: Mapping[str, Any]) -> bytes:
+    """The canonical JSON the content hash covers: ``pdu`` without ``unsigned``,
+    ``signatures`` and ``hashes``."""
+    hashed = {k: v for k, v in pdu.items() if k not in NOT_IN_CONTENT_HASH}
+    return encode_canonical_json(hashed, checked=True)
+
+
+@dataclass(slots=True)
+class Derived:
+    """What is computed from an event's PDU, each at most once (the PDU never changes):
+    its redacted form, the bytes its signatures cover, its content hash. The receive
+    pipeline (``stubserver.rooms.intake``) and the format checks fill it as they go."""
+
+    redacted: JsonDict | None = None
+    signed_bytes: bytes | None = None
+    content_hash: bytes | None = None
+
+    def release(self) -> None:
+        """Forget all of it (about 1 kB an event): a room calls it once the event is
+        checked and stored; anything asked for later is computed again."""
+        self.redacted = None
+        self.signed_bytes = None
+        self.content_hash = None
 
 
 @dataclass(frozen=True)
@@ -28,6 +72,27 @@ class Event:
     # The room the event belongs to: the PDU's room_id, or for a v12 create event (which
     # has none) "!" + its event ID without the sigil.
     room_id: str
+    # Not a field of the record: a cache over ``pdu`` (dataclasses.replace starts afresh).
+    derived: Derived = field(default_factory=Derived, init=False, repr=False, compare=False)
+
+    def redacted(self) -> JsonDict:
+        """The redacted form of the PDU (computed once; treat as read-only)."""
+        if self.derived.redacted is None:
+            self.derived.redacted = redact(self.pdu, self.room_version, copy_values=False)
+        return self.derived.redacted
+
+    def signed_bytes(self) -> bytes:
+        """What the signatures and the reference hash cover (computed once):
+        :func:`signed_bytes_of` the redacted form."""
+        if self.derived.signed_bytes is None:
+            self.derived.signed_bytes = signed_bytes_of(self.redacted())
+        return self.derived.signed_bytes
+
+    def content_hash(self) -> bytes:
+        """SHA-256 of :func:`content_hash_bytes_of` the PDU (computed once)."""
+        if self.derived.content_hash is None:
+            self.derived.content_hash = hashlib.sha256(content_hash_bytes_of(self.pdu)).digest()
+        return self.derived.content_hash
 
     @property
     def type(self) -> str:

@@ -7,8 +7,9 @@ A PDU that fails here is dropped, not rejected: it never becomes an event, and t
 ``/send`` answer leaves it out (rooms.md 1.2 step 4). Each check raises
 :class:`InvalidPdu` with the reason.
 
-What we store: :func:`event_from_pdu` keeps a deep copy of the PDU as received *without*
-``unsigned``. ``unsigned`` is covered by no hash and no signature, so the event ID and
+What we store: :func:`event_from_pdu` keeps a copy of the PDU as received *without*
+``unsigned`` (a deep copy, unless the caller hands over a PDU nobody else changes: a
+parsed request body). ``unsigned`` is covered by no hash and no signature, so the event ID and
 every check are unchanged; its values (``age``, ``invite_room_state``) are about the
 moment of sending, and the endpoints that need them read them off the request. Storing
 none of it means we never re-serve another server's unsigned data.
@@ -17,20 +18,21 @@ none of it means we never re-serve another server's unsigned data.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from canonicaljson import encode_canonical_json
-
 from stubserver.discovery.server_name import is_valid_server_name
-from stubserver.rooms.event import Event
+from stubserver.rooms.event import Event, content_hash_bytes_of, signed_bytes_of
 from stubserver.rooms.hashes import (
     SHA256,
-    compute_event_id,
     create_event_id_from_room_id,
+    event_id_from_signed_bytes,
     room_id_from_create_event_id,
 )
+from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
+from stubserver.signing.canonical_json import encode_canonical_json
 
 #: Largest integer magnitude allowed anywhere in a PDU (strict canonical JSON, v6+).
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -168,15 +170,24 @@ def _check_room_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
             raise InvalidPdu("auth_events must not contain the create event")
 
 
-def _check_sizes(pdu: Mapping[str, Any], room_version: RoomVersion) -> None:
+def _check_sizes(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """Check the sizes; the bytes the content hash covers (encoded once for both)."""
     for key in _SIZED_FIELDS:
         value = pdu.get(key)
         if isinstance(value, str) and _id_length(value, room_version) > MAX_ID_BYTES:
             raise InvalidPdu(f"{key} is longer than {MAX_ID_BYTES} bytes")
-    stored = {key: value for key, value in pdu.items() if key != "unsigned"}
-    size = len(encode_canonical_json(stored))
+    hashed = content_hash_bytes_of(pdu)
+    # The PDU without ``unsigned`` is the hashed object plus ``hashes`` and ``signatures``:
+    # each adds ``,"key":value`` to canonical JSON's sorted object (``type`` and
+    # ``content`` are always in the hashed part, so it is never empty).
+    size = len(hashed) + sum(
+        len(key) + 4 + len(encode_canonical_json(pdu[key], checked=True))
+        for key in ("hashes", "signatures")
+        if key in pdu
+    )
     if size > MAX_PDU_BYTES:
         raise InvalidPdu(f"the PDU is {size} bytes of canonical JSON; at most {MAX_PDU_BYTES}")
+    return hashed
 
 
 def validate_pdu(pdu: object, room_version: RoomVersion) -> None:
@@ -191,6 +202,11 @@ def validate_pdu(pdu: object, room_version: RoomVersion) -> None:
 
     Signatures, the content hash and the auth rules are later steps.
     """
+    _validated(pdu, room_version)
+
+
+def _validated(pdu: object, room_version: RoomVersion) -> bytes:
+    """:func:`validate_pdu`; the bytes the content hash covers."""
     if not isinstance(pdu, Mapping):
         raise InvalidPdu("a PDU must be a JSON object")
     if "event_id" in pdu:
@@ -206,23 +222,39 @@ def validate_pdu(pdu: object, room_version: RoomVersion) -> None:
         and not isinstance(pdu["redacts"], str)
     ):
         raise InvalidPdu("redacts must be an event ID string when present")
-    _check_sizes(pdu, room_version)
+    return _check_sizes(pdu, room_version)
 
 
-def event_from_pdu(pdu: object, room_version: RoomVersion) -> Event:
+def event_from_pdu(pdu: object, room_version: RoomVersion, *, owned: bool = False) -> Event:
     """Validate ``pdu`` (:func:`validate_pdu`) and make its :class:`Event`.
 
     The event ID is computed (v4+ reference hash); the room ID is the PDU's, or for a v12
     create event ``"!"`` + its event ID without the sigil. The stored PDU is a deep copy
     without ``unsigned`` (see the module docstring), so later changes to ``pdu`` do not
-    reach the Event; treat ``Event.pdu`` as read-only.
+    reach the Event; with ``owned`` the caller hands ``pdu``'s values over (nobody
+    changes them later: a parsed request body) and they are kept without a copy. Treat
+    ``Event.pdu`` as read-only.
+
+    What the checks compute is kept on the Event (``Event.derived``): the content hash,
+    the redacted form and the bytes the signatures and the event ID cover.
     """
-    validate_pdu(pdu, room_version)
-    assert isinstance(pdu, Mapping)  # validate_pdu has checked it
-    stored = {key: copy.deepcopy(value) for key, value in pdu.items() if key != "unsigned"}
-    event_id = compute_event_id(stored, room_version)
+    hashed = _validated(pdu, room_version)
+    assert isinstance(pdu, Mapping)  # _validated has checked it
+    keep = _kept if owned else copy.deepcopy
+    stored = {key: keep(value) for key, value in pdu.items() if key != "unsigned"}
+    redacted = redact(stored, room_version, copy_values=False)
+    signed = signed_bytes_of(redacted)
+    event_id = event_id_from_signed_bytes(signed)
     if room_version.room_id_is_create_hash and is_create_event(stored):
         room_id = room_id_from_create_event_id(event_id)
     else:
         room_id = str(stored["room_id"])
-    return Event(event_id=event_id, room_version=room_version, pdu=stored, room_id=room_id)
+    event = Event(event_id=event_id, room_version=room_version, pdu=stored, room_id=room_id)
+    event.derived.redacted = redacted
+    event.derived.signed_bytes = signed
+    event.derived.content_hash = hashlib.sha256(hashed).digest()
+    return event
+
+
+def _kept(value: Any) -> Any:
+    return value

@@ -2,9 +2,12 @@
 "Calculating the content hash for an event", "Calculating the reference hash for an
 event"; room versions 4+ "Event IDs"; room version 12 "Room IDs").
 
-All are pure functions of the PDU's JSON. Canonical JSON comes from ``canonicaljson``
-(matrix-org's implementation, what Synapse hashes and signs with); the caller has made
-sure the PDU holds no floats (``stubserver.rooms.format``), which have no canonical form.
+All are pure functions of the PDU's JSON. Canonical JSON is ``stubserver.signing``'s
+(``canonicaljson``, what Synapse hashes and signs with), over the bytes
+``stubserver.rooms.event`` defines; the caller has made sure the PDU holds no floats
+(``stubserver.rooms.format``), which have no canonical form. A received
+:class:`~stubserver.rooms.event.Event` computes each hash once (``Event.content_hash``,
+``Event.signed_bytes``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,26 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from canonicaljson import encode_canonical_json
-
+from stubserver.rooms.event import content_hash_bytes_of, signed_bytes_of
 from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
+from stubserver.signing.keys import encode_base64 as unpadded_base64
 
-#: Keys the content hash leaves out: they change in transit or depend on the hash.
-_NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
-#: Keys the reference hash leaves out of the redacted event.
-_NOT_IN_REFERENCE_HASH = frozenset({"unsigned", "signatures"})
+__all__ = [
+    "SHA256",
+    "ContentHashMismatch",
+    "check_content_hash",
+    "compute_event_id",
+    "content_hash",
+    "content_hash_base64",
+    "create_event_id_from_room_id",
+    "event_id_from_signed_bytes",
+    "reference_hash",
+    "room_id_from_create_event_id",
+    "unpadded_base64",
+    "urlsafe_unpadded_base64",
+    "with_content_hash",
+]
 #: The only content-hash algorithm the spec defines, and its key under ``hashes``.
 SHA256 = "sha256"
 
@@ -42,11 +56,6 @@ class ContentHashMismatch(ValueError):
         self.claimed = claimed
 
 
-def unpadded_base64(data: bytes) -> str:
-    """Standard base64 without ``=`` padding (appendix "Unpadded Base64")."""
-    return base64.b64encode(data).decode("ascii").rstrip("=")
-
-
 def urlsafe_unpadded_base64(data: bytes) -> str:
     """URL-safe base64 (``-`` and ``_``) without padding (appendix "URL-safe unpadded
     Base64"): the alphabet of v4+ event IDs."""
@@ -56,8 +65,7 @@ def urlsafe_unpadded_base64(data: bytes) -> str:
 def content_hash(pdu: Mapping[str, Any]) -> bytes:
     """SHA-256 of the canonical JSON of ``pdu`` without ``unsigned``, ``signatures`` and
     ``hashes``. Everything else is covered, unknown top-level keys included."""
-    hashed = {key: value for key, value in pdu.items() if key not in _NOT_IN_CONTENT_HASH}
-    return hashlib.sha256(encode_canonical_json(hashed)).digest()
+    return hashlib.sha256(content_hash_bytes_of(pdu)).digest()
 
 
 def content_hash_base64(pdu: Mapping[str, Any]) -> str:
@@ -72,9 +80,11 @@ def with_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
     return hashed
 
 
-def check_content_hash(pdu: Mapping[str, Any]) -> None:
-    """Raise :class:`ContentHashMismatch` unless ``hashes.sha256`` is the content hash."""
-    expected = content_hash_base64(pdu)
+def check_content_hash(pdu: Mapping[str, Any], *, digest: bytes | None = None) -> None:
+    """Raise :class:`ContentHashMismatch` unless ``hashes.sha256`` is the content hash
+    (``digest``, when the caller has it already: ``Event.content_hash``)."""
+    actual = content_hash(pdu) if digest is None else digest
+    expected = unpadded_base64(actual)
     hashes = pdu.get("hashes")
     claimed = hashes.get(SHA256) if isinstance(hashes, Mapping) else None
     if not isinstance(claimed, str):
@@ -84,21 +94,25 @@ def check_content_hash(pdu: Mapping[str, Any]) -> None:
         claimed_digest = base64.b64decode(claimed + "=" * (-len(claimed) % 4), validate=True)
     except ValueError:
         raise ContentHashMismatch(expected, claimed) from None
-    if not hmac.compare_digest(claimed_digest, content_hash(pdu)):
+    if not hmac.compare_digest(claimed_digest, actual):
         raise ContentHashMismatch(expected, claimed)
 
 
 def reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
     """SHA-256 of the canonical JSON of the redacted event without ``signatures`` and
     ``unsigned``. It covers ``hashes``, so any change to the content changes it."""
-    redacted = redact(pdu, room_version)
-    hashed = {k: v for k, v in redacted.items() if k not in _NOT_IN_REFERENCE_HASH}
-    return hashlib.sha256(encode_canonical_json(hashed)).digest()
+    return hashlib.sha256(signed_bytes_of(redact(pdu, room_version, copy_values=False))).digest()
 
 
 def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
     """The event ID: ``"$"`` + URL-safe unpadded base64 of the reference hash (v4+)."""
     return "$" + urlsafe_unpadded_base64(reference_hash(pdu, room_version))
+
+
+def event_id_from_signed_bytes(signed: bytes) -> str:
+    """The event ID of the event whose ``Event.signed_bytes`` are ``signed`` (the reference
+    hash covers exactly the bytes the signatures cover)."""
+    return "$" + urlsafe_unpadded_base64(hashlib.sha256(signed).digest())
 
 
 def room_id_from_create_event_id(create_event_id: str) -> str:

@@ -1,6 +1,8 @@
 """User IDs, room IDs and room aliases as the control API accepts them: a user is a full
 user ID of ours or a localpart; a room is a room ID or an alias. The errors are the
-control API's answers (400 ``M_INVALID_PARAM``, 404 ``M_NOT_FOUND``).
+control API's answers: :class:`~stubserver.rooms.errors.InvalidParameter` (400
+``M_INVALID_PARAM``) and :class:`~stubserver.rooms.errors.UnknownRoom` (404
+``M_NOT_FOUND``).
 """
 
 from __future__ import annotations
@@ -9,16 +11,16 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from stubserver.rooms.errors import InvalidParameter, UnknownRoom
 from stubserver.rooms.format import is_user_id
-from stubserver.server.router import MatrixError
 
 #: A localpart as we accept them (the spec's historical grammar, lower case).
 LOCALPART: Final = re.compile(r"^[a-z0-9._=\-/+]{1,255}$")
 
 
-def invalid(message: str) -> MatrixError:
-    """The control API's answer to a malformed parameter."""
-    return MatrixError(400, "M_INVALID_PARAM", message)
+def invalid(message: str) -> InvalidParameter:
+    """The refusal of a malformed parameter."""
+    return InvalidParameter(message)
 
 
 def local_user_id(user: str, server_name: str) -> str:
@@ -49,7 +51,7 @@ def local_room_id(
             raise invalid(f"{room[:300]!r} is not a room alias")
         room_id = alias_room_id(localpart) if server == server_name else room_with_alias(room)
         if room_id is None:
-            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room alias {room[:300]!r}")
+            raise UnknownRoom(f"Unknown room alias {room[:300]!r}")
         return room_id
     if not room.startswith("!"):
         raise invalid(f"{room[:300]!r} is neither a room ID nor an alias")

@@ -16,9 +16,9 @@ from typing import Final
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
-from stubserver.control.surface import JsonDict
 from stubserver.rooms.room import EventRecord
 from stubserver.rooms.transaction import Edu
+from stubserver.signing.canonical_json import JsonDict
 
 #: Most received EDUs kept for the control API (the oldest are forgotten first; positions
 #: keep counting).

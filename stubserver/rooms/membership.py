@@ -4,7 +4,8 @@ remote ``make_join``/``make_leave`` template) and the templates we answer with.
 Spec: Server-Server API "Joining Rooms" and "Leaving Rooms" (``make_join``,
 ``make_leave``), rooms.md 1.4 and 2.2 for Synapse's exact refusals, and 1.8 for how a
 template is filled in (our content merged in, the template's ``origin_server_ts`` and
-``depth`` kept, then hashed and signed).
+``depth`` kept, then hashed and signed; a template without ``origin_server_ts``, as
+Dendrite sends, gets our clock's).
 """
 
 from __future__ import annotations
@@ -97,11 +98,17 @@ def fill_template(
     *,
     user_id: str,
     membership: str,
+    now: int,
     content: Mapping[str, Any] | None = None,
 ) -> BuiltEvent:
     """Our signed event from a remote ``make_join``/``make_leave`` template: the
     template's fields kept (``origin_server_ts`` and ``depth`` included), ``content``
     merged into its content, ``membership`` forced, hashed and signed.
+
+    A template without ``origin_server_ts`` (Dendrite 0.13 sends none, though the spec's
+    make_join schema lists it as required) gets ``now``, our clock in milliseconds: the
+    PDU's timestamp is the one "on the originating homeserver when this event was
+    created", and we are the event's origin.
 
     Raise :class:`EventBuildError` when the template is not a membership event for
     ``user_id``, or ``InvalidPdu`` when the result breaks the format rules.
@@ -115,6 +122,7 @@ def fill_template(
     if user_id.partition(":")[2] != signer.server_name:
         raise EventBuildError(f"{user_id} is not on our server {signer.server_name}")
     pdu = {k: v for k, v in template.items() if k in TEMPLATE_KEYS}
+    pdu.setdefault("origin_server_ts", now)
     merged = dict(template.get("content") or {})
     merged.update(content or {})
     merged["membership"] = membership

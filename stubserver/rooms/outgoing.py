@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stubserver.control.surface import JsonDict
 from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
 from stubserver.rooms.create import EventRejected, add_own_event, build_in_room
+from stubserver.rooms.errors import InvalidParameter, NotAllowed, UnbuildableEvent
 from stubserver.rooms.format import InvalidPdu
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.room import MissingEvents, Room, RoomError
 from stubserver.rooms.sender import TransactionSender
 from stubserver.rooms.tamper import tampered
-from stubserver.server.router import MatrixError
+from stubserver.signing.canonical_json import JsonDict
 
 
 class OutgoingEvents:
@@ -58,16 +58,16 @@ class OutgoingEvents:
     ) -> str:
         """Add our event to ``room`` (403 unless accepted), then send it to the servers
         in the room before or after it (a leave still reaches the others), or only to
-        ``destinations`` when given."""
+        ``destinations`` when given. A :class:`~stubserver.rooms.room.RoomError` other
+        than missing events (the room is full, its state cannot be resolved) is raised
+        as it is."""
         before = room.servers
         try:
             add_own_event(room, built, self._now(), self.server_name)
         except EventRejected as e:
-            raise MatrixError(403, "M_FORBIDDEN", str(e)) from None
+            raise NotAllowed(str(e)) from None
         except MissingEvents as e:
-            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
-        except RoomError as e:
-            raise MatrixError(500, "M_UNKNOWN", str(e)) from None
+            raise InvalidParameter(str(e)) from None
         targets = self.others(room, *before) if destinations is None else destinations
         self.broadcast(targets, built.event.event_id, built.pdu)
         return built.event.event_id
@@ -102,7 +102,7 @@ class OutgoingEvents:
                 auth_event_ids=auth_events,
             )
         except (EventBuildError, InvalidPdu) as e:
-            raise MatrixError(400, "M_BAD_JSON", f"cannot build the event: {e}") from None
+            raise UnbuildableEvent(f"cannot build the event: {e}") from None
         if tamper is not None:
             pdu = tampered(built.pdu, tamper, self._signer)
             event_id = compute_event_id(pdu, held.room_version)
@@ -116,7 +116,7 @@ class OutgoingEvents:
         try:
             held.add_event(built.event, self._now(), origin=self.server_name)
         except RoomError as e:
-            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+            raise InvalidParameter(str(e)) from None
         self.broadcast(
             self.others(held) if targets is None else targets, built.event.event_id, built.pdu
         )

@@ -3,8 +3,12 @@
 The checks themselves (``stubserver.rooms.transaction.verify_with_keys``) are
 synchronous and take a synchronous key lookup. The keys live on other servers, so the
 Twisted shell first collects every ``(server, key_id, origin_server_ts)`` the PDUs'
-signatures call for (:func:`key_requests`, pure), fetches them concurrently with a bound
-(:func:`fetch_keys`), then verifies against what was found (:func:`verifier_for`).
+signatures call for (:func:`latest_key_requests`, pure: one lookup per ``(server, key_id)`` at
+the latest ``origin_server_ts`` that needs it, as Synapse's keyring asks at the largest
+``minimum_valid_until_ts``), fetches them concurrently with a bound (:func:`fetch_keys`),
+then verifies against what was found (:func:`verifier_for`). A key valid until the
+latest time is valid for every earlier event; when none is, the earlier times are looked
+up on their own (:func:`fallback_requests`), so an old key still serves old events.
 
 Spec: Server-Server API "Validating hashes and signatures on received events"; rooms.md
 1.3 (only the sender's server must sign in v3+, and for a restricted join the
@@ -37,6 +41,28 @@ FetchVerifyKey = Callable[[str, str, int], "Deferred[VerifyKey | None]"]
 KeyRequest = tuple[str, str, int]
 
 log = Logger()
+
+
+def latest_key_requests(events: Iterable[Event]) -> list[KeyRequest]:
+    """The lookups of :func:`key_requests`, one per ``(server, key_id)``, at the latest
+    time any of the events needs, in order of first need."""
+    latest: dict[tuple[str, str], int] = {}
+    for server, key_id, ts in key_requests(events):
+        if (server, key_id) in latest:
+            latest[(server, key_id)] = max(latest[(server, key_id)], ts)
+        elif len(latest) < MAX_KEY_LOOKUPS_PER_REQUEST:
+            latest[(server, key_id)] = ts
+    return [(server, key_id, ts) for (server, key_id), ts in latest.items()]
+
+
+def fallback_requests(
+    events: Iterable[Event], found: Mapping[KeyRequest, VerifyKey]
+) -> list[KeyRequest]:
+    """The lookups, at each event's own time, for the ``(server, key_id)`` pairs whose
+    lookup at the latest time found no key (in ``found``); at most
+    :data:`MAX_KEY_LOOKUPS_PER_REQUEST`."""
+    served = {(server, key_id) for server, key_id, _ in found}
+    return [r for r in key_requests(events) if (r[0], r[1]) not in served]
 
 
 def key_requests(events: Iterable[Event]) -> list[KeyRequest]:
@@ -92,15 +118,28 @@ async def fetch_keys(
 
 
 def lookup_from(keys: Mapping[KeyRequest, VerifyKey]) -> KeyLookup:
-    """A synchronous :data:`~stubserver.rooms.transaction.KeyLookup` over fetched keys."""
+    """A synchronous :data:`~stubserver.rooms.transaction.KeyLookup` over fetched keys: a
+    key found at a time at least as late as the one asked about, or at exactly that time."""
+    latest = {(server, key_id): (ts, key) for (server, key_id, ts), key in keys.items()}
 
     def lookup(server: str, key_id: str, minimum_valid_until_ts: int) -> VerifyKey | None:
-        return keys.get((server, key_id, minimum_valid_until_ts))
+        exact = keys.get((server, key_id, minimum_valid_until_ts))
+        if exact is not None:
+            return exact
+        found = latest.get((server, key_id))
+        if found is not None and found[0] >= minimum_valid_until_ts:
+            return found[1]
+        return None
 
     return lookup
 
 
 async def verifier_for(fetch_verify_key: FetchVerifyKey, events: Iterable[Event]) -> VerifyPdu:
-    """Fetch the keys ``events`` need; a :data:`VerifyPdu` checking them with those."""
-    keys = await fetch_keys(fetch_verify_key, key_requests(events))
+    """Fetch the keys ``events`` need (module docstring: the latest time first, each
+    event's own time for what that did not find); a :data:`VerifyPdu` checking with them."""
+    listed = list(events)
+    keys = await fetch_keys(fetch_verify_key, latest_key_requests(listed))
+    fallback = fallback_requests(listed, keys)
+    if fallback:
+        keys.update(await fetch_keys(fetch_verify_key, fallback))
     return verify_with_keys(lookup_from(keys))

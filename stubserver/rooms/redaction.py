@@ -11,12 +11,11 @@ is listed and tested.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stubserver.rooms.versions import RedactionRules, RoomVersion
-
-JsonDict = dict[str, Any]
+from stubserver.signing.canonical_json import JsonDict
 
 #: Top-level keys the v11 rules keep (rooms v11, v12); v9 keeps these and three more.
 _KEPT_TOP_LEVEL_V11 = frozenset(
@@ -70,33 +69,44 @@ _KEPT_CONTENT_V11: Mapping[str, frozenset[str]] = {
 }
 
 
-def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> JsonDict:
+def redact(
+    pdu: Mapping[str, Any], room_version: RoomVersion, *, copy_values: bool = True
+) -> JsonDict:
     """The redacted form of ``pdu`` under ``room_version``'s rules, as a new dict.
 
-    The input is not modified; kept values are deep copies. A ``content`` that is not an
-    object becomes ``{}`` (such a PDU fails format checks anyway; this keeps the function
-    total).
+    The input is not modified; kept values are deep copies, or with ``copy_values``
+    False the input's own values (for a read-only use: encoding, a stored event). A
+    ``content`` that is not an object becomes ``{}`` (such a PDU fails format checks
+    anyway; this keeps the function total).
     """
     v11 = room_version.redaction_rules is RedactionRules.V11
     kept = _KEPT_TOP_LEVEL_V11 if v11 else _KEPT_TOP_LEVEL_V9
-    redacted = {key: copy.deepcopy(value) for key, value in pdu.items() if key in kept}
+    same: Callable[[Any], Any] = copy.deepcopy if copy_values else _itself
+    redacted = {key: same(value) for key, value in pdu.items() if key in kept}
     content = pdu.get("content")
     event_type = pdu.get("type")
     redacted["content"] = _redact_content(
         event_type if isinstance(event_type, str) else "",
         content if isinstance(content, Mapping) else {},
         v11=v11,
+        same=same,
     )
     return redacted
 
 
-def _redact_content(event_type: str, content: Mapping[str, Any], *, v11: bool) -> JsonDict:
+def _itself(value: Any) -> Any:
+    return value
+
+
+def _redact_content(
+    event_type: str, content: Mapping[str, Any], *, v11: bool, same: Callable[[Any], Any]
+) -> JsonDict:
     if v11 and event_type == "m.room.create":
         # v11 rules: "m.room.create allows all keys".
-        return copy.deepcopy(dict(content))
+        return {key: same(value) for key, value in content.items()}
     table = _KEPT_CONTENT_V11 if v11 else _KEPT_CONTENT_V9
     allowed = table.get(event_type, frozenset())
-    kept = {key: copy.deepcopy(value) for key, value in content.items() if key in allowed}
+    kept = {key: same(value) for key, value in content.items() if key in allowed}
     if (
         v11
         and event_type == "m.room.member"
@@ -106,6 +116,6 @@ def _redact_content(event_type: str, content: Mapping[str, Any], *, v11: bool) -
         # `third_party_invite` key"; an invite object without it is kept empty.
         invite = content["third_party_invite"]
         kept["third_party_invite"] = (
-            {"signed": copy.deepcopy(invite["signed"])} if "signed" in invite else {}
+            {"signed": same(invite["signed"])} if "signed" in invite else {}
         )
     return kept

@@ -2,8 +2,8 @@
 
 * :class:`RemoteCaller`: the signed requests (alias query, ``make_join``/``make_leave``,
   ``send_join``/``send_leave`` v2, ``/v2/invite``) with their failures turned into
-  :class:`~stubserver.control.surface.RemoteRefused` (a non-2xx answer) and
-  :class:`~stubserver.control.surface.RemoteUnreachable` (no answer);
+  :class:`~stubserver.rooms.errors.RemoteRefused` (a non-2xx answer) and
+  :class:`~stubserver.rooms.errors.RemoteUnreachable` (no answer);
 * :func:`room_from_join_answer`: a :class:`~stubserver.rooms.room.Room` from a
   ``send_join`` v2 answer, after verifying every PDU in ``state`` and ``auth_chain``
   (signature of the sender's server with a key valid at the event's time, content hash
@@ -27,19 +27,18 @@ from urllib.parse import quote, urlencode
 from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
-from stubserver.control.surface import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.builder import BuiltEvent
+from stubserver.rooms.errors import InvalidParameter, RemoteRefused, RemoteUnreachable
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
-from stubserver.rooms.pdu_keys import FetchVerifyKey, verifier_for
+from stubserver.rooms.intake import Intake
+from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.sender import SignedRequester
 from stubserver.rooms.state_store import StateKey
-from stubserver.rooms.transaction import SignatureFailure, checked_copy
 from stubserver.rooms.versions import RoomVersion, UnsupportedRoomVersion, room_version
 from stubserver.server.refusals import refusal_reason, shorten
-from stubserver.server.router import MatrixError
 from stubserver.signing.canonical_json import BadJson, parse_json_bytes
 
 PREFIX: Final = "/_matrix/federation"
@@ -85,12 +84,12 @@ class RemoteCaller:
     ) -> tuple[int, Any]:
         """``(status, body)``: the body parsed as JSON, or as text when it is not JSON.
         Raise :class:`RemoteUnreachable` when no answer came, and
-        :class:`~stubserver.server.router.MatrixError` 400 for a path that cannot be sent
+        :class:`~stubserver.rooms.errors.InvalidParameter` for a path that cannot be sent
         as given."""
         try:
             pending = self._client.request(method, destination, path, body)
         except ValueError as e:
-            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+            raise InvalidParameter(str(e)) from None
         try:
             response = await pending
         except CancelledError:
@@ -200,7 +199,7 @@ def parse_events(
     events: list[Event] = []
     for pdu in pdus[:limit]:
         try:
-            event = event_from_pdu(pdu, version)
+            event = Intake.parse(pdu, version)
         except InvalidPdu as e:
             log.info("Dropped a PDU that does not parse: {reason}", reason=e)
             if dropped is not None:
@@ -214,18 +213,9 @@ def parse_events(
 
 
 async def verified(fetch_verify_key: FetchVerifyKey, events: Sequence[Event]) -> list[Event]:
-    """The events whose signatures verify (keys fetched first), each after the content
-    hash check (a mismatch gives the redacted copy, rooms.md 1.2 step 7)."""
-    verify = await verifier_for(fetch_verify_key, events)
-    kept: list[Event] = []
-    for event in events:
-        try:
-            verify(event)
-        except SignatureFailure as e:
-            log.info("Dropped {event_id}: {error}", event_id=event.event_id, error=e)
-            continue
-        kept.append(checked_copy(event))
-    return kept
+    """The events whose signatures verify, after the content hash check:
+    :meth:`stubserver.rooms.intake.Intake.verified`."""
+    return await Intake(fetch_verify_key).verified(events)
 
 
 def add_outliers(room: Room, events: Iterable[Event], now: int, origin: str | None) -> list[Event]:
@@ -319,7 +309,7 @@ async def room_from_join_answer(
             raise BadAnswer("the returned join event is not ours")
         # Synapse: the returned event must pass the signature and hash checks (v8+).
         try:
-            check_content_hash(event.pdu)
+            check_content_hash(event.pdu, digest=event.content_hash())
         except ContentHashMismatch:
             raise BadAnswer("the returned join event is not ours (content hash)") from None
         if not await verified(fetch_verify_key, [event]):

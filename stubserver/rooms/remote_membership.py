@@ -18,16 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stubserver.control.surface import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
+from stubserver.rooms.errors import BadRemoteAnswer, RemoteRefused, RemoteUnreachable
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.membership import fill_template
 from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.remote import RemoteCaller, room_from_join_answer
 from stubserver.rooms.room import EventRecord, Room
-from stubserver.rooms.signing import EventSignatureError, verify_event_signature
+from stubserver.rooms.signing import EventSignatureError, verify_signed_event
 from stubserver.rooms.versions import RoomVersion
-from stubserver.server.router import MatrixError
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,18 @@ class RemoteMembership:
                 continue
             try:
                 built = fill_template(
-                    template, version, self._signer, user_id=user_id, membership="join"
+                    template,
+                    version,
+                    self._signer,
+                    user_id=user_id,
+                    membership="join",
+                    now=self._now(),
                 )
             except (EventBuildError, InvalidPdu) as e:
-                last = MatrixError(502, "M_UNKNOWN", f"bad make_join template from {server}: {e}")
+                last = BadRemoteAnswer(f"bad make_join template from {server}: {e}")
                 continue
             if built.event.room_id != room_id:
-                last = MatrixError(502, "M_UNKNOWN", f"{server}'s template is for another room")
+                last = BadRemoteAnswer(f"{server}'s template is for another room")
                 continue
             # A send_join refused, failed or answered unusably is tried on the next server,
             # as Synapse does (it walks its destination list for send_join as for make_join).
@@ -101,9 +105,7 @@ class RemoteMembership:
                     origin=self._signer.server_name,
                 )
             except ValueError as e:
-                last = MatrixError(
-                    502, "M_UNKNOWN", f"the send_join answer from {server} is unusable: {e}"
-                )
+                last = BadRemoteAnswer(f"the send_join answer from {server} is unusable: {e}")
                 continue
             return RemoteJoin(server=server, room=joined, record=record, version=version)
         assert last is not None
@@ -119,13 +121,18 @@ class RemoteMembership:
                     server, room_id, user_id, "leave", self._versions
                 )
                 built = fill_template(
-                    template, version, self._signer, user_id=user_id, membership="leave"
+                    template,
+                    version,
+                    self._signer,
+                    user_id=user_id,
+                    membership="leave",
+                    now=self._now(),
                 )
             except (RemoteRefused, RemoteUnreachable) as e:
                 last = e
                 continue
             except (EventBuildError, InvalidPdu) as e:
-                last = MatrixError(502, "M_UNKNOWN", f"bad make_leave template from {server}: {e}")
+                last = BadRemoteAnswer(f"bad make_leave template from {server}: {e}")
                 continue
             await self._remote.send_membership(server, room_id, built, "leave")
             return built
@@ -146,22 +153,19 @@ class RemoteMembership:
         try:
             event = event_from_pdu(returned, room.room_version)
         except InvalidPdu as e:
-            raise MatrixError(
-                502, "M_UNKNOWN", f"{target_server} answered the invite with a bad event: {e}"
+            raise BadRemoteAnswer(
+                f"{target_server} answered the invite with a bad event: {e}"
             ) from None
         if event.event_id != built.event.event_id:
-            raise MatrixError(502, "M_UNKNOWN", f"{target_server} changed the invite event")
+            raise BadRemoteAnswer(f"{target_server} changed the invite event")
         try:
-            verify_event_signature(
-                event.pdu,
-                room.room_version,
+            verify_signed_event(
+                event,
                 self._signer.server_name,
                 self._signer.key_id,
                 self._signer.signing_key.verify_key,
             )
         except EventSignatureError as e:
-            raise MatrixError(
-                502, "M_UNKNOWN", f"our signature on the returned invite fails: {e}"
-            ) from None
+            raise BadRemoteAnswer(f"our signature on the returned invite fails: {e}") from None
         assert isinstance(returned, dict)
         return BuiltEvent(pdu=returned, event=event)

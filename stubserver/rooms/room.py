@@ -14,11 +14,12 @@ constant. State maps share structure (``stubserver.rooms.state_store``).
 
 from __future__ import annotations
 
-import heapq
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from stubserver.rooms import forward_extremities
 from stubserver.rooms.auth_rules import (
     AuthError,
     auth_types_for_event,
@@ -35,15 +36,6 @@ Outcome = Literal["accepted", "rejected", "soft_failed"]
 
 #: Most events (of any outcome) one room holds; past it :class:`RoomFull` is raised.
 MAX_EVENTS_PER_ROOM: Final = 100_000
-#: Most events one auth chain answer may hold (``event_auth``, ``state_ids``).
-MAX_AUTH_CHAIN_EVENTS: Final = 10_000
-#: ``get_missing_events``: Synapse caps the limit at 20 (default 10).
-MAX_MISSING_EVENTS: Final = 20
-DEFAULT_MISSING_EVENTS: Final = 10
-#: ``backfill``: Synapse caps the limit at 100.
-MAX_BACKFILL_EVENTS: Final = 100
-#: Most events a get_missing_events walk visits, whatever it returns.
-MAX_MISSING_EVENTS_WALK: Final = 1_000
 
 MEMBER = "m.room.member"
 
@@ -110,6 +102,11 @@ class Room:
         self._extremities: frozenset[str] = frozenset()
         self._current = EMPTY_STATE
         self._listeners: list[Callable[[EventRecord], None]] = []
+        # The current state's memberships and joined users per server, kept as the
+        # current state moves (``_track_members``): reads never materialise the state.
+        self._members_of: StateNode = EMPTY_STATE
+        self._members: dict[str, str] = {}
+        self._joined: Counter[str] = Counter()
 
     def add_listener(self, listener: Callable[[EventRecord], None]) -> None:
         """Call ``listener(record)`` after every event the room gains (outliers included):
@@ -161,23 +158,21 @@ class Room:
 
     @property
     def members(self) -> dict[str, str]:
-        """``{user_id: membership}`` from the current state."""
-        result: dict[str, str] = {}
-        for (event_type, state_key), event_id in self._current.materialise().items():
-            if event_type == MEMBER:
-                membership = self._records[event_id].event.membership
-                if membership is not None:
-                    result[state_key] = membership
-        return result
+        """``{user_id: membership}`` from the current state (a fresh copy)."""
+        return dict(self._members)
 
     @property
     def servers(self) -> list[str]:
         """The servers with a joined member, sorted."""
-        return sorted({u.partition(":")[2] for u, m in self.members.items() if m == "join"})
+        return sorted(server for server, joined in self._joined.items() if joined > 0)
 
     def is_server_in_room(self, server_name: str) -> bool:
         """True when a user of ``server_name`` is joined (the read endpoints' check)."""
-        return server_name in self.servers
+        return self._joined[server_name] > 0
+
+    def has_state_at(self, event_id: str) -> bool:
+        """True for a graph event (one we hold the state at; not an outlier)."""
+        return event_id in self._state_after
 
     def missing_prev_events(self, event: Event) -> list[str]:
         """The event's prev_events we do not have as graph events."""
@@ -278,6 +273,8 @@ class Room:
         outlier: bool,
     ) -> EventRecord:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
+        # Checked: what was derived to check it is not kept for the life of the room.
+        event.derived.release()
         self._records[event.event_id] = record
         self._timeline.append(record)
         for listener in self._listeners:
@@ -356,103 +353,41 @@ class Room:
 
     def _advance(self, event: Event, after: StateNode) -> None:
         linear = set(event.prev_event_ids) == self._extremities
-        extremities = set(self._extremities) - set(event.prev_event_ids)
-        if event.event_id not in self._cited:
-            extremities.add(event.event_id)
-        self._extremities = frozenset(extremities)
+        self._extremities = forward_extremities.add_event(
+            self._extremities, event, cited=self._cited
+        )
         if linear and self._extremities == {event.event_id}:
             self._current = after
         else:
             self._current = self._resolve([self._state_after[e] for e in sorted(self._extremities)])
+        self._track_members()
 
-    # --- answers to other servers ------------------------------------------------------
+    def _track_members(self) -> None:
+        """Bring the membership tables to the current state: from the one delta a state
+        event adds when the current state follows on from the last one, else (a state
+        resolution, a snapshot) from the whole state."""
+        current, known = self._current, self._members_of
+        if current is known:
+            return
+        if current.parent is known:
+            changes: Mapping[StateKey, str | None] = current.delta
+        else:
+            self._members = {}
+            self._joined = Counter()
+            changes = current.materialise()
+        for (event_type, state_key), event_id in changes.items():
+            if event_type == MEMBER:
+                self._set_membership(state_key, event_id)
+        self._members_of = current
 
-    def auth_chain(
-        self, event_ids: Iterable[str], *, limit: int = MAX_AUTH_CHAIN_EVENTS
-    ) -> list[str]:
-        """The IDs in the auth chains of ``event_ids`` (not the events themselves unless
-        one cites another), depth-ascending. Iterative; raise :class:`RoomError` past
-        ``limit`` events."""
-        seen: set[str] = set()
-        stack = [
-            a
-            for s in event_ids
-            if s in self._records
-            for a in auth_event_ids(self._records[s].event)
-        ]
-        while stack:
-            event_id = stack.pop()
-            if event_id in seen or event_id not in self._records:
-                continue
-            seen.add(event_id)
-            if len(seen) > limit:
-                raise RoomError(f"auth chain passes {limit} events")
-            stack.extend(auth_event_ids(self._records[event_id].event))
-        return sorted(seen, key=self._order_key)
-
-    def _order_key(self, event_id: str) -> tuple[int, int]:
-        record = self._records[event_id]
-        return (record.event.depth, record.position)
-
-    def state_ids_before(self, event_id: str) -> tuple[list[str], list[str]]:
-        """``/state_ids``: the state IDs before the event and their auth chain IDs."""
-        state = sorted(self.state_before(event_id).values(), key=self._order_key)
-        return state, self.auth_chain(state)
-
-    def backfill(self, from_ids: Iterable[str], limit: int) -> list[Event]:
-        """``/backfill``: the ``from_ids`` events and their ancestors, deepest first, at
-        most ``limit`` (capped at :data:`MAX_BACKFILL_EVENTS`); rejected events and
-        events we lack are skipped."""
-        limit = max(0, min(limit, MAX_BACKFILL_EVENTS))
-        heap: list[tuple[int, int, str]] = []
-        queued: set[str] = set()
-
-        def push(event_id: str) -> None:
-            if event_id in queued or event_id not in self._state_after:
-                return
-            queued.add(event_id)
-            record = self._records[event_id]
-            heapq.heappush(heap, (-record.event.depth, -record.position, event_id))
-
-        for event_id in from_ids:
-            push(event_id)
-        result: list[Event] = []
-        while heap and len(result) < limit:
-            _, _, event_id = heapq.heappop(heap)
-            record = self._records[event_id]
-            if record.outcome != "rejected":
-                result.append(record.event)
-            for prev in record.event.prev_event_ids:
-                push(prev)
-        return result
-
-    def get_missing_events(
-        self, earliest: Iterable[str], latest: Iterable[str], limit: int, min_depth: int
-    ) -> list[Event]:
-        """``/get_missing_events``: ancestors of ``latest`` (not those), walking
-        prev_events breadth-first and stopping at ``earliest`` and below ``min_depth``,
-        at most ``limit`` (capped at :data:`MAX_MISSING_EVENTS`), oldest first."""
-        limit = max(0, min(limit, MAX_MISSING_EVENTS))
-        seen = set(earliest)
-        front = [e for e in dict.fromkeys(latest) if e not in seen and e in self._records]
-        seen.update(front)
-        found: list[str] = []
-        visited = 0
-        while front and len(found) < limit and visited < MAX_MISSING_EVENTS_WALK:
-            next_front: list[str] = []
-            for event_id in front:
-                for prev in self._records[event_id].event.prev_event_ids:
-                    visited += 1
-                    record = self._records.get(prev)
-                    if prev in seen or record is None or record.event.depth < min_depth:
-                        continue
-                    seen.add(prev)
-                    next_front.append(prev)
-                    if record.outcome != "rejected":
-                        found.append(prev)
-            front = next_front
-        return [self._records[e].event for e in reversed(found[:limit])]
-
-    def event_auth(self, event_id: str) -> list[str]:
-        """``/event_auth``: the auth chain of the event (its auth events included)."""
-        return self.auth_chain([event_id])
+    def _set_membership(self, user_id: str, event_id: str | None) -> None:
+        server = user_id.partition(":")[2]
+        if self._members.get(user_id) == "join":
+            self._joined[server] -= 1
+        membership = None if event_id is None else self._records[event_id].event.membership
+        if membership is None:
+            self._members.pop(user_id, None)
+            return
+        self._members[user_id] = membership
+        if membership == "join":
+            self._joined[server] += 1

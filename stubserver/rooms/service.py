@@ -1,5 +1,5 @@
 """The room service: the Twisted shell around the pure room code, implementing
-:class:`stubserver.control.surface.RoomControl`.
+:class:`stubserver.rooms.port.RoomControl`.
 
 What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's behaviour):
 
@@ -11,13 +11,11 @@ What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's beha
   alias resolves to, or the server that invited the user), leaves rooms held elsewhere
   (also how a pending invite is declined) and invites remote users: the handshakes are
   :mod:`stubserver.rooms.remote_membership`;
-* follows up received transactions (:meth:`RoomService.on_transaction`, the
-  ``on_transaction`` hook of :func:`stubserver.rooms.routes.room_routes`): EDUs are kept
-  for the control API; events whose prev or auth events we lack are completed with
-  ``get_missing_events``, ``state_ids`` + ``event``, or ``event_auth``
-  (:mod:`stubserver.rooms.remote`), bounded;
-* answers the control API's long-polls (``events``, ``edus``;
-  :mod:`stubserver.rooms.long_poll`), woken by every event a room gains.
+* follows up received transactions and invites through its :attr:`RoomService.inbound`
+  hooks (:class:`~stubserver.rooms.followup.InboundFollowUp`, given to the federation
+  endpoints, :func:`stubserver.rooms.routes.room_routes`);
+* answers the control API's reads and long-polls (``room_info``, ``events``, ``edus``)
+  through :class:`~stubserver.rooms.views.RoomViews`.
 
 The clock, RNG, signer, store, signed-request client and key lookup are injected.
 """
@@ -28,32 +26,34 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from stubserver.control.surface import JsonDict
 from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.create import (
     PRESETS,
     create_room,
 )
-from stubserver.rooms.event import Event
+from stubserver.rooms.errors import (
+    AliasTaken,
+    NotAllowed,
+    RoomRequestRefused,
+    UnknownRoom,
+    VersionNotSupported,
+)
+from stubserver.rooms.followup import InboundFollowUp
 from stubserver.rooms.format import is_user_id
 from stubserver.rooms.identifiers import LOCALPART, invalid, local_room_id, local_user_id
-from stubserver.rooms.long_poll import LongPolls, ReceivedEdus, event_json
 from stubserver.rooms.membership import build_membership
 from stubserver.rooms.outgoing import OutgoingEvents
 from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.remote import GapFiller, RemoteCaller
 from stubserver.rooms.remote_membership import RemoteMembership
-from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
-from stubserver.rooms.routes import room_routes
+from stubserver.rooms.room import Room, RoomError
 from stubserver.rooms.sender import SignedRequester, TransactionSender
-from stubserver.rooms.store import ReceivedInvite, RoomStore, StoreFull
+from stubserver.rooms.store import RoomStore
 from stubserver.rooms.tamper import TAMPER_KINDS
-from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.rooms.versions import (
     DEFAULT_ROOM_VERSION,
     SUPPORTED_ROOM_VERSIONS,
@@ -61,17 +61,16 @@ from stubserver.rooms.versions import (
     UnsupportedRoomVersion,
     room_version,
 )
-from stubserver.server.router import MatrixError, Route
+from stubserver.rooms.views import RoomViews
+from stubserver.signing.canonical_json import JsonDict
 
-#: Most gap fills (received events waiting for their prev or auth events) at once.
-MAX_CONCURRENT_GAP_FILLS: Final = 4
 MEMBER: Final = "m.room.member"
 
 log = Logger()
 
 
 class RoomService:
-    """Implements :class:`~stubserver.control.surface.RoomControl` (module docstring).
+    """Implements :class:`~stubserver.rooms.port.RoomControl` (module docstring).
 
     ``client.request(method, destination, path_and_query, content)`` is a signed request
     (:class:`stubserver.client.signed_request.FederationClient` fits); ``fetch_verify_key``
@@ -108,16 +107,12 @@ class RoomService:
         self._outgoing = OutgoingEvents(signer, self.sender, self._now)
         self._remote = RemoteCaller(client)
         self._gaps = GapFiller(self._remote, fetch_verify_key, self._now)
-        self._gap_limit = DeferredSemaphore(MAX_CONCURRENT_GAP_FILLS)
         self._membership = RemoteMembership(
             self._remote, signer, fetch_verify_key, self._versions, self._now
         )
-        self._edus = ReceivedEdus()
-        # Long-poll waiters: per room ID, and under None for EDUs.
-        self._polls = LongPolls(clock)
-        self._watched: set[int] = set()
-        for room in store:
-            self._watch(room)
+        self.views = RoomViews(clock, store, self._room)
+        #: What the federation endpoints tell (``room_routes(..., hooks=service.inbound)``).
+        self.inbound = InboundFollowUp(store, self.sender, self._gaps, self.views)
 
     # --- wiring -----------------------------------------------------------------------
 
@@ -131,35 +126,13 @@ class RoomService:
         filler)."""
         return self._gaps.unresolved
 
-    def routes(self, *, invites_accept: bool) -> list[Route]:
-        """The federation room endpoints over our store, with our hooks."""
-        return room_routes(
-            self.store,
-            self._signer,
-            self._fetch_verify_key,
-            self._clock,
-            invites_accept=invites_accept,
-            on_transaction=self.on_transaction,
-            on_invite=self.on_invite,
-        )
-
     def _now(self) -> int:
         return int(self._clock.seconds() * 1000)
 
-    def _watch(self, room: Room) -> None:
-        if id(room) in self._watched:
-            return
-        self._watched.add(id(room))
-        room_id = room.room_id
-        room.add_listener(lambda _record: self._polls.wake(room_id))
-
     def _hold(self, room: Room) -> None:
-        try:
-            self.store.add_room(room)
-        except StoreFull as e:
-            raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
-        self._watch(room)
-        self._polls.wake(room.room_id)
+        self.store.add_room(room)  # StoreFull: 503 (rooms.http_errors)
+        self.views.watch(room)
+        self.views.wake(room.room_id)
 
     # --- identifiers ------------------------------------------------------------------
 
@@ -175,7 +148,7 @@ class RoomService:
     def _room(self, room: str) -> Room:
         found = self.store.get_room(self._local_room_id(room))
         if found is None:
-            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
+            raise UnknownRoom(f"Unknown room {room[:300]!r}")
         return found
 
     # --- RoomControl ------------------------------------------------------------------
@@ -216,7 +189,7 @@ class RoomService:
             if not LOCALPART.match(alias):
                 raise invalid(f"{alias[:300]!r} is not a valid alias localpart")
             if self.store.alias_room_id(alias) is not None:
-                raise MatrixError(409, "M_ROOM_IN_USE", f"#{alias}:{self.server_name} is taken")
+                raise AliasTaken(f"#{alias}:{self.server_name} is taken")
             full_alias = f"#{alias}:{self.server_name}"
         created = create_room(
             version,
@@ -230,10 +203,7 @@ class RoomService:
         )
         self._hold(created.room)
         if alias is not None:
-            try:
-                self.store.add_alias(alias, created.room.room_id)
-            except StoreFull as e:
-                raise MatrixError(503, "M_RESOURCE_LIMIT_EXCEEDED", str(e)) from None
+            self.store.add_alias(alias, created.room.room_id)
         return {
             "room_id": created.room.room_id,
             "room_version": version.identifier,
@@ -242,15 +212,13 @@ class RoomService:
 
     def _version(self, identifier: str) -> RoomVersion:
         if identifier not in self._versions:
-            raise MatrixError(
-                400,
-                "M_UNSUPPORTED_ROOM_VERSION",
-                f"room version {identifier!r} is not one of {list(self._versions)}",
+            raise VersionNotSupported(
+                f"room version {identifier!r} is not one of {list(self._versions)}"
             )
         try:
             return room_version(identifier)
         except UnsupportedRoomVersion as e:
-            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", str(e)) from None
+            raise VersionNotSupported(str(e)) from None
 
     def join(self, room: str, user: str, via: Sequence[str]) -> Deferred[JsonDict]:
         return Deferred.fromCoroutine(self._join(room, user, via))
@@ -279,9 +247,7 @@ class RoomService:
             servers.insert(0, invite.origin)
         servers = [s for s in dict.fromkeys(servers) if s != self.server_name]
         if not servers:
-            raise MatrixError(
-                404, "M_NOT_FOUND", f"No known servers to join {room[:300]!r} through: give via"
-            )
+            raise UnknownRoom(f"No known servers to join {room[:300]!r} through: give via")
         return await self._remote_join(room_id, user_id, servers)
 
     async def _remote_join(self, room_id: str, user_id: str, servers: Sequence[str]) -> JsonDict:
@@ -317,7 +283,7 @@ class RoomService:
             servers.insert(0, invite.origin)
         servers = list(dict.fromkeys(servers))
         if not servers:
-            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room[:300]!r}")
+            raise UnknownRoom(f"Unknown room {room[:300]!r}")
         built = await self._membership.leave(room_id, user_id, servers)
         self.store.forget_invite(room_id, user_id)
         if held is not None:
@@ -364,7 +330,7 @@ class RoomService:
         # Check it against our rules before asking anyone.
         reason = held.check_against_current_state(built.event)
         if reason is not None:
-            raise MatrixError(403, "M_FORBIDDEN", f"invite refused by the room's rules: {reason}")
+            raise NotAllowed(f"invite refused by the room's rules: {reason}")
         state = [
             held.current_state_id(k)
             for k in (("m.room.create", ""), ("m.room.join_rules", ""), (MEMBER, sender_id))
@@ -447,60 +413,20 @@ class RoomService:
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:
             held = self._room(room)
-        except MatrixError as e:
+        except RoomRequestRefused as e:
             return fail(e)
         for destination in self._outgoing.others(held):
             self.sender.send_edu(destination, edu_type, dict(content))
         return succeed({})
 
     def room_info(self, room: str) -> JsonDict:
-        held = self._room(room)
-        state = [held.get_event(i) for i in held.current_state.values()]
-        events = sorted(
-            (e for e in state if e is not None), key=lambda e: (e.depth, self._position(held, e))
-        )
-        return {
-            "room_id": held.room_id,
-            "room_version": held.room_version.identifier,
-            "state": [dict(e.pdu) for e in events],
-            "members": held.members,
-            "servers": held.servers,
-            "forward_extremities": sorted(held.forward_extremities),
-        }
-
-    @staticmethod
-    def _position(room: Room, event: Event) -> int:
-        record = room.record(event.event_id)
-        return record.position if record is not None else 0
-
-    # --- long-polls -------------------------------------------------------------------
+        return self.views.room_info(room)
 
     def events(self, room: str, start: int, wait_ms: int) -> Deferred[JsonDict]:
-        try:
-            held = self._room(room)
-        except MatrixError as e:
-            return fail(e)
-        room_id = held.room_id
-
-        def answer() -> JsonDict:
-            current = self.store.get_room(room_id) or held
-            records = current.events_since(start)
-            return {
-                "events": [event_json(r) for r in records],
-                "next": max(start, 0) + len(records) if records else max(start, 0),
-            }
-
-        return self._polls.wait(
-            room_id,
-            lambda: bool((self.store.get_room(room_id) or held).events_since(start)),
-            answer,
-            wait_ms,
-        )
+        return self.views.events(room, start, wait_ms)
 
     def edus(self, start: int, wait_ms: int) -> Deferred[JsonDict]:
-        return self._polls.wait(
-            None, lambda: bool(self._edus.since(start)), lambda: self._edus.answer(start), wait_ms
-        )
+        return self.views.edus(start, wait_ms)
 
     # --- federation_request ---------------------------------------------------------
 
@@ -514,31 +440,3 @@ class RoomService:
     ) -> JsonDict:
         status, answer = await self._remote.raw(method, destination, path, body)
         return {"status": status, "body": answer}
-
-    # --- hooks from the federation endpoints ------------------------------------------
-
-    def on_invite(self, invite: ReceivedInvite) -> None:
-        """An invite was accepted (already remembered by the store)."""
-        room = self.store.get_room(invite.room_id)
-        if room is not None:
-            self._watch(room)
-            self._polls.wake(room.room_id)
-
-    def on_transaction(self, origin: str, outcome: TransactionOutcome) -> None:
-        """A processed ``/send``: keep its EDUs, complete its pending events."""
-        self.sender.retry_now(origin)
-        if outcome.edus:
-            self._edus.extend(outcome.edus)
-            self._polls.wake(None)
-        for room, event, missing in outcome.pending:
-            d = self._gap_limit.run(self._complete, origin, room, event, missing)
-            d.addErrback(self._complete_failed, event.event_id)
-
-    @staticmethod
-    def _complete_failed(failure: Failure, event_id: str) -> None:
-        log.failure("Completing {event_id} failed", failure, event_id=event_id)
-
-    def _complete(
-        self, origin: str, room: Room, event: Event, missing: MissingEvents
-    ) -> Deferred[EventRecord | None]:
-        return Deferred.fromCoroutine(self._gaps.complete(origin, room, event, missing))

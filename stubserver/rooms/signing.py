@@ -4,25 +4,26 @@ signatures on received events"; appendix "Signing JSON").
 
 The signature covers the *redacted* event (which keeps ``hashes``), so it survives
 redaction and still covers the full content through the content hash. Order matters:
-hash first, then sign. JSON signing itself is ``signedjson``'s (matrix-org's library);
-keys are plain ``nacl`` keys with a separate key ID (``ed25519:<version>``).
+hash first, then sign. The bytes signed are ``stubserver.rooms.event.signed_bytes_of``
+the redacted form, the same bytes the reference hash (the event ID) covers; signing is
+the nacl key's own (``SigningKey.sign``, what ``signedjson`` does after encoding) and
+checking is ``stubserver.signing.keys.verify_signatures`` (one encoding, nacl keys).
+Keys are plain ``nacl`` keys with a separate key ID (``ed25519:<version>``).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from nacl.signing import SigningKey, VerifyKey
-from signedjson.key import decode_signing_key_base64, decode_verify_key_bytes
-from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
 
+from stubserver.rooms.event import Event, signed_bytes_of
 from stubserver.rooms.hashes import unpadded_base64, with_content_hash
 from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
-
-JsonDict = dict[str, Any]
+from stubserver.signing.canonical_json import JsonDict
+from stubserver.signing.keys import SignatureError, verify_signatures
 
 #: The only signing algorithm the spec defines.
 ED25519 = "ed25519"
@@ -46,12 +47,10 @@ def _key_version(key_id: str) -> str:
     return version
 
 
-def _signedjson_signing_key(key_id: str, signing_key: SigningKey) -> Any:
-    # signedjson reads the key ID from attributes it sets on its own key objects; make
-    # one from the seed rather than setting attributes on the caller's key.
-    return decode_signing_key_base64(
-        ED25519, _key_version(key_id), unpadded_base64(bytes(signing_key))
-    )
+def signature_over(signed: bytes, key_id: str, signing_key: SigningKey) -> str:
+    """The unpadded base64 signature of ``signed`` (an event's signed bytes)."""
+    _key_version(key_id)
+    return unpadded_base64(signing_key.sign(signed).signature)
 
 
 def event_signature(
@@ -63,11 +62,29 @@ def event_signature(
 ) -> str:
     """The unpadded base64 signature by ``server_name``/``key_id`` over ``pdu``'s redacted
     form without ``signatures`` and ``unsigned`` (``hashes`` must already be set)."""
-    redacted = redact(pdu, room_version)
-    redacted.pop("signatures", None)
-    redacted.pop("unsigned", None)
-    signed = sign_json(redacted, server_name, _signedjson_signing_key(key_id, signing_key))
-    return str(signed["signatures"][server_name][key_id])
+    signed = signed_bytes_of(redact(pdu, room_version, copy_values=False))
+    return signature_over(signed, key_id, signing_key)
+
+
+def with_signature(
+    pdu: Mapping[str, Any], server_name: str, key_id: str, signature: str
+) -> JsonDict:
+    """A copy of ``pdu`` with ``signature`` merged into ``signatures[server_name]``: the
+    ``signatures`` object and ``server_name``'s block are new, the rest is shared."""
+    signed = dict(pdu)
+    signatures = signed.get("signatures")
+    copied = (
+        {server: dict(v) if isinstance(v, Mapping) else v for server, v in signatures.items()}
+        if isinstance(signatures, Mapping)
+        else {}
+    )
+    server_signatures = copied.get(server_name)
+    if not isinstance(server_signatures, dict):
+        server_signatures = {}
+    server_signatures[key_id] = signature
+    copied[server_name] = server_signatures
+    signed["signatures"] = copied
+    return signed
 
 
 def add_signature(
@@ -77,24 +94,15 @@ def add_signature(
     key_id: str,
     signing_key: SigningKey,
 ) -> JsonDict:
-    """A deep copy of ``pdu`` with our signature merged into ``signatures``.
+    """A copy of ``pdu`` with our signature merged into ``signatures`` (``pdu`` is left
+    as it was: :func:`with_signature`).
 
     For someone else's event (an invite we countersign, a restricted join we authorise):
     nothing but ``signatures[server_name][key_id]`` changes, so existing signatures and
     the content hash stay valid.
     """
     signature = event_signature(pdu, room_version, server_name, key_id, signing_key)
-    signed = copy.deepcopy(dict(pdu))
-    signatures = signed.get("signatures")
-    if not isinstance(signatures, dict):
-        signatures = {}
-    server_signatures = signatures.get(server_name)
-    if not isinstance(server_signatures, dict):
-        server_signatures = {}
-    server_signatures[key_id] = signature
-    signatures[server_name] = server_signatures
-    signed["signatures"] = signatures
-    return signed
+    return with_signature(pdu, server_name, key_id, signature)
 
 
 def sign_event(
@@ -106,9 +114,28 @@ def sign_event(
 ) -> JsonDict:
     """Our event, ready to send: ``hashes`` set to the content hash, then signed.
 
-    Returns a deep copy; ``unsigned`` and any other key are carried over unchanged.
+    Returns a copy (``pdu`` is left as it was); ``unsigned`` and any other key are
+    carried over unchanged.
     """
     return add_signature(with_content_hash(pdu), room_version, server_name, key_id, signing_key)
+
+
+def verify_signed_event(event: Event, server_name: str, key_id: str, verify_key: VerifyKey) -> None:
+    """Check ``server_name``'s signature with ``key_id`` on ``event``, over its signed
+    bytes as computed once for the event (``Event.signed_bytes``).
+
+    Raise :class:`EventSignatureError` when it is missing, malformed or wrong. The
+    content hash is not checked here (a mismatch means "use the redacted copy", not
+    "drop"; see ``stubserver.rooms.hashes.check_content_hash``). Which servers must sign
+    and which keys are valid at ``origin_server_ts`` is the caller's decision.
+    """
+    _check_signature_present(event.pdu, server_name, key_id)
+    try:
+        verify_signatures(
+            event.pdu, server_name, {key_id: verify_key}, encode=lambda _: event.signed_bytes()
+        )
+    except SignatureError as e:
+        raise EventSignatureError(server_name, key_id, str(e)) from None
 
 
 def verify_event_signature(
@@ -118,15 +145,18 @@ def verify_event_signature(
     key_id: str,
     verify_key: VerifyKey,
 ) -> None:
-    """Check ``server_name``'s signature with ``key_id`` on ``pdu``'s redacted form.
-
-    Raise :class:`EventSignatureError` when it is missing, malformed or wrong. The
-    content hash is not checked here (a mismatch means "use the redacted copy", not
-    "drop"; see ``stubserver.rooms.hashes.check_content_hash``). Which servers must sign
-    and which keys are valid at ``origin_server_ts`` is the caller's decision.
-    """
+    """:func:`verify_signed_event` for a PDU that is not (yet) an :class:`Event`."""
+    _check_signature_present(pdu, server_name, key_id)
+    signed = signed_bytes_of(redact(pdu, room_version, copy_values=False))
     try:
-        version = _key_version(key_id)
+        verify_signatures(pdu, server_name, {key_id: verify_key}, encode=lambda _: signed)
+    except SignatureError as e:
+        raise EventSignatureError(server_name, key_id, str(e)) from None
+
+
+def _check_signature_present(pdu: Mapping[str, Any], server_name: str, key_id: str) -> None:
+    try:
+        _key_version(key_id)
     except ValueError as e:
         raise EventSignatureError(server_name, key_id, str(e)) from None
     signatures = pdu.get("signatures")
@@ -135,10 +165,3 @@ def verify_event_signature(
         raise EventSignatureError(server_name, key_id, "no such signature")
     if not isinstance(server_signatures[key_id], str):
         raise EventSignatureError(server_name, key_id, "the signature is not a string")
-    redacted = redact(pdu, room_version)
-    # signedjson keeps the key ID on its own key object.
-    key = decode_verify_key_bytes(f"{ED25519}:{version}", bytes(verify_key))
-    try:
-        verify_signed_json(redacted, server_name, key)
-    except SignatureVerifyException as e:
-        raise EventSignatureError(server_name, key_id, str(e)) from None

@@ -153,7 +153,11 @@ def _conflicted_subgraph(conflicted: set[str], events: _Events) -> set[str]:
 def conflicted_state_subgraph(
     conflicted: Collection[str], get_event: EventLookup, *, limit: int = MAX_AUTH_CHAIN_EVENTS
 ) -> set[str]:
-    """v2.1's *conflicted state subgraph* of ``conflicted`` (spec v12 "Definitions")."""
+    """v2.1's *conflicted state subgraph* of ``conflicted`` (spec v12 "Definitions").
+
+    :func:`resolve_state` runs the same walk (``_conflicted_subgraph``) over its own
+    event cache; this entry point states the definition on its own, so that its tests
+    can check it against the spec's example without a whole resolution."""
     return _conflicted_subgraph(set(conflicted), _Events(get_event, limit))
 
 

@@ -29,9 +29,8 @@ from stubserver.cache import BoundedCache
 from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
-from stubserver.rooms.redaction import redact
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
-from stubserver.rooms.signing import EventSignatureError, verify_event_signature
+from stubserver.rooms.signing import EventSignatureError, verify_signed_event
 
 #: Synapse's limits on one transaction (rooms.md 1.2 step 1).
 MAX_PDUS_PER_TRANSACTION: Final = 50
@@ -94,10 +93,11 @@ class TransactionOutcome:
 
 
 def parse_transaction(
-    origin: str, txn_id: str, body: object, rooms: RoomLookup
+    origin: str, txn_id: str, body: object, rooms: RoomLookup, *, owned: bool = False
 ) -> ParsedTransaction:
     """Apply the limits and parse each PDU under its room's version; PDUs that fail to
-    parse or name an unknown room are left out. Raise :class:`TransactionRefused`."""
+    parse or name an unknown room are left out. Raise :class:`TransactionRefused`.
+    ``owned``: the body's values are handed over (``event_from_pdu``)."""
     if not isinstance(body, Mapping):
         raise TransactionRefused(
             400, {"errcode": "M_BAD_JSON", "error": "transaction must be an object"}, "not object"
@@ -120,7 +120,7 @@ def parse_transaction(
             # we hold, so it is dropped like any unknown room.
             continue
         try:
-            parsed.append((room, event_from_pdu(pdu, room.room_version)))
+            parsed.append((room, event_from_pdu(pdu, room.room_version, owned=owned)))
         except InvalidPdu:
             continue
     kept_edus = tuple(
@@ -133,16 +133,21 @@ def parse_transaction(
 
 def checked_copy(event: Event) -> Event:
     """The event to store after the content hash check: itself, or on a mismatch its
-    redacted copy (same event ID), as Synapse stores (rooms.md 1.2 step 7)."""
+    redacted copy (same event ID), as Synapse stores (rooms.md 1.2 step 7). The hash, the
+    redacted form and its signed bytes are the ones computed for ``event``."""
     try:
-        check_content_hash(event.pdu)
+        check_content_hash(event.pdu, digest=event.content_hash())
     except ContentHashMismatch:
-        return Event(
+        redacted = Event(
             event_id=event.event_id,
             room_version=event.room_version,
-            pdu=redact(event.pdu, event.room_version),
+            pdu=event.redacted(),
             room_id=event.room_id,
         )
+        # Redacting a redacted event changes nothing: the same form, the same bytes.
+        redacted.derived.redacted = event.redacted()
+        redacted.derived.signed_bytes = event.signed_bytes()
+        return redacted
     return event
 
 
@@ -208,7 +213,7 @@ def verify_with_keys(lookup: KeyLookup) -> VerifyPdu:
                     failure = "Failed to find any key to satisfy"
                     continue
                 try:
-                    verify_event_signature(event.pdu, event.room_version, server, key_id, key)
+                    verify_signed_event(event, server, key_id, key)
                     break
                 except EventSignatureError as e:
                     failure = e.reason

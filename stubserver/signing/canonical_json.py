@@ -95,13 +95,16 @@ def check_canonical(value: object) -> None:
             stack.extend(item)
 
 
-def encode_canonical_json(value: object) -> bytes:
+def encode_canonical_json(value: object, *, checked: bool = False) -> bytes:
     """Encode ``value`` as canonical JSON bytes, or raise :class:`CanonicalJsonError`.
 
     A thin entry point over ``canonicaljson.encode_canonical_json``: our range checks
-    first (the library would encode floats and any integer), then the library.
+    first (the library would encode floats and any integer), then the library. With
+    ``checked`` the caller has made those checks already (a PDU past the room format
+    checks, which walk it once): the library alone.
     """
-    _check_canonical(value)
+    if not checked:
+        _check_canonical(value)
     try:
         return canonicaljson.encode_canonical_json(value)
     except UnicodeEncodeError:

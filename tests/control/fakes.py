@@ -1,4 +1,4 @@
-"""A fake :class:`~stubserver.control.surface.RoomControl` recording every call."""
+"""A fake :class:`~stubserver.rooms.port.RoomControl` recording every call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from stubserver.control.surface import JsonDict
+from stubserver.signing.canonical_json import JsonDict
 
 
 class FakeRoomControl:

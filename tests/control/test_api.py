@@ -15,7 +15,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from stubserver.app.site import CONTROL_HANDLER_DEADLINE_SECONDS, version_route
 from stubserver.control.api import MAX_WAIT_MS, control_routes
 from stubserver.control.feed import RequestFeed
-from stubserver.control.surface import RemoteRefused, RemoteUnreachable
+from stubserver.rooms.errors import NotAllowed, RemoteRefused, RemoteUnreachable, UnknownRoom
 from stubserver.server.router import FederationRouter, MatrixError, request_annotations
 from tests.control.fakes import FakeRoomControl
 from tests.support import has_fired, result_now, stub_treq
@@ -332,6 +332,22 @@ def test_matrix_errors_pass_through() -> None:
     assert h.call("GET", "/rooms/!r:a.test") == (
         404,
         {"errcode": "M_NOT_FOUND", "error": "no such room"},
+    )
+    assert h.call("POST", "/rooms/!r:a.test/leave", {"user": "a"}) == (
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "not in room"},
+    )
+
+
+def test_room_refusals_are_answered_through_the_one_mapping() -> None:
+    """A typed room refusal from the service (raised or failed) is answered with the
+    status and errcode of rooms.http_errors, its text the message."""
+    h = Harness()
+    h.control.answers["room_info"] = UnknownRoom("Unknown room '!r:a.test'")
+    h.control.answers["leave"] = (NotAllowed("not in room"),)
+    assert h.call("GET", "/rooms/!r:a.test") == (
+        404,
+        {"errcode": "M_NOT_FOUND", "error": "Unknown room '!r:a.test'"},
     )
     assert h.call("POST", "/rooms/!r:a.test/leave", {"user": "a"}) == (
         403,

@@ -1,4 +1,5 @@
-"""The real-Synapse interop environment: a network namespace with its own DNS, stubs and Synapse.
+"""The real-homeserver interop environment: a network namespace with its own DNS, stubs and
+Synapse (here) or Dendrite (tests/interop/dendrite.py, on the same :func:`stub_world`).
 
 Everything of the environment runs inside one Linux network namespace (``ip netns``), so
 that Synapse, the stubservers and the DNS server share a private loopback (all of
@@ -48,7 +49,8 @@ CACHE_DIR = REPO_ROOT / "tests" / ".cache"
 #: The stubserver command of the project's own virtual environment.
 STUBSERVER = Path(sys.executable).with_name("stubserver")
 
-#: Prefix of the namespaces we create; the suffix is the creating process's id.
+#: Prefix of the namespaces we create; the suffix is the creating process's id, then the
+#: environment's tag if it has one (``stubtest-1234``, ``stubtest-1234-dendrite``).
 NAMESPACE_PREFIX = "stubtest-"
 #: The DNS server's address inside the namespace (resolv.conf names it).
 DNS_ADDRESS = "127.0.0.53"
@@ -142,9 +144,17 @@ class ManagedProcess:
             ) from None
         if not isinstance(ready, dict) or ready.get("ready") is not True:
             raise HarnessError(f"{self.name}: unexpected ready line {line!r}")
-        self._drain = threading.Thread(target=self._copy_stdout, args=(stdout,), daemon=True)
-        self._drain.start()
+        self.drain_stdout()
         return ready
+
+    def drain_stdout(self) -> None:
+        """Copy stdout to the log from now on, so that the pipe never fills (for a process
+        that prints no ready line, call it right after the start)."""
+        if self.popen.stdout is not None and self._drain is None:
+            self._drain = threading.Thread(
+                target=self._copy_stdout, args=(self.popen.stdout,), daemon=True
+            )
+            self._drain.start()
 
     def _copy_stdout(self, stdout: IO[bytes]) -> None:
         with self.log_path.open("ab") as log:
@@ -257,24 +267,28 @@ def remove_stale_namespaces() -> list[str]:
     removed = []
     for line in listing.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        suffix = name.removeprefix(NAMESPACE_PREFIX)
-        if name.startswith(NAMESPACE_PREFIX) and suffix.isdigit():
-            if Path(f"/proc/{suffix}").exists():
+        pid = name.removeprefix(NAMESPACE_PREFIX).split("-", 1)[0]
+        if name.startswith(NAMESPACE_PREFIX) and pid.isdigit():
+            if Path(f"/proc/{pid}").exists():
                 continue
             delete_namespace(NetworkNamespace(name))
             removed.append(name)
     return removed
 
 
-def create_namespace(name: str | None = None, dns_address: str = DNS_ADDRESS) -> NetworkNamespace:
+def create_namespace(
+    name: str | None = None, dns_address: str = DNS_ADDRESS, *, tag: str = ""
+) -> NetworkNamespace:
     """A fresh namespace with ``lo`` up and resolv.conf naming ``dns_address``.
 
-    Raises :class:`EnvironmentUnavailable` when the kernel or container refuses.
+    Without a ``name`` it is ``stubtest-<pid>``, or ``stubtest-<pid>-<tag>`` so that one
+    process can hold several environments at once. Raises :class:`EnvironmentUnavailable`
+    when the kernel or container refuses.
     """
     reason = unavailable_reason()
     if reason is not None:
         raise EnvironmentUnavailable(reason)
-    name = name or f"{NAMESPACE_PREFIX}{os.getpid()}"
+    name = name or f"{NAMESPACE_PREFIX}{os.getpid()}" + (f"-{tag}" if tag else "")
     remove_stale_namespaces()
     added = _ip("netns", "add", name)
     if added.returncode != 0:
@@ -717,58 +731,69 @@ def synapse_venv_dir(requirements: Path = SYNAPSE_REQUIREMENTS, cache: Path = CA
     return cache / f"synapse-{version}-{digest}"
 
 
+def install_once(
+    target: Path,
+    steps: Sequence[Sequence[str | Path]],
+    *,
+    what: str,
+    stamp: str,
+    cache: Path = CACHE_DIR,
+    env: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Run ``steps`` (commands) to fill ``target``, unless an earlier run completed it.
+
+    A lock file in ``cache`` serialises concurrent test runs; the stamp file (holding
+    ``stamp``) is written last, so an interrupted install is redone rather than trusted.
+    Each step has :data:`INSTALL_TIMEOUT_S`; ``env`` is added to the environment.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f"{what.lower()}-install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".installed").exists():
+            return
+        if log is not None:
+            log(f"installing {what} into {target} (first use; takes a minute or two)")
+        shutil.rmtree(target, ignore_errors=True)
+        for step in steps:
+            argv = [str(a) for a in step]
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=INSTALL_TIMEOUT_S,
+                check=False,
+                env=None if env is None else {**os.environ, **env},
+            )
+            if done.returncode != 0:
+                raise HarnessError(
+                    f"installing {what} failed: {' '.join(argv)}\n{done.stderr[-3000:]}"
+                )
+        (target / ".installed").write_text(stamp)
+
+
 def ensure_synapse(
     requirements: Path = SYNAPSE_REQUIREMENTS,
     cache: Path = CACHE_DIR,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """The python of a virtual environment with the pinned Synapse, installed on first use.
-
-    A lock file serialises concurrent test runs; the stamp file is written last, so an
-    interrupted install is redone rather than trusted.
-    """
+    """The python of a virtual environment with the pinned Synapse, installed on first use."""
     venv = synapse_venv_dir(requirements, cache)
     python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / "synapse-install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists() and python.exists():
-            return python
-        if log is not None:
-            log(f"installing {requirements.name} into {venv} (first use; takes a minute)")
-        shutil.rmtree(venv, ignore_errors=True)
-        steps = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-                str(requirements),
-            ],
-        ]
-        for step in steps:
-            done = subprocess.run(
-                step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
-            )
-            if done.returncode != 0:
-                raise HarnessError(
-                    f"installing Synapse failed: {' '.join(step)}\n{done.stderr[-3000:]}"
-                )
-        stamp.write_text(requirements.read_text())
+    steps: list[list[str | Path]] = [
+        [sys.executable, "-m", "venv", venv],
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", requirements],
+    ]
+    install_once(venv, steps, what="Synapse", stamp=requirements.read_text(), cache=cache, log=log)
     return python
 
 
 @dataclasses.dataclass(frozen=True)
-class SynapseSpec:
-    """Where Synapse listens and what it is called."""
+class HomeserverSpec:
+    """Where a real homeserver listens and what it is called."""
 
-    server_name: str = "synapse.test"
-    address: str = "127.0.0.30"
+    server_name: str
+    address: str
     #: TLS listener: federation and client, as other homeservers reach it.
     federation_port: int = 8448
     #: Plain HTTP client listener for the tests' admin calls.
@@ -783,6 +808,14 @@ class SynapseSpec:
     def federation_url(self) -> str:
         """Base URL of the TLS listener, by name (resolved through the tests' DNS)."""
         return f"https://{self.server_name}:{self.federation_port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SynapseSpec(HomeserverSpec):
+    """Where Synapse listens and what it is called."""
+
+    server_name: str = "synapse.test"
+    address: str = "127.0.0.30"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -927,25 +960,44 @@ def start_synapse(
         log_path=files.directory / "stderr.log",
         cwd=files.directory,
     )
-    running = RunningSynapse(files, process, python)
+    wait_for_homeserver(ns, files.spec, ca, process, log_path=files.log_path)
+    return RunningSynapse(files, process, python)
+
+
+def wait_for_homeserver(
+    ns: NetworkNamespace,
+    spec: HomeserverSpec,
+    ca: TestCA,
+    process: ManagedProcess,
+    *,
+    log_path: Path,
+    timeout: float = SYNAPSE_START_TIMEOUT_S,
+) -> None:
+    """Wait until a just-started homeserver answers ``/_matrix/federation/v1/version`` on its
+    TLS listener, by name; stop it and raise :class:`HarnessError` if it does not, at once
+    when it exits."""
+    deadline = time.monotonic() + timeout
     try:
-        answer = http_request(
-            ns,
-            "GET",
-            f"{files.spec.federation_url}/_matrix/federation/v1/version",
-            ca_file=ca.cert_path,
-            retry_until_s=SYNAPSE_START_TIMEOUT_S,
-            timeout=10,
-        )
-        if answer.status != 200 or not process.alive():
-            raise HarnessError(
-                f"Synapse did not answer ({answer.error or answer.status});"
-                f" stderr:\n{process.log_tail()}\nlog:\n{_tail(files.log_path)}"
+        while True:
+            answer = http_request(
+                ns,
+                "GET",
+                f"{spec.federation_url}/_matrix/federation/v1/version",
+                ca_file=ca.cert_path,
+                retry_until_s=min(5.0, max(0.0, deadline - time.monotonic())),
+                timeout=10,
             )
+            alive = process.alive()
+            if answer.status == 200 and alive:
+                return
+            if not alive or time.monotonic() >= deadline:
+                raise HarnessError(
+                    f"{process.name} did not answer ({answer.error or answer.status});"
+                    f" stderr:\n{process.log_tail()}\nlog:\n{_tail(log_path)}"
+                )
     except BaseException:
         process.stop()
         raise
-    return running
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -956,19 +1008,19 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def register_user(
-    ns: NetworkNamespace, synapse: RunningSynapse, localpart: str, displayname: str
+    ns: NetworkNamespace, base: str, shared_secret: str, localpart: str, displayname: str
 ) -> str:
-    """Register a user through the shared-secret admin API; return its access token.
+    """Register a user through the shared-secret admin API (``/_synapse/admin/v1/register``,
+    which Dendrite serves too) at client URL ``base``; return its access token.
 
     The displayname is then set through the client API, the way a user would.
     """
-    base = synapse.files.spec.client_url
     nonce = http_request(ns, "GET", f"{base}/_synapse/admin/v1/register")
     if nonce.status != 200:
         raise HarnessError(f"no registration nonce: {nonce.status} {nonce.raw_body}")
     password = secrets.token_hex(12)
     mac = hmac.new(
-        synapse.files.registration_shared_secret.encode(),
+        shared_secret.encode(),
         b"\x00".join(
             [nonce.body["nonce"].encode(), localpart.encode(), password.encode(), b"notadmin"]
         ),
@@ -1038,23 +1090,48 @@ DEFAULT_RECORDS = (
     srv_record("_matrix-fed._tcp.srv.test", "srv-host.test", 8450),
     a_record("srv-host.test", "127.0.0.24"),
     a_record("synapse.test", "127.0.0.30"),
+    a_record("dendrite.test", "127.0.0.31"),
     # Peers started by stubserver.testing (tests/interop/test_testing_example.py).
     a_record("peer.test", "127.0.0.40"),
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class PeerHomeserver:
+    """The real homeserver of an environment as the tests meet it, Synapse or Dendrite."""
+
+    #: "Synapse" or "Dendrite", for messages.
+    product: str
+    spec: HomeserverSpec
+    #: Its signing key, a stubserver ServerSigningKey (to forge its requests).
+    signing_key: Any
+    #: Its user with a displayname: (user ID, displayname, access token).
+    user: tuple[str, str, str]
+    #: The log that failure messages quote.
+    log_path: Path
+    #: The secret of its shared-secret registration (``/_synapse/admin/v1/register``).
+    registration_shared_secret: str
+
+    @property
+    def server_name(self) -> str:
+        """Its server name."""
+        return self.spec.server_name
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of its log, for failure messages."""
+        return _tail(self.log_path, lines)
+
+
 @dataclasses.dataclass
-class InteropEnvironment:
-    """The whole environment, started by :func:`interop_environment`."""
+class StubWorld:
+    """Namespace, CA, DNS server and stubs: what every environment has, started by
+    :func:`stub_world`."""
 
     ns: NetworkNamespace
     directory: Path
     ca: TestCA
     dns: ManagedProcess
     stubs: dict[str, RunningStub]
-    synapse: RunningSynapse
-    #: Synapse's user with a displayname: (user ID, displayname, access token).
-    synapse_user: tuple[str, str, str]
 
     def stubserver(self, *args: str | Path, timeout: float = COMMAND_TIMEOUT_S) -> Any:
         """Run ``stubserver ARGS`` inside the namespace; return the JSON it printed.
@@ -1070,9 +1147,55 @@ class InteropEnvironment:
                 f" JSON output.\nstdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-3000:]}"
             ) from None
 
+
+@contextlib.contextmanager
+def stub_world(
+    directory: Path,
+    *,
+    stubs: Sequence[StubSpec] = DEFAULT_STUBS,
+    records: Sequence[Mapping[str, Any]] = DEFAULT_RECORDS,
+    namespace_tag: str = "",
+) -> Iterator[StubWorld]:
+    """Namespace (tagged ``namespace_tag``), CA, DNS and stubs, torn down in reverse order."""
+    with contextlib.ExitStack() as stack:
+        ns = create_namespace(tag=namespace_tag)
+        stack.callback(delete_namespace, ns)
+        ca = TestCA.create(directory / "ca")
+        dns = start_dns_server(ns, directory / "dns", records)
+        stack.callback(dns.stop)
+        running: dict[str, RunningStub] = {}
+        for spec in stubs:
+            files = write_stub_config(directory / spec.server_name, spec, ca)
+            stub = start_stub(ns, files)
+            stack.callback(stub.process.stop)
+            running[spec.server_name] = stub
+        yield StubWorld(ns, directory, ca, dns, running)
+
+
+@dataclasses.dataclass
+class InteropEnvironment(StubWorld):
+    """The whole Synapse environment, started by :func:`interop_environment`."""
+
+    synapse: RunningSynapse
+    #: Synapse's user with a displayname: (user ID, displayname, access token).
+    synapse_user: tuple[str, str, str]
+
     def synapse_log_tail(self, lines: int = 60) -> str:
         """The end of Synapse's log, for failure messages."""
         return _tail(self.synapse.files.log_path, lines)
+
+    @property
+    def homeserver(self) -> PeerHomeserver:
+        """Synapse, as the tests shared with Dendrite meet it."""
+        files = self.synapse.files
+        return PeerHomeserver(
+            "Synapse",
+            files.spec,
+            files.signing_key(),
+            self.synapse_user,
+            files.log_path,
+            files.registration_shared_secret,
+        )
 
 
 @contextlib.contextmanager
@@ -1092,24 +1215,22 @@ def interop_environment(
     """
     python = synapse_python or ensure_synapse(log=log)
     with contextlib.ExitStack() as stack:
-        ns = create_namespace()
-        stack.callback(delete_namespace, ns)
-        ca = TestCA.create(directory / "ca")
-        dns = start_dns_server(ns, directory / "dns", records)
-        stack.callback(dns.stop)
-        running: dict[str, RunningStub] = {}
-        for spec in stubs:
-            files = write_stub_config(directory / spec.server_name, spec, ca)
-            stub = start_stub(ns, files)
-            stack.callback(stub.process.stop)
-            running[spec.server_name] = stub
-        synapse_files = write_synapse_config(directory / "synapse", synapse_spec, ca)
-        synapse = start_synapse(ns, python, synapse_files, ca)
+        world = stack.enter_context(stub_world(directory, stubs=stubs, records=records))
+        synapse_files = write_synapse_config(directory / "synapse", synapse_spec, world.ca)
+        synapse = start_synapse(world.ns, python, synapse_files, world.ca)
         stack.callback(synapse.process.stop)
         displayname = "Bob on Synapse"
-        token = register_user(ns, synapse, "bob", displayname)
+        token = register_user(
+            world.ns,
+            synapse_spec.client_url,
+            synapse_files.registration_shared_secret,
+            "bob",
+            displayname,
+        )
         user = (f"@bob:{synapse_spec.server_name}", displayname, token)
-        yield InteropEnvironment(ns, directory, ca, dns, running, synapse, user)
+        yield InteropEnvironment(
+            world.ns, world.directory, world.ca, world.dns, world.stubs, synapse, user
+        )
 
 
 def _main(argv: Sequence[str]) -> int:

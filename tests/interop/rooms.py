@@ -1,8 +1,10 @@
-"""Clients for the rooms interop tests: a stub's control API and Synapse's client API.
+"""Clients for the rooms interop tests: a stub's control API and a real homeserver's
+(Synapse's or Dendrite's) client API.
 
 Both run their requests inside the test namespace (``harness.http_request``), where names
 resolve through the tests' DNS. Waiting is always for something, with a deadline: the
-stub's long-polls (``events``, ``edus``, ``requests``) or a poll of Synapse's client API.
+stub's long-polls (``events``, ``edus``, ``requests``) or a poll of the homeserver's client
+API.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any, TypeVar
 from tests.interop.harness import (
     POLL_INTERVAL_S,
     HarnessError,
-    InteropEnvironment,
+    HomeserverSpec,
     RunningStub,
+    StubWorld,
     http_request,
 )
 
@@ -55,7 +58,7 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = FEDERA
 class ControlApi:
     """A stub's control API (DESIGN.md, "Rooms and the control API")."""
 
-    def __init__(self, env: InteropEnvironment, stub: RunningStub) -> None:
+    def __init__(self, env: StubWorld, stub: RunningStub) -> None:
         self.env = env
         self.stub = stub
         self.server_name = stub.server_name
@@ -169,14 +172,15 @@ class ControlApi:
         raise AssertionError(f"no {what} after {FEDERATION_WAIT_S} s")
 
 
-class SynapseUser:
-    """One Synapse user's client-server API (the plain client listener)."""
+class HomeserverUser:
+    """One homeserver user's client-server API (the plain client listener)."""
 
-    def __init__(self, env: InteropEnvironment, user_id: str, token: str) -> None:
+    def __init__(self, env: StubWorld, spec: HomeserverSpec, user_id: str, token: str) -> None:
         self.env = env
         self.user_id = user_id
         self.token = token
-        self.base = env.synapse.files.spec.client_url
+        self.base = spec.client_url
+        self.server_name = spec.server_name
         self.since: str | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int | None, Any]:
@@ -194,11 +198,11 @@ class SynapseUser:
         """One request that must answer 200; its body."""
         status, answer = self.call(method, path, body)
         if status != 200:
-            raise AssertionError(f"Synapse {method} {path} -> {status} {answer}")
+            raise AssertionError(f"{self.base} {method} {path} -> {status} {answer}")
         return answer
 
     def create_room(self, version: str, *, preset: str = "public_chat", **extra: Any) -> str:
-        """A Synapse room; its ID."""
+        """A room of the homeserver's; its ID."""
         body = {"room_version": version, "preset": preset, **extra}
         return str(self.ok("POST", "/createRoom", body)["room_id"])
 

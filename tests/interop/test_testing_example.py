@@ -1,9 +1,9 @@
 """docs/testing.md's example, run as a user would: pytest with the plugin's options, against
-the real Synapse of the interop environment (issue 14).
+the real Synapse of the interop environment (issue 14) and the real Dendrite (issue 21).
 
 The example (tests/testing/test_example.py) starts its own peer through the plugin; it runs
 inside the namespace so that the peer, named ``peer.test:PORT`` (the zone's A record for
-127.0.0.40), and Synapse reach each other through the tests' DNS and CA.
+127.0.0.40), and the homeserver reach each other through the tests' DNS and CA.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import sys
 
 import pytest
 
+from tests.interop.dendrite import DendriteEnvironment
+from tests.interop.federation_cases import PeerEnvironment
 from tests.interop.harness import DNS_ADDRESS, DNS_PORT, REPO_ROOT, InteropEnvironment
 
 pytestmark = pytest.mark.interop
 
 
-def test_the_documented_example_passes_against_synapse(interop_env: InteropEnvironment) -> None:
-    """The example joins Synapse's room and exchanges a message each way: it passes."""
-    env = interop_env
-    _, _, token = env.synapse_user
+def _run_the_example(env: PeerEnvironment, *credentials: str) -> None:
+    """Run the example against ``env``'s homeserver with the ``credentials`` options;
+    assert that its one test passed."""
+    hs = env.homeserver
     done = env.ns.run(
         [
             sys.executable,
@@ -33,11 +35,10 @@ def test_the_documented_example_passes_against_synapse(interop_env: InteropEnvir
             REPO_ROOT,
             REPO_ROOT / "tests" / "testing" / "test_example.py",
             "--homeserver-url",
-            env.synapse.files.spec.client_url,
+            hs.spec.client_url,
             "--homeserver-name",
-            env.synapse.server_name,
-            "--homeserver-token",
-            token,
+            hs.server_name,
+            *credentials,
             "--peer-host",
             "peer.test",
             "--peer-bind",
@@ -57,3 +58,17 @@ def test_the_documented_example_passes_against_synapse(interop_env: InteropEnvir
     )
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
     assert "1 passed" in done.stdout, done.stdout[-2000:]
+
+
+def test_the_documented_example_passes_against_synapse(interop_env: InteropEnvironment) -> None:
+    """The example joins Synapse's room and exchanges a message each way: it passes."""
+    _, _, token = interop_env.synapse_user
+    _run_the_example(interop_env, "--homeserver-token", token)
+
+
+def test_the_documented_example_passes_against_dendrite(dendrite_env: DendriteEnvironment) -> None:
+    """The example, unchanged, passes against Dendrite too, its users registered by the
+    plugin through the shared secret (``/_synapse/admin/v1/register``, which Dendrite
+    serves) and acting with the access tokens that registration returned."""
+    secret = dendrite_env.homeserver.registration_shared_secret
+    _run_the_example(dendrite_env, "--registration-shared-secret", secret)

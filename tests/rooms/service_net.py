@@ -18,6 +18,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.room import Room
+from stubserver.rooms.routes import room_routes
 from stubserver.rooms.service import RoomService
 from stubserver.rooms.store import RoomStore
 from stubserver.rooms.transaction import TransactionMemory
@@ -137,7 +138,15 @@ class Peer:
             fetch_verify_key=network.fetch_key,
             rng=random.Random(seed),
         )
-        self.router = FederationRouter(self.service.routes(invites_accept=True))
+        routes = room_routes(
+            self.store,
+            signer,
+            network.fetch_key,
+            network.clock,
+            invites_accept=True,
+            hooks=self.service.inbound,
+        )
+        self.router = FederationRouter(routes)
 
     def room(self, room_id: str) -> Room:
         room = self.store.get_room(room_id)

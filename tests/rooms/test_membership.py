@@ -53,6 +53,7 @@ def test_a_template_filled_in_by_the_joiner_is_accepted(version: str) -> None:
         B_SIGNER,
         user_id=BOB,
         membership="join",
+        now=TS,
         content={"displayname": "Bob", "avatar_url": None},
     )
     assert built.pdu["depth"] == template.event["depth"]
@@ -64,6 +65,24 @@ def test_a_template_filled_in_by_the_joiner_is_accepted(version: str) -> None:
     )
     assert room.add_event(built.event, TS, origin="b.test").outcome == "accepted"
     assert room.members[BOB] == "join"
+
+
+@pytest.mark.parametrize("membership", ["join", "leave"])
+def test_a_template_without_a_timestamp_gets_our_clock(membership: str) -> None:
+    """A template without ``origin_server_ts`` (Dendrite 0.13's make_join and make_leave
+    carry none) is filled in with our clock's time, the origin's creation time, and the
+    event is accepted; one with a timestamp keeps it (above)."""
+    room = new_room("11").room
+    template = dict(make_join_template(room, BOB, ["11"], origin="b.test", now=TS).event)
+    del template["origin_server_ts"]
+    built = fill_template(
+        template, room.room_version, B_SIGNER, user_id=BOB, membership=membership, now=TS + 7
+    )
+    assert built.pdu["origin_server_ts"] == TS + 7
+    assert built.pdu["content"]["membership"] == membership
+    check_content_hash(built.pdu)
+    if membership == "join":
+        assert room.add_event(built.event, TS + 7, origin="b.test").outcome == "accepted"
 
 
 def test_make_join_refuses_a_version_the_joiner_lacks() -> None:
@@ -114,7 +133,7 @@ def test_an_invited_user_can_join_an_invite_only_room(version: str) -> None:
     assert room.members[BOB] == "invite"
     template = make_join_template(room, BOB, [version], origin="b.test", now=TS)
     built = fill_template(
-        template.event, room.room_version, B_SIGNER, user_id=BOB, membership="join"
+        template.event, room.room_version, B_SIGNER, user_id=BOB, membership="join", now=TS
     )
     assert room.add_event(built.event, TS, origin="b.test").outcome == "accepted"
 
@@ -126,7 +145,7 @@ def test_make_leave_and_our_leave(version: str) -> None:
     template = make_join_template(room, BOB, [version], origin="b.test", now=TS)
     room.add_event(
         fill_template(
-            template.event, room.room_version, B_SIGNER, user_id=BOB, membership="join"
+            template.event, room.room_version, B_SIGNER, user_id=BOB, membership="join", now=TS
         ).event,
         TS,
     )
@@ -144,4 +163,6 @@ def test_a_template_for_someone_else_is_refused() -> None:
     room = new_room("12").room
     template = make_join_template(room, BOB, ["12"], origin="b.test", now=TS)
     with pytest.raises(EventBuildError):
-        fill_template(template.event, room.room_version, A_SIGNER, user_id=ALICE, membership="join")
+        fill_template(
+            template.event, room.room_version, A_SIGNER, user_id=ALICE, membership="join", now=TS
+        )

@@ -98,3 +98,41 @@ def test_verifier_for_checks_with_the_fetched_keys() -> None:
     )
     with pytest.raises(SignatureFailure, match="Failed to find any key"):
         missing(event)
+
+
+def test_one_lookup_per_server_and_key_at_the_latest_time() -> None:
+    """Events of one sender at many timestamps make one lookup of its key, at the latest
+    timestamp (Synapse's keyring asks once at the largest minimum_valid_until_ts), and
+    that key verifies every one of them."""
+    room = new_room("12").room
+    join(room, BOB)
+    events = [
+        build(room, BOB, "m.room.message", {"body": str(i)}, ts=TS + i).event for i in range(50)
+    ]
+    asked: list[KeyRequest] = []
+
+    def fetch(server: str, key_id: str, ts: int) -> Deferred[VerifyKey | None]:
+        asked.append((server, key_id, ts))
+        return succeed(B_SIGNER.signing_key.verify_key)
+
+    verify = result_now(Deferred.fromCoroutine(verifier_for(fetch, events)))
+    for event in events:
+        verify(event)
+    assert asked == [("b.test", B_SIGNER.key_id, TS + 49)]
+
+
+def test_a_key_not_valid_at_the_latest_time_is_still_used_for_earlier_events() -> None:
+    """When the lookup at the latest time finds no key (it expired before), each event's
+    own time is looked up: the earlier events verify, the later one fails."""
+    early, late = _message(TS).event, _message(TS + 10).event
+    asked: list[int] = []
+
+    def fetch(server: str, key_id: str, ts: int) -> Deferred[VerifyKey | None]:
+        asked.append(ts)
+        return succeed(B_SIGNER.signing_key.verify_key if ts <= TS else None)
+
+    verify = result_now(Deferred.fromCoroutine(verifier_for(fetch, [early, late])))
+    verify(early)
+    with pytest.raises(SignatureFailure, match="Failed to find any key"):
+        verify(late)
+    assert asked == [TS + 10, TS, TS + 10]

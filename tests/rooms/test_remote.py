@@ -14,11 +14,12 @@ from nacl.signing import VerifyKey
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import capturedLogs, formatEvent
 
-from stubserver.control.surface import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.builder import BuiltEvent
+from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.membership import fill_template, make_membership_template
 from stubserver.rooms.remote import BadAnswer, RemoteCaller, room_from_join_answer
+from stubserver.rooms.room_queries import state_ids_before
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import ROOM_VERSIONS
 from tests.rooms.room_fixtures import A_SIGNER, B_SIGNER, BOB, TS, VERSIONS, new_room
@@ -40,10 +41,10 @@ def answer_for(version: str) -> tuple[dict[str, Any], BuiltEvent, str]:
         room, user_id=BOB, origin="b.test", membership="join", now=TS
     )
     built = fill_template(
-        template.event, ROOM_VERSIONS[version], B_SIGNER, user_id=BOB, membership="join"
+        template.event, ROOM_VERSIONS[version], B_SIGNER, user_id=BOB, membership="join", now=TS
     )
     room.add_event(built.event, TS, origin="b.test")
-    state_ids, chain_ids = room.state_ids_before(built.event.event_id)
+    state_ids, chain_ids = state_ids_before(room, built.event.event_id)
 
     def pdus(ids: list[str]) -> list[dict[str, Any]]:
         return [copy.deepcopy(dict(e.pdu)) for e in map(room.get_event, ids) if e]

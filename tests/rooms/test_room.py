@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from stubserver.rooms.room import MAX_MISSING_EVENTS, MissingEvents, Room, WrongRoom
+from stubserver.rooms.room import MissingEvents, Room, WrongRoom
+from stubserver.rooms.room_queries import (
+    MAX_MISSING_EVENTS,
+    auth_chain,
+    backfill,
+    event_auth,
+    get_missing_events,
+    state_ids_before,
+)
 from stubserver.rooms.state_res import resolve_state
 from tests.rooms.room_fixtures import ALICE, BOB, VERSIONS, add, build, join, new_room, send
 
@@ -169,11 +177,11 @@ def test_backfill_is_depth_descending_includes_v_and_is_limited() -> None:
     most ``limit``."""
     room = new_room().room
     ids = _chain(room, 10)
-    answer = [e.event_id for e in room.backfill([ids[-1]], 4)]
+    answer = [e.event_id for e in backfill(room, [ids[-1]], 4)]
     assert answer == list(reversed(ids[-4:]))
-    depths = [e.depth for e in room.backfill([ids[-1]], 100)]
+    depths = [e.depth for e in backfill(room, [ids[-1]], 100)]
     assert depths == sorted(depths, reverse=True)
-    assert len(room.backfill([ids[-1]], 1000)) == len(room)  # whole room, under the cap
+    assert len(backfill(room, [ids[-1]], 1000)) == len(room)  # whole room, under the cap
 
 
 def test_get_missing_events_is_oldest_first_between_earliest_and_latest() -> None:
@@ -181,7 +189,7 @@ def test_get_missing_events_is_oldest_first_between_earliest_and_latest() -> Non
     earliest, oldest first."""
     room = new_room().room
     ids = _chain(room, 8)
-    answer = room.get_missing_events([ids[1]], [ids[7]], 10, 0)
+    answer = get_missing_events(room, [ids[1]], [ids[7]], 10, 0)
     assert [e.event_id for e in answer] == ids[2:7]
 
 
@@ -189,11 +197,11 @@ def test_get_missing_events_caps_the_limit_at_20_and_honours_min_depth() -> None
     """A limit above 20 gives 20 events (Synapse's cap); min_depth stops the walk."""
     room = new_room().room
     ids = _chain(room, 40)
-    answer = room.get_missing_events([], [ids[-1]], 100, 0)
+    answer = get_missing_events(room, [], [ids[-1]], 100, 0)
     assert len(answer) == MAX_MISSING_EVENTS
     assert [e.event_id for e in answer] == ids[-21:-1]
     min_depth = room.get_event(ids[-4]).depth  # type: ignore[union-attr]
-    shallow = room.get_missing_events([], [ids[-1]], 10, min_depth)
+    shallow = get_missing_events(room, [], [ids[-1]], 10, min_depth)
     assert [e.event_id for e in shallow] == ids[-4:-1]
 
 
@@ -203,12 +211,12 @@ def test_state_ids_before_a_state_event_excludes_it_and_has_the_auth_chain(versi
     the auth chain of that state."""
     room = new_room(version).room
     name = send(room, ALICE, "m.room.name", {"name": "n"}, state_key="")
-    state_ids, chain = room.state_ids_before(name.event_id)
+    state_ids, chain = state_ids_before(room, name.event_id)
     assert name.event_id not in state_ids
     assert set(state_ids) == set(room.state_at(name.event_id).values()) - {name.event_id}
     create_id = room.current_state[("m.room.create", "")]
     assert create_id in chain
-    assert set(chain) <= set(room.auth_chain(state_ids)) | set(state_ids)
+    assert set(chain) <= set(auth_chain(room, state_ids)) | set(state_ids)
 
 
 @ALL
@@ -216,7 +224,7 @@ def test_event_auth_is_the_auth_chain_including_the_auth_events(version: str) ->
     """event_auth answers the event's auth events and their own auth chains."""
     room = new_room(version).room
     message = send(room, ALICE, "m.room.message", {"body": "x"})
-    chain = room.event_auth(message.event_id)
+    chain = event_auth(room, message.event_id)
     assert set(message.event.auth_event_ids) <= set(chain)
     assert room.current_state[("m.room.create", "")] in chain
     assert message.event_id not in chain
@@ -229,7 +237,7 @@ def test_a_room_joined_from_a_send_join_answer_builds_its_state(version: str) ->
     plus the join."""
     hosted = new_room(version).room
     join_record = join(hosted, BOB)
-    state_ids, chain = hosted.state_ids_before(join_record.event_id)
+    state_ids, chain = state_ids_before(hosted, join_record.event_id)
     ours = Room(hosted.room_id, hosted.room_version)
     for event_id in sorted(set(chain) | set(state_ids), key=lambda e: hosted.get_event(e).depth):  # type: ignore[union-attr]
         assert ours.add_outlier(hosted.get_event(event_id), 0).outcome == "accepted"  # type: ignore[arg-type]
@@ -240,3 +248,39 @@ def test_a_room_joined_from_a_send_join_answer_builds_its_state(version: str) ->
     assert ours.forward_extremities == {join_record.event_id}
     assert ours.current_state == hosted.state_at(join_record.event_id)
     assert ours.members[BOB] == "join"
+
+
+def members_from_state(room: Room) -> dict[str, str]:
+    """The memberships of the materialised current state (what the room keeps)."""
+    result: dict[str, str] = {}
+    for (event_type, state_key), event_id in room.current_state.items():
+        event = room.get_event(event_id)
+        if event_type == "m.room.member" and event is not None and event.membership:
+            result[state_key] = event.membership
+    return result
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_members_and_servers_follow_joins_leaves_and_a_resolved_fork(version: str) -> None:
+    """The memberships and joined servers the room keeps as events are added are those
+    of its current state: after joins, leaves, 70 more state events (a snapshot) and a
+    fork of two joins merged by state resolution."""
+    room = new_room(version).room
+    dave = "@dave:b.test"
+    for user in (BOB, dave):
+        join(room, user)
+    assert room.servers == ["a.test", "b.test"]
+    send(room, BOB, "m.room.member", {"membership": "leave"}, state_key=BOB)
+    assert room.is_server_in_room("b.test")  # dave still is
+    send(room, dave, "m.room.member", {"membership": "leave"}, state_key=dave)
+    assert room.servers == ["a.test"] and not room.is_server_in_room("b.test")
+    for i in range(70):
+        send(room, ALICE, "m.room.topic", {"topic": str(i)}, state_key="")
+    base = sorted(room.forward_extremities)
+    send(room, BOB, "m.room.member", {"membership": "join"}, state_key=BOB, prev=base)
+    send(room, dave, "m.room.member", {"membership": "join"}, state_key=dave, prev=base)
+    assert len(room.forward_extremities) == 2
+    assert room.members == members_from_state(room)
+    joined = {u.partition(":")[2] for u, m in members_from_state(room).items() if m == "join"}
+    assert room.servers == sorted(joined)
+    assert room.is_server_in_room("b.test") == ("b.test" in joined)

@@ -11,9 +11,10 @@ import pytest
 from nacl.signing import SigningKey
 from twisted.internet.defer import CancelledError, Deferred
 
-from stubserver.control.surface import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.create import add_own_event, build_in_room
+from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable, RoomRequestRefused
+from stubserver.rooms.http_errors import matrix_error
 from stubserver.rooms.room import Room
 from stubserver.rooms.service import RoomService
 from stubserver.rooms.store import RoomStore
@@ -34,6 +35,13 @@ from tests.rooms.service_net import (
 from tests.support import failure_now, has_fired, result_now
 
 ALL = pytest.mark.parametrize("version", VERSIONS)
+
+
+def answered(error: BaseException | None) -> MatrixError:
+    """The Matrix error the control API answers ``error`` with (a room refusal)."""
+    http = matrix_error(error)
+    assert http is not None, f"{error!r} is not a room refusal"
+    return http
 
 
 def outcome(room: Room, event_id: str) -> str | None:
@@ -94,7 +102,7 @@ def test_join_without_servers_is_404_and_unreachable_is_typed() -> None:
     network, a, b = two_peers()
     room_id = hosted(a)
     error = failure_now(b.service.join(room_id, "bob", [])).value
-    assert isinstance(error, MatrixError) and error.status == 404
+    assert answered(error).status == 404
     network.down.add("a.test")
     assert isinstance(
         failure_now(b.service.join(room_id, "bob", ["a.test"])).value, RemoteUnreachable
@@ -397,7 +405,7 @@ def test_federation_request_with_an_unsendable_path_is_400() -> None:
         rng=random.Random(1),
     )
     error = failure_now(service.federation_request("b.test", "GET", "nope", None)).value
-    assert isinstance(error, MatrixError) and error.status == 400
+    assert answered(error).status == 400
 
 
 def test_local_refusals_are_matrix_errors() -> None:
@@ -414,8 +422,8 @@ def test_local_refusals_are_matrix_errors() -> None:
     codes = []
     for d in cases:
         error = failure_now(d).value
-        assert isinstance(error, MatrixError)
-        codes.append((error.status, error.errcode))
+        http = answered(error)
+        codes.append((http.status, http.errcode))
     assert codes == [
         (404, "M_NOT_FOUND"),
         (400, "M_INVALID_PARAM"),
@@ -448,6 +456,6 @@ def test_a_joined_room_is_found_by_its_canonical_alias_on_another_server() -> No
     room_id = hosted(a, alias="lobby")
     result_now(b.service.join(room_id, "bob", ["a.test"]))
     assert b.service.room_info("#lobby:a.test")["room_id"] == room_id
-    with pytest.raises(MatrixError) as unknown:
+    with pytest.raises(RoomRequestRefused) as unknown:
         b.service.room_info("#other:a.test")
-    assert unknown.value.status == 404
+    assert answered(unknown.value).status == 404

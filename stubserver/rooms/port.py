@@ -1,16 +1,20 @@
-"""What the control API needs of the running server: the :class:`RoomControl` protocol.
+"""What the control API needs of the room service: the :class:`RoomControl` port.
 
 The control routes (``stubserver.control.api``) parse and validate the JSON a test sends,
 call one of these methods, and answer its result as JSON (DESIGN.md, "Rooms and the
 control API"). The room service (``stubserver.rooms.service.RoomService``) implements
 it. Every method's result is the JSON body of the answer, exactly as DESIGN.md gives it.
 
-Errors: a method raises :class:`stubserver.server.router.MatrixError` for a request it
-refuses itself (unknown room 404 ``M_NOT_FOUND``, a user that is not ours 400
-``M_INVALID_PARAM``, an event our own auth rules reject 403 ``M_FORBIDDEN``, ...), and
-:class:`RemoteRefused` when a remote server answered a request made on the caller's behalf
-with a non-2xx (the control API answers 502 with ``remote_status`` and ``remote_body``
-added), or :class:`RemoteUnreachable` when it could not be reached (502, no remote fields).
+Errors (``stubserver.rooms.errors``): a method raises a
+:class:`~stubserver.rooms.errors.RoomRequestRefused` for a request it refuses itself
+(unknown room 404 ``M_NOT_FOUND``, a user that is not ours 400 ``M_INVALID_PARAM``, an
+event our own auth rules reject 403 ``M_FORBIDDEN``, ...; the codes are
+:func:`stubserver.rooms.http_errors.matrix_error`'s),
+:class:`~stubserver.rooms.errors.RemoteRefused` when a remote server answered a request
+made on the caller's behalf with a non-2xx (the control API answers 502 with
+``remote_status`` and ``remote_body`` added), or
+:class:`~stubserver.rooms.errors.RemoteUnreachable` when it could not be reached (502, no
+remote fields).
 """
 
 from __future__ import annotations
@@ -20,26 +24,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-JsonDict = dict[str, Any]
-
-
-class RemoteRefused(Exception):
-    """A remote server answered ``status`` (not 2xx) with ``body`` (JSON or None)."""
-
-    def __init__(self, destination: str, status: int, body: Any, what: str) -> None:
-        super().__init__(f"{destination} refused {what}: HTTP {status}")
-        self.destination = destination
-        self.status = status
-        self.body = body
-
-
-class RemoteUnreachable(Exception):
-    """A remote server could not be reached (resolution, connection, TLS, timeout)."""
-
-    def __init__(self, destination: str, reason: str) -> None:
-        super().__init__(f"{destination} could not be reached: {reason}")
-        self.destination = destination
-        self.reason = reason
+from stubserver.signing.canonical_json import JsonDict
 
 
 class RoomControl(Protocol):

@@ -1,0 +1,133 @@
+"""A room's answers to other servers, pure functions over a
+:class:`~stubserver.rooms.room.Room`: the auth chain of events (``event_auth``), the state
+before an event with its auth chain (``state``/``state_ids``, a join's answer),
+``backfill`` and ``get_missing_events`` (spec: Server-Server API "Retrieving events",
+"Backfilling and retrieving missing events", "Room state"). Each walk is iterative and
+bounded by the named constants below.
+
+The room keeps the graph and the checks; these read it through its public methods.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Final
+
+from stubserver.rooms.event import Event
+from stubserver.rooms.room import Room, RoomError
+from stubserver.rooms.state_res import auth_event_ids
+
+#: Most events one auth chain answer may hold (``event_auth``, ``state_ids``).
+MAX_AUTH_CHAIN_EVENTS: Final = 10_000
+#: ``get_missing_events``: Synapse caps the limit at 20 (default 10).
+MAX_MISSING_EVENTS: Final = 20
+DEFAULT_MISSING_EVENTS: Final = 10
+#: ``backfill``: Synapse caps the limit at 100.
+MAX_BACKFILL_EVENTS: Final = 100
+#: Most events a get_missing_events walk visits, whatever it returns.
+MAX_MISSING_EVENTS_WALK: Final = 1_000
+
+
+def _event(room: Room, event_id: str) -> Event:
+    record = room.record(event_id)
+    assert record is not None, event_id
+    return record.event
+
+
+def order_key(room: Room, event_id: str) -> tuple[int, int]:
+    """Sort key of a held event: depth, then the position it was gained at."""
+    record = room.record(event_id)
+    assert record is not None, event_id
+    return (record.event.depth, record.position)
+
+
+def auth_chain(
+    room: Room, event_ids: Iterable[str], *, limit: int = MAX_AUTH_CHAIN_EVENTS
+) -> list[str]:
+    """The IDs in the auth chains of ``event_ids`` (not the events themselves unless
+    one cites another), depth-ascending. Iterative; raise
+    :class:`~stubserver.rooms.room.RoomError` past ``limit`` events."""
+    seen: set[str] = set()
+    stack = [
+        a for s in event_ids if room.record(s) is not None for a in auth_event_ids(_event(room, s))
+    ]
+    while stack:
+        event_id = stack.pop()
+        if event_id in seen or room.record(event_id) is None:
+            continue
+        seen.add(event_id)
+        if len(seen) > limit:
+            raise RoomError(f"auth chain passes {limit} events")
+        stack.extend(auth_event_ids(_event(room, event_id)))
+    return sorted(seen, key=lambda e: order_key(room, e))
+
+
+def state_ids_before(room: Room, event_id: str) -> tuple[list[str], list[str]]:
+    """``/state_ids``: the state IDs before the event and their auth chain IDs. Raise
+    KeyError for an event we hold no state at."""
+    state = sorted(room.state_before(event_id).values(), key=lambda e: order_key(room, e))
+    return state, auth_chain(room, state)
+
+
+def backfill(room: Room, from_ids: Iterable[str], limit: int) -> list[Event]:
+    """``/backfill``: the ``from_ids`` events and their ancestors, deepest first, at
+    most ``limit`` (capped at :data:`MAX_BACKFILL_EVENTS`); rejected events and
+    events we lack are skipped."""
+    limit = max(0, min(limit, MAX_BACKFILL_EVENTS))
+    heap: list[tuple[int, int, str]] = []
+    queued: set[str] = set()
+
+    def push(event_id: str) -> None:
+        if event_id in queued or not room.has_state_at(event_id):
+            return
+        queued.add(event_id)
+        record = room.record(event_id)
+        assert record is not None
+        heapq.heappush(heap, (-record.event.depth, -record.position, event_id))
+
+    for event_id in from_ids:
+        push(event_id)
+    result: list[Event] = []
+    while heap and len(result) < limit:
+        _, _, event_id = heapq.heappop(heap)
+        record = room.record(event_id)
+        assert record is not None
+        if record.outcome != "rejected":
+            result.append(record.event)
+        for prev in record.event.prev_event_ids:
+            push(prev)
+    return result
+
+
+def get_missing_events(
+    room: Room, earliest: Iterable[str], latest: Iterable[str], limit: int, min_depth: int
+) -> list[Event]:
+    """``/get_missing_events``: ancestors of ``latest`` (not those), walking
+    prev_events breadth-first and stopping at ``earliest`` and below ``min_depth``,
+    at most ``limit`` (capped at :data:`MAX_MISSING_EVENTS`), oldest first."""
+    limit = max(0, min(limit, MAX_MISSING_EVENTS))
+    seen = set(earliest)
+    front = [e for e in dict.fromkeys(latest) if e not in seen and room.record(e) is not None]
+    seen.update(front)
+    found: list[str] = []
+    visited = 0
+    while front and len(found) < limit and visited < MAX_MISSING_EVENTS_WALK:
+        next_front: list[str] = []
+        for event_id in front:
+            for prev in _event(room, event_id).prev_event_ids:
+                visited += 1
+                record = room.record(prev)
+                if prev in seen or record is None or record.event.depth < min_depth:
+                    continue
+                seen.add(prev)
+                next_front.append(prev)
+                if record.outcome != "rejected":
+                    found.append(prev)
+        front = next_front
+    return [_event(room, e) for e in reversed(found[:limit])]
+
+
+def event_auth(room: Room, event_id: str) -> list[str]:
+    """``/event_auth``: the auth chain of the event (its auth events included)."""
+    return auth_chain(room, [event_id])

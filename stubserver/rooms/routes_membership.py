@@ -1,0 +1,255 @@
+"""The membership endpoints: ``make_join``/``send_join`` v2, ``make_leave``/``send_leave``
+v2 and ``/v2/invite``, as :class:`MembershipEndpoints` (spec: Server-Server API "Joining
+Rooms", "Leaving Rooms", "Inviting to a room"; rooms.md 1.4-1.9 for Synapse's checks and
+their order). Received events go through the receive pipeline
+(``stubserver.rooms.intake``); the templates are ``stubserver.rooms.membership``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from stubserver.auth.filter import require_origin
+from stubserver.rooms.event import Event
+from stubserver.rooms.format import InvalidPdu, event_from_pdu, is_user_id
+from stubserver.rooms.hooks import InboundHooks
+from stubserver.rooms.membership import (
+    MembershipRefusal,
+    make_join_template,
+    make_membership_template,
+)
+from stubserver.rooms.room import MissingEvents, Room, RoomError
+from stubserver.rooms.room_queries import state_ids_before
+from stubserver.rooms.routes_common import (
+    MEMBER,
+    V1,
+    V2,
+    RoomEndpointParts,
+    json_object,
+    pdus,
+)
+from stubserver.rooms.signing import add_signature
+from stubserver.rooms.store import ReceivedInvite
+from stubserver.rooms.transaction import SignatureFailure
+from stubserver.rooms.versions import RoomVersion, UnsupportedRoomVersion, room_version
+from stubserver.server.router import JsonResponse, MatrixError, Route
+
+#: Most ``ver`` values read from a make_join request (Synapse sends 15).
+MAX_MAKE_JOIN_VERSIONS: Final = 100
+#: Most ``invite_room_state`` entries kept from one invite.
+MAX_INVITE_ROOM_STATE: Final = 100
+
+log = Logger()
+
+
+def _refusal(refusal: MembershipRefusal) -> JsonResponse:
+    return JsonResponse(refusal.status, refusal.body())
+
+
+class MembershipEndpoints:
+    """Joining, leaving and invites over ``parts``' rooms; ``invites_accept`` False
+    refuses every ``/v2/invite`` with 403 ``M_FORBIDDEN``; ``hooks`` hear of each
+    accepted invite (also remembered in the store)."""
+
+    def __init__(
+        self, parts: RoomEndpointParts, hooks: InboundHooks, *, invites_accept: bool
+    ) -> None:
+        self._parts = parts
+        self._hooks = hooks
+        self._invites_accept = invites_accept
+
+    def routes(self) -> list[Route]:
+        """The route table."""
+        return [
+            Route("GET", f"{V1}/make_join/{{roomId}}/{{userId}}", self.make_join),
+            Route("PUT", f"{V2}/send_join/{{roomId}}/{{eventId}}", self.send_join),
+            Route("GET", f"{V1}/make_leave/{{roomId}}/{{userId}}", self.make_leave),
+            Route("PUT", f"{V2}/send_leave/{{roomId}}/{{eventId}}", self.send_leave),
+            Route("PUT", f"{V2}/invite/{{roomId}}/{{eventId}}", self.invite),
+        ]
+
+    def make_join(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/make_join/{roomId}/{userId}?ver=...``: a join template."""
+        origin = require_origin(request)
+        raw = request.args.get(b"ver")
+        versions = (
+            None
+            if raw is None
+            else [v.decode("utf-8", "replace") for v in raw[:MAX_MAKE_JOIN_VERSIONS]]
+        )
+        room = self._parts.store.get_room(params["roomId"])
+        if room is not None and not room.is_server_in_room(self._parts.ours):
+            room = None  # we left: Synapse answers 404 when no longer in the room
+        try:
+            template = make_join_template(
+                room, params["userId"], versions, origin=origin, now=self._parts.now()
+            )
+        except MembershipRefusal as refusal:
+            return _refusal(refusal)
+        return JsonResponse(200, template.body())
+
+    def make_leave(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/make_leave/{roomId}/{userId}``: a leave template."""
+        origin = require_origin(request)
+        room = self._parts.store.get_room(params["roomId"])
+        if room is None or not room.is_server_in_room(self._parts.ours):
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        try:
+            template = make_membership_template(
+                room,
+                user_id=params["userId"],
+                origin=origin,
+                membership="leave",
+                now=self._parts.now(),
+            )
+        except MembershipRefusal as refusal:
+            return _refusal(refusal)
+        return JsonResponse(200, template.body())
+
+    async def _send_membership(
+        self, request: IRequest, params: Mapping[str, str], membership: Literal["join", "leave"]
+    ) -> tuple[Room, Event]:
+        """Checks of send_join / send_leave in Synapse's order (rooms.md 1.5); the room
+        and the event as added (accepted)."""
+        origin = require_origin(request)
+        body = json_object(request)
+        room_id = params["roomId"]
+        if body.get("room_id") != room_id:
+            raise MatrixError(400, "M_BAD_JSON", "room_id of the event is not the room in the path")
+        room = self._parts.store.get_room(room_id)
+        if room is None or not room.is_server_in_room(self._parts.ours):
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id!r}")
+        try:
+            event = self._parts.intake.parse(body, room.room_version)
+        except InvalidPdu as e:
+            raise MatrixError(400, "M_BAD_JSON", f"bad event: {e.reason}") from None
+        if event.type != MEMBER or not event.is_state or event.membership != membership:
+            raise MatrixError(
+                400, "M_BAD_JSON", f"Not an m.room.member event with membership {membership!r}"
+            )
+        try:
+            stored = await self._parts.intake.checked(event)
+        except SignatureFailure as e:
+            raise MatrixError(403, "M_FORBIDDEN", f"event id {event.event_id}: {e}") from None
+        if event.sender.partition(":")[2] != origin:
+            raise MatrixError(403, "M_FORBIDDEN", "User not from origin")
+        if event.sender != event.state_key:
+            raise MatrixError(400, "M_BAD_JSON", "sender and state_key differ")
+        try:
+            record = room.add_event(stored, self._parts.now(), origin=origin)
+        except MissingEvents as e:
+            raise MatrixError(400, "M_BAD_JSON", f"the event cites {e}") from None
+        except RoomError as e:
+            raise MatrixError(403, "M_FORBIDDEN", f"{membership} event was rejected: {e}") from None
+        if record.outcome != "accepted":
+            raise MatrixError(
+                403, "M_FORBIDDEN", f"{membership} event was rejected: {record.reason}"
+            )
+        return room, record.event
+
+    def send_join(self, request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
+        """``PUT /v2/send_join/{roomId}/{eventId}``: the join added, the state before it."""
+        return Deferred.fromCoroutine(self._send_join(request, params))
+
+    async def _send_join(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        room, event = await self._send_membership(request, params, "join")
+        try:
+            state_ids, chain_ids = state_ids_before(room, event.event_id)
+        except RoomError as e:
+            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+        return JsonResponse(
+            200,
+            {
+                "event": dict(event.pdu),
+                "state": pdus(room, state_ids),
+                "auth_chain": pdus(room, chain_ids),
+                "members_omitted": False,
+                "origin": self._parts.ours,
+            },
+        )
+
+    def send_leave(self, request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
+        """``PUT /v2/send_leave/{roomId}/{eventId}``: the leave added, ``{}``."""
+        return Deferred.fromCoroutine(self._send_leave(request, params))
+
+    async def _send_leave(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        await self._send_membership(request, params, "leave")
+        return JsonResponse(200, {})
+
+    def invite(self, request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
+        """``PUT /v2/invite/{roomId}/{eventId}``: the invite countersigned and kept."""
+        return Deferred.fromCoroutine(self._invite(request, params))
+
+    async def _invite(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        origin = require_origin(request)
+        body = json_object(request)
+        try:
+            version = room_version(body.get("room_version"))
+        except UnsupportedRoomVersion:
+            raise MatrixError(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                f"room version {body.get('room_version')!r} is not supported",
+            ) from None
+        received = body.get("event")
+        try:
+            event = self._parts.intake.parse(received, version)
+        except InvalidPdu as e:
+            raise MatrixError(400, "M_BAD_JSON", f"bad event: {e.reason}") from None
+        assert isinstance(received, dict)  # the parse checked it is an object
+        if event.event_id != params["eventId"] or event.room_id != params["roomId"]:
+            raise MatrixError(
+                400,
+                "M_INVALID_PARAM",
+                "The event ID or room ID in the path does not match the event",
+            )
+        state = body.get("invite_room_state", [])
+        if not isinstance(state, list):
+            raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be a list")
+        try:
+            stored = await self._parts.intake.checked(event)
+        except SignatureFailure as e:
+            raise MatrixError(403, "M_FORBIDDEN", f"event id {event.event_id}: {e}") from None
+        self._check_invite(event, origin)
+        signed = self._countersigned(received if stored is event else dict(stored.pdu), version)
+        countersigned = event_from_pdu(signed, version, owned=True)
+        entries = tuple(e for e in state[:MAX_INVITE_ROOM_STATE] if isinstance(e, dict))
+        assert event.state_key is not None  # _check_invite checked it
+        invite_record = ReceivedInvite(
+            event.room_id, event.state_key, version, countersigned, origin, entries
+        )
+        self._parts.store.remember_invite(invite_record)
+        room = self._parts.store.get_room(event.room_id)
+        if room is not None and room.room_version == version:
+            try:
+                room.add_event(countersigned, self._parts.now(), origin=origin)
+            except RoomError as e:
+                # The /send that follows (or a fetch) brings what is missing.
+                log.debug(
+                    "Invite {event_id} not added yet: {error}", event_id=event.event_id, error=e
+                )
+        self._hooks.on_invite(invite_record)
+        return JsonResponse(200, {"event": signed})
+
+    def _check_invite(self, event: Event, origin: str) -> None:
+        """Synapse's checks of a received invite after its signature (rooms.md 1.9)."""
+        if event.type != MEMBER or event.membership != "invite" or event.state_key is None:
+            raise MatrixError(400, "M_BAD_JSON", "The event was not an m.room.member invite event")
+        if event.sender.partition(":")[2] != origin:
+            raise MatrixError(
+                403, "M_FORBIDDEN", "The invite event was not from the server sending it"
+            )
+        ours = self._parts.ours
+        if not is_user_id(event.state_key) or event.state_key.partition(":")[2] != ours:
+            raise MatrixError(400, "M_BAD_JSON", "The invite event must be for this server")
+        if not self._invites_accept:
+            raise MatrixError(403, "M_FORBIDDEN", "This server does not accept invites")
+
+    def _countersigned(self, source: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
+        signer = self._parts.signer
+        return add_signature(source, version, signer.server_name, signer.key_id, signer.signing_key)

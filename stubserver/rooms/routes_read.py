@@ -1,0 +1,174 @@
+"""The room endpoints that read: ``event``, ``state``, ``state_ids``, ``event_auth``,
+``backfill``, ``get_missing_events`` and the ``query/directory`` alias lookup, as
+:class:`ReadEndpoints` (spec: Server-Server API "Retrieving events", "Backfilling and
+retrieving missing events", "Room state", "Querying for information"; answers as
+``stubserver.rooms.routes_common`` says).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from twisted.web.iweb import IRequest
+
+from stubserver.auth.filter import require_origin
+from stubserver.rooms.room import Room, RoomError
+from stubserver.rooms.room_queries import backfill, event_auth, get_missing_events, state_ids_before
+from stubserver.rooms.routes_common import (
+    HOST_NOT_IN_ROOM,
+    V1,
+    RoomEndpointParts,
+    int_field,
+    json_object,
+    pdus,
+    served_event,
+    string_list,
+)
+from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
+
+#: Most ``v`` values one backfill request may give, and most IDs in each list of a
+#: get_missing_events body.
+MAX_BACKFILL_FROM_EVENTS: Final = 100
+MAX_MISSING_EVENTS_IDS: Final = 100
+#: get_missing_events' default limit when the body gives none (Synapse's).
+DEFAULT_MISSING_EVENTS_LIMIT: Final = 10
+
+
+class ReadEndpoints:
+    """The reading endpoints over ``parts``' rooms, one method each."""
+
+    def __init__(self, parts: RoomEndpointParts) -> None:
+        self._parts = parts
+
+    def routes(self) -> list[Route]:
+        """The route table."""
+        return [
+            Route("GET", f"{V1}/state/{{roomId}}", self.get_state),
+            Route("GET", f"{V1}/state_ids/{{roomId}}", self.get_state_ids),
+            Route("GET", f"{V1}/event/{{eventId}}", self.get_event),
+            Route("GET", f"{V1}/event_auth/{{roomId}}/{{eventId}}", self.event_auth),
+            Route("GET", f"{V1}/backfill/{{roomId}}", self.backfill),
+            Route("POST", f"{V1}/get_missing_events/{{roomId}}", self.get_missing_events),
+            Route("GET", f"{V1}/query/directory", self.query_directory),
+        ]
+
+    def get_event(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/event/{eventId}``: the event, from whichever room holds it."""
+        origin = require_origin(request)
+        found = self._parts.store.find_event(params["eventId"])
+        if found is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown event {params['eventId']!r}")
+        room, _ = found
+        if not room.is_server_in_room(origin):
+            raise MatrixError(403, "M_FORBIDDEN", HOST_NOT_IN_ROOM)
+        event = served_event(room, params["eventId"])
+        return JsonResponse(
+            200,
+            {
+                "origin": self._parts.ours,
+                "origin_server_ts": self._parts.now(),
+                "pdus": [dict(event.pdu)],
+            },
+        )
+
+    def _state_of(
+        self, request: IRequest, params: Mapping[str, str]
+    ) -> tuple[Room, list[str], list[str]]:
+        origin = require_origin(request)
+        room = self._parts.room_for_reader(params["roomId"], origin)
+        event_id = query_arg(request, "event_id")
+        if event_id is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
+        served_event(room, event_id)
+        try:
+            state_ids, chain_ids = state_ids_before(room, event_id)
+        except KeyError:
+            raise MatrixError(
+                404, "M_NOT_FOUND", f"No state known at {event_id!r} (an outlier)"
+            ) from None
+        except RoomError as e:
+            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+        return room, state_ids, chain_ids
+
+    def get_state(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/state/{roomId}?event_id=``: the state before the event, as PDUs."""
+        room, state_ids, chain_ids = self._state_of(request, params)
+        return JsonResponse(
+            200, {"pdus": pdus(room, state_ids), "auth_chain": pdus(room, chain_ids)}
+        )
+
+    def get_state_ids(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/state_ids/{roomId}?event_id=``: the same, as event IDs."""
+        _, state_ids, chain_ids = self._state_of(request, params)
+        return JsonResponse(200, {"pdu_ids": state_ids, "auth_chain_ids": chain_ids})
+
+    def event_auth(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/event_auth/{roomId}/{eventId}``: the event's auth chain."""
+        origin = require_origin(request)
+        room = self._parts.room_for_reader(params["roomId"], origin)
+        served_event(room, params["eventId"])
+        try:
+            chain = event_auth(room, params["eventId"])
+        except RoomError as e:
+            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+        return JsonResponse(200, {"auth_chain": pdus(room, chain)})
+
+    def backfill(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/backfill/{roomId}?v=&limit=``: events before the ``v`` events."""
+        origin = require_origin(request)
+        raw_limit = query_arg(request, "limit")
+        if raw_limit is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Did not include limit param")
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", "limit must be an integer") from None
+        raw_from = request.args.get(b"v") or []
+        if not raw_from:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter v")
+        if len(raw_from) > MAX_BACKFILL_FROM_EVENTS:
+            raise MatrixError(
+                400, "M_INVALID_PARAM", f"more than {MAX_BACKFILL_FROM_EVENTS} v parameters"
+            )
+        from_ids = [v.decode("utf-8", "replace") for v in raw_from]
+        room = self._parts.room_for_reader(params["roomId"], origin)
+        events = backfill(room, from_ids, limit)
+        return JsonResponse(
+            200,
+            {
+                "origin": self._parts.ours,
+                "origin_server_ts": self._parts.now(),
+                "pdus": [dict(e.pdu) for e in events],
+            },
+        )
+
+    def get_missing_events(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``POST /v1/get_missing_events/{roomId}``: events between earliest and latest."""
+        origin = require_origin(request)
+        body = json_object(request)
+        earliest = string_list(body, "earliest_events", MAX_MISSING_EVENTS_IDS)
+        latest = string_list(body, "latest_events", MAX_MISSING_EVENTS_IDS)
+        limit = int_field(body, "limit", DEFAULT_MISSING_EVENTS_LIMIT)
+        min_depth = int_field(body, "min_depth", 0)
+        room = self._parts.room_for_reader(params["roomId"], origin)
+        events = get_missing_events(room, earliest, latest, limit, min_depth)
+        return JsonResponse(200, {"events": [dict(e.pdu) for e in events]})
+
+    def query_directory(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
+        """``GET /v1/query/directory?room_alias=``: the room ID and servers of our alias."""
+        require_origin(request)
+        alias = query_arg(request, "room_alias")
+        if alias is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter room_alias")
+        localpart, sep, server = alias[1:].partition(":")
+        if not alias.startswith("#") or not sep or not localpart or not server:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{alias[:300]!r} is not a room alias")
+        ours = self._parts.ours
+        store = self._parts.store
+        room_id = store.alias_room_id(localpart) if server == ours else None
+        room = store.get_room(room_id) if room_id is not None else None
+        if room_id is None or room is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias[:300]!r} not found")
+        servers = [ours] + [s for s in room.servers if s != ours]
+        return JsonResponse(200, {"room_id": room_id, "servers": servers})

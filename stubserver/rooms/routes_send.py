@@ -1,0 +1,74 @@
+"""``PUT /_matrix/federation/v1/send/{txnId}``: :class:`SendEndpoint` (spec: Server-Server
+API "Transactions"; rooms.md 1.2).
+
+The answer is 200 with per-PDU results whatever the PDUs hold (a non-2xx makes the sender
+back off for ten minutes or more), 400 ``{}`` past 50 PDUs or 100 EDUs, 429 while another
+transaction from the same origin is being processed; a transaction ID seen before gets
+its stored answer. PDUs go through the receive pipeline (``stubserver.rooms.intake``);
+the hooks hear of every processed transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from stubserver.auth.filter import request_content, require_origin
+from stubserver.rooms.hooks import InboundHooks
+from stubserver.rooms.routes_common import V1, RoomEndpointParts
+from stubserver.rooms.transaction import ParsedTransaction, TransactionRefused
+from stubserver.server.router import JsonResponse, MatrixError, Route
+
+log = Logger()
+
+
+class SendEndpoint:
+    """``/send`` over ``parts``' rooms, telling ``hooks``."""
+
+    def __init__(self, parts: RoomEndpointParts, hooks: InboundHooks) -> None:
+        self._parts = parts
+        self._hooks = hooks
+        #: The origins with a transaction being processed (one at a time per origin).
+        self.in_flight: set[str] = set()
+
+    def routes(self) -> list[Route]:
+        """The route table."""
+        return [Route("PUT", f"{V1}/send/{{txnId}}", self.send_transaction)]
+
+    def send_transaction(
+        self, request: IRequest, params: Mapping[str, str]
+    ) -> JsonResponse | Deferred[JsonResponse]:
+        """The answer: the stored one for a replay, else once the PDUs are processed."""
+        origin = require_origin(request)
+        txn_id = params["txnId"]
+        store = self._parts.store
+        stored = store.memory.answer(origin, txn_id)
+        if stored is not None:
+            return JsonResponse(200, stored)
+        if origin in self.in_flight:
+            raise MatrixError(429, "M_UNKNOWN", "Too many concurrent transactions")
+        body = request_content(request)
+        try:
+            parsed = self._parts.intake.parse_transaction(origin, txn_id, body, store.get_room)
+        except TransactionRefused as refused:
+            return JsonResponse(refused.status, refused.body)
+        self.in_flight.add(origin)
+        return Deferred.fromCoroutine(self._finish(parsed))
+
+    async def _finish(self, parsed: ParsedTransaction) -> JsonResponse:
+        origin, txn_id = parsed.origin, parsed.txn_id
+        try:
+            outcome = await self._parts.intake.transaction(parsed, self._parts.now())
+            self._parts.store.memory.remember(origin, txn_id, outcome.response)
+        finally:
+            self.in_flight.discard(origin)
+        try:
+            self._hooks.on_transaction(origin, outcome)
+        except Exception:
+            log.failure(
+                "Transaction hook failed on {txn_id} from {origin}", txn_id=txn_id, origin=origin
+            )
+        return JsonResponse(200, outcome.response)

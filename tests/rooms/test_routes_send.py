@@ -1,0 +1,107 @@
+"""``/send``, called without a router; and behind the real X-Matrix filter."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, cast
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.iweb import IRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.filter import XMatrixFilter
+from stubserver.auth.xmatrix import sign_request
+from stubserver.rooms.hooks import CallbackHooks
+from stubserver.rooms.routes_send import SendEndpoint
+from stubserver.rooms.transaction import TransactionOutcome
+from stubserver.server.router import JsonResponse, MatrixError
+from stubserver.signing.keys import ServerSigningKey
+from tests.auth.test_authenticator import Keys
+from tests.rooms.endpoint_fixtures import parts, signed_in
+from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, build, join, new_room
+from tests.support import result_now
+
+PATH = "/_matrix/federation/v1/send/t1"
+
+
+def test_a_transaction_is_added_and_the_hooks_are_told() -> None:
+    """A /send of one PDU: 200 with {} for it, the event in the room, the hook told."""
+    p = parts()
+    room = new_room("12").room
+    join(room, BOB)
+    p.store.add_room(room)
+    built = build(room, BOB, "m.room.message", {"body": "hi"}, ts=TS + 1)
+    told: list[tuple[str, TransactionOutcome]] = []
+    endpoint = SendEndpoint(p, CallbackHooks(transaction=lambda o, t: told.append((o, t))))
+    answer = endpoint.send_transaction(
+        signed_in("PUT", PATH, {"pdus": [built.pdu]}), {"txnId": "t1"}
+    )
+    assert isinstance(answer, Deferred)
+    response = result_now(answer)
+    assert (response.status, response.body) == (200, {"pdus": {built.event.event_id: {}}})
+    assert room.get_event(built.event.event_id) is not None
+    assert [origin for origin, _ in told] == ["b.test"]
+
+
+def test_a_second_transaction_while_one_is_in_flight_is_429() -> None:
+    """While a transaction of b.test is in flight, another from b.test is 429."""
+    endpoint = SendEndpoint(parts(), CallbackHooks())
+    endpoint.in_flight.add("b.test")
+    with pytest.raises(MatrixError) as raised:
+        endpoint.send_transaction(signed_in("PUT", PATH, {"pdus": []}), {"txnId": "t2"})
+    assert (raised.value.status, raised.value.errcode) == (429, "M_UNKNOWN")
+
+
+class CountingBody(io.BytesIO):
+    """A request body that counts how often it is read whole (a JSON parse reads it
+    whole; the filter's "is there a body?" peek reads one byte)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.whole_reads = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0 or size > 1:
+            self.whole_reads += 1
+        return super().read(size)
+
+
+class KeysOfB:
+    """The key source of the authenticator: b.test's key, valid for long."""
+
+    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[Keys]:
+        return succeed(Keys({B_SIGNER.key_id: B_SIGNER.signing_key.verify_key}, 2**52))
+
+    fetch = fetch_cached_or_fresh
+
+
+def test_behind_the_real_xmatrix_filter_the_body_is_parsed_once() -> None:
+    """Behind the real XMatrixFilter (the signature covers the body), /send answers from
+    the body the filter parsed: the body is read and parsed once."""
+    p = parts()
+    room = new_room("12").room
+    join(room, BOB)
+    p.store.add_room(room)
+    built = build(room, BOB, "m.room.message", {"body": "hi"}, ts=TS + 1)
+    content = {"origin": "b.test", "origin_server_ts": TS, "pdus": [built.pdu]}
+    key = ServerSigningKey(version=B_SIGNER.key_id.partition(":")[2], key=B_SIGNER.signing_key)
+    header = sign_request(
+        "PUT", PATH, origin="b.test", destination="a.test", key=key, content=content
+    )
+    dummy: Any = DummyRequest([])
+    dummy.method = b"PUT"
+    dummy.uri = dummy.path = PATH.encode()
+    dummy.requestHeaders.setRawHeaders(b"authorization", [header])
+    body = CountingBody(json.dumps(content).encode())
+    dummy.content = body
+    request = cast(IRequest, dummy)
+    filtered = XMatrixFilter(RequestAuthenticator("a.test", KeysOfB(), p.clock))(request)
+    assert filtered is not None
+    result_now(filtered)
+    answer = SendEndpoint(p, CallbackHooks()).send_transaction(request, {"txnId": "t1"})
+    response = answer if isinstance(answer, JsonResponse) else result_now(answer)
+    assert (response.status, response.body) == (200, {"pdus": {built.event.event_id: {}}})
+    assert body.whole_reads == 1

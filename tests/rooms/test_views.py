@@ -1,0 +1,48 @@
+"""The control API's reads and long-polls."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from stubserver.rooms.room import Room
+from stubserver.rooms.store import RoomStore
+from stubserver.rooms.transaction import TransactionMemory
+from stubserver.rooms.versions import ROOM_VERSIONS
+from stubserver.rooms.views import RoomViews
+from tests.rooms.room_fixtures import ALICE, TS, new_room, send
+from tests.support import has_fired
+
+#: Rooms freed and allocated at most until one lands at the freed one's address.
+MAX_ATTEMPTS = 1_000
+
+
+def test_a_room_at_a_freed_rooms_address_is_watched() -> None:
+    """A room watched, then freed (a re-join replaces it), and a new room allocated at
+    its address: the new room is watched too, so its long-polls wake at its next event
+    (rooms were watched by id(), and such a room's long-polls slept to their deadline)."""
+    clock = Clock()
+    store = RoomStore("a.test", TransactionMemory(clock))
+    views = RoomViews(clock, store, lambda room: store.get_room(room) or Room(room, V12))
+    events = [record.event for record in new_room("12").room.events_since(0)]
+    room_id = events[0].room_id
+    for _ in range(MAX_ATTEMPTS):
+        first = Room(room_id, V12)
+        views.watch(first)
+        address = id(first)
+        del first  # freed: a re-join replaces the room held under its ID
+        second = Room(room_id, V12)
+        if id(second) == address:
+            break
+    else:
+        raise AssertionError("no room was allocated at a freed room's address")
+    for event in events:
+        second.add_event(event, TS, origin="a.test")
+    store.add_room(second)
+    views.watch(second)
+    poll = views.events(room_id, len(events), 60_000)
+    assert not has_fired(poll)
+    send(second, ALICE, "m.room.message", {"body": "wake up"})
+    assert has_fired(poll)
+
+
+V12 = ROOM_VERSIONS["12"]
