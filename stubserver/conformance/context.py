@@ -35,10 +35,16 @@ T = TypeVar("T")
 VersionTest = Callable[["Context", str], "str | None"]
 
 
+#: One entry of a per-version area: id, spec section, test, and optionally the ids (without
+#: ``/vN``) of its positive baselines, taken in the same room version.
+AreaEntry = tuple[str, str, VersionTest] | tuple[str, str, VersionTest, tuple[str, ...]]
+
+
 def per_version(
-    area: Sequence[tuple[str, str, VersionTest]], versions: Sequence[str]
+    area: Sequence[AreaEntry], versions: Sequence[str]
 ) -> list[ConformanceTest[Context]]:
-    """One test per (room version, entry of ``area``): id ``name/vN``, in version order."""
+    """One test per (room version, entry of ``area``): id ``name/vN``, in version order;
+    an entry's baselines become ``depends_on`` of the same version."""
 
     def bound(f: VersionTest, version: str) -> Callable[[Context], str | None]:
         def run(ctx: Context) -> str | None:
@@ -47,9 +53,15 @@ def per_version(
         return run
 
     return [
-        ConformanceTest(f"{name}/v{v}", spec, v, bound(f, v))
+        ConformanceTest(
+            f"{entry[0]}/v{v}",
+            entry[1],
+            v,
+            bound(entry[2], v),
+            depends_on=tuple(f"{d}/v{v}" for d in (entry[3] if len(entry) > 3 else ())),
+        )
         for v in versions
-        for name, spec, f in area
+        for entry in area
     ]
 
 

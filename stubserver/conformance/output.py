@@ -73,12 +73,13 @@ def _one_line(text: str, limit: int) -> str:
 
 def spec_url(section: str) -> str:
     """The link to a test's spec section (pure): the anchor of its last part, as the
-    spec's pages make them (an endpoint ``GET /_matrix/x/v1/y``: ``get_matrixxv1y``; a
+    spec's pages make them (an endpoint ``GET /_matrix/x/v1/y/{yId}``: ``get_matrixxv1yyid``,
+    all in lower case; a
     heading: lower case, words joined by ``-``)."""
     title = section.rsplit(": ", 1)[-1]
     endpoint = _ENDPOINT_RE.match(title)
     if endpoint:
-        anchor = endpoint[1].lower() + re.sub(r"[/{}]", "", endpoint[2])
+        anchor = (endpoint[1] + re.sub(r"[/{}]", "", endpoint[2])).lower()
     else:
         anchor = "-".join(re.sub(r"[^a-z0-9 _-]", "", title.lower()).split())
     return f"{SPEC_URL}#{anchor}"

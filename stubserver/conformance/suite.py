@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from stubserver.conformance import suite_edus, suite_keys, suite_pdus, suite_rooms
+from stubserver.conformance import (
+    suite_edus,
+    suite_keys,
+    suite_membership,
+    suite_pdus,
+    suite_rooms,
+    suite_serving,
+)
 from stubserver.conformance.context import Context
 from stubserver.conformance.runner import ConformanceTest
 
@@ -24,11 +31,14 @@ def supported_versions(capabilities: object) -> list[str]:
 
 
 def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
-    """Every test, in report order: keys and auth, then per version rooms, PDUs, EDUs."""
+    """Every test, in report order: keys and auth, then per version rooms, what it serves,
+    membership refusals, PDUs, EDUs."""
     vs = list(versions)
     return [
         *suite_keys.tests(),
         *suite_rooms.tests(vs),
+        *suite_serving.tests(vs),
+        *suite_membership.tests(vs),
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
     ]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stubserver.conformance import suite_keys
+from stubserver.conformance.context import AreaEntry, Context, per_version
 from stubserver.conformance.runner import (
     ConformanceTest,
     Skipped,
@@ -18,6 +19,7 @@ from stubserver.conformance.runner import (
     without_baseline,
 )
 from stubserver.conformance.runner import TestResult as Result
+from stubserver.conformance.suite import build_suite
 from stubserver.signing.keys import ServerSigningKey
 
 KEY = ServerSigningKey.generate("a")
@@ -99,3 +101,34 @@ def test_a_skipped_or_missing_baseline_gives_no_verdict_and_order_is_checked() -
     assert without_baseline("base", None) == "no verdict: its baseline base was not run"
     with pytest.raises(ValueError, match="neg comes before its baselines"):
         run_tests([negative, base], object(), concurrency=1)
+
+
+def test_a_per_version_entry_names_its_baselines_in_the_same_version() -> None:
+    """An area entry's fourth item becomes ``depends_on`` of the same room version, so a
+    negative test of v11 waits for (and is skipped without) its v11 baseline."""
+
+    def noop(ctx: Context, version: str) -> None:
+        return None
+
+    area: list[AreaEntry] = [("a.base", "S", noop), ("a.refused", "S", noop, ("a.base",))]
+    tests = {t.id: t for t in per_version(area, ["10", "11"])}
+    assert tests["a.refused/v11"].depends_on == ("a.base/v11",)
+    assert tests["a.base/v10"].depends_on == ()
+    assert list(tests) == ["a.base/v10", "a.refused/v10", "a.base/v11", "a.refused/v11"]
+
+
+def test_the_new_negative_tests_each_have_a_baseline() -> None:
+    """Every refusal of the serving, joins and invites areas depends on a positive test
+    that comes before it in the suite."""
+    suite = build_suite(["10", "11", "12"])
+    position = {t.id: i for i, t in enumerate(suite)}
+    negatives = [
+        t
+        for t in suite
+        if t.id.split(".")[0] in ("serving", "joins", "invites")
+        and ("refused" in t.id or "history" in t.id or "another_event_id" in t.id)
+    ]
+    assert len(negatives) == 3 * 12
+    for test in negatives:
+        assert test.depends_on, test.id
+        assert all(position[d] < position[test.id] for d in test.depends_on), test.id

@@ -242,11 +242,20 @@ def test_a_long_reason_is_wrapped_whole_in_the_table_and_as_each_test_ends() -> 
 def test_every_spec_section_of_the_suite_links_to_its_anchor() -> None:
     """Each section the suite names links to the spec's anchor for it: a heading in lower
     case joined by dashes (the part after the last colon), an endpoint as the spec's
-    pages spell its anchor."""
+    pages spell its anchor (in lower case: ``{roomId}`` is ``roomid``)."""
     anchors = {spec_url(t.spec).split("#")[1] for t in build_suite(["12"])}
     assert anchors == {
         "publishing-keys",
         "get_matrixfederationv1version",
+        "get_matrixfederationv1state_idsroomid",
+        "get_matrixfederationv1stateroomid",
+        "get_matrixfederationv1eventeventid",
+        "get_matrixfederationv1event_authroomideventid",
+        "get_matrixfederationv1backfillroomid",
+        "post_matrixfederationv1get_missing_eventsroomid",
+        "get_matrixfederationv1make_joinroomiduserid",
+        "put_matrixfederationv2send_joinroomideventid",
+        "put_matrixfederationv2inviteroomideventid",
         "querying-keys-through-another-server",
         "request-authentication",
         "joining-rooms",
