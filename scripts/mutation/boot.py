@@ -4,7 +4,7 @@ Run by Synapse's own python (the cached virtual environment), in place of ``-m
 synapse.app.homeserver``: it looks ``MUTANT`` up in :mod:`mutants` (beside this file),
 imports the module that holds the target, puts the mutant's replacement where the
 original was (by name: an attribute of a module or of a class), and runs Synapse's
-homeserver entry point with the remaining arguments. ``none`` runs Synapse unchanged.
+homeserver (its ``main``) with the remaining arguments. ``none`` runs Synapse unchanged.
 Nothing of Synapse is copied here: a replacement is a few lines of ours that call the
 original, or not.
 """
@@ -12,7 +12,6 @@ original, or not.
 from __future__ import annotations
 
 import importlib
-import runpy
 import sys
 
 import mutants
@@ -33,14 +32,19 @@ def patch(target: str, make: mutants.Factory) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Patch as ``argv[0]`` says, then run the homeserver with the rest of ``argv``."""
+    """Patch as ``argv[0]`` says, then run the homeserver with the rest of ``argv``.
+
+    The homeserver's module is imported first, so that Synapse's modules load in its own
+    order (importing a handler first can meet a circular import), and nothing has been
+    built from them yet when the target is replaced."""
     name, rest = argv[0], argv[1:]
+    homeserver = importlib.import_module("synapse.app.homeserver")
     if name != "none":
         mutant = mutants.BY_NAME[name]
         patch(mutant.target, mutant.make)
         print(f"mutation: {name}: {mutant.target} replaced", file=sys.stderr, flush=True)
     sys.argv = ["synapse.app.homeserver", *rest]
-    runpy.run_module("synapse.app.homeserver", run_name="__main__", alter_sys=True)
+    homeserver.main()
 
 
 if __name__ == "__main__":

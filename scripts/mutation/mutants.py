@@ -183,7 +183,12 @@ def _unsigned_welcome(original: Any) -> Any:
 
 
 def _refuse_everything(original: Any) -> Any:
-    async def replacement(*args: Any, **kwargs: Any) -> Any:
+    """Authenticator.authenticate_request: every signed request refused 401 (one without
+    a signature goes on as before: /version, which needs none, still answers)."""
+
+    async def replacement(self: Any, request: Any, content: Any) -> Any:
+        if not request.requestHeaders.getRawHeaders(b"Authorization"):
+            return await original(self, request, content)
         errors = _synapse("synapse.federation.transport.server._base")
         raise errors.AuthenticationError(401, "mutant: every request refused", "M_UNAUTHORIZED")
 
@@ -331,7 +336,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.rest.key.v2.remote_key_resource:RemoteKey.on_POST",
         _lenient_notary,
         ("keys.notary_minimum_valid_until_ts_optional",),
-        "",
+        "passed, but the expect-fail file says it fails",
     ),
     # ---------------------------------------------------------------- request auth
     Mutant(
@@ -363,7 +368,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "a rightly signed request is answered",
         AUTHENTICATOR,
         _refuse_everything,
-        (),
+        ("auth.signed_request_accepted",),
         "it accepts a request we sign",
     ),
     # ---------------------------------------------------------------- joins, invites, leaves
@@ -373,7 +378,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{FED_SERVER}.on_make_join_request",
         _async_after(_set("room_version", "1")),
         ("rooms.we_join_its_room/v*",),
-        "",
+        "refused make_join (room version '1')",
     ),
     Mutant(
         "send_join_empty_auth_chain",
@@ -381,7 +386,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{FED_SERVER}.on_send_join_request",
         _async_after(_set("auth_chain", [])),
         ("rooms.we_join_its_room/v*",),
-        "",
+        "auth chain",
     ),
     Mutant(
         "send_join_unsigned_state",
@@ -389,7 +394,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{FED_SERVER}.on_send_join_request",
         _async_after(_strip_signatures),
         ("rooms.we_join_its_room/v*",),
-        "",
+        "bad signature",
     ),
     Mutant(
         "send_join_empty_state",
@@ -397,7 +402,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{FED_SERVER}.on_send_join_request",
         _async_after(_set("state", [])),
         ("rooms.we_join_its_room/v*",),
-        "",
+        "the state has no (valid) m.room.create event",
     ),
     Mutant(
         "send_leave_ignored",
@@ -421,7 +426,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.federation.federation_client:FederationClient.send_invite",
         _fail_invites,
         ("rooms.it_invites_us/v*",),
-        "",
+        "createRoom: HTTP 502",
     ),
     Mutant(
         "remote_alias_not_queried",
@@ -429,7 +434,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.handlers.directory:DirectoryHandler.get_association",
         _refuse_remote_aliases,
         ("rooms.it_joins_our_room_by_alias/v*",),
-        "",
+        "HTTP 404",
     ),
     # ---------------------------------------------------------------- messages
     Mutant(
@@ -438,7 +443,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.federation.sender.per_destination_queue:PerDestinationQueue.send_pdu",
         _sync_returning(None),
         ("messages.its_message_reaches_us/v*",),
-        "",
+        "timed out after 30 s waiting for an event",
     ),
     Mutant(
         "inbound_messages_ignored",
@@ -446,7 +451,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{FED_SERVER}._handle_pdus_in_txn",
         _async_before(_drop_messages),
         ("messages.our_message_reaches_it/v*",),
-        "",
+        "expected readable within 30 s, got 404",
     ),
     Mutant(
         "never_backfills",
@@ -454,7 +459,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.handlers.federation:FederationHandler.maybe_backfill",
         _async_returning(False),
         ("messages.it_backfills_our_history/v*",),
-        "",
+        "our history in its client's /messages: expected all 3 events",
     ),
     Mutant(
         "no_get_missing_events",
@@ -462,7 +467,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{EVENT_HANDLER}._get_missing_events_for_pdu",
         _async_returning(None),
         ("messages.it_fetches_a_missing_event/v*",),
-        "",
+        "the event after the gap",
     ),
     Mutant(
         "no_state_at_a_gap",
@@ -470,7 +475,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{EVENT_HANDLER}._get_state_ids_after_missing_prev_event",
         _raise,
         ("messages.it_fills_a_deep_gap/v*",),
-        "",
+        "the event after the deep gap",
     ),
     # ---------------------------------------------------------------- PDU checks
     Mutant(
@@ -479,7 +484,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.federation.federation_base:_check_sigs_on_pdu",
         _async_returning(None),
         ("pdus.bad_signature_dropped/v*",),
-        "",
+        "the forged event as its client sees it: expected None",
     ),
     Mutant(
         "content_hash_unchecked",
@@ -487,7 +492,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.federation.federation_base:check_event_content_hash",
         _sync_returning(True),
         ("pdus.bad_content_hash_redacted/v*",),
-        "",
+        "the content of the event with a bad content hash: expected {}",
     ),
     Mutant(
         "power_levels_unchecked",
@@ -495,7 +500,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.event_auth:_can_send_event",
         _sync_returning(True),
         ("pdus.unauthorized_event_rejected/v*",),
-        "",
+        "the unauthorized event as its client sees it: expected None",
     ),
     Mutant(
         "no_soft_failure",
@@ -503,7 +508,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{EVENT_HANDLER}._check_for_soft_fail",
         _async_returning(None),
         ("pdus.banned_user_event_soft_failed/v*",),
-        "",
+        "the soft-failed event as its client sees it: expected None",
     ),
     # ---------------------------------------------------------------- transactions
     Mutant(
@@ -528,7 +533,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{FED_SERVER}.on_incoming_transaction",
         _fresh_transaction_ids,
         ("transactions.reused_id_ignored/v*",),
-        "",
+        "the reused transaction ID's answer",
     ),
     # ---------------------------------------------------------------- EDUs
     Mutant(
@@ -537,7 +542,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.handlers.typing:FollowerTypingHandler._push_remote",
         _async_returning(None),
         ("edus.its_typing_reaches_us/v*",),
-        "",
+        "waiting for an EDU 'm.typing'",
     ),
     Mutant(
         "typing_ignored",
@@ -545,7 +550,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.handlers.typing:TypingWriterHandler._recv_edu",
         _async_returning(None),
         ("edus.our_typing_reaches_it/v*",),
-        "",
+        "our user typing in its client's /sync",
     ),
     Mutant(
         "receipts_not_sent",
@@ -553,7 +558,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.federation.sender:FederationSender.send_read_receipt",
         _async_returning(None),
         ("edus.its_receipt_reaches_us/v*",),
-        "",
+        "waiting for an EDU 'm.receipt'",
     ),
     Mutant(
         "receipts_ignored",
@@ -561,7 +566,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.handlers.receipts:ReceiptsHandler._received_remote_receipt",
         _async_returning(None),
         ("edus.our_receipt_reaches_it/v*",),
-        "",
+        "our receipt in its client's /sync",
     ),
 )
 

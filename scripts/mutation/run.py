@@ -151,15 +151,27 @@ def run_one(the_lab: Lab, mutant: str) -> Run:
     return Run(mutant, seconds, done.returncode, tests, stopped)
 
 
+#: Longest message shown in the table, in characters (the whole is in the JSON).
+MESSAGE_CHARS = 200
+
+
 def first_line(text: str | None) -> str:
     """The first line of a message (the whole of it is in the JSON)."""
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
+def shown(message: str) -> str:
+    """A message for a table cell: cut at :data:`MESSAGE_CHARS` (marked), pipes escaped."""
+    if len(message) > MESSAGE_CHARS:
+        message = message[:MESSAGE_CHARS].rstrip() + " …"
+    return message.replace("|", "\\|")
+
+
 def verdict(mutant: mutants.Mutant, run: Run, control: Run) -> str:
     """``as named``, or what differs from the tests and message the mutant names."""
     killed = run.killed(control)
-    if not mutant.must_fail:
+    if run.stopped or not mutant.must_fail:
+        # The tests it names are those the preflight stands for: it stops the run first.
         return "as named" if run.stopped and mutant.message in run.stopped else "NOT as named"
     named = [t for t in control.tests if any(fnmatch.fnmatchcase(t, g) for g in mutant.must_fail)]
     missed = [t for t in named if t not in killed]
@@ -182,8 +194,21 @@ def compress(ids: Sequence[str]) -> str:
     )
 
 
+#: Marks a kill by a run the preflight stopped (the test's failure shows only there).
+AT_PREFLIGHT = "@preflight"
+
+
+def _named(killer: str) -> str:
+    name, marked, _ = killer.partition(AT_PREFLIGHT)
+    return f"`{name}` (at the preflight)" if marked else f"`{name}`"
+
+
 def markdown(control: Run, runs: Sequence[Run]) -> str:
-    """The results table, then the tests and the mutants that killed each."""
+    """The results table, then the tests and the mutants that killed each.
+
+    A mutant's row lists the tests it names that failed (or its first three when it names
+    none of those), with the count of the others: a mutant that breaks joins fails nearly
+    every test, and the killed-by table lists them all."""
     out = [
         "| mutant | breaks | tests that failed | first line of the first message | as named |",
         "|---|---|---|---|---|",
@@ -194,33 +219,44 @@ def markdown(control: Run, runs: Sequence[Run]) -> str:
         killed = run.killed(control)
         for t in killed:
             killers[t].append(run.mutant)
+        if run.stopped and verdict(mutant, run, control) == "as named":
+            # A test whose failure only the preflight can show (it sends the same request).
+            for t in control.tests:
+                if any(fnmatch.fnmatchcase(t, g) for g in mutant.must_fail):
+                    killers[t].append(f"{run.mutant}{AT_PREFLIGHT}")
         if run.stopped:
             failed, message = "none: the run stopped at the preflight", run.stopped
         else:
-            failed = compress(killed) or "**none** (the mutant survived)"
             named = [t for t in killed if any(fnmatch.fnmatchcase(t, g) for g in mutant.must_fail)]
-            message = first_line(run.tests[(named or killed)[0]][1]) if killed else ""
-        message = message.replace("|", "\\|")
+            listed = named or killed[:3]
+            others = len(killed) - len(listed)
+            failed = compress(listed) or "**none** (the mutant survived)"
+            if others:
+                failed += f" and {others} more"
+            message = first_line(run.tests[listed[0]][1]) if killed else ""
         out.append(
-            f"| `{run.mutant}` | {mutant.breaks} | {failed} | {message} |"
+            f"| `{run.mutant}` | {mutant.breaks} | {failed} | {shown(message)} |"
             f" {verdict(mutant, run, control)} |"
         )
     out += ["", "| test | killed by |", "|---|---|"]
     for test_id, names in killers.items():
         result = control.tests[test_id][0]
         if result not in LIVE:
-            shown = f"(not live in the control run: {result})"
+            killed_by = f"(not live in the control run: {result})"
         else:
-            shown = ", ".join(f"`{n}`" for n in names) or "**no mutant**"
-        out.append(f"| `{test_id}` | {shown} |")
+            killed_by = ", ".join(_named(n) for n in names) or "**no mutant**"
+        out.append(f"| `{test_id}` | {killed_by} |")
     live = [t for t in control.tests if control.tests[t][0] in LIVE]
     unkilled = [t for t in live if not killers[t]]
+    at_preflight = [t for t in live if killers[t] and all(AT_PREFLIGHT in n for n in killers[t])]
     survived = [r.mutant for r in runs if not r.killed(control) and not r.stopped]
     out += [
         "",
         f"Mutants: {len(runs)}; killing at least one test: {len(runs) - len(survived)}"
         f" (survived: {', '.join(survived) or 'none'}). Tests killed: {len(live) - len(unkilled)}"
-        f" of {len(live)}.",
+        f" of {len(live)}"
+        + (f", {len(at_preflight)} of them at the preflight" if at_preflight else "")
+        + ".",
     ]
     return "\n".join(out) + "\n"
 
@@ -241,6 +277,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--markdown", type=Path, help="write the tables here")
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        help="print the tables of runs saved with --json instead of running (repeatable:"
+        " a later file's run of a mutant replaces an earlier one's)",
+    )
+    parser.add_argument(
         "--per-lock",
         type=int,
         default=PER_LOCK,
@@ -250,6 +293,15 @@ def main(argv: Sequence[str]) -> int:
     if args.list:
         for m in mutants.MUTANTS:
             print(f"{m.name:32} {m.target}")
+        return 0
+    if args.from_json:
+        saved: dict[str, Run] = {}
+        for path in args.from_json:
+            for entry in json.loads(path.read_text()):
+                entry["tests"] = {t: tuple(v) for t, v in entry["tests"].items()}
+                saved[entry["mutant"]] = Run(**entry)
+        order = [m.name for m in mutants.MUTANTS if m.name in saved]
+        print(markdown(saved[CONTROL], [saved[n] for n in order]), end="")
         return 0
     chosen = args.only or [m.name for m in mutants.MUTANTS]
     unknown = [n for n in chosen if n not in mutants.BY_NAME]
