@@ -210,6 +210,8 @@ def markdown(control: Run, runs: Sequence[Run]) -> str:
     none of those), with the count of the others: a mutant that breaks joins fails nearly
     every test, and the killed-by table lists them all."""
     out = [
+        "### Each mutant",
+        "",
         "| mutant | breaks | tests that failed | first line of the first message | as named |",
         "|---|---|---|---|---|",
     ]
@@ -238,7 +240,7 @@ def markdown(control: Run, runs: Sequence[Run]) -> str:
             f"| `{run.mutant}` | {mutant.breaks} | {failed} | {shown(message)} |"
             f" {verdict(mutant, run, control)} |"
         )
-    out += ["", "| test | killed by |", "|---|---|"]
+    out += ["", "### Each test", "", "| test | killed by |", "|---|---|"]
     for test_id, names in killers.items():
         result = control.tests[test_id][0]
         if result not in LIVE:
@@ -251,6 +253,8 @@ def markdown(control: Run, runs: Sequence[Run]) -> str:
     at_preflight = [t for t in live if killers[t] and all(AT_PREFLIGHT in n for n in killers[t])]
     survived = [r.mutant for r in runs if not r.killed(control) and not r.stopped]
     out += [
+        "",
+        "### Score",
         "",
         f"Mutants: {len(runs)}; killing at least one test: {len(runs) - len(survived)}"
         f" (survived: {', '.join(survived) or 'none'}). Tests killed: {len(live) - len(unkilled)}"
