@@ -120,7 +120,11 @@ def _forged(ctx: Context, key: ServerSigningKey | None, destination: str) -> tup
 
 def test_signed_request_accepted(ctx: Context) -> None:
     """A request we sign ourselves, sent the way the refused ones are, is answered 200
-    (so that the refusals below are about the signature, nothing else)."""
+    (so that the refusals below are about the signature, nothing else).
+
+    No mutant of the homeserver reaches this test's failure: the preflight sends the same
+    signed request before any test, and a server that refuses it stops the run there
+    ("it accepts a request we sign"; the mutation run's ``every_request_refused``)."""
     status, body = _forged(ctx, ctx.our_key(), ctx.server_name)
     expect(f"a correctly signed profile query (answer {body})", 200, status)
 

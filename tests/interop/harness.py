@@ -950,13 +950,25 @@ class RunningSynapse:
         return self.files.spec.server_name
 
 
+#: How Synapse's python is told to run the homeserver: its own entry point.
+SYNAPSE_LAUNCHER: tuple[str, ...] = ("-m", "synapse.app.homeserver")
+
+
 def start_synapse(
-    ns: NetworkNamespace, python: Path, files: SynapseFiles, ca: TestCA
+    ns: NetworkNamespace,
+    python: Path,
+    files: SynapseFiles,
+    ca: TestCA,
+    launcher: Sequence[str | Path] = SYNAPSE_LAUNCHER,
 ) -> RunningSynapse:
-    """Start Synapse in the namespace and wait until its TLS listener answers by name."""
+    """Start Synapse in the namespace and wait until its TLS listener answers by name.
+
+    ``launcher`` is what comes between the python and ``-c CONFIG``: Synapse's own entry
+    point, or a script that runs it (scripts/mutation/boot.py starts it with one function
+    replaced)."""
     process = ns.spawn(
         "synapse",
-        [python, "-m", "synapse.app.homeserver", "-c", files.config_path],
+        [python, *launcher, "-c", files.config_path],
         log_path=files.directory / "stderr.log",
         cwd=files.directory,
     )
@@ -1053,6 +1065,39 @@ def register_user(
     if named.status != 200:
         raise HarnessError(f"setting {user_id}'s displayname failed: {named.raw_body}")
     return token
+
+
+#: Deadline of one ``stubserver conformance`` run, in seconds (it takes well under a minute).
+CONFORMANCE_TIMEOUT_S = 600
+
+
+def run_conformance(
+    ns: NetworkNamespace,
+    synapse: RunningSynapse,
+    ca: TestCA,
+    peer_config: Path,
+    *options: str | Path,
+) -> subprocess.CompletedProcess[str]:
+    """``stubserver conformance`` against ``synapse``, run in the namespace as a user would,
+    driving the running peer of ``peer_config`` (users registered with the shared secret)."""
+    argv: list[str | Path] = [
+        sys.executable,
+        "-m",
+        "stubserver",
+        "conformance",
+        "--homeserver-name",
+        synapse.server_name,
+        "--homeserver-url",
+        synapse.files.spec.client_url,
+        "-c",
+        peer_config,
+        "--registration-shared-secret",
+        synapse.files.registration_shared_secret,
+        "--ca-file",
+        ca.cert_path,
+        *options,
+    ]
+    return ns.run(argv, timeout=CONFORMANCE_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------- the environment

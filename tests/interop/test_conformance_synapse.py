@@ -14,12 +14,16 @@ from pathlib import Path
 import pytest
 
 from stubserver.conformance.runner import RESULTS
-from tests.interop.harness import InteropEnvironment, StubSpec, start_stub, write_stub_config
+from tests.interop.harness import (
+    InteropEnvironment,
+    StubSpec,
+    run_conformance,
+    start_stub,
+    write_stub_config,
+)
 
 pytestmark = pytest.mark.interop
 
-#: Deadline of the whole suite run, in seconds (it takes well under a minute).
-SUITE_TIMEOUT_S = 600
 #: The preflight's whole run (user registration, resolution, three requests of 10 s at
 #: most), in seconds: far below one test's 30 s wait, let alone the suite's.
 PREFLIGHT_DEADLINE_S = 40
@@ -28,25 +32,9 @@ PREFLIGHT_DEADLINE_S = 40
 def _conformance(
     env: InteropEnvironment, peer_config: Path, *options: str | Path
 ) -> subprocess.CompletedProcess[str]:
-    """``stubserver conformance`` against Synapse, driving the peer of ``peer_config``."""
-    argv: list[str | Path] = [
-        sys.executable,
-        "-m",
-        "stubserver",
-        "conformance",
-        "--homeserver-name",
-        env.synapse.server_name,
-        "--homeserver-url",
-        env.synapse.files.spec.client_url,
-        "-c",
-        peer_config,
-        "--registration-shared-secret",
-        env.synapse.files.registration_shared_secret,
-        "--ca-file",
-        env.ca.cert_path,
-        *options,
-    ]
-    return env.ns.run(argv, timeout=SUITE_TIMEOUT_S)
+    """``stubserver conformance`` against the environment's Synapse, driving the peer of
+    ``peer_config``."""
+    return run_conformance(env.ns, env.synapse, env.ca, peer_config, *options)
 
 
 def test_every_conformance_test_passes_against_synapse(
