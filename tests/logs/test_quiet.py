@@ -92,6 +92,12 @@ class QuietUdpReactorTests(SynchronousTestCase):
         reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
         assert quiet_udp_reactor(reactor) is reactor
 
+    def test_a_fake_that_declares_udp_is_given_back_as_it_is(self) -> None:
+        """A fake that declares IReactorUDP (tests.support.FakeReactor) is not wrapped
+        either: a QuietUDPPort would open a real socket that the fake never polls."""
+        reactor = FakeReactor()
+        assert quiet_udp_reactor(reactor) is reactor
+
 
 def test_start_logging_rejects_an_unknown_level() -> None:
     """start_logging names the levels it takes (before touching the global beginner)."""
