@@ -20,9 +20,23 @@ TYPING = "Typing Notifications"
 RECEIPTS = "Receipts"
 
 
-def its_typing_reaches_us(ctx: Context, version: str) -> None:
-    """Its user typing in a room we share reaches us as an m.typing EDU."""
+def _room_it_sends_to_us(ctx: Context, version: str) -> str:
+    """A room of ``version`` we joined, once a message of its user has reached us: the
+    marker that its sending side counts us among "the servers in the room". Its client
+    listing us joined does not show that (Dendrite 0.13.8 learns a room's servers from its
+    roomserver's output stream, after its client API does), and an EDU is sent once,
+    never retried. The room ID."""
     room_id = ctx.join_homeserver_room(version)
+    marker = ctx.user.send_message(room_id, "marker before an EDU")
+    ctx.peer.wait_for_event(room_id, event_id=marker)
+    return room_id
+
+
+def its_typing_reaches_us(ctx: Context, version: str) -> None:
+    """Its user typing in a room we share reaches us as an m.typing EDU ("When a server's
+    users send typing notifications, those notifications need to be sent to other servers
+    in the room"), once its message has shown that it counts us among them."""
+    room_id = _room_it_sends_to_us(ctx, version)
     ctx.user.typing(room_id, True)
     ctx.peer.wait_for_edu(
         "m.typing",
@@ -49,8 +63,9 @@ def our_typing_reaches_it(ctx: Context, version: str) -> None:
 
 
 def its_receipt_reaches_us(ctx: Context, version: str) -> None:
-    """Its user's read receipt reaches us as an m.receipt EDU naming the event."""
-    room_id = ctx.join_homeserver_room(version)
+    """Its user's read receipt reaches us as an m.receipt EDU naming the event, once its
+    message has shown that it counts us among the servers in the room."""
+    room_id = _room_it_sends_to_us(ctx, version)
     message = ctx.send_text(room_id, "read me")
     ctx.wait_visible(room_id, message, "our message")
     ctx.user.receipt(room_id, message)
