@@ -251,12 +251,18 @@ def _trim(field: str, limit: int) -> Callable[[tuple[Any, ...], dict[str, Any]],
     return change
 
 
-def _fresh_transaction_ids(original: Any) -> Any:
-    """FederationServer.on_incoming_transaction: every transaction taken as a new one."""
-    counter = iter(range(1 << 62))
+def _retries_refused(original: Any) -> Any:
+    """FederationServer.on_incoming_transaction: a transaction ID already answered 200 (a
+    retry) answered 400 instead of the transaction's result."""
+    seen: set[tuple[str, str]] = set()
 
     async def replacement(self: Any, origin: str, txn_id: str, *rest: Any) -> Any:
-        return await original(self, origin, f"{txn_id}~{next(counter)}", *rest)
+        if (origin, txn_id) in seen:
+            return 400, {"errcode": "M_UNKNOWN", "error": "mutant: retried transaction refused"}
+        code, response = await original(self, origin, txn_id, *rest)
+        if code == 200:
+            seen.add((origin, txn_id))
+        return code, response
 
     return replacement
 
@@ -528,12 +534,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "expected 400, got 200",
     ),
     Mutant(
-        "transaction_ids_forgotten",
-        "a reused transaction ID is the same transaction",
+        "retries_refused",
+        "a transaction retried under its ID is answered with its PDUs' results",
         f"{FED_SERVER}.on_incoming_transaction",
-        _fresh_transaction_ids,
-        ("transactions.reused_id_ignored/v*",),
-        "the reused transaction ID's answer",
+        _retries_refused,
+        ("transactions.retry_answered/v*",),
+        "the retried transaction's status",
     ),
     # ---------------------------------------------------------------- EDUs
     Mutant(
