@@ -129,7 +129,8 @@ def run_one(the_lab: Lab, mutant: str) -> Run:
         stack.callback(synapse.process.stop)
         done = harness.run_conformance(
             the_lab.ns,
-            synapse,
+            synapse.files.spec,
+            synapse.files.registration_shared_secret,
             the_lab.ca,
             peer.files.config_path,
             "--expect-fail",

@@ -168,3 +168,20 @@ def test_the_shipped_synapse_file_names_real_tests_with_the_specs_words(tmp_path
     assert load_expect_fail(str(own)) == [ExpectedFailure("a.b", "because")]
     with pytest.raises(ExpectFailFileError, match=r"shipped files: .*synapse"):
         load_expect_fail(str(tmp_path / "missing.txt"))
+
+
+def test_the_shipped_dendrite_file_names_real_tests_with_the_specs_words() -> None:
+    """``--expect-fail dendrite`` loads the shipped file; each entry names a test of the
+    suite for Dendrite's room versions (10, 11) and quotes the spec; the test Synapse fails
+    (the notary's optional field) is not in it, and no entry covers every test."""
+    assert "dendrite" in shipped_names()
+    entries = load_expect_fail("dendrite")
+    ids = [t.id for t in build_suite(["10", "11"])]
+    assert all(any(e.matches(i) for i in ids) for e in entries)
+    assert all('the spec ("' in e.reason or "the spec (" in e.reason for e in entries)
+    assert expected_reason("keys.notary_minimum_valid_until_ts_optional", entries) is None
+    other = expected_reason("auth.other_destination_refused", entries)
+    assert other is not None and "401 Unauthorized" in other
+    assert expected_reason("serving.get_missing_events/v10", entries) is None
+    assert expected_reason("serving.get_missing_events_limit/v11", entries) is not None
+    assert sum(any(e.matches(i) for e in entries) for i in ids) < len(ids) // 10

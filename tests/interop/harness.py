@@ -1073,26 +1073,28 @@ CONFORMANCE_TIMEOUT_S = 600
 
 def run_conformance(
     ns: NetworkNamespace,
-    synapse: RunningSynapse,
+    homeserver: HomeserverSpec,
+    registration_shared_secret: str,
     ca: TestCA,
     peer_config: Path,
     *options: str | Path,
 ) -> subprocess.CompletedProcess[str]:
-    """``stubserver conformance`` against ``synapse``, run in the namespace as a user would,
-    driving the running peer of ``peer_config`` (users registered with the shared secret)."""
+    """``stubserver conformance`` against ``homeserver`` (Synapse or Dendrite), run in the
+    namespace as a user would, driving the running peer of ``peer_config`` (users
+    registered with ``registration_shared_secret``)."""
     argv: list[str | Path] = [
         sys.executable,
         "-m",
         "stubserver",
         "conformance",
         "--homeserver-name",
-        synapse.server_name,
+        homeserver.server_name,
         "--homeserver-url",
-        synapse.files.spec.client_url,
+        homeserver.client_url,
         "-c",
         peer_config,
         "--registration-shared-secret",
-        synapse.files.registration_shared_secret,
+        registration_shared_secret,
         "--ca-file",
         ca.cert_path,
         *options,

@@ -72,3 +72,12 @@ def test_the_documented_example_passes_against_dendrite(dendrite_env: DendriteEn
     serves) and acting with the access tokens that registration returned."""
     secret = dendrite_env.homeserver.registration_shared_secret
     _run_the_example(dendrite_env, "--registration-shared-secret", secret)
+
+
+def test_the_documented_example_passes_against_dendrite_with_a_token(
+    dendrite_env: DendriteEnvironment,
+) -> None:
+    """The example, unchanged, passes against Dendrite with the access token of an existing
+    user (``--homeserver-token``, checked through ``/account/whoami``), as against Synapse."""
+    _, _, token = dendrite_env.homeserver.user
+    _run_the_example(dendrite_env, "--homeserver-token", token)

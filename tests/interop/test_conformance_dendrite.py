@@ -1,0 +1,49 @@
+"""``stubserver conformance`` against the real Dendrite v0.13.8 of the interop environment
+(issue 21): run as a user would, inside the namespace, driving the running ``direct.test``
+stub through its control API, for the room versions Dendrite's ``/capabilities`` lists
+among the suite's (10 and 11: its gomatrixserverlib predates v12)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.conformance_run import check_preflight_stops_a_lost_peer, run_whole_suite
+from tests.interop.dendrite import DendriteEnvironment
+
+pytestmark = pytest.mark.interop
+
+#: Dendrite's deviations from the spec, as stubserver/conformance/expected/dendrite.txt
+#: names them (each line there says what the spec says).
+KNOWN_DEVIATIONS = [
+    "auth.other_destination_refused",
+    "serving.get_missing_events_limit/v10",
+    "serving.get_missing_events_limit/v11",
+    "serving.refused_to_a_server_not_in_the_room/v10",
+    "serving.refused_to_a_server_not_in_the_room/v11",
+]
+
+
+def test_every_conformance_test_passes_against_dendrite(
+    dendrite_env: DendriteEnvironment, tmp_path: Path
+) -> None:
+    """Every test of the suite runs against Dendrite for v10 and v11 and passes (exit 0),
+    but those the shipped expected-failures file ``dendrite`` names, which fail as
+    expected; the JSON has the documented shape, and the JUnit file lists every test."""
+    run_whole_suite(
+        dendrite_env,
+        "dendrite",
+        tmp_path,
+        versions={"10", "11"},
+        known=KNOWN_DEVIATIONS,
+    )
+
+
+def test_a_peer_dendrite_cannot_reach_stops_the_run_in_seconds(
+    dendrite_env: DendriteEnvironment, tmp_path: Path
+) -> None:
+    """The preflight works against Dendrite as against Synapse: a peer whose name Dendrite
+    cannot resolve is found out through Dendrite's notary (POST /_matrix/key/v2/query),
+    and the run stops, exit 2, within seconds, with the way-back hint; no test ran."""
+    check_preflight_stops_a_lost_peer(dendrite_env, tmp_path)
