@@ -315,7 +315,8 @@ async def room_from_join_answer(
         if not await verified(fetch_verify_key, [event]):
             raise BadAnswer("the returned join event is not ours (signature)")
         join = event
-    room = Room(room_id, version)
+    # Our join's sender is one of our users: its server is ours.
+    room = Room(room_id, version, local_server=built.event.sender.partition(":")[2])
     left = add_outliers(room, [*chain, *state], now, None)
     if left:
         log.info("{count} events of the join answer lack their auth events", count=len(left))
