@@ -7,6 +7,25 @@ A PDU that fails here is dropped, not rejected: it never becomes an event, and t
 ``/send`` answer leaves it out (rooms.md 1.2 step 4). Each check raises
 :class:`InvalidPdu` with the reason.
 
+Limits, against Synapse 1.163.2's (read for behaviour in ``synapse/api/constants.py``
+``MAX_PDU_SIZE``/``MAX_REQUEST_SIZE``, ``synapse/event_auth.py`` ``_check_size_limits``,
+``synapse/federation/federation_base.py`` ``event_from_pdu_json`` and
+``synapse/events/utils.py`` ``validate_canonicaljson``; issue 22 row 2):
+
+* the whole PDU: 65,536 bytes of canonical JSON (:data:`MAX_PDU_BYTES`; Synapse:
+  ``MAX_PDU_SIZE``, checked with the auth rules, i.e. after the signatures; we check it
+  first, with one encode, before any walk in Python);
+* ``sender``, ``room_id``, ``state_key``, ``type``: 255 (:data:`MAX_ID_BYTES`; Synapse:
+  255 code points always, 255 bytes from v11);
+* ``depth``: an integer in 0..2^53-1 (Synapse: the same, ``MAX_DEPTH``);
+* values: no floats, integers within ±(2^53-1) (Synapse: ``validate_canonicaljson``, a
+  recursive walk of the whole PDU);
+* number of keys: Synapse has no limit of its own beyond the size (65,536 bytes hold at
+  most 32,768 values, ``0,`` each); neither do we;
+* nesting: Synapse has no limit of its own (its walk recurses: Python's recursion limit,
+  1,000 by default); ours is :data:`MAX_JSON_DEPTH`, 100, as for every body we parse;
+* a request body: Synapse reads at most 200 x 65,536 bytes (``MAX_REQUEST_SIZE``).
+
 What we store: :func:`event_from_pdu` keeps a copy of the PDU as received *without*
 ``unsigned`` (a deep copy, unless the caller hands over a PDU nobody else changes: a
 parsed request body). ``unsigned`` is covered by no hash and no signature, so the event ID and
@@ -211,6 +230,15 @@ def _validated(pdu: object, room_version: RoomVersion) -> bytes:
         raise InvalidPdu("a PDU must be a JSON object")
     if "event_id" in pdu:
         raise InvalidPdu("v3+ events must not have an event_id key")
+    # The size first (one encode, in C): an oversized PDU costs no walk in Python
+    # (issue 22 row 2). The encoder fails on what is not JSON; the walk below then
+    # rejects what JSON allows and canonical JSON does not (floats, big integers).
+    try:
+        hashed = _check_sizes(pdu, room_version)
+    except (TypeError, ValueError, RecursionError) as e:
+        if isinstance(e, InvalidPdu):
+            raise
+        raise InvalidPdu(f"not encodable as canonical JSON: {e}") from None
     check_canonical_values(pdu)
     _check_required(pdu)
     _check_event_id_list(pdu, "prev_events", MAX_PREV_EVENTS)
@@ -222,7 +250,7 @@ def _validated(pdu: object, room_version: RoomVersion) -> bytes:
         and not isinstance(pdu["redacts"], str)
     ):
         raise InvalidPdu("redacts must be an event ID string when present")
-    return _check_sizes(pdu, room_version)
+    return hashed
 
 
 def event_from_pdu(pdu: object, room_version: RoomVersion, *, owned: bool = False) -> Event:

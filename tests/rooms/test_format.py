@@ -254,6 +254,15 @@ def test_pdu_over_64k_is_refused(version: RoomVersion) -> None:
 
 
 @ALL
+def test_the_size_is_checked_before_the_values_are_walked(version: RoomVersion) -> None:
+    """Issue 22 row 2: an oversized PDU is refused for its size before its values are
+    walked in Python: one holding 40,000 objects and a float is refused as too large,
+    not for the float (the float was found first, after the walk)."""
+    content = {"many": [{} for _ in range(40_000)], "float": 1.5}
+    refused(pdu(content=content), version, "bytes of canonical JSON")
+
+
+@ALL
 def test_unsigned_does_not_count_towards_the_size(version: RoomVersion) -> None:
     """``unsigned`` is not stored, so it is left out of the size limit."""
     validate_pdu(pdu(unsigned={"big": "x" * MAX_PDU_BYTES}), version)
