@@ -28,6 +28,10 @@ all traffic stays on loopback.
 
     .venv/bin/python scripts/soak.py --requests 1000000 --workers 8
     .venv/bin/python scripts/soak.py --slowloris --slow 500
+    .venv/bin/python scripts/soak.py --rooms    # issue 22 rows 2, 6, 7, 8
+
+With ``--rooms`` it runs the rooms cases of ``scripts/soak_rooms.py`` instead: a hostile
+server that owns a real key for its own name, in and out of a room the server holds.
 """
 
 from __future__ import annotations
@@ -400,7 +404,6 @@ class Outbound:
         return hits
 
 
-
 def _closed_port(address: str) -> int:
     """A port with nothing listening on ``address`` now."""
     with socket.socket() as sock:
@@ -728,6 +731,27 @@ def slowloris(stub: StubProcess, ca_pem: bytes, slow: int) -> None:
     print(f"slowloris connection survived {survived:.1f} s; server said: {status!r}")
 
 
+def rooms_main() -> int:
+    """``--rooms``: one server holding a room, a hostile world, the cases of
+    ``scripts/soak_rooms.py``."""
+    import soak_rooms  # noqa: PLC0415 - a sibling script, only for this mode
+
+    ca = make_ca("stubserver soak CA")
+    with tempfile.TemporaryDirectory(prefix="stubserver-soak-rooms-") as folder_name:
+        folder = Path(folder_name)
+        with soak_rooms.hostile_world(folder, ca) as (world, dns_address):
+            extra = soak_rooms.rooms_config(folder, dns_address, ca)
+            config = write_stub(folder, SERVER_NAME, ca, extra_config=extra)
+            with start_stubserver(config) as stub:
+                soak_rooms.rooms_soak(stub, ca.cert_pem, world, rss_kib)
+                stderr = stub.stderr_text()
+    print(
+        f"server log lines with 'Unhandled' or 'Traceback': "
+        f"{sum(1 for line in stderr.splitlines() if 'Unhandled' in line or 'Traceback' in line)}"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
@@ -745,7 +769,14 @@ def main() -> int:
     )
     parser.add_argument("--slowloris", action="store_true")
     parser.add_argument("--slow", type=int, default=500)
+    parser.add_argument(
+        "--rooms",
+        action="store_true",
+        help="run the rooms cases of issue 22 rows 2, 6, 7, 8 instead (scripts/soak_rooms.py)",
+    )
     args = parser.parse_args()
+    if args.rooms:
+        return rooms_main()
     ca = make_ca("stubserver soak CA")
     with (
         tempfile.TemporaryDirectory(prefix="stubserver-soak-") as folder_name,

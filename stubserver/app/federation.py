@@ -24,6 +24,7 @@ from stubserver.server.router import (
 )
 from stubserver.server_keys.key_document import KeyDocumentSource
 from stubserver.server_keys.notary import Notary, notary_routes
+from stubserver.server_keys.refetch_limit import RefetchLimit
 
 if TYPE_CHECKING:
     from stubserver.client.backoff import DestinationBackoff
@@ -64,6 +65,9 @@ class LazyKeyFetcher:
         self._backoff = backoff
         self._fetcher: ServerKeyFetcher | None = None
         self._context: FederationContext | None = None
+        #: On-demand fetches (an unknown key ID, a key a PDU names): once a minute per
+        #: server, shared by the X-Matrix check and the room signature checks.
+        self.refetch_limit = RefetchLimit(reactor)
 
     @property
     def built(self) -> bool:
@@ -92,6 +96,10 @@ class LazyKeyFetcher:
     def fetch_cached_or_fresh(self, server_name: str) -> Deferred[ServerKeys]:
         """:meth:`ServerKeyFetcher.fetch_cached_or_fresh`."""
         return self._get().fetch_cached_or_fresh(server_name)
+
+    def cached(self, server_name: str) -> ServerKeys | None:
+        """:meth:`ServerKeyFetcher.cached` (None while nothing was ever fetched)."""
+        return None if self._fetcher is None else self._fetcher.cached(server_name)
 
 
 def key_document_source(config: Config, clock: IReactorTime) -> KeyDocumentSource:
@@ -136,7 +144,9 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
         refetch=fetcher.fetch,
         clock=reactor,
     )
-    authenticator = RequestAuthenticator(config.server_name, fetcher, reactor)
+    authenticator = RequestAuthenticator(
+        config.server_name, fetcher, reactor, refetch_limit=fetcher.refetch_limit
+    )
     request_log = None
     observers: tuple[RequestObserver, ...] = (RefusalLog(),)
     if config.request_log_path is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nacl.signing import VerifyKey
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from stubserver.rooms.port import RoomControl
     from stubserver.rooms.store import RoomStore
     from stubserver.server_keys.fetcher import ServerKeys
+    from stubserver.server_keys.refetch_limit import RefetchLimit
 
 log = Logger()
 
@@ -44,8 +45,12 @@ log = Logger()
 class KeySource(Protocol):
     """What :func:`verify_key_lookup` needs of the key fetcher (``LazyKeyFetcher``)."""
 
-    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[ServerKeys]:
-        """The server's keys, from the cache while fresh."""
+    @property
+    def refetch_limit(self) -> RefetchLimit:
+        """The once-a-minute limit on fetches on demand, shared with the X-Matrix check."""
+
+    def cached(self, server_name: str) -> ServerKeys | None:
+        """The server's cached keys while fresh, or None."""
 
     def fetch(self, server_name: str) -> Deferred[ServerKeys]:
         """The server's keys, fetched now."""
@@ -81,26 +86,38 @@ def key_valid_for(keys: ServerKeys, key_id: str, minimum_valid_until_ts: int) ->
 def verify_key_lookup(source: KeySource) -> FetchVerifyKey:
     """A ``fetch_verify_key(server, key_id, minimum_valid_until_ts)`` over ``source``.
 
-    Cached keys first; when they lack the key (or it expires too early), one fresh fetch.
-    A server whose keys cannot be fetched has no key (None): the PDU fails its check.
+    The cached keys first; when they lack the key (or it expires too early), one fetch,
+    if ``source.refetch_limit`` allows it (once a minute per server, the X-Matrix path's
+    limit, issue 22 row 6). Lookups toward one server run one at a time, so the ones a
+    transaction starts together share what the first fetched (one request per server
+    per transaction, as Synapse's keyring batches a request's lookups per server). A
+    server whose keys cannot be fetched has no key (None): the PDU fails its check.
     """
+    queues: dict[str, DeferredLock] = {}
 
     async def lookup(server: str, key_id: str, minimum: int) -> VerifyKey | None:
-        for fetch in (source.fetch_cached_or_fresh, source.fetch):
-            try:
-                keys = await fetch(server)
-            except CancelledError:
-                raise
-            except Exception as e:
-                log.info("No keys for {server}: {error}", server=server, error=str(e))
-                return None
-            key = key_valid_for(keys, key_id, minimum)
-            if key is not None:
-                return key
-        return None
+        cached = source.cached(server)
+        key = None if cached is None else key_valid_for(cached, key_id, minimum)
+        if key is not None or not source.refetch_limit.allow(server):
+            return key
+        try:
+            keys = await source.fetch(server)
+        except CancelledError:
+            raise
+        except Exception as e:
+            log.info("No keys for {server}: {error}", server=server, error=str(e))
+            return None
+        return key_valid_for(keys, key_id, minimum)
+
+    def done(result: VerifyKey | None, server: str, queue: DeferredLock) -> VerifyKey | None:
+        if not queue.locked and not queue.waiting:
+            queues.pop(server, None)
+        return result
 
     def fetch_verify_key(server: str, key_id: str, minimum: int) -> Deferred[VerifyKey | None]:
-        return Deferred.fromCoroutine(lookup(server, key_id, minimum))
+        queue = queues.setdefault(server, DeferredLock())
+        d = queue.run(lambda: Deferred.fromCoroutine(lookup(server, key_id, minimum)))
+        return d.addCallback(done, server, queue)
 
     return fetch_verify_key
 

@@ -37,6 +37,7 @@ from stubserver.auth.xmatrix import (
     select_authorization,
 )
 from stubserver.cache import BoundedCache
+from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
 from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import SignatureError, verify_signatures
 
@@ -47,7 +48,7 @@ NEGATIVE_CACHE_SECONDS = 5
 MAX_NEGATIVE_CACHE_ENTRIES = 1024
 #: Least time between two refetches of an origin's keys for an unknown key ID, in seconds
 #: (so that requests naming made-up key IDs cannot make us hammer the origin).
-UNKNOWN_KEY_REFETCH_SECONDS = 60
+UNKNOWN_KEY_REFETCH_SECONDS = REFETCH_INTERVAL_SECONDS
 #: Longest we wait for an origin's keys while a request waits, in seconds.
 KEY_FETCH_TIMEOUT_SECONDS = 30
 MS_PER_SECOND = 1000
@@ -163,9 +164,17 @@ def verify_request_signatures(
 
 
 class RequestAuthenticator(Generic[KeysT]):
-    """Authenticates inbound federation requests for ``server_name``."""
+    """Authenticates inbound federation requests for ``server_name``; an origin's keys are
+    refetched for an unknown key ID when ``refetch_limit`` allows (once a minute; its own
+    limit unless one shared with other key users is passed)."""
 
-    def __init__(self, server_name: str, key_source: KeySource[KeysT], clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        server_name: str,
+        key_source: KeySource[KeysT],
+        clock: IReactorTime,
+        refetch_limit: RefetchLimit | None = None,
+    ) -> None:
         self._server_name = server_name
         self._key_source = key_source
         self._clock = clock
@@ -173,10 +182,9 @@ class RequestAuthenticator(Generic[KeysT]):
         self._failed: BoundedCache[str, tuple[float, str]] = BoundedCache(
             clock, max_entries=MAX_NEGATIVE_CACHE_ENTRIES
         )
-        # origin -> True while its keys may not be refetched for an unknown key ID
-        self._refreshed: BoundedCache[str, bool] = BoundedCache(
-            clock, max_entries=MAX_NEGATIVE_CACHE_ENTRIES
-        )
+        # Refetches for an unknown key ID: once a minute per origin, a turn shared with
+        # the signature checks of received PDUs when ``run`` passes the one limit to both.
+        self._refetch_limit = refetch_limit if refetch_limit is not None else RefetchLimit(clock)
 
     def authenticate(
         self, method: bytes, uri: bytes, headers: Headers, content: Any
@@ -231,10 +239,7 @@ class RequestAuthenticator(Generic[KeysT]):
             raise KeyFetchFailed(f"Could not fetch the keys of {origin}: {reason}") from None
 
     def _may_refresh(self, origin: str) -> bool:
-        if self._refreshed.get(origin) is not None:
-            return False
-        self._refreshed.set(origin, True, UNKNOWN_KEY_REFETCH_SECONDS)
-        return True
+        return self._refetch_limit.allow(origin)
 
     def _check_not_failing(self, origin: str) -> None:
         entry = self._failed.get(origin)

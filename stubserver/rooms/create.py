@@ -160,7 +160,7 @@ def create_room(
     create = build_create_event(
         room_version, sender=creator, origin_server_ts=now, signer=signer, rng=rng
     )
-    room = Room(create.event.room_id, room_version)
+    room = Room(create.event.room_id, room_version, local_server=signer.server_name)
     add_own_event(room, create, now, signer.server_name)
     built = [create]
     join_rule = "public" if preset == "public_chat" else "invite"

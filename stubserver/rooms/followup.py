@@ -4,31 +4,25 @@
 * a transaction from a server shows it is up: its queued outbound transactions are
   retried now; its EDUs are kept for the control API; its events whose prev or auth
   events we lack are completed with ``get_missing_events``, ``state_ids`` + ``event``,
-  or ``event_auth`` (:class:`~stubserver.rooms.remote.GapFiller`), at most
-  :data:`MAX_CONCURRENT_GAP_FILLS` at once (rooms.md 1.2 step 9);
+  or ``event_auth`` (:class:`~stubserver.rooms.gap_fill.GapFiller`, rooms.md 1.2 step
+  9): one job per room per transaction, the jobs sharing the transaction's request
+  budget, run by a :class:`~stubserver.rooms.gap_queue.GapQueue` (bounded, with slots
+  per origin: issue 22 row 7);
 * an accepted invite to a room we hold wakes that room's long-polls.
 """
 
 from __future__ import annotations
 
-from typing import Final
-
-from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
 from stubserver.rooms.event import Event
-from stubserver.rooms.remote import GapFiller
-from stubserver.rooms.room import EventRecord, MissingEvents, Room
+from stubserver.rooms.gap_fill import GapFiller, GapJob, RequestBudget
+from stubserver.rooms.gap_queue import GapQueue
+from stubserver.rooms.room import MissingEvents, Room
 from stubserver.rooms.sender import TransactionSender
 from stubserver.rooms.store import ReceivedInvite, RoomStore
 from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.rooms.views import RoomViews
-
-#: Most gap fills (received events waiting for their prev or auth events) at once.
-MAX_CONCURRENT_GAP_FILLS: Final = 4
-
-log = Logger()
 
 
 class InboundFollowUp:
@@ -41,7 +35,7 @@ class InboundFollowUp:
         self._sender = sender
         self._gaps = gaps
         self._views = views
-        self._gap_limit = DeferredSemaphore(MAX_CONCURRENT_GAP_FILLS)
+        self.gap_queue = GapQueue(self._complete)
 
     def on_invite(self, invite: ReceivedInvite) -> None:
         """An invite was accepted (already remembered by the store)."""
@@ -55,15 +49,15 @@ class InboundFollowUp:
         self._sender.retry_now(origin)
         if outcome.edus:
             self._views.add_edus(outcome.edus)
+        by_room: dict[str, tuple[Room, list[tuple[Event, MissingEvents]]]] = {}
         for room, event, missing in outcome.pending:
-            d = self._gap_limit.run(self._complete, origin, room, event, missing)
-            d.addErrback(self._complete_failed, event.event_id)
+            by_room.setdefault(room.room_id, (room, []))[1].append((event, missing))
+        budget = RequestBudget()
+        for room, pending in by_room.values():
+            job = GapJob(origin, room, tuple(pending), budget)
+            if not self.gap_queue.submit(job):
+                for event, _ in pending:
+                    self._gaps.note(event.event_id, "too many gaps waiting to be filled")
 
-    @staticmethod
-    def _complete_failed(failure: Failure, event_id: str) -> None:
-        log.failure("Completing {event_id} failed", failure, event_id=event_id)
-
-    def _complete(
-        self, origin: str, room: Room, event: Event, missing: MissingEvents
-    ) -> Deferred[EventRecord | None]:
-        return Deferred.fromCoroutine(self._gaps.complete(origin, room, event, missing))
+    def _complete(self, job: GapJob) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._gaps.complete(job))

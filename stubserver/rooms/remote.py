@@ -9,22 +9,17 @@
   (signature of the sender's server with a key valid at the event's time, content hash
   with a redacted copy on mismatch, the room version's format), as Synapse does
   (rooms.md 1.8);
-* :class:`GapFiller`: completing a received event whose prev or auth events we lack, as
-  a homeserver does (rooms.md 1.2 step 9): ``get_missing_events`` on the origin, then for
-  an event whose prevs are still unknown ``state_ids`` at the missing prev and ``event``
-  for each ID we lack; ``event_auth`` for missing auth events. Everything is bounded by
-  the named constants below; nothing recurses; a failing peer leaves the event out with a
-  reason (:attr:`GapFiller.unresolved`).
+* the pieces :class:`~stubserver.rooms.gap_fill.GapFiller` completes received events
+  with (:func:`parse_events`, :func:`verified`, :func:`add_outliers`, :func:`state_map`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
-from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResults
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from stubserver.rooms.builder import BuiltEvent
@@ -47,25 +42,14 @@ CREATE: Final = ("m.room.create", "")
 MAX_JOIN_ANSWER_EVENTS: Final = 50_000
 #: Most servers read from an alias query answer.
 MAX_ALIAS_SERVERS: Final = 20
-#: ``limit`` we ask get_missing_events for (Synapse's), and most events we read back.
-MISSING_EVENTS_LIMIT: Final = 10
-MAX_MISSING_EVENTS_READ: Final = 20
-#: Most events fetched (``/event``) to complete one received event's state.
-MAX_EVENTS_FETCHED_PER_GAP: Final = 500
-#: Most ``/event`` requests in flight at once for one gap.
-MAX_CONCURRENT_EVENT_FETCHES: Final = 5
-#: Most events of one get_missing_events answer completed with state_ids (the depth of
-#: the walk: we never call get_missing_events again for them).
-MAX_STATE_FILLS_PER_GAP: Final = 3
 #: Most IDs read from each list of a state_ids answer, and events of an event_auth one.
 MAX_STATE_IDS: Final = 10_000
-#: Most unresolved events remembered with their reason.
-MAX_UNRESOLVED: Final = 1_000
 
 log = Logger()
 
 
-def _segment(value: str) -> str:
+def path_segment(value: str) -> str:
+    """``value`` quoted as one path segment."""
     return quote(value, safe="")
 
 
@@ -143,7 +127,7 @@ class RemoteCaller:
     ) -> tuple[dict[str, Any], RoomVersion]:
         """``make_join`` (offering every version in ``versions``, repeated ``ver``) or
         ``make_leave``: the template and the room version."""
-        path = f"{PREFIX}/v1/make_{membership}/{_segment(room_id)}/{_segment(user_id)}"
+        path = f"{PREFIX}/v1/make_{membership}/{path_segment(room_id)}/{path_segment(user_id)}"
         if membership == "join":
             path += "?" + urlencode([("ver", v) for v in versions])
         answer = await self.json("GET", server, path, None, f"make_{membership}")
@@ -168,7 +152,8 @@ class RemoteCaller:
         self, server: str, room_id: str, built: BuiltEvent, membership: str
     ) -> Any:
         """``send_join`` / ``send_leave`` v2 with our signed event; the answer."""
-        path = f"{PREFIX}/v2/send_{membership}/{_segment(room_id)}/{_segment(built.event.event_id)}"
+        event_id = built.event.event_id
+        path = f"{PREFIX}/v2/send_{membership}/{path_segment(room_id)}/{path_segment(event_id)}"
         return await self.json("PUT", server, path, built.pdu, f"send_{membership}")
 
     async def invite(
@@ -179,7 +164,7 @@ class RemoteCaller:
         invite_room_state: Sequence[Mapping[str, Any]],
     ) -> Any:
         """``/v2/invite`` with the full-PDU ``invite_room_state`` (MSC4311); the answer."""
-        path = f"{PREFIX}/v2/invite/{_segment(room_id)}/{_segment(built.event.event_id)}"
+        path = f"{PREFIX}/v2/invite/{path_segment(room_id)}/{path_segment(built.event.event_id)}"
         body = {
             "event": built.pdu,
             "room_version": built.event.room_version.identifier,
@@ -315,7 +300,8 @@ async def room_from_join_answer(
         if not await verified(fetch_verify_key, [event]):
             raise BadAnswer("the returned join event is not ours (signature)")
         join = event
-    room = Room(room_id, version)
+    # Our join's sender is one of our users: its server is ours.
+    room = Room(room_id, version, local_server=built.event.sender.partition(":")[2])
     left = add_outliers(room, [*chain, *state], now, None)
     if left:
         log.info("{count} events of the join answer lack their auth events", count=len(left))
@@ -327,167 +313,3 @@ async def room_from_join_answer(
     if record.outcome != "accepted":
         raise BadAnswer(f"our join was {record.outcome}: {record.reason}")
     return room, record
-
-
-class GapFiller:
-    """Completes received events whose prev or auth events we lack (module docstring)."""
-
-    def __init__(
-        self, remote: RemoteCaller, fetch_verify_key: FetchVerifyKey, now: Callable[[], int]
-    ) -> None:
-        self._remote = remote
-        self._fetch_verify_key = fetch_verify_key
-        self._now = now
-        self.unresolved: OrderedDict[str, str] = OrderedDict()
-
-    def _note(self, event_id: str, reason: str) -> None:
-        log.info("Received event {event_id} left out: {reason}", event_id=event_id, reason=reason)
-        self.unresolved[event_id] = reason
-        while len(self.unresolved) > MAX_UNRESOLVED:
-            self.unresolved.popitem(last=False)
-
-    async def complete(
-        self, origin: str, room: Room, event: Event, missing: MissingEvents
-    ) -> EventRecord | None:
-        """Fetch what ``event`` lacks from ``origin`` and add it; its record, or None
-        (the reason is in :attr:`unresolved`)."""
-        try:
-            if missing.kind == "prev":
-                await self._missing_events(origin, room, event)
-            return await self._add(origin, room, event)
-        except (RemoteRefused, RemoteUnreachable, BadAnswer, RoomError) as e:
-            self._note(event.event_id, str(e))
-            return None
-
-    async def _add(self, origin: str, room: Room, event: Event) -> EventRecord:
-        """Add ``event``; fetch its auth chain, or the state at its missing prev, once."""
-        try:
-            return room.add_event(event, self._now(), origin=origin)
-        except MissingEvents as e:
-            if e.kind == "auth":
-                await self._auth_chain(origin, room, event)
-                try:
-                    return room.add_event(event, self._now(), origin=origin)
-                except MissingEvents as still:
-                    if still.kind == "auth":
-                        raise BadAnswer(f"{origin} did not give the auth events: {still}") from None
-            return await self._with_state(origin, room, event)
-
-    async def _missing_events(self, origin: str, room: Room, event: Event) -> None:
-        """``get_missing_events`` between our forward extremities and ``event``; the
-        answer's events added oldest first (those whose prevs are still unknown through
-        ``state_ids``, at most :data:`MAX_STATE_FILLS_PER_GAP`)."""
-        extremities = sorted(room.forward_extremities)
-        depths = [e.depth for e in (room.get_event(x) for x in extremities) if e is not None]
-        body = {
-            "earliest_events": extremities,
-            "latest_events": [event.event_id],
-            "limit": MISSING_EVENTS_LIMIT,
-            "min_depth": min(depths, default=0),
-        }
-        path = f"{PREFIX}/v1/get_missing_events/{_segment(room.room_id)}"
-        answer = await self._remote.json("POST", origin, path, body, "get_missing_events")
-        pdus = answer.get("events") if isinstance(answer, dict) else None
-        found = await verified(
-            self._fetch_verify_key,
-            parse_events(pdus, room.room_version, room.room_id, MAX_MISSING_EVENTS_READ),
-        )
-        fills = 0
-        for missing in sorted(found, key=lambda e: e.depth):
-            if missing.event_id == event.event_id:
-                continue
-            record = room.record(missing.event_id)
-            if record is not None and not record.outlier:
-                continue
-            try:
-                room.add_event(missing, self._now(), origin=origin)
-                continue
-            except MissingEvents as e:
-                if fills >= MAX_STATE_FILLS_PER_GAP:
-                    self._note(missing.event_id, f"gap too deep: {e}")
-                    continue
-            fills += 1
-            try:
-                await self._add(origin, room, missing)
-            except (BadAnswer, RemoteRefused, RemoteUnreachable, RoomError) as e:
-                self._note(missing.event_id, str(e))
-
-    async def _auth_chain(self, origin: str, room: Room, event: Event) -> None:
-        path = f"{PREFIX}/v1/event_auth/{_segment(room.room_id)}/{_segment(event.event_id)}"
-        answer = await self._remote.json("GET", origin, path, None, "event_auth")
-        chain = answer.get("auth_chain") if isinstance(answer, dict) else None
-        events = await verified(
-            self._fetch_verify_key,
-            parse_events(chain, room.room_version, room.room_id, MAX_STATE_IDS),
-        )
-        add_outliers(room, events, self._now(), origin)
-
-    async def _with_state(self, origin: str, room: Room, event: Event) -> EventRecord:
-        """Add ``event`` with the state after its (first) missing prev, from
-        ``state_ids`` and ``event`` fetches. With several prev events, the state of the
-        first missing one is used (no resolution against the others)."""
-        missing = room.missing_prev_events(event)
-        if not missing:
-            return room.add_event(event, self._now(), origin=origin)
-        prev_id = missing[0]
-        path = f"{PREFIX}/v1/state_ids/{_segment(room.room_id)}?" + urlencode({"event_id": prev_id})
-        answer = await self._remote.json("GET", origin, path, None, "state_ids")
-        if not isinstance(answer, dict):
-            raise BadAnswer(f"{origin}'s state_ids answer is not an object")
-        pdu_ids = _id_list(answer.get("pdu_ids"))
-        chain_ids = _id_list(answer.get("auth_chain_ids"))
-        wanted = [
-            i for i in dict.fromkeys([*chain_ids, *pdu_ids, prev_id]) if room.get_event(i) is None
-        ]
-        if len(wanted) > MAX_EVENTS_FETCHED_PER_GAP:
-            raise BadAnswer(
-                f"completing {event.event_id} needs {len(wanted)} events; at most "
-                f"{MAX_EVENTS_FETCHED_PER_GAP} are fetched"
-            )
-        fetched = await self._fetch_events(origin, room, wanted)
-        add_outliers(room, fetched, self._now(), origin)
-        after = state_map(room, pdu_ids)
-        prev = room.record(prev_id)
-        if prev is None:
-            raise BadAnswer(f"{origin} did not give the prev event {prev_id}")
-        if prev.event.is_state and prev.outcome != "rejected":
-            after[prev.event.state_tuple()] = prev_id
-        return room.add_event(event, self._now(), origin=origin, state_before=after)
-
-    async def _fetch_events(self, origin: str, room: Room, event_ids: Sequence[str]) -> list[Event]:
-        """``GET /event/{id}`` for each ID, :data:`MAX_CONCURRENT_EVENT_FETCHES` at a
-        time; the events that came back (right ID, room and signature)."""
-        semaphore = DeferredSemaphore(MAX_CONCURRENT_EVENT_FETCHES)
-        found: list[Event] = []
-
-        async def one(event_id: str) -> None:
-            path = f"{PREFIX}/v1/event/{_segment(event_id)}"
-            try:
-                answer = await self._remote.json("GET", origin, path, None, "event")
-            except (RemoteRefused, RemoteUnreachable) as e:
-                # The failed request has its line already (RemoteCaller).
-                log.debug(
-                    "No event {event_id} from {origin}: {error}",
-                    event_id=event_id,
-                    origin=origin,
-                    error=e,
-                )
-                return
-            pdus = answer.get("pdus") if isinstance(answer, dict) else None
-            events = [
-                e
-                for e in parse_events(pdus, room.room_version, room.room_id, 1)
-                if e.event_id == event_id
-            ]
-            found.extend(await verified(self._fetch_verify_key, events))
-
-        pending = [semaphore.run(one, event_id) for event_id in event_ids]
-        if pending:
-            await gatherResults(pending, consumeErrors=True)
-        return found
-
-
-def _id_list(value: object) -> list[str]:
-    if not isinstance(value, list):
-        raise BadAnswer("a state_ids list is missing")
-    return [v for v in value[:MAX_STATE_IDS] if isinstance(v, str)]

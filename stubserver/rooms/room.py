@@ -34,8 +34,28 @@ from stubserver.rooms.versions import RoomVersion
 
 Outcome = Literal["accepted", "rejected", "soft_failed"]
 
-#: Most events (of any outcome) one room holds; past it :class:`RoomFull` is raised.
+#: Most accepted and soft-failed events one room holds; past it :class:`RoomFull` is
+#: raised. Rejected events do not count (issue 22 row 8: a non-member's rejected events
+#: filled the room until our own sends failed).
 MAX_EVENTS_PER_ROOM: Final = 100_000
+#: Most rejected events one room keeps a record of; past it a rejected event is not kept
+#: (:class:`RoomFull`: the ``/send`` answer is ``{}`` all the same). Each record holds
+#: no content (:func:`rejected_stub`), so this bounds them at a few hundred bytes each.
+MAX_REJECTED_PER_ROOM: Final = 100_000
+#: The PDU keys a rejected event from another server keeps (:func:`rejected_stub`): what
+#: the control API's ``events`` shows beside ``outcome`` and ``reason``, and the graph
+#: links (each a list of at most 20 or 10 IDs) that backfill and get_missing_events walk
+#: through. Never ``content``, ``hashes``, ``signatures`` or anything else.
+REJECTED_KEPT_KEYS: Final = (
+    "type",
+    "sender",
+    "room_id",
+    "state_key",
+    "depth",
+    "prev_events",
+    "auth_events",
+    "origin_server_ts",
+)
 
 MEMBER = "m.room.member"
 
@@ -50,6 +70,16 @@ class WrongRoom(RoomError):
 
 class RoomFull(RoomError):
     """The room holds :data:`MAX_EVENTS_PER_ROOM` events already."""
+
+
+def rejected_stub(event: Event) -> Event:
+    """What a room keeps of a rejected event from another server: the same event ID and
+    room, a PDU of :data:`REJECTED_KEPT_KEYS` only (issue 22 row 2: 50 rejected PDUs of
+    63 KB took 3-4 MB each; Synapse keeps rejected events whole, in its database)."""
+    pdu = {k: event.pdu[k] for k in REJECTED_KEPT_KEYS if k in event.pdu}
+    return Event(
+        event_id=event.event_id, room_version=event.room_version, pdu=pdu, room_id=event.room_id
+    )
 
 
 class MissingEvents(RoomError):
@@ -87,11 +117,27 @@ class EventRecord:
 
 class Room:
     """One room's events and state. Create it with its create event (:meth:`add_event`
-    checks it like any other) or from a join answer (:meth:`add_outlier` first)."""
+    checks it like any other) or from a join answer (:meth:`add_outlier` first).
 
-    def __init__(self, room_id: str, room_version: RoomVersion) -> None:
+    ``local_server`` is our server name: rejected events of any other origin are kept as
+    :func:`rejected_stub` (ours stay whole: the control API sends them on purpose).
+    ``max_events`` and ``max_rejected`` bound the events kept (the module's constants).
+    """
+
+    def __init__(
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        *,
+        local_server: str | None = None,
+        max_events: int = MAX_EVENTS_PER_ROOM,
+        max_rejected: int = MAX_REJECTED_PER_ROOM,
+    ) -> None:
         self.room_id = room_id
         self.room_version = room_version
+        self.local_server = local_server
+        self.max_events = max_events
+        self.max_rejected = max_rejected
         self._records: dict[str, EventRecord] = {}
         self._timeline: list[EventRecord] = []
         self._state_after: dict[str, StateNode] = {}
@@ -225,6 +271,7 @@ class Room:
         else:
             before = self._state_before_node(event)
         outcome, reason = self._check(event, before)
+        self._check_room_for(outcome)
         after = before
         if outcome != "rejected" and event.is_state:
             after = before.with_changes({event.state_tuple(): event.event_id})
@@ -252,6 +299,7 @@ class Room:
             raise MissingEvents("auth", missing)
         reason = self._auth_events_failure(event)
         outcome: Outcome = "accepted" if reason is None else "rejected"
+        self._check_room_for(outcome)
         if reason is not None:
             self._rejected.add(event.event_id)
         return self._append(event, outcome, reason, origin, now, outlier=True)
@@ -259,8 +307,20 @@ class Room:
     def _check_addable(self, event: Event) -> None:
         if event.room_id != self.room_id:
             raise WrongRoom(f"{event.event_id} is in {event.room_id}, not {self.room_id}")
-        if len(self._timeline) >= MAX_EVENTS_PER_ROOM:
-            raise RoomFull(f"room {self.room_id} holds {MAX_EVENTS_PER_ROOM} events")
+        if len(self._rejected) >= self.max_rejected and self._kept() >= self.max_events:
+            raise RoomFull(f"room {self.room_id} holds {self.max_events} events")
+
+    def _kept(self) -> int:
+        """The events counted toward :attr:`max_events`: every one but the rejected."""
+        return len(self._timeline) - len(self._rejected)
+
+    def _check_room_for(self, outcome: Outcome) -> None:
+        """Raise :class:`RoomFull` when the cap of ``outcome``'s kind is reached."""
+        if outcome == "rejected":
+            if len(self._rejected) >= self.max_rejected:
+                raise RoomFull(f"room {self.room_id} keeps {self.max_rejected} rejected events")
+        elif self._kept() >= self.max_events:
+            raise RoomFull(f"room {self.room_id} holds {self.max_events} events")
 
     def _append(
         self,
@@ -272,9 +332,11 @@ class Room:
         *,
         outlier: bool,
     ) -> EventRecord:
-        record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
         # Checked: what was derived to check it is not kept for the life of the room.
         event.derived.release()
+        if outcome == "rejected" and (origin is None or origin != self.local_server):
+            event = rejected_stub(event)
+        record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
         self._records[event.event_id] = record
         self._timeline.append(record)
         for listener in self._listeners:

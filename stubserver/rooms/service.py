@@ -44,11 +44,12 @@ from stubserver.rooms.errors import (
 )
 from stubserver.rooms.followup import InboundFollowUp
 from stubserver.rooms.format import is_user_id
+from stubserver.rooms.gap_fill import GapFiller
 from stubserver.rooms.identifiers import LOCALPART, invalid, local_room_id, local_user_id
 from stubserver.rooms.membership import build_membership
 from stubserver.rooms.outgoing import OutgoingEvents
 from stubserver.rooms.pdu_keys import FetchVerifyKey
-from stubserver.rooms.remote import GapFiller, RemoteCaller
+from stubserver.rooms.remote import RemoteCaller
 from stubserver.rooms.remote_membership import RemoteMembership
 from stubserver.rooms.room import Room, RoomError
 from stubserver.rooms.sender import SignedRequester, TransactionSender
@@ -106,7 +107,13 @@ class RoomService:
         self.sender = TransactionSender(clock, signer.server_name, client, rng)
         self._outgoing = OutgoingEvents(signer, self.sender, self._now)
         self._remote = RemoteCaller(client)
-        self._gaps = GapFiller(self._remote, fetch_verify_key, self._now)
+        self._gaps = GapFiller(
+            self._remote,
+            fetch_verify_key,
+            self._now,
+            clock=clock,
+            server_name=signer.server_name,
+        )
         self._membership = RemoteMembership(
             self._remote, signer, fetch_verify_key, self._versions, self._now
         )

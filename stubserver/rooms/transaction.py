@@ -8,8 +8,10 @@ rooms.md 1.2 for what Synapse 1.163.2 answers, which we answer the same way:
 * a transaction ID seen before from the same origin: the stored answer, the new body
   ignored (:class:`TransactionMemory`, bounded by count and by age);
 * per PDU: one that fails to parse, or names a room we do not know, is *absent* from the
-  answer; a signature failure is ``{"error": "..."}``; anything else is ``{}``, whatever
-  the auth checks decide later (they show only in the room's outcomes).
+  answer; so is one from an origin with no joined user in the room that is not one of
+  the origin's own membership events (:func:`may_send_into`, issue 22 row 2), dropped
+  before it is parsed; a signature failure is ``{"error": "..."}``; anything else is
+  ``{}``, whatever the auth checks decide later (they show only in the room's outcomes).
 
 Signature and key checks are injected (:data:`VerifyPdu`), so the Twisted shell can fetch
 keys first (:func:`parse_transaction`, verify, then :func:`apply_transaction`), while
@@ -92,11 +94,36 @@ class TransactionOutcome:
     replayed: bool = False
 
 
+MEMBER_EVENT_TYPE: Final = "m.room.member"
+
+
+def may_send_into(room: Room, origin: str, pdu: Mapping[str, Any]) -> bool:
+    """True when ``origin`` may send ``pdu`` (not yet parsed) into ``room``: it has a
+    joined user there, or ``pdu`` is a membership event of one of its own users (its way
+    in: a join, a knock, a leave declining an invite).
+
+    Anything else from a server outside the room could only be rejected by the auth rules
+    (its senders are not joined), so it is dropped before it costs a parse, a key fetch
+    or a signature check, and nothing of it is kept (issue 22 row 2). Synapse stages and
+    then rejects such events; what it answers is the same ``/send`` 200, and a rejected
+    event is invisible to clients either way.
+    """
+    if room.is_server_in_room(origin):
+        return True
+    state_key = pdu.get("state_key")
+    return (
+        pdu.get("type") == MEMBER_EVENT_TYPE
+        and isinstance(state_key, str)
+        and state_key.partition(":")[2] == origin
+    )
+
+
 def parse_transaction(
     origin: str, txn_id: str, body: object, rooms: RoomLookup, *, owned: bool = False
 ) -> ParsedTransaction:
     """Apply the limits and parse each PDU under its room's version; PDUs that fail to
-    parse or name an unknown room are left out. Raise :class:`TransactionRefused`.
+    parse, name an unknown room, or that ``origin`` may not send there
+    (:func:`may_send_into`) are left out. Raise :class:`TransactionRefused`.
     ``owned``: the body's values are handed over (``event_from_pdu``)."""
     if not isinstance(body, Mapping):
         raise TransactionRefused(
@@ -118,6 +145,9 @@ def parse_transaction(
         if room is None:
             # A v12 create event has no room_id: it never arrives by /send for a room
             # we hold, so it is dropped like any unknown room.
+            continue
+        assert isinstance(pdu, Mapping)  # it has a room_id
+        if not may_send_into(room, origin, pdu):
             continue
         try:
             parsed.append((room, event_from_pdu(pdu, room.room_version, owned=owned)))

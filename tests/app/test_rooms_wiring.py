@@ -6,14 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 
 from stubserver.app.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
 from stubserver.app.run import compose
 from stubserver.app.site import CONTROL_HANDLER_DEADLINE_SECONDS
 from stubserver.config import Config, ListenerConfig
 from stubserver.discovery.resolution import Target
+from stubserver.rooms.event import Event
+from stubserver.rooms.pdu_keys import verifier_for
+from stubserver.rooms.transaction import SignatureFailure
+from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.server_keys.fetcher import ServerKeys
+from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
 from stubserver.signing.keys import ServerSigningKey
 from tests.control.fakes import FakeRoomControl
 from tests.support import FakeReactor, result_now, stub_treq
@@ -124,37 +131,116 @@ def test_a_key_counts_while_valid() -> None:
 
 
 class FakeKeySource:
-    def __init__(self, cached: Deferred[ServerKeys], fresh: Deferred[ServerKeys]) -> None:
-        self.cached, self.fresh = cached, fresh
-        self.fetched: list[str] = []
+    """A key source over one answer per fetch (``fresh``, in order, the last repeated),
+    with the fetcher's cache: what was fetched is cached; ``requests`` counts fetches."""
 
-    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[ServerKeys]:
-        self.fetched.append("cached")
-        return self.cached
+    def __init__(self, clock: Clock, *fresh: Deferred[ServerKeys]) -> None:
+        self.fresh = list(fresh)
+        self.refetch_limit = RefetchLimit(clock)
+        self._cache: dict[str, ServerKeys] = {}
+        self.requests = 0
+
+    def cached(self, server_name: str) -> ServerKeys | None:
+        return self._cache.get(server_name)
+
+    def preload(self, server_name: str, found: ServerKeys) -> None:
+        self._cache[server_name] = found
 
     def fetch(self, server_name: str) -> Deferred[ServerKeys]:
-        self.fetched.append("fresh")
-        return self.fresh
+        self.requests += 1
+        d = self.fresh.pop(0) if len(self.fresh) > 1 else self.fresh[0]
+
+        def store(found: ServerKeys) -> ServerKeys:
+            self._cache[server_name] = found
+            return found
+
+        return d.addCallback(store)
+
+    def fetch_cached_or_fresh(self, server_name: str) -> Deferred[ServerKeys]:
+        cached = self.cached(server_name)
+        return succeed(cached) if cached is not None else self.fetch(server_name)
 
 
 def test_lookup_uses_the_cache_first() -> None:
     """A key valid in the cached keys is answered without a fresh fetch."""
-    source = FakeKeySource(succeed(keys(100)), succeed(keys(100)))
+    source = FakeKeySource(Clock(), succeed(keys(100)))
+    source.preload("b.test", keys(100))
     assert result_now(verify_key_lookup(source)("b.test", KEY.key_id, 90)) == KEY.key.verify_key
-    assert source.fetched == ["cached"]
+    assert source.requests == 0
 
 
 def test_lookup_refetches_once_when_the_cached_key_is_too_old() -> None:
     """A cached key that expires before the event's time is refetched, once."""
-    source = FakeKeySource(succeed(keys(10)), succeed(keys(100)))
+    source = FakeKeySource(Clock(), succeed(keys(100)))
+    source.preload("b.test", keys(10))
     assert result_now(verify_key_lookup(source)("b.test", KEY.key_id, 90)) == KEY.key.verify_key
-    assert source.fetched == ["cached", "fresh"]
+    assert source.requests == 1
 
 
 def test_lookup_failures_are_no_key() -> None:
     """Keys that cannot be fetched mean no key (None), not an error."""
-    source = FakeKeySource(fail(RuntimeError("down")), succeed(keys(100)))
+    source = FakeKeySource(Clock(), fail(RuntimeError("down")))
     assert result_now(verify_key_lookup(source)("b.test", KEY.key_id, 90)) is None
+
+
+def _signed_by_unknown_keys(count: int) -> list[Event]:
+    """``count`` events of a user of victim.test, each signed with another key ID that
+    victim.test does not have (what a hostile member can put in a transaction)."""
+    return [
+        Event(
+            event_id=f"$e{i}",
+            room_version=ROOM_VERSIONS["12"],
+            pdu={
+                "type": "m.room.message",
+                "sender": "@u:victim.test",
+                "content": {},
+                "origin_server_ts": 1_000 + i,
+                "signatures": {"victim.test": {f"ed25519:made_up_{i}": "c2ln"}},
+            },
+            room_id="!r:a.test",
+        )
+        for i in range(count)
+    ]
+
+
+def test_one_transaction_fetches_a_named_servers_keys_once() -> None:
+    """Issue 22 row 6: 25 PDUs naming 25 unknown key IDs of victim.test cost one
+    request toward victim.test (there were 25, one per key ID), and every PDU fails its
+    check."""
+    clock = Clock()
+    source = FakeKeySource(clock, succeed(keys(10**15)))
+    events = _signed_by_unknown_keys(25)
+    verify = result_now(Deferred.fromCoroutine(verifier_for(verify_key_lookup(source), events)))
+    assert source.requests == 1
+    for event in events:
+        with pytest.raises(SignatureFailure):
+            verify(event)
+
+
+def test_key_fetches_on_demand_are_limited_to_one_a_minute_per_server() -> None:
+    """A second transaction naming new unknown key IDs within the minute asks nothing;
+    a minute later it may ask once more."""
+    clock = Clock()
+    source = FakeKeySource(clock, succeed(keys(10**15)))
+    lookup = verify_key_lookup(source)
+    result_now(Deferred.fromCoroutine(verifier_for(lookup, _signed_by_unknown_keys(5))))
+    result_now(Deferred.fromCoroutine(verifier_for(lookup, _signed_by_unknown_keys(25)[5:])))
+    assert source.requests == 1
+    clock.advance(REFETCH_INTERVAL_SECONDS)
+    result_now(Deferred.fromCoroutine(verifier_for(lookup, _signed_by_unknown_keys(25)[5:])))
+    assert source.requests == 2
+
+
+def test_lookups_toward_one_server_share_the_fetch_in_flight() -> None:
+    """Lookups started together for one uncached server wait for the first one's fetch
+    instead of being refused by the limit: all find the key once it arrives."""
+    answer: Deferred[ServerKeys] = Deferred()
+    source = FakeKeySource(Clock(), answer)
+    lookup = verify_key_lookup(source)
+    pending = [lookup("b.test", KEY.key_id, 90) for _ in range(3)]
+    answer.callback(keys(100))
+    assert [result_now(d) for d in pending] == [KEY.key.verify_key] * 3
+    assert source.requests == 1
 
 
 def test_the_default_factory_builds_the_real_room_service() -> None:

@@ -31,6 +31,7 @@ from stubserver.auth.xmatrix import (
     MissingAuthorization,
     sign_request,
 )
+from stubserver.server_keys.refetch_limit import RefetchLimit
 from stubserver.signing.keys import ServerSigningKey
 
 ORIGIN = "origin.test"
@@ -227,6 +228,20 @@ class AuthenticateTests(SynchronousTestCase):
         clock.advance(UNKNOWN_KEY_REFETCH_SECONDS)
         failure_of(self.authenticate(auth, headers(signed(key=other))), UnknownKey)
         assert source.fresh_fetched == [ORIGIN, ORIGIN]
+
+    def test_unknown_key_refetch_shares_a_limit_passed_in(self) -> None:
+        """Issue 22 row 6: with a refetch limit shared with the room signature checks,
+        a turn those took for the origin leaves the X-Matrix path no refetch within the
+        minute (one refetch a minute per server, whatever asks)."""
+        clock = Clock()
+        clock.advance(NOW_S)
+        source = FakeKeySource({ORIGIN: good_keys()})
+        shared = RefetchLimit(clock)
+        auth = RequestAuthenticator(US, source, clock, refetch_limit=shared)
+        assert shared.allow(ORIGIN)  # the rooms' turn
+        other = ServerSigningKey(version="k9", key=KEY.key)
+        failure_of(self.authenticate(auth, headers(signed(key=other))), UnknownKey)
+        assert source.fresh_fetched == []
 
     def test_bad_signature(self) -> None:
         """A signature by another key under a published key ID is 401 bad signature."""

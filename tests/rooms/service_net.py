@@ -66,6 +66,12 @@ class Network:
         self.down: set[str] = set()
         #: (destination, path fragment) pairs answered 500 instead of being delivered.
         self.failing: set[tuple[str, str]] = set()
+        #: (destination, path fragment) pairs answered with a canned (status, JSON body).
+        self.canned: dict[tuple[str, str], tuple[int, Any]] = {}
+        #: (destination, path fragment) pairs never answered (until cancelled).
+        self.silent: set[tuple[str, str]] = set()
+        #: The requests never answered so far (cancelled ones included).
+        self.hanging: list[Deferred[Any]] = []
 
     def add(self, signer: EventSigner, seed: int) -> Peer:
         peer = Peer(self, signer, seed)
@@ -79,6 +85,10 @@ class Network:
         if peer is None or peer.signer.key_id != key_id:
             return succeed(None)
         return succeed(peer.signer.signing_key.verify_key)
+
+    def waiting(self) -> int:
+        """Silent requests still waiting for an answer (neither answered nor cancelled)."""
+        return sum(1 for d in self.hanging if not d.called)
 
     def paths(self, origin: str, fragment: str) -> list[str]:
         """The paths ``origin`` requested that contain ``fragment``."""
@@ -101,6 +111,13 @@ class FakeClient:
             return fail(Unreachable(f"{destination} is down"))
         if any(d == destination and f in path_and_query for d, f in self._network.failing):
             return succeed(FakeResponse(500, b'{"errcode":"M_UNKNOWN","error":"failing"}'))
+        for (d, f), (status, answer) in self._network.canned.items():
+            if d == destination and f in path_and_query:
+                return succeed(FakeResponse(status, json.dumps(answer).encode()))
+        if any(d == destination and f in path_and_query for d, f in self._network.silent):
+            hanging: Deferred[Any] = Deferred()
+            self._network.hanging.append(hanging)
+            return hanging
         parts = urlsplit(path_and_query)
         dummy = DummyRequest([])
         request: Any = dummy  # DummyRequest stands for IRequest (untyped attributes)

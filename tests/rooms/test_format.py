@@ -19,6 +19,7 @@ from stubserver.rooms.format import (
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import ROOM_VERSIONS, RoomVersion
+from stubserver.signing.canonical_json import encode_json, parse_json_bytes
 
 V10 = ROOM_VERSIONS["10"]
 V11 = ROOM_VERSIONS["11"]
@@ -254,6 +255,15 @@ def test_pdu_over_64k_is_refused(version: RoomVersion) -> None:
 
 
 @ALL
+def test_the_size_is_checked_before_the_values_are_walked(version: RoomVersion) -> None:
+    """Issue 22 row 2: an oversized PDU is refused for its size before its values are
+    walked in Python: one holding 40,000 objects and a float is refused as too large,
+    not for the float (the float was found first, after the walk)."""
+    content = {"many": [{} for _ in range(40_000)], "float": 1.5}
+    refused(pdu(content=content), version, "bytes of canonical JSON")
+
+
+@ALL
 def test_unsigned_does_not_count_towards_the_size(version: RoomVersion) -> None:
     """``unsigned`` is not stored, so it is left out of the size limit."""
     validate_pdu(pdu(unsigned={"big": "x" * MAX_PDU_BYTES}), version)
@@ -332,3 +342,39 @@ def test_event_from_pdu_refuses_invalid() -> None:
     """event_from_pdu raises InvalidPdu for a PDU that fails the format checks."""
     with pytest.raises(InvalidPdu):
         event_from_pdu(pdu(event_id="$x"), V12)
+
+
+@ALL
+@pytest.mark.parametrize(
+    "where",
+    [
+        lambda v: {"content": {"n": v}},
+        lambda v: {"content": {"deep": [{"x": [v]}], "s": 'a "1.5" \\" e'}},
+        lambda v: {"unsigned": {"age": v}},
+        lambda v: {"signatures": {"a.test": {"ed25519:1": v}}},
+        lambda v: {"extra": v},
+    ],
+    ids=["content", "nested", "unsigned", "signatures", "top-level"],
+)
+@pytest.mark.parametrize("value", [1.5, 1e20, -0.0, 2.5e-7], ids=["1.5", "1e20", "-0.0", "small"])
+def test_a_parsed_pdu_with_a_float_anywhere_is_refused(
+    version: RoomVersion, where: Callable[[Any], dict[str, Any]], value: Any
+) -> None:
+    """A PDU parsed from JSON (``owned``), checked on its encoded bytes, is refused for a
+    float anywhere, as the walk refuses it."""
+    candidate = parse_json_bytes(encode_json(pdu(**where(value))))
+    with pytest.raises(InvalidPdu):
+        event_from_pdu(candidate, version, owned=True)
+
+
+@ALL
+def test_a_parsed_pdu_whose_strings_look_like_floats_is_valid(version: RoomVersion) -> None:
+    """Dots and exponents inside strings, keys, escapes, true and false are no floats."""
+    content = {
+        "1.5": "2e10",
+        "q": 'a \\"quoted 3.5\\" E',
+        "flags": [True, False, None, -7, 2**53 - 1],
+        "é.e": "ü 1.0",
+    }
+    candidate = parse_json_bytes(encode_json(pdu(content=content)))
+    assert event_from_pdu(candidate, version, owned=True).content == content

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stubserver.rooms.room import MissingEvents, Room, WrongRoom
+from stubserver.rooms.long_poll import event_json
+from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomFull, WrongRoom
 from stubserver.rooms.room_queries import (
     MAX_MISSING_EVENTS,
     auth_chain,
@@ -14,6 +15,7 @@ from stubserver.rooms.room_queries import (
     state_ids_before,
 )
 from stubserver.rooms.state_res import resolve_state
+from stubserver.signing.canonical_json import encode_canonical_json
 from tests.rooms.room_fixtures import ALICE, BOB, VERSIONS, add, build, join, new_room, send
 
 ALL = pytest.mark.parametrize("version", VERSIONS)
@@ -284,3 +286,72 @@ def test_members_and_servers_follow_joins_leaves_and_a_resolved_fork(version: st
     joined = {u.partition(":")[2] for u, m in members_from_state(room).items() if m == "join"}
     assert room.servers == sorted(joined)
     assert room.is_server_in_room("b.test") == ("b.test" in joined)
+
+
+def _rejected_from_bob(room: Room, count: int, body_bytes: int = 10) -> list[EventRecord]:
+    """``count`` messages of Bob, who never joined: each rejected."""
+    records = [
+        send(room, BOB, "m.room.message", {"body": f"{i}-" + "x" * body_bytes})
+        for i in range(count)
+    ]
+    assert {r.outcome for r in records} == {"rejected"}
+    return records
+
+
+@ALL
+def test_rejected_events_do_not_count_toward_the_room_cap(version: str) -> None:
+    """Issue 22 row 8: with the room one event short of its cap, a non-member's rejected
+    events leave that slot free (our next message is accepted); the event after it is
+    refused (RoomFull) because accepted events do count."""
+    room = new_room(version).room
+    room.max_events = len(room) + 1
+    _rejected_from_bob(room, 3)
+    assert send(room, ALICE, "m.room.message", {"body": "ours"}).outcome == "accepted"
+    with pytest.raises(RoomFull):
+        send(room, ALICE, "m.room.message", {"body": "one too many"})
+
+
+@ALL
+def test_rejected_events_have_a_cap_of_their_own(version: str) -> None:
+    """Past ``max_rejected`` a rejected event is not kept (RoomFull); accepted events
+    still are."""
+    room = new_room(version).room
+    room.max_rejected = 2
+    _rejected_from_bob(room, 2)
+    with pytest.raises(RoomFull):
+        send(room, BOB, "m.room.message", {"body": "third"})
+    assert send(room, ALICE, "m.room.message", {"body": "ours"}).outcome == "accepted"
+
+
+@ALL
+def test_a_received_rejected_event_keeps_no_content(version: str) -> None:
+    """Issue 22 row 2: a rejected event of another server keeps its ID, type, sender and
+    graph links, never its content: a 60,000-byte message is kept in under 1,000 bytes
+    of canonical JSON (it was kept whole), and the control API still shows its outcome
+    and reason."""
+    room = new_room(version).room
+    (record,) = _rejected_from_bob(room, 1, body_bytes=60_000)
+    kept = room.record(record.event_id)
+    assert kept is not None
+    assert kept.event.event_id == record.event_id
+    assert "content" not in kept.event.pdu
+    assert len(encode_canonical_json(dict(kept.event.pdu))) < 1_000
+    shown = event_json(kept)
+    assert (shown["outcome"], shown["pdu"]["type"], shown["pdu"]["sender"]) == (
+        "rejected",
+        "m.room.message",
+        BOB,
+    )
+    assert shown["reason"]
+
+
+@ALL
+def test_our_own_rejected_event_is_kept_whole(version: str) -> None:
+    """A rejected event of our own server (the control API sends such events on purpose)
+    keeps its content."""
+    room = new_room(version).room
+    state = room.current_state
+    auth = [state[("m.room.power_levels", "")], state[("m.room.join_rules", "")]]
+    record = add(room, build(room, ALICE, "m.room.message", {"body": "x"}, auth=auth))
+    assert record.outcome == "rejected"
+    assert record.event.content == {"body": "x"}

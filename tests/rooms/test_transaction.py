@@ -221,3 +221,54 @@ def test_a_join_authorised_by_another_server_needs_its_signature() -> None:
     event = Event(event_id="$x", room_version=room.room_version, pdu=pdu, room_id=room.room_id)
     with pytest.raises(SignatureFailure, match=r"a\.test"):
         verify_with_keys(lookup)(event)
+
+
+def test_pdus_from_a_server_outside_the_room_are_dropped_before_any_work() -> None:
+    """Issue 22 row 2: a transaction of 50 PDUs of ~60 KB from a server with no joined
+    user (b.test before Bob joins) is dropped unparsed: absent from the answer, 0
+    signature checks (there were 50), nothing stored (50 rejected events were kept)."""
+    room = new_room("12").room
+    memory = TransactionMemory(Clock())
+    pdus = [
+        build(room, BOB, "m.room.message", {"body": f"{i}-" + "x" * 60_000}).pdu
+        for i in range(MAX_PDUS_PER_TRANSACTION)
+    ]
+    checked: list[str] = []
+    verify = verify_with_keys(lookup)
+
+    def counting_verify(event: Event) -> None:
+        checked.append(event.event_id)
+        verify(event)
+
+    before = len(room)
+    outcome = process_transaction(
+        "b.test",
+        "t1",
+        {"pdus": pdus},
+        rooms={room.room_id: room}.get,
+        verify=counting_verify,
+        memory=memory,
+        now=0,
+    )
+    assert outcome.response == {"pdus": {}}
+    assert (len(checked), len(room)) == (0, before)
+
+
+def test_a_server_outside_the_room_may_send_its_own_users_membership() -> None:
+    """The way in stays open: b.test, not yet in the room, sends Bob's join over /send;
+    it is processed (accepted in a public room)."""
+    room = new_room("12").room
+    memory = TransactionMemory(Clock())
+    pdu = build(room, BOB, "m.room.member", {"membership": "join"}, state_key=BOB).pdu
+    (record,) = _send(room, memory, "t1", {"pdus": [pdu]}).added
+    assert record.outcome == "accepted"
+    assert room.members[BOB] == "join"
+
+
+def test_a_server_outside_the_room_may_not_send_other_servers_membership() -> None:
+    """b.test, not in the room, sending a membership event for a user of another server
+    (Alice's leave) is dropped: only its own users' memberships are its way in."""
+    room = new_room("12").room
+    memory = TransactionMemory(Clock())
+    pdu = build(room, ALICE, "m.room.member", {"membership": "leave"}, state_key=ALICE).pdu
+    assert _send(room, memory, "t1", {"pdus": [pdu]}).response == {"pdus": {}}
