@@ -10,16 +10,27 @@ Pure and synchronous: the caller has already checked each event's format and sig
 (``stubserver.rooms.format``, ``stubserver.rooms.signing``) and fetches what we lack
 (:class:`MissingEvents` says what). Every graph walk is iterative and bounded by a named
 constant. State maps share structure (``stubserver.rooms.state_store``).
+
+Forward extremities and state resolution (issue 22): the current state is kept
+incrementally, as Synapse's event persister keeps it. Each extremity is counted on its
+state's node; identical states are one; state resolution runs only when the distinct
+states at the extremities change, so an accepted event costs the same in a room with
+2,000 extremities on one state as in a linear one (``resolution_work`` counts it). We do
+not cap the extremities by sending events of our own as Synapse does (every 5 minutes it
+sends a dummy event citing 10 of them while a room holds more than 10, and it drops
+"stuck" ones when a resolution picks one extremity's state): a test peer sends only what
+its driver asks. Every event we build cites the 10 deepest extremities (Synapse's count
+for its own events), so each of our sends merges up to 10 forks.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from stubserver.rooms import forward_extremities
 from stubserver.rooms.auth_rules import (
     AuthError,
     auth_types_for_event,
@@ -36,6 +47,11 @@ Outcome = Literal["accepted", "rejected", "soft_failed"]
 
 #: Most events (of any outcome) one room holds; past it :class:`RoomFull` is raised.
 MAX_EVENTS_PER_ROOM: Final = 100_000
+
+#: Our own events cite at most this many forward extremities, the deepest: Synapse's
+#: choice (``get_prev_events_for_room`` takes the 10 newest), so that each event we send
+#: merges up to 10 forks back into one.
+PREV_EVENTS_FOR_NEW_EVENT: Final = 10
 
 MEMBER = "m.room.member"
 
@@ -85,6 +101,16 @@ class EventRecord:
         return self.event.event_id
 
 
+@dataclass
+class ResolutionWork:
+    """What keeping the room's state has cost so far, counted (the soak and the tests
+    read it): ``resolutions`` calls into state resolution, ``state_sets`` the state maps
+    those calls took."""
+
+    resolutions: int = 0
+    state_sets: int = 0
+
+
 class Room:
     """One room's events and state. Create it with its create event (:meth:`add_event`
     checks it like any other) or from a join answer (:meth:`add_outlier` first)."""
@@ -99,8 +125,15 @@ class Room:
         self._state_before: dict[str, StateNode] = {}
         self._cited: set[str] = set()
         self._rejected: set[str] = set()
-        self._extremities: frozenset[str] = frozenset()
+        self._extremities: set[str] = set()
+        # How many extremities stand on each distinct state (nodes compare by identity:
+        # an event that changes no state shares its parent's node), kept as extremities
+        # come and go; ``_states_changed`` says the distinct states differ from those
+        # the current state was resolved from.
+        self._extremity_states: Counter[StateNode] = Counter()
+        self._states_changed = False
         self._current = EMPTY_STATE
+        self.resolution_work = ResolutionWork()
         self._listeners: list[Callable[[EventRecord], None]] = []
         # The current state's memberships and joined users per server, kept as the
         # current state moves (``_track_members``): reads never materialise the state.
@@ -132,9 +165,20 @@ class Room:
         return self._timeline[max(position, 0) :]
 
     @property
-    def forward_extremities(self) -> frozenset[str]:
-        """Accepted events no accepted event cites (soft-failed events never become one)."""
+    def forward_extremities(self) -> Set[str]:
+        """Accepted events no accepted event cites (soft-failed events never become one);
+        a live read-only view."""
         return self._extremities
+
+    def prev_events_for_new_event(self) -> list[Event]:
+        """The prev_events of an event we build: the deepest
+        :data:`PREV_EVENTS_FOR_NEW_EVENT` forward extremities (then by event ID)."""
+        deepest = heapq.nsmallest(
+            PREV_EVENTS_FOR_NEW_EVENT,
+            (self._records[e].event for e in self._extremities),
+            key=lambda e: (-e.depth, e.event_id),
+        )
+        return deepest
 
     @property
     def current_state(self) -> dict[StateKey, str]:
@@ -339,6 +383,8 @@ class Room:
             return EMPTY_STATE
         if len(nodes) == 1:
             return nodes[0]
+        self.resolution_work.resolutions += 1
+        self.resolution_work.state_sets += len(nodes)
         try:
             resolved = resolve_state(
                 self.room_version,
@@ -352,15 +398,37 @@ class Room:
         return base.with_changes(base.diff_to(resolved))
 
     def _advance(self, event: Event, after: StateNode) -> None:
-        linear = set(event.prev_event_ids) == self._extremities
-        self._extremities = forward_extremities.add_event(
-            self._extremities, event, cited=self._cited
-        )
-        if linear and self._extremities == {event.event_id}:
-            self._current = after
-        else:
-            self._current = self._resolve([self._state_after[e] for e in sorted(self._extremities)])
+        """Move the forward extremities and the current state on past ``event``.
+
+        Incremental, as Synapse's event persister is: the extremities change by the
+        event's prev_events and the event itself, each extremity counted on its state's
+        node, so the cost is that of the event's prev_events, not of the number of
+        extremities or of the room's history. State resolution runs only when the
+        distinct states at the extremities change (identical states are one: Synapse
+        compares state groups the same way); one distinct state is the current state.
+        """
+        # The event first, then its prevs: a message on a fork tip leaves the distinct
+        # states as they were (its node is its prev's), and no count touches zero.
+        if event.event_id not in self._cited and event.event_id not in self._extremities:
+            self._extremities.add(event.event_id)
+            self._count_extremity_state(after, +1)
+        for prev in event.prev_event_ids:
+            if prev in self._extremities:
+                self._extremities.discard(prev)
+                self._count_extremity_state(self._state_after[prev], -1)
+        if self._states_changed:
+            self._current = self._resolve(list(self._extremity_states))
+            self._states_changed = False
         self._track_members()
+
+    def _count_extremity_state(self, node: StateNode, change: int) -> None:
+        count = self._extremity_states[node] + change
+        if count > 0:
+            self._extremity_states[node] = count
+            self._states_changed |= count == change  # a state newly at an extremity
+        else:
+            del self._extremity_states[node]
+            self._states_changed = True
 
     def _track_members(self) -> None:
         """Bring the membership tables to the current state: from the one delta a state
