@@ -200,6 +200,11 @@ class Room:
         node = self._state_before.get(event_id)
         return node.materialise() if node is not None else self.state_at(event_id)
 
+    def state_from_prev_events(self, event: Event) -> dict[StateKey, str]:
+        """The state before ``event`` (not added yet) as its known prev_events give it:
+        the state :meth:`add_event` checks it against."""
+        return self._state_before_node(event).materialise()
+
     @property
     def members(self) -> dict[str, str]:
         """``{user_id: membership}`` from the current state (a fresh copy)."""

@@ -13,7 +13,7 @@ from typing import Final
 from twisted.web.iweb import IRequest
 
 from stubserver.auth.filter import require_origin
-from stubserver.rooms.room import Room, RoomError
+from stubserver.rooms.room import Room
 from stubserver.rooms.room_queries import backfill, event_auth, get_missing_events, state_ids_before
 from stubserver.rooms.routes_common import (
     HOST_NOT_IN_ROOM,
@@ -87,8 +87,6 @@ class ReadEndpoints:
             raise MatrixError(
                 404, "M_NOT_FOUND", f"No state known at {event_id!r} (an outlier)"
             ) from None
-        except RoomError as e:
-            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
         return room, state_ids, chain_ids
 
     def get_state(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
@@ -108,10 +106,7 @@ class ReadEndpoints:
         origin = require_origin(request)
         room = self._parts.room_for_reader(params["roomId"], origin)
         served_event(room, params["eventId"])
-        try:
-            chain = event_auth(room, params["eventId"])
-        except RoomError as e:
-            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+        chain = event_auth(room, params["eventId"])
         return JsonResponse(200, {"auth_chain": pdus(room, chain)})
 
     def backfill(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:

@@ -9,8 +9,10 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from stubserver.rooms.auth_events import select_auth_events
 from stubserver.rooms.builder import BuiltEvent, EventSigner
 from stubserver.rooms.create import CreatedRoom, build_in_room, create_room
+from stubserver.rooms.event import Event
 from stubserver.rooms.room import EventRecord, Room
 from stubserver.rooms.versions import ROOM_VERSIONS
 
@@ -75,3 +77,40 @@ def send(
 
 def join(room: Room, user: str) -> EventRecord:
     return send(room, user, "m.room.member", {"membership": "join"}, state_key=user)
+
+
+def displayname_changes(room: Room, user: str, count: int) -> str:
+    """``count`` displayname changes of the joined ``user``, added in a line: an auth
+    chain of ``count`` member events (each cites the previous one). Unsigned, with made-up
+    IDs (``Room`` checks neither, and 10,000 signed events would take the test 20 s); the
+    last one's ID."""
+    last = ""
+    for i in range(count):
+        content = {"membership": "join", "displayname": f"name {i}"}
+        prev = sorted(room.forward_extremities)
+        depth = max(e.depth for e in (room.get_event(p) for p in prev) if e is not None) + 1
+        pdu: dict[str, Any] = {
+            "type": "m.room.member",
+            "state_key": user,
+            "sender": user,
+            "content": content,
+            "room_id": room.room_id,
+            "prev_events": prev,
+            "auth_events": select_auth_events(
+                room.current_state,
+                event_type="m.room.member",
+                state_key=user,
+                sender=user,
+                content=content,
+                room_version=room.room_version,
+            ),
+            "origin_server_ts": TS + i,
+            "depth": depth,
+            "hashes": {"sha256": "unchecked"},
+            "signatures": {},
+        }
+        last = f"$displayname-{i}"
+        event = Event(event_id=last, room_version=room.room_version, pdu=pdu, room_id=room.room_id)
+        record = room.add_event(event, TS, origin=user.partition(":")[2])
+        assert record.outcome == "accepted", record.reason
+    return last
