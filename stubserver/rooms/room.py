@@ -38,7 +38,7 @@ from stubserver.rooms.auth_rules import (
     check_auth_events_selection,
 )
 from stubserver.rooms.event import Event
-from stubserver.rooms.power_levels import CREATE_KEY
+from stubserver.rooms.power_levels import CREATE_KEY, may_redact_others
 from stubserver.rooms.state_res import StateResolutionError, auth_event_ids, resolve_state
 from stubserver.rooms.state_store import EMPTY_STATE, StateKey, StateNode
 from stubserver.rooms.versions import RoomVersion
@@ -54,6 +54,7 @@ MAX_EVENTS_PER_ROOM: Final = 100_000
 PREV_EVENTS_FOR_NEW_EVENT: Final = 10
 
 MEMBER = "m.room.member"
+REDACTION = "m.room.redaction"
 
 
 class RoomError(Exception):
@@ -124,6 +125,9 @@ class Room:
         # Only where it differs from the state after (accepted state events).
         self._state_before: dict[str, StateNode] = {}
         self._cited: set[str] = set()
+        # Accepted redactions by target: (the redaction's sender, whether that sender had
+        # the redact level in the state before it). The target may come later.
+        self._redactions: dict[str, list[tuple[str, bool]]] = {}
         self._rejected: set[str] = set()
         self._extremities: set[str] = set()
         # How many extremities stand on each distinct state (nodes compare by identity:
@@ -204,6 +208,35 @@ class Room:
         """The state before ``event`` (not added yet) as its known prev_events give it:
         the state :meth:`add_event` checks it against."""
         return self._state_before_node(event).materialise()
+
+    def state_at_key(self, event_id: str, key: StateKey) -> str | None:
+        """The event ID at ``key`` in the state after ``event_id`` (see
+        :meth:`state_at`), without materialising that state. Raise KeyError as it."""
+        return self._state_after[event_id].get(key)
+
+    def server_memberships_at(self, event_id: str, server: str) -> list[str]:
+        """The memberships of ``server``'s users in the state after ``event_id``. Raise
+        KeyError as :meth:`state_at`."""
+        state = self._state_after[event_id].materialise()
+        result = []
+        for (event_type, state_key), member_id in state.items():
+            if event_type == MEMBER and state_key.partition(":")[2] == server:
+                membership = self._records[member_id].event.membership
+                if membership is not None:
+                    result.append(membership)
+        return result
+
+    def is_redacted(self, event_id: str) -> bool:
+        """True when an accepted redaction takes effect on ``event_id`` (spec "Handling
+        redactions", room versions 3 and later): one whose sender had the redact level,
+        or was on the target's sender's server (Synapse applies the second case when it
+        reads the event, as here)."""
+        redactions = self._redactions.get(event_id)
+        record = self._records.get(event_id)
+        if not redactions or record is None:
+            return False
+        server = record.event.sender.partition(":")[2]
+        return any(powered or sender.partition(":")[2] == server for sender, powered in redactions)
 
     @property
     def members(self) -> dict[str, str]:
@@ -286,6 +319,9 @@ class Room:
             self._cited.update(event.prev_event_ids)
         if outcome == "accepted":
             self._advance(event, after)
+            if event.type == REDACTION and event.redacts is not None:
+                powered = may_redact_others(event, self._auth_state_from(event, before))
+                self._redactions.setdefault(event.redacts, []).append((event.sender, powered))
         return record
 
     def add_outlier(self, event: Event, now: int, *, origin: str | None = None) -> EventRecord:

@@ -2,7 +2,9 @@
 ``backfill``, ``get_missing_events`` and the ``query/directory`` alias lookup, as
 :class:`ReadEndpoints` (spec: Server-Server API "Retrieving events", "Backfilling and
 retrieving missing events", "Room state", "Querying for information"; answers as
-``stubserver.rooms.routes_common`` says).
+``stubserver.rooms.routes_common`` says). ``event``, ``backfill`` and
+``get_missing_events`` serve each event as the asking server may see it, redacted
+events redacted everywhere (``stubserver.rooms.visibility``, Synapse's rule).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from stubserver.rooms.routes_common import (
     served_event,
     string_list,
 )
+from stubserver.rooms.visibility import pdu_for_server
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
 #: Most ``v`` values one backfill request may give, and most IDs in each list of a
@@ -68,7 +71,7 @@ class ReadEndpoints:
             {
                 "origin": self._parts.ours,
                 "origin_server_ts": self._parts.now(),
-                "pdus": [dict(event.pdu)],
+                "pdus": [pdu_for_server(room, event, origin)],
             },
         )
 
@@ -134,7 +137,7 @@ class ReadEndpoints:
             {
                 "origin": self._parts.ours,
                 "origin_server_ts": self._parts.now(),
-                "pdus": [dict(e.pdu) for e in events],
+                "pdus": [pdu_for_server(room, e, origin) for e in events],
             },
         )
 
@@ -148,7 +151,7 @@ class ReadEndpoints:
         min_depth = int_field(body, "min_depth", 0)
         room = self._parts.room_for_reader(params["roomId"], origin)
         events = get_missing_events(room, earliest, latest, limit, min_depth)
-        return JsonResponse(200, {"events": [dict(e.pdu) for e in events]})
+        return JsonResponse(200, {"events": [pdu_for_server(room, e, origin) for e in events]})
 
     def query_directory(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         """``GET /v1/query/directory?room_alias=``: the room ID and servers of our alias."""
