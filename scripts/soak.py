@@ -26,8 +26,17 @@ connections that reach our own host (there must be none) and the key server coun
 fetches it answered. The request loops stop after ``--requests`` or ``--max-seconds``;
 all traffic stays on loopback.
 
+Rooms under attack (issue 22 rows 3, 4 and 5; ``--rooms`` runs only these, and every
+soak run ends with them): in memory, on rooms a hostile member made
+(``stubserver.devtools.room_attacks``), the work counted. Row 3: 10,050 displayname
+changes, then ``state_ids`` answers with the whole auth chain (the count of its IDs);
+row 4: 2,000 forks, then state resolutions and state maps per accepted event (0 and 0,
+as with one extremity); row 5: 100 messages under ``history_visibility: joined`` and a
+redaction, then what backfill serves a server that joined later (0 in full).
+
     .venv/bin/python scripts/soak.py --requests 1000000 --workers 8
     .venv/bin/python scripts/soak.py --slowloris --slow 500
+    .venv/bin/python scripts/soak.py --rooms
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from stubserver.auth.xmatrix import sign_request  # noqa: E402
+from stubserver.devtools import room_attacks  # noqa: E402
 from stubserver.devtools.loopback_listeners import LoopbackListeners  # noqa: E402
 from stubserver.server_keys.key_document import build_key_document  # noqa: E402
 from stubserver.signing.keys import ServerSigningKey, sign_json  # noqa: E402
@@ -400,7 +410,6 @@ class Outbound:
         return hits
 
 
-
 def _closed_port(address: str) -> int:
     """A port with nothing listening on ``address`` now."""
     with socket.socket() as sock:
@@ -683,6 +692,16 @@ def soak(
         )
 
 
+def rooms() -> None:
+    """Print the issue 22 rooms cases (rows 3, 4, 5) with their counts."""
+    for name, case in (
+        ("row 3, auth chains", room_attacks.auth_chain_case),
+        ("row 4, forward extremities", room_attacks.extremities_case),
+        ("row 5, visibility", room_attacks.visibility_case),
+    ):
+        print(f"rooms {name}: {json.dumps(case(), sort_keys=True)}")
+
+
 def slowloris(stub: StubProcess, ca_pem: bytes, slow: int) -> None:
     """Measure a trickling connection's survival; answer requests while ``slow`` are held."""
     context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
@@ -744,8 +763,14 @@ def main() -> int:
         help="leave out the hostile outbound cases (no DNS server, no hostile key server)",
     )
     parser.add_argument("--slowloris", action="store_true")
+    parser.add_argument(
+        "--rooms", action="store_true", help="only the in-memory rooms cases (issue 22)"
+    )
     parser.add_argument("--slow", type=int, default=500)
     args = parser.parse_args()
+    if args.rooms:
+        rooms()
+        return 0
     ca = make_ca("stubserver soak CA")
     with (
         tempfile.TemporaryDirectory(prefix="stubserver-soak-") as folder_name,
@@ -771,6 +796,8 @@ def main() -> int:
                     outbound=outbound,
                 )
             stderr = stub.stderr_text()
+    if not args.slowloris:
+        rooms()
     print(
         f"server log lines with 'Unhandled' or 'Traceback': "
         f"{sum(1 for line in stderr.splitlines() if 'Unhandled' in line or 'Traceback' in line)}"

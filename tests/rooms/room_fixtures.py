@@ -9,10 +9,9 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from stubserver.rooms.auth_events import select_auth_events
+from stubserver.devtools.room_attacks import displayname_changes
 from stubserver.rooms.builder import BuiltEvent, EventSigner
 from stubserver.rooms.create import CreatedRoom, build_in_room, create_room
-from stubserver.rooms.event import Event
 from stubserver.rooms.room import EventRecord, Room
 from stubserver.rooms.versions import ROOM_VERSIONS
 
@@ -22,6 +21,7 @@ ALICE = "@alice:a.test"
 BOB = "@bob:b.test"
 TS = 1_700_000_000_000
 VERSIONS = ("10", "11", "12")
+__all__ = ["displayname_changes"]
 
 
 def signer_for(user_id: str) -> EventSigner:
@@ -77,40 +77,3 @@ def send(
 
 def join(room: Room, user: str) -> EventRecord:
     return send(room, user, "m.room.member", {"membership": "join"}, state_key=user)
-
-
-def displayname_changes(room: Room, user: str, count: int) -> str:
-    """``count`` displayname changes of the joined ``user``, added in a line: an auth
-    chain of ``count`` member events (each cites the previous one). Unsigned, with made-up
-    IDs (``Room`` checks neither, and 10,000 signed events would take the test 20 s); the
-    last one's ID."""
-    last = ""
-    for i in range(count):
-        content = {"membership": "join", "displayname": f"name {i}"}
-        prev = sorted(room.forward_extremities)
-        depth = max(e.depth for e in (room.get_event(p) for p in prev) if e is not None) + 1
-        pdu: dict[str, Any] = {
-            "type": "m.room.member",
-            "state_key": user,
-            "sender": user,
-            "content": content,
-            "room_id": room.room_id,
-            "prev_events": prev,
-            "auth_events": select_auth_events(
-                room.current_state,
-                event_type="m.room.member",
-                state_key=user,
-                sender=user,
-                content=content,
-                room_version=room.room_version,
-            ),
-            "origin_server_ts": TS + i,
-            "depth": depth,
-            "hashes": {"sha256": "unchecked"},
-            "signatures": {},
-        }
-        last = f"$displayname-{i}"
-        event = Event(event_id=last, room_version=room.room_version, pdu=pdu, room_id=room.room_id)
-        record = room.add_event(event, TS, origin=user.partition(":")[2])
-        assert record.outcome == "accepted", record.reason
-    return last

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stubserver.devtools import room_attacks
 from stubserver.rooms.room import MissingEvents, Room, WrongRoom
 from stubserver.rooms.room_queries import (
     MAX_MISSING_EVENTS,
@@ -291,16 +292,7 @@ def _forked_room(forks: int, *, conflicting: bool) -> tuple[Room, list[str]]:
     own displayname changes (conflicting state). The fork IDs."""
     room = new_room("12").room
     join(room, BOB)
-    base = sorted(room.forward_extremities)
-    tips = []
-    for i in range(forks):
-        if conflicting:
-            content = {"membership": "join", "displayname": f"fork {i}"}
-            record = send(room, BOB, "m.room.member", content, state_key=BOB, prev=base)
-        else:
-            record = send(room, BOB, "m.room.message", {"body": f"fork {i}"}, prev=base)
-        tips.append(record.event_id)
-    return room, tips
+    return room, room_attacks.forks(room, BOB, forks, conflicting=conflicting)
 
 
 def _state_sets_per_event(room: Room, tips: list[str], events: int) -> float:
