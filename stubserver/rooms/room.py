@@ -39,7 +39,12 @@ from stubserver.rooms.auth_rules import (
 )
 from stubserver.rooms.event import Event
 from stubserver.rooms.power_levels import CREATE_KEY, may_redact_others
-from stubserver.rooms.state_res import StateResolutionError, auth_event_ids, resolve_state
+from stubserver.rooms.state_res import (
+    ResolutionWork,
+    StateResolutionError,
+    auth_event_ids,
+    resolve_state,
+)
 from stubserver.rooms.state_store import EMPTY_STATE, StateKey, StateNode
 from stubserver.rooms.versions import RoomVersion
 
@@ -102,16 +107,6 @@ class EventRecord:
         return self.event.event_id
 
 
-@dataclass
-class ResolutionWork:
-    """What keeping the room's state has cost so far, counted (the soak and the tests
-    read it): ``resolutions`` calls into state resolution, ``state_sets`` the state maps
-    those calls took."""
-
-    resolutions: int = 0
-    state_sets: int = 0
-
-
 class Room:
     """One room's events and state. Create it with its create event (:meth:`add_event`
     checks it like any other) or from a join answer (:meth:`add_outlier` first)."""
@@ -137,6 +132,7 @@ class Room:
         self._extremity_states: Counter[StateNode] = Counter()
         self._states_changed = False
         self._current = EMPTY_STATE
+        #: What state resolution has cost this room, counted.
         self.resolution_work = ResolutionWork()
         self._listeners: list[Callable[[EventRecord], None]] = []
         # The current state's memberships and joined users per server, kept as the
@@ -424,19 +420,24 @@ class Room:
             return EMPTY_STATE
         if len(nodes) == 1:
             return nodes[0]
-        self.resolution_work.resolutions += 1
-        self.resolution_work.state_sets += len(nodes)
         try:
             resolved = resolve_state(
                 self.room_version,
                 [n.materialise() for n in nodes],
                 self.get_event,
                 rejected=self._rejected,
+                position=self._position,
+                work=self.resolution_work,
             )
         except StateResolutionError as e:
             raise RoomError(f"state resolution failed: {e}") from e
         base = max(nodes, key=lambda n: n.size)
         return base.with_changes(base.diff_to(resolved))
+
+    def _position(self, event_id: str) -> int:
+        """The order the event was gained in: later than each of its auth events (an
+        event is added only once they are held), as state resolution's walks need."""
+        return self._records[event_id].position
 
     def _advance(self, event: Event, after: StateNode) -> None:
         """Move the forward extremities and the current state on past ``event``.

@@ -9,7 +9,6 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from stubserver.devtools.room_attacks import displayname_changes
 from stubserver.rooms.builder import BuiltEvent, EventSigner
 from stubserver.rooms.create import CreatedRoom, build_in_room, create_room
 from stubserver.rooms.room import EventRecord, Room
@@ -21,7 +20,6 @@ ALICE = "@alice:a.test"
 BOB = "@bob:b.test"
 TS = 1_700_000_000_000
 VERSIONS = ("10", "11", "12")
-__all__ = ["displayname_changes"]
 
 
 def signer_for(user_id: str) -> EventSigner:

@@ -338,3 +338,22 @@ def test_identical_states_are_resolved_once_and_only_when_the_distinct_states_ch
     assert len(merged.event.prev_event_ids) == 10
     # Two: the state before the merge (its 10 prevs), then the current state.
     assert work.resolutions == resolutions + 2
+
+
+def test_a_resolution_costs_the_same_after_10050_events_of_history_as_after_50() -> None:
+    """Issue 22 row 4: the state resolution of two conflicting displaynames of Bob
+    visits as many events after 10,050 earlier displayname changes as after 50: the
+    walks stop where both sides' auth chains meet (before: they walked the whole chain,
+    10,050 events and more)."""
+
+    def visited(history: int) -> int:
+        room = new_room("12").room
+        join(room, BOB)
+        room_attacks.displayname_changes(room, BOB, history)
+        room_attacks.forks(room, BOB, 2, conflicting=True)
+        assert room.resolution_work.resolutions == 1
+        return room.resolution_work.events_visited
+
+    short = visited(50)
+    assert short < 20
+    assert visited(10_050) == short

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 
+from stubserver.devtools.room_attacks import displayname_changes
 from stubserver.rooms.create import create_room
 from stubserver.rooms.format import event_from_pdu
 from stubserver.rooms.hashes import check_content_hash
@@ -35,7 +36,6 @@ from tests.rooms.room_fixtures import (
     TS,
     VERSIONS,
     build,
-    displayname_changes,
     join,
     new_room,
 )
