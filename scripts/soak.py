@@ -31,7 +31,8 @@ soak run ends with them): in memory, on rooms a hostile member made
 (``stubserver.devtools.room_attacks``), the work counted. Row 3: 10,050 displayname
 changes, then ``state_ids`` answers with the whole auth chain (the count of its IDs);
 row 4: 2,000 forks, then state resolutions and state maps per accepted event (0 and 0,
-as with one extremity); row 5: 100 messages under ``history_visibility: joined`` and a
+as with one extremity), and the events one resolution visits after 50 or 10,050 earlier
+displayname changes (the same few); row 5: 100 messages under ``history_visibility: joined`` and a
 redaction, then what backfill serves a server that joined later (0 in full).
 
     .venv/bin/python scripts/soak.py --requests 1000000 --workers 8
@@ -697,6 +698,7 @@ def rooms() -> None:
     for name, case in (
         ("row 3, auth chains", room_attacks.auth_chain_case),
         ("row 4, forward extremities", room_attacks.extremities_case),
+        ("row 4, history", room_attacks.resolution_history_case),
         ("row 5, visibility", room_attacks.visibility_case),
     ):
         print(f"rooms {name}: {json.dumps(case(), sort_keys=True)}")

@@ -161,6 +161,22 @@ def extremities_case(extremities: int = 2_000, events: int = 50) -> dict[str, An
     return result
 
 
+def resolution_history_case(histories: Sequence[int] = (50, 10_050)) -> dict[str, Any]:
+    """Row 4, history: Mallory changes her displayname that many times, then makes two
+    conflicting changes on one parent; the events that one state resolution visits."""
+    result: dict[str, Any] = {}
+    for history in histories:
+        room = hosted_room()
+        displayname_changes(room, MALLORY, history)
+        forks(room, MALLORY, 2, conflicting=True)
+        work = room.resolution_work
+        result[f"after_{history}_changes"] = {
+            "resolutions": work.resolutions,
+            "events_visited": work.events_visited,
+        }
+    return result
+
+
 def visibility_case(messages: int = 100) -> dict[str, Any]:
     """Row 5: ``messages`` said under ``history_visibility: joined``, then one redacted,
     then ``l.soak``'s user joins; what backfill serves ``l.soak`` in full."""

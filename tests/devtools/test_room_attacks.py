@@ -23,6 +23,14 @@ def test_the_extremities_case_resolves_nothing_per_event() -> None:
     assert case["message_forks"]["forward_extremities"] == 200
 
 
+def test_the_history_case_visits_as_many_events_after_a_long_history() -> None:
+    """Row 4: one resolution of two conflicting displaynames visits as many events after
+    500 earlier changes as after 5."""
+    case = room_attacks.resolution_history_case((5, 500))
+    assert case["after_5_changes"] == case["after_500_changes"]
+    assert case["after_5_changes"]["resolutions"] == 1
+
+
 def test_the_visibility_case_serves_no_secret_in_full() -> None:
     """Row 5: a server that joined after history_visibility joined gets every earlier
     message redacted from backfill, and the redaction takes effect."""
