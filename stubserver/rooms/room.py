@@ -120,6 +120,8 @@ class Room:
         # Only where it differs from the state after (accepted state events).
         self._state_before: dict[str, StateNode] = {}
         self._cited: set[str] = set()
+        # The users of each server the room holds a member event of (any outcome).
+        self._users_of: dict[str, set[str]] = {}
         # Accepted redactions by target: (the redaction's sender, whether that sender had
         # the redact level in the state before it). The target may come later.
         self._redactions: dict[str, list[tuple[str, bool]]] = {}
@@ -211,12 +213,14 @@ class Room:
         return self._state_after[event_id].get(key)
 
     def server_memberships_at(self, event_id: str, server: str) -> list[str]:
-        """The memberships of ``server``'s users in the state after ``event_id``. Raise
-        KeyError as :meth:`state_at`."""
-        state = self._state_after[event_id].materialise()
+        """The memberships of ``server``'s users in the state after ``event_id``, read
+        key by key for the users of that server the room has member events of (not the
+        whole state). Raise KeyError as :meth:`state_at`."""
+        node = self._state_after[event_id]
         result = []
-        for (event_type, state_key), member_id in state.items():
-            if event_type == MEMBER and state_key.partition(":")[2] == server:
+        for user_id in self._users_of.get(server, ()):
+            member_id = node.get((MEMBER, user_id))
+            if member_id is not None:
                 membership = self._records[member_id].event.membership
                 if membership is not None:
                     result.append(membership)
@@ -354,6 +358,9 @@ class Room:
         outlier: bool,
     ) -> EventRecord:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
+        if event.type == MEMBER and event.state_key is not None:
+            server = event.state_key.partition(":")[2]
+            self._users_of.setdefault(server, set()).add(event.state_key)
         # Checked: what was derived to check it is not kept for the life of the room.
         event.derived.release()
         self._records[event.event_id] = record
