@@ -15,7 +15,10 @@ per room and event), ``event_auth`` the event's full chain, ``send_join`` the st
 full chain (or non-member state only when the joiner asks for a partial-state join).
 So do we: the walk visits each event of the chain once and is bounded by the events the
 room holds (:data:`~stubserver.rooms.room.MAX_EVENTS_PER_ROOM`). The work per answer is
-that of the answer: the state, plus every event its auth chain holds.
+that of the answer: the state, plus every event its auth chain holds. It cannot be less:
+superseded member events stay in the chain (each member event cites the previous one),
+so the answer itself grows with the history; ``stubserver.rooms.routes_read`` keeps the
+``state``/``state_ids`` answers 30 s per room and event, as Synapse does.
 
 The room keeps the graph and the checks; these read it through its public methods.
 """

@@ -15,6 +15,7 @@ from typing import Final
 from twisted.web.iweb import IRequest
 
 from stubserver.auth.filter import require_origin
+from stubserver.cache import BoundedCache
 from stubserver.rooms.room import Room
 from stubserver.rooms.room_queries import backfill, event_auth, get_missing_events, state_ids_before
 from stubserver.rooms.routes_common import (
@@ -36,6 +37,15 @@ MAX_BACKFILL_FROM_EVENTS: Final = 100
 MAX_MISSING_EVENTS_IDS: Final = 100
 #: get_missing_events' default limit when the body gives none (Synapse's).
 DEFAULT_MISSING_EVENTS_LIMIT: Final = 10
+#: ``state`` / ``state_ids`` answers (the IDs) are kept this long per room and event, as
+#: Synapse keeps them (its response caches, 30 s): state and auth chain before an event
+#: never change, and a chain walk costs the whole chain (issue 22 row 3).
+STATE_ANSWER_TTL_SECONDS: Final = 30.0
+#: Most answers kept, and most event IDs they hold together (about 64 bytes each).
+MAX_STATE_ANSWERS: Final = 256
+MAX_STATE_ANSWER_IDS: Final = 500_000
+
+_StateAnswer = tuple[Room, list[str], list[str]]
 
 
 class ReadEndpoints:
@@ -43,6 +53,15 @@ class ReadEndpoints:
 
     def __init__(self, parts: RoomEndpointParts) -> None:
         self._parts = parts
+        self._state_answers: BoundedCache[tuple[str, str], _StateAnswer] = BoundedCache(
+            parts.clock,
+            max_entries=MAX_STATE_ANSWERS,
+            max_weight=MAX_STATE_ANSWER_IDS,
+            weigh=lambda answer: len(answer[1]) + len(answer[2]),
+        )
+        #: How many state / auth chain walks the state answers took (the rest came
+        #: from the kept answers).
+        self.state_walks = 0
 
     def routes(self) -> list[Route]:
         """The route table."""
@@ -84,13 +103,21 @@ class ReadEndpoints:
         if event_id is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
         served_event(room, event_id)
+        key = (room.room_id, event_id)
+        kept = self._state_answers.get(key)
+        # A re-joined room is a new Room under the same ID: its answers are its own.
+        if kept is not None and kept[0] is room:
+            return kept
         try:
             state_ids, chain_ids = state_ids_before(room, event_id)
         except KeyError:
             raise MatrixError(
                 404, "M_NOT_FOUND", f"No state known at {event_id!r} (an outlier)"
             ) from None
-        return room, state_ids, chain_ids
+        self.state_walks += 1
+        answer = (room, state_ids, chain_ids)
+        self._state_answers.set(key, answer, STATE_ANSWER_TTL_SECONDS)
+        return answer
 
     def get_state(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         """``GET /v1/state/{roomId}?event_id=``: the state before the event, as PDUs."""
