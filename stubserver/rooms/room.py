@@ -358,13 +358,13 @@ class Room:
         outlier: bool,
     ) -> EventRecord:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
-        if event.type == MEMBER and event.state_key is not None:
-            server = event.state_key.partition(":")[2]
-            self._users_of.setdefault(server, set()).add(event.state_key)
         # Checked: what was derived to check it is not kept for the life of the room.
         event.derived.release()
         self._records[event.event_id] = record
         self._timeline.append(record)
+        if event.type == MEMBER and event.state_key is not None:
+            server = event.state_key.partition(":")[2]
+            self._users_of.setdefault(server, set()).add(event.state_key)
         for listener in self._listeners:
             listener(record)
         return record
