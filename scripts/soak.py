@@ -26,12 +26,22 @@ connections that reach our own host (there must be none) and the key server coun
 fetches it answered. The request loops stop after ``--requests`` or ``--max-seconds``;
 all traffic stays on loopback.
 
+Rooms under attack (issue 22 rows 3, 4 and 5; ``--rooms`` runs only these, and every
+soak run ends with them): in memory, on rooms a hostile member made
+(``stubserver.devtools.room_attacks``), the work counted. Row 3: 10,050 displayname
+changes, then ``state_ids`` answers with the whole auth chain (the count of its IDs);
+row 4: 2,000 forks, then state resolutions and state maps per accepted event (0 and 0,
+as with one extremity), and the events one resolution visits after 50 or 10,050 earlier
+displayname changes (the same few); row 5: 100 messages under ``history_visibility: joined`` and a
+redaction, then what backfill serves a server that joined later (0 in full).
+
     .venv/bin/python scripts/soak.py --requests 1000000 --workers 8
     .venv/bin/python scripts/soak.py --slowloris --slow 500
-    .venv/bin/python scripts/soak.py --rooms    # issue 22 rows 2, 6, 7, 8
+    .venv/bin/python scripts/soak.py --rooms    # issue 22 rows 2 to 8
 
-With ``--rooms`` it runs the rooms cases of ``scripts/soak_rooms.py`` instead: a hostile
-server that owns a real key for its own name, in and out of a room the server holds.
+With ``--rooms`` it runs only the rooms cases: first those of ``scripts/soak_rooms.py`` (rows
+2, 6, 7, 8: a hostile server that owns a real key for its own name, in and out of a room
+the server holds), then the in-memory cases of rows 3, 4 and 5.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from stubserver.auth.xmatrix import sign_request  # noqa: E402
+from stubserver.devtools import room_attacks  # noqa: E402
 from stubserver.devtools.loopback_listeners import LoopbackListeners  # noqa: E402
 from stubserver.server_keys.key_document import build_key_document  # noqa: E402
 from stubserver.signing.keys import ServerSigningKey, sign_json  # noqa: E402
@@ -686,6 +697,17 @@ def soak(
         )
 
 
+def rooms() -> None:
+    """Print the issue 22 rooms cases (rows 3, 4, 5) with their counts."""
+    for name, case in (
+        ("row 3, auth chains", room_attacks.auth_chain_case),
+        ("row 4, forward extremities", room_attacks.extremities_case),
+        ("row 4, history", room_attacks.resolution_history_case),
+        ("row 5, visibility", room_attacks.visibility_case),
+    ):
+        print(f"rooms {name}: {json.dumps(case(), sort_keys=True)}")
+
+
 def slowloris(stub: StubProcess, ca_pem: bytes, slow: int) -> None:
     """Measure a trickling connection's survival; answer requests while ``slow`` are held."""
     context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
@@ -772,11 +794,13 @@ def main() -> int:
     parser.add_argument(
         "--rooms",
         action="store_true",
-        help="run the rooms cases of issue 22 rows 2, 6, 7, 8 instead (scripts/soak_rooms.py)",
+        help="only the rooms cases of issue 22 (rows 2, 6, 7, 8, then 3, 4, 5)",
     )
     args = parser.parse_args()
     if args.rooms:
-        return rooms_main()
+        status = rooms_main()
+        rooms()
+        return status
     ca = make_ca("stubserver soak CA")
     with (
         tempfile.TemporaryDirectory(prefix="stubserver-soak-") as folder_name,
@@ -802,6 +826,8 @@ def main() -> int:
                     outbound=outbound,
                 )
             stderr = stub.stderr_text()
+    if not args.slowloris:
+        rooms()
     print(
         f"server log lines with 'Unhandled' or 'Traceback': "
         f"{sum(1 for line in stderr.splitlines() if 'Unhandled' in line or 'Traceback' in line)}"

@@ -24,8 +24,6 @@ from stubserver.rooms.builder import (
     build_create_event,
     build_event,
 )
-from stubserver.rooms.event import Event
-from stubserver.rooms.format import MAX_PREV_EVENTS
 from stubserver.rooms.room import Room
 from stubserver.rooms.versions import RoomVersion
 
@@ -94,19 +92,18 @@ def build_in_room(
     auth_event_ids: Sequence[str] | None = None,
 ) -> BuiltEvent:
     """Our event on ``room``: prev_events its forward extremities (the deepest
-    :data:`~stubserver.rooms.format.MAX_PREV_EVENTS`), auth events selected from the
+    :data:`~stubserver.rooms.room.PREV_EVENTS_FOR_NEW_EVENT`), auth events selected from the
     current state, timestamp ``now`` (ms). ``prev_event_ids`` / ``auth_event_ids``
     override both (negative tests). Not added to the room: see :func:`add_own_event`."""
-    prevs: list[Event] = []
-    for event_id in (
-        prev_event_ids if prev_event_ids is not None else sorted(room.forward_extremities)
-    ):
-        event = room.get_event(event_id)
-        if event is None:
-            raise EventBuildError(f"prev_event {event_id} is not in room {room.room_id}")
-        prevs.append(event)
     if prev_event_ids is None:
-        prevs = sorted(prevs, key=lambda e: -e.depth)[:MAX_PREV_EVENTS]
+        prevs = room.prev_events_for_new_event()
+    else:
+        prevs = []
+        for event_id in prev_event_ids:
+            event = room.get_event(event_id)
+            if event is None:
+                raise EventBuildError(f"prev_event {event_id} is not in room {room.room_id}")
+            prevs.append(event)
     if auth_event_ids is None:
         auth_event_ids = select_auth_events(
             room.current_state,

@@ -3,7 +3,8 @@
 Spec: Server-Server API "PDUs" (``prev_events`` are the sender's forward extremities).
 New events are built on these, and an event whose prev_events differ from them is
 re-checked against the current state (soft failure). :class:`~stubserver.rooms.room.Room`
-keeps its extremities with :func:`add_event` as each graph event is added.
+keeps its extremities by the rule :func:`add_event` states, in place (``Room._advance``),
+with the count of extremities on each distinct state.
 """
 
 from __future__ import annotations

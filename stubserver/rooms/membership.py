@@ -18,7 +18,7 @@ from stubserver.rooms.auth_events import select_auth_events
 from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
 from stubserver.rooms.create import build_in_room
 from stubserver.rooms.event import Event
-from stubserver.rooms.format import MAX_DEPTH, MAX_PREV_EVENTS, event_from_pdu
+from stubserver.rooms.format import MAX_DEPTH, event_from_pdu
 from stubserver.rooms.room import Room
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import RoomVersion
@@ -154,7 +154,7 @@ def make_membership_template(
     if user_id.partition(":")[2] != origin:
         raise MembershipRefusal(403, "M_FORBIDDEN", "User not from origin")
     content = {"membership": membership}
-    prevs = _deepest(room, sorted(room.forward_extremities))
+    prevs = room.prev_events_for_new_event()
     pdu: dict[str, Any] = {
         "auth_events": select_auth_events(
             room.current_state,
@@ -211,9 +211,3 @@ def make_join_template(
     return make_membership_template(
         room, user_id=user_id, origin=origin, membership="join", now=now
     )
-
-
-def _deepest(room: Room, event_ids: Sequence[str]) -> list[Event]:
-    events = [room.get_event(e) for e in event_ids]
-    found = [e for e in events if e is not None]
-    return sorted(found, key=lambda e: -e.depth)[:MAX_PREV_EVENTS]

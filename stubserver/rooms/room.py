@@ -10,16 +10,27 @@ Pure and synchronous: the caller has already checked each event's format and sig
 (``stubserver.rooms.format``, ``stubserver.rooms.signing``) and fetches what we lack
 (:class:`MissingEvents` says what). Every graph walk is iterative and bounded by a named
 constant. State maps share structure (``stubserver.rooms.state_store``).
+
+Forward extremities and state resolution (issue 22): the current state is kept
+incrementally, as Synapse's event persister keeps it. Each extremity is counted on its
+state's node; identical states are one; state resolution runs only when the distinct
+states at the extremities change, so an accepted event costs the same in a room with
+2,000 extremities on one state as in a linear one (``resolution_work`` counts it). We do
+not cap the extremities by sending events of our own as Synapse does (every 5 minutes it
+sends a dummy event citing 10 of them while a room holds more than 10, and it drops
+"stuck" ones when a resolution picks one extremity's state): a test peer sends only what
+its driver asks. Every event we build cites the 10 deepest extremities (Synapse's count
+for its own events), so each of our sends merges up to 10 forks.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from stubserver.rooms import forward_extremities
 from stubserver.rooms.auth_rules import (
     AuthError,
     auth_types_for_event,
@@ -27,8 +38,13 @@ from stubserver.rooms.auth_rules import (
     check_auth_events_selection,
 )
 from stubserver.rooms.event import Event
-from stubserver.rooms.power_levels import CREATE_KEY
-from stubserver.rooms.state_res import StateResolutionError, auth_event_ids, resolve_state
+from stubserver.rooms.power_levels import CREATE_KEY, may_redact_others
+from stubserver.rooms.state_res import (
+    ResolutionWork,
+    StateResolutionError,
+    auth_event_ids,
+    resolve_state,
+)
 from stubserver.rooms.state_store import EMPTY_STATE, StateKey, StateNode
 from stubserver.rooms.versions import RoomVersion
 
@@ -57,7 +73,13 @@ REJECTED_KEPT_KEYS: Final = (
     "origin_server_ts",
 )
 
+#: Our own events cite at most this many forward extremities, the deepest: Synapse's
+#: choice (``get_prev_events_for_room`` takes the 10 newest), so that each event we send
+#: merges up to 10 forks back into one.
+PREV_EVENTS_FOR_NEW_EVENT: Final = 10
+
 MEMBER = "m.room.member"
+REDACTION = "m.room.redaction"
 
 
 class RoomError(Exception):
@@ -144,9 +166,22 @@ class Room:
         # Only where it differs from the state after (accepted state events).
         self._state_before: dict[str, StateNode] = {}
         self._cited: set[str] = set()
+        # The users of each server the room holds a member event of (any outcome).
+        self._users_of: dict[str, set[str]] = {}
+        # Accepted redactions by target: (the redaction's sender, whether that sender had
+        # the redact level in the state before it). The target may come later.
+        self._redactions: dict[str, list[tuple[str, bool]]] = {}
         self._rejected: set[str] = set()
-        self._extremities: frozenset[str] = frozenset()
+        self._extremities: set[str] = set()
+        # How many extremities stand on each distinct state (nodes compare by identity:
+        # an event that changes no state shares its parent's node), kept as extremities
+        # come and go; ``_states_changed`` says the distinct states differ from those
+        # the current state was resolved from.
+        self._extremity_states: Counter[StateNode] = Counter()
+        self._states_changed = False
         self._current = EMPTY_STATE
+        #: What state resolution has cost this room, counted.
+        self.resolution_work = ResolutionWork()
         self._listeners: list[Callable[[EventRecord], None]] = []
         # The current state's memberships and joined users per server, kept as the
         # current state moves (``_track_members``): reads never materialise the state.
@@ -178,9 +213,20 @@ class Room:
         return self._timeline[max(position, 0) :]
 
     @property
-    def forward_extremities(self) -> frozenset[str]:
-        """Accepted events no accepted event cites (soft-failed events never become one)."""
+    def forward_extremities(self) -> Set[str]:
+        """Accepted events no accepted event cites (soft-failed events never become one);
+        a live read-only view."""
         return self._extremities
+
+    def prev_events_for_new_event(self) -> list[Event]:
+        """The prev_events of an event we build: the deepest
+        :data:`PREV_EVENTS_FOR_NEW_EVENT` forward extremities (then by event ID)."""
+        deepest = heapq.nsmallest(
+            PREV_EVENTS_FOR_NEW_EVENT,
+            (self._records[e].event for e in self._extremities),
+            key=lambda e: (-e.depth, e.event_id),
+        )
+        return deepest
 
     @property
     def current_state(self) -> dict[StateKey, str]:
@@ -201,6 +247,42 @@ class Room:
         (as ``/state_ids`` answers). Raise KeyError as :meth:`state_at`."""
         node = self._state_before.get(event_id)
         return node.materialise() if node is not None else self.state_at(event_id)
+
+    def state_from_prev_events(self, event: Event) -> dict[StateKey, str]:
+        """The state before ``event`` (not added yet) as its known prev_events give it:
+        the state :meth:`add_event` checks it against."""
+        return self._state_before_node(event).materialise()
+
+    def state_at_key(self, event_id: str, key: StateKey) -> str | None:
+        """The event ID at ``key`` in the state after ``event_id`` (see
+        :meth:`state_at`), without materialising that state. Raise KeyError as it."""
+        return self._state_after[event_id].get(key)
+
+    def server_memberships_at(self, event_id: str, server: str) -> list[str]:
+        """The memberships of ``server``'s users in the state after ``event_id``, read
+        key by key for the users of that server the room has member events of (not the
+        whole state). Raise KeyError as :meth:`state_at`."""
+        node = self._state_after[event_id]
+        result = []
+        for user_id in self._users_of.get(server, ()):
+            member_id = node.get((MEMBER, user_id))
+            if member_id is not None:
+                membership = self._records[member_id].event.membership
+                if membership is not None:
+                    result.append(membership)
+        return result
+
+    def is_redacted(self, event_id: str) -> bool:
+        """True when an accepted redaction takes effect on ``event_id`` (spec "Handling
+        redactions", room versions 3 and later): one whose sender had the redact level,
+        or was on the target's sender's server (Synapse applies the second case when it
+        reads the event, as here)."""
+        redactions = self._redactions.get(event_id)
+        record = self._records.get(event_id)
+        if not redactions or record is None:
+            return False
+        server = record.event.sender.partition(":")[2]
+        return any(powered or sender.partition(":")[2] == server for sender, powered in redactions)
 
     @property
     def members(self) -> dict[str, str]:
@@ -284,6 +366,9 @@ class Room:
             self._cited.update(event.prev_event_ids)
         if outcome == "accepted":
             self._advance(event, after)
+            if event.type == REDACTION and event.redacts is not None:
+                powered = may_redact_others(event, self._auth_state_from(event, before))
+                self._redactions.setdefault(event.redacts, []).append((event.sender, powered))
         return record
 
     def add_outlier(self, event: Event, now: int, *, origin: str | None = None) -> EventRecord:
@@ -339,6 +424,9 @@ class Room:
         record = EventRecord(event, outcome, reason, len(self._timeline), origin, now, outlier)
         self._records[event.event_id] = record
         self._timeline.append(record)
+        if event.type == MEMBER and event.state_key is not None:
+            server = event.state_key.partition(":")[2]
+            self._users_of.setdefault(server, set()).add(event.state_key)
         for listener in self._listeners:
             listener(record)
         return record
@@ -407,22 +495,51 @@ class Room:
                 [n.materialise() for n in nodes],
                 self.get_event,
                 rejected=self._rejected,
+                position=self._position,
+                work=self.resolution_work,
             )
         except StateResolutionError as e:
             raise RoomError(f"state resolution failed: {e}") from e
         base = max(nodes, key=lambda n: n.size)
         return base.with_changes(base.diff_to(resolved))
 
+    def _position(self, event_id: str) -> int:
+        """The order the event was gained in: later than each of its auth events (an
+        event is added only once they are held), as state resolution's walks need."""
+        return self._records[event_id].position
+
     def _advance(self, event: Event, after: StateNode) -> None:
-        linear = set(event.prev_event_ids) == self._extremities
-        self._extremities = forward_extremities.add_event(
-            self._extremities, event, cited=self._cited
-        )
-        if linear and self._extremities == {event.event_id}:
-            self._current = after
-        else:
-            self._current = self._resolve([self._state_after[e] for e in sorted(self._extremities)])
+        """Move the forward extremities and the current state on past ``event``.
+
+        Incremental, as Synapse's event persister is: the extremities change by the
+        event's prev_events and the event itself, each extremity counted on its state's
+        node, so the cost is that of the event's prev_events, not of the number of
+        extremities or of the room's history. State resolution runs only when the
+        distinct states at the extremities change (identical states are one: Synapse
+        compares state groups the same way); one distinct state is the current state.
+        """
+        # The event first, then its prevs: a message on a fork tip leaves the distinct
+        # states as they were (its node is its prev's), and no count touches zero.
+        if event.event_id not in self._cited and event.event_id not in self._extremities:
+            self._extremities.add(event.event_id)
+            self._count_extremity_state(after, +1)
+        for prev in event.prev_event_ids:
+            if prev in self._extremities:
+                self._extremities.discard(prev)
+                self._count_extremity_state(self._state_after[prev], -1)
+        if self._states_changed:
+            self._current = self._resolve(list(self._extremity_states))
+            self._states_changed = False
         self._track_members()
+
+    def _count_extremity_state(self, node: StateNode, change: int) -> None:
+        count = self._extremity_states[node] + change
+        if count > 0:
+            self._extremity_states[node] = count
+            self._states_changed |= count == change  # a state newly at an extremity
+        else:
+            del self._extremity_states[node]
+            self._states_changed = True
 
     def _track_members(self) -> None:
         """Bring the membership tables to the current state: from the one delta a state

@@ -3,7 +3,22 @@
 before an event with its auth chain (``state``/``state_ids``, a join's answer),
 ``backfill`` and ``get_missing_events`` (spec: Server-Server API "Retrieving events",
 "Backfilling and retrieving missing events", "Room state"). Each walk is iterative and
-bounded by the named constants below.
+bounded by the named constants below, or by the room's own size.
+
+Auth chains (issue 22 row 3) have no cap of their own: a member who changes their
+displayname 10,050 times makes an auth chain of 10,050 member events (each member event
+cites the sender's previous one: spec "Auth events selection"), and an answer that
+refuses past a count makes the room unjoinable for everyone. Synapse serves them whole:
+``state_ids`` / ``state`` answer the state before the event with its full auth chain
+(``get_auth_chain_ids`` over its chain cover index, no limit; the answers are kept 30 s
+per room and event), ``event_auth`` the event's full chain, ``send_join`` the state and
+full chain (or non-member state only when the joiner asks for a partial-state join).
+So do we: the walk visits each event of the chain once and is bounded by the events the
+room holds (:data:`~stubserver.rooms.room.MAX_EVENTS_PER_ROOM`). The work per answer is
+that of the answer: the state, plus every event its auth chain holds. It cannot be less:
+superseded member events stay in the chain (each member event cites the previous one),
+so the answer itself grows with the history; ``stubserver.rooms.routes_read`` keeps the
+``state``/``state_ids`` answers 30 s per room and event, as Synapse does.
 
 The room keeps the graph and the checks; these read it through its public methods.
 """
@@ -15,11 +30,9 @@ from collections.abc import Iterable
 from typing import Final
 
 from stubserver.rooms.event import Event
-from stubserver.rooms.room import Room, RoomError
+from stubserver.rooms.room import Room
 from stubserver.rooms.state_res import auth_event_ids
 
-#: Most events one auth chain answer may hold (``event_auth``, ``state_ids``).
-MAX_AUTH_CHAIN_EVENTS: Final = 10_000
 #: ``get_missing_events``: Synapse caps the limit at 20 (default 10).
 MAX_MISSING_EVENTS: Final = 20
 DEFAULT_MISSING_EVENTS: Final = 10
@@ -42,12 +55,10 @@ def order_key(room: Room, event_id: str) -> tuple[int, int]:
     return (record.event.depth, record.position)
 
 
-def auth_chain(
-    room: Room, event_ids: Iterable[str], *, limit: int = MAX_AUTH_CHAIN_EVENTS
-) -> list[str]:
+def auth_chain(room: Room, event_ids: Iterable[str]) -> list[str]:
     """The IDs in the auth chains of ``event_ids`` (not the events themselves unless
-    one cites another), depth-ascending. Iterative; raise
-    :class:`~stubserver.rooms.room.RoomError` past ``limit`` events."""
+    one cites another) among the events the room holds, depth-ascending. Iterative;
+    each held event is visited once."""
     seen: set[str] = set()
     stack = [
         a for s in event_ids if room.record(s) is not None for a in auth_event_ids(_event(room, s))
@@ -57,8 +68,6 @@ def auth_chain(
         if event_id in seen or room.record(event_id) is None:
             continue
         seen.add(event_id)
-        if len(seen) > limit:
-            raise RoomError(f"auth chain passes {limit} events")
         stack.extend(auth_event_ids(_event(room, event_id)))
     return sorted(seen, key=lambda e: order_key(room, e))
 
@@ -67,6 +76,13 @@ def state_ids_before(room: Room, event_id: str) -> tuple[list[str], list[str]]:
     """``/state_ids``: the state IDs before the event and their auth chain IDs. Raise
     KeyError for an event we hold no state at."""
     state = sorted(room.state_before(event_id).values(), key=lambda e: order_key(room, e))
+    return state, auth_chain(room, state)
+
+
+def state_ids_for_new_event(room: Room, event: Event) -> tuple[list[str], list[str]]:
+    """:func:`state_ids_before` for an event not added yet (a join being answered): the
+    state its prev_events give, and that state's auth chain."""
+    state = sorted(room.state_from_prev_events(event).values(), key=lambda e: order_key(room, e))
     return state, auth_chain(room, state)
 
 

@@ -25,6 +25,7 @@ from stubserver.rooms.event import Event
 from stubserver.rooms.intake import Intake
 from stubserver.rooms.room import Room
 from stubserver.rooms.store import RoomStore
+from stubserver.rooms.visibility import redacted_pdu
 from stubserver.server.router import MatrixError
 
 PREFIX: Final = "/_matrix/federation"
@@ -86,12 +87,13 @@ def served_event(room: Room, event_id: str) -> Event:
 
 
 def pdus(room: Room, event_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The PDUs of the events of ``room`` among ``event_ids``, in order."""
+    """The PDUs of the events of ``room`` among ``event_ids``, in order, redacted where
+    a redaction takes effect (``stubserver.rooms.visibility``)."""
     result = []
     for event_id in event_ids:
         event = room.get_event(event_id)
         if event is not None:
-            result.append(dict(event.pdu))
+            result.append(redacted_pdu(room, event))
     return result
 
 

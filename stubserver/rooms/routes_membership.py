@@ -7,7 +7,7 @@ their order). Received events go through the receive pipeline
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 from twisted.internet.defer import Deferred
@@ -24,7 +24,7 @@ from stubserver.rooms.membership import (
     make_membership_template,
 )
 from stubserver.rooms.room import MissingEvents, Room, RoomError
-from stubserver.rooms.room_queries import state_ids_before
+from stubserver.rooms.room_queries import state_ids_for_new_event
 from stubserver.rooms.routes_common import (
     MEMBER,
     V1,
@@ -112,10 +112,16 @@ class MembershipEndpoints:
         return JsonResponse(200, template.body())
 
     async def _send_membership(
-        self, request: IRequest, params: Mapping[str, str], membership: Literal["join", "leave"]
-    ) -> tuple[Room, Event]:
-        """Checks of send_join / send_leave in Synapse's order (rooms.md 1.5); the room
-        and the event as added (accepted)."""
+        self,
+        request: IRequest,
+        params: Mapping[str, str],
+        membership: Literal["join", "leave"],
+        answer: Callable[[Room, Event], JsonResponse],
+    ) -> JsonResponse:
+        """Checks of send_join / send_leave in Synapse's order (rooms.md 1.5), then
+        ``answer(room, event)``, built before the event is added: an answer that cannot
+        be built leaves the room as it was (a joiner that got an error is never listed
+        as joined here). The event is added (accepted) and the answer returned."""
         origin = require_origin(request)
         body = json_object(request)
         room_id = params["roomId"]
@@ -140,6 +146,15 @@ class MembershipEndpoints:
             raise MatrixError(403, "M_FORBIDDEN", "User not from origin")
         if event.sender != event.state_key:
             raise MatrixError(400, "M_BAD_JSON", "sender and state_key differ")
+        unknown: list[tuple[Literal["auth", "prev"], list[str]]] = [
+            ("auth", room.missing_auth_events(stored)),
+            ("prev", room.missing_prev_events(stored)),
+        ]
+        for kind, missing in unknown:
+            if missing:
+                cited = MissingEvents(kind, missing)
+                raise MatrixError(400, "M_BAD_JSON", f"the event cites {cited}")
+        response = answer(room, stored)
         try:
             record = room.add_event(stored, self._parts.now(), origin=origin)
         except MissingEvents as e:
@@ -150,18 +165,20 @@ class MembershipEndpoints:
             raise MatrixError(
                 403, "M_FORBIDDEN", f"{membership} event was rejected: {record.reason}"
             )
-        return room, record.event
+        return response
 
     def send_join(self, request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
         """``PUT /v2/send_join/{roomId}/{eventId}``: the join added, the state before it."""
         return Deferred.fromCoroutine(self._send_join(request, params))
 
     async def _send_join(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        room, event = await self._send_membership(request, params, "join")
-        try:
-            state_ids, chain_ids = state_ids_before(room, event.event_id)
-        except RoomError as e:
-            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+        return await self._send_membership(request, params, "join", self._join_answer)
+
+    def _join_answer(self, room: Room, event: Event) -> JsonResponse:
+        """send_join's answer: the join, the state before it and that state's whole auth
+        chain (``stubserver.rooms.room_queries`` says why there is no cap: Synapse has
+        none), as Synapse answers a joiner that does not ask for partial state."""
+        state_ids, chain_ids = state_ids_for_new_event(room, event)
         return JsonResponse(
             200,
             {
@@ -178,8 +195,9 @@ class MembershipEndpoints:
         return Deferred.fromCoroutine(self._send_leave(request, params))
 
     async def _send_leave(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        await self._send_membership(request, params, "leave")
-        return JsonResponse(200, {})
+        return await self._send_membership(
+            request, params, "leave", lambda _room, _event: JsonResponse(200, {})
+        )
 
     def invite(self, request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
         """``PUT /v2/invite/{roomId}/{eventId}``: the invite countersigned and kept."""

@@ -2,7 +2,9 @@
 ``backfill``, ``get_missing_events`` and the ``query/directory`` alias lookup, as
 :class:`ReadEndpoints` (spec: Server-Server API "Retrieving events", "Backfilling and
 retrieving missing events", "Room state", "Querying for information"; answers as
-``stubserver.rooms.routes_common`` says).
+``stubserver.rooms.routes_common`` says). ``event``, ``backfill`` and
+``get_missing_events`` serve each event as the asking server may see it, redacted
+events redacted everywhere (``stubserver.rooms.visibility``, Synapse's rule).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Final
 from twisted.web.iweb import IRequest
 
 from stubserver.auth.filter import require_origin
-from stubserver.rooms.room import Room, RoomError
+from stubserver.cache import BoundedCache
+from stubserver.rooms.room import Room
 from stubserver.rooms.room_queries import backfill, event_auth, get_missing_events, state_ids_before
 from stubserver.rooms.routes_common import (
     HOST_NOT_IN_ROOM,
@@ -25,6 +28,7 @@ from stubserver.rooms.routes_common import (
     served_event,
     string_list,
 )
+from stubserver.rooms.visibility import pdu_for_server
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
 
 #: Most ``v`` values one backfill request may give, and most IDs in each list of a
@@ -33,6 +37,15 @@ MAX_BACKFILL_FROM_EVENTS: Final = 100
 MAX_MISSING_EVENTS_IDS: Final = 100
 #: get_missing_events' default limit when the body gives none (Synapse's).
 DEFAULT_MISSING_EVENTS_LIMIT: Final = 10
+#: ``state`` / ``state_ids`` answers (the IDs) are kept this long per room and event, as
+#: Synapse keeps them (its response caches, 30 s): state and auth chain before an event
+#: never change, and a chain walk costs the whole chain (issue 22 row 3).
+STATE_ANSWER_TTL_SECONDS: Final = 30.0
+#: Most answers kept, and most event IDs they hold together (about 64 bytes each).
+MAX_STATE_ANSWERS: Final = 256
+MAX_STATE_ANSWER_IDS: Final = 500_000
+
+_StateAnswer = tuple[Room, list[str], list[str]]
 
 
 class ReadEndpoints:
@@ -40,6 +53,15 @@ class ReadEndpoints:
 
     def __init__(self, parts: RoomEndpointParts) -> None:
         self._parts = parts
+        self._state_answers: BoundedCache[tuple[str, str], _StateAnswer] = BoundedCache(
+            parts.clock,
+            max_entries=MAX_STATE_ANSWERS,
+            max_weight=MAX_STATE_ANSWER_IDS,
+            weigh=lambda answer: len(answer[1]) + len(answer[2]),
+        )
+        #: How many state / auth chain walks the state answers took (the rest came
+        #: from the kept answers).
+        self.state_walks = 0
 
     def routes(self) -> list[Route]:
         """The route table."""
@@ -68,7 +90,7 @@ class ReadEndpoints:
             {
                 "origin": self._parts.ours,
                 "origin_server_ts": self._parts.now(),
-                "pdus": [dict(event.pdu)],
+                "pdus": [pdu_for_server(room, event, origin)],
             },
         )
 
@@ -81,15 +103,21 @@ class ReadEndpoints:
         if event_id is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
         served_event(room, event_id)
+        key = (room.room_id, event_id)
+        kept = self._state_answers.get(key)
+        # A re-joined room is a new Room under the same ID: its answers are its own.
+        if kept is not None and kept[0] is room:
+            return kept
         try:
             state_ids, chain_ids = state_ids_before(room, event_id)
         except KeyError:
             raise MatrixError(
                 404, "M_NOT_FOUND", f"No state known at {event_id!r} (an outlier)"
             ) from None
-        except RoomError as e:
-            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
-        return room, state_ids, chain_ids
+        self.state_walks += 1
+        answer = (room, state_ids, chain_ids)
+        self._state_answers.set(key, answer, STATE_ANSWER_TTL_SECONDS)
+        return answer
 
     def get_state(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         """``GET /v1/state/{roomId}?event_id=``: the state before the event, as PDUs."""
@@ -108,10 +136,7 @@ class ReadEndpoints:
         origin = require_origin(request)
         room = self._parts.room_for_reader(params["roomId"], origin)
         served_event(room, params["eventId"])
-        try:
-            chain = event_auth(room, params["eventId"])
-        except RoomError as e:
-            raise MatrixError(400, "M_UNKNOWN", str(e)) from None
+        chain = event_auth(room, params["eventId"])
         return JsonResponse(200, {"auth_chain": pdus(room, chain)})
 
     def backfill(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
@@ -139,7 +164,7 @@ class ReadEndpoints:
             {
                 "origin": self._parts.ours,
                 "origin_server_ts": self._parts.now(),
-                "pdus": [dict(e.pdu) for e in events],
+                "pdus": [pdu_for_server(room, e, origin) for e in events],
             },
         )
 
@@ -153,7 +178,7 @@ class ReadEndpoints:
         min_depth = int_field(body, "min_depth", 0)
         room = self._parts.room_for_reader(params["roomId"], origin)
         events = get_missing_events(room, earliest, latest, limit, min_depth)
-        return JsonResponse(200, {"events": [dict(e.pdu) for e in events]})
+        return JsonResponse(200, {"events": [pdu_for_server(room, e, origin) for e in events]})
 
     def query_directory(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         """``GET /v1/query/directory?room_alias=``: the room ID and servers of our alias."""

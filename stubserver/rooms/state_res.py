@@ -8,12 +8,29 @@ start from an empty state map instead of the unconflicted state map.
 Every graph walk is iterative (attackers choose the DAG's depth) and bounded by
 :data:`MAX_AUTH_CHAIN_EVENTS`; exceeding it raises :class:`AuthChainTooLarge`. An event
 the caller cannot supply raises :class:`MissingEvent`, so it can fetch and retry.
+
+Walks that stop early (issue 22 row 4). When the caller gives each event a ``position``
+that is larger than those of its auth events (a room adds an event only after its auth
+events, so the order it gained them in is one), the walks stop where the history no
+longer matters, and a resolution costs what the fork holds, not the room's history:
+
+* the auth difference walks the state sets' auth chains together, latest first, marking
+  which sets reach each event, and stops once every event still to visit is reached by
+  all of them (everything below is then in every chain: Synapse gets the same from its
+  chain cover index);
+* the auth chain walks that are intersected with the full conflicted set, or that look
+  for paths between conflicted events (v2.1's subgraph), do not go below the earliest
+  event they look for: positions fall along every auth path, so no path they need
+  passes there.
+
+Without positions (the resolution tests over hand-built graphs), the walks are whole.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from stubserver.rooms.auth_rules import AuthError, auth_types_for_event, check_auth
 from stubserver.rooms.event import Event
@@ -22,6 +39,7 @@ from stubserver.rooms.versions import RoomVersion
 
 StateMap = Mapping[tuple[str, str], str]
 EventLookup = Callable[[str], "Event | None"]
+Position = Callable[[str], int]
 
 # The most events one auth-chain walk may visit before we give up on the resolution.
 MAX_AUTH_CHAIN_EVENTS = 100_000
@@ -61,13 +79,30 @@ def auth_event_ids(event: Event) -> tuple[str, ...]:
     return ids
 
 
-class _Events:
-    """Memoised lookups over the caller's ``get_event``, raising :class:`MissingEvent`."""
+@dataclass
+class ResolutionWork:
+    """What state resolution has cost, counted: ``resolutions`` calls, the
+    ``state_sets`` they took, and the distinct ``events_visited`` (looked up)."""
 
-    def __init__(self, get_event: EventLookup, limit: int) -> None:
+    resolutions: int = 0
+    state_sets: int = 0
+    events_visited: int = 0
+
+
+class _Events:
+    """Memoised lookups over the caller's ``get_event``, raising :class:`MissingEvent`;
+    ``position`` as the module doc says (or None)."""
+
+    def __init__(self, get_event: EventLookup, limit: int, position: Position | None) -> None:
         self._get_event = get_event
         self._cache: dict[str, Event] = {}
         self.limit = limit
+        self.position = position
+
+    @property
+    def visited(self) -> int:
+        """How many distinct events were looked up."""
+        return len(self._cache)
 
     def __getitem__(self, event_id: str) -> Event:
         event = self._cache.get(event_id)
@@ -78,14 +113,24 @@ class _Events:
             self._cache[event_id] = event
         return event
 
-    def auth_chain(self, starts: Iterable[str]) -> set[str]:
+    def auth_chain(self, starts: Iterable[str], *, floor: Collection[str] = ()) -> set[str]:
         """The union of the auth chains of ``starts`` (which are not included unless one
-        is an auth event of another). Iterative, bounded."""
+        is an auth event of another). Iterative, bounded. With positions and a ``floor``
+        (events), events earlier than the earliest of ``floor`` are left out."""
+        lowest = None
+        if self.position is not None and floor:
+            lowest = min(self.position(e) for e in floor)
         seen: set[str] = set()
         stack = [a for s in starts for a in auth_event_ids(self[s])]
         while stack:
             event_id = stack.pop()
             if event_id in seen:
+                continue
+            if (
+                lowest is not None
+                and self.position is not None
+                and (self.position(event_id) < lowest)
+            ):
                 continue
             seen.add(event_id)
             if len(seen) > self.limit:
@@ -121,17 +166,63 @@ def split_state(
 
 
 def _auth_difference(state_sets: Sequence[StateMap], events: _Events) -> set[str]:
+    if events.position is not None:
+        return _auth_difference_by_position(state_sets, events, events.position)
     chains = [events.auth_chain(state.values()) for state in state_sets]
     union: set[str] = set().union(*chains)
     common = set(chains[0]).intersection(*chains[1:])
     return union - common
 
 
+def _auth_difference_by_position(
+    state_sets: Sequence[StateMap], events: _Events, position: Position
+) -> set[str]:
+    """The auth difference, walking the chains together latest first (module doc): an
+    event's mark (which sets reach it) is final when it is taken, since every event that
+    cites it comes later; the walk stops when every event still queued is reached by
+    all sets."""
+    everyone = (1 << len(state_sets)) - 1
+    marks: dict[str, int] = {}
+    queue: list[tuple[int, str]] = []
+    # Queued events not (yet) reached by every set.
+    partial = 0
+
+    def reach(event_id: str, mark: int) -> None:
+        nonlocal partial
+        old = marks.get(event_id)
+        if old is None:
+            marks[event_id] = mark
+            heapq.heappush(queue, (-position(event_id), event_id))
+            partial += mark != everyone
+        elif old | mark != old:
+            marks[event_id] = old | mark
+            partial -= old | mark == everyone
+
+    for index, state in enumerate(state_sets):
+        for state_id in state.values():
+            for auth_id in auth_event_ids(events[state_id]):
+                reach(auth_id, 1 << index)
+    difference: set[str] = set()
+    taken = 0
+    while queue and partial:
+        _, event_id = heapq.heappop(queue)
+        mark = marks[event_id]
+        taken += 1
+        if taken > events.limit:
+            raise AuthChainTooLarge(events.limit)
+        if mark != everyone:
+            partial -= 1
+            difference.add(event_id)
+        for auth_id in auth_event_ids(events[event_id]):
+            reach(auth_id, mark)
+    return difference
+
+
 def _conflicted_subgraph(conflicted: set[str], events: _Events) -> set[str]:
     """v2.1: the events on auth-event paths between conflicted events, endpoints
     included. Forward from the conflicted set along auth edges, then back along the
     reversed edges from the conflicted set, within what the forward walk reached."""
-    below = events.auth_chain(conflicted)
+    below = events.auth_chain(conflicted, floor=conflicted)
     reached = below | conflicted
     children: dict[str, list[str]] = {}
     for event_id in reached:
@@ -158,7 +249,7 @@ def conflicted_state_subgraph(
     :func:`resolve_state` runs the same walk (``_conflicted_subgraph``) over its own
     event cache; this entry point states the definition on its own, so that its tests
     can check it against the spec's example without a whole resolution."""
-    return _conflicted_subgraph(set(conflicted), _Events(get_event, limit))
+    return _conflicted_subgraph(set(conflicted), _Events(get_event, limit, None))
 
 
 def is_power_event(event: Event) -> bool:
@@ -298,26 +389,55 @@ def resolve_state(
     *,
     rejected: Collection[str] = frozenset(),
     limit: int = MAX_AUTH_CHAIN_EVENTS,
+    position: Position | None = None,
+    work: ResolutionWork | None = None,
 ) -> dict[tuple[str, str], str]:
     """Resolve ``state_sets`` (``(type, state_key) -> event ID``) into one state map.
 
     ``get_event`` supplies events by ID (``None`` if unknown: :class:`MissingEvent`);
     ``rejected`` names events rejected against their auth chain, which iterative auth
-    checks must not fall back on. Raises :class:`StateResolutionError`.
+    checks must not fall back on; ``position`` lets the walks stop early (module doc);
+    ``work`` counts the cost. Raises :class:`StateResolutionError`.
     """
+    if work is not None:
+        work.resolutions += 1
+        work.state_sets += len(state_sets)
     if not state_sets:
         return {}
     unconflicted, conflicted = split_state(state_sets)
     if not conflicted:
         return unconflicted
-    events = _Events(get_event, limit)
+    events = _Events(get_event, limit, position)
+    try:
+        return _resolve_conflicts(
+            room_version,
+            state_sets=state_sets,
+            unconflicted=unconflicted,
+            conflicted=conflicted,
+            events=events,
+            rejected=rejected,
+        )
+    finally:
+        if work is not None:
+            work.events_visited += events.visited
+
+
+def _resolve_conflicts(
+    room_version: RoomVersion,
+    *,
+    state_sets: Sequence[StateMap],
+    unconflicted: dict[tuple[str, str], str],
+    conflicted: set[str],
+    events: _Events,
+    rejected: Collection[str],
+) -> dict[tuple[str, str], str]:
     full_conflicted = conflicted | _auth_difference(state_sets, events)
     v21 = room_version.state_resolution == "v2.1"
     if v21:
         # v2.1: the conflicted state subgraph is part of the full conflicted set.
         full_conflicted |= _conflicted_subgraph(conflicted, events)
     power = {e for e in full_conflicted if is_power_event(events[e])}
-    power |= events.auth_chain(power) & full_conflicted
+    power |= events.auth_chain(power, floor=full_conflicted) & full_conflicted
     power_order = _reverse_topological_power_order(power, events)
     # v2.1 starts the first iterative auth checks from an empty state map.
     partial = _iterative_auth_checks({} if v21 else unconflicted, power_order, events, rejected)

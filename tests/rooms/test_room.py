@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stubserver.devtools import room_attacks
 from stubserver.rooms.long_poll import event_json
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomFull, WrongRoom
 from stubserver.rooms.room_queries import (
@@ -355,3 +356,75 @@ def test_our_own_rejected_event_is_kept_whole(version: str) -> None:
     record = add(room, build(room, ALICE, "m.room.message", {"body": "x"}, auth=auth))
     assert record.outcome == "rejected"
     assert record.event.content == {"body": "x"}
+
+
+def _forked_room(forks: int, *, conflicting: bool) -> tuple[Room, list[str]]:
+    """A v12 room where Bob made ``forks`` events on the same parent: messages, or his
+    own displayname changes (conflicting state). The fork IDs."""
+    room = new_room("12").room
+    join(room, BOB)
+    return room, room_attacks.forks(room, BOB, forks, conflicting=conflicting)
+
+
+def _state_sets_per_event(room: Room, tips: list[str], events: int) -> float:
+    """State maps handed to state resolution per accepted event while Bob sends messages
+    on fork tips and Alice sends (citing the deepest extremities, as our sends do)."""
+    before = room.resolution_work.state_sets
+    for i in range(events):
+        record = send(room, BOB, "m.room.message", {"body": f"on {i}"}, prev=[tips[i]])
+        assert record.outcome == "accepted"
+        tips[i] = record.event_id
+        assert send(room, ALICE, "m.room.message", {"body": f"ours {i}"}).outcome == "accepted"
+    return (room.resolution_work.state_sets - before) / (2 * events)
+
+
+def test_a_room_with_2000_extremities_costs_the_same_state_resolution_per_event_as_one() -> None:
+    """Issue 22 row 4: with 2,000 forward extremities standing on one state, an accepted
+    event costs no state resolution, as in a linear room (before: every accepted event
+    re-resolved the states of all 2,000 extremities, 2,000 state maps per event); our own
+    events cite the 10 deepest extremities (Synapse's count)."""
+    linear, linear_tips = _forked_room(1, conflicting=False)
+    forked, forked_tips = _forked_room(2_000, conflicting=False)
+    assert len(forked.forward_extremities) == 2_000
+    assert _state_sets_per_event(linear, linear_tips, 1) == 0
+    assert _state_sets_per_event(forked, forked_tips, 20) == 0
+    ours = build(forked, ALICE, "m.room.message", {"body": "merge"}).event
+    assert len(ours.prev_event_ids) == 10
+
+
+def test_identical_states_are_resolved_once_and_only_when_the_distinct_states_change() -> None:
+    """Issue 22 row 4: 100 forks with 100 conflicting displaynames are resolved when a
+    new distinct state appears at an extremity, not again for messages that keep the
+    same distinct states (before: every message re-resolved the 100 states); a merge of
+    10 forks resolves the state before it and the new current state, once each."""
+    room, tips = _forked_room(100, conflicting=True)
+    work = room.resolution_work
+    resolutions = work.resolutions
+    for i in range(10):
+        record = send(room, BOB, "m.room.message", {"body": f"on {i}"}, prev=[tips[i]])
+        assert record.outcome == "accepted"
+        tips[i] = record.event_id
+    assert work.resolutions == resolutions
+    merged = send(room, ALICE, "m.room.message", {"body": "merge"})
+    assert len(merged.event.prev_event_ids) == 10
+    # Two: the state before the merge (its 10 prevs), then the current state.
+    assert work.resolutions == resolutions + 2
+
+
+def test_a_resolution_costs_the_same_after_10050_events_of_history_as_after_50() -> None:
+    """Issue 22 row 4: the state resolution of two conflicting displaynames of Bob
+    visits as many events after 10,050 earlier displayname changes as after 50: the
+    walks stop where both sides' auth chains meet (before: they walked the whole chain,
+    10,050 events and more)."""
+
+    def visited(history: int) -> int:
+        room = new_room("12").room
+        join(room, BOB)
+        room_attacks.displayname_changes(room, BOB, history)
+        room_attacks.forks(room, BOB, 2, conflicting=True)
+        assert room.resolution_work.resolutions == 1
+        return room.resolution_work.events_visited
+
+    short = visited(50)
+    assert short < 20
+    assert visited(10_050) == short

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 
+from stubserver.devtools.room_attacks import displayname_changes
 from stubserver.rooms.create import create_room
 from stubserver.rooms.format import event_from_pdu
 from stubserver.rooms.hashes import check_content_hash
@@ -162,6 +163,45 @@ def test_a_remote_server_joins_our_public_room(version: str) -> None:
         verifies(pdu, version, "a.test")
     assert room.members[BOB] == "join"
     assert room.events_since(0)[-1].event_id == event_id
+
+
+def test_a_room_with_a_10050_event_auth_chain_stays_joinable_and_readable() -> None:
+    """Issue 22 row 3: after 10,050 displayname changes of Alice (an auth chain of
+    10,050 member events), send_join answers 200 with the whole chain and Bob is joined;
+    state_ids, state and event_auth answer 200 with it too (before: each answered 400
+    "auth chain passes 10000 events" to everyone, and the failed joiner was listed as
+    joined)."""
+    h = Harness()
+    room = h.host("12")
+    last = displayname_changes(room, ALICE, 10_050)
+    status, answer, join_id = joined_by_send_join(h, room, "12")
+    assert status == 200, answer
+    assert len(answer["auth_chain"]) > 10_050
+    assert room.members[BOB] == "join"
+    path = f"{room.room_id}?event_id={join_id}"
+    status, ids = h.call("GET", f"/v1/state_ids/{path}")
+    assert status == 200 and len(ids["auth_chain_ids"]) > 10_050
+    assert last in ids["pdu_ids"]
+    status, state = h.call("GET", f"/v1/state/{path}")
+    assert status == 200 and len(state["auth_chain"]) == len(ids["auth_chain_ids"])
+    status, chain = h.call("GET", f"/v1/event_auth/{room.room_id}/{last}")
+    assert status == 200 and len(chain["auth_chain"]) > 10_000
+
+
+def test_a_refused_send_join_leaves_the_joiner_out() -> None:
+    """A send_join citing an event we lack is refused (400) before anything of it is
+    added or answered: the joiner is not listed as joined."""
+    h = Harness()
+    room = h.host("12")
+    status, template = h.call("GET", f"/v1/make_join/{room.room_id}/{BOB}?ver=12")
+    assert status == 200
+    template["event"]["prev_events"] = ["$unknown"]
+    built = fill_template(
+        template["event"], ROOM_VERSIONS["12"], B_SIGNER, user_id=BOB, membership="join", now=TS
+    )
+    status, body = h.call("PUT", f"/v2/send_join/{room.room_id}/{built.event.event_id}", built.pdu)
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+    assert BOB not in room.members
 
 
 def test_make_join_without_ver_is_incompatible() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet.task import Clock
 
 from stubserver.rooms.routes_read import ReadEndpoints
 from stubserver.server.router import MatrixError
@@ -36,3 +37,27 @@ def test_reading_a_room_the_origin_is_not_in_is_403() -> None:
     with pytest.raises(MatrixError) as raised:
         ReadEndpoints(p).event_auth(request, {"roomId": room.room_id, "eventId": "$e"})
     assert (raised.value.status, raised.value.message) == (403, "Host not in room.")
+
+
+def test_state_answers_are_kept_30_seconds_per_room_and_event() -> None:
+    """state and state_ids at one event walk the state and its auth chain once in 30 s,
+    as Synapse keeps its answers (issue 22 row 3: the walk costs the whole auth chain);
+    after 30 s the next answer walks again."""
+    p = parts()
+    room = new_room("12").room
+    join(room, BOB)
+    p.store.add_room(room)
+    read = ReadEndpoints(p)
+    event_id = sorted(room.forward_extremities)[0]
+    args = {b"event_id": [event_id.encode()]}
+    params = {"roomId": room.room_id}
+    first = read.get_state_ids(signed_in("GET", "/state_ids", args=args), params).body
+    assert read.get_state_ids(signed_in("GET", "/state_ids", args=args), params).body == first
+    state = read.get_state(signed_in("GET", "/state", args=args), params).body
+    assert len(state["pdus"]) == len(first["pdu_ids"])
+    assert read.state_walks == 1
+    clock = p.clock
+    assert isinstance(clock, Clock)
+    clock.advance(30)
+    read.get_state_ids(signed_in("GET", "/state_ids", args=args), params)
+    assert read.state_walks == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from stubserver.rooms.state_res import (
@@ -28,8 +30,16 @@ def _fork(room: RoomBuilder) -> tuple[dict[tuple[str, str], str], dict[tuple[str
     return dict(room.state), dict(room.state)
 
 
+def _positions(room: RoomBuilder) -> Callable[[str], int]:
+    """The order the builder made its events in: each after its auth events."""
+    return {event_id: i for i, event_id in enumerate(room.events)}.__getitem__
+
+
 def _resolve(room: RoomBuilder, *states: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
-    return resolve_state(room.version, states, room.get)
+    """The resolution, the same whether the walks may stop early (positions) or not."""
+    whole = resolve_state(room.version, states, room.get)
+    assert resolve_state(room.version, states, room.get, position=_positions(room)) == whole
+    return whole
 
 
 def test_split_state_separates_agreeing_keys() -> None:
@@ -240,7 +250,7 @@ def test_v2_checks_conflicted_power_events_against_unconflicted_state(version: s
     """v2 starts the power-event auth checks from the unconflicted state, where Bob is
     already banned: his join rules change fails and the old rules stand."""
     room, old_rules, _, states = _reset_scenario(version)
-    resolved = resolve_state(room.version, states, room.get)
+    resolved = _resolve(room, *states)
     assert resolved[JR] == old_rules
 
 
@@ -249,7 +259,7 @@ def test_v21_checks_conflicted_power_events_from_empty_state() -> None:
     its own auth events, where he was joined, so it stands (the ban is re-applied from
     the unconflicted state at the end)."""
     room, _, bobs_rules, states = _reset_scenario("12")
-    resolved = resolve_state(room.version, states, room.get)
+    resolved = _resolve(room, *states)
     assert resolved[JR] == bobs_rules
     assert resolved[("m.room.member", BOB)] == states[0][("m.room.member", BOB)]
 
