@@ -6,6 +6,6 @@ root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
 scripts/venv
 bin=.venv/bin
-echo "== ruff" && "$bin/ruff" check stubserver tests && "$bin/ruff" format --check stubserver tests bench
+echo "== ruff" && "$bin/ruff" check stubserver tests bench scripts && "$bin/ruff" format --check stubserver tests bench scripts
 echo "== mypy --strict" && "$bin/mypy"
 echo "== pytest" && "$bin/pytest" "$@"

@@ -1,8 +1,11 @@
-"""Side-by-side benchmark: stubserver, a real Synapse, nginx and a bare Twisted TLS server.
+"""Side-by-side benchmark: stubserver, a real Synapse, a real Dendrite, nginx and a bare
+Twisted TLS server.
 
 Run through ``bench/run`` (it makes sure of .venv, wrk and nginx). Everything listens on
 loopback (127.0.77.0/24), one server under load at a time, on the same machine and in one
 run. Prints a table and writes ``bench/results.json``. Work files go to ``bench/work/``.
+Dendrite (issue 21) is the exception to loopback: it runs in the interop harness's network
+namespace (tests/interop/dendrite.py), where this file measures it (``ns-measure-dendrite``).
 
 What is measured (issue 8; see bench/README.md):
 
@@ -33,6 +36,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -133,7 +137,9 @@ class Proc:
 _running: list[Proc] = []
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+def spawn(
+    name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Proc:
     log_path = RUN / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -144,6 +150,7 @@ def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
         )
     proc = Proc(name, popen, started, log_path)
@@ -208,8 +215,12 @@ def https_get(
     headers: dict[str, str] | None = None,
     timeout: float = 5.0,
     port: int = PORT,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    conn = http.client.HTTPSConnection(address, port, context=client_context(), timeout=timeout)
+    conn = http.client.HTTPSConnection(
+        address, port, context=context or client_context(), timeout=timeout
+    )
     try:
         conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
@@ -218,14 +229,20 @@ def https_get(
         conn.close()
 
 
-def wait_serving(proc: Proc, address: str, path: str = VERSION_PATH, port: int = PORT) -> float:
+def wait_serving(
+    proc: Proc,
+    address: str,
+    path: str = VERSION_PATH,
+    port: int = PORT,
+    context: ssl.SSLContext | None = None,
+) -> float:
     """Seconds from spawning ``proc`` to its first successful (2xx) TLS response."""
     deadline = proc.started + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}); see {proc.log_path}")
         try:
-            status, _ = https_get(address, path, timeout=2.0, port=port)
+            status, _ = https_get(address, path, timeout=2.0, port=port, context=context)
         except (OSError, http.client.HTTPException):
             time.sleep(POLL_SECONDS)
             continue
@@ -450,6 +467,14 @@ class Server:
 
     def version(self) -> str:
         return ""
+
+    def context(self) -> ssl.SSLContext | None:
+        """The TLS context of the probes (None: the bench CA, the name checked)."""
+        return None
+
+    def auth(self) -> tuple[str, Path, dict[str, str]]:
+        """The signed profile query: URL, wrk Lua script, headers (see auth_script)."""
+        return auth_script(self, self.setup)
 
 
 class StubServer(Server):
@@ -727,6 +752,129 @@ class Synapse(Server):
         return out.stdout.strip().split(" ")[0]  # drop "(b=...)": the cwd's git, not Synapse's
 
 
+# --------------------------------------------------------------------------- Dendrite
+
+#: The stub of the interop environment that signs the profile query sent to Dendrite:
+#: Dendrite finds its key by DNS (A record, port 8448), as it would on the internet.
+DENDRITE_SIGNER = "direct.test"
+#: bench.py's command to measure Dendrite from inside the namespace.
+NS_MEASURE = "ns-measure-dendrite"
+NS_MEASURE_TIMEOUT_SECONDS = 1800
+
+
+class Dendrite(Server):
+    """Dendrite v0.13.8 as the interop tests build, configure and start it
+    (tests/interop/dendrite.py), measured from inside the environment's network namespace
+    (v0.13.8 has no outbound IP blocklist, CVE-2024-52594: it never runs outside one).
+    ``spec`` comes from :func:`run_dendrite`."""
+
+    name = "dendrite"
+    authenticated = True
+
+    def __init__(self, spec: dict[str, Any]) -> None:  # no Setup: the harness made it all
+        self.spec = spec
+        self.address = spec["address"]
+        self._context = ssl.create_default_context(cafile=spec["ca"])
+        # The harness's certificate names dendrite.test; the probes connect by address,
+        # as for every other server (the chain is still verified).
+        self._context.check_hostname = False
+
+    def argv(self) -> list[str]:
+        return list(self.spec["argv"])
+
+    def start(self) -> Proc:
+        return spawn(self.name, self.argv(), cwd=Path(self.spec["cwd"]))
+
+    def version(self) -> str:
+        return str(self.spec["version"])
+
+    def context(self) -> ssl.SSLContext | None:
+        return self._context
+
+    def auth(self) -> tuple[str, Path, dict[str, str]]:
+        return auth_lua(self, self.spec["profile_path"], self.spec["authorization"])
+
+
+def run_dendrite(repeat: int) -> dict[str, Any]:
+    """Dendrite's figures: the interop harness's Dendrite environment (namespace, DNS, CA,
+    stubs, Dendrite with its user), then this file run inside the namespace
+    (``ns-measure-dendrite``) measures Dendrite as measure_server measures every server.
+    The harness's first start of Dendrite (which creates its databases) is stopped first."""
+    sys.path.insert(0, str(ROOT))
+    from stubserver.auth.xmatrix import sign_request  # noqa: PLC0415
+    from tests.interop import harness  # noqa: PLC0415
+    from tests.interop.dendrite import (  # noqa: PLC0415
+        DENDRITE_VERSION,
+        dendrite_argv,
+        dendrite_environment,
+        ensure_dendrite,
+    )
+
+    reason = harness.unavailable_reason()
+    if reason is not None:
+        return {"skipped": reason}
+    log("== dendrite (tests/interop/dendrite.py's environment)")
+    try:
+        bin_dir = ensure_dendrite(log=log)
+    except harness.EnvironmentUnavailable as e:  # no Go
+        return {"skipped": str(e)}
+    with (
+        tempfile.TemporaryDirectory(prefix="stubbench-dendrite-") as tmp,
+        dendrite_environment(Path(tmp), log=log) as env,
+    ):
+        env.dendrite.process.stop()
+        files = env.dendrite.files
+        # Logging at warn, as Synapse's (its best case); the rest as the tests run it.
+        config = yaml.safe_load(files.config_path.read_text())
+        config["logging"] = [{"type": "std", "level": "warn"}]
+        files.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        signer = env.stubs[DENDRITE_SIGNER]
+        path = profile_path(env.dendrite_user[0])
+        header = sign_request(
+            "GET",
+            path,
+            origin=signer.server_name,
+            destination=files.spec.server_name,
+            key=signer.files.signing_key(),
+        ).decode()
+        spec = {
+            "argv": dendrite_argv(bin_dir, files, env.ca),
+            "cwd": str(files.directory),
+            "address": files.spec.address,
+            "ca": str(env.ca.cert_path),
+            "version": DENDRITE_VERSION,
+            "profile_path": path,
+            "authorization": header,
+            "repeat": repeat,
+        }
+        done = subprocess.run(
+            env.ns.argv([VENV_PY, Path(__file__).resolve(), NS_MEASURE]),
+            input=json.dumps(spec),
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=NS_MEASURE_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{NS_MEASURE} failed ({done.returncode}): {done.stdout[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result["signer"] = DENDRITE_SIGNER
+    result["where"] = f"network namespace {env.ns.name} (tests/interop/harness.py)"
+    return result
+
+
+def ns_measure_dendrite() -> int:
+    """Inside the namespace: measure_server on Dendrite; the result as one JSON line."""
+    spec = json.load(sys.stdin)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        result = measure_server(Dendrite(spec), startup=True, repeat=spec["repeat"])
+    finally:
+        stop_all()
+    print(json.dumps(result))
+    return 0
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -736,10 +884,16 @@ def auth_script(server: Server, setup: Setup) -> tuple[str, Path, dict[str, str]
 
     destination = SERVER_NAME[server.name]
     user_id = f"@{USER}:{destination}"
-    path = "/_matrix/federation/v1/query/profile?user_id=" + urllib.parse.quote(user_id, safe="")
+    path = profile_path(user_id)
     header = sign_request(
         "GET", path, origin=SIGNER_NAME, destination=destination, key=setup.signer_key
     ).decode()
+    return auth_lua(server, path, header)
+
+
+def auth_lua(server: Server, path: str, header: str) -> tuple[str, Path, dict[str, str]]:
+    """The URL of ``path`` on ``server``, a wrk Lua script sending ``header`` as its
+    Authorization, and the headers."""
     script = write(
         RUN / server.name / "auth.lua",
         "-- pre-signed X-Matrix GET, replayed (servers accept replayed GETs)\n"
@@ -748,32 +902,36 @@ def auth_script(server: Server, setup: Setup) -> tuple[str, Path, dict[str, str]
     return f"https://{server.address}:{PORT}{path}", script, {"Authorization": header}
 
 
+def profile_path(user_id: str) -> str:
+    return "/_matrix/federation/v1/query/profile?user_id=" + urllib.parse.quote(user_id, safe="")
+
+
 def measure_startup(server: Server) -> dict[str, Any]:
     runs = []
     for i in range(STARTUP_RUNS):
         proc = server.start()
         try:
-            runs.append(round(wait_serving(proc, server.address), 3))
+            runs.append(round(wait_serving(proc, server.address, context=server.context()), 3))
         finally:
             stop(proc)
         log(f"  start-up {i + 1}/{STARTUP_RUNS}: {runs[-1]:.3f}s")
     return {"median_s": statistics.median(runs), "runs_s": runs}
 
 
-def measure_server(server: Server, setup: Setup, *, startup: bool, repeat: int) -> dict[str, Any]:
+def measure_server(server: Server, *, startup: bool, repeat: int) -> dict[str, Any]:
     log(f"== {server.name}")
     server.prepare()
     result: dict[str, Any] = {"version": server.version()}
     if startup:
         warm = server.start()  # warm-up: bytecode, page cache
         try:
-            wait_serving(warm, server.address)
+            wait_serving(warm, server.address, context=server.context())
         finally:
             stop(warm)
         result["startup"] = measure_startup(server)
     proc = server.start()
     try:
-        wait_serving(proc, server.address)
+        wait_serving(proc, server.address, context=server.context())
         time.sleep(IDLE_SETTLE_SECONDS)
         result["rss_idle_mb"] = rss_mb(proc.pid)
         log(f"  idle RSS {result['rss_idle_mb']} MB")
@@ -795,10 +953,12 @@ def measure_server(server: Server, setup: Setup, *, startup: bool, repeat: int) 
             f" {result['rss_after_unauthenticated_mb']} MB"
         )
         if server.authenticated:
-            url, script, headers = auth_script(server, setup)
+            url, script, headers = server.auth()
             # One request first: the server fetches and caches the signer's key.
             path = url.split(f":{PORT}", 1)[1]
-            status, body = https_get(server.address, path, headers, timeout=30)
+            status, body = https_get(
+                server.address, path, headers, timeout=30, context=server.context()
+            )
             result["auth_first_response"] = {
                 "status": status,
                 "body": body.decode(errors="replace")[:300],
@@ -870,12 +1030,13 @@ FIGURES: list[tuple[str, tuple[str, ...], str]] = [
     ("X-Matrix profile p50 (ms)", ("auth_profile", "p50_ms"), "lower"),
     ("X-Matrix profile p99 (ms)", ("auth_profile", "p99_ms"), "lower"),
 ]
-ORDER = ["stubserver", "synapse", "bare_twisted", "bare_twisted_raw", "nginx"]
+ORDER = ["stubserver", "synapse", "dendrite", "bare_twisted", "bare_twisted_raw", "nginx"]
 
 
 def add_ratios(results: dict[str, Any]) -> None:
     servers = results["servers"]
     syn = servers.get("synapse", {})
+    den = servers.get("dendrite", {})
     ngx = servers.get("nginx", {})
     bare = servers.get("bare_twisted", {})
     for data in servers.values():
@@ -884,6 +1045,7 @@ def add_ratios(results: dict[str, Any]) -> None:
             value = get(data, *path)
             key = "_".join(path)
             r.setdefault("vs_synapse", {})[key] = ratio(value, get(syn, *path))
+            r.setdefault("vs_dendrite", {})[key] = ratio(value, get(den, *path))
             if path[0] == "key":
                 r.setdefault("vs_nginx", {})[key] = ratio(value, get(ngx, *path))
             if path[0].startswith("rss"):
@@ -943,7 +1105,7 @@ def fmt(v: Any) -> str:
 def table(results: dict[str, Any]) -> str:
     servers = results["servers"]
     names = [n for n in ORDER if n in servers]
-    head = ["figure", *names, "stub/synapse", "stub/nginx"]
+    head = ["figure", *names, "stub/synapse", "stub/dendrite", "stub/nginx"]
     rows = [head]
     for label, path, _ in FIGURES:
         values = [get(servers[n], *path) for n in names]
@@ -955,6 +1117,7 @@ def table(results: dict[str, Any]) -> str:
                 label,
                 *[fmt(v) for v in values],
                 fmt(ratio(stub, get(servers.get("synapse", {}), *path))),
+                fmt(ratio(stub, get(servers.get("dendrite", {}), *path))),
                 fmt(ratio(stub, get(servers.get("nginx", {}), *path))) if path[0] == "key" else "",
             ]
         )
@@ -990,8 +1153,8 @@ def markdown(results: dict[str, Any]) -> str:
     servers = results["servers"]
     names = [n for n in ORDER if n in servers]
     lines = [
-        "| figure | " + " | ".join(names) + " | stub/synapse | stub/nginx |",
-        "|---" * (len(names) + 3) + "|",
+        "| figure | " + " | ".join(names) + " | stub/synapse | stub/dendrite | stub/nginx |",
+        "|---" * (len(names) + 4) + "|",
     ]
     for label, path, _ in FIGURES:
         values = [get(servers[n], *path) for n in names]
@@ -1000,7 +1163,11 @@ def markdown(results: dict[str, Any]) -> str:
         stub = get(servers.get("stubserver", {}), *path)
         to_nginx = ratio(stub, get(servers.get("nginx", {}), *path)) if path[0] == "key" else None
         cells = [fmt(v) for v in values]
-        cells += [fmt(ratio(stub, get(servers.get("synapse", {}), *path))), fmt(to_nginx)]
+        cells += [
+            fmt(ratio(stub, get(servers.get(anchor, {}), *path)))
+            for anchor in ("synapse", "dendrite")
+        ]
+        cells.append(fmt(to_nginx))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     out = results.get("outbound")
     if out and not out.get("error"):
@@ -1078,6 +1245,9 @@ def product_has(module: str) -> bool:
 
 
 def main() -> int:
+    if sys.argv[1:2] == [NS_MEASURE]:
+        sys.path.insert(0, str(ROOT))
+        return ns_measure_dendrite()
     parser = argparse.ArgumentParser(description="stubserver benchmarks (issue 8)")
     parser.add_argument(
         "--only",
@@ -1098,10 +1268,16 @@ def main() -> int:
         action="store_true",
         help="print bench/results.json's figures as Markdown and exit (measures nothing)",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not write bench/results.json")
+    parser.add_argument("--no-write", action="store_true", help="do not write the results")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS,
+        help="where to write the results (default bench/results.json)",
+    )
     args = parser.parse_args()
     if args.markdown:
-        print(markdown(json.loads(RESULTS.read_text())))
+        print(markdown(json.loads(args.output.read_text())))
         return 0
     only = set(args.only or [*ORDER, "outbound"])
     sys.path.insert(0, str(ROOT))
@@ -1141,10 +1317,11 @@ def main() -> int:
         for server in servers:
             results["servers"][server.name] = measure_server(
                 server,
-                setup,
                 startup=server.name not in ("nginx", "bare_twisted_raw"),
                 repeat=args.repeat,
             )
+        if has_run and "dendrite" in only:
+            results["servers"]["dendrite"] = run_dendrite(args.repeat)
         if signer is not None:
             stop(signer)
         if "outbound" in only:
@@ -1157,8 +1334,8 @@ def main() -> int:
     print(text)
     results["table"] = text.splitlines()
     if not args.no_write:
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        log(f"wrote {RESULTS.relative_to(ROOT)}")
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        log(f"wrote {args.output}")
     return 0
 
 

@@ -8,6 +8,7 @@ bench/results-rooms.json). See bench/README.md, "Rooms (issue 13)".
     .venv/bin/python bench/rooms.py                       # all three parts
     .venv/bin/python bench/rooms.py --only throughput --only memory   # loopback only
     .venv/bin/python bench/rooms.py --only synapse --synapse-python PATH  # root: a netns
+    .venv/bin/python bench/rooms.py --only dendrite        # root and Go (issue 21)
 
 Parts:
 
@@ -18,6 +19,9 @@ Parts:
   from one process (no subprocess per call): control ``join`` -> Synapse's
   ``joined_members`` lists our user, and Synapse's client ``send`` -> the event in our
   room's ``events`` long-poll.
+* ``dendrite`` (issue 21): the same against Dendrite v0.13.8 in tests/interop/dendrite.py's
+  environment (built on first use by its cached ``go install``), room versions 10 and 11
+  (on direct.test and wk.test; v0.13.8 has no v12).
 * ``throughput``: two ``stubserver run`` on loopback (``localhost:PORT`` names, a private
   CA, verified TLS). B joins A's room; A is told to send M messages through its control
   API; the time until all M are in B's room, and the /send sizes B received (B's control
@@ -59,6 +63,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results-rooms.json"
 #: (room version, the interop stub that plays it), as in tests/interop/test_rooms_synapse.py.
 VERSIONS = (("10", "direct.test"), ("11", "wk.test"), ("12", "srv.test"))
+#: The same for Dendrite v0.13.8, which has no room version 12 (test_rooms_dendrite.py).
+DENDRITE_VERSIONS = VERSIONS[:2]
 #: How long any one wait in this benchmark may take, in seconds.
 WAIT_S = 60.0
 #: One long-poll's wait, in milliseconds.
@@ -166,8 +172,8 @@ class EventWatcher(threading.Thread):
 def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The timing loop run inside the namespace (stdlib only): one room version."""
     control = Http(spec["control_url"] + PREFIX, spec["control_token"])
-    synapse = Http(spec["synapse_url"] + "/_matrix/client/v3", spec["synapse_token"])
-    version, us, via = spec["version"], spec["user_id"], spec["synapse_server"]
+    synapse = Http(spec["homeserver_url"] + "/_matrix/client/v3", spec["homeserver_token"])
+    version, us, via = spec["version"], spec["user_id"], spec["homeserver_name"]
     rows: list[dict[str, float]] = []
     for i in range(spec["repeat"] + 1):  # the first is a warm-up (key fetches), kept apart
         room = synapse.call(
@@ -229,7 +235,7 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str, Any]:
-    """Part a: the interop environment, and the timing loop inside its namespace."""
+    """Part a against Synapse: the interop environment, the timing loop in its namespace."""
     sys.path.insert(0, str(ROOT))
     from tests.interop import harness  # noqa: PLC0415
 
@@ -241,31 +247,70 @@ def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str,
         from bench import synapse_venv  # noqa: PLC0415
 
         synapse_python = synapse_venv() / "bin" / "python"
+    return run_homeserver(
+        "tests/interop/harness.py environment (netns, DNS, CA, stubs, Synapse 1.163.2 on SQLite)",
+        lambda tmp: harness.interop_environment(tmp, synapse_python=synapse_python, log=log),
+        VERSIONS,
+        repeat,
+        log,
+    )
+
+
+def run_dendrite(repeat: int, log: Any) -> dict[str, Any]:
+    """Part a against Dendrite (issue 21): tests/interop/dendrite.py's environment, the
+    same timing loop in its namespace, room versions 10 and 11."""
+    sys.path.insert(0, str(ROOT))
+    from tests.interop import harness  # noqa: PLC0415
+    from tests.interop.dendrite import dendrite_environment, ensure_dendrite  # noqa: PLC0415
+
+    reason = harness.unavailable_reason()
+    if reason is not None:
+        return {"skipped": reason}
+    try:
+        ensure_dendrite(log=log)
+    except harness.EnvironmentUnavailable as e:  # no Go
+        return {"skipped": str(e)}
+    return run_homeserver(
+        "tests/interop/dendrite.py environment (netns, DNS, CA, stubs, Dendrite v0.13.8 on"
+        " SQLite, generate-config -ci)",
+        lambda tmp: dendrite_environment(tmp, log=log),
+        DENDRITE_VERSIONS,
+        repeat,
+        log,
+    )
+
+
+def run_homeserver(
+    environment: str,
+    start: Any,
+    versions: Sequence[tuple[str, str]],
+    repeat: int,
+    log: Any,
+) -> dict[str, Any]:
+    """Part a: ``start(directory)`` (an interop environment's context manager, whose
+    ``homeserver`` is the real one), and the timing loop inside its namespace for each
+    (room version, stub) of ``versions``."""
     out: dict[str, Any] = {
         "method": (
-            "tests/interop/harness.py environment (netns, DNS, CA, stubs, Synapse 1.163.2 on"
-            " SQLite); timing loop run inside the namespace by one Python process with"
+            f"{environment}; timing loop run inside the namespace by one Python process with"
             " keep-alive HTTP (bench/rooms.py ns-timing); one warm-up round then N measured;"
             f" joined_members polled every {POLL_S * 1000:.0f} ms; our events long-polled"
         ),
         "repeat": repeat,
         "versions": {},
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp,
-        harness.interop_environment(Path(tmp), synapse_python=synapse_python, log=log) as env,
-    ):
-        _, _, token = env.synapse_user
-        for version, stub_name in VERSIONS:
+    with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp, start(Path(tmp)) as env:
+        homeserver = env.homeserver
+        for version, stub_name in versions:
             stub = env.stubs[stub_name]
             spec = {
                 "version": version,
                 "repeat": repeat,
                 "control_url": stub.files.control_url,
                 "control_token": stub.files.control_token,
-                "synapse_url": env.synapse.files.spec.client_url,
-                "synapse_token": token,
-                "synapse_server": env.synapse.server_name,
+                "homeserver_url": homeserver.spec.client_url,
+                "homeserver_token": homeserver.user[2],
+                "homeserver_name": homeserver.server_name,
                 "user_id": f"@alice:{stub.server_name}",
             }
             log(f"v{version} on {stub_name}: {repeat} + 1 rounds inside {env.ns.name}")
@@ -584,8 +629,8 @@ def room_tracemalloc(events: int) -> dict[str, Any]:
         store=RoomStore("bench.test", TransactionMemory(clock)),
         client=NoClient(),
         fetch_verify_key=lambda *a: succeed(None),
-        rng=random.Random(1),
-    )  # noqa: S311 - not for secrets
+        rng=random.Random(1),  # noqa: S311 - a seeded room for measuring, not for secrets
+    )
 
     def result(d: Any) -> Any:
         box: list[Any] = []
@@ -665,7 +710,9 @@ def main(argv: Sequence[str]) -> int:
         print(json.dumps(ns_timing(json.load(sys.stdin))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", action="append", choices=("synapse", "throughput", "memory"))
+    parser.add_argument(
+        "--only", action="append", choices=("synapse", "dendrite", "throughput", "memory")
+    )
     parser.add_argument("--repeat", type=int, default=20, help="rounds per room version (a)")
     parser.add_argument("--messages", type=int, default=5000, help="messages A sends B (b)")
     parser.add_argument("--events", type=int, default=10_000, help="events in the room (c)")
@@ -678,15 +725,21 @@ def main(argv: Sequence[str]) -> int:
         " one: the interop cache, else bench/work/synapse-venv)",
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS,
+        help="the JSON file to update (default bench/results-rooms.json)",
+    )
     args = parser.parse_args(argv)
-    parts = args.only or ["synapse", "throughput", "memory"]
+    parts = args.only or ["synapse", "dendrite", "throughput", "memory"]
 
     def log(message: str) -> None:
         print(f"[rooms] {message}", file=sys.stderr, flush=True)
 
     results: dict[str, Any] = {}
-    if RESULTS.exists():
-        results = json.loads(RESULTS.read_text())
+    if args.output.exists():
+        results = json.loads(args.output.read_text())
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -697,6 +750,8 @@ def main(argv: Sequence[str]) -> int:
         load_before = os.getloadavg()[0]
         if part == "synapse":
             figure = run_synapse(args.repeat, args.synapse_python, log)
+        elif part == "dendrite":
+            figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
             figure = run_throughput(args.messages, args.workers, log)
         else:
@@ -708,7 +763,7 @@ def main(argv: Sequence[str]) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text + "\n")
+        args.output.write_text(text + "\n")
     return 0
 
 

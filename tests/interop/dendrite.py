@@ -242,36 +242,44 @@ class RunningDendrite:
     process: ManagedProcess
 
 
+def dendrite_argv(bin_dir: Path, files: DendriteFiles, ca: TestCA) -> list[str]:
+    """The command that runs Dendrite (to be run inside the namespace, in
+    ``files.directory``): no proxy variables, the tests' CA as its only roots, TLS on the
+    federation port, plain HTTP on the client port. ``env`` execs Dendrite, so the
+    process started is Dendrite itself."""
+    spec = files.spec
+    unset = [arg for variable in PROXY_VARIABLES for arg in ("-u", variable)]
+    return [
+        "env",
+        *unset,
+        f"SSL_CERT_FILE={ca.cert_path}",
+        str(bin_dir / "dendrite"),
+        "--config",
+        str(files.config_path),
+        "--tls-cert",
+        str(files.tls_cert),
+        "--tls-key",
+        str(files.tls_key),
+        "--http-bind-address",
+        f"{spec.address}:{spec.client_port}",
+        "--https-bind-address",
+        f"{spec.address}:{spec.federation_port}",
+    ]
+
+
 def start_dendrite(
     ns: NetworkNamespace, bin_dir: Path, files: DendriteFiles, ca: TestCA
 ) -> RunningDendrite:
-    """Start Dendrite in the namespace (no proxy variables, the tests' CA as its only roots)
-    and wait until its TLS listener answers by name."""
-    spec = files.spec
-    unset = [arg for variable in PROXY_VARIABLES for arg in ("-u", variable)]
+    """Start Dendrite in the namespace (:func:`dendrite_argv`) and wait until its TLS
+    listener answers by name."""
     process = ns.spawn(
         "dendrite",
-        [
-            "env",
-            *unset,
-            f"SSL_CERT_FILE={ca.cert_path}",
-            bin_dir / "dendrite",
-            "--config",
-            files.config_path,
-            "--tls-cert",
-            files.tls_cert,
-            "--tls-key",
-            files.tls_key,
-            "--http-bind-address",
-            f"{spec.address}:{spec.client_port}",
-            "--https-bind-address",
-            f"{spec.address}:{spec.federation_port}",
-        ],
+        dendrite_argv(bin_dir, files, ca),
         log_path=files.log_path,
         cwd=files.directory,
     )
     process.drain_stdout()
-    wait_for_homeserver(ns, spec, ca, process, log_path=files.log_path)
+    wait_for_homeserver(ns, files.spec, ca, process, log_path=files.log_path)
     return RunningDendrite(files, process)
 
 
