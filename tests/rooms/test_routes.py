@@ -22,11 +22,13 @@ from stubserver.rooms.membership import build_membership, fill_template
 from stubserver.rooms.room import Room
 from stubserver.rooms.room_queries import event_auth
 from stubserver.rooms.routes import room_routes
+from stubserver.rooms.routes_membership import MAX_INVITE_ROOM_STATE_BYTES
 from stubserver.rooms.signing import verify_event_signature
 from stubserver.rooms.store import RoomStore
 from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.server.router import FederationRouter, request_annotations
+from stubserver.signing.canonical_json import encode_json
 from tests.rooms.room_fixtures import (
     A_SIGNER,
     ALICE,
@@ -276,6 +278,28 @@ def test_an_invite_of_our_user_is_countersigned_and_remembered(version: str) -> 
     assert event_from_pdu(returned, ROOM_VERSIONS[version]).event_id == event_id
     invite = h.store.invite_for(room.room_id, CAROL)
     assert invite is not None and invite.origin == "b.test"
+
+
+def test_invite_room_state_is_kept_up_to_its_byte_bound() -> None:
+    """Issue 22, row 9: of 100 invite_room_state entries of ~10 KiB (1 MiB), only those
+    within MAX_INVITE_ROOM_STATE_BYTES are kept, in order (all 100 were), and the invite
+    is still taken; the invite weighs its event and that state."""
+    h = Harness()
+    room, pdu, event_id = _remote_invite()
+    entry = {"type": "m.room.topic", "state_key": "", "content": {"topic": "t" * 10_000}}
+    state = [dict(entry, sender=f"@u{i}:b.test") for i in range(100)]
+    status, body = h.call(
+        "PUT",
+        f"/v2/invite/{room.room_id}/{event_id}",
+        {"event": pdu, "room_version": "12", "invite_room_state": state},
+    )
+    assert status == 200, body
+    invite = h.store.invite_for(room.room_id, CAROL)
+    assert invite is not None
+    kept = [len(encode_json(e)) for e in invite.invite_room_state]
+    assert len(kept) == MAX_INVITE_ROOM_STATE_BYTES // kept[0] == 6
+    assert invite.invite_room_state[5] == state[5]
+    assert invite.size == sum(kept) + len(encode_json(body["event"]))
 
 
 def test_invites_are_refused_when_configured() -> None:
