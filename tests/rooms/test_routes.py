@@ -15,6 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.filter import XMatrixFilter
 from stubserver.rooms.create import create_room
 from stubserver.rooms.format import event_from_pdu
 from stubserver.rooms.hashes import check_content_hash
@@ -29,6 +31,8 @@ from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.server.router import FederationRouter, request_annotations
 from stubserver.signing.canonical_json import encode_json
+from tests.auth.test_authenticator import FakeKeySource
+from tests.auth.test_filter import BIG_BODY, send_request
 from tests.rooms.room_fixtures import (
     A_SIGNER,
     ALICE,
@@ -79,6 +83,7 @@ class Harness:
             invites_accept=invites_accept,
             on_transaction=lambda o, outcome: self.transactions.append(outcome),
         )
+        self.routes = routes
         self.stub = stub_treq(FederationRouter(routes, filters=[fake_xmatrix]))
 
     def fetch_key(
@@ -330,6 +335,37 @@ def test_invite_refusals() -> None:
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
     status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}", {"room_version": "12"})
     assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+
+
+# --- authentication before parsing (issue 22, row 1) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/_matrix/federation/v1/send/t1",
+        "/_matrix/federation/v2/send_join/!r:a.test/$e",
+        "/_matrix/federation/v2/send_leave/!r:a.test/$e",
+        "/_matrix/federation/v2/invite/!r:a.test/$e",
+    ],
+)
+def test_the_room_endpoints_refuse_an_unsigned_body_unread(path: str) -> None:
+    """Behind the real X-Matrix filter, /send, send_join, send_leave and invite answer an
+    8 MiB body without an Authorization header 401 M_UNAUTHORIZED having read none of it
+    (it was parsed whole first)."""
+    h = Harness()
+    clock = Clock()
+    auth = RequestAuthenticator("a.test", FakeKeySource(), clock)
+    router = FederationRouter(h.routes, filters=[XMatrixFilter(auth)])
+    request, body = send_request(BIG_BODY, None)
+    request.uri = request.path = path.encode()
+    router.render(request)
+    answer = json.loads(b"".join(request.written))
+    assert (request.responseCode, answer["errcode"], body.bytes_read) == (
+        401,
+        "M_UNAUTHORIZED",
+        0,
+    )
 
 
 # --- transactions -------------------------------------------------------------------------
