@@ -41,7 +41,14 @@ redaction, then what backfill serves a server that joined later (0 in full).
 
 With ``--rooms`` it runs only the rooms cases: first those of ``scripts/soak_rooms.py`` (rows
 2, 6, 7, 8: a hostile server that owns a real key for its own name, in and out of a room
-the server holds), then the in-memory cases of rows 3, 4 and 5.
+the server holds); then those that cost per request (rows 1, 9 and 10), each a number of
+times, against a server with a control listener, printing what each was answered, the RSS
+before and after and the longest ``/version`` meanwhile: unauthenticated 8 MiB bodies on
+``/send``, ``send_join``, ``send_leave`` and ``invite`` (row 1); signed transactions of
+100 EDUs of 80 KB (dropped) and of 60 KB (kept, bounded) and signed invites with 100
+``invite_room_state`` entries of 60 KB (row 9), from the honest peer of the outbound world;
+and :data:`CONTROL_LONG_POLLS` long polls on the control API from one address (row 10);
+then the in-memory cases of rows 3, 4 and 5.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import random
 import socket
 import ssl
 import subprocess
@@ -70,6 +78,10 @@ sys.path.insert(0, str(REPO_ROOT))
 from stubserver.auth.xmatrix import sign_request  # noqa: E402
 from stubserver.devtools import room_attacks  # noqa: E402
 from stubserver.devtools.loopback_listeners import LoopbackListeners  # noqa: E402
+from stubserver.rooms.builder import EventSigner  # noqa: E402
+from stubserver.rooms.create import create_room  # noqa: E402
+from stubserver.rooms.membership import build_membership  # noqa: E402
+from stubserver.rooms.versions import ROOM_VERSIONS  # noqa: E402
 from stubserver.server_keys.key_document import build_key_document  # noqa: E402
 from stubserver.signing.keys import ServerSigningKey, sign_json  # noqa: E402
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca  # noqa: E402
@@ -708,6 +720,205 @@ def rooms() -> None:
         print(f"rooms {name}: {json.dumps(case(), sort_keys=True)}")
 
 
+# --- Issue 22: what one request may cost (rows 1, 9, 10) ----------------------------------
+
+#: Unauthenticated 8 MiB bodies sent to each of the four large-body endpoints (row 1).
+UNAUTHENTICATED_PER_ENDPOINT = 5
+#: Signed transactions of each EDU kind, and signed invites (row 9).
+SIGNED_PER_CASE = 20
+#: EDUs per transaction (the spec's cap) and invite_room_state entries per invite.
+EDUS_PER_TRANSACTION = 100
+#: Size of an EDU's padding dropped (over the 64 KiB bound) and kept, in bytes.
+DROPPED_EDU_BYTES = 80_000
+KEPT_EDU_BYTES = 60_000
+#: Long polls held at once on the control API from one address (row 10).
+CONTROL_LONG_POLLS = 300
+CONTROL_TOKEN = "soak-control-token"  # noqa: S105 - a loopback test server's token
+#: An 8 MiB body of empty objects (the largest a /send may carry).
+HUGE_BODY = b'{"pdus": [' + b"{}," * (8 * 1024 * 1024 // 3 - 8) + b"{}]}"
+LARGE_BODY_PATHS = [
+    "/_matrix/federation/v1/send/soak",
+    "/_matrix/federation/v2/send_join/!r:soak.test/$e",
+    "/_matrix/federation/v2/send_leave/!r:soak.test/$e",
+    "/_matrix/federation/v2/invite/!r:soak.test/$e",
+]
+
+
+def _put(path: str, body: bytes, auth: bytes | None = None) -> bytes:
+    head = b"PUT %s HTTP/1.1\r\nHost: soak.test\r\nContent-Type: application/json\r\n" % (
+        path.encode()
+    )
+    if auth is not None:
+        head += b"Authorization: %s\r\n" % auth
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _signed_put(path: str, content: dict[str, Any], origin: str, key: ServerSigningKey) -> bytes:
+    auth = sign_request(
+        "PUT", path, origin=origin, destination=SERVER_NAME, key=key, content=content
+    )
+    return _put(path, json.dumps(content).encode(), auth)
+
+
+def _edu_transactions(origin: str, key: ServerSigningKey, size: int, tag: str) -> Iterator[bytes]:
+    for n in range(SIGNED_PER_CASE):
+        edus = [
+            {"edu_type": "org.soak", "content": {"n": i, "padding": "e" * size}}
+            for i in range(EDUS_PER_TRANSACTION)
+        ]
+        yield _signed_put(
+            f"/_matrix/federation/v1/send/{tag}{n}", {"pdus": [], "edus": edus}, origin, key
+        )
+
+
+def _invites(origin: str, key: ServerSigningKey) -> Iterator[bytes]:
+    signer = EventSigner(origin, key.key_id, key.key)
+    version = ROOM_VERSIONS["12"]
+    inviter = f"@inviter:{origin}"
+    entry = {"type": "m.room.topic", "state_key": "", "content": {"topic": "s" * KEPT_EDU_BYTES}}
+    state = [dict(entry, sender=f"@u{i}:{origin}") for i in range(EDUS_PER_TRANSACTION)]
+    for n in range(SIGNED_PER_CASE):
+        now = int(time.time() * 1000)
+        created = create_room(
+            version,
+            signer,
+            creator=inviter,
+            now=now,
+            rng=random.Random(n),  # noqa: S311 - room ID entropy in a test, not a secret
+            preset="private_chat",
+        )
+        invite = build_membership(
+            created.room,
+            signer,
+            sender=inviter,
+            membership="invite",
+            target=f"@invitee{n}:{SERVER_NAME}",
+            now=now,
+        )
+        path = f"/_matrix/federation/v2/invite/{created.room.room_id}/{invite.event.event_id}"
+        body = {"event": invite.pdu, "room_version": "12", "invite_room_state": state}
+        yield _signed_put(path.replace("!", "%21").replace("$", "%24"), body, origin, key)
+
+
+def _long_polls(address: str, port: int, count: int, results: list[int]) -> list[socket.socket]:
+    """Open ``count`` long polls on the control API for the next inbound request; a thread
+    per poll appends its status (0: none)."""
+    request = (
+        b"GET /_stubserver/v1/requests?from=%d&wait_ms=%d HTTP/1.1\r\nHost: c\r\n"
+        b"Authorization: Bearer %s\r\n\r\n"
+    )
+    token = CONTROL_TOKEN.encode()
+    with socket.create_connection((address, port), timeout=CLIENT_TIMEOUT_SECONDS) as first:
+        first.sendall(request % (0, 0, token))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += first.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += first.recv(65536)
+    start = json.loads(body)["next"]
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection((address, port), timeout=CLIENT_TIMEOUT_SECONDS)
+        sock.sendall(request % (start, 60_000, token))
+        socks.append(sock)
+
+    def read(sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+            results.append(int(data.split(b" ", 2)[1]) if data else 0)
+        except OSError:
+            results.append(0)
+
+    for sock in socks:
+        threading.Thread(target=read, args=(sock,), daemon=True).start()
+    return socks
+
+
+def rooms_soak(stub: StubProcess, ca_pem: bytes, outbound: Outbound) -> None:
+    """The cases of issue 22, rows 1, 9 and 10 (module doc); print what each was answered."""
+    pid = stub.process.pid
+    control = next(x for x in stub.listeners if "control" in x.get("resources", ["control"]))
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    origin = f"honest.test:{outbound.peer_port}"
+    key = outbound.keys["honest.test"]
+    statuses: dict[str, Counter[int | str]] = {}
+    longest: dict[str, float] = {}
+    probe_times: list[float] = []
+
+    def run(case: str, requests: Iterator[bytes]) -> None:
+        seen = statuses.setdefault(case, Counter())
+        first_probe = len(probe_times)
+        for request in requests:
+            try:
+                connection = Connection(stub.address, stub.port, context)
+                seen[connection.exchange(request)] += 1
+                connection.close()
+            except (OSError, ValueError) as e:
+                seen[type(e).__name__] += 1
+        longest[case] = max(probe_times[first_probe:], default=0.0)
+
+    start_rss = rss_kib(pid)
+    stop = threading.Event()
+    prober = threading.Thread(
+        target=_prober, args=(stub.address, stub.port, ca_pem, stop, probe_times), daemon=True
+    )
+    prober.start()
+    started = time.monotonic()
+    for path in LARGE_BODY_PATHS:
+        run(
+            f"row 1: unauthenticated 8 MiB PUT {path.split('/')[4]}",
+            iter([_put(path, HUGE_BODY)] * UNAUTHENTICATED_PER_ENDPOINT),
+        )
+    run(
+        "row 9: signed /send, 100 EDUs of 80 KB",
+        _edu_transactions(origin, key, DROPPED_EDU_BYTES, "d"),
+    )
+    run(
+        "row 9: signed /send, 100 EDUs of 60 KB",
+        _edu_transactions(origin, key, KEPT_EDU_BYTES, "k"),
+    )
+    run("row 9: signed invite, 100 state entries of 60 KB", _invites(origin, key))
+    polls: list[int] = []
+    try:
+        socks = _long_polls(
+            str(control["address"]), int(control["port"]), CONTROL_LONG_POLLS, polls
+        )
+    except (OSError, ValueError) as e:
+        print(f"row 10: reading the request feed's position failed: {type(e).__name__}: {e}")
+        socks = []
+        polls = [0] * CONTROL_LONG_POLLS
+    run("row 10: a request while the long polls wait", iter([VERSION_REQUEST]))
+    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
+    while len(polls) < CONTROL_LONG_POLLS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for sock in socks:
+        sock.close()
+    elapsed = time.monotonic() - started
+    stop.set()
+    prober.join()
+    end_rss = rss_kib(pid)
+    for case, seen in statuses.items():
+        print(
+            f"{case}: {sum(seen.values())} requests, answered {dict(seen)};"
+            f" longest /version meanwhile {longest[case] * 1000:.0f} ms"
+        )
+    answered = Counter(polls)
+    print(
+        f"row 10: {CONTROL_LONG_POLLS} control long polls from one address: "
+        f"answered {dict(answered)}, {CONTROL_LONG_POLLS - len(polls)} unanswered"
+    )
+    print(f"elapsed: {elapsed:.0f} s")
+    print(f"rss before: {start_rss} KiB, after: {end_rss} KiB")
+    if probe_times:
+        print(
+            f"/version probes: {len(probe_times)}, longest answer "
+            f"{max(probe_times) * 1000:.0f} ms, median "
+            f"{sorted(probe_times)[len(probe_times) // 2] * 1000:.1f} ms"
+        )
+
+
 def slowloris(stub: StubProcess, ca_pem: bytes, slow: int) -> None:
     """Measure a trickling connection's survival; answer requests while ``slow`` are held."""
     context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
@@ -794,13 +1005,10 @@ def main() -> int:
     parser.add_argument(
         "--rooms",
         action="store_true",
-        help="only the rooms cases of issue 22 (rows 2, 6, 7, 8, then 3, 4, 5)",
+        help="only the rooms cases of issue 22 (rows 2, 6, 7, 8; 1, 9, 10; then 3, 4, 5)",
     )
     args = parser.parse_args()
-    if args.rooms:
-        status = rooms_main()
-        rooms()
-        return status
+    status = rooms_main() if args.rooms else 0
     ca = make_ca("stubserver soak CA")
     with (
         tempfile.TemporaryDirectory(prefix="stubserver-soak-") as folder_name,
@@ -812,9 +1020,18 @@ def main() -> int:
         if not (args.slowloris or args.no_outbound):
             outbound = stack.enter_context(outbound_world(folder))
             extra = outbound.config(folder)
+        if args.rooms:
+            extra["control_token"] = CONTROL_TOKEN
+            extra["listeners"] = [
+                {"port": 0, "bind_addresses": ["127.0.0.1"], "resources": ["federation"]},
+                {"port": 0, "bind_addresses": ["127.0.0.1"], "resources": ["control"]},
+            ]
         config = write_stub(folder, SERVER_NAME, ca, extra_config=extra)
         with start_stubserver(config) as stub:
-            if args.slowloris:
+            if args.rooms:
+                assert outbound is not None, "--rooms needs the outbound world (its honest peer)"
+                rooms_soak(stub, ca.cert_pem, outbound)
+            elif args.slowloris:
                 slowloris(stub, ca.cert_pem, args.slow)
             else:
                 soak(
@@ -832,7 +1049,7 @@ def main() -> int:
         f"server log lines with 'Unhandled' or 'Traceback': "
         f"{sum(1 for line in stderr.splitlines() if 'Unhandled' in line or 'Traceback' in line)}"
     )
-    return 0
+    return status
 
 
 if __name__ == "__main__":

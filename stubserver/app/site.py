@@ -7,7 +7,10 @@ version endpoint and whatever ``extra_routes`` add: profile, notary, ...) and
 A ``control`` listener (plain HTTP, a listener of its own) serves only the routes given
 for it, under the same limits, but without the federation filters and observers (its
 requests carry a bearer token, not X-Matrix, and are not federation requests to log) and
-with a handler deadline of :data:`CONTROL_HANDLER_DEADLINE_SECONDS`.
+with a handler deadline of :data:`CONTROL_HANDLER_DEADLINE_SECONDS` and a connection budget
+of its own (``MAX_CONTROL_CONNECTIONS``, in all and from one address: its clients are the
+tests driving the peer, whose long polls from one address would otherwise use up the
+federation listeners' per-address cap; issue 22, row 10).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from twisted.web.iweb import IRequest
 
 from stubserver import __version__
 from stubserver.config import Config, ListenerConfig
-from stubserver.server.connections import ConnectionCounter
+from stubserver.server.connections import MAX_CONTROL_CONNECTIONS, ConnectionCounter
 from stubserver.server.limits import LimitedSite, ServerLimits
 from stubserver.server.router import (
     FederationRouter,
@@ -114,7 +117,8 @@ def build_site(
     ``keys`` is our key document (``stubserver.app.federation.key_document_source``): one
     per process, so that every listener and the notary serve the same document.
     Every site enforces ``limits`` (default: ``stubserver.server.limits``'s constants), with
-    one connection cap shared by all listeners.
+    one connection cap shared by all federation (and well-known, report) listeners; control
+    listeners share another (module doc).
 
     ``extra_routes`` join every ``federation`` listener; ``routes_by_resource`` adds
     routes to listeners serving the named resource (e.g. ``{"report": [...]}``).
@@ -122,6 +126,7 @@ def build_site(
     """
     limits = limits if limits is not None else ServerLimits()
     connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_address)
+    control_connections = ConnectionCounter(MAX_CONTROL_CONNECTIONS, MAX_CONTROL_CONNECTIONS)
     sites = []
     for listener in config.listeners:
         control = listener.is_control
@@ -134,6 +139,6 @@ def build_site(
             if control
             else limits.handler_deadline_seconds,
         )
-        site = LimitedSite(router, clock, limits, connections)
+        site = LimitedSite(router, clock, limits, control_connections if control else connections)
         sites.append(ListenerSite(listener=listener, site=site, router=router))
     return tuple(sites)

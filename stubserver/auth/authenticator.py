@@ -5,6 +5,13 @@ checks the destination, fetches the origin's keys through a key source (the key 
 which caches) and verifies the signature over the request exactly as received: the method,
 the raw request-target bytes (never re-encoded), our server name and the parsed body.
 
+The body is parsed last (issue 22, row 1): only once the header is well formed, names us,
+and names a key the origin publishes. A request with a malformed header, for another
+destination, from an origin whose keys cannot be had, or signed with a key the origin does
+not publish is refused without its body being read, so that a body of megabytes costs
+nothing until a server with a real key has signed it (the signature covers the body, so
+verifying it needs the parse; the listener's body caps bound that parse).
+
 Failures are :class:`stubserver.auth.xmatrix.AuthenticationFailed` subclasses carrying the
 status and errcode to answer and a message saying what failed. Codes follow Synapse:
 malformed header 400 ``M_UNAUTHORIZED``; everything else 401 ``M_UNAUTHORIZED``.
@@ -38,7 +45,6 @@ from stubserver.auth.xmatrix import (
 )
 from stubserver.cache import BoundedCache
 from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
-from stubserver.signing.canonical_json import JsonDict
 from stubserver.signing.keys import SignatureError, verify_signatures
 
 #: How long a failed key fetch for an origin is remembered, in seconds: a few seconds at
@@ -124,6 +130,25 @@ def check_destinations(authorization: XMatrixAuthorization, server_name: str) ->
             )
 
 
+def check_keys_usable(
+    authorization: XMatrixAuthorization, keys: PublishedKeys, now_ms: int
+) -> None:
+    """Raise unless ``keys`` are still valid and hold a key ``authorization`` names (pure):
+    what can be checked before the body is parsed."""
+    origin = authorization.origin
+    if keys.valid_until_ts < now_ms:
+        raise KeyFetchFailed(
+            f"The keys of {origin} are valid only until {keys.valid_until_ts} (ms),"
+            f" before now ({now_ms})"
+        )
+    if not any(key_id in keys.verify_keys for key_id in authorization.signatures):
+        raise UnknownKey(
+            f"None of the request's keys ({', '.join(sorted(authorization.signatures))}) is"
+            f" among the current verify keys of {origin}"
+            f" ({', '.join(sorted(keys.verify_keys)) or 'none'})"
+        )
+
+
 def verify_request_signatures(
     signed: Mapping[str, Any],
     authorization: XMatrixAuthorization,
@@ -135,12 +160,8 @@ def verify_request_signatures(
     As Synapse: every signature by a key we know must verify, and at least one must.
     Returns the first key ID that verified.
     """
+    check_keys_usable(authorization, keys, now_ms)
     origin = authorization.origin
-    if keys.valid_until_ts < now_ms:
-        raise KeyFetchFailed(
-            f"The keys of {origin} are valid only until {keys.valid_until_ts} (ms),"
-            f" before now ({now_ms})"
-        )
     obj = dict(signed)
     obj["signatures"] = {origin: dict(authorization.signatures)}
     known = {
@@ -148,19 +169,11 @@ def verify_request_signatures(
         for key_id in authorization.signatures
         if key_id in keys.verify_keys
     }
-    verified = list(known)
-    if known:
-        try:
-            verify_signatures(obj, origin, known)  # one encoding for all the signatures
-        except SignatureError as e:
-            raise BadSignature(f"Invalid signature for server {origin}: {e}") from None
-    if not verified:
-        raise UnknownKey(
-            f"None of the request's keys ({', '.join(sorted(authorization.signatures))}) is"
-            f" among the current verify keys of {origin}"
-            f" ({', '.join(sorted(keys.verify_keys)) or 'none'})"
-        )
-    return verified[0]
+    try:
+        verify_signatures(obj, origin, known)  # one encoding for all the signatures
+    except SignatureError as e:
+        raise BadSignature(f"Invalid signature for server {origin}: {e}") from None
+    return next(iter(known))
 
 
 class RequestAuthenticator(Generic[KeysT]):
@@ -187,30 +200,31 @@ class RequestAuthenticator(Generic[KeysT]):
         self._refetch_limit = refetch_limit if refetch_limit is not None else RefetchLimit(clock)
 
     def authenticate(
-        self, method: bytes, uri: bytes, headers: Headers, content: Any
+        self, method: bytes, uri: bytes, headers: Headers, read_content: Callable[[], Any]
     ) -> Deferred[AuthResult]:
         """Authenticate one request.
 
-        ``uri`` is the request-target bytes exactly as received; ``content`` the parsed JSON
-        body, or None when there is none. Fails with an :class:`AuthenticationFailed`.
+        ``uri`` is the request-target bytes exactly as received; ``read_content`` gives the
+        parsed JSON body, or None when there is none: it is called at most once, and only
+        when the header names a key the origin publishes (module doc). Fails with an
+        :class:`AuthenticationFailed`, or with whatever ``read_content`` raises.
         """
         try:
             authorization = select_authorization(headers.getRawHeaders(b"authorization", []))
             check_destinations(authorization, self._server_name)
-            signed = request_signing_object(
-                _decode_target(method, "method"),
-                _decode_target(uri, "request-target"),
-                authorization.origin,
-                self._server_name,
-                content,
-            )
+            target = (_decode_target(method, "method"), _decode_target(uri, "request-target"))
             self._check_not_failing(authorization.origin)
         except AuthenticationFailed as e:
             return _fail(e)
 
-        return Deferred.fromCoroutine(self._verify(authorization, signed))
+        return Deferred.fromCoroutine(self._verify(authorization, target, read_content))
 
-    async def _verify(self, authorization: XMatrixAuthorization, signed: JsonDict) -> AuthResult:
+    async def _verify(
+        self,
+        authorization: XMatrixAuthorization,
+        target: tuple[str, str],
+        read_content: Callable[[], Any],
+    ) -> AuthResult:
         origin = authorization.origin
         keys = await self._keys(origin, self._key_source.fetch_cached_or_fresh)
         if not any(k in keys.verify_keys for k in authorization.signatures) and self._may_refresh(
@@ -219,6 +233,9 @@ class RequestAuthenticator(Generic[KeysT]):
             # The origin may have rotated its key since we cached its keys: ask again.
             keys = await self._keys(origin, self._key_source.fetch)
         now_ms = int(self._clock.seconds() * MS_PER_SECOND)
+        check_keys_usable(authorization, keys, now_ms)
+        method, uri = target
+        signed = request_signing_object(method, uri, origin, self._server_name, read_content())
         key_id = verify_request_signatures(signed, authorization, keys, now_ms)
         return AuthResult(origin=origin, key_id=key_id)
 

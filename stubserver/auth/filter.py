@@ -1,12 +1,19 @@
 """The inbound X-Matrix filter: every ``/_matrix/...`` request but the key endpoints.
 
 :class:`XMatrixFilter` (a ``RequestFilter`` of :class:`stubserver.server.router.FederationRouter`)
-reads the JSON body (if any), and when X-Matrix credentials are given checks them with a
+checks X-Matrix credentials, when given, with a
 :class:`stubserver.auth.authenticator.RequestAuthenticator`. Good credentials are noted in
-the request annotations (``origin``, ``authenticated``); bad ones answer 400/401
-``M_UNAUTHORIZED`` at once, whatever the path. A request without credentials goes on
-(noted as ``auth_error``): endpoints that need authentication call :func:`require_origin`;
-unknown paths then answer the router's 404 ``M_UNRECOGNIZED``.
+the request annotations (``origin``, ``authenticated``, and ``content``: the JSON body the
+signature covered); bad ones answer 400/401 ``M_UNAUTHORIZED`` at once, whatever the path.
+A request without credentials goes on (noted as ``auth_error``): endpoints that need
+authentication call :func:`require_origin` before they read the body; unknown paths then
+answer the router's 404 ``M_UNRECOGNIZED``.
+
+Authentication before parsing (issue 22, row 1): the body is parsed only when the
+authenticator asks for it, which is after the header was found well formed, for us, and
+naming a key its origin publishes. A request without an X-Matrix header, with a malformed
+one, or from an origin whose keys cannot be fetched never has its body parsed (Synapse's
+``BaseFederationServlet`` likewise authenticates before its servlet reads the content).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from stubserver.auth.xmatrix import (
 )
 from stubserver.server.router import (
     MatrixError,
+    body_length,
     read_json_body,
     request_annotations,
 )
@@ -46,7 +54,7 @@ class Authenticator(Protocol):
     """What the filter needs: ``RequestAuthenticator.authenticate`` (auth/authenticator.py)."""
 
     def authenticate(
-        self, method: bytes, uri: bytes, headers: Headers, content: Any
+        self, method: bytes, uri: bytes, headers: Headers, read_content: Callable[[], Any]
     ) -> Deferred[AuthResult]:
         """Authenticate one request, failing with an AuthenticationFailed."""
 
@@ -59,6 +67,20 @@ def _has_body(request: IRequest) -> bool:
     first: bytes = content.read(1)
     content.seek(0)
     return bool(first)
+
+
+def _body_reader(request: IRequest, notes: dict[str, Any]) -> Callable[[], Any]:
+    """Parses the body (None when empty) and notes it as ``content`` (and its size as
+    ``body_bytes``, for the request log's cap), when called."""
+
+    def read() -> Any:
+        if not _has_body(request):
+            return None
+        content = read_json_body(request)
+        notes.update(content=content, body_bytes=body_length(request))
+        return content
+
+    return read
 
 
 class XMatrixFilter:
@@ -79,14 +101,14 @@ class XMatrixFilter:
         path: bytes = request.path
         if not path.startswith(CHECKED_PREFIX) or path.startswith(UNCHECKED_PREFIX):
             return None
-        content = read_json_body(request) if _has_body(request) else None
-        notes["content"] = content
         headers: Headers = request.requestHeaders
         raw = headers.getRawHeaders(b"authorization", [])
         if not any(is_xmatrix(v) for v in raw):
             notes["auth_error"] = MISSING_AUTH_MESSAGE
             return None
-        d = self._authenticator.authenticate(request.method, request.uri, headers, content)
+        d = self._authenticator.authenticate(
+            request.method, request.uri, headers, _body_reader(request, notes)
+        )
 
         def authenticated(result: AuthResult) -> None:
             notes.update(origin=result.origin, authenticated=True)

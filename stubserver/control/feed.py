@@ -1,16 +1,19 @@
 """Bounded, numbered in-memory feeds that a control client long-polls.
 
-A :class:`LongPollFeed` keeps the last :attr:`~LongPollFeed.capacity` items it was given,
-each at an absolute position (0, 1, 2, ... since start-up). ``read(start, wait_ms)``
-answers the items at positions ``>= start`` at once when there are any, else waits until
-one arrives or ``wait_ms`` pass on the clock given (never a sleep), and answers
+A :class:`LongPollFeed` keeps the last :attr:`~LongPollFeed.capacity` items it was given
+(fewer when their weights pass ``max_weight``), each at an absolute position (0, 1, 2,
+... since start-up). ``read(start, wait_ms)`` answers the items at positions ``>= start``
+at once when there are any, else waits until one arrives or ``wait_ms`` pass on the
+clock given (never a sleep), and answers
 ``(items, next)`` where ``next`` is the position to ask for next. A reader that is
 cancelled (its client went away) leaves nothing behind: no waiter, no timer.
 
 :class:`RequestFeed` is the feed of ``GET /_stubserver/v1/requests``: a
 :class:`~stubserver.server.router.RequestObserver` on the federation listener that keeps
 the request log's objects, built by the request log's own
-:func:`~stubserver.server.request_log.log_entry`.
+:func:`~stubserver.server.request_log.log_entry`. Each keeps a body of at most
+:data:`~stubserver.server.request_log.MAX_LOGGED_BODY_BYTES`, and the bodies kept weigh at
+most :data:`MAX_FEED_BODY_BYTES` together (issue 22, row 1: the oldest entries go first).
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.iweb import IRequest
 
 from stubserver.server.request_log import MS_PER_SECOND, observed_entry
+from stubserver.server.router import request_annotations
 
 #: Inbound requests kept for ``GET /_stubserver/v1/requests`` (the oldest are dropped).
 MAX_FEED_REQUESTS: Final = 10_000
+#: Most bytes of request bodies the request feed keeps together (as received): 256 bodies
+#: of the 64 KiB kept at most, or thousands of ordinary transactions. Parsed JSON weighs
+#: more in memory than on the wire (up to ~20x for bodies of empty objects), so this also
+#: bounds the feed's memory to a few hundred MiB at worst.
+MAX_FEED_BODY_BYTES: Final = 16 * 1024 * 1024
+#: What an entry weighs besides its body, in bytes (its other fields, roughly).
+FEED_ENTRY_WEIGHT: Final = 256
 #: Most items one read answers; the client asks again from ``next`` for the rest.
 MAX_ITEMS_PER_READ: Final = 1_000
 
@@ -36,12 +47,20 @@ FeedPage = tuple[list[_T], int]
 
 
 class LongPollFeed(Generic[_T]):
-    """The last ``capacity`` items appended, by absolute position, read with a long poll."""
+    """The last ``capacity`` items appended, by absolute position, read with a long poll.
 
-    def __init__(self, clock: IReactorTime, capacity: int) -> None:
+    Given ``max_weight``, the oldest items are also dropped while the weights given to
+    :meth:`append` add up to more (the newest item is always kept).
+    """
+
+    def __init__(self, clock: IReactorTime, capacity: int, max_weight: int | None = None) -> None:
         self._clock = clock
         self.capacity = capacity
-        self._items: deque[_T] = deque(maxlen=capacity)
+        self.max_weight = max_weight
+        self._items: deque[_T] = deque()
+        self._weights: deque[int] = deque()
+        #: The sum of ``_weights``.
+        self.weight = 0
         #: The position of ``_items[0]``.
         self._first = 0
         self._waiters: list[tuple[int, Deferred[FeedPage[_T]]]] = []
@@ -56,11 +75,18 @@ class LongPollFeed(Generic[_T]):
         """How many reads are waiting (for tests and diagnostics)."""
         return len(self._waiters)
 
-    def append(self, item: _T) -> None:
-        """Add ``item`` (dropping the oldest past capacity) and answer the readers it fits."""
-        if len(self._items) == self.capacity:
-            self._first += 1
+    def append(self, item: _T, weight: int = 0) -> None:
+        """Add ``item`` (dropping the oldest past capacity or weight) and answer the readers
+        it fits."""
         self._items.append(item)
+        self._weights.append(weight)
+        self.weight += weight
+        while len(self._items) > self.capacity or (
+            self.max_weight is not None and self.weight > self.max_weight and len(self._items) > 1
+        ):
+            self._items.popleft()
+            self.weight -= self._weights.popleft()
+            self._first += 1
         waiters, self._waiters = self._waiters, []
         for start, d in waiters:
             if start < self.end:
@@ -115,15 +141,24 @@ class RequestFeed:
     listener's observers. Logs the same requests as the request log (Matrix paths only).
     """
 
-    def __init__(self, clock: IReactorTime, capacity: int = MAX_FEED_REQUESTS) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        capacity: int = MAX_FEED_REQUESTS,
+        max_body_bytes: int = MAX_FEED_BODY_BYTES,
+    ) -> None:
         self._clock = clock
-        self.feed: LongPollFeed[Mapping[str, Any]] = LongPollFeed(clock, capacity)
+        self.feed: LongPollFeed[Mapping[str, Any]] = LongPollFeed(
+            clock, capacity, max_weight=max_body_bytes + capacity * FEED_ENTRY_WEIGHT
+        )
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
         """The observer: keep ``request``'s log object."""
         entry = observed_entry(request, status, self._clock)
         if entry is not None:
-            self.feed.append(entry)
+            notes = request_annotations(request)
+            kept = notes.get("body_bytes", 0) if entry["content"] is not None else 0
+            self.feed.append(entry, FEED_ENTRY_WEIGHT + kept)
 
     def read(self, start: int, wait_ms: int) -> Deferred[dict[str, Any]]:
         """``{"requests": [...], "next": N}`` from ``start``, waiting up to ``wait_ms``."""

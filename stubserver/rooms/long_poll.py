@@ -23,6 +23,9 @@ from stubserver.signing.canonical_json import JsonDict
 #: Most received EDUs kept for the control API (the oldest are forgotten first; positions
 #: keep counting).
 MAX_RECEIVED_EDUS: Final = 10_000
+#: Most bytes of EDU content (compact JSON) kept for the control API together (issue 22,
+#: row 9): with each EDU at most ``MAX_EDU_CONTENT_BYTES``, the oldest are forgotten first.
+MAX_RECEIVED_EDU_BYTES: Final = 16 * 1024 * 1024
 #: Longest long-poll wait, in milliseconds.
 MAX_WAIT_MS: Final = 10 * 60 * 1000
 #: Most long-polls waiting at once (more: answered at once, empty).
@@ -78,18 +81,29 @@ class LongPolls:
 
 
 class ReceivedEdus:
-    """The newest :data:`MAX_RECEIVED_EDUS` received EDUs, at positions that keep counting."""
+    """The newest received EDUs, at most ``max_edus`` of them weighing at most
+    ``max_bytes`` (their ``size``), at positions that keep counting."""
 
-    def __init__(self) -> None:
-        self._edus: deque[Edu] = deque(maxlen=MAX_RECEIVED_EDUS)
+    def __init__(
+        self, max_edus: int = MAX_RECEIVED_EDUS, max_bytes: int = MAX_RECEIVED_EDU_BYTES
+    ) -> None:
+        self._edus: deque[Edu] = deque()
+        self._max_edus = max_edus
+        self._max_bytes = max_bytes
+        #: The sum of the kept EDUs' sizes.
+        self.size = 0
         self._dropped = 0
 
     def extend(self, edus: Iterable[Edu]) -> None:
-        """Keep ``edus``, forgetting the oldest beyond the bound."""
+        """Keep ``edus``, forgetting the oldest beyond the bounds."""
         for edu in edus:
-            if len(self._edus) == self._edus.maxlen:
-                self._dropped += 1
             self._edus.append(edu)
+            self.size += edu.size
+            while len(self._edus) > self._max_edus or (
+                self.size > self._max_bytes and len(self._edus) > 1
+            ):
+                self.size -= self._edus.popleft().size
+                self._dropped += 1
 
     def since(self, start: int) -> list[Edu]:
         """The EDUs kept from position ``start`` on."""

@@ -38,13 +38,38 @@ from stubserver.rooms.store import ReceivedInvite
 from stubserver.rooms.transaction import SignatureFailure
 from stubserver.rooms.versions import RoomVersion, UnsupportedRoomVersion, room_version
 from stubserver.server.router import JsonResponse, MatrixError, Route
+from stubserver.signing.canonical_json import encode_json
 
 #: Most ``ver`` values read from a make_join request (Synapse sends 15).
 MAX_MAKE_JOIN_VERSIONS: Final = 100
 #: Most ``invite_room_state`` entries kept from one invite.
 MAX_INVITE_ROOM_STATE: Final = 100
+#: Most bytes (compact JSON) of ``invite_room_state`` kept from one invite (issue 22, row
+#: 9): entries are kept in order while they fit, the rest dropped as entries past
+#: :data:`MAX_INVITE_ROOM_STATE` are. Synapse sends a handful of events (create, join
+#: rules, name, avatar, encryption, alias, the inviter's member event), a few KiB in all;
+#: it bounds the state only by its request body cap, and (MSC4311, v12) refuses malformed
+#: entries with ``M_INVALID_PARAM``.
+MAX_INVITE_ROOM_STATE_BYTES: Final = 65_536
 
 log = Logger()
+
+
+def kept_invite_state(state: list[Any]) -> tuple[tuple[dict[str, Any], ...], int]:
+    """The ``invite_room_state`` entries kept (pure): objects, in order, at most
+    :data:`MAX_INVITE_ROOM_STATE` of them and :data:`MAX_INVITE_ROOM_STATE_BYTES` in all;
+    and their size in bytes."""
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for entry in state[:MAX_INVITE_ROOM_STATE]:
+        if not isinstance(entry, dict):
+            continue
+        entry_size = len(encode_json(entry))
+        if size + entry_size > MAX_INVITE_ROOM_STATE_BYTES:
+            break
+        kept.append(entry)
+        size += entry_size
+    return tuple(kept), size
 
 
 def _refusal(refusal: MembershipRefusal) -> JsonResponse:
@@ -236,10 +261,16 @@ class MembershipEndpoints:
         self._check_invite(event, origin)
         signed = self._countersigned(received if stored is event else dict(stored.pdu), version)
         countersigned = event_from_pdu(signed, version, owned=True)
-        entries = tuple(e for e in state[:MAX_INVITE_ROOM_STATE] if isinstance(e, dict))
+        entries, state_size = kept_invite_state(state)
         assert event.state_key is not None  # _check_invite checked it
         invite_record = ReceivedInvite(
-            event.room_id, event.state_key, version, countersigned, origin, entries
+            event.room_id,
+            event.state_key,
+            version,
+            countersigned,
+            origin,
+            entries,
+            size=len(encode_json(signed)) + state_size,
         )
         self._parts.store.remember_invite(invite_record)
         room = self._parts.store.get_room(event.room_id)
@@ -255,7 +286,20 @@ class MembershipEndpoints:
         return JsonResponse(200, {"event": signed})
 
     def _check_invite(self, event: Event, origin: str) -> None:
-        """Synapse's checks of a received invite after its signature (rooms.md 1.9)."""
+        """Synapse's checks of a received invite after its signature (rooms.md 1.9).
+
+        Whether the invited local user exists is not checked, as Synapse 1.163.2 does not
+        (issue 22, row 9: read in ``FederationHandler.on_invite_request``): it checks the
+        state key, the room's block, ``block_non_admin_invites``, the spam checker, that the
+        event is a member invite sent by the origin's user, that the invitee is ours (400
+        "The invite event must be for this server"), that it is not the server notices
+        user, the invitee's invite rules and a per-invitee rate limit, and then stores the
+        invite, for a user that was never registered too. Our users are whatever the tests
+        driving us name, so an invite for any of ours is taken; what bounds its cost is the
+        store (``MAX_INVITES`` invites, ``MAX_INVITE_BYTES`` in all) and
+        :data:`MAX_INVITE_ROOM_STATE_BYTES`. A room version we do not support is refused
+        before this, with Synapse's 400 ``M_UNSUPPORTED_ROOM_VERSION``.
+        """
         if event.type != MEMBER or event.membership != "invite" or event.state_key is None:
             raise MatrixError(400, "M_BAD_JSON", "The event was not an m.room.member invite event")
         if event.sender.partition(":")[2] != origin:

@@ -22,6 +22,9 @@ MAX_ROOMS: Final = 10_000
 MAX_ALIASES: Final = 10_000
 #: Most invites remembered (the oldest is forgotten first).
 MAX_INVITES: Final = 10_000
+#: Most bytes of invites remembered together (their events and kept state as compact
+#: JSON; issue 22, row 9): the oldest are forgotten first.
+MAX_INVITE_BYTES: Final = 64 * 1024 * 1024
 
 
 class StoreFull(Exception):
@@ -33,7 +36,8 @@ class ReceivedInvite:
     """An invite of one of our users to a room held elsewhere, as accepted on
     ``/v2/invite``: ``event`` is the invite with our signature added (its PDU is what we
     answered), ``origin`` the inviting server (a server to join through),
-    ``invite_room_state`` the stripped or full state the inviter sent."""
+    ``invite_room_state`` the stripped or full state the inviter sent (as much as is kept),
+    ``size`` what the invite weighs in bytes (for :data:`MAX_INVITE_BYTES`)."""
 
     room_id: str
     user_id: str
@@ -41,6 +45,7 @@ class ReceivedInvite:
     event: Event
     origin: str
     invite_room_state: tuple[Mapping[str, Any], ...] = ()
+    size: int = 0
 
 
 @dataclass
@@ -54,9 +59,12 @@ class RoomStore:
     max_rooms: int = MAX_ROOMS
     max_aliases: int = MAX_ALIASES
     max_invites: int = MAX_INVITES
+    max_invite_bytes: int = MAX_INVITE_BYTES
     _rooms: dict[str, Room] = field(init=False, default_factory=dict)
     _aliases: dict[str, str] = field(init=False, default_factory=dict)
     _invites: dict[tuple[str, str], ReceivedInvite] = field(init=False, default_factory=dict)
+    #: The sum of the remembered invites' sizes.
+    invite_bytes: int = field(init=False, default=0)
 
     # --- rooms -------------------------------------------------------------------------
 
@@ -119,12 +127,19 @@ class RoomStore:
     # --- invites -----------------------------------------------------------------------
 
     def remember_invite(self, invite: ReceivedInvite) -> None:
-        """Remember ``invite`` (a newer one for the same room and user replaces it)."""
+        """Remember ``invite`` (a newer one for the same room and user replaces it),
+        forgetting the oldest beyond ``max_invites`` or ``max_invite_bytes``."""
         key = (invite.room_id, invite.user_id)
-        self._invites.pop(key, None)
-        if len(self._invites) >= self.max_invites:
-            del self._invites[next(iter(self._invites))]
+        replaced = self._invites.pop(key, None)
+        if replaced is not None:
+            self.invite_bytes -= replaced.size
+        while self._invites and (
+            len(self._invites) >= self.max_invites
+            or self.invite_bytes + invite.size > self.max_invite_bytes
+        ):
+            self.invite_bytes -= self._invites.pop(next(iter(self._invites))).size
         self._invites[key] = invite
+        self.invite_bytes += invite.size
 
     def invite_for(self, room_id: str, user_id: str) -> ReceivedInvite | None:
         """The invite ``user_id`` received to ``room_id``, or None."""
@@ -136,4 +151,6 @@ class RoomStore:
 
     def forget_invite(self, room_id: str, user_id: str) -> None:
         """Forget the invite (joined, or declined)."""
-        self._invites.pop((room_id, user_id), None)
+        forgotten = self._invites.pop((room_id, user_id), None)
+        if forgotten is not None:
+            self.invite_bytes -= forgotten.size

@@ -7,6 +7,8 @@ rooms.md 1.2 for what Synapse 1.163.2 answers, which we answer the same way:
   EDUs: 400 ``{}``, nothing processed (:class:`TransactionRefused`);
 * a transaction ID seen before from the same origin: the stored answer, the new body
   ignored (:class:`TransactionMemory`, bounded by count and by age);
+* an EDU without a string ``edu_type``, or whose content is over
+  :data:`MAX_EDU_CONTENT_BYTES`, is dropped (the others are kept for the control API);
 * per PDU: one that fails to parse, or names a room we do not know, is *absent* from the
   answer; so is one from an origin with no joined user in the room that is not one of
   the origin's own membership events (:func:`may_send_into`, issue 22 row 2), dropped
@@ -33,10 +35,18 @@ from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.hashes import ContentHashMismatch, check_content_hash
 from stubserver.rooms.room import EventRecord, MissingEvents, Room, RoomError
 from stubserver.rooms.signing import EventSignatureError, verify_signed_event
+from stubserver.signing.canonical_json import encode_json
 
 #: Synapse's limits on one transaction (rooms.md 1.2 step 1).
 MAX_PDUS_PER_TRANSACTION: Final = 50
 MAX_EDUS_PER_TRANSACTION: Final = 100
+#: Largest EDU content kept, in bytes of compact JSON (issue 22, row 9). The spec bounds
+#: PDUs (65,536 bytes) but not EDUs, and Synapse has no EDU limit beyond its request body
+#: cap: it keeps only what it understands of an EDU (a typing flag per user and room, a
+#: receipt's event ID per user), never the EDU. We keep EDUs whole for the control API's
+#: ``edus`` feed, so each is bounded as a PDU is; a typing EDU is ~100 bytes, a receipt
+#: map for one event a few hundred. A larger EDU is dropped like a malformed one.
+MAX_EDU_CONTENT_BYTES: Final = 65_536
 #: How long, and how many, answered transactions are remembered for deduplication.
 TRANSACTION_MEMORY_SECONDS: Final = 24 * 60 * 60
 MAX_REMEMBERED_TRANSACTIONS: Final = 10_000
@@ -64,11 +74,26 @@ class TransactionRefused(Exception):
 
 @dataclass(frozen=True)
 class Edu:
-    """One EDU as received."""
+    """One EDU as received; ``size``: its content's bytes as compact JSON (0: not measured)."""
 
     origin: str
     edu_type: str
     content: Any
+    size: int = 0
+
+
+def kept_edus(origin: str, edus: list[Any]) -> tuple[Edu, ...]:
+    """The EDUs of a transaction worth keeping (pure): those with a string ``edu_type`` and
+    content of at most :data:`MAX_EDU_CONTENT_BYTES`, each measured."""
+    kept = []
+    for edu in edus:
+        if not isinstance(edu, Mapping) or not isinstance(edu.get("edu_type"), str):
+            continue
+        content = edu.get("content")
+        size = len(encode_json(content))
+        if size <= MAX_EDU_CONTENT_BYTES:
+            kept.append(Edu(origin, edu["edu_type"], content, size))
+    return tuple(kept)
 
 
 @dataclass(frozen=True)
@@ -153,12 +178,7 @@ def parse_transaction(
             parsed.append((room, event_from_pdu(pdu, room.room_version, owned=owned)))
         except InvalidPdu:
             continue
-    kept_edus = tuple(
-        Edu(origin, edu["edu_type"], edu.get("content"))
-        for edu in edus
-        if isinstance(edu, Mapping) and isinstance(edu.get("edu_type"), str)
-    )
-    return ParsedTransaction(origin, txn_id, tuple(parsed), kept_edus)
+    return ParsedTransaction(origin, txn_id, tuple(parsed), kept_edus(origin, edus))
 
 
 def checked_copy(event: Event) -> Event:

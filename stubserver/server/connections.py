@@ -3,7 +3,9 @@ enforces as connections are accepted (DESIGN.md's inbound limits; issue 12, row 
 
 At most :data:`MAX_CONCURRENT_CONNECTIONS` open at once over all listeners sharing a
 :class:`ConnectionCounter`, and at most :data:`MAX_CONNECTIONS_PER_ADDRESS` from one client
-address (an IPv6 client: one /64, see :func:`client_address_key`). At the global cap, the
+address (an IPv6 client: one /64, see :func:`client_address_key`). Control listeners count
+their connections apart, in a counter of their own (:data:`MAX_CONTROL_CONNECTIONS` in
+all and from one address). At the global cap, the
 connection idle longest (no request in progress or partly received) is aborted to make
 room; only when none is idle is the newcomer refused instead. So 1,024 idle sockets lock
 nobody out. The counter also holds the process-wide slots for bodies over the ordinary
@@ -25,6 +27,13 @@ MAX_CONCURRENT_CONNECTIONS = 1024
 #: Most connections open at once from one client address (IPv4) or /64 (IPv6): a sixteenth
 #: of the global cap, far above what a homeserver opens to a peer (Synapse: one per peer).
 MAX_CONNECTIONS_PER_ADDRESS = 64
+#: Most connections open at once to the control listeners of one process, and from one
+#: address to them (issue 22, row 10): their own budget, apart from the federation
+#: listeners'. Their clients are the tests that drive the peer, all from one address and
+#: each holding long polls (``GET .../events?wait_ms=...``) open, so one address with
+#: hundreds of connections is normal there; the control listener is bound to loopback and
+#: asks a bearer token of every request.
+MAX_CONTROL_CONNECTIONS = 1024
 #: Prefix length under which IPv6 clients are counted together (one customer's network).
 IPV6_CLIENT_PREFIX_LENGTH = 64
 

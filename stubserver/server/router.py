@@ -256,6 +256,20 @@ def read_json_body(request: IRequest, limit: int = MAX_JSON_BODY_BYTES) -> Any:
         raise MatrixError(400, "M_NOT_JSON" if e.not_json else "M_BAD_JSON", str(e)) from None
 
 
+def body_length(request: IRequest) -> int:
+    """How many body bytes ``request`` carried, as received.
+
+    Whoever parses a body notes it as ``content`` in :func:`request_annotations` with this
+    as ``body_bytes``: the request log keeps bodies up to a size
+    (``stubserver.server.request_log.MAX_LOGGED_BODY_BYTES``).
+    """
+    content = request.content
+    if content is None:
+        return 0
+    length: int = content.seek(0, 2)
+    return length
+
+
 class _ResponseWriter(Protocol):
     """The part of ``twisted.web.server.Request`` we call (its methods are untyped)."""
 

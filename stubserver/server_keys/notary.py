@@ -42,6 +42,7 @@ from stubserver.server.router import (
     JsonResponse,
     MatrixError,
     Route,
+    body_length,
     query_arg,
     read_json_body,
     request_annotations,
@@ -304,7 +305,7 @@ def notary_routes(notary: Notary[Any]) -> list[Route]:
 
     def post(request: IRequest, params: Mapping[str, str]) -> Deferred[JsonResponse]:
         body = read_json_body(request)
-        request_annotations(request)["content"] = body
+        request_annotations(request).update(content=body, body_bytes=body_length(request))
         return notary.query(parse_notary_query(body, notary.now_ms()))
 
     return [

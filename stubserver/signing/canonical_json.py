@@ -170,7 +170,40 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
-def _depth_exceeds(text: str, limit: int) -> bool:
+#: A JSON string literal (escapes included), in UTF-8 bytes.
+_STRING_LITERAL_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: Every byte but the four brackets (for ``bytes.translate``'s delete).
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+#: Nesting levels :func:`_depth_exceeds` peels with string operations before it falls back
+#: to its character loop (ordinary JSON nests a handful of levels).
+FAST_DEPTH_PASSES = 16
+
+
+def _depth_exceeds(body: bytes, text: str, limit: int) -> bool:
+    """True when brackets in ``text`` (``body`` decoded) nest deeper than ``limit``
+    (strings skipped); no recursion.
+
+    Fast path (issue 22: the character loop took ~0.3 s of an 8 MB body, 60 times the
+    parse): drop the string literals and everything but brackets with regular
+    expressions, then peel innermost ``[]``/``{}`` pairs, one level per pass; bodies
+    nested at most :data:`FAST_DEPTH_PASSES` levels (and not deeper than ``limit``) are
+    answered so. Anything else (deeper, or unbalanced: not JSON) takes the exact
+    character loop, :func:`_depth_exceeds_exactly`.
+    """
+    brackets = _STRING_LITERAL_RE.sub(b"", body).translate(None, _NOT_BRACKETS)
+    for _ in range(min(limit, FAST_DEPTH_PASSES)):
+        if not brackets:
+            return False
+        peeled = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if len(peeled) == len(brackets):
+            break
+        brackets = peeled
+    if not brackets:
+        return False
+    return _depth_exceeds_exactly(text, limit)
+
+
+def _depth_exceeds_exactly(text: str, limit: int) -> bool:
     """True when brackets nest deeper than ``limit`` (strings skipped); linear, no recursion."""
     depth = 0
     in_string = False
@@ -207,7 +240,7 @@ def parse_json_bytes(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
-    if _depth_exceeds(text, MAX_JSON_DEPTH):
+    if _depth_exceeds(body, text, MAX_JSON_DEPTH):
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
     try:
         value = json.loads(

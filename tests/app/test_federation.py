@@ -291,12 +291,20 @@ class UnknownFederationPathTests(SynchronousTestCase):
         assert h.observed[-1][1]["authenticated"] is False
 
     def test_non_json_body(self) -> None:
-        """A federation request whose body is not JSON is 400 M_NOT_JSON."""
+        """A signed federation request whose body is not JSON is 400 M_NOT_JSON; without
+        credentials the body is never parsed (issue 22, row 1), so an unknown path is 404."""
         h = Harness()
-        d = h.treq.request("PUT", "https://us.test/_matrix/federation/v1/x", data=b"{nope")
+        path = "/_matrix/federation/v1/x"
+        header = signed(path, "PUT", content={})
+        d = h.treq.request(
+            "PUT", "https://us.test" + path, data=b"{nope", headers={b"Authorization": [header]}
+        )
         h.treq.flush()
         response = self.successResultOf(d)
         assert response.code == 400
+        d = h.treq.request("PUT", "https://us.test" + path, data=b"{nope")
+        h.treq.flush()
+        assert self.successResultOf(d).code == 404
 
 
 class NotaryTests(SynchronousTestCase):

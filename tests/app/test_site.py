@@ -12,14 +12,20 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from stubserver import __version__
 from stubserver.app.federation import key_document_source
 from stubserver.app.site import WELL_KNOWN_MAX_AGE_SECONDS, ListenerSite, build_site
 from stubserver.config import Config, ListenerConfig
+from stubserver.control.api import control_routes
+from stubserver.control.feed import RequestFeed
+from stubserver.server.connections import MAX_CONNECTIONS_PER_ADDRESS
 from stubserver.server.router import JsonResponse, Route
 from stubserver.signing.keys import ServerSigningKey
+from tests.control.fakes import FakeRoomControl
+from tests.server.test_limits import connect, responses, sent
 from tests.support import result_now, stub_treq
 
 KEY = ServerSigningKey.generate("a_site")
@@ -174,3 +180,40 @@ class ExtensionTests(SynchronousTestCase):
         )
         assert fetch(reporting, "/api/report")[0] == 200
         assert fetch(federation, "/api/report")[0] == 404
+
+
+class ConnectionBudgetTests(SynchronousTestCase):
+    def test_control_long_polls_from_one_address_have_their_own_budget(self) -> None:
+        """Issue 22, row 10: 300 long polls on the control API from one address are all
+        held and answered (with one budget for every listener, the 65th was aborted),
+        while the federation listener still aborts the 65th connection from one address."""
+        clock = Clock()
+        cfg = config(listener("federation"), listener("control"))
+        feed = RequestFeed(clock)
+        federation, control = build_site(
+            cfg,
+            clock,
+            keys=key_document_source(cfg, clock),
+            routes_by_resource={"control": control_routes(FakeRoomControl(), "t", feed)},
+        )
+        poll = (
+            b"GET /_stubserver/v1/requests?from=0&wait_ms=60000 HTTP/1.1\r\n"
+            b"Host: a\r\nAuthorization: Bearer t\r\n\r\n"
+        )
+        polls = [connect(control.site, "127.0.0.1") for _ in range(300)]
+        for channel, _ in polls:
+            channel.dataReceived(poll)
+        assert [t.disconnected for _, t in polls].count(True) == 0
+        assert feed.feed.waiting == 300
+        version = b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: a\r\n\r\n"
+        request: Any = DummyRequest([b"_matrix", b"federation", b"v1", b"version"])
+        request.path = request.uri = b"/_matrix/federation/v1/version"
+        feed(request, 200, {})
+        answered = [responses(sent(t)) for _, t in polls]
+        assert [[status for status, _ in a] for a in answered] == [[200]] * 300
+        fed = [connect(federation.site, "127.0.0.1") for _ in range(MAX_CONNECTIONS_PER_ADDRESS)]
+        assert [t.disconnected for _, t in fed].count(True) == 0
+        _, over = connect(federation.site, "127.0.0.1")
+        assert over.disconnected
+        fed[0][0].dataReceived(version)
+        assert [s for s, _ in responses(sent(fed[0][1]))] == [200]

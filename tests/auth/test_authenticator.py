@@ -76,6 +76,11 @@ class FakeKeySource:
         return self._answer(self.fresh.get(server_name, self.results[server_name]))
 
 
+def no_body() -> None:
+    """The body of a request without one."""
+    return None
+
+
 def failure_of(d: Deferred[Any], kind: type[BaseException] = Exception) -> Failure:
     """The failure ``d`` has already failed with, which must be a ``kind``."""
     box: list[Failure] = []
@@ -128,7 +133,7 @@ class AuthenticateTests(SynchronousTestCase):
         uri: bytes = b"/_matrix/federation/v1/query/profile?user_id=%40a%3Aus.test",
         content: Any = None,
     ) -> Deferred[AuthResult]:
-        return auth.authenticate(method, uri, hdrs, content)
+        return auth.authenticate(method, uri, hdrs, lambda: content)
 
     def assert_fails(
         self, d: Deferred[AuthResult], kind: type[AuthenticationFailed], status: int, words: str
@@ -273,10 +278,10 @@ class NegativeCacheTests(SynchronousTestCase):
     def test_failing_origin_not_refetched(self) -> None:
         """After a failed key fetch, the origin is not fetched again for a while."""
         auth, source, _ = make(FakeKeySource({ORIGIN: ConnectionRefusedError("refused")}))
-        d1 = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        d1 = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), no_body)
         e1 = failure_of(d1, KeyFetchFailed).value
         assert "ConnectionRefusedError" in str(e1)
-        d2 = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        d2 = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), no_body)
         e2 = failure_of(d2, KeyFetchFailed).value
         assert "not retrying" in str(e2)
         assert source.fetched == [ORIGIN]
@@ -285,10 +290,10 @@ class NegativeCacheTests(SynchronousTestCase):
         """After NEGATIVE_CACHE_SECONDS, a failed origin is fetched again."""
         source = FakeKeySource({ORIGIN: ConnectionRefusedError("refused")})
         auth, _, clock = make(source)
-        failure_of(auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None))
+        failure_of(auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), no_body))
         clock.advance(NEGATIVE_CACHE_SECONDS)
         source.results[ORIGIN] = good_keys()
-        d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), no_body)
         assert self.successResultOf(d).origin == ORIGIN
         assert source.fetched == [ORIGIN, ORIGIN]
 
@@ -296,7 +301,7 @@ class NegativeCacheTests(SynchronousTestCase):
         """A key fetch that hangs fails after KEY_FETCH_TIMEOUT_SECONDS and is cancelled."""
         pending: Deferred[Keys] = Deferred()
         auth, _, clock = make(FakeKeySource({ORIGIN: pending}))
-        d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None)
+        d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), no_body)
         assert not d.called
         clock.advance(KEY_FETCH_TIMEOUT_SECONDS)
         assert "TimeoutError" in str(failure_of(d, KeyFetchFailed).value)
@@ -316,7 +321,9 @@ class BlockedOriginTests(SynchronousTestCase):
         auth = RequestAuthenticator(US, context.key_fetcher, reactor)
         for origin in ("127.0.0.1:8448", "10.1.2.3", "[::1]:8448", "169.254.169.254"):
             with self.subTest(origin=origin):
-                d = auth.authenticate(b"GET", b"/x", headers(signed(uri="/x", origin=origin)), None)
+                d = auth.authenticate(
+                    b"GET", b"/x", headers(signed(uri="/x", origin=origin)), no_body
+                )
                 reactor.advance(1)
                 error = failure_of(d, KeyFetchFailed).value
                 assert "ip_range_blocklist" in str(error) or "blocked" in str(error), error
@@ -348,10 +355,10 @@ class NoLockOutTests(SynchronousTestCase):
         fetcher = ServerKeyFetcher(FakeFederationAgent(peer), clock)
         auth = RequestAuthenticator(US, fetcher, clock)
         uri = "/x"
-        failure_of(auth.authenticate(b"GET", uri.encode(), headers(signed(uri=uri)), None))
+        failure_of(auth.authenticate(b"GET", uri.encode(), headers(signed(uri=uri)), no_body))
         peer.code = 200  # back
         clock.advance(5)
-        d = auth.authenticate(b"GET", uri.encode(), headers(signed(uri=uri)), None)
+        d = auth.authenticate(b"GET", uri.encode(), headers(signed(uri=uri)), no_body)
         assert self.successResultOf(d).origin == ORIGIN
         assert peer.hits == 2
 
@@ -368,7 +375,7 @@ class NoLockOutTests(SynchronousTestCase):
         fetcher = ServerKeyFetcher(agent, clock)
         auth = RequestAuthenticator(US, fetcher, clock)
         waiting = [
-            auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), None) for _ in range(5)
+            auth.authenticate(b"GET", b"/x", headers(signed(uri="/x")), no_body) for _ in range(5)
         ]
         assert len(agent.uris) == 1
         clock.advance(KEY_FETCH_TIMEOUT_SECONDS)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
+from io import BytesIO
+from typing import Any
 
-from stubserver.control.feed import MAX_ITEMS_PER_READ, LongPollFeed
+from twisted.internet.task import Clock
+from twisted.web.test.requesthelper import DummyRequest
+
+from stubserver.control.feed import (
+    FEED_ENTRY_WEIGHT,
+    MAX_FEED_BODY_BYTES,
+    MAX_FEED_REQUESTS,
+    MAX_ITEMS_PER_READ,
+    LongPollFeed,
+    RequestFeed,
+)
+from stubserver.server.request_log import MAX_LOGGED_BODY_BYTES
+from stubserver.server.router import request_annotations
 from tests.support import has_fired, result_now
 
 
@@ -73,3 +86,33 @@ def test_a_cancelled_read_leaves_nothing_behind() -> None:
     assert (feed.waiting, clock.getDelayedCalls()) == (0, [])
     feed.append("x")
     assert result_now(feed.read(0, 0)) == (["x"], 1)
+
+
+def test_the_oldest_items_are_dropped_past_the_weight() -> None:
+    """With a weight bound, items are dropped oldest first while the weights kept pass it;
+    the newest item is kept even when it alone weighs more."""
+    feed: LongPollFeed[int] = LongPollFeed(Clock(), 100, max_weight=10)
+    for i in range(5):
+        feed.append(i, 4)
+    assert (result_now(feed.read(0, 0)), feed.weight) == (([3, 4], 5), 8)
+    feed.append(5, 50)
+    assert (result_now(feed.read(0, 0)), feed.weight) == (([5], 6), 50)
+
+
+def test_the_request_feed_keeps_a_bounded_weight_of_bodies() -> None:
+    """Issue 22, row 1: 1,000 requests with 64 KiB bodies leave the request feed holding at
+    most :data:`MAX_FEED_BODY_BYTES` of them (it kept all 1,000: 64 MiB), newest first."""
+    feed = RequestFeed(Clock())
+    body = b"[0" + b" " * (MAX_LOGGED_BODY_BYTES - 3) + b"]"
+    assert len(body) == MAX_LOGGED_BODY_BYTES
+    for i in range(1_000):
+        request: Any = DummyRequest([b"_matrix", b"federation", b"v1", b"send", str(i).encode()])
+        request.path = request.uri = b"/_matrix/federation/v1/send/%d" % i
+        request.content = BytesIO(body)
+        request_annotations(request).update(content=[i], body_bytes=len(body))
+        feed(request, 200, {})
+    kept = result_now(feed.read(0, 0))["requests"]
+    bound = MAX_FEED_BODY_BYTES + MAX_FEED_REQUESTS * FEED_ENTRY_WEIGHT
+    assert len(kept) == bound // (MAX_LOGGED_BODY_BYTES + FEED_ENTRY_WEIGHT) == 293
+    assert kept[-1]["content"] == [999]
+    assert feed.feed.weight <= bound

@@ -15,6 +15,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 
+from stubserver.auth.authenticator import RequestAuthenticator
+from stubserver.auth.filter import XMatrixFilter
 from stubserver.devtools.room_attacks import displayname_changes
 from stubserver.rooms.create import create_room
 from stubserver.rooms.format import event_from_pdu
@@ -23,11 +25,15 @@ from stubserver.rooms.membership import build_membership, fill_template
 from stubserver.rooms.room import Room
 from stubserver.rooms.room_queries import event_auth
 from stubserver.rooms.routes import room_routes
+from stubserver.rooms.routes_membership import MAX_INVITE_ROOM_STATE_BYTES
 from stubserver.rooms.signing import verify_event_signature
 from stubserver.rooms.store import RoomStore
 from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.server.router import FederationRouter, request_annotations
+from stubserver.signing.canonical_json import encode_json
+from tests.auth.test_authenticator import FakeKeySource
+from tests.auth.test_filter import BIG_BODY, send_request
 from tests.rooms.room_fixtures import (
     A_SIGNER,
     ALICE,
@@ -78,6 +84,7 @@ class Harness:
             invites_accept=invites_accept,
             on_transaction=lambda o, outcome: self.transactions.append(outcome),
         )
+        self.routes = routes
         self.stub = stub_treq(FederationRouter(routes, filters=[fake_xmatrix]))
 
     def fetch_key(
@@ -318,6 +325,28 @@ def test_an_invite_of_our_user_is_countersigned_and_remembered(version: str) -> 
     assert invite is not None and invite.origin == "b.test"
 
 
+def test_invite_room_state_is_kept_up_to_its_byte_bound() -> None:
+    """Issue 22, row 9: of 100 invite_room_state entries of ~10 KiB (1 MiB), only those
+    within MAX_INVITE_ROOM_STATE_BYTES are kept, in order (all 100 were), and the invite
+    is still taken; the invite weighs its event and that state."""
+    h = Harness()
+    room, pdu, event_id = _remote_invite()
+    entry = {"type": "m.room.topic", "state_key": "", "content": {"topic": "t" * 10_000}}
+    state = [dict(entry, sender=f"@u{i}:b.test") for i in range(100)]
+    status, body = h.call(
+        "PUT",
+        f"/v2/invite/{room.room_id}/{event_id}",
+        {"event": pdu, "room_version": "12", "invite_room_state": state},
+    )
+    assert status == 200, body
+    invite = h.store.invite_for(room.room_id, CAROL)
+    assert invite is not None
+    kept = [len(encode_json(e)) for e in invite.invite_room_state]
+    assert len(kept) == MAX_INVITE_ROOM_STATE_BYTES // kept[0] == 6
+    assert invite.invite_room_state[5] == state[5]
+    assert invite.size == sum(kept) + len(encode_json(body["event"]))
+
+
 def test_invites_are_refused_when_configured() -> None:
     """invites: reject: 403 M_FORBIDDEN, nothing remembered."""
     h = Harness(invites_accept=False)
@@ -346,6 +375,37 @@ def test_invite_refusals() -> None:
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
     status, answer = h.call("PUT", f"/v2/invite/{room.room_id}/{event_id}", {"room_version": "12"})
     assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+
+
+# --- authentication before parsing (issue 22, row 1) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/_matrix/federation/v1/send/t1",
+        "/_matrix/federation/v2/send_join/!r:a.test/$e",
+        "/_matrix/federation/v2/send_leave/!r:a.test/$e",
+        "/_matrix/federation/v2/invite/!r:a.test/$e",
+    ],
+)
+def test_the_room_endpoints_refuse_an_unsigned_body_unread(path: str) -> None:
+    """Behind the real X-Matrix filter, /send, send_join, send_leave and invite answer an
+    8 MiB body without an Authorization header 401 M_UNAUTHORIZED having read none of it
+    (it was parsed whole first)."""
+    h = Harness()
+    clock = Clock()
+    auth = RequestAuthenticator("a.test", FakeKeySource(), clock)
+    router = FederationRouter(h.routes, filters=[XMatrixFilter(auth)])
+    request, body = send_request(BIG_BODY, None)
+    request.uri = request.path = path.encode()
+    router.render(request)
+    answer = json.loads(b"".join(request.written))
+    assert (request.responseCode, answer["errcode"], body.bytes_read) == (
+        401,
+        "M_UNAUTHORIZED",
+        0,
+    )
 
 
 # --- transactions -------------------------------------------------------------------------

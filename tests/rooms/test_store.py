@@ -64,3 +64,21 @@ def test_invites_are_remembered_oldest_forgotten_first() -> None:
     assert store.invite_for("!3", ALICE) is not None and store.invite_for("!1", ALICE) is None
     store.forget_invite("!3", ALICE)
     assert [i.room_id for i in store.invites()] == ["!2"]
+
+
+def test_invites_are_bounded_in_bytes() -> None:
+    """Issue 22, row 9: past max_invite_bytes the oldest invites are forgotten; replacing
+    or forgetting an invite gives its bytes back."""
+    store = _store(max_invite_bytes=250)
+    room = new_room("12").room
+    create = room.events_since(0)[0].event
+
+    def invite(room_id: str, size: int = 100) -> ReceivedInvite:
+        return ReceivedInvite(room_id, ALICE, room.room_version, create, "b.test", size=size)
+
+    for room_id in ("!1", "!2", "!3"):
+        store.remember_invite(invite(room_id))
+    assert ([i.room_id for i in store.invites()], store.invite_bytes) == (["!2", "!3"], 200)
+    store.remember_invite(invite("!3", 50))
+    store.forget_invite("!2", ALICE)
+    assert ([i.room_id for i in store.invites()], store.invite_bytes) == (["!3"], 50)

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from stubserver.rooms.event import Event
 from stubserver.rooms.room import Room
 from stubserver.rooms.transaction import (
+    MAX_EDU_CONTENT_BYTES,
     MAX_EDUS_PER_TRANSACTION,
     MAX_PDUS_PER_TRANSACTION,
     TRANSACTION_MEMORY_SECONDS,
@@ -22,6 +23,7 @@ from stubserver.rooms.transaction import (
     process_transaction,
     verify_with_keys,
 )
+from stubserver.signing.canonical_json import encode_json
 from tests.rooms.room_fixtures import ALICE, B_SIGNER, BOB, build, join, new_room
 
 KEYS = {("b.test", B_SIGNER.key_id): B_SIGNER.signing_key.verify_key}
@@ -205,6 +207,20 @@ def test_edus_are_returned_with_their_origin() -> None:
         },
     )
     assert [(e.origin, e.edu_type) for e in outcome.edus] == [("b.test", "m.typing")]
+
+
+def test_an_edu_over_the_size_bound_is_dropped() -> None:
+    """Issue 22, row 9: an EDU whose content is over MAX_EDU_CONTENT_BYTES (a receipt map
+    of 2,000 users) is dropped, one at the bound is kept and measured (both were kept)."""
+    room, memory, _ = _setup()
+    receipts = {f"@u{i}:b.test": {"event_ids": ["$e"], "data": {"ts": i}} for i in range(2_000)}
+    big = {room.room_id: {"m.read": receipts}}
+    assert len(encode_json(big)) > MAX_EDU_CONTENT_BYTES
+    padding = MAX_EDU_CONTENT_BYTES - len(encode_json({"p": ""}))
+    at_bound = {"p": "x" * padding}
+    edus = [{"edu_type": "m.receipt", "content": big}, {"edu_type": "x", "content": at_bound}]
+    outcome = _send(room, memory, "t1", {"pdus": [], "edus": edus})
+    assert [(e.edu_type, e.size) for e in outcome.edus] == [("x", MAX_EDU_CONTENT_BYTES)]
 
 
 def test_a_join_authorised_by_another_server_needs_its_signature() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
+from stubserver.rooms.long_poll import MAX_RECEIVED_EDU_BYTES, ReceivedEdus
 from stubserver.rooms.room import Room
 from stubserver.rooms.store import RoomStore
-from stubserver.rooms.transaction import TransactionMemory
+from stubserver.rooms.transaction import MAX_EDU_CONTENT_BYTES, Edu, TransactionMemory
 from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.rooms.views import RoomViews
 from tests.rooms.room_fixtures import ALICE, TS, new_room, send
@@ -46,3 +47,14 @@ def test_a_room_at_a_freed_rooms_address_is_watched() -> None:
 
 
 V12 = ROOM_VERSIONS["12"]
+
+
+def test_received_edus_are_bounded_in_bytes() -> None:
+    """Issue 22, row 9: 1,000 EDUs of 64 KiB (64 MiB) leave at most MAX_RECEIVED_EDU_BYTES
+    kept, the newest, with positions still counting (all 1,000 were kept)."""
+    edus = ReceivedEdus()
+    content = {"p": "x" * (MAX_EDU_CONTENT_BYTES - 8)}
+    edus.extend(Edu("b.test", "x", content, MAX_EDU_CONTENT_BYTES) for _ in range(1_000))
+    answer = edus.answer(0)
+    assert len(answer["edus"]) == MAX_RECEIVED_EDU_BYTES // MAX_EDU_CONTENT_BYTES == 256
+    assert (answer["next"], edus.size) == (1_000, MAX_RECEIVED_EDU_BYTES)

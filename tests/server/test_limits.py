@@ -117,12 +117,17 @@ class Harness:
 
     def connect(self, host: str = "127.0.0.1") -> tuple[LimitedHTTPChannel, StringTransport]:
         """A new connection from ``host``, made."""
-        peer = IPv4Address("TCP", host, 40000)
-        channel = self.site.buildProtocol(peer)  # type: ignore[no-untyped-call]
-        assert isinstance(channel, LimitedHTTPChannel)
-        transport = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
-        channel.makeConnection(transport)  # type: ignore[no-untyped-call]
-        return channel, transport
+        return connect(self.site, host)
+
+
+def connect(site: LimitedSite, host: str) -> tuple[LimitedHTTPChannel, StringTransport]:
+    """A new connection to ``site`` from ``host``, made."""
+    peer = IPv4Address("TCP", host, 40000)
+    channel = site.buildProtocol(peer)  # type: ignore[no-untyped-call]
+    assert isinstance(channel, LimitedHTTPChannel)
+    transport = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
+    channel.makeConnection(transport)  # type: ignore[no-untyped-call]
+    return channel, transport
 
 
 def sent(transport: StringTransport) -> bytes:

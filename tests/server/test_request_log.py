@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,9 +18,11 @@ from twisted.web.test.requesthelper import DummyRequest
 from stubserver.server.request_log import (
     FLUSH_BATCH_LINES,
     FLUSH_DELAY_SECONDS,
+    MAX_LOGGED_BODY_BYTES,
     RequestLog,
     encode_line,
     log_entry,
+    observed_entry,
 )
 from stubserver.server.router import request_annotations
 
@@ -124,6 +127,31 @@ class EntryTests(SynchronousTestCase):
             "content is not JSON",
             200,
         )
+
+    def test_a_body_over_the_cap_is_cut_with_a_note(self) -> None:
+        """A request whose 8 MiB body was parsed is written as a short line: content null
+        and a note giving the body's size (it was written whole, 8 MiB a line)."""
+        pdus: list[dict[str, Any]] = [{}] * (8 * 1024 * 1024 // 3)
+        raw = json.dumps({"pdus": pdus}, separators=(",", ":")).encode()
+        request: Any = DummyRequest([b"_matrix", b"federation", b"v1", b"send", b"1"])
+        request.path = request.uri = b"/_matrix/federation/v1/send/1"
+        request.content = BytesIO(raw)
+        request_annotations(request).update(content={"pdus": pdus}, body_bytes=len(raw))
+        entry = observed_entry(request, 200, Clock())
+        assert entry is not None
+        line = encode_line(entry)
+        assert len(line) < 1024
+        assert (json.loads(line)["content"], json.loads(line)["log_note"]) == (
+            None,
+            f"content cut: the body was {len(raw)} bytes, over the {MAX_LOGGED_BODY_BYTES}"
+            " bytes kept",
+        )
+
+    def test_a_body_at_the_cap_is_kept(self) -> None:
+        """A body of exactly :data:`MAX_LOGGED_BODY_BYTES` is logged whole, without a note."""
+        notes = {"content": {}, "body_bytes": MAX_LOGGED_BODY_BYTES}
+        e = log_entry(1, b"PUT", b"/_matrix/x", 200, notes)
+        assert (e["content"], "log_note" in e) == ({}, False)
 
     def test_non_utf8_uri_is_escaped(self) -> None:
         """A URI that is not UTF-8 is logged with backslash escapes, not lost."""

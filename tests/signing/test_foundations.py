@@ -15,8 +15,11 @@ from stubserver.discovery.server_name import (
     parse_server_name,
 )
 from stubserver.signing.canonical_json import (
+    MAX_JSON_DEPTH,
     BadJson,
     CanonicalJsonError,
+    _depth_exceeds,
+    _depth_exceeds_exactly,
     encode_canonical_json,
     parse_json_bytes,
 )
@@ -164,6 +167,40 @@ def test_parse_json_bytes_refuses(body: bytes, not_json: bool) -> None:
     with pytest.raises(BadJson) as info:
         parse_json_bytes(body)
     assert info.value.not_json is not_json
+
+
+def _nested(depth: int, inner: bytes = b"1") -> bytes:
+    return (
+        b'{"a":[' * (depth // 2)
+        + b"[" * (depth % 2)
+        + inner
+        + b"]" * (depth % 2)
+        + b"]}" * (depth // 2)
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "exceeds"),
+    [
+        (_nested(16), False),
+        (_nested(17), False),
+        (_nested(100), False),
+        (_nested(101), True),
+        (b'{"a": "' + b"[" * 200 + b'"}', False),
+        (b'{"a": "\\"' + b"[" * 200 + b'"}', False),
+        (b'{"pdus": [' + b"{}," * 10_000 + b"{}]}", False),
+        (b"[" * 101, True),
+        (b"[}" * 60, False),
+        (b'"[' + b"[" * 200, False),
+    ],
+)
+def test_the_fast_depth_check_agrees_with_the_character_loop(body: bytes, exceeds: bool) -> None:
+    """Issue 22: the depth check that peels brackets with string operations answers as
+    the character loop does, for nesting either side of its passes and of the limit,
+    brackets inside strings (escaped quotes too), unbalanced and unterminated input."""
+    text = body.decode()
+    assert _depth_exceeds_exactly(text, MAX_JSON_DEPTH) is exceeds
+    assert _depth_exceeds(body, text, MAX_JSON_DEPTH) is exceeds
 
 
 # ---- unpadded base64 (spec appendix "Unpadded Base64")
