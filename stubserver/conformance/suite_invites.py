@@ -31,7 +31,11 @@ from stubserver.conformance.context import (
     q,
 )
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
+from stubserver.conformance.serving import served_pdus
 from stubserver.conformance.suite_membership import invite_event
+from stubserver.conformance.suite_serving import federation_keys
+from stubserver.rooms.hashes import room_id_from_create_event_id
+from stubserver.rooms.versions import room_version
 
 INVITE = "Inviting to a room: PUT /_matrix/federation/v2/invite/{roomId}/{eventId}"
 REJECT = "Leaving Rooms (Rejecting Invites)"
@@ -130,6 +134,43 @@ def we_rescind_our_invite(ctx: Context, version: str) -> None:
         )
 
 
+def its_invite_room_state_holds_the_create_event(ctx: Context, version: str) -> None:
+    """Its user invites ours: the ``/v2/invite`` request's ``invite_room_state`` "MUST
+    contain the ``m.room.create`` event for the room", formatted "according to the room
+    version specification" (a full PDU, signed by its server; in v12 the one whose event
+    ID makes the room ID) (Server-Server API v1.16+, "Inviting to a room"; Complement's
+    ``TestMSC4311FullCreateEventOnStrippedState``, role-swapped)."""
+    room_id = ctx.user.create_room(
+        preset="private_chat", room_version=version, invite=[ctx.peer_user_id()]
+    )
+    request = ctx.peer.wait_for_request(
+        "/_matrix/federation/v2/invite/",
+        match=lambda r: room_id in unquote(str(r.get("uri", ""))),
+    )
+    raw = request.get("content")
+    content: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    state = content.get("invite_room_state")
+    creates = [e for e in state or [] if isinstance(e, dict) and e.get("type") == "m.room.create"]
+    if len(creates) != 1:
+        raise CheckFailed("the m.room.create events in its invite_room_state", "exactly one", state)
+    rv = room_version(version)
+    served = served_pdus(
+        "the m.room.create in its invite_room_state", creates, rv, federation_keys(ctx)
+    )
+    event_id = next(iter(served))
+    got = (
+        room_id_from_create_event_id(event_id)
+        if rv.room_id_is_create_hash
+        else creates[0].get("room_id")
+    )
+    expect("the room of the m.room.create in its invite_room_state", room_id, got)
+    expect(
+        "the room_version of the m.room.create in its invite_room_state",
+        version,
+        (creates[0].get("content") or {}).get("room_version"),
+    )
+
+
 AREA: list[AreaEntry] = [
     (
         "invites.is_direct_flag_reaches_its_client",
@@ -138,6 +179,12 @@ AREA: list[AreaEntry] = [
         (BASELINE,),
     ),
     ("invites.it_rejects_our_invite", REJECT, it_rejects_our_invite, (BASELINE,)),
+    (
+        "invites.its_invite_room_state_holds_the_create_event",
+        INVITE,
+        its_invite_room_state_holds_the_create_event,
+        ("rooms.it_invites_us",),
+    ),
     ("invites.we_rescind_our_invite", INVITE, we_rescind_our_invite, (BASELINE,)),
 ]
 

@@ -138,7 +138,7 @@ def test_the_membership_areas_tests_each_have_a_baseline() -> None:
     """Every test of the leaves, knocks, restricted-join, partial-state and new invites
     areas but the positive ones depends on a positive test that comes before it: 6
     refusals per leave and knock kind (two knock join rules), 1 restricted refusal per
-    join rule, 3 invite tests and the omit_members join, in each of 3 versions."""
+    join rule, 4 invite tests and the omit_members join, in each of 3 versions."""
     suite = build_suite(["10", "11", "12"])
     position = {t.id: i for i, t in enumerate(suite)}
     areas = ("leaves", "knocks", "knocks_restricted", "restricted", "partial_state", "invites")
@@ -152,6 +152,6 @@ def test_the_membership_areas_tests_each_have_a_baseline() -> None:
         "restricted.knock_restricted.join_authorised_by_its_user",
     ]
     negatives = [t for t in tests if t.depends_on]
-    assert len(negatives) == 3 * (6 * 3 + 2 + 4 + 1)
+    assert len(negatives) == 3 * (6 * 3 + 2 + 5 + 1)
     for test in negatives:
         assert all(position[d] < position[test.id] for d in test.depends_on), test.id
