@@ -363,6 +363,15 @@ def _is_direct_lost(self: Any, result: Any) -> Any:
     return result
 
 
+def _invite_without_create(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """TransportLayerClient.send_invite_v2: ``invite_room_state`` sent without the room's
+    create event."""
+    content = kwargs["content"] if "content" in kwargs else args[4]
+    content["invite_room_state"] = [
+        e for e in content.get("invite_room_state", []) if e.get("type") != "m.room.create"
+    ]
+
+
 def _rejection_kept_local(original: Any) -> Any:
     """FederationHandler.do_remotely_reject_invite: fails at once, so the rejection stays
     local (Synapse then makes its own leave event, which the inviter never gets)."""
@@ -590,6 +599,14 @@ MUTANTS: tuple[Mutant, ...] = (
         _async_after(_is_direct_lost),
         ("invites.is_direct_flag_reaches_its_client/v*",),
         "is_direct true",
+    ),
+    Mutant(
+        "invite_room_state_without_create",
+        "an invite's invite_room_state holds the room's m.room.create",
+        "synapse.federation.transport.client:TransportLayerClient.send_invite_v2",
+        _async_before(_invite_without_create),
+        ("invites.its_invite_room_state_holds_the_create_event/v*",),
+        "the m.room.create events in its invite_room_state: expected exactly one",
     ),
     Mutant(
         "invite_rejection_kept_local",
