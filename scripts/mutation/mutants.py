@@ -622,7 +622,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{EVENT_HANDLER}.on_receive_pdu",
         _kicks_ignored,
         ("invites.we_rescind_our_invite/v*",),
-        "the withdrawn invite in its client's /sync",
+        "among the rooms left in its client's /sync",
     ),
     Mutant(
         "invite_not_countersigned",
