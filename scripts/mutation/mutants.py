@@ -288,11 +288,143 @@ def _lenient_notary(original: Any) -> Any:
     return replacement
 
 
+def _wrong_membership_answered_200(original: Any) -> Any:
+    """FederationServer._on_send_membership_event: an event that is not the sender's own
+    membership of the endpoint's kind is answered 200 and dropped."""
+
+    async def replacement(
+        self: Any, origin: str, content: Any, membership_type: str, room_id: str
+    ) -> Any:
+        wrong = (
+            content.get("type") != "m.room.member"
+            or "state_key" not in content
+            or content.get("state_key") != content.get("sender")
+            or (content.get("content") or {}).get("membership") != membership_type
+        )
+        if wrong:
+            errors = _synapse("synapse.api.errors")
+            raise errors.SynapseError(200, "mutant: ignored", errors.Codes.UNKNOWN)
+        return await original(self, origin, content, membership_type, room_id)
+
+    return replacement
+
+
+def _forbidden_as_bad_json(original: Any) -> Any:
+    """A 403 refusal re-raised as 400 ``M_BAD_JSON``."""
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        errors = _synapse("synapse.api.errors")
+        try:
+            return await original(*args, **kwargs)
+        except errors.SynapseError as e:
+            if e.code != 403:
+                raise
+            raise errors.SynapseError(400, f"mutant: {e.msg}", errors.Codes.BAD_JSON) from None
+
+    return replacement
+
+
+def _unable_to_authorise(original: Any) -> Any:
+    """EventAuthHandler.check_restricted_join_rules: a user in none of the allowed rooms
+    refused 400 ``M_UNABLE_TO_AUTHORISE_JOIN`` (as if it could not tell) instead of 403."""
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        errors = _synapse("synapse.api.errors")
+        try:
+            return await original(*args, **kwargs)
+        except errors.AuthError as e:
+            raise errors.SynapseError(
+                400, f"mutant: {e.msg}", errors.Codes.UNABLE_AUTHORISE_JOIN
+            ) from None
+
+    return replacement
+
+
+def _without_create(self: Any, result: Any) -> Any:
+    result["knock_room_state"] = [
+        e for e in result.get("knock_room_state", []) if e.get("type") != "m.room.create"
+    ]
+    return result
+
+
+def _without_signed_event(self: Any, result: Any) -> Any:
+    result.pop("event", None)
+    return result
+
+
+def _omitted_without_join_rules(self: Any, result: Any) -> Any:
+    if result.get("members_omitted"):
+        result["state"] = [e for e in result["state"] if e.get("type") != "m.room.join_rules"]
+    return result
+
+
+def _is_direct_lost(self: Any, result: Any) -> Any:
+    """SyncRestServlet.encode_invited: ``is_direct`` dropped from the invite state."""
+    for room in result.values():
+        for event in room["invite_state"]["events"]:
+            if event.get("type") == "m.room.member":
+                event["content"] = {
+                    k: v for k, v in event.get("content", {}).items() if k != "is_direct"
+                }
+    return result
+
+
+def _invite_without_create(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """TransportLayerClient.send_invite_v2: ``invite_room_state`` sent without the room's
+    create event."""
+    content = kwargs["content"] if "content" in kwargs else args[4]
+    content["invite_room_state"] = [
+        e for e in content.get("invite_room_state", []) if e.get("type") != "m.room.create"
+    ]
+
+
+def _rejection_kept_local(original: Any) -> Any:
+    """FederationHandler.do_remotely_reject_invite: fails at once, so the rejection stays
+    local (Synapse then makes its own leave event, which the inviter never gets)."""
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        errors = _synapse("synapse.api.errors")
+        raise errors.SynapseError(502, "mutant: the rejection is not sent")
+
+    return replacement
+
+
+def _kicks_ignored(original: Any) -> Any:
+    """FederationEventHandler.on_receive_pdu: a membership ``leave`` whose sender is not
+    its ``state_key`` (a kick, or the withdrawal of an invite) is dropped."""
+
+    async def replacement(self: Any, origin: str, pdu: Any) -> Any:
+        if (
+            pdu.type == "m.room.member"
+            and pdu.content.get("membership") == "leave"
+            and pdu.state_key != pdu.sender
+        ):
+            return None
+        return await original(self, origin, pdu)
+
+    return replacement
+
+
 FED_SERVER = "synapse.federation.federation_server:FederationServer"
 AUTHENTICATOR = "synapse.federation.transport.server._base:Authenticator.authenticate_request"
 LOCAL_KEY = "synapse.rest.key.v2.local_key_resource:LocalKey.response_json_object"
 EVENT_HANDLER = "synapse.handlers.federation_event:FederationEventHandler"
 ALL_AUTH_REFUSALS = ("auth.*",)
+
+#: The tests of a send_join/send_leave/send_knock with an event other than the sender's
+#: own membership of the endpoint's kind.
+WRONG_MEMBERSHIP_EVENTS = (
+    "joins.send_join_leave_refused/v*",
+    "joins.send_join_message_refused/v*",
+    "joins.send_join_knock_refused/v*",
+    "joins.send_join_invite_refused/v*",
+    "joins.send_join_non_state_membership_refused/v*",
+    "joins.send_join_other_state_key_refused/v*",
+    "joins.send_join_other_sender_refused/v*",
+    "leaves.send_leave_*_refused/v*",
+    "knocks.send_knock_*_refused/v*",
+    "knocks_restricted.send_knock_*_refused/v*",
+)
 
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
@@ -415,8 +547,88 @@ MUTANTS: tuple[Mutant, ...] = (
         "a send_leave is taken into the room",
         f"{FED_SERVER}.on_send_leave_request",
         _async_returning({}),
-        ("rooms.we_leave/v*",),
+        ("rooms.we_leave/v*", "leaves.hand_built_leave_accepted/v*"),
         "expected membership 'leave'",
+    ),
+    Mutant(
+        "wrong_membership_answered_200",
+        "send_join/leave/knock refuse all but the sender's own membership of their kind",
+        f"{FED_SERVER}._on_send_membership_event",
+        _wrong_membership_answered_200,
+        WRONG_MEMBERSHIP_EVENTS,
+        "expected 400 or 403, got 200",
+    ),
+    Mutant(
+        "send_join_forbidden_as_bad_json",
+        "a join the room does not permit (a banned user's) is refused 403 M_FORBIDDEN",
+        f"{FED_SERVER}.on_send_join_request",
+        _forbidden_as_bad_json,
+        ("joins.send_join_banned_user_refused/v*",),
+        "status: expected 403, got 400",
+    ),
+    Mutant(
+        "knock_room_state_without_create",
+        "send_knock's knock_room_state holds the room's m.room.create",
+        f"{FED_SERVER}.on_send_knock_request",
+        _async_after(_without_create),
+        ("knocks.hand_built_knock_accepted/v*", "knocks_restricted.hand_built_knock_accepted/v*"),
+        "the room_version of the m.room.create in its knock_room_state",
+    ),
+    Mutant(
+        "restricted_join_event_not_returned",
+        "send_join returns the join it signed for a restricted join",
+        f"{FED_SERVER}.on_send_join_request",
+        _async_after(_without_signed_event),
+        ("restricted.*join_authorised_by_its_user/v*",),
+        "its send_join answer's event (required for a restricted join)",
+    ),
+    Mutant(
+        "restricted_outsider_unable_to_authorise",
+        "a user in none of the allowed rooms is refused 403 M_FORBIDDEN",
+        "synapse.handlers.event_auth:EventAuthHandler.check_restricted_join_rules",
+        _unable_to_authorise,
+        ("restricted.*outsider_refused/v*",),
+        "status: expected 403, got 400",
+    ),
+    Mutant(
+        "omit_members_drops_join_rules",
+        "a send_join answer with members_omitted keeps every non-member state event",
+        f"{FED_SERVER}.on_send_join_request",
+        _async_after(_omitted_without_join_rules),
+        ("partial_state.send_join_omit_members/v*",),
+        "missing ['m.room.join_rules/']",
+    ),
+    Mutant(
+        "is_direct_lost",
+        "the invite state a client gets shows the invite's is_direct",
+        "synapse.rest.client.sync:SyncRestServlet.encode_invited",
+        _async_after(_is_direct_lost),
+        ("invites.is_direct_flag_reaches_its_client/v*",),
+        "is_direct true",
+    ),
+    Mutant(
+        "invite_room_state_without_create",
+        "an invite's invite_room_state holds the room's m.room.create",
+        "synapse.federation.transport.client:TransportLayerClient.send_invite_v2",
+        _async_before(_invite_without_create),
+        ("invites.its_invite_room_state_holds_the_create_event/v*",),
+        "the m.room.create events in its invite_room_state: expected exactly one",
+    ),
+    Mutant(
+        "invite_rejection_kept_local",
+        "an invite of a remote room is rejected through make_leave/send_leave to its server",
+        "synapse.handlers.federation:FederationHandler.do_remotely_reject_invite",
+        _rejection_kept_local,
+        ("invites.it_rejects_our_invite/v*",),
+        "waiting for",
+    ),
+    Mutant(
+        "invite_withdrawal_ignored",
+        "the withdrawal of an invite (the invitee kicked) reaches the invitee's client",
+        f"{EVENT_HANDLER}.on_receive_pdu",
+        _kicks_ignored,
+        ("invites.we_rescind_our_invite/v*",),
+        "among the rooms left in its client's /sync",
     ),
     Mutant(
         "invite_not_countersigned",

@@ -203,6 +203,8 @@ class Context:
     ca_files: tuple[Path, ...] = ()
     _target: forged.Target | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _shared: dict[Any, Any] = field(default_factory=dict)
+    _shared_locks: dict[Any, threading.Lock] = field(default_factory=dict)
 
     @property
     def user(self) -> HomeserverUser:
@@ -222,6 +224,19 @@ class Context:
                 files = self.ca_files + self.peer_config_ca_files()
                 self._target = forged.resolve(self.server_name, self.config_path, files)
             return self._target
+
+    def shared(self, key: Any, make: Callable[[], T]) -> T:
+        """The value ``make()`` gave for ``key`` in this run, made once (by the first test
+        that asks; the others wait for it): a room several tests use with fresh users each,
+        which spares the homeserver a room creation per test. A ``make`` that failed is
+        tried again by the next test."""
+        with self._lock:
+            lock = self._shared_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._shared:
+                self._shared[key] = make()
+            value: T = self._shared[key]
+            return value
 
     def peer_config_ca_files(self) -> tuple[Path, ...]:
         """The CAs the peer's config trusts for federation."""

@@ -7,9 +7,14 @@ from typing import Final
 
 from stubserver.conformance import (
     suite_edus,
+    suite_invites,
     suite_keys,
+    suite_knocks,
+    suite_leaves,
     suite_membership,
+    suite_partial_state,
     suite_pdus,
+    suite_restricted,
     suite_rooms,
     suite_serving,
 )
@@ -39,6 +44,11 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_rooms.tests(vs),
         *suite_serving.tests(vs),
         *suite_membership.tests(vs),
+        *suite_leaves.tests(vs),
+        *suite_knocks.tests(vs),
+        *suite_invites.tests(vs),
+        *suite_restricted.tests(vs),
+        *suite_partial_state.tests(vs),
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
     ]

@@ -12,9 +12,7 @@ parameters", ``room_version`` "Required if the errcode is M_INCOMPATIBLE_ROOM_VE
 
 from __future__ import annotations
 
-import copy
 import secrets
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +21,7 @@ from stubserver.conformance.context import (
     AreaEntry,
     Context,
     SyncStream,
+    client_call,
     expect,
     invited,
     membership_is,
@@ -30,11 +29,11 @@ from stubserver.conformance.context import (
     q,
     wait_until,
 )
+from stubserver.conformance.handshakes import signed
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
 from stubserver.conformance.serving import auth_chain, expect_ids, served_pdus
 from stubserver.conformance.suite_serving import federation_keys
 from stubserver.rooms.hashes import compute_event_id
-from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import room_version
 from stubserver.testing import FederationAnswer
 
@@ -71,17 +70,6 @@ def join_template(ctx: Context, room_id: str, user_id: str, version: str) -> dic
     if not isinstance(event, dict):
         raise CheckFailed("its make_join event template", "an object", body)
     return event
-
-
-def signed(ctx: Context, template: dict[str, Any], version: str) -> tuple[str, dict[str, Any]]:
-    """The template filled (``origin``, ``origin_server_ts``) and signed by us; its ID."""
-    pdu = copy.deepcopy(template)
-    pdu["origin"] = ctx.peer.server_name
-    pdu["origin_server_ts"] = int(time.time() * 1000)
-    key = ctx.our_key()
-    rv = room_version(version)
-    pdu = sign_event(pdu, rv, ctx.peer.server_name, key.key_id, key.key)
-    return compute_event_id(pdu, rv), pdu
 
 
 def send_join(ctx: Context, room_id: str, event_id: str, pdu: dict[str, Any]) -> FederationAnswer:
@@ -166,6 +154,18 @@ def _other_state_key(ctx: Context, pdu: dict[str, Any]) -> None:
 
 def _other_sender(ctx: Context, pdu: dict[str, Any]) -> None:
     pdu["sender"] = ctx.peer_user_id(_local("someone-else"))
+
+
+def _knock(ctx: Context, pdu: dict[str, Any]) -> None:
+    pdu["content"] = {**pdu["content"], "membership": "knock"}
+
+
+def _invite(ctx: Context, pdu: dict[str, Any]) -> None:
+    pdu["content"] = {**pdu["content"], "membership": "invite"}
+
+
+def _non_state(ctx: Context, pdu: dict[str, Any]) -> None:
+    pdu.pop("state_key", None)
 
 
 def _refused_send_join(
@@ -277,6 +277,51 @@ def send_join_under_another_event_id(ctx: Context, version: str) -> str:
     return "accepted under its true event ID"
 
 
+def send_join_knock_refused(ctx: Context, version: str) -> str:
+    """``send_join`` with a knock (membership ``knock``) is refused (400 or 403: "The
+    ``membership`` field inside the event content is not ``join``" is among the
+    validation ``send_join`` "MUST apply")."""
+    return _refused_send_join(ctx, version, _knock)
+
+
+def send_join_invite_refused(ctx: Context, version: str) -> str:
+    """``send_join`` with an invite (membership ``invite``, our user inviting itself) is
+    refused (400 or 403)."""
+    return _refused_send_join(ctx, version, _invite)
+
+
+def send_join_non_state_membership_refused(ctx: Context, version: str) -> str:
+    """``send_join`` with an ``m.room.member`` event that has no ``state_key`` (not a
+    state event, so no membership) is refused (400 or 403)."""
+    return _refused_send_join(ctx, version, _non_state)
+
+
+def send_join_banned_user_refused(ctx: Context, version: str) -> str:
+    """A ``make_join`` template for one user of ours turned into a join of another one
+    its user has banned is refused 403 ``M_FORBIDDEN`` ("The room that the joining server
+    is attempting to join does not permit the user to join"; a banned user may not join,
+    "Authorization rules"); after a later join of another user of ours is accepted, the
+    banned user's membership is still ``ban`` (Complement's ``TestBannedUserCannotSendJoin``)."""
+    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+    banned = ctx.peer_user_id(_local("banned"))
+    client_call(ctx.user, "POST", f"/rooms/{q(room_id)}/ban", {"user_id": banned})
+    template = join_template(ctx, room_id, ctx.peer_user_id(_local("allowed")), version)
+    template.update(sender=banned, state_key=banned)
+    event_id, pdu = signed(ctx, template, version)
+    answer = send_join(ctx, room_id, event_id, pdu)
+    body = answer.body if isinstance(answer.body, dict) else {}
+    what = f"its send_join of a banned user's join (answer {str(answer.body)[:300]})"
+    expect(f"{what}: status", 403, answer.status)
+    expect(f"{what}: errcode", "M_FORBIDDEN", body.get("errcode"))
+    join_by_hand(ctx, room_id, version, _local("marker"))
+    expect(
+        f"{banned}'s membership after the refusal (and a later join accepted)",
+        "ban",
+        ctx.user.members(room_id).get(banned),
+    )
+    return "403 M_FORBIDDEN"
+
+
 def send_join_unsigned_refused(ctx: Context, version: str) -> str:
     """``send_join`` with our join but without our signature is refused ("The signatures
     expected on an event are: The sender's server", "Validating hashes and signatures
@@ -284,9 +329,13 @@ def send_join_unsigned_refused(ctx: Context, version: str) -> str:
     return _refused_send_join(ctx, version, unsigned=True)
 
 
-def _invite_event(ctx: Context, version: str) -> tuple[str, str, dict[str, Any]]:
-    """A room of ours of ``version`` and our invite of its user into it, signed: room
-    ID, event ID, PDU."""
+def invite_event(
+    ctx: Context, version: str, content: dict[str, Any] | None = None
+) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
+    """A room of ours of ``version`` and our invite of its user into it (with
+    ``content``, default ``{"membership": "invite"}``), signed: room ID, event ID, PDU,
+    and the ``invite_room_state`` for it (the create event, the join rules and our
+    user's membership, as full PDUs, "formatted according to the room's version")."""
     room = ctx.peer.create_room(PEER_USER, room_version=version, preset="private_chat")
     events = ctx.peer.events(room.room_id)
     by_state = {(e.type, e.state_key): e for e in events if e.state_key is not None}
@@ -300,13 +349,18 @@ def _invite_event(ctx: Context, version: str) -> tuple[str, str, dict[str, Any]]
         "type": "m.room.member",
         "state_key": ctx.user.user_id,
         "sender": ctx.peer_user_id(),
-        "content": {"membership": "invite"},
+        "content": content or {"membership": "invite"},
         "auth_events": [e.event_id for e in auth],
         "prev_events": [last.event_id],
         "depth": int(last.pdu.get("depth", 0)) + 1,
     }
     event_id, pdu = signed(ctx, template, version)
-    return room.room_id, event_id, pdu
+    kinds = [
+        ("m.room.create", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.member", ctx.peer_user_id()),
+    ]
+    return room.room_id, event_id, pdu, [by_state[k].pdu for k in kinds]
 
 
 def invite_in_unknown_version_refused(ctx: Context, version: str) -> str:
@@ -316,7 +370,7 @@ def invite_in_unknown_version_refused(ctx: Context, version: str) -> str:
     with the one seen); as the marker, a real invite to another room reaches its
     client after it, and the refused one never does."""
     stream = SyncStream(ctx.user)
-    room_id, event_id, pdu = _invite_event(ctx, version)
+    room_id, event_id, pdu, _ = invite_event(ctx, version)
     body = {"room_version": UNKNOWN_VERSION, "event": pdu, "invite_room_state": []}
     path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(event_id)}"
     answer = ctx.peer.federation_request(ctx.server_name, "PUT", path, body)
@@ -371,6 +425,20 @@ AREA: list[AreaEntry] = [
         (BASELINE,),
     ),
     ("joins.send_join_unsigned_refused", SEND_JOIN, send_join_unsigned_refused, (BASELINE,)),
+    ("joins.send_join_knock_refused", SEND_JOIN, send_join_knock_refused, (BASELINE,)),
+    ("joins.send_join_invite_refused", SEND_JOIN, send_join_invite_refused, (BASELINE,)),
+    (
+        "joins.send_join_non_state_membership_refused",
+        SEND_JOIN,
+        send_join_non_state_membership_refused,
+        (BASELINE,),
+    ),
+    (
+        "joins.send_join_banned_user_refused",
+        SEND_JOIN,
+        send_join_banned_user_refused,
+        (BASELINE,),
+    ),
     (
         "invites.unknown_room_version_refused",
         INVITE,

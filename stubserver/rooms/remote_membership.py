@@ -6,7 +6,9 @@
 * leave: ``make_leave`` and ``send_leave`` v2 through each server in turn (also how a
   pending invite is declined);
 * invite: ``/v2/invite`` with full-PDU ``invite_room_state``, checking the event that
-  comes back is ours, unchanged, with our signature.
+  comes back is ours, unchanged but for its signatures, with our signature and a valid
+  one of the invitee's server ("the invited homeserver ... signs the event and returns
+  it", Server-Server API "Inviting to a room").
 
 The room service (:mod:`stubserver.rooms.service`) decides whom to ask and keeps the
 result; the errors raised are the ones its control API answers with.
@@ -20,13 +22,17 @@ from typing import Any
 
 from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
 from stubserver.rooms.errors import BadRemoteAnswer, RemoteRefused, RemoteUnreachable
+from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu, event_from_pdu
 from stubserver.rooms.membership import fill_template
-from stubserver.rooms.pdu_keys import FetchVerifyKey
+from stubserver.rooms.pdu_keys import MAX_KEY_IDS_PER_SIGNER, FetchVerifyKey
 from stubserver.rooms.remote import RemoteCaller, room_from_join_answer
 from stubserver.rooms.room import EventRecord, Room
 from stubserver.rooms.signing import EventSignatureError, verify_signed_event
 from stubserver.rooms.versions import RoomVersion
+
+#: What may differ between the invite we send and the one the invitee's server returns.
+INVITE_ADDITIONS = frozenset({"signatures", "unsigned"})
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,8 @@ class RemoteMembership:
         room_state: Sequence[Mapping[str, Any]],
     ) -> BuiltEvent:
         """Send our invite ``built`` to ``target_server``: the event it returns, checked to
-        be ours, unchanged and still bearing our valid signature (502 otherwise)."""
+        be ours, unchanged but for its signatures (and ``unsigned``), still bearing our
+        valid signature and bearing one of ``target_server``'s (502 otherwise)."""
         answer = await self._remote.invite(target_server, room.room_id, built, room_state)
         returned = answer.get("event") if isinstance(answer, dict) else None
         try:
@@ -156,7 +163,10 @@ class RemoteMembership:
             raise BadRemoteAnswer(
                 f"{target_server} answered the invite with a bad event: {e}"
             ) from None
-        if event.event_id != built.event.event_id:
+        assert isinstance(returned, dict)
+        if event.event_id != built.event.event_id or _unsigned_part(returned) != _unsigned_part(
+            built.pdu
+        ):
             raise BadRemoteAnswer(f"{target_server} changed the invite event")
         try:
             verify_signed_event(
@@ -167,5 +177,34 @@ class RemoteMembership:
             )
         except EventSignatureError as e:
             raise BadRemoteAnswer(f"our signature on the returned invite fails: {e}") from None
-        assert isinstance(returned, dict)
+        await self._check_countersigned(target_server, event)
         return BuiltEvent(pdu=returned, event=event)
+
+    async def _check_countersigned(self, server: str, event: Event) -> None:
+        """BadRemoteAnswer unless one of ``server``'s signatures on ``event`` verifies with
+        its key valid at the event's ``origin_server_ts``."""
+        signatures = event.pdu.get("signatures")
+        block = signatures.get(server) if isinstance(signatures, Mapping) else None
+        key_ids = sorted(k for k in block or () if isinstance(k, str) and k.startswith("ed25519:"))
+        if not key_ids:
+            raise BadRemoteAnswer(f"{server} returned the invite without its signature")
+        failures: list[str] = []
+        for key_id in key_ids[:MAX_KEY_IDS_PER_SIGNER]:
+            key = await self._fetch_verify_key(server, key_id, event.origin_server_ts)
+            if key is None:
+                failures.append(f"no key {key_id} of {server}")
+                continue
+            try:
+                verify_signed_event(event, server, key_id, key)
+            except EventSignatureError as e:
+                failures.append(str(e))
+                continue
+            return
+        raise BadRemoteAnswer(
+            f"{server}'s signature on the returned invite fails: {'; '.join(failures)}"
+        )
+
+
+def _unsigned_part(pdu: Mapping[str, Any]) -> dict[str, Any]:
+    """A PDU without what its invitee's server adds (:data:`INVITE_ADDITIONS`)."""
+    return {k: v for k, v in pdu.items() if k not in INVITE_ADDITIONS}

@@ -128,7 +128,30 @@ def test_the_new_negative_tests_each_have_a_baseline() -> None:
         if t.id.split(".")[0] in ("serving", "joins", "invites")
         and ("refused" in t.id or "history" in t.id or "another_event_id" in t.id)
     ]
-    assert len(negatives) == 3 * 12
+    assert len(negatives) == 3 * 16
     for test in negatives:
         assert test.depends_on, test.id
+        assert all(position[d] < position[test.id] for d in test.depends_on), test.id
+
+
+def test_the_membership_areas_tests_each_have_a_baseline() -> None:
+    """Every test of the leaves, knocks, restricted-join, partial-state and new invites
+    areas but the positive ones depends on a positive test that comes before it: 6
+    refusals per leave and knock kind (two knock join rules), 1 restricted refusal per
+    join rule, 4 invite tests and the omit_members join, in each of 3 versions."""
+    suite = build_suite(["10", "11", "12"])
+    position = {t.id: i for i, t in enumerate(suite)}
+    areas = ("leaves", "knocks", "knocks_restricted", "restricted", "partial_state", "invites")
+    tests = [t for t in suite if t.id.split(".")[0] in areas]
+    positive = [t.id for t in tests if not t.depends_on]
+    assert sorted({p.rsplit("/", 1)[0] for p in positive}) == [
+        "knocks.hand_built_knock_accepted",
+        "knocks_restricted.hand_built_knock_accepted",
+        "leaves.hand_built_leave_accepted",
+        "restricted.join_authorised_by_its_user",
+        "restricted.knock_restricted.join_authorised_by_its_user",
+    ]
+    negatives = [t for t in tests if t.depends_on]
+    assert len(negatives) == 3 * (6 * 3 + 2 + 5 + 1)
+    for test in negatives:
         assert all(position[d] < position[test.id] for d in test.depends_on), test.id

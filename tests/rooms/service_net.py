@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -72,6 +73,8 @@ class Network:
         self.silent: set[tuple[str, str]] = set()
         #: The requests never answered so far (cancelled ones included).
         self.hanging: list[Deferred[Any]] = []
+        #: (destination, path fragment) -> a change to the JSON body of its answers.
+        self.rewrites: dict[tuple[str, str], Callable[[Any], Any]] = {}
 
     def add(self, signer: EventSigner, seed: int) -> Peer:
         peer = Peer(self, signer, seed)
@@ -134,9 +137,19 @@ class FakeClient:
         )
         finished: Deferred[None] = dummy.notifyFinish()
         peer.router.render(request)
-        return finished.addCallback(
-            lambda _: FakeResponse(request.responseCode or 200, b"".join(request.written))
-        )
+        rewrites = [
+            change
+            for (d, f), change in self._network.rewrites.items()
+            if d == destination and f in path_and_query
+        ]
+
+        def answered(_: None) -> FakeResponse:
+            body = b"".join(request.written)
+            for change in rewrites:
+                body = json.dumps(change(json.loads(body))).encode()
+            return FakeResponse(request.responseCode or 200, body)
+
+        return finished.addCallback(answered)
 
 
 class Peer:

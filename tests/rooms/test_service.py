@@ -6,6 +6,8 @@ federation requests."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
@@ -13,7 +15,12 @@ from twisted.internet.defer import CancelledError, Deferred
 
 from stubserver.rooms.builder import EventSigner
 from stubserver.rooms.create import add_own_event, build_in_room
-from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable, RoomRequestRefused
+from stubserver.rooms.errors import (
+    BadRemoteAnswer,
+    RemoteRefused,
+    RemoteUnreachable,
+    RoomRequestRefused,
+)
 from stubserver.rooms.http_errors import matrix_error
 from stubserver.rooms.room import Room
 from stubserver.rooms.service import RoomService
@@ -148,6 +155,47 @@ def test_invite_a_remote_user_who_then_joins_through_the_inviter(version: str) -
     answer = result_now(b.service.join(room_id, "bob", []))
     assert outcome(a.room(room_id), answer["event_id"]) == "accepted"
     assert b.store.invite_for(room_id, BOB) is None
+
+
+def _without_b_signature(answer: dict[str, Any]) -> dict[str, Any]:
+    answer["event"]["signatures"].pop("b.test")
+    return answer
+
+
+def _with_b_signature_spoilt(answer: dict[str, Any]) -> dict[str, Any]:
+    block = answer["event"]["signatures"]["b.test"]
+    key_id = next(iter(block))
+    block[key_id] = ("A" if block[key_id][0] != "A" else "B") + block[key_id][1:]
+    return answer
+
+
+def _with_extra_field(answer: dict[str, Any]) -> dict[str, Any]:
+    answer["event"]["org.example.extra"] = "added by the invitee's server"
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_without_b_signature, "b.test returned the invite without its signature"),
+        (_with_b_signature_spoilt, "b.test's signature on the returned invite fails"),
+        (_with_extra_field, "b.test changed the invite event"),
+    ],
+)
+def test_an_invite_returned_without_the_invitees_valid_signature_is_refused(
+    change: Callable[[dict[str, Any]], dict[str, Any]], reason: str
+) -> None:
+    """The event /v2/invite returns must be ours unchanged but for signatures, signed by
+    the invitee's server ("the invited homeserver ... signs the event and returns it"):
+    without b's signature, with b's signature broken, or with a field added, the invite
+    fails (502, BadRemoteAnswer naming why) and a's room does not get it."""
+    network, a, _b = two_peers()
+    room_id = hosted(a, "12", preset="private_chat")
+    network.rewrites[("b.test", "/v2/invite/")] = change
+    error = failure_now(a.service.invite(room_id, "alice", BOB)).value
+    assert isinstance(error, BadRemoteAnswer) and reason in str(error)
+    assert answered(error).status == 502
+    assert BOB not in a.room(room_id).members
 
 
 def test_invite_from_b_to_a_user() -> None:

@@ -1,0 +1,197 @@
+"""The membership handshakes a test drives by hand, for joins, leaves and knocks alike:
+``make_<kind>`` for a user of ours, the template signed by us, ``send_<kind>``; and the
+ways Complement's ``testValidationForSendMembershipEndpoint`` turns a template into an
+event the send endpoint must refuse (:data:`CORRUPTIONS`), with the check that follows
+a refusal (:func:`refused_send`).
+
+Spec: Server-Server API v1.19, "Joining Rooms", "Knocking upon a room", "Leaving Rooms
+(Rejecting Invites)": each ``send_*`` endpoint "MUST apply certain validation before
+accepting the event ... The event type is not ``m.room.member``. The ``membership``
+field inside the event content is not ``<kind>`` ... The ``state_key`` is not equal to
+the ``sender``".
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from stubserver.conformance.context import Context, expect, membership_is, q, wait_until
+from stubserver.conformance.runner import CheckFailed
+from stubserver.rooms.hashes import compute_event_id
+from stubserver.rooms.signing import sign_event
+from stubserver.rooms.versions import room_version
+from stubserver.testing import FederationAnswer
+
+Kind = Literal["join", "leave", "knock"]
+#: What a refused send may answer: the spec's 400 (invalid) and 403 (not permitted).
+REFUSALS: Final = (400, 403)
+#: The ``send_*`` endpoints' versions (``send_knock`` has only v1).
+SEND_VERSION: Final[dict[Kind, str]] = {"join": "v2", "leave": "v2", "knock": "v1"}
+
+
+def local(prefix: str) -> str:
+    """A fresh localpart of ours."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def make(ctx: Context, kind: Kind, room_id: str, user_id: str, version: str) -> FederationAnswer:
+    """``GET /v1/make_<kind>`` (with ``ver`` the room's version for joins and knocks)."""
+    query = "" if kind == "leave" else f"?ver={q(version)}"
+    path = f"/_matrix/federation/v1/make_{kind}/{q(room_id)}/{q(user_id)}{query}"
+    return ctx.peer.federation_request(ctx.server_name, "GET", path)
+
+
+def template(ctx: Context, kind: Kind, room_id: str, user_id: str, version: str) -> dict[str, Any]:
+    """Its ``make_<kind>`` template for ``user_id``: a 200 whose ``event`` is an object
+    (and whose ``room_version``, where given, is the room's) is required."""
+    answer = make(ctx, kind, room_id, user_id, version)
+    expect(f"its make_{kind} status (answer {str(answer.body)[:300]})", 200, answer.status)
+    body = answer.body if isinstance(answer.body, dict) else {}
+    if kind != "leave" or "room_version" in body:
+        expect(f"the room_version of its make_{kind}", version, body.get("room_version"))
+    event = body.get("event")
+    if not isinstance(event, dict):
+        raise CheckFailed(f"its make_{kind} event template", "an object", body)
+    return event
+
+
+def signed(ctx: Context, pdu: dict[str, Any], version: str) -> tuple[str, dict[str, Any]]:
+    """The template filled (``origin``, ``origin_server_ts``) and signed by us; its ID."""
+    pdu = copy.deepcopy(pdu)
+    pdu["origin"] = ctx.peer.server_name
+    pdu["origin_server_ts"] = int(time.time() * 1000)
+    key = ctx.our_key()
+    rv = room_version(version)
+    pdu = sign_event(pdu, rv, ctx.peer.server_name, key.key_id, key.key)
+    return compute_event_id(pdu, rv), pdu
+
+
+def send(
+    ctx: Context, kind: Kind, room_id: str, event_id: str, pdu: dict[str, Any], *, query: str = ""
+) -> FederationAnswer:
+    """``PUT /<v>/send_<kind>`` (``query``: e.g. ``?omit_members=true``)."""
+    path = f"/_matrix/federation/{SEND_VERSION[kind]}/send_{kind}/{q(room_id)}/{q(event_id)}{query}"
+    return ctx.peer.federation_request(ctx.server_name, "PUT", path, pdu)
+
+
+def by_hand(
+    ctx: Context, kind: Kind, room_id: str, version: str, user_id: str, *, query: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """``user_id``'s ``kind`` built from its template, signed by us and sent: a 200 is
+    required, then its client must list the user with that membership. The event ID
+    and the send answer."""
+    event_id, pdu = signed(ctx, template(ctx, kind, room_id, user_id, version), version)
+    answer = send(ctx, kind, room_id, event_id, pdu, query=query)
+    expect(f"its send_{kind} status (answer {str(answer.body)[:300]})", 200, answer.status)
+    wait_until(
+        f"{user_id} in its member list",
+        membership_is(ctx.user, room_id, user_id, kind),
+        expected=f"membership {kind!r}",
+    )
+    return event_id, answer.body if isinstance(answer.body, dict) else {}
+
+
+def joined_user(ctx: Context, room_id: str, prefix: str) -> str:
+    """A new user of ours (localpart from ``prefix``) joined to ``room_id`` through the
+    peer (its make_join/send_join), once its member list shows the user joined."""
+    localpart = local(prefix)
+    ctx.peer.join(room_id, localpart, via=[ctx.server_name])
+    user_id = ctx.peer_user_id(localpart)
+    wait_until(
+        f"{user_id} in its member list of {room_id}",
+        membership_is(ctx.user, room_id, user_id, "join"),
+        expected="membership 'join'",
+    )
+    return user_id
+
+
+# -- the events a send endpoint must refuse ----------------------------------------------
+
+
+def _membership(value: str) -> Callable[[Context, dict[str, Any]], None]:
+    def change(ctx: Context, pdu: dict[str, Any]) -> None:
+        pdu["content"] = {**pdu["content"], "membership": value}
+
+    return change
+
+
+def _regular(ctx: Context, pdu: dict[str, Any]) -> None:
+    pdu["type"] = "m.room.message"
+    pdu.pop("state_key", None)
+    pdu["content"] = {"msgtype": "m.text", "body": "not a membership event"}
+
+
+def _non_state(ctx: Context, pdu: dict[str, Any]) -> None:
+    pdu.pop("state_key", None)
+
+
+def _other_state_key(ctx: Context, pdu: dict[str, Any]) -> None:
+    pdu["state_key"] = ctx.peer_user_id(local("someone-else"))
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A way of spoiling a template: the id part, what it makes, and the change."""
+
+    name: str
+    what: str
+    change: Callable[[Context, dict[str, Any]], None]
+
+
+def corruptions(kind: Kind) -> list[Corruption]:
+    """Complement's six: a regular event, a membership event without ``state_key``, the
+    two memberships other than ``kind`` among join/leave/knock, an invite, and a
+    ``state_key`` other than the ``sender``."""
+    others = [m for m in ("join", "leave", "knock") if m != kind]
+    return [
+        Corruption("regular_event", "a message event", _regular),
+        Corruption("non_state_membership", "an m.room.member event without state_key", _non_state),
+        *(Corruption(f"{m}_event", f"a {m}", _membership(m)) for m in others),
+        Corruption("invite_event", "an invite", _membership("invite")),
+        Corruption("mismatched_state_key", "a state_key other than the sender", _other_state_key),
+    ]
+
+
+def refused_send(
+    ctx: Context,
+    kind: Kind,
+    room_id: str,
+    version: str,
+    corruption: Corruption,
+    *,
+    fresh_user: Callable[[], str],
+    before: str | None,
+) -> str:
+    """A template for a user of ours (``fresh_user()``: ready for ``kind``) turned into
+    ``corruption.what``, signed and sent to ``send_<kind>``: refused 400 or 403. Then, as
+    the marker, a right ``kind`` of another user of ours is accepted; after it, the first
+    user's membership is still ``before`` (None: none) and the other user a mismatched
+    ``state_key`` named has none. The note: the status and errcode seen."""
+    user_id = fresh_user()
+    pdu = template(ctx, kind, room_id, user_id, version)
+    corruption.change(ctx, pdu)
+    event_id, pdu = signed(ctx, pdu, version)
+    answer = send(ctx, kind, room_id, event_id, pdu)
+    if answer.status not in REFUSALS:
+        raise CheckFailed(
+            f"its send_{kind} of {corruption.what} (answer {str(answer.body)[:300]})",
+            " or ".join(map(str, REFUSALS)),
+            answer.status,
+        )
+    by_hand(ctx, kind, room_id, version, fresh_user())
+    members = ctx.user.members(room_id)
+    named = {user_id: before, str(pdu.get("state_key", user_id)): None, **{user_id: before}}
+    for user, expected in named.items():
+        expect(
+            f"{user}'s membership after its refusal of {corruption.what} (and a later "
+            f"{kind} accepted)",
+            expected,
+            members.get(user),
+        )
+    errcode = answer.body.get("errcode") if isinstance(answer.body, dict) else None
+    return f"{answer.status} {errcode}"
