@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from stubserver.conformance import (
+    suite_auth,
     suite_edus,
     suite_keys,
     suite_membership,
@@ -41,4 +42,5 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_membership.tests(vs),
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
+        *suite_auth.tests(vs),
     ]
