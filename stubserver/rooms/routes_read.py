@@ -62,7 +62,7 @@ class ReadEndpoints:
         room, _ = found
         if not room.is_server_in_room(origin):
             raise MatrixError(403, "M_FORBIDDEN", HOST_NOT_IN_ROOM)
-        event = served_event(room, params["eventId"])
+        event = served_event(room, params["eventId"], self._parts.ours)
         return JsonResponse(
             200,
             {
@@ -80,7 +80,7 @@ class ReadEndpoints:
         event_id = query_arg(request, "event_id")
         if event_id is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
-        served_event(room, event_id)
+        served_event(room, event_id, self._parts.ours)
         try:
             state_ids, chain_ids = state_ids_before(room, event_id)
         except KeyError:
@@ -107,7 +107,7 @@ class ReadEndpoints:
         """``GET /v1/event_auth/{roomId}/{eventId}``: the event's auth chain."""
         origin = require_origin(request)
         room = self._parts.room_for_reader(params["roomId"], origin)
-        served_event(room, params["eventId"])
+        served_event(room, params["eventId"], self._parts.ours)
         try:
             chain = event_auth(room, params["eventId"])
         except RoomError as e:

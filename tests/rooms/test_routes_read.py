@@ -7,7 +7,7 @@ import pytest
 from stubserver.rooms.routes_read import ReadEndpoints
 from stubserver.server.router import MatrixError
 from tests.rooms.endpoint_fixtures import parts, signed_in
-from tests.rooms.room_fixtures import BOB, join, new_room
+from tests.rooms.room_fixtures import BOB, join, new_room, send
 
 
 def test_the_directory_answers_our_alias_with_us_first() -> None:
@@ -36,3 +36,30 @@ def test_reading_a_room_the_origin_is_not_in_is_403() -> None:
     with pytest.raises(MatrixError) as raised:
         ReadEndpoints(p).event_auth(request, {"roomId": room.room_id, "eventId": "$e"})
     assert (raised.value.status, raised.value.message) == (403, "Host not in room.")
+
+
+def test_an_event_we_sent_is_served_even_when_we_rejected_it() -> None:
+    """/event and /event_auth serve an event of ours our own checks rejected (we sent it:
+    to others it is in the room's graph), not another server's that we rejected."""
+    p = parts()
+    room = new_room("12").room
+    join(room, BOB)
+    p.store.add_room(room)
+    ours = send(room, "@carol:a.test", "m.room.message", {"body": "not joined"})
+    theirs = send(room, "@dave:b.test", "m.room.message", {"body": "not joined"})
+    assert ours.outcome == theirs.outcome == "rejected"
+    endpoints = ReadEndpoints(p)
+    served = endpoints.get_event(
+        signed_in("GET", "/_matrix/federation/v1/event/x"), {"eventId": ours.event.event_id}
+    )
+    assert served.body["pdus"] == [dict(ours.event.pdu)]
+    chain = endpoints.event_auth(
+        signed_in("GET", "/_matrix/federation/v1/event_auth/x/y"),
+        {"roomId": room.room_id, "eventId": ours.event.event_id},
+    )
+    assert chain.status == 200
+    with pytest.raises(MatrixError) as raised:
+        endpoints.get_event(
+            signed_in("GET", "/_matrix/federation/v1/event/x"), {"eventId": theirs.event.event_id}
+        )
+    assert raised.value.status == 404
