@@ -9,6 +9,7 @@ from stubserver.conformance.suite_auth import (
     CREATE,
     POWER_LEVELS,
     auth_ids,
+    fetches,
     redaction_names,
     state_differences,
 )
@@ -48,3 +49,24 @@ def test_state_differences_name_each_key_that_differs() -> None:
         "x/k": {"expected": None, "got": "$x"},
     }
     assert state_differences(expected, dict(expected)) == {}
+
+
+def test_fetches_are_the_requests_naming_the_events_with_our_status() -> None:
+    """A request names an event when its path holds the ID (quoted or not); the query is
+    not the path; the endpoint and our status are kept in order."""
+    requests = [
+        {
+            "method": "GET",
+            "uri": "/_matrix/federation/v1/event_auth/%21r%3Ah/%24dep",
+            "status": 404,
+        },
+        {"method": "GET", "uri": "/_matrix/federation/v1/event/$auth", "status": 200},
+        {
+            "method": "GET",
+            "uri": "/_matrix/federation/v1/state_ids/!r:h?event_id=$dep",
+            "status": 200,
+        },
+        {"method": "PUT", "uri": "/_matrix/federation/v1/send/t1", "status": 200},
+    ]
+    assert fetches(requests, ["$auth", "$dep"]) == [("GET /event_auth", 404), ("GET /event", 200)]
+    assert fetches(requests, ["$other"]) == []
