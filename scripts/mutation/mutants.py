@@ -612,7 +612,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "an event (or an auth event it fetches) that fails the auth rules is rejected",
         "synapse.handlers.federation_event:check_state_dependent_auth_rules",
         _sync_returning(None),
-        ("rejection.rejected_auth_event_fetched/v*", "pdus.unauthorized_event_rejected/v*"),
+        ("rejection.rejected_auth_event_fetched/v*",),
         "our message whose auth event it fetched and must reject, as its client sees it",
     ),
     Mutant(
