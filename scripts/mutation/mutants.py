@@ -15,6 +15,7 @@ the top; what a replacement needs from Synapse it imports when it runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import time
 from collections.abc import Callable
@@ -231,6 +232,60 @@ def _drop_messages(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     transaction's m.room.message PDUs are thrown away unseen."""
     transaction = args[2]
     transaction.pdus[:] = [p for p in transaction.pdus if p.get("type") != "m.room.message"]
+
+
+def _soft_failure_as_rejection(original: Any) -> Any:
+    """FederationEventHandler._check_for_soft_fail(self, event, context, origin): an
+    event it soft-fails is rejected instead."""
+
+    async def replacement(self: Any, event: Any, context: Any, origin: str) -> Any:
+        await original(self, event, context, origin)
+        if event.internal_metadata.is_soft_failed():
+            event.internal_metadata.soft_failed = False
+            context.rejected = _synapse("synapse.api.constants").RejectedReason.AUTH_ERROR
+
+    return replacement
+
+
+def _rejection_as_soft_failure(original: Any) -> Any:
+    """FederationEventHandler._check_event_auth(self, origin, event, context): an event it
+    rejects is soft-failed instead (kept in the graph and in the state)."""
+
+    async def replacement(self: Any, origin: Any, event: Any, context: Any) -> Any:
+        await original(self, origin, event, context)
+        if context.rejected:
+            context.rejected = None
+            event.internal_metadata.soft_failed = True
+
+    return replacement
+
+
+def _power_blind_resolution(original: Any) -> Any:
+    """state.v2._iterative_auth_checks(clock, room_id, room_version, event_ids,
+    base_state, event_map, state_res_store): every event applied in the order given,
+    none checked (the order of the algorithm kept, its auth checks skipped)."""
+    signature = inspect.signature(original)
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs).arguments
+        state = dict(bound["base_state"])
+        for event_id in bound["event_ids"]:
+            event = bound["event_map"].get(event_id)
+            if event is not None and event.is_state():
+                state[(event.type, event.state_key)] = event_id
+        return state
+
+    return replacement
+
+
+def _redactions_withheld(original: Any) -> Any:
+    """FederationSender._send_pdu(self, pdu, destinations): redactions go nowhere."""
+
+    async def replacement(self: Any, pdu: Any, destinations: Any) -> Any:
+        if pdu.type != "m.room.redaction":
+            await original(self, pdu, destinations)
+
+    return replacement
 
 
 def _raise(original: Any) -> Any:
@@ -752,6 +807,72 @@ MUTANTS: tuple[Mutant, ...] = (
         _retries_refused,
         ("transactions.retry_answered/v*",),
         "the retried transaction's status",
+    ),
+    # ---------------------------------------------------------------- event auth
+    Mutant(
+        "rejection_soft_fails",
+        "a rejected event never counts: an event whose auth events name it is rejected",
+        f"{EVENT_HANDLER}._check_event_auth",
+        _rejection_as_soft_failure,
+        ("pdus.unauthorized_event_rejected/v*",),
+        "our message whose auth_events name the rejected event, as its client sees it",
+    ),
+    Mutant(
+        "soft_failure_rejects",
+        "a soft-failed state event still takes part in state resolution",
+        f"{EVENT_HANDLER}._check_for_soft_fail",
+        _soft_failure_as_rejection,
+        ("softfail.state_event_resolved_into_state/v*",),
+        "its client's room state after the merge",
+    ),
+    Mutant(
+        "federated_auth_rules_skipped",
+        "an event (or an auth event it fetches) that fails the auth rules is rejected",
+        "synapse.handlers.federation_event:check_state_dependent_auth_rules",
+        _sync_returning(None),
+        ("rejection.rejected_auth_event_fetched/v*",),
+        "our message whose auth event it fetched and must reject, as its client sees it",
+    ),
+    Mutant(
+        "state_resolution_power_blind",
+        "state resolution v2 (v2.1) checks each event against the state resolved so far",
+        "synapse.state.v2:_iterative_auth_checks",
+        _power_blind_resolution,
+        ("stateres.fork_resolved/v*",),
+        "its client's room state after the merge",
+    ),
+    Mutant(
+        "auth_events_not_fetched",
+        "the auth events it lacks are fetched from the sender",
+        f"{EVENT_HANDLER}._get_remote_auth_chain_for_event",
+        _async_returning(None),
+        ("rejection.accepted_auth_event_fetched/v*",),
+        "our message whose auth event it must fetch",
+    ),
+    Mutant(
+        "event_auth_short",
+        "/event_auth serves the whole auth chain",
+        f"{FED_SERVER}.on_event_auth",
+        _async_after(lambda self, answer: (answer[0], {"auth_chain": answer[1]["auth_chain"][1:]})),
+        ("serving.event_auth/v*",),
+        "the auth chain of",
+    ),
+    # ---------------------------------------------------------------- redactions
+    Mutant(
+        "redactions_not_applied",
+        "a redacted event is served redacted",
+        "synapse.storage.databases.main.events_worker:EventsWorkerStore._maybe_redact_event_row",
+        _sync_returning(None),
+        ("redaction.ours_applied/v*",),
+        "our redacted message",
+    ),
+    Mutant(
+        "redactions_not_sent",
+        "its users' redactions go to the servers in the room",
+        "synapse.federation.sender:FederationSender._send_pdu",
+        _redactions_withheld,
+        ("redaction.its_redaction_reaches_us/v*", "redaction.of_unknown_event_sent/v*"),
+        "waiting for",
     ),
     # ---------------------------------------------------------------- EDUs
     Mutant(

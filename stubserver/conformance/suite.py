@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from stubserver.conformance import (
+    suite_auth,
     suite_edus,
     suite_invites,
     suite_keys,
@@ -51,4 +52,5 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_partial_state.tests(vs),
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
+        *suite_auth.tests(vs),
     ]

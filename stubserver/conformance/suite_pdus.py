@@ -10,29 +10,30 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from stubserver.conformance.context import (
     FEDERATION_WAIT_SECONDS,
-    PEER_USER,
-    PEER_USER_2,
     POLL_SECONDS,
     Context,
-    client_call,
+    VersionTest,
     expect,
     per_version,
     q,
     visible_event,
 )
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
+from stubserver.conformance.suite_auth import (
+    REJECTION,
+    SOFT_FAILURE,
+    rejected_event,
+    soft_failed_event,
+)
 from stubserver.testing import FederationAnswer
 
 CHECKS = "Checks performed on receipt of a PDU"
 HASHES = "Validating hashes and signatures on received events"
-REJECTION = "Rejection"
-SOFT_FAILURE = "Soft failure"
 TRANSACTIONS = "Transactions"
 #: The spec's limits on one transaction ("Transactions").
 MAX_PDUS = 50
@@ -56,63 +57,6 @@ def bad_content_hash(ctx: Context, version: str) -> None:
     tampered = ctx.send_text(room_id, "changed after hashing", tamper="content")
     seen = ctx.wait_visible(room_id, tampered, "the event with a bad content hash")
     expect("the content of the event with a bad content hash", {}, seen.get("content"))
-
-
-def auth_failure(ctx: Context, version: str) -> None:
-    """A state event our level-0 user has no power for (``m.room.name``, state_default
-    50) is rejected: invisible to its client, the name unchanged; the room goes on."""
-    room_id = ctx.join_homeserver_room(version)
-    extremities = ctx.peer.room_state(room_id)["forward_extremities"]
-    rejected = ctx.peer.send(
-        room_id,
-        "m.room.name",
-        {"name": "not yours to set"},
-        sender=PEER_USER,
-        state_key="",
-        prev_events=extremities,
-    )
-    good = ctx.send_text(room_id, "after the rejected one")
-    ctx.wait_visible(room_id, good, "the good event after the rejected one")
-    expect(
-        "the unauthorized event as its client sees it",
-        None,
-        visible_event(ctx.user, room_id, rejected),
-    )
-    names = [e for e in ctx.user.state(room_id) if e.get("type") == "m.room.name"]
-    expect("the room's name events", [], [e for e in names if e["event_id"] == rejected])
-
-
-def soft_failure(ctx: Context, version: str) -> None:
-    """Its user bans our second user; an event from that user built on the pre-ban
-    state (prev and auth events from before the ban) passes auth at its place in the
-    graph but not against the current state: soft-failed, invisible to its client."""
-    room_id = ctx.join_homeserver_room(version, users=(PEER_USER, PEER_USER_2))
-    before = ctx.peer.send(
-        room_id, "m.room.message", {"msgtype": "m.text", "body": "before"}, sender=PEER_USER_2
-    )
-    ctx.wait_visible(room_id, before, "our second user's message before the ban")
-    auth_events = ctx.peer.wait_for_event(room_id, event_id=before).pdu["auth_events"]
-    banned = ctx.peer_user_id(PEER_USER_2)
-    client_call(ctx.user, "POST", f"/rooms/{q(room_id)}/ban", {"user_id": banned})
-    ctx.peer.wait_for_event(
-        room_id,
-        type="m.room.member",
-        state_key=banned,
-        match=lambda e: e.content.get("membership") == "ban",
-    )
-    late = ctx.peer.send(
-        room_id,
-        "m.room.message",
-        {"msgtype": "m.text", "body": "banned"},
-        sender=PEER_USER_2,
-        prev_events=[before],
-        auth_events=auth_events,
-    )
-    good = ctx.send_text(room_id, "after the soft-failed one")
-    ctx.wait_visible(room_id, good, "the good event after the soft-failed one")
-    expect(
-        "the soft-failed event as its client sees it", None, visible_event(ctx.user, room_id, late)
-    )
 
 
 def _txn_id() -> str:
@@ -201,11 +145,11 @@ def retried_transaction(ctx: Context, version: str) -> None:
     ctx.wait_visible(room_id, event_id, "the retried transaction's event")
 
 
-AREA: list[tuple[str, str, Callable[[Context, str], None]]] = [
+AREA: list[tuple[str, str, VersionTest]] = [
     ("pdus.bad_signature_dropped", HASHES, bad_signature),
     ("pdus.bad_content_hash_redacted", HASHES, bad_content_hash),
-    ("pdus.unauthorized_event_rejected", REJECTION, auth_failure),
-    ("pdus.banned_user_event_soft_failed", SOFT_FAILURE, soft_failure),
+    ("pdus.unauthorized_event_rejected", REJECTION, rejected_event),
+    ("pdus.banned_user_event_soft_failed", SOFT_FAILURE, soft_failed_event),
     ("transactions.51_pdus_refused", TRANSACTIONS, too_many_pdus),
     ("transactions.retry_answered", TRANSACTIONS, retried_transaction),
 ]

@@ -22,6 +22,7 @@ from stubserver.conformance.context import (
     PEER_USER,
     Context,
     VersionTest,
+    client_call,
     expect,
     expect_accepted,
     per_version,
@@ -164,17 +165,32 @@ def it_serves_an_event(ctx: Context, version: str) -> None:
 
 
 def it_serves_an_event_auth_chain(ctx: Context, version: str) -> None:
-    """``/event_auth`` of its message: the message's auth events and theirs,
-    recursively, each well-formed, signed and the same as our copy."""
+    """``/event_auth`` of its message, and of its topic set after it changed the power
+    levels: exactly the event's auth events and theirs, recursively (nothing more: not
+    the event, not its prev_events; Complement's TestEventAuth), each well-formed, signed
+    and the same as our copy. The topic's chain holds both power levels events."""
     room = served_room(ctx, version, 1)
-    at = room.messages[-1]
-    body = fetch(ctx, "its /event_auth", "GET", f"{V1}/event_auth/{q(room.room_id)}/{q(at)}")
-    served = served_pdus(
-        "its /event_auth auth_chain", body.get("auth_chain"), room.version, federation_keys(ctx)
+    levels = client_call(ctx.user, "GET", f"/rooms/{q(room.room_id)}/state/m.room.power_levels/")
+    ctx.user.send_state(
+        room.room_id,
+        "m.room.power_levels",
+        {**levels, "events": {**(levels.get("events") or {}), "m.room.topic": 50}},
     )
-    expect_ids(f"the auth chain of {at}", auth_chain(room.ours, [at], room.version), list(served))
-    for event_id, pdu in served.items():
-        same_event(f"its copy of {event_id}", room.ours[event_id], pdu)
+    topic = ctx.user.send_state(room.room_id, "m.room.topic", {"topic": "auth chain"})
+    expect_accepted(
+        f"our verdict on its topic {topic}", ctx.peer.wait_for_event(room.room_id, event_id=topic)
+    )
+    ours = {e.event_id: e.pdu for e in ctx.peer.events(room.room_id)}
+    keys = federation_keys(ctx)
+    for at in (room.messages[-1], topic):
+        path = f"{V1}/event_auth/{q(room.room_id)}/{q(at)}"
+        body = fetch(ctx, f"its /event_auth of {at}", "GET", path)
+        served = served_pdus(
+            "its /event_auth auth_chain", body.get("auth_chain"), room.version, keys
+        )
+        expect_ids(f"the auth chain of {at}", auth_chain(ours, [at], room.version), list(served))
+        for event_id, pdu in served.items():
+            same_event(f"its copy of {event_id}", ours[event_id], pdu)
 
 
 def it_serves_backfill(ctx: Context, version: str) -> str:

@@ -269,6 +269,9 @@ def test_every_spec_section_of_the_suite_links_to_its_anchor() -> None:
         "validating-hashes-and-signatures-on-received-events",
         "rejection",
         "soft-failure",
+        "authorization-rules",
+        "room-state-resolution",
+        "pdus",
         "typing-notifications",
         "receipts",
     }

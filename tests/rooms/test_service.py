@@ -507,3 +507,22 @@ def test_a_joined_room_is_found_by_its_canonical_alias_on_another_server() -> No
     with pytest.raises(RoomRequestRefused) as unknown:
         b.service.room_info("#other:a.test")
     assert answered(unknown.value).status == 404
+
+
+@ALL
+def test_a_redaction_names_its_target_where_the_version_wants(version: str) -> None:
+    """send of an ``m.room.redaction`` with ``content.redacts``: v11+ keep it in content,
+    v10 builds it with a top-level ``redacts`` (and no ``redacts`` in content); b receives
+    it and redacts the target in its copy's eyes (the redaction names it)."""
+    network, a, b = two_peers()
+    room_id = joined(network, a, b, version)
+    target = say(a, room_id, "alice", "to be redacted")
+    redaction = result_now(
+        a.service.send(room_id, "alice", "m.room.redaction", {"redacts": target})
+    )["event_id"]
+    received = b.room(room_id).get_event(redaction)
+    assert received is not None and received.redacts == target
+    if version == "10":
+        assert received.pdu["redacts"] == target and "redacts" not in received.content
+    else:
+        assert received.content == {"redacts": target} and "redacts" not in received.pdu
