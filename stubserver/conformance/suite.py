@@ -7,6 +7,7 @@ from typing import Final
 
 from stubserver.conformance import (
     suite_edus,
+    suite_gaps,
     suite_keys,
     suite_membership,
     suite_pdus,
@@ -37,6 +38,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
     return [
         *suite_keys.tests(),
         *suite_rooms.tests(vs),
+        *suite_gaps.tests(vs),
         *suite_serving.tests(vs),
         *suite_membership.tests(vs),
         *suite_pdus.tests(vs),
