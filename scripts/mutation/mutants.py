@@ -285,16 +285,21 @@ def _spoiled_by_one_bad_pdu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
 
 
 def _reused_ids_processed_late(original: Any) -> Any:
-    """FederationServer.on_incoming_transaction: a reused ID gets the first answer, and its
-    PDUs are then processed anyway, in the background (after the answer)."""
-    seen: set[tuple[str, str]] = set()
+    """FederationServer.on_incoming_transaction: a reused ID (one answered 200 before)
+    gets the first answer, and its PDUs are then processed anyway, in the background,
+    under an ID of their own."""
+    answered: set[tuple[str, str]] = set()
+    counter = iter(range(1 << 62))
 
     async def replacement(self: Any, origin: str, txn_id: str, destination: str, data: Any) -> Any:
-        if (origin, txn_id) in seen:
+        if (origin, txn_id) in answered:
+            late = f"{txn_id}~late{next(counter)}"
             defer = importlib.import_module("twisted.internet.defer")
-            defer.ensureDeferred(original(self, origin, f"{txn_id}~late", destination, data))
-        seen.add((origin, txn_id))
-        return await original(self, origin, txn_id, destination, data)
+            defer.ensureDeferred(original(self, origin, late, destination, data))
+        answer = await original(self, origin, txn_id, destination, data)
+        if answer[0] == 200:
+            answered.add((origin, txn_id))
+        return answer
 
     return replacement
 
@@ -563,8 +568,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "the events it fetches to fill a gap are taken into the room",
         f"{EVENT_HANDLER}._process_pulled_events",
         _async_returning(None),
-        ("gaps.chain_filled_in_order/v*", "gaps.partition_ordering/v*"),
-        "the chain in its client's /messages",
+        (
+            "gaps.chain_filled_in_order/v*",
+            "gaps.partition_ordering/v*",
+            "gaps.sync_timeline_limited/v*",
+        ),
+        "the last event of the chain",
     ),
     Mutant(
         "messages_reversed",
