@@ -286,19 +286,20 @@ def _spoiled_by_one_bad_pdu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
 
 def _reused_ids_processed_late(original: Any) -> Any:
     """FederationServer.on_incoming_transaction: a reused ID (one answered 200 before)
-    gets the first answer, and its PDUs are then processed anyway, in the background,
-    under an ID of their own."""
+    gets the first answer, and once it is answered its PDUs are processed anyway, in the
+    background, under an ID of their own."""
     answered: set[tuple[str, str]] = set()
     counter = iter(range(1 << 62))
 
     async def replacement(self: Any, origin: str, txn_id: str, destination: str, data: Any) -> Any:
+        answer = await original(self, origin, txn_id, destination, data)
+        if answer[0] != 200:
+            return answer
         if (origin, txn_id) in answered:
             late = f"{txn_id}~late{next(counter)}"
             defer = importlib.import_module("twisted.internet.defer")
             defer.ensureDeferred(original(self, origin, late, destination, data))
-        answer = await original(self, origin, txn_id, destination, data)
-        if answer[0] == 200:
-            answered.add((origin, txn_id))
+        answered.add((origin, txn_id))
         return answer
 
     return replacement
