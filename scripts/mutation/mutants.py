@@ -306,6 +306,72 @@ def _trim(field: str, limit: int) -> Callable[[tuple[Any, ...], dict[str, Any]],
     return change
 
 
+def _split(field: str, limit: int) -> Factory:
+    """FederationServer.on_incoming_transaction(self, origin, txn_id, destination, data):
+    a transaction over the limit taken whole, as two within it (the rest under an ID of
+    its own); the first one's answer."""
+
+    def make(original: Any) -> Any:
+        async def replacement(
+            self: Any, origin: str, txn_id: str, destination: str, data: Any
+        ) -> Any:
+            items = list(data.get(field) or [])
+            if len(items) <= limit:
+                return await original(self, origin, txn_id, destination, data)
+            first = await original(
+                self, origin, txn_id, destination, {**data, field: items[:limit]}
+            )
+            rest = {**data, field: items[limit:]}
+            await original(self, origin, f"{txn_id}~rest", destination, rest)
+            return first
+
+        return replacement
+
+    return make
+
+
+def _spoiled_by_one_bad_pdu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """FederationServer.on_incoming_transaction(self, origin, txn_id, destination, data):
+    a transaction with one PDU without a ``type`` loses all its PDUs."""
+    data = args[4]
+    pdus = list(data.get("pdus") or [])
+    if any(not isinstance(p, dict) or "type" not in p for p in pdus):
+        data["pdus"] = []
+
+
+def _sync_never_limited(self: Any, batch: Any) -> Any:
+    """SyncHandler._load_filtered_recents: the timeline batch says it is not limited."""
+    return importlib.import_module("attr").evolve(batch, limited=False)
+
+
+def _messages_reversed(self: Any, result: Any) -> Any:
+    """PaginationHandler.get_messages: the page's events in the opposite order."""
+    chunk = list(reversed(result.messages_chunk))
+    return importlib.import_module("attr").evolve(result, messages_chunk=chunk)
+
+
+def _history_redacted(original: Any) -> Any:
+    """filter_events_for_server: every m.room.message served redacted (its content
+    stripped), whatever the room's history visibility."""
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        events = await original(*args, **kwargs)
+        prune = _synapse("synapse.events.utils").prune_event
+        return [prune(e) if e.type == "m.room.message" else e for e in events]
+
+    return replacement
+
+
+def _history_unfiltered(original: Any) -> Any:
+    """filter_events_for_server: the events served as they are, whatever the room's
+    history visibility."""
+
+    async def replacement(storage: Any, target: str, local: str, events: Any, **kwargs: Any) -> Any:
+        return list(events)
+
+    return replacement
+
+
 def _retries_refused(original: Any) -> Any:
     """FederationServer.on_incoming_transaction: a transaction ID already answered 200 (a
     retry) answered 400 instead of the transaction's result."""
@@ -750,6 +816,56 @@ MUTANTS: tuple[Mutant, ...] = (
         ("messages.it_fills_a_deep_gap/v*",),
         "the event after the deep gap",
     ),
+    Mutant(
+        "pulled_events_dropped",
+        "the events it fetches to fill a gap are taken into the room",
+        f"{EVENT_HANDLER}._process_pulled_events",
+        _async_returning(None),
+        (
+            "gaps.chain_filled_in_order/v*",
+            "gaps.partition_ordering/v*",
+            "gaps.sync_timeline_limited/v*",
+        ),
+        "the last event of the chain",
+    ),
+    Mutant(
+        "messages_reversed",
+        "/messages pages back in the room's order",
+        "synapse.handlers.pagination:PaginationHandler.get_messages",
+        _async_after(_messages_reversed),
+        ("gaps.chain_filled_in_order/v*", "gaps.partition_ordering/v*"),
+        "the chain in its client's /messages",
+    ),
+    Mutant(
+        "sync_never_limited",
+        "a /sync timeline cut by its limit (or a gap) says limited",
+        "synapse.handlers.sync:SyncHandler._load_filtered_recents",
+        _async_after(_sync_never_limited),
+        ("gaps.sync_timeline_limited/v*",),
+        "/sync timeline's limited",
+    ),
+    Mutant(
+        "history_redacted",
+        "shared and world_readable history is served whole to a member",
+        "synapse.handlers.federation:filter_events_for_server",
+        _history_redacted,
+        (
+            "serving.history_visibility_shared/v*",
+            "serving.history_visibility_world_readable/v*",
+        ),
+        "the message served with its content",
+    ),
+    Mutant(
+        "history_unfiltered",
+        "history before the join is not served when visibility is invited or joined",
+        "synapse.handlers.federation:filter_events_for_server",
+        _history_unfiltered,
+        (
+            "serving.history_visibility_invited/v*",
+            "serving.history_visibility_joined/v*",
+        ),
+        "the message left out, refused or redacted",
+    ),
     # ---------------------------------------------------------------- PDU checks
     Mutant(
         "pdu_signatures_unchecked",
@@ -786,19 +902,43 @@ MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- transactions
     Mutant(
         "pdu_limit_ignored",
-        "a transaction of more than 50 PDUs is refused",
+        "a transaction of more than 50 PDUs is not processed whole",
         f"{FED_SERVER}.on_incoming_transaction",
-        _async_before(_trim("pdus", 50)),
-        ("transactions.51_pdus_refused/v*",),
-        "expected 400, got 200",
+        _split("pdus", 50),
+        ("transactions.51_pdus_not_processed_whole/v*",),
+        "not processed as a whole",
     ),
     Mutant(
         "edu_limit_ignored",
-        "a transaction of more than 100 EDUs is refused",
+        "a transaction of more than 100 EDUs is not processed whole",
         f"{FED_SERVER}.on_incoming_transaction",
-        _async_before(_trim("edus", 100)),
-        ("transactions.101_edus_refused",),
-        "expected 400, got 200",
+        _split("edus", 100),
+        ("transactions.101_edus_not_processed_whole/v*",),
+        "not processed as a whole",
+    ),
+    Mutant(
+        "pdu_limit_below_50",
+        "a transaction of 50 PDUs is processed whole",
+        f"{FED_SERVER}.on_incoming_transaction",
+        _async_before(_trim("pdus", 49)),
+        ("transactions.50_pdus_processed/v*",),
+        "the 50 PDUs of a transaction",
+    ),
+    Mutant(
+        "edu_limit_below_100",
+        "a transaction of 100 EDUs is processed whole",
+        f"{FED_SERVER}.on_incoming_transaction",
+        _async_before(_trim("edus", 99)),
+        ("transactions.100_edus_processed/v*",),
+        "our user typing (the last of 100 EDUs)",
+    ),
+    Mutant(
+        "one_bad_pdu_spoils_all",
+        "one malformed PDU does not stop the others of its transaction",
+        f"{FED_SERVER}.on_incoming_transaction",
+        _async_before(_spoiled_by_one_bad_pdu),
+        ("transactions.one_malformed_pdu_others_processed/v*",),
+        "good PDU 1 beside the malformed one",
     ),
     Mutant(
         "retries_refused",

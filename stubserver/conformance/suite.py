@@ -8,6 +8,7 @@ from typing import Final
 from stubserver.conformance import (
     suite_auth,
     suite_edus,
+    suite_gaps,
     suite_invites,
     suite_keys,
     suite_knocks,
@@ -43,6 +44,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
     return [
         *suite_keys.tests(),
         *suite_rooms.tests(vs),
+        *suite_gaps.tests(vs),
         *suite_serving.tests(vs),
         *suite_membership.tests(vs),
         *suite_leaves.tests(vs),
