@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from typing import Final
 
 from stubserver.conformance import (
+    suite_devices,
     suite_edus,
+    suite_guards,
     suite_keys,
     suite_membership,
     suite_pdus,
+    suite_queries,
     suite_rooms,
     suite_serving,
 )
@@ -32,7 +35,8 @@ def supported_versions(capabilities: object) -> list[str]:
 
 def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
     """Every test, in report order: keys and auth, then per version rooms, what it serves,
-    membership refusals, PDUs, EDUs."""
+    membership refusals, PDUs, EDUs,
+    spoofed and ACL-denied traffic; then once: devices, keys, to-device, presence, queries."""
     vs = list(versions)
     return [
         *suite_keys.tests(),
@@ -41,4 +45,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_membership.tests(vs),
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
+        *suite_guards.tests(vs),
+        *suite_devices.tests(vs),
+        *suite_queries.tests(vs),
     ]
