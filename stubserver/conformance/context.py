@@ -265,15 +265,17 @@ class Context:
         *,
         key: ServerSigningKey | None,
         destination: str | None = None,
+        origin: str | None = None,
         body: Any = None,
         timeout: float = forged.REQUEST_TIMEOUT_SECONDS,
     ) -> tuple[int, Any]:
         """One request of ours straight to its federation API (``forged``), signed with
-        ``key`` (None: unsigned) for ``destination`` (default: its name); status and body."""
+        ``key`` (None: unsigned) as ``origin`` (default: the peer's name) for
+        ``destination`` (default: its name); status and body."""
         headers = forged.authorization(
             method,
             path,
-            origin=self.peer.server_name,
+            origin=origin or self.peer.server_name,
             destination=destination or self.server_name,
             key=key,
             content=body,

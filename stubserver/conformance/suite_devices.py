@@ -68,20 +68,19 @@ def _device_user(ctx: Context, version: str) -> HomeserverUser:
     return user
 
 
-def _device_keys(user: HomeserverUser) -> dict[str, Any]:
-    """New device keys for ``user``'s device, self-signed as clients sign them."""
-    device = str(user.device_id)
-    signing = ServerSigningKey(version=device, key=SigningKey.generate())
+def _device_keys(user_id: str, device_id: str) -> dict[str, Any]:
+    """New device keys for ``user_id``'s device, self-signed as clients sign them."""
+    signing = ServerSigningKey(version=device_id, key=SigningKey.generate())
     keys = {
-        "user_id": user.user_id,
-        "device_id": device,
+        "user_id": user_id,
+        "device_id": device_id,
         "algorithms": ALGORITHMS,
         "keys": {
-            f"curve25519:{device}": encode_base64(secrets.token_bytes(32)),
-            f"ed25519:{device}": signing.verify_key_base64,
+            f"curve25519:{device_id}": encode_base64(secrets.token_bytes(32)),
+            f"ed25519:{device_id}": signing.verify_key_base64,
         },
     }
-    return sign_json(keys, user.user_id, signing)
+    return sign_json(keys, user_id, signing)
 
 
 def _self_signed(what: str, keys: Any, user_id: str, device_id: str) -> None:
@@ -113,7 +112,7 @@ def its_device_list_update_reaches_us(ctx: Context, version: str) -> None:
     ``prev_id`` a list and the new ``keys`` ("Device Management": "servers send
     m.device_list_update EDUs ... to servers that share a room with the user")."""
     user = _device_user(ctx, version)
-    keys = _device_keys(user)
+    keys = _device_keys(user.user_id, str(user.device_id))
     client_call(user, "POST", "/keys/upload", {"device_keys": keys})
     ours = keys["keys"][f"ed25519:{user.device_id}"]
     edu = ctx.peer.wait_for_edu(
@@ -200,6 +199,28 @@ def keys_claim_served(ctx: Context, version: str) -> None:
             break
         seen.append(sorted(claimed))
     raise CheckFailed("the one-time key we uploaded, claimed", key_id, seen or "no key")
+
+
+def our_device_list_update_reaches_it(ctx: Context, version: str) -> str:
+    """Our new device (an m.device_list_update EDU from the peer, which serves
+    ``/user/devices`` and ``/user/keys/query`` as a homeserver does) reaches its user who
+    shares a room with ours: its /sync ``device_lists.changed`` lists our user, and its
+    client's ``/keys/query`` gives our device's keys ("Device Management")."""
+    user = _device_user(ctx, version)
+    stream = SyncStream(user)
+    ours = ctx.peer_user_id()
+    device = "CONFORMANCE"  # new keys each time: the device is replaced, not added
+    keys = _device_keys(ours, device)
+    stream_id = ctx.peer.put_device(device, keys=keys, display_name="conformance")
+    stream.wait(
+        "our user in its /sync device_lists.changed",
+        lambda a: ours in ((a.get("device_lists") or {}).get("changed") or []),
+        seen=lambda a: a.get("device_lists"),
+    )
+    answer = client_call(user, "POST", "/keys/query", {"device_keys": {ours: []}})
+    seen = ((answer.get("device_keys") or {}).get(ours) or {}).get(device)
+    expect("our device's keys through its client's /keys/query", keys, _without_unsigned(seen))
+    return f"our device list at stream_id {stream_id}"
 
 
 def its_to_device_reaches_us(ctx: Context, version: str) -> None:
@@ -325,6 +346,7 @@ AREA: list[AreaEntry] = [
         ("devices.its_device_list_update_reaches_us",),
     ),
     ("devices.keys_claim_served", E2E, keys_claim_served, ()),
+    ("devices.our_device_list_update_reaches_it", DEVICES, our_device_list_update_reaches_it, ()),
     ("to_device.its_message_reaches_us", TO_DEVICE, its_to_device_reaches_us, ()),
     ("to_device.our_message_reaches_it", TO_DEVICE, our_to_device_reaches_it, ()),
     ("presence.its_presence_reaches_us", PRESENCE, its_presence_reaches_us, ()),

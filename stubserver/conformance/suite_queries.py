@@ -60,16 +60,15 @@ def profile_served(ctx: Context, version: str) -> None:
     )
 
 
-def profile_of_bad_user_id_refused(ctx: Context, version: str) -> str:
-    """A profile query for a user ID whose server name has a port that is not a number
-    (not a valid server name, "Server names") is refused with a 4xx."""
-    user_id = f"@conformance:{ctx.server_name.split(':')[0]}:http"
-    answer = ctx.peer.federation_request(
-        ctx.server_name, "GET", f"{V1}/query/profile?user_id={q(user_id)}"
-    )
-    if not 400 <= answer.status < 500:
-        raise CheckFailed(f"a profile query for {user_id}", "a 4xx refusal", answer.status)
-    return f"{answer.status} {answer.body}"
+def profile_from_bad_origin_refused(ctx: Context, version: str) -> str:
+    """A profile query whose X-Matrix ``origin`` has a port that is not a number (no
+    valid server name, "Server names") is refused with a 4xx, before any key lookup."""
+    origin = f"{ctx.peer.server_name}:http"
+    path = f"{V1}/query/profile?user_id={q(ctx.user.user_id)}"
+    status, body = ctx.raw("GET", path, key=ctx.our_key(), origin=origin)
+    if not 400 <= status < 500:
+        raise CheckFailed(f"a profile query from origin {origin}", "a 4xx refusal", status)
+    return f"{status} {body}"
 
 
 def alias_resolved(ctx: Context, version: str) -> None:
@@ -235,9 +234,9 @@ def media_unauthenticated_refused(ctx: Context, version: str) -> None:
 AREA: list[AreaEntry] = [
     ("queries.profile_served", PROFILE, profile_served),
     (
-        "queries.profile_of_bad_server_name_refused",
+        "queries.profile_from_bad_origin_refused",
         PROFILE,
-        profile_of_bad_user_id_refused,
+        profile_from_bad_origin_refused,
         ("queries.profile_served",),
     ),
     ("queries.alias_resolved", ALIAS, alias_resolved),
