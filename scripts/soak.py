@@ -400,6 +400,7 @@ class Outbound:
         return hits
 
 
+
 def _closed_port(address: str) -> int:
     """A port with nothing listening on ``address`` now."""
     with socket.socket() as sock:
