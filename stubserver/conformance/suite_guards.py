@@ -146,8 +146,9 @@ def _allow_all(ctx: Context, room_id: str) -> str:
 def denied_pdu_refused(ctx: Context, version: str) -> str:
     """With an ACL that denies our server, our PDU in a transaction gets an error in the
     answer's ``pdus`` and is not taken: once the ACL allows us again, our next message
-    (whose prev_events skip it) is readable and the refused one still is not ("servers
-    ... MUST ... not accept PDUs from denied servers": "Server ACLs")."""
+    (whose prev_events skip it) is readable and the refused one still is not ("Server
+    Access Control Lists": "When a remote server makes a request, it MUST be verified to
+    be allowed by the server ACLs", ``/send`` "on a per-PDU basis")."""
     room_id = ctx.join_homeserver_room(version)
     _deny_us(ctx, room_id)
     [(denied_id, pdu)] = _withheld_pdus(ctx, room_id, 1)
@@ -171,8 +172,9 @@ def denied_pdu_refused(ctx: Context, version: str) -> str:
 def denied_edus_dropped(ctx: Context, version: str) -> None:
     """With an ACL that denies our server, our m.typing and m.receipt EDUs for the room
     are dropped: once the ACL allows us again, our second user's typing (the marker)
-    shows, and neither the first user's typing nor its receipt ever did ("Server ACLs":
-    typing and receipts from a denied server MUST be ignored)."""
+    shows, and neither the first user's typing nor its receipt ever did ("Server Access
+    Control Lists": a typing notification from a denied server is "ignored ... the EDU
+    MUST be dropped upon receipt"; its receipts "should be ignored")."""
     room_id = ctx.join_homeserver_room(version, users=(PEER_USER, PEER_USER_2))
     message = ctx.user.send_message(room_id, "read while denied")
     ctx.peer.wait_for_event(room_id, event_id=message)
