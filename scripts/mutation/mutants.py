@@ -318,6 +318,17 @@ def _first_receipt_user(content: Any) -> str | None:
     return None
 
 
+def _edus_without(edu_type: str) -> Callable[[Any, Any], Any]:
+    """A per-destination queue's ``(edus, stream_id)`` without the EDUs of ``edu_type``
+    (taken from the stream all the same: they are lost)."""
+
+    def change(self: Any, result: Any) -> Any:
+        edus, stream_id = result
+        return [e for e in edus if e.edu_type != edu_type], stream_id
+
+    return change
+
+
 def _devices_without_keys(self: Any, result: Any) -> Any:
     """``/user/devices`` with every device's keys left out."""
     status, body = result
@@ -724,12 +735,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "expected ignored, got shown",
     ),
     Mutant(
-        "device_updates_not_sent",
-        "device list updates (and to-device messages) go to the servers concerned",
-        "synapse.federation.sender:FederationSender.send_device_messages",
-        _async_returning(None),
-        ("devices.its_device_list_update_reaches_us", "to_device.its_message_reaches_us"),
+        "device_list_updates_dropped",
+        "its users' device list updates go to the servers sharing a room",
+        "synapse.federation.sender.per_destination_queue:PerDestinationQueue._get_device_update_edus",
+        _async_after(_edus_without("m.device_list_update")),
+        ("devices.its_device_list_update_reaches_us",),
         "waiting for an EDU 'm.device_list_update'",
+    ),
+    Mutant(
+        "to_device_not_sent",
+        "its users' to-device messages go to the server of the device",
+        "synapse.federation.sender.per_destination_queue:PerDestinationQueue._get_to_device_message_edus",
+        _async_after(_edus_without("m.direct_to_device")),
+        ("to_device.its_message_reaches_us",),
+        "waiting for an EDU 'm.direct_to_device'",
     ),
     Mutant(
         "user_devices_without_keys",

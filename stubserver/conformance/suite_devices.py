@@ -211,7 +211,7 @@ def our_device_list_update_reaches_it(ctx: Context, version: str) -> str:
     ours = ctx.peer_user_id()
     device = "CONFORMANCE"  # new keys each time: the device is replaced, not added
     keys = _device_keys(ours, device)
-    stream_id = ctx.peer.put_device(device, keys=keys, display_name="conformance")
+    stream_id = ctx.peer.put_device(device, user=PEER_USER, keys=keys, display_name="conformance")
     stream.wait(
         "our user in its /sync device_lists.changed",
         lambda a: ours in ((a.get("device_lists") or {}).get("changed") or []),
