@@ -751,6 +751,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "waiting for an EDU 'm.direct_to_device'",
     ),
     Mutant(
+        "device_list_update_ignored",
+        "a device list update EDU is taken (the device list fetched, its clients told)",
+        "synapse.handlers.device:DeviceListUpdater.incoming_device_list_update",
+        _async_returning(None),
+        ("devices.our_device_list_update_reaches_it",),
+        "our user in its /sync device_lists.changed",
+    ),
+    Mutant(
         "user_devices_without_keys",
         "/user/devices gives each device's keys",
         "synapse.federation.federation_server:FederationServer.on_query_user_devices",
