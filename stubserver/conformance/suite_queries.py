@@ -16,10 +16,12 @@ from typing import Any
 from stubserver.conformance.context import (
     AreaEntry,
     Context,
+    NotYet,
     client_call,
     expect,
     once_in_newest,
     q,
+    wait_until,
 )
 from stubserver.conformance.multipart import NotMultipart, read_media_answer
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
@@ -104,41 +106,49 @@ def _check_chunk(entry: dict[str, Any], room_id: str, name: str) -> None:
     )
 
 
-def public_rooms_listed(ctx: Context, version: str) -> None:
-    """``GET /publicRooms`` lists its published room with the fields a
-    PublishedRoomsChunk requires (room_id, num_joined_members, world_readable,
-    guest_can_join) and its name ("Public Room Directory")."""
-    room_id, name = _published_room(ctx, version)
+def _listed(ctx: Context, room_id: str) -> dict[str, Any] | NotYet:
+    """A wait's probe: the entry of ``room_id`` in its ``GET /publicRooms`` pages."""
     since: str | None = None
     for _ in range(MAX_PAGES):
         page = _get(ctx, f"{V1}/publicRooms?limit=100" + (f"&since={q(since)}" if since else ""))
         for entry in page.get("chunk") or []:
             if entry.get("room_id") == room_id:
-                _check_chunk(entry, room_id, name)
-                return
+                return dict(entry)
         since = page.get("next_batch")
         if not since:
             break
-    raise CheckFailed("GET /publicRooms", f"an entry for {room_id}", "none in its pages")
+    return NotYet("no entry in its pages")
+
+
+def public_rooms_listed(ctx: Context, version: str) -> None:
+    """``GET /publicRooms`` lists its published room (once its directory has taken it:
+    a server may update its list a moment later) with the fields a PublishedRoomsChunk
+    requires (room_id, num_joined_members, world_readable, guest_can_join) and its name
+    ("Public Room Directory")."""
+    room_id, name = _published_room(ctx, version)
+    entry = wait_until(
+        f"its published room {room_id} in GET /publicRooms",
+        lambda: _listed(ctx, room_id),
+        expected="an entry",
+    )
+    _check_chunk(entry, room_id, name)
 
 
 def public_rooms_filtered(ctx: Context, version: str) -> None:
     """``POST /publicRooms`` with a ``generic_search_term`` lists its published room
-    whose name has it, and no room without it ("Public Room Directory")."""
+    whose name has it (once listed), and no room without it ("Public Room Directory")."""
     room_id, name = _published_room(ctx, version)
     term = name.split()[-1]
-    answer = ctx.peer.federation_request(
-        ctx.server_name,
-        "POST",
-        f"{V1}/publicRooms",
-        {"filter": {"generic_search_term": term}, "limit": 10},
-    )
-    expect(f"the status of POST /publicRooms ({answer.body})", 200, answer.status)
-    chunk = (answer.body or {}).get("chunk") or []
-    ours = [e for e in chunk if e.get("room_id") == room_id]
-    if not ours:
-        raise CheckFailed("the filtered directory", f"an entry for {room_id}", chunk)
-    _check_chunk(ours[0], room_id, name)
+    body = {"filter": {"generic_search_term": term}, "limit": 10}
+
+    def probe() -> list[Any] | NotYet:
+        answer = ctx.peer.federation_request(ctx.server_name, "POST", f"{V1}/publicRooms", body)
+        expect(f"the status of POST /publicRooms ({answer.body})", 200, answer.status)
+        chunk = list((answer.body or {}).get("chunk") or [])
+        return chunk if any(e.get("room_id") == room_id for e in chunk) else NotYet(chunk)
+
+    chunk = wait_until(f"its room {room_id} in the filtered directory", probe, expected="an entry")
+    _check_chunk(next(e for e in chunk if e.get("room_id") == room_id), room_id, name)
     strangers = [e.get("room_id") for e in chunk if term not in json.dumps(e)]
     expect(f"rooms listed without {term!r}", [], strangers)
 
