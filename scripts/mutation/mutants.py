@@ -547,6 +547,148 @@ WRONG_MEMBERSHIP_EVENTS = (
     "knocks_restricted.send_knock_*_refused/v*",
 )
 
+
+# ------------------------------------------------------- issue 20: devices, ACLs, queries
+
+
+def _speaking_for(user_of: Callable[[Any], str | None]) -> Factory:
+    """An EDU handler ``(self, origin, content)`` called as if the EDU came from the
+    server of the user it names (``user_of(content)``): the origin check always passes."""
+
+    def make(original: Any) -> Any:
+        async def replacement(self: Any, origin: str, content: Any) -> Any:
+            user_id = user_of(content)
+            claimed = user_id.split(":", 1)[1] if user_id and ":" in user_id else origin
+            return await original(self, claimed, content)
+
+        return replacement
+
+    return make
+
+
+def _typing_user(content: Any) -> str | None:
+    return content.get("user_id") if isinstance(content, dict) else None
+
+
+def _first_receipt_user(content: Any) -> str | None:
+    for kinds in (content or {}).values():
+        for readers in (kinds or {}).values():
+            for user_id in readers or {}:
+                return str(user_id)
+    return None
+
+
+def _edus_without(edu_type: str) -> Callable[[Any, Any], Any]:
+    """A per-destination queue's ``(edus, stream_id)`` without the EDUs of ``edu_type``
+    (taken from the stream all the same: they are lost)."""
+
+    def change(self: Any, result: Any) -> Any:
+        edus, stream_id = result
+        return [e for e in edus if e.edu_type != edu_type], stream_id
+
+    return change
+
+
+def _devices_without_keys(self: Any, result: Any) -> Any:
+    """``/user/devices`` with every device's keys left out."""
+    status, body = result
+    for device in body.get("devices", []):
+        device.pop("keys", None)
+    return status, body
+
+
+def _device_keys_unsigned(self: Any, result: Any) -> Any:
+    """``/user/keys/query`` with the devices' self-signatures left out."""
+    status, body = result
+    for devices in body.get("device_keys", {}).values():
+        for keys in devices.values():
+            keys.pop("signatures", None)
+    return status, body
+
+
+def _no_one_time_keys(self: Any, result: Any) -> Any:
+    return {"one_time_keys": {}}
+
+
+def _bad_origin_accepted(original: Any) -> Any:
+    """A request whose X-Matrix origin ends in ``:http`` is taken as coming from there,
+    unchecked."""
+
+    async def replacement(self: Any, request: Any, content: Any) -> Any:
+        header = request.requestHeaders.getRawHeaders(b"Authorization") or [b""]
+        found = re.search(rb'origin="?([^",]+:http)"?', header[0])
+        if found:
+            return found.group(1).decode("ascii")
+        return await original(self, request, content)
+
+    return replacement
+
+
+def _without(field: str) -> Callable[[Any, Any], Any]:
+    """A change of a JSON answer: ``field`` left out."""
+
+    def change(self: Any, result: Any) -> Any:
+        return {k: v for k, v in result.items() if k != field}
+
+    return change
+
+
+def _chunk_without(field: str) -> Callable[[Any, Any], Any]:
+    """A public room list whose entries lack ``field``."""
+
+    def change(self: Any, result: Any) -> Any:
+        for entry in result.get("chunk", []):
+            entry.pop(field, None)
+        return result
+
+    return change
+
+
+def _no_search_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    kwargs["search_filter"] = None
+
+
+def _hierarchy_without_children(self: Any, result: Any) -> Any:
+    return {**result, "children": []}
+
+
+def _flipped_direction(original: Any) -> Any:
+    """The event nearest the time, looked for in the other direction."""
+
+    async def replacement(self: Any, room_id: str, timestamp: int, direction: Any) -> Any:
+        flipped = type(direction)("b" if direction.value == "f" else "f")
+        return await original(self, room_id, timestamp, flipped)
+
+    return replacement
+
+
+def _media_as_client_download(original: Any) -> Any:
+    """The federation download answered as the client API's plain download (not
+    multipart)."""
+
+    async def replacement(
+        self: Any, origin: Any, content: Any, request: Any, media_id: str
+    ) -> None:
+        await self.media_repo.get_local_media(request, media_id, None, 20_000)
+
+    return replacement
+
+
+def _media_without_auth(original: Any) -> Any:
+    """An unsigned request to the federation media endpoints is taken as one from a
+    made-up origin."""
+
+    async def replacement(self: Any, request: Any, content: Any) -> Any:
+        path = request.path.decode("ascii", "replace")
+        if path.startswith(
+            "/_matrix/federation/v1/media/"
+        ) and not request.requestHeaders.hasHeader(b"Authorization"):
+            return "anyone.test"
+        return await original(self, request, content)
+
+    return replacement
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
     Mutant(
@@ -1046,6 +1188,175 @@ MUTANTS: tuple[Mutant, ...] = (
         _async_returning(None),
         ("edus.our_receipt_reaches_it/v*",),
         "our receipt in its client's /sync",
+    ),
+    # ------------------------------------------------- issue 20: devices, ACLs, queries
+    Mutant(
+        "acl_ignored",
+        "PDUs and EDUs from a server the room's ACL denies are not taken",
+        "synapse.federation.federation_server:FederationServer.check_server_matches_acl",
+        _async_returning(None),
+        ("acl.denied_pdu_refused/v*", "acl.denied_edus_dropped/v*"),
+        "the denied PDU's result in the answer: expected an error",
+    ),
+    Mutant(
+        "typing_for_any_server",
+        "a typing EDU for a user of another server is ignored",
+        "synapse.handlers.typing:TypingWriterHandler._recv_edu",
+        _speaking_for(_typing_user),
+        ("edus.typing_of_its_user_from_us_ignored/v*",),
+        "expected ignored, got shown typing",
+    ),
+    Mutant(
+        "receipt_for_any_server",
+        "a receipt EDU for a user of another server is ignored",
+        "synapse.handlers.receipts:ReceiptsHandler._received_remote_receipt",
+        _speaking_for(_first_receipt_user),
+        ("edus.receipt_of_its_user_from_us_ignored/v*",),
+        "expected ignored, got shown",
+    ),
+    Mutant(
+        "device_list_updates_dropped",
+        "its users' device list updates go to the servers sharing a room",
+        "synapse.federation.sender.per_destination_queue:PerDestinationQueue._get_device_update_edus",
+        _async_after(_edus_without("m.device_list_update")),
+        ("devices.its_device_list_update_reaches_us",),
+        "waiting for an EDU 'm.device_list_update'",
+    ),
+    Mutant(
+        "to_device_not_sent",
+        "its users' to-device messages go to the server of the device",
+        "synapse.federation.sender.per_destination_queue:PerDestinationQueue._get_to_device_message_edus",
+        _async_after(_edus_without("m.direct_to_device")),
+        ("to_device.its_message_reaches_us",),
+        "waiting for an EDU 'm.direct_to_device'",
+    ),
+    Mutant(
+        "device_list_update_ignored",
+        "a device list update EDU is taken (the device list fetched, its clients told)",
+        "synapse.handlers.device:DeviceListUpdater.incoming_device_list_update",
+        _async_returning(None),
+        ("devices.our_device_list_update_reaches_it",),
+        "our user in its /sync device_lists.changed",
+    ),
+    Mutant(
+        "user_devices_without_keys",
+        "/user/devices gives each device's keys",
+        "synapse.federation.federation_server:FederationServer.on_query_user_devices",
+        _async_after(_devices_without_keys),
+        ("devices.user_devices_served",),
+        "the device's keys (as its own client reads them)",
+    ),
+    Mutant(
+        "keys_query_unsigned",
+        "/user/keys/query gives the device keys as signed",
+        "synapse.federation.federation_server:FederationServer.on_query_client_keys",
+        _async_after(_device_keys_unsigned),
+        ("devices.keys_query_served",),
+        "the device's keys (as its own client reads them)",
+    ),
+    Mutant(
+        "keys_claim_empty",
+        "/user/keys/claim hands out an uploaded one-time key",
+        "synapse.federation.federation_server:FederationServer.on_claim_client_keys",
+        _async_after(_no_one_time_keys),
+        ("devices.keys_claim_served",),
+        "the one-time key we uploaded, claimed",
+    ),
+    Mutant(
+        "to_device_ignored",
+        "a to-device EDU reaches the device it names",
+        "synapse.handlers.devicemessage:DeviceMessageHandler.on_direct_to_device_edu",
+        _async_returning(None),
+        ("to_device.our_message_reaches_it",),
+        "our to-device message in its /sync to_device",
+    ),
+    Mutant(
+        "presence_not_sent",
+        "its users' presence goes to the servers sharing a room",
+        "synapse.federation.sender:FederationSender.send_presence_to_destinations",
+        _async_returning(None),
+        ("presence.its_presence_reaches_us",),
+        "waiting for an EDU 'm.presence'",
+    ),
+    Mutant(
+        "presence_ignored",
+        "a presence EDU is shown to its clients",
+        "synapse.handlers.presence:PresenceHandler.incoming_presence",
+        _async_returning(None),
+        ("presence.our_presence_reaches_it",),
+        "our user's presence in its /sync presence",
+    ),
+    Mutant(
+        "profile_without_displayname",
+        "/query/profile gives the user's display name",
+        "synapse.handlers.profile:ProfileHandler.on_profile_query",
+        _async_after(_without("displayname")),
+        ("queries.profile_served",),
+        "the profile's displayname",
+    ),
+    Mutant(
+        "bad_origin_accepted",
+        "a request whose origin is no valid server name (a port that is not a number) is refused",
+        "synapse.federation.transport.server._base:Authenticator.authenticate_request",
+        _bad_origin_accepted,
+        ("queries.profile_from_bad_origin_refused",),
+        "expected a 4xx refusal, got 200",
+    ),
+    Mutant(
+        "alias_without_servers",
+        "/query/directory names the servers in the room",
+        "synapse.handlers.directory:DirectoryHandler.on_directory_query",
+        _async_after(_set("servers", [])),
+        ("queries.alias_resolved",),
+        "the servers of #",
+    ),
+    Mutant(
+        "public_rooms_without_world_readable",
+        "each public room entry has the fields the spec requires",
+        "synapse.handlers.room_list:RoomListHandler.get_local_public_room_list",
+        _async_after(_chunk_without("world_readable")),
+        ("directory.public_rooms_listed", "directory.public_rooms_filtered"),
+        "the directory entry of",
+    ),
+    Mutant(
+        "public_rooms_unfiltered",
+        "POST /publicRooms applies its filter",
+        "synapse.handlers.room_list:RoomListHandler.get_local_public_room_list",
+        _async_before(_no_search_filter),
+        ("directory.public_rooms_filtered",),
+        "rooms listed without",
+    ),
+    Mutant(
+        "hierarchy_without_children",
+        "/hierarchy lists the space's children",
+        "synapse.handlers.room_summary:RoomSummaryHandler.get_federation_hierarchy",
+        _async_after(_hierarchy_without_children),
+        ("directory.space_hierarchy_served",),
+        "the hierarchy's children",
+    ),
+    Mutant(
+        "timestamp_direction_flipped",
+        "timestamp_to_event looks in the direction asked",
+        "synapse.storage.databases.main.events_worker:EventsWorkerStore.get_event_id_for_timestamp",
+        _flipped_direction,
+        ("directory.timestamp_to_event_served",),
+        "dir=f from",
+    ),
+    Mutant(
+        "media_not_multipart",
+        "the federation media download answers multipart/mixed",
+        "synapse.federation.transport.server.federation:FederationMediaDownloadServlet.on_GET",
+        _media_as_client_download,
+        ("media.download_served",),
+        "multipart/mixed (spec)",
+    ),
+    Mutant(
+        "media_without_auth",
+        "an unsigned federation media request is refused",
+        "synapse.federation.transport.server._base:Authenticator.authenticate_request",
+        _media_without_auth,
+        ("media.unsigned_download_refused",),
+        "the status of an unsigned GET",
     ),
 )
 

@@ -91,6 +91,18 @@ class RoomControl(Protocol):
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         """Send an EDU to every other server in the room. → ``{}``."""
 
+    def put_device(
+        self,
+        user: str,
+        device_id: str,
+        *,
+        keys: Mapping[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """Add or replace a device of our ``user`` (a localpart) and send the
+        ``m.device_list_update`` EDU to every other server in a room the user is joined
+        to. → ``{"stream_id"}``."""
+
     def room_info(self, room: str) -> JsonDict:
         """→ ``{"room_id", "room_version", "state": [pdu, ...], "members", "servers",
         "forward_extremities"}``."""
