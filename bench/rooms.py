@@ -57,7 +57,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results-rooms.json"
@@ -343,7 +343,7 @@ def free_port() -> int:
 class Stub:
     """A ``stubserver run`` on loopback named ``localhost:PORT``, with a control listener."""
 
-    def __init__(self, directory: Path, ca: Any, name: str) -> None:
+    def __init__(self, directory: Path, ca: Any, name: str, *, profiled: bool = False) -> None:
         import yaml  # noqa: PLC0415
 
         from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
@@ -384,8 +384,11 @@ class Stub:
         config_path = folder / "stubserver.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.stderr = (folder / "stderr.log").open("wb")
+        #: Where the SIGUSR2 dump of a profiled stub's cProfile goes (PROFILED_RUN).
+        self.profile_path = folder / "intake.prof"
+        prefix = ["-c", PROFILED_RUN, str(self.profile_path)] if profiled else ["-m", "stubserver"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stubserver", "run", "-c", str(config_path)],
+            [sys.executable, *prefix, "run", "-c", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             cwd=ROOT,
@@ -414,6 +417,23 @@ class Stub:
         self.stderr.close()
 
 
+#: ``stubserver`` run under cProfile switched on by SIGUSR1 and off (and dumped to argv[1])
+#: by SIGUSR2, so a profile covers exactly the stretch the benchmark times.
+PROFILED_RUN = """
+import cProfile, os, runpy, signal, sys
+path = sys.argv.pop(1)
+profile = cProfile.Profile()
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(path + ".part")
+    os.replace(path + ".part", path)
+signal.signal(signal.SIGUSR2, dump)
+sys.argv[0] = "stubserver"
+runpy.run_module("stubserver", run_name="__main__", alter_sys=True)
+"""
+
+
 def status_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -422,7 +442,7 @@ def status_kb(pid: int, field: str) -> int:
 
 
 @contextlib.contextmanager
-def stubs(*names: str) -> Iterator[list[Stub]]:
+def stubs(*names: str, profiled: Sequence[str] = ()) -> Iterator[list[Stub]]:
     from stubserver.tls.certificates import make_ca  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp:
@@ -432,7 +452,7 @@ def stubs(*names: str) -> Iterator[list[Stub]]:
         started: list[Stub] = []
         try:
             for name in names:
-                started.append(Stub(directory, ca, name))
+                started.append(Stub(directory, ca, name, profiled=name in profiled))
             yield started
         finally:
             for stub in started:
@@ -528,8 +548,48 @@ def size_summary(sizes: Sequence[int]) -> dict[str, Any]:
     }
 
 
-def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
-    """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile)."""
+def profile_summary(path: Path, pdus: int, top: int = 25) -> dict[str, Any]:
+    """The ``top`` functions of a cProfile dump by own time and by cumulative time, in
+    microseconds per PDU (``pdus`` received while it ran)."""
+    import pstats  # noqa: PLC0415
+
+    stats: dict[Any, Any] = cast("Any", pstats.Stats(str(path))).stats
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, func = key
+        short = file.split("/site-packages/")[-1].split(str(ROOT) + "/")[-1]
+        return f"{short}:{line}({func})"
+
+    rows = [(name(k), v[2], v[3], v[1]) for k, v in stats.items()]  # own, cumulative, calls
+    total = sum(r[1] for r in rows)
+
+    def table(index: int) -> list[dict[str, Any]]:
+        ranked = sorted(rows, key=lambda r: r[index], reverse=True)[:top]
+        return [
+            {
+                "function": n,
+                "own_us_per_pdu": round(own * 1e6 / pdus, 1),
+                "cumulative_us_per_pdu": round(cum * 1e6 / pdus, 1),
+                "calls_per_pdu": round(calls / pdus, 2),
+            }
+            for n, own, cum, calls in ranked
+        ]
+
+    return {
+        "pdus": pdus,
+        "profiled_us_per_pdu": round(total * 1e6 / pdus, 1),
+        "by_own_time": table(1),
+        "by_cumulative_time": table(2),
+    }
+
+
+def run_throughput(
+    messages: int, workers: int, log: Any, profile: Path | None = None
+) -> dict[str, Any]:
+    """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile).
+    With ``profile``, B runs under cProfile during the queued drain only (SIGUSR1/SIGUSR2,
+    PROFILED_RUN): the dump is copied to ``profile`` and summarised (the rates are then
+    the profiled ones, slower than without)."""
     out: dict[str, Any] = {
         "messages": messages,
         "control_workers": workers,
@@ -541,7 +601,7 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
             " control requests feed"
         ),
     }
-    with stubs("a", "b") as (a, b):
+    with stubs("a", "b", profiled=("b",) if profile else ()) as (a, b):
         room = a.control.call(
             "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
         )["room_id"]
@@ -579,11 +639,22 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
         try:
             created = send_many(a, room, messages, workers, "queued")
         finally:
+            if profile:
+                b.process.send_signal(signal.SIGUSR1)
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
         position, last, outcomes = wait_for_messages(
             b, room, position, "queued", count=messages, timeout=10 * WAIT_S
         )
+        if profile:
+            b.process.send_signal(signal.SIGUSR2)
+            deadline = time.monotonic() + WAIT_S
+            while not b.profile_path.exists():  # written whole, then renamed
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no profile from B")
+                time.sleep(0.05)
+            profile.write_bytes(b.profile_path.read_bytes())
+            out["profile"] = profile_summary(profile, messages)
         requests_at, sizes = send_sizes(b, requests_at)
         total = last - t0
         out["queued"] = {
@@ -724,6 +795,13 @@ def main(argv: Sequence[str]) -> int:
         help="Python of a Synapse 1.163.2 venv (default: as bench/run finds"
         " one: the interop cache, else bench/work/synapse-venv)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="throughput: run B under cProfile during the queued drain, dump it here and"
+        " summarise it (us per PDU) in the results",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--output",
@@ -753,7 +831,7 @@ def main(argv: Sequence[str]) -> int:
         elif part == "dendrite":
             figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
-            figure = run_throughput(args.messages, args.workers, log)
+            figure = run_throughput(args.messages, args.workers, log, args.profile)
         else:
             figure = run_memory(args.events, args.workers, log)
         figure["run_at"] = started
