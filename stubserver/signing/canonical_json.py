@@ -16,6 +16,7 @@ fail on network input.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -170,28 +171,27 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
+#: A JSON string as :func:`_depth_exceeds` skips it: from a quote to the next unescaped
+#: quote, or to the end of the text when none closes it (DOTALL: an escape may precede
+#: any character). Unrolled (``[^"\\]*`` runs between escapes): linear.
+_STRING_OR_REST_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_BRACKET_RE = re.compile(r"[\[\]{}]")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
 def _depth_exceeds(text: str, limit: int) -> bool:
-    """True when brackets nest deeper than ``limit`` (strings skipped); linear, no recursion."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
+    """True when brackets nest deeper than ``limit`` (strings skipped); linear, no recursion.
+
+    All in C (the Python loop over every character it replaces cost ~2 ms per
+    /send of 50 PDUs, issue 22): the strings are cut out (with no backslash in the text,
+    every other piece between quotes is a string, an unterminated last one included),
+    then the brackets left are summed."""
+    escapes = "\\" in text
+    outside = _STRING_OR_REST_RE.sub("", text) if escapes else "".join(text.split('"')[0::2])
+    if outside.count("[") + outside.count("{") <= limit:
+        return False
+    steps = map(_BRACKET_STEP.__getitem__, _BRACKET_RE.findall(outside))
+    return max(itertools.accumulate(steps)) > limit
 
 
 def parse_json_bytes(body: bytes) -> Any:

@@ -166,6 +166,39 @@ def test_parse_json_bytes_refuses(body: bytes, not_json: bool) -> None:
     assert info.value.not_json is not_json
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "' + b"[" * 200 + b'"}',
+        b'{"a": "\\"' + b"{" * 200 + b'"}',
+        b'{"a\\\\": ' + b"[" * 99 + b"]" * 99 + b"}",
+        b"[" * 100 + b"]" * 100,
+        b'[{"a": "]]]]"}' + b", []" * 300 + b"]",
+    ],
+)
+def test_parse_json_bytes_counts_only_brackets_outside_strings(body: bytes) -> None:
+    """The nesting limit (100) counts brackets outside strings only, escaped quotes
+    included, and nesting, not the number of brackets (issue 22: the scan that replaced
+    the per-character loop)."""
+    parse_json_bytes(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "not_json"),
+    [
+        (b'["\\"' + b"[" * 101, True),  # an unterminated string: its brackets do not count
+        (b'[1, "a\\\\", ' + b"[" * 100 + b"]" * 100 + b"]", False),
+        (b'{"a": "x"}' + b"{" * 101, False),
+    ],
+)
+def test_parse_json_bytes_depth_around_strings(body: bytes, not_json: bool) -> None:
+    """Brackets after a closed string count (an escaped backslash ends no string early),
+    brackets inside an unterminated one do not: that body is not JSON."""
+    with pytest.raises(BadJson) as info:
+        parse_json_bytes(body)
+    assert info.value.not_json is not_json
+
+
 # ---- unpadded base64 (spec appendix "Unpadded Base64")
 
 
