@@ -39,7 +39,7 @@ from stubserver.auth.xmatrix import (
 from stubserver.cache import BoundedCache
 from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
 from stubserver.signing.canonical_json import JsonDict
-from stubserver.signing.keys import SignatureError, verify_signatures
+from stubserver.signing.keys import SignatureError, parsed_signable_bytes, verify_signatures
 
 #: How long a failed key fetch for an origin is remembered, in seconds: a few seconds at
 #: most, never minutes (a peer restarted must be able to talk to us again at once).
@@ -151,7 +151,9 @@ def verify_request_signatures(
     verified = list(known)
     if known:
         try:
-            verify_signatures(obj, origin, known)  # one encoding for all the signatures
+            # One encoding for all the signatures; the content is parse_json_bytes's
+            # (authenticate's contract), so no walk of it (issue 22).
+            verify_signatures(obj, origin, known, encode=parsed_signable_bytes)
         except SignatureError as e:
             raise BadSignature(f"Invalid signature for server {origin}: {e}") from None
     if not verified:
@@ -191,8 +193,9 @@ class RequestAuthenticator(Generic[KeysT]):
     ) -> Deferred[AuthResult]:
         """Authenticate one request.
 
-        ``uri`` is the request-target bytes exactly as received; ``content`` the parsed JSON
-        body, or None when there is none. Fails with an :class:`AuthenticationFailed`.
+        ``uri`` is the request-target bytes exactly as received; ``content`` the JSON
+        body as ``parse_json_bytes`` parsed it, or None when there is none. Fails with an
+        :class:`AuthenticationFailed`.
         """
         try:
             authorization = select_authorization(headers.getRawHeaders(b"authorization", []))

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,7 +55,7 @@ from stubserver.rooms.hashes import (
 )
 from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
-from stubserver.signing.canonical_json import encode_canonical_json
+from stubserver.signing.canonical_json import encode_canonical_json, holds_float
 
 #: Largest integer magnitude allowed anywhere in a PDU (strict canonical JSON, v6+).
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -231,19 +230,6 @@ def validate_pdu(pdu: object, room_version: RoomVersion) -> None:
     _validated(pdu, room_version)
 
 
-#: A JSON string in encoded JSON (UTF-8 never puts a quote or backslash byte inside a
-#: multi-byte character), and what is left of a float once strings, ``true`` and
-#: ``false`` are gone (``null``, integers and punctuation have none of these).
-_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_FLOAT_MARK_RE = re.compile(rb"[.eE]")
-
-
-def _holds_float(encoded: bytes) -> bool:
-    """True when the encoded JSON ``encoded`` holds a float (outside its strings)."""
-    bare = _JSON_STRING_RE.sub(b'""', encoded).replace(b"true", b"").replace(b"false", b"")
-    return _FLOAT_MARK_RE.search(bare) is not None
-
-
 def _check_parsed_values(pdu: Mapping[str, Any], encoded: list[bytes]) -> None:
     """:func:`check_canonical_values` for a PDU parsed by ``parse_json_bytes``, which has
     refused integers out of range, nesting past 100 and non-JSON already, and whose keys
@@ -255,7 +241,7 @@ def _check_parsed_values(pdu: Mapping[str, Any], encoded: list[bytes]) -> None:
     if "unsigned" in pdu:
         encoded = [*encoded, encode_canonical_json(pdu["unsigned"], checked=True)]
     # Each part is whole JSON, so no string runs from one part into the next.
-    if _holds_float(b",".join(encoded)):
+    if holds_float(b",".join(encoded)):
         raise InvalidPdu("a float: strict canonical JSON has no floats")
 
 

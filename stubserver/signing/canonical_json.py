@@ -112,6 +112,32 @@ def encode_canonical_json(value: object, *, checked: bool = False) -> bytes:
         raise CanonicalJsonError("a string holds a lone surrogate") from None
 
 
+#: A JSON string in encoded JSON (UTF-8 never puts a quote or backslash byte inside a
+#: multi-byte character; unrolled, ``[^"\\]*`` runs between escapes, so the match is
+#: linear and fast), and what is left of a float once strings, ``true`` and ``false`` are
+#: gone (``null``, integers and punctuation have none of these).
+_JSON_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_FLOAT_MARK_RE = re.compile(rb"[.eE]")
+
+
+def holds_float(encoded: bytes) -> bool:
+    """True when the encoded JSON ``encoded`` holds a float (outside its strings)."""
+    bare = _JSON_STRING_RE.sub(b'""', encoded).replace(b"true", b"").replace(b"false", b"")
+    return _FLOAT_MARK_RE.search(bare) is not None
+
+
+def encode_parsed_canonical_json(value: object) -> bytes:
+    """:func:`encode_canonical_json` for a value made of what :func:`parse_json_bytes`
+    returns (and strings): the parser has refused integers out of range, nesting past
+    :data:`MAX_JSON_DEPTH`, non-string keys and lone surrogates, so only floats are left
+    to refuse, found on the encoded bytes instead of by a walk in Python (issue 22: the
+    walk of a /send body cost ~20 us per PDU under the profiler)."""
+    encoded = encode_canonical_json(value, checked=True)
+    if holds_float(encoded):
+        raise CanonicalJsonError("floats have no canonical JSON form")
+    return encoded
+
+
 def encode_json(value: object) -> bytes:
     """Encode ``value`` compactly as UTF-8 JSON (for responses; not necessarily canonical)."""
     return _encoder.encode(value).encode("utf-8")

@@ -33,6 +33,7 @@ from stubserver.signing.canonical_json import (
     JsonDict,
     check_canonical,
     encode_canonical_json,
+    encode_parsed_canonical_json,
 )
 
 #: The only algorithm the spec defines for server keys.
@@ -172,8 +173,17 @@ def decode_verify_key(key_b64: str) -> VerifyKey:
 
 def signable_bytes(obj: Mapping[str, Any]) -> bytes:
     """The canonical JSON that is signed: ``obj`` without ``signatures`` and ``unsigned``."""
-    stripped = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
-    return encode_canonical_json(stripped)
+    return encode_canonical_json(_signable(obj))
+
+
+def parsed_signable_bytes(obj: Mapping[str, Any]) -> bytes:
+    """:func:`signable_bytes` of an object made of what ``parse_json_bytes`` returns and
+    strings (a request's signing object): ``encode_parsed_canonical_json``, no walk."""
+    return encode_parsed_canonical_json(_signable(obj))
+
+
+def _signable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
 
 
 def sign_json(obj: JsonDict, server_name: str, key: ServerSigningKey) -> JsonDict:
