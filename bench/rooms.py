@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -216,6 +216,9 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
                 "send_start_to_event": arrived - s0,
             }
         )
+    throughput = None
+    if spec.get("messages"):
+        throughput = ns_throughput(spec, control, synapse, room)
     control.close()
     synapse.close()
     warm, measured = rows[0], rows[1:]
@@ -231,11 +234,75 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
     ):
         out[key] = summary([r[key] for r in measured])
     out["joined_on_first_poll"] = sum(1 for r in measured if r["joined_polls"] == 1)
+    if throughput is not None:
+        out["throughput"] = throughput
     return out
 
 
-def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str, Any]:
-    """Part a against Synapse: the interop environment, the timing loop in its namespace."""
+def ns_throughput(
+    spec: Mapping[str, Any], control: Http, synapse: Http, room: str
+) -> dict[str, Any]:
+    """Issue 22: the throughput part's transactions sent to the homeserver instead of a
+    second stubserver. Our alice sends ``messages`` into ``room`` (the homeserver's, which
+    she has joined) through our control API; our queue sends them in transactions of up
+    to 50 (one in flight); the time from the first control call until the homeserver
+    holds the last event our queue sent (its client ``/event`` polled every 10 ms), and a
+    count of the tagged messages it holds (``/messages``). The homeserver cannot be
+    stopped as B is (our sends would time out and back off), so this is the streaming
+    figure: bounded by our creation rate when the homeserver is faster."""
+    messages, workers = spec["messages"], spec["workers"]
+    url, token = spec["control_url"] + PREFIX, spec["control_token"]
+    start = control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
+    t0 = time.perf_counter()
+    created = send_many(lambda: Http(url, token), room, messages, workers, "tput")
+    last_id, position = None, start
+    while True:  # the last tagged event in our timeline: the last our queue sends
+        page = control.call("GET", f"/rooms/{quote(room)}/events?from={position}")
+        for entry in page["events"]:
+            if str(entry["pdu"].get("content", {}).get("body", "")).startswith("tput "):
+                last_id = entry["event_id"]
+        if page["next"] == position or not page["events"]:
+            break
+        position = page["next"]
+    assert last_id is not None
+    deadline = time.monotonic() + 10 * WAIT_S
+    while True:
+        try:
+            synapse.call("GET", f"/rooms/{quote(room)}/event/{quote(last_id)}")
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{last_id} not at the homeserver") from None
+            time.sleep(0.01)
+    arrived = time.perf_counter() - t0
+    held, token_from = 0, None
+    while True:  # count what the homeserver holds (newest first)
+        query = "dir=b&limit=1000" + (f"&from={quote(token_from)}" if token_from else "")
+        page = synapse.call("GET", f"/rooms/{quote(room)}/messages?{query}")
+        held += sum(
+            1
+            for e in page.get("chunk", [])
+            if str(e.get("content", {}).get("body", "")).startswith("tput ")
+        )
+        if not page.get("chunk") or "end" not in page:
+            break
+        token_from = page["end"]
+    return {
+        "messages": messages,
+        "control_workers": workers,
+        "our_create_s": round(created, 3),
+        "our_create_rate_per_s": round(messages / created),
+        "all_at_homeserver_s": round(arrived, 3),
+        "homeserver_rate_per_s": round(messages / arrived),
+        "held_at_homeserver": held,
+    }
+
+
+def run_synapse(
+    repeat: int, synapse_python: Path | None, log: Any, messages: int = 0, workers: int = 8
+) -> dict[str, Any]:
+    """Part a against Synapse: the interop environment, the timing loop in its namespace;
+    with ``messages``, then the throughput into Synapse's v12 room (:func:`ns_throughput`)."""
     sys.path.insert(0, str(ROOT))
     from tests.interop import harness  # noqa: PLC0415
 
@@ -253,6 +320,7 @@ def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str,
         VERSIONS,
         repeat,
         log,
+        throughput={"12": {"messages": messages, "workers": workers}} if messages else None,
     )
 
 
@@ -286,6 +354,8 @@ def run_homeserver(
     versions: Sequence[tuple[str, str]],
     repeat: int,
     log: Any,
+    *,
+    throughput: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Part a: ``start(directory)`` (an interop environment's context manager, whose
     ``homeserver`` is the real one), and the timing loop inside its namespace for each
@@ -312,6 +382,7 @@ def run_homeserver(
                 "homeserver_token": homeserver.user[2],
                 "homeserver_name": homeserver.server_name,
                 "user_id": f"@alice:{stub.server_name}",
+                **(throughput or {}).get(version, {}),
             }
             log(f"v{version} on {stub_name}: {repeat} + 1 rounds inside {env.ns.name}")
             done = env.ns.run(
@@ -326,7 +397,7 @@ def run_homeserver(
             out["versions"][version] = result
             log(
                 f"v{version}: join->joined {result['join_to_joined']}; send->event "
-                f"{result['send_return_to_event']}"
+                f"{result['send_return_to_event']}; throughput {result.get('throughput')}"
             )
     return out
 
@@ -459,13 +530,13 @@ def stubs(*names: str, profiled: Sequence[str] = ()) -> Iterator[list[Stub]]:
                 stub.stop()
 
 
-def send_many(stub: Stub, room: str, count: int, workers: int, tag: str) -> float:
-    """``count`` messages through ``stub``'s control API from ``workers`` threads, each on
-    its own keep-alive connection; returns the seconds it took."""
+def send_many(connect: Callable[[], Http], room: str, count: int, workers: int, tag: str) -> float:
+    """``count`` messages through a control API (``connect``: a new keep-alive client of
+    it) from ``workers`` threads, each on its own connection; returns the seconds it took."""
     errors: list[BaseException] = []
 
     def work(offset: int) -> None:
-        conn = stub.http()
+        conn = connect()
         try:
             for i in range(offset, count, workers):
                 conn.call(
@@ -610,14 +681,14 @@ def run_throughput(
         )
         position = b.control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
         # Warm-up: keys fetched, connections open, code paths hot.
-        send_many(a, room, 200, workers, "warm")
+        send_many(a.http, room, 200, workers, "warm")
         position, _, _ = wait_for_messages(b, room, position, "warm", count=200, timeout=WAIT_S)
         requests_at, _ = send_sizes(b, 0)
 
         # Streaming: B receives while A creates.
         log(f"throughput: streaming {messages}")
         t0 = time.perf_counter()
-        created = send_many(a, room, messages, workers, "stream")
+        created = send_many(a.http, room, messages, workers, "stream")
         position, last, outcomes = wait_for_messages(
             b, room, position, "stream", count=messages, timeout=10 * WAIT_S
         )
@@ -637,7 +708,7 @@ def run_throughput(
         log(f"throughput: queued {messages}")
         b.process.send_signal(signal.SIGSTOP)
         try:
-            created = send_many(a, room, messages, workers, "queued")
+            created = send_many(a.http, room, messages, workers, "queued")
         finally:
             if profile:
                 b.process.send_signal(signal.SIGUSR1)
@@ -743,10 +814,10 @@ def run_memory(events: int, workers: int, log: Any) -> dict[str, Any]:
         room = m.control.call(
             "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
         )["room_id"]
-        send_many(m, room, 10, 1, "warm")
+        send_many(m.http, room, 10, 1, "warm")
         time.sleep(1.0)
         before = m.rss_mb()
-        took = send_many(m, room, events, workers, "mem")
+        took = send_many(m.http, room, events, workers, "mem")
         time.sleep(1.0)
         after = m.rss_mb()
         hwm = status_kb(m.process.pid, "VmHWM") / 1024
@@ -787,6 +858,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="rounds per room version (a)")
     parser.add_argument("--messages", type=int, default=5000, help="messages A sends B (b)")
     parser.add_argument("--events", type=int, default=10_000, help="events in the room (c)")
+    parser.add_argument(
+        "--synapse-messages",
+        type=int,
+        default=5000,
+        help="messages we send into Synapse's v12 room after the timing (issue 22; 0: none)",
+    )
     parser.add_argument("--workers", type=int, default=8, help="control API client threads")
     parser.add_argument(
         "--synapse-python",
@@ -827,7 +904,9 @@ def main(argv: Sequence[str]) -> int:
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         load_before = os.getloadavg()[0]
         if part == "synapse":
-            figure = run_synapse(args.repeat, args.synapse_python, log)
+            figure = run_synapse(
+                args.repeat, args.synapse_python, log, args.synapse_messages, args.workers
+            )
         elif part == "dendrite":
             figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
