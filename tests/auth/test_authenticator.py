@@ -165,12 +165,13 @@ class AuthenticateTests(SynchronousTestCase):
         a string is no float."""
         auth, _, _ = make()
         h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content={"pdus": []}))
-        for content in ({"pdus": [], "x": 1.5}, {"pdus": [{"depth": 1e3}]}):
+        floats: list[dict[str, Any]] = [{"pdus": [], "x": 1.5}, {"pdus": [{"depth": 1e3}]}]
+        for content in floats:
             d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", content)
             self.assert_fails(d, BadSignature, 401, "no canonical form")
-        content = {"pdus": [], "x": "1.5e3"}
-        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content=content))
-        d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", content)
+        text = {"pdus": [], "x": "1.5e3"}
+        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content=text))
+        d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", text)
         assert self.successResultOf(d).origin == ORIGIN
 
     def test_uri_as_received_not_reencoded(self) -> None:

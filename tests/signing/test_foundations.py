@@ -268,6 +268,15 @@ def test_signing_keeps_unsigned_and_other_signatures() -> None:
     assert "domain" not in obj["signatures"]
 
 
+@pytest.mark.parametrize("value", ["\ud800", 1.5, 2**53, {1: "x"}])
+def test_sign_json_refuses_what_has_no_canonical_form(value: Any) -> None:
+    """A lone surrogate, a float, an integer out of range or a non-string key is refused
+    before anything is signed (issue 22: one walk and one encoding, the surrogate caught
+    by the encoder)."""
+    with pytest.raises(CanonicalJsonError):
+        sign_json({"a": value}, "domain", SPEC_KEY)
+
+
 def test_tampered_object_fails_verification() -> None:
     """Changing a signed field makes verification fail."""
     signed = sign_json({"one": 1}, "domain", SPEC_KEY)
