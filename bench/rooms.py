@@ -658,9 +658,10 @@ def run_throughput(
     messages: int, workers: int, log: Any, profile: Path | None = None
 ) -> dict[str, Any]:
     """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile).
-    With ``profile``, B runs under cProfile during the queued drain only (SIGUSR1/SIGUSR2,
-    PROFILED_RUN): the dump is copied to ``profile`` and summarised (the rates are then
-    the profiled ones, slower than without)."""
+    With ``profile``, A and B run under cProfile during the queued drain only
+    (SIGUSR1/SIGUSR2, PROFILED_RUN): the dumps are copied beside ``profile``
+    (``NAME-receiver.prof``, ``NAME-sender.prof``) and summarised (the rates are then the
+    profiled ones, slower than without)."""
     out: dict[str, Any] = {
         "messages": messages,
         "control_workers": workers,
@@ -672,7 +673,7 @@ def run_throughput(
             " control requests feed"
         ),
     }
-    with stubs("a", "b", profiled=("b",) if profile else ()) as (a, b):
+    with stubs("a", "b", profiled=("a", "b") if profile else ()) as (a, b):
         room = a.control.call(
             "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
         )["room_id"]
@@ -711,6 +712,7 @@ def run_throughput(
             created = send_many(a.http, room, messages, workers, "queued")
         finally:
             if profile:
+                a.process.send_signal(signal.SIGUSR1)
                 b.process.send_signal(signal.SIGUSR1)
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
@@ -718,14 +720,17 @@ def run_throughput(
             b, room, position, "queued", count=messages, timeout=10 * WAIT_S
         )
         if profile:
-            b.process.send_signal(signal.SIGUSR2)
-            deadline = time.monotonic() + WAIT_S
-            while not b.profile_path.exists():  # written whole, then renamed
-                if time.monotonic() > deadline:
-                    raise TimeoutError("no profile from B")
-                time.sleep(0.05)
-            profile.write_bytes(b.profile_path.read_bytes())
-            out["profile"] = profile_summary(profile, messages)
+            out["profile"] = {}
+            for stub, role in ((b, "receiver"), (a, "sender")):
+                stub.process.send_signal(signal.SIGUSR2)
+                deadline = time.monotonic() + WAIT_S
+                while not stub.profile_path.exists():  # written whole, then renamed
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no profile from the {role}")
+                    time.sleep(0.05)
+                path = profile.with_name(f"{profile.stem}-{role}{profile.suffix}")
+                path.write_bytes(stub.profile_path.read_bytes())
+                out["profile"][role] = profile_summary(path, messages)
         requests_at, sizes = send_sizes(b, requests_at)
         total = last - t0
         out["queued"] = {
@@ -876,8 +881,8 @@ def main(argv: Sequence[str]) -> int:
         "--profile",
         type=Path,
         default=None,
-        help="throughput: run B under cProfile during the queued drain, dump it here and"
-        " summarise it (us per PDU) in the results",
+        help="throughput: run A and B under cProfile during the queued drain, dump them"
+        " beside this path (-receiver, -sender) and summarise them (us per PDU)",
     )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
