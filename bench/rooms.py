@@ -505,6 +505,12 @@ runpy.run_module("stubserver", run_name="__main__", alter_sys=True)
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -714,11 +720,13 @@ def run_throughput(
             if profile:
                 a.process.send_signal(signal.SIGUSR1)
                 b.process.send_signal(signal.SIGUSR1)
+            cpu0 = cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
         position, last, outcomes = wait_for_messages(
             b, room, position, "queued", count=messages, timeout=10 * WAIT_S
         )
+        cpu = cpu_seconds(a.process.pid) - cpu0[0], cpu_seconds(b.process.pid) - cpu0[1]
         if profile:
             out["profile"] = {}
             for stub, role in ((b, "receiver"), (a, "sender")):
@@ -737,6 +745,11 @@ def run_throughput(
             "a_created_s": round(created, 3),
             "b_drain_s": round(total, 3),
             "b_rate_per_s": round(messages / total),
+            # CPU time during the drain (1/100 s ticks; B's includes answering the
+            # benchmark's long-poll): PDUs per CPU second is B's intake on one core.
+            "a_cpu_s": round(cpu[0], 2),
+            "b_cpu_s": round(cpu[1], 2),
+            "b_pdus_per_cpu_s": round(messages / cpu[1]) if cpu[1] else None,
             "outcomes_at_b": outcomes,
             "send_sizes": size_summary(sizes),
             "note": "the first transaction (in flight when B was stopped) may be smaller",
