@@ -115,11 +115,11 @@ def soft_failure(ctx: Context, version: str) -> None:
     )
 
 
-def _txn_id() -> str:
+def transaction_id() -> str:
     return f"conformance-{secrets.token_hex(8)}"
 
 
-def _put_transaction(ctx: Context, txn_id: str, pdus: list[Any], edus: list[Any]) -> Any:
+def put_transaction(ctx: Context, txn_id: str, pdus: list[Any], edus: list[Any]) -> Any:
     """PUT one transaction, again while the answer is 429: a homeserver may take one
     transaction per origin at a time (Synapse does), and our peer sends its own too."""
     deadline = time.monotonic() + FEDERATION_WAIT_SECONDS
@@ -153,7 +153,7 @@ def too_many_pdus(ctx: Context, version: str) -> None:
     """A transaction of 51 PDUs (the limit is 50) is refused with 400."""
     room_id = ctx.join_homeserver_room(version)
     pdus = [pdu for _, pdu in _withheld_pdus(ctx, room_id, MAX_PDUS + 1)]
-    answer = _put_transaction(ctx, _txn_id(), pdus, [])
+    answer = put_transaction(ctx, transaction_id(), pdus, [])
     expect(f"a transaction of {MAX_PDUS + 1} PDUs (answer {answer.body})", 400, answer.status)
 
 
@@ -167,7 +167,7 @@ def too_many_edus(ctx: Context) -> None:
             "typing": False,
         },
     }
-    answer = _put_transaction(ctx, _txn_id(), [], [edu] * (MAX_EDUS + 1))
+    answer = put_transaction(ctx, transaction_id(), [], [edu] * (MAX_EDUS + 1))
     expect(f"a transaction of {MAX_EDUS + 1} EDUs (answer {answer.body})", 400, answer.status)
 
 
@@ -192,10 +192,10 @@ def retried_transaction(ctx: Context, version: str) -> None:
     answers the first answer again and drops them, Dendrite 0.13.8 processes them."""
     room_id = ctx.join_homeserver_room(version)
     ((event_id, pdu),) = _withheld_pdus(ctx, room_id, 1)
-    txn = _txn_id()
-    expect_handled("the transaction", _put_transaction(ctx, txn, [pdu], []), event_id)
+    txn = transaction_id()
+    expect_handled("the transaction", put_transaction(ctx, txn, [pdu], []), event_id)
     ctx.wait_visible(room_id, event_id, "the transaction's event")
-    expect_handled("the retried transaction", _put_transaction(ctx, txn, [pdu], []), event_id)
+    expect_handled("the retried transaction", put_transaction(ctx, txn, [pdu], []), event_id)
     marker = ctx.send_text(room_id, "marker after the retry")
     ctx.wait_visible(room_id, marker, "the marker sent after the retried transaction")
     ctx.wait_visible(room_id, event_id, "the retried transaction's event")

@@ -18,6 +18,12 @@ pytestmark = pytest.mark.interop
 #: names them (each line there says what the spec says).
 KNOWN_DEVIATIONS = [
     "auth.other_destination_refused",
+    "invites.its_invite_room_state_holds_the_create_event/v10",
+    "invites.its_invite_room_state_holds_the_create_event/v11",
+    "knocks.hand_built_knock_accepted/v10",
+    "knocks.hand_built_knock_accepted/v11",
+    "knocks_restricted.hand_built_knock_accepted/v10",
+    "knocks_restricted.hand_built_knock_accepted/v11",
     "serving.get_missing_events_limit/v10",
     "serving.get_missing_events_limit/v11",
     "serving.refused_to_a_server_not_in_the_room/v10",
@@ -30,7 +36,10 @@ def test_every_conformance_test_passes_against_dendrite(
 ) -> None:
     """Every test of the suite runs against Dendrite for v10 and v11 and passes (exit 0),
     but those the shipped expected-failures file ``dendrite`` names, which fail as
-    expected; the JSON has the documented shape, and the JUnit file lists every test."""
+    expected, and the refusal tests over a baseline among them, skipped without a verdict
+    (the six ``send_knock`` refusals per join rule and version: Dendrite has no knocking,
+    so there is nothing to refuse); the JSON has the documented shape, and the JUnit file
+    lists every test."""
     run_whole_suite(
         dendrite_env,
         "dendrite",
