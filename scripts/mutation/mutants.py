@@ -15,6 +15,7 @@ the top; what a replacement needs from Synapse it imports when it runs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import time
 from collections.abc import Callable
@@ -233,6 +234,60 @@ def _drop_messages(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     transaction.pdus[:] = [p for p in transaction.pdus if p.get("type") != "m.room.message"]
 
 
+def _soft_failure_as_rejection(original: Any) -> Any:
+    """FederationEventHandler._check_for_soft_fail(self, event, context, origin): an
+    event it soft-fails is rejected instead."""
+
+    async def replacement(self: Any, event: Any, context: Any, origin: str) -> Any:
+        await original(self, event, context, origin)
+        if event.internal_metadata.is_soft_failed():
+            event.internal_metadata.soft_failed = False
+            context.rejected = _synapse("synapse.api.constants").RejectedReason.AUTH_ERROR
+
+    return replacement
+
+
+def _rejection_as_soft_failure(original: Any) -> Any:
+    """FederationEventHandler._check_event_auth(self, origin, event, context): an event it
+    rejects is soft-failed instead (kept in the graph and in the state)."""
+
+    async def replacement(self: Any, origin: Any, event: Any, context: Any) -> Any:
+        await original(self, origin, event, context)
+        if context.rejected:
+            context.rejected = None
+            event.internal_metadata.soft_failed = True
+
+    return replacement
+
+
+def _power_blind_resolution(original: Any) -> Any:
+    """state.v2._iterative_auth_checks(clock, room_id, room_version, event_ids,
+    base_state, event_map, state_res_store): every event applied in the order given,
+    none checked (the order of the algorithm kept, its auth checks skipped)."""
+    signature = inspect.signature(original)
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs).arguments
+        state = dict(bound["base_state"])
+        for event_id in bound["event_ids"]:
+            event = bound["event_map"].get(event_id)
+            if event is not None and event.is_state():
+                state[(event.type, event.state_key)] = event_id
+        return state
+
+    return replacement
+
+
+def _redactions_withheld(original: Any) -> Any:
+    """FederationSender._send_pdu(self, pdu, destinations): redactions go nowhere."""
+
+    async def replacement(self: Any, pdu: Any, destinations: Any) -> Any:
+        if pdu.type != "m.room.redaction":
+            await original(self, pdu, destinations)
+
+    return replacement
+
+
 def _raise(original: Any) -> Any:
     async def replacement(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("mutant: not asked")
@@ -249,6 +304,72 @@ def _trim(field: str, limit: int) -> Callable[[tuple[Any, ...], dict[str, Any]],
         data[field] = list(data.get(field) or [])[:limit]
 
     return change
+
+
+def _split(field: str, limit: int) -> Factory:
+    """FederationServer.on_incoming_transaction(self, origin, txn_id, destination, data):
+    a transaction over the limit taken whole, as two within it (the rest under an ID of
+    its own); the first one's answer."""
+
+    def make(original: Any) -> Any:
+        async def replacement(
+            self: Any, origin: str, txn_id: str, destination: str, data: Any
+        ) -> Any:
+            items = list(data.get(field) or [])
+            if len(items) <= limit:
+                return await original(self, origin, txn_id, destination, data)
+            first = await original(
+                self, origin, txn_id, destination, {**data, field: items[:limit]}
+            )
+            rest = {**data, field: items[limit:]}
+            await original(self, origin, f"{txn_id}~rest", destination, rest)
+            return first
+
+        return replacement
+
+    return make
+
+
+def _spoiled_by_one_bad_pdu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """FederationServer.on_incoming_transaction(self, origin, txn_id, destination, data):
+    a transaction with one PDU without a ``type`` loses all its PDUs."""
+    data = args[4]
+    pdus = list(data.get("pdus") or [])
+    if any(not isinstance(p, dict) or "type" not in p for p in pdus):
+        data["pdus"] = []
+
+
+def _sync_never_limited(self: Any, batch: Any) -> Any:
+    """SyncHandler._load_filtered_recents: the timeline batch says it is not limited."""
+    return importlib.import_module("attr").evolve(batch, limited=False)
+
+
+def _messages_reversed(self: Any, result: Any) -> Any:
+    """PaginationHandler.get_messages: the page's events in the opposite order."""
+    chunk = list(reversed(result.messages_chunk))
+    return importlib.import_module("attr").evolve(result, messages_chunk=chunk)
+
+
+def _history_redacted(original: Any) -> Any:
+    """filter_events_for_server: every m.room.message served redacted (its content
+    stripped), whatever the room's history visibility."""
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        events = await original(*args, **kwargs)
+        prune = _synapse("synapse.events.utils").prune_event
+        return [prune(e) if e.type == "m.room.message" else e for e in events]
+
+    return replacement
+
+
+def _history_unfiltered(original: Any) -> Any:
+    """filter_events_for_server: the events served as they are, whatever the room's
+    history visibility."""
+
+    async def replacement(storage: Any, target: str, local: str, events: Any, **kwargs: Any) -> Any:
+        return list(events)
+
+    return replacement
 
 
 def _retries_refused(original: Any) -> Any:
@@ -425,6 +546,148 @@ WRONG_MEMBERSHIP_EVENTS = (
     "knocks.send_knock_*_refused/v*",
     "knocks_restricted.send_knock_*_refused/v*",
 )
+
+
+# ------------------------------------------------------- issue 20: devices, ACLs, queries
+
+
+def _speaking_for(user_of: Callable[[Any], str | None]) -> Factory:
+    """An EDU handler ``(self, origin, content)`` called as if the EDU came from the
+    server of the user it names (``user_of(content)``): the origin check always passes."""
+
+    def make(original: Any) -> Any:
+        async def replacement(self: Any, origin: str, content: Any) -> Any:
+            user_id = user_of(content)
+            claimed = user_id.split(":", 1)[1] if user_id and ":" in user_id else origin
+            return await original(self, claimed, content)
+
+        return replacement
+
+    return make
+
+
+def _typing_user(content: Any) -> str | None:
+    return content.get("user_id") if isinstance(content, dict) else None
+
+
+def _first_receipt_user(content: Any) -> str | None:
+    for kinds in (content or {}).values():
+        for readers in (kinds or {}).values():
+            for user_id in readers or {}:
+                return str(user_id)
+    return None
+
+
+def _edus_without(edu_type: str) -> Callable[[Any, Any], Any]:
+    """A per-destination queue's ``(edus, stream_id)`` without the EDUs of ``edu_type``
+    (taken from the stream all the same: they are lost)."""
+
+    def change(self: Any, result: Any) -> Any:
+        edus, stream_id = result
+        return [e for e in edus if e.edu_type != edu_type], stream_id
+
+    return change
+
+
+def _devices_without_keys(self: Any, result: Any) -> Any:
+    """``/user/devices`` with every device's keys left out."""
+    status, body = result
+    for device in body.get("devices", []):
+        device.pop("keys", None)
+    return status, body
+
+
+def _device_keys_unsigned(self: Any, result: Any) -> Any:
+    """``/user/keys/query`` with the devices' self-signatures left out."""
+    status, body = result
+    for devices in body.get("device_keys", {}).values():
+        for keys in devices.values():
+            keys.pop("signatures", None)
+    return status, body
+
+
+def _no_one_time_keys(self: Any, result: Any) -> Any:
+    return {"one_time_keys": {}}
+
+
+def _bad_origin_accepted(original: Any) -> Any:
+    """A request whose X-Matrix origin ends in ``:http`` is taken as coming from there,
+    unchecked."""
+
+    async def replacement(self: Any, request: Any, content: Any) -> Any:
+        header = request.requestHeaders.getRawHeaders(b"Authorization") or [b""]
+        found = re.search(rb'origin="?([^",]+:http)"?', header[0])
+        if found:
+            return found.group(1).decode("ascii")
+        return await original(self, request, content)
+
+    return replacement
+
+
+def _without(field: str) -> Callable[[Any, Any], Any]:
+    """A change of a JSON answer: ``field`` left out."""
+
+    def change(self: Any, result: Any) -> Any:
+        return {k: v for k, v in result.items() if k != field}
+
+    return change
+
+
+def _chunk_without(field: str) -> Callable[[Any, Any], Any]:
+    """A public room list whose entries lack ``field``."""
+
+    def change(self: Any, result: Any) -> Any:
+        for entry in result.get("chunk", []):
+            entry.pop(field, None)
+        return result
+
+    return change
+
+
+def _no_search_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    kwargs["search_filter"] = None
+
+
+def _hierarchy_without_children(self: Any, result: Any) -> Any:
+    return {**result, "children": []}
+
+
+def _flipped_direction(original: Any) -> Any:
+    """The event nearest the time, looked for in the other direction."""
+
+    async def replacement(self: Any, room_id: str, timestamp: int, direction: Any) -> Any:
+        flipped = type(direction)("b" if direction.value == "f" else "f")
+        return await original(self, room_id, timestamp, flipped)
+
+    return replacement
+
+
+def _media_as_client_download(original: Any) -> Any:
+    """The federation download answered as the client API's plain download (not
+    multipart)."""
+
+    async def replacement(
+        self: Any, origin: Any, content: Any, request: Any, media_id: str
+    ) -> None:
+        await self.media_repo.get_local_media(request, media_id, None, 20_000)
+
+    return replacement
+
+
+def _media_without_auth(original: Any) -> Any:
+    """An unsigned request to the federation media endpoints is taken as one from a
+    made-up origin."""
+
+    async def replacement(self: Any, request: Any, content: Any) -> Any:
+        path = request.path.decode("ascii", "replace")
+        if path.startswith(
+            "/_matrix/federation/v1/media/"
+        ) and not request.requestHeaders.hasHeader(b"Authorization"):
+            return "anyone.test"
+        return await original(self, request, content)
+
+    return replacement
+
 
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
@@ -695,6 +958,56 @@ MUTANTS: tuple[Mutant, ...] = (
         ("messages.it_fills_a_deep_gap/v*",),
         "the event after the deep gap",
     ),
+    Mutant(
+        "pulled_events_dropped",
+        "the events it fetches to fill a gap are taken into the room",
+        f"{EVENT_HANDLER}._process_pulled_events",
+        _async_returning(None),
+        (
+            "gaps.chain_filled_in_order/v*",
+            "gaps.partition_ordering/v*",
+            "gaps.sync_timeline_limited/v*",
+        ),
+        "the last event of the chain",
+    ),
+    Mutant(
+        "messages_reversed",
+        "/messages pages back in the room's order",
+        "synapse.handlers.pagination:PaginationHandler.get_messages",
+        _async_after(_messages_reversed),
+        ("gaps.chain_filled_in_order/v*", "gaps.partition_ordering/v*"),
+        "the chain in its client's /messages",
+    ),
+    Mutant(
+        "sync_never_limited",
+        "a /sync timeline cut by its limit (or a gap) says limited",
+        "synapse.handlers.sync:SyncHandler._load_filtered_recents",
+        _async_after(_sync_never_limited),
+        ("gaps.sync_timeline_limited/v*",),
+        "/sync timeline's limited",
+    ),
+    Mutant(
+        "history_redacted",
+        "shared and world_readable history is served whole to a member",
+        "synapse.handlers.federation:filter_events_for_server",
+        _history_redacted,
+        (
+            "serving.history_visibility_shared/v*",
+            "serving.history_visibility_world_readable/v*",
+        ),
+        "the message served with its content",
+    ),
+    Mutant(
+        "history_unfiltered",
+        "history before the join is not served when visibility is invited or joined",
+        "synapse.handlers.federation:filter_events_for_server",
+        _history_unfiltered,
+        (
+            "serving.history_visibility_invited/v*",
+            "serving.history_visibility_joined/v*",
+        ),
+        "the message left out, refused or redacted",
+    ),
     # ---------------------------------------------------------------- PDU checks
     Mutant(
         "pdu_signatures_unchecked",
@@ -731,19 +1044,43 @@ MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- transactions
     Mutant(
         "pdu_limit_ignored",
-        "a transaction of more than 50 PDUs is refused",
+        "a transaction of more than 50 PDUs is not processed whole",
         f"{FED_SERVER}.on_incoming_transaction",
-        _async_before(_trim("pdus", 50)),
-        ("transactions.51_pdus_refused/v*",),
-        "expected 400, got 200",
+        _split("pdus", 50),
+        ("transactions.51_pdus_not_processed_whole/v*",),
+        "not processed as a whole",
     ),
     Mutant(
         "edu_limit_ignored",
-        "a transaction of more than 100 EDUs is refused",
+        "a transaction of more than 100 EDUs is not processed whole",
         f"{FED_SERVER}.on_incoming_transaction",
-        _async_before(_trim("edus", 100)),
-        ("transactions.101_edus_refused",),
-        "expected 400, got 200",
+        _split("edus", 100),
+        ("transactions.101_edus_not_processed_whole/v*",),
+        "not processed as a whole",
+    ),
+    Mutant(
+        "pdu_limit_below_50",
+        "a transaction of 50 PDUs is processed whole",
+        f"{FED_SERVER}.on_incoming_transaction",
+        _async_before(_trim("pdus", 49)),
+        ("transactions.50_pdus_processed/v*",),
+        "the 50 PDUs of a transaction",
+    ),
+    Mutant(
+        "edu_limit_below_100",
+        "a transaction of 100 EDUs is processed whole",
+        f"{FED_SERVER}.on_incoming_transaction",
+        _async_before(_trim("edus", 99)),
+        ("transactions.100_edus_processed/v*",),
+        "our user typing (the last of 100 EDUs)",
+    ),
+    Mutant(
+        "one_bad_pdu_spoils_all",
+        "one malformed PDU does not stop the others of its transaction",
+        f"{FED_SERVER}.on_incoming_transaction",
+        _async_before(_spoiled_by_one_bad_pdu),
+        ("transactions.one_malformed_pdu_others_processed/v*",),
+        "good PDU 1 beside the malformed one",
     ),
     Mutant(
         "retries_refused",
@@ -752,6 +1089,72 @@ MUTANTS: tuple[Mutant, ...] = (
         _retries_refused,
         ("transactions.retry_answered/v*",),
         "the retried transaction's status",
+    ),
+    # ---------------------------------------------------------------- event auth
+    Mutant(
+        "rejection_soft_fails",
+        "a rejected event never counts: an event whose auth events name it is rejected",
+        f"{EVENT_HANDLER}._check_event_auth",
+        _rejection_as_soft_failure,
+        ("pdus.unauthorized_event_rejected/v*",),
+        "our message whose auth_events name the rejected event, as its client sees it",
+    ),
+    Mutant(
+        "soft_failure_rejects",
+        "a soft-failed state event still takes part in state resolution",
+        f"{EVENT_HANDLER}._check_for_soft_fail",
+        _soft_failure_as_rejection,
+        ("softfail.state_event_resolved_into_state/v*",),
+        "its client's room state after the merge",
+    ),
+    Mutant(
+        "federated_auth_rules_skipped",
+        "an event (or an auth event it fetches) that fails the auth rules is rejected",
+        "synapse.handlers.federation_event:check_state_dependent_auth_rules",
+        _sync_returning(None),
+        ("rejection.rejected_auth_event_fetched/v*",),
+        "our message whose auth event it fetched and must reject, as its client sees it",
+    ),
+    Mutant(
+        "state_resolution_power_blind",
+        "state resolution v2 (v2.1) checks each event against the state resolved so far",
+        "synapse.state.v2:_iterative_auth_checks",
+        _power_blind_resolution,
+        ("stateres.fork_resolved/v*",),
+        "its client's room state after the merge",
+    ),
+    Mutant(
+        "auth_events_not_fetched",
+        "the auth events it lacks are fetched from the sender",
+        f"{EVENT_HANDLER}._get_remote_auth_chain_for_event",
+        _async_returning(None),
+        ("rejection.accepted_auth_event_fetched/v*",),
+        "our message whose auth event it must fetch",
+    ),
+    Mutant(
+        "event_auth_short",
+        "/event_auth serves the whole auth chain",
+        f"{FED_SERVER}.on_event_auth",
+        _async_after(lambda self, answer: (answer[0], {"auth_chain": answer[1]["auth_chain"][1:]})),
+        ("serving.event_auth/v*",),
+        "the auth chain of",
+    ),
+    # ---------------------------------------------------------------- redactions
+    Mutant(
+        "redactions_not_applied",
+        "a redacted event is served redacted",
+        "synapse.storage.databases.main.events_worker:EventsWorkerStore._maybe_redact_event_row",
+        _sync_returning(None),
+        ("redaction.ours_applied/v*",),
+        "our redacted message",
+    ),
+    Mutant(
+        "redactions_not_sent",
+        "its users' redactions go to the servers in the room",
+        "synapse.federation.sender:FederationSender._send_pdu",
+        _redactions_withheld,
+        ("redaction.its_redaction_reaches_us/v*", "redaction.of_unknown_event_sent/v*"),
+        "waiting for",
     ),
     # ---------------------------------------------------------------- EDUs
     Mutant(
@@ -785,6 +1188,175 @@ MUTANTS: tuple[Mutant, ...] = (
         _async_returning(None),
         ("edus.our_receipt_reaches_it/v*",),
         "our receipt in its client's /sync",
+    ),
+    # ------------------------------------------------- issue 20: devices, ACLs, queries
+    Mutant(
+        "acl_ignored",
+        "PDUs and EDUs from a server the room's ACL denies are not taken",
+        "synapse.federation.federation_server:FederationServer.check_server_matches_acl",
+        _async_returning(None),
+        ("acl.denied_pdu_refused/v*", "acl.denied_edus_dropped/v*"),
+        "the denied PDU's result in the answer: expected an error",
+    ),
+    Mutant(
+        "typing_for_any_server",
+        "a typing EDU for a user of another server is ignored",
+        "synapse.handlers.typing:TypingWriterHandler._recv_edu",
+        _speaking_for(_typing_user),
+        ("edus.typing_of_its_user_from_us_ignored/v*",),
+        "expected ignored, got shown typing",
+    ),
+    Mutant(
+        "receipt_for_any_server",
+        "a receipt EDU for a user of another server is ignored",
+        "synapse.handlers.receipts:ReceiptsHandler._received_remote_receipt",
+        _speaking_for(_first_receipt_user),
+        ("edus.receipt_of_its_user_from_us_ignored/v*",),
+        "expected ignored, got shown",
+    ),
+    Mutant(
+        "device_list_updates_dropped",
+        "its users' device list updates go to the servers sharing a room",
+        "synapse.federation.sender.per_destination_queue:PerDestinationQueue._get_device_update_edus",
+        _async_after(_edus_without("m.device_list_update")),
+        ("devices.its_device_list_update_reaches_us",),
+        "waiting for an EDU 'm.device_list_update'",
+    ),
+    Mutant(
+        "to_device_not_sent",
+        "its users' to-device messages go to the server of the device",
+        "synapse.federation.sender.per_destination_queue:PerDestinationQueue._get_to_device_message_edus",
+        _async_after(_edus_without("m.direct_to_device")),
+        ("to_device.its_message_reaches_us",),
+        "waiting for an EDU 'm.direct_to_device'",
+    ),
+    Mutant(
+        "device_list_update_ignored",
+        "a device list update EDU is taken (the device list fetched, its clients told)",
+        "synapse.handlers.device:DeviceListUpdater.incoming_device_list_update",
+        _async_returning(None),
+        ("devices.our_device_list_update_reaches_it",),
+        "our user in its /sync device_lists.changed",
+    ),
+    Mutant(
+        "user_devices_without_keys",
+        "/user/devices gives each device's keys",
+        "synapse.federation.federation_server:FederationServer.on_query_user_devices",
+        _async_after(_devices_without_keys),
+        ("devices.user_devices_served",),
+        "the device's keys (as its own client reads them)",
+    ),
+    Mutant(
+        "keys_query_unsigned",
+        "/user/keys/query gives the device keys as signed",
+        "synapse.federation.federation_server:FederationServer.on_query_client_keys",
+        _async_after(_device_keys_unsigned),
+        ("devices.keys_query_served",),
+        "the device's keys (as its own client reads them)",
+    ),
+    Mutant(
+        "keys_claim_empty",
+        "/user/keys/claim hands out an uploaded one-time key",
+        "synapse.federation.federation_server:FederationServer.on_claim_client_keys",
+        _async_after(_no_one_time_keys),
+        ("devices.keys_claim_served",),
+        "the one-time key we uploaded, claimed",
+    ),
+    Mutant(
+        "to_device_ignored",
+        "a to-device EDU reaches the device it names",
+        "synapse.handlers.devicemessage:DeviceMessageHandler.on_direct_to_device_edu",
+        _async_returning(None),
+        ("to_device.our_message_reaches_it",),
+        "our to-device message in its /sync to_device",
+    ),
+    Mutant(
+        "presence_not_sent",
+        "its users' presence goes to the servers sharing a room",
+        "synapse.federation.sender:FederationSender.send_presence_to_destinations",
+        _async_returning(None),
+        ("presence.its_presence_reaches_us",),
+        "waiting for an EDU 'm.presence'",
+    ),
+    Mutant(
+        "presence_ignored",
+        "a presence EDU is shown to its clients",
+        "synapse.handlers.presence:PresenceHandler.incoming_presence",
+        _async_returning(None),
+        ("presence.our_presence_reaches_it",),
+        "our user's presence in its /sync presence",
+    ),
+    Mutant(
+        "profile_without_displayname",
+        "/query/profile gives the user's display name",
+        "synapse.handlers.profile:ProfileHandler.on_profile_query",
+        _async_after(_without("displayname")),
+        ("queries.profile_served",),
+        "the profile's displayname",
+    ),
+    Mutant(
+        "bad_origin_accepted",
+        "a request whose origin is no valid server name (a port that is not a number) is refused",
+        "synapse.federation.transport.server._base:Authenticator.authenticate_request",
+        _bad_origin_accepted,
+        ("queries.profile_from_bad_origin_refused",),
+        "expected a 4xx refusal, got 200",
+    ),
+    Mutant(
+        "alias_without_servers",
+        "/query/directory names the servers in the room",
+        "synapse.handlers.directory:DirectoryHandler.on_directory_query",
+        _async_after(_set("servers", [])),
+        ("queries.alias_resolved",),
+        "the servers of #",
+    ),
+    Mutant(
+        "public_rooms_without_world_readable",
+        "each public room entry has the fields the spec requires",
+        "synapse.handlers.room_list:RoomListHandler.get_local_public_room_list",
+        _async_after(_chunk_without("world_readable")),
+        ("directory.public_rooms_listed", "directory.public_rooms_filtered"),
+        "the directory entry of",
+    ),
+    Mutant(
+        "public_rooms_unfiltered",
+        "POST /publicRooms applies its filter",
+        "synapse.handlers.room_list:RoomListHandler.get_local_public_room_list",
+        _async_before(_no_search_filter),
+        ("directory.public_rooms_filtered",),
+        "rooms listed without",
+    ),
+    Mutant(
+        "hierarchy_without_children",
+        "/hierarchy lists the space's children",
+        "synapse.handlers.room_summary:RoomSummaryHandler.get_federation_hierarchy",
+        _async_after(_hierarchy_without_children),
+        ("directory.space_hierarchy_served",),
+        "the hierarchy's children",
+    ),
+    Mutant(
+        "timestamp_direction_flipped",
+        "timestamp_to_event looks in the direction asked",
+        "synapse.storage.databases.main.events_worker:EventsWorkerStore.get_event_id_for_timestamp",
+        _flipped_direction,
+        ("directory.timestamp_to_event_served",),
+        "dir=f from",
+    ),
+    Mutant(
+        "media_not_multipart",
+        "the federation media download answers multipart/mixed",
+        "synapse.federation.transport.server.federation:FederationMediaDownloadServlet.on_GET",
+        _media_as_client_download,
+        ("media.download_served",),
+        "multipart/mixed (spec)",
+    ),
+    Mutant(
+        "media_without_auth",
+        "an unsigned federation media request is refused",
+        "synapse.federation.transport.server._base:Authenticator.authenticate_request",
+        _media_without_auth,
+        ("media.unsigned_download_refused",),
+        "the status of an unsigned GET",
     ),
 )
 

@@ -40,27 +40,50 @@ VersionTest = Callable[["Context", str], "str | None"]
 AreaEntry = tuple[str, str, VersionTest] | tuple[str, str, VersionTest, tuple[str, ...]]
 
 
+def _bound(f: VersionTest, version: str) -> Callable[[Context], str | None]:
+    """``f`` run in room version ``version``."""
+
+    def run(ctx: Context) -> str | None:
+        return f(ctx, version)
+
+    return run
+
+
 def per_version(
     area: Sequence[AreaEntry], versions: Sequence[str]
 ) -> list[ConformanceTest[Context]]:
     """One test per (room version, entry of ``area``): id ``name/vN``, in version order;
     an entry's baselines become ``depends_on`` of the same version."""
 
-    def bound(f: VersionTest, version: str) -> Callable[[Context], str | None]:
-        def run(ctx: Context) -> str | None:
-            return f(ctx, version)
-
-        return run
-
     return [
         ConformanceTest(
             f"{entry[0]}/v{v}",
             entry[1],
             v,
-            bound(entry[2], v),
+            _bound(entry[2], v),
             depends_on=tuple(f"{d}/v{v}" for d in (entry[3] if len(entry) > 3 else ())),
         )
         for v in versions
+        for entry in area
+    ]
+
+
+def once_in_newest(
+    area: Sequence[AreaEntry], versions: Sequence[str]
+) -> list[ConformanceTest[Context]]:
+    """One test per entry of ``area``, for behaviour the room version does not change:
+    run in the newest of ``versions``, id without ``/vN``, ``room_version`` None; an
+    entry's baselines are ids of the same kind (none when ``versions`` is empty)."""
+    if not versions:
+        return []
+    return [
+        ConformanceTest(
+            entry[0],
+            entry[1],
+            None,
+            _bound(entry[2], versions[-1]),
+            depends_on=entry[3] if len(entry) > 3 else (),
+        )
         for entry in area
     ]
 
@@ -257,15 +280,17 @@ class Context:
         *,
         key: ServerSigningKey | None,
         destination: str | None = None,
+        origin: str | None = None,
         body: Any = None,
         timeout: float = forged.REQUEST_TIMEOUT_SECONDS,
     ) -> tuple[int, Any]:
         """One request of ours straight to its federation API (``forged``), signed with
-        ``key`` (None: unsigned) for ``destination`` (default: its name); status and body."""
+        ``key`` (None: unsigned) as ``origin`` (default: the peer's name) for
+        ``destination`` (default: its name); status and body."""
         headers = forged.authorization(
             method,
             path,
-            origin=self.peer.server_name,
+            origin=origin or self.peer.server_name,
             destination=destination or self.server_name,
             key=key,
             content=body,
@@ -279,6 +304,19 @@ class Context:
             headers=headers,
             body=body,
             timeout=timeout,
+        )
+
+    def raw_bytes(
+        self, method: str, path: str, *, key: ServerSigningKey | None
+    ) -> tuple[int, str, bytes]:
+        """One GET-like request of ours straight to its federation API, signed with ``key``
+        (None: unsigned): status, Content-Type and the body's bytes (media answers)."""
+        headers = forged.authorization(
+            method, path, origin=self.peer.server_name, destination=self.server_name, key=key
+        )
+        files = self.ca_files + self.peer_config_ca_files()
+        return forged.exchange(
+            self.target(), forged.tls_context(files), method, path, headers=headers
         )
 
     def peer_user_id(self, localpart: str = PEER_USER) -> str:

@@ -113,7 +113,7 @@ def authorization(
     return {"Authorization": header.decode("ascii")}
 
 
-def send(
+def exchange(
     target: Target,
     context: ssl.SSLContext,
     method: str,
@@ -122,9 +122,10 @@ def send(
     headers: dict[str, str],
     body: Any = None,
     timeout: float = REQUEST_TIMEOUT_SECONDS,
-) -> tuple[int, Any]:
-    """One request; its status and JSON body (None when not JSON). OSError or
-    http.client.HTTPException when no answer came within ``timeout`` s."""
+) -> tuple[int, str, bytes]:
+    """One request; its status, Content-Type and body bytes (at most
+    :data:`MAX_ANSWER_BYTES`). OSError or http.client.HTTPException when no answer came
+    within ``timeout`` s."""
     connection = _TargetConnection(target, context, timeout)
     all_headers = {"Host": target.host_header, **headers}
     payload = None
@@ -137,7 +138,25 @@ def send(
         data = response.read(MAX_ANSWER_BYTES)
     finally:
         connection.close()
+    return response.status, response.getheader("Content-Type") or "", data
+
+
+def send(
+    target: Target,
+    context: ssl.SSLContext,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    body: Any = None,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
+) -> tuple[int, Any]:
+    """One request; its status and JSON body (None when not JSON). OSError or
+    http.client.HTTPException when no answer came within ``timeout`` s."""
+    status, _, data = exchange(
+        target, context, method, path, headers=headers, body=body, timeout=timeout
+    )
     try:
-        return response.status, json.loads(data) if data else None
+        return status, json.loads(data) if data else None
     except ValueError:
-        return response.status, None
+        return status, None

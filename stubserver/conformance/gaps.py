@@ -26,7 +26,8 @@ DEFAULT_MISSING_EVENTS_LIMIT: Final = 10
 @dataclass(frozen=True)
 class GapRequests:
     """What the requests (answered 200) for one room show: ``get_missing_events``
-    limits, event IDs fetched one by one, and whether its state was asked."""
+    limits (one per walk: the largest of the calls with the same ``latest_events`` and
+    ``earliest_events``), event IDs fetched one by one, and whether its state was asked."""
 
     missing_events_limits: tuple[int, ...]
     fetched: frozenset[str]
@@ -40,9 +41,21 @@ def _segments(entry: Mapping[str, Any]) -> list[str]:
     return [unquote(s) for s in path[len(FEDERATION) :].split("/")]
 
 
+def _walk_start(content: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Where a get_missing_events walk starts and stops: the same two sets asked again
+    walk over the same events (a retry), so only the largest limit of them counts."""
+
+    def ids(key: str) -> tuple[str, ...]:
+        value = content.get(key)
+        return tuple(sorted(str(v) for v in value)) if isinstance(value, list) else ()
+
+    return ids("latest_events"), ids("earliest_events")
+
+
 def gap_requests(requests: Sequence[Mapping[str, Any]], room_id: str) -> GapRequests:
     """Read the peer's request log for ``room_id``'s gap (pure)."""
     limits: list[int] = []
+    walks: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
     fetched: set[str] = set()
     state: list[str] = []
     for entry in requests:
@@ -54,8 +67,15 @@ def gap_requests(requests: Sequence[Mapping[str, Any]], room_id: str) -> GapRequ
         endpoint, subject = segments
         if endpoint == "get_missing_events" and subject == room_id:
             content = entry.get("content")
-            limit = content.get("limit") if isinstance(content, dict) else None
-            limits.append(limit if isinstance(limit, int) else DEFAULT_MISSING_EVENTS_LIMIT)
+            content = content if isinstance(content, dict) else {}
+            limit = content.get("limit")
+            limit = limit if isinstance(limit, int) else DEFAULT_MISSING_EVENTS_LIMIT
+            start = _walk_start(content)
+            if start in walks:
+                limits[walks[start]] = max(limits[walks[start]], limit)
+            else:
+                walks[start] = len(limits)
+                limits.append(limit)
         elif endpoint == "event":
             fetched.add(subject)
         elif endpoint in ("state_ids", "state") and subject == room_id:

@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from typing import Final
 
 from stubserver.conformance import (
+    suite_auth,
+    suite_devices,
     suite_edus,
+    suite_gaps,
+    suite_guards,
     suite_invites,
     suite_keys,
     suite_knocks,
@@ -14,6 +18,7 @@ from stubserver.conformance import (
     suite_membership,
     suite_partial_state,
     suite_pdus,
+    suite_queries,
     suite_restricted,
     suite_rooms,
     suite_serving,
@@ -37,11 +42,13 @@ def supported_versions(capabilities: object) -> list[str]:
 
 def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
     """Every test, in report order: keys and auth, then per version rooms, what it serves,
-    membership refusals, PDUs, EDUs."""
+    membership refusals, PDUs, EDUs,
+    spoofed and ACL-denied traffic; then once: devices, keys, to-device, presence, queries."""
     vs = list(versions)
     return [
         *suite_keys.tests(),
         *suite_rooms.tests(vs),
+        *suite_gaps.tests(vs),
         *suite_serving.tests(vs),
         *suite_membership.tests(vs),
         *suite_leaves.tests(vs),
@@ -51,4 +58,8 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_partial_state.tests(vs),
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
+        *suite_auth.tests(vs),
+        *suite_guards.tests(vs),
+        *suite_devices.tests(vs),
+        *suite_queries.tests(vs),
     ]

@@ -31,7 +31,7 @@ from stubserver.conformance.context import (
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
 from stubserver.conformance.serving import served_pdus
 from stubserver.conformance.suite_membership import invite_event
-from stubserver.conformance.suite_pdus import put_transaction, transaction_id
+from stubserver.conformance.suite_pdus import _put_transaction, _txn_id
 from stubserver.conformance.suite_serving import federation_keys
 from stubserver.rooms.hashes import room_id_from_create_event_id
 from stubserver.rooms.versions import room_version
@@ -138,7 +138,7 @@ def we_rescind_our_invite(ctx: Context, version: str) -> str:
         destinations=[],
     )
     pdu = {e.event_id: e.pdu for e in ctx.peer.events(room.room_id)}[kick]
-    answer = put_transaction(ctx, transaction_id(), [pdu], [])
+    answer = _put_transaction(ctx, _txn_id(), [pdu], [])
     what = f"its answer to the transaction of our withdrawal (answer {str(answer.body)[:300]})"
     expect(f"{what}: status", 200, answer.status)
     results = answer.body.get("pdus") if isinstance(answer.body, dict) else None

@@ -9,6 +9,7 @@ Spec: Server-Server API v1.19, "Joining Rooms", "Inviting to a room", "Leaving R
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from stubserver.conformance.context import (
     PEER_USER,
@@ -120,6 +121,30 @@ def its_message_reaches_us(ctx: Context, version: str) -> None:
     expect("its message's body", "hello from the homeserver", event.content.get("body"))
 
 
+def it_sends_into_our_room(ctx: Context, version: str) -> None:
+    """Its user joins a room we host by its alias and sends a message there: the message
+    reaches us in a transaction (``PUT /send``), accepted (Complement's
+    TestOutboundFederationSend)."""
+    alias_local = f"outbound-{secrets.token_hex(4)}"
+    room = ctx.peer.create_room(
+        PEER_USER, room_version=version, alias=alias_local, preset="public_chat"
+    )
+    ctx.user.join(f"#{alias_local}:{ctx.peer.server_name}")
+    text = f"into your room {secrets.token_hex(6)}"
+    event_id = ctx.user.send_message(room.room_id, text)
+    event = ctx.peer.wait_for_event(room.room_id, event_id=event_id)
+    expect_accepted("our verdict on its message in our room", event)
+
+    def carries_it(entry: dict[str, Any]) -> bool:
+        content = entry.get("content")
+        pdus = content.get("pdus") if isinstance(content, dict) else None
+        return any(
+            isinstance(p, dict) and (p.get("content") or {}).get("body") == text for p in pdus or []
+        )
+
+    ctx.peer.wait_for_request("/_matrix/federation/v1/send/", method="PUT", match=carries_it)
+
+
 def our_message_reaches_it(ctx: Context, version: str) -> None:
     """A message we send is readable by its client under the event ID we computed."""
     room_id = ctx.join_homeserver_room(version)
@@ -216,6 +241,7 @@ AREA: list[tuple[str, str, VersionTest]] = [
     ("rooms.we_leave", LEAVING, we_leave),
     ("messages.its_message_reaches_us", TRANSACTIONS, its_message_reaches_us),
     ("messages.our_message_reaches_it", TRANSACTIONS, our_message_reaches_it),
+    ("messages.it_sends_into_our_room", TRANSACTIONS, it_sends_into_our_room),
     ("messages.it_backfills_our_history", BACKFILL, it_backfills),
     ("messages.it_fetches_a_missing_event", BACKFILL, it_fetches_a_missing_event),
     ("messages.it_fills_a_deep_gap", BACKFILL, it_fills_a_deep_gap),

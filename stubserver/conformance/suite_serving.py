@@ -22,6 +22,7 @@ from stubserver.conformance.context import (
     PEER_USER,
     Context,
     VersionTest,
+    client_call,
     expect,
     expect_accepted,
     per_version,
@@ -164,17 +165,32 @@ def it_serves_an_event(ctx: Context, version: str) -> None:
 
 
 def it_serves_an_event_auth_chain(ctx: Context, version: str) -> None:
-    """``/event_auth`` of its message: the message's auth events and theirs,
-    recursively, each well-formed, signed and the same as our copy."""
+    """``/event_auth`` of its message, and of its topic set after it changed the power
+    levels: exactly the event's auth events and theirs, recursively (nothing more: not
+    the event, not its prev_events; Complement's TestEventAuth), each well-formed, signed
+    and the same as our copy. The topic's chain holds both power levels events."""
     room = served_room(ctx, version, 1)
-    at = room.messages[-1]
-    body = fetch(ctx, "its /event_auth", "GET", f"{V1}/event_auth/{q(room.room_id)}/{q(at)}")
-    served = served_pdus(
-        "its /event_auth auth_chain", body.get("auth_chain"), room.version, federation_keys(ctx)
+    levels = client_call(ctx.user, "GET", f"/rooms/{q(room.room_id)}/state/m.room.power_levels/")
+    ctx.user.send_state(
+        room.room_id,
+        "m.room.power_levels",
+        {**levels, "events": {**(levels.get("events") or {}), "m.room.topic": 50}},
     )
-    expect_ids(f"the auth chain of {at}", auth_chain(room.ours, [at], room.version), list(served))
-    for event_id, pdu in served.items():
-        same_event(f"its copy of {event_id}", room.ours[event_id], pdu)
+    topic = ctx.user.send_state(room.room_id, "m.room.topic", {"topic": "auth chain"})
+    expect_accepted(
+        f"our verdict on its topic {topic}", ctx.peer.wait_for_event(room.room_id, event_id=topic)
+    )
+    ours = {e.event_id: e.pdu for e in ctx.peer.events(room.room_id)}
+    keys = federation_keys(ctx)
+    for at in (room.messages[-1], topic):
+        path = f"{V1}/event_auth/{q(room.room_id)}/{q(at)}"
+        body = fetch(ctx, f"its /event_auth of {at}", "GET", path)
+        served = served_pdus(
+            "its /event_auth auth_chain", body.get("auth_chain"), room.version, keys
+        )
+        expect_ids(f"the auth chain of {at}", auth_chain(ours, [at], room.version), list(served))
+        for event_id, pdu in served.items():
+            same_event(f"its copy of {event_id}", ours[event_id], pdu)
 
 
 def it_serves_backfill(ctx: Context, version: str) -> str:
@@ -298,15 +314,12 @@ def it_refuses_a_server_not_in_the_room(ctx: Context, version: str) -> str:
     return "; ".join(seen)
 
 
-def it_honours_joined_history_visibility(ctx: Context, version: str) -> str:
-    """With ``history_visibility`` ``joined``, a message sent before we joined is not
-    served with its content to us (no user of ours was joined when it was sent:
-    "Events are accessible to newly joined members from the point they joined the room
-    onwards"): not by ``/event``, ``/backfill`` or ``/get_missing_events`` (left out,
-    refused or redacted are all right: the note says which), while a message sent after
-    our join is served whole."""
+def _room_across_our_join(ctx: Context, version: str, visibility: str) -> tuple[str, str, str, str]:
+    """A public room with ``history_visibility`` ``visibility``; its user sends a secret
+    message, we join, it sends another, which reaches us. Room ID, the secret, the
+    secret's event ID, the later message's event ID."""
     room_id = ctx.user.create_room(preset="public_chat", room_version=version)
-    ctx.user.send_state(room_id, "m.room.history_visibility", {"history_visibility": "joined"})
+    ctx.user.send_state(room_id, "m.room.history_visibility", {"history_visibility": visibility})
     secret = f"before you came {secrets.token_hex(6)}"
     hidden = ctx.user.send_message(room_id, secret)
     ctx.peer.join(room_id, PEER_USER, via=[ctx.server_name])
@@ -316,6 +329,17 @@ def it_honours_joined_history_visibility(ctx: Context, version: str) -> str:
         lambda: any(e.event_id == after for e in ctx.peer.events(room_id)) or None,
         expected="received",
     )
+    return room_id, secret, hidden, after
+
+
+def it_honours_joined_history_visibility(ctx: Context, version: str) -> str:
+    """With ``history_visibility`` ``joined``, a message sent before we joined is not
+    served with its content to us (no user of ours was joined when it was sent:
+    "Events are accessible to newly joined members from the point they joined the room
+    onwards"): not by ``/event``, ``/backfill`` or ``/get_missing_events`` (left out,
+    refused or redacted are all right: the note says which), while a message sent after
+    our join is served whole."""
+    room_id, secret, hidden, after = _room_across_our_join(ctx, version, "joined")
     ways: list[str] = []
     event = ctx.peer.federation_request(ctx.server_name, "GET", f"{V1}/event/{q(hidden)}")
     ways.append(f"event {event.status}" + (" (redacted)" if event.status == 200 else ""))
@@ -348,6 +372,61 @@ def it_honours_joined_history_visibility(ctx: Context, version: str) -> str:
     return "; ".join(ways)
 
 
+def _missing_events_across_our_join(ctx: Context, version: str, visibility: str) -> tuple[str, Any]:
+    """:func:`_room_across_our_join`, then our ``/get_missing_events`` from the message
+    after our join back to the room's start (limit 20). The secret, and the answer."""
+    room_id, secret, _, after = _room_across_our_join(ctx, version, visibility)
+    answer = ctx.peer.federation_request(
+        ctx.server_name,
+        "POST",
+        f"{V1}/get_missing_events/{q(room_id)}",
+        {"earliest_events": [], "latest_events": [after], "limit": 20, "min_depth": 0},
+    )
+    return secret, answer
+
+
+def _history_served_whole(visibility: str) -> VersionTest:
+    def check(ctx: Context, version: str) -> None:
+        secret, answer = _missing_events_across_our_join(ctx, version, visibility)
+        what = (
+            f"its /get_missing_events (history_visibility {visibility}) of a message sent"
+            f" before our join (answer status {answer.status})"
+        )
+        if not leaks(secret, answer.body):
+            raise CheckFailed(what, "the message served with its content", "not served whole")
+
+    check.__doc__ = (
+        f"With ``history_visibility`` ``{visibility}``, a message sent before we joined is"
+        ' served whole by ``/get_missing_events`` (Client-Server API, "Room History'
+        f' Visibility": {visibility} history is visible to any member, "even those sent'
+        " when the member was not a part of the room\"; Complement's"
+        " TestInboundCanReturnMissingEvents)."
+    )
+    return check
+
+
+def it_hides_invited_history(ctx: Context, version: str) -> str:
+    """With ``history_visibility`` ``invited``, a message sent before we joined (we were
+    never invited) is not served with its content by ``/get_missing_events`` ("Events
+    are accessible to newly joined members from the point they were invited onwards"):
+    left out, refused or redacted (the note says which; Complement's
+    TestInboundCanReturnMissingEvents, invited)."""
+    secret, answer = _missing_events_across_our_join(ctx, version, "invited")
+    if leaks(secret, answer.body):
+        raise CheckFailed(
+            "its /get_missing_events (history_visibility invited) of a message sent before"
+            " our join",
+            "the message left out, refused or redacted",
+            "its content served",
+        )
+    events = answer.body.get("events") if isinstance(answer.body, dict) else None
+    redacted = any(
+        isinstance(e, dict) and e.get("type") == "m.room.message" and e.get("content") == {}
+        for e in events or []
+    )
+    return f"status {answer.status}, " + ("redacted" if redacted else "left out")
+
+
 AREA: list[tuple[str, str, VersionTest]] = [
     ("serving.state_ids", STATE_IDS, it_serves_state_ids),
     ("serving.state", STATE, it_serves_state),
@@ -356,6 +435,12 @@ AREA: list[tuple[str, str, VersionTest]] = [
     ("serving.backfill", BACKFILL, it_serves_backfill),
     ("serving.get_missing_events", MISSING, it_serves_missing_events),
     ("serving.get_missing_events_limit", MISSING, it_serves_missing_events_to_the_limit),
+    ("serving.history_visibility_shared", MISSING, _history_served_whole("shared")),
+    (
+        "serving.history_visibility_world_readable",
+        MISSING,
+        _history_served_whole("world_readable"),
+    ),
 ]
 
 #: Negative tests and the positive baselines (of the same room version) they need.
@@ -371,6 +456,12 @@ NEGATIVE: list[tuple[str, str, VersionTest, tuple[str, ...]]] = [
             "serving.backfill",
             "serving.get_missing_events",
         ),
+    ),
+    (
+        "serving.history_visibility_invited",
+        MISSING,
+        it_hides_invited_history,
+        ("serving.history_visibility_shared", "serving.history_visibility_world_readable"),
     ),
     (
         "serving.history_visibility_joined",

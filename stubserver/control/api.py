@@ -318,6 +318,20 @@ def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> l
         body = _body(request, "edu_type", "content")
         return _answered(control.send_edu(room, body.string("edu_type"), body.object("content")))
 
+    def put_device(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        body = _body(request, "keys", "display_name")
+        keys = body.raw("keys")
+        if keys is not None and not isinstance(keys, dict):
+            raise MatrixError(400, "M_INVALID_PARAM", "'keys' must be an object")
+        return _answered(
+            control.put_device(
+                params["user"],
+                params["device"],
+                keys=keys,
+                display_name=body.optional_string("display_name"),
+            )
+        )
+
     def room_info(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
         return _ok(control.room_info(_room(params)))
 
@@ -356,6 +370,7 @@ def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> l
         ("POST", "/rooms/{room}/invite", invite),
         ("POST", "/rooms/{room}/send", send),
         ("POST", "/rooms/{room}/edu", edu),
+        ("PUT", "/users/{user}/devices/{device}", put_device),
         ("GET", "/rooms/{room}", room_info),
         ("GET", "/rooms/{room}/events", events),
         ("GET", "/edus", edus),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from stubserver.rooms.devices import TooManyDevices
 from stubserver.rooms.errors import (
     AliasTaken,
     BadRemoteAnswer,
@@ -36,6 +37,7 @@ HTTP_ANSWERS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (AliasTaken, 409, "M_ROOM_IN_USE"),
     (BadRemoteAnswer, 502, "M_UNKNOWN"),
     (StoreFull, 503, "M_RESOURCE_LIMIT_EXCEEDED"),
+    (TooManyDevices, 503, "M_RESOURCE_LIMIT_EXCEEDED"),
     # The room's own consistency failed (full, or a state resolution that cannot run).
     (RoomError, 500, "M_UNKNOWN"),
 )

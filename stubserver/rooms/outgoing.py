@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stubserver.rooms.builder import BuiltEvent, EventBuildError, EventSigner
+from stubserver.rooms.builder import REDACTION, BuiltEvent, EventBuildError, EventSigner
 from stubserver.rooms.create import EventRejected, add_own_event, build_in_room
 from stubserver.rooms.errors import InvalidParameter, NotAllowed, UnbuildableEvent
 from stubserver.rooms.format import InvalidPdu
@@ -22,7 +22,21 @@ from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.room import MissingEvents, Room, RoomError
 from stubserver.rooms.sender import TransactionSender
 from stubserver.rooms.tamper import tampered
+from stubserver.rooms.versions import RoomVersion
 from stubserver.signing.canonical_json import JsonDict
+
+
+def redaction_target(
+    room_version: RoomVersion, event_type: str, content: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], str | None]:
+    """The content to build and the top-level ``redacts``: an ``m.room.redaction`` whose
+    content names its target (``redacts``, the v11+ place) is built, in a room version
+    that keeps ``redacts`` at the top level (v10), with it moved there, as a homeserver
+    builds its client's redaction; any other event is built as given."""
+    target = content.get("redacts")
+    if event_type != REDACTION or room_version.redacts_in_content or not isinstance(target, str):
+        return content, None
+    return {k: v for k, v in content.items() if k != "redacts"}, target
 
 
 class OutgoingEvents:
@@ -89,6 +103,7 @@ class OutgoingEvents:
         """Build, sign and send an event in ``held`` (``RoomService.send`` says how the
         overrides, ``tamper`` and ``destinations`` change that)."""
         targets = None if destinations is None else sorted(set(destinations) - {self.server_name})
+        content, redacts = redaction_target(held.room_version, event_type, content)
         try:
             built = build_in_room(
                 held,
@@ -98,6 +113,7 @@ class OutgoingEvents:
                 content=content,
                 now=self._now() if origin_server_ts is None else origin_server_ts,
                 state_key=state_key,
+                redacts=redacts,
                 prev_event_ids=prev_events,
                 auth_event_ids=auth_events,
             )

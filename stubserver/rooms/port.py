@@ -83,11 +83,25 @@ class RoomControl(Protocol):
         after hashing), sent broken on purpose and not added to our room.
         ``destinations`` (our addition to DESIGN.md's table): send only to these servers;
         ``[]`` withholds the event, so that a later one makes the others fetch it with
-        ``get_missing_events``. → ``{"event_id"}``.
+        ``get_missing_events``. An ``m.room.redaction`` names its target in
+        ``content.redacts`` in every room version; in v10 it is built with ``redacts`` at
+        the top level instead, as that version requires. → ``{"event_id"}``.
         """
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         """Send an EDU to every other server in the room. → ``{}``."""
+
+    def put_device(
+        self,
+        user: str,
+        device_id: str,
+        *,
+        keys: Mapping[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """Add or replace a device of our ``user`` (a localpart) and send the
+        ``m.device_list_update`` EDU to every other server in a room the user is joined
+        to. → ``{"stream_id"}``."""
 
     def room_info(self, room: str) -> JsonDict:
         """→ ``{"room_id", "room_version", "state": [pdu, ...], "members", "servers",

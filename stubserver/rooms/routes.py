@@ -5,7 +5,9 @@ values: :func:`room_routes`, the tables of the three endpoint groups.
   leave, invite;
 * :class:`~stubserver.rooms.routes_send.SendEndpoint`: ``/send``;
 * :class:`~stubserver.rooms.routes_read.ReadEndpoints`: event, state, state_ids,
-  event_auth, backfill, get_missing_events, directory.
+  event_auth, backfill, get_missing_events, directory;
+* :class:`~stubserver.rooms.routes_devices.DeviceEndpoints`: ``user/devices``,
+  ``user/keys/query``.
 
 Spec: Server-Server API "Joining Rooms", "Leaving Rooms", "Inviting to a room",
 "Transactions", "Retrieving events", "Backfilling and retrieving missing events",
@@ -27,6 +29,7 @@ from stubserver.rooms.hooks import CallbackHooks, InboundHooks, InviteHook, Tran
 from stubserver.rooms.intake import Intake
 from stubserver.rooms.pdu_keys import FetchVerifyKey
 from stubserver.rooms.routes_common import RoomEndpointParts
+from stubserver.rooms.routes_devices import DeviceEndpoints
 from stubserver.rooms.routes_membership import MembershipEndpoints
 from stubserver.rooms.routes_read import ReadEndpoints
 from stubserver.rooms.routes_send import SendEndpoint
@@ -59,4 +62,5 @@ def room_routes(
         *MembershipEndpoints(parts, told, invites_accept=invites_accept).routes(),
         *SendEndpoint(parts, told).routes(),
         *ReadEndpoints(parts).routes(),
+        *DeviceEndpoints(parts).routes(),
     ]

@@ -84,7 +84,7 @@ class ReadEndpoints:
         room, _ = found
         if not room.is_server_in_room(origin):
             raise MatrixError(403, "M_FORBIDDEN", HOST_NOT_IN_ROOM)
-        event = served_event(room, params["eventId"])
+        event = served_event(room, params["eventId"], self._parts.ours)
         return JsonResponse(
             200,
             {
@@ -102,7 +102,7 @@ class ReadEndpoints:
         event_id = query_arg(request, "event_id")
         if event_id is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
-        served_event(room, event_id)
+        served_event(room, event_id, self._parts.ours)
         key = (room.room_id, event_id)
         kept = self._state_answers.get(key)
         # A re-joined room is a new Room under the same ID: its answers are its own.
@@ -135,7 +135,7 @@ class ReadEndpoints:
         """``GET /v1/event_auth/{roomId}/{eventId}``: the event's auth chain."""
         origin = require_origin(request)
         room = self._parts.room_for_reader(params["roomId"], origin)
-        served_event(room, params["eventId"])
+        served_event(room, params["eventId"], self._parts.ours)
         chain = event_auth(room, params["eventId"])
         return JsonResponse(200, {"auth_chain": pdus(room, chain)})
 

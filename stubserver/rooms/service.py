@@ -35,8 +35,10 @@ from stubserver.rooms.create import (
     PRESETS,
     create_room,
 )
+from stubserver.rooms.devices import TooManyDevices
 from stubserver.rooms.errors import (
     AliasTaken,
+    InvalidParameter,
     NotAllowed,
     RoomRequestRefused,
     UnknownRoom,
@@ -66,6 +68,8 @@ from stubserver.rooms.views import RoomViews
 from stubserver.signing.canonical_json import JsonDict
 
 MEMBER: Final = "m.room.member"
+#: Longest device ID ``put_device`` takes.
+MAX_DEVICE_ID_CHARS: Final = 255
 
 log = Logger()
 
@@ -425,6 +429,31 @@ class RoomService:
         for destination in self._outgoing.others(held):
             self.sender.send_edu(destination, edu_type, dict(content))
         return succeed({})
+
+    def put_device(
+        self,
+        user: str,
+        device_id: str,
+        *,
+        keys: Mapping[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> Deferred[JsonDict]:
+        try:
+            user_id = self._user_id(user)
+            if not device_id or len(device_id) > MAX_DEVICE_ID_CHARS:
+                raise InvalidParameter(f"a device ID is 1 to {MAX_DEVICE_ID_CHARS} characters")
+            content = self.store.devices.update(user_id, device_id, keys, display_name)
+        except (RoomRequestRefused, TooManyDevices) as e:
+            return fail(e)
+        servers = {
+            server
+            for room in self.store
+            if room.members.get(user_id) == "join"
+            for server in self._outgoing.others(room)
+        }
+        for destination in sorted(servers):
+            self.sender.send_edu(destination, "m.device_list_update", dict(content))
+        return succeed({"stream_id": content["stream_id"]})
 
     def room_info(self, room: str) -> JsonDict:
         return self.views.room_info(room)

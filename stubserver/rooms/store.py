@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from stubserver.rooms.devices import DeviceLists
 from stubserver.rooms.event import Event
 from stubserver.rooms.room import Room
 from stubserver.rooms.transaction import TransactionMemory
@@ -51,8 +52,8 @@ class ReceivedInvite:
 @dataclass
 class RoomStore:
     """Our rooms by room ID, our aliases (alias localpart -> room ID), received invites by
-    ``(room_id, user_id)``, and the ``/send`` transaction memory; ``max_*`` bound each
-    collection (the module's constants by default)."""
+    ``(room_id, user_id)``, our users' ``devices``, and the ``/send`` transaction memory;
+    ``max_*`` bound each collection (the module's constants by default)."""
 
     server_name: str
     memory: TransactionMemory
@@ -65,6 +66,8 @@ class RoomStore:
     _invites: dict[tuple[str, str], ReceivedInvite] = field(init=False, default_factory=dict)
     #: The sum of the remembered invites' sizes.
     invite_bytes: int = field(init=False, default=0)
+    #: Our users' devices (``/user/devices``, ``/user/keys/query``, device-list EDUs).
+    devices: DeviceLists = field(init=False, default_factory=DeviceLists)
 
     # --- rooms -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol
+from urllib.parse import quote
 
 from stubserver.http_json import HttpEndpoint, TransportError
 from stubserver.testing._errors import (
@@ -320,6 +321,27 @@ class Peer(ControlFeeds):
             f"{room_path(room)}/edu",
             {"edu_type": edu_type, "content": dict(content)},
         )
+
+    def put_device(
+        self,
+        device_id: str,
+        *,
+        user: str = DEFAULT_USER,
+        keys: Mapping[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> int:
+        """Add or replace a device of our ``user`` (its keys, display name): the peer
+        serves it on ``/user/devices`` and ``/user/keys/query`` and sends an
+        ``m.device_list_update`` to every server sharing a room with the user. The
+        change's ``stream_id``."""
+        body: dict[str, Any] = {}
+        if keys is not None:
+            body["keys"] = dict(keys)
+        if display_name is not None:
+            body["display_name"] = display_name
+        path = f"{PREFIX}/users/{quote(user, safe='')}/devices/{quote(device_id, safe='')}"
+        answer = self._call(f"put_device {device_id}", "PUT", path, body)
+        return int(answer["stream_id"])
 
     def room_state(self, room: str) -> dict[str, Any]:
         """``{"room_id", "room_version", "state", "members", "servers", "forward_extremities"}``."""

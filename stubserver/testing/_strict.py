@@ -40,6 +40,8 @@ SERVED_ROUTES: Final[tuple[tuple[str, str], ...]] = (
     ("GET", f"{_V1}/backfill/{{roomId}}"),
     ("POST", f"{_V1}/get_missing_events/{{roomId}}"),
     ("GET", f"{_V1}/query/directory"),
+    ("GET", f"{_V1}/user/devices/{{userId}}"),
+    ("POST", f"{_V1}/user/keys/query"),
 )
 
 

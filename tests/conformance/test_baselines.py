@@ -5,12 +5,12 @@ refusals run against a fake homeserver that answers 401 to everything are skippe
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from stubserver.conformance import suite_keys
-from stubserver.conformance.context import AreaEntry, Context, per_version
+from stubserver.conformance.context import AreaEntry, Context, once_in_newest, per_version
 from stubserver.conformance.runner import (
     ConformanceTest,
     Skipped,
@@ -118,17 +118,23 @@ def test_a_per_version_entry_names_its_baselines_in_the_same_version() -> None:
 
 
 def test_the_new_negative_tests_each_have_a_baseline() -> None:
-    """Every refusal of the serving, joins and invites areas depends on a positive test
-    that comes before it in the suite."""
+    """Every refusal of the serving, joins and invites areas (and the hidden-history and
+    over-the-limit transaction tests) depends on a positive test that comes before it in
+    the suite."""
     suite = build_suite(["10", "11", "12"])
     position = {t.id: i for i, t in enumerate(suite)}
+    hidden_history = ("history_visibility_joined", "history_visibility_invited")
     negatives = [
         t
         for t in suite
-        if t.id.split(".")[0] in ("serving", "joins", "invites")
-        and ("refused" in t.id or "history" in t.id or "another_event_id" in t.id)
+        if (
+            t.id.split(".")[0] in ("serving", "joins", "invites")
+            and ("refused" in t.id or any(h in t.id for h in hidden_history))
+        )
+        or "another_event_id" in t.id
+        or "not_processed_whole" in t.id
     ]
-    assert len(negatives) == 3 * 16
+    assert len(negatives) == 3 * 19
     for test in negatives:
         assert test.depends_on, test.id
         assert all(position[d] < position[test.id] for d in test.depends_on), test.id
@@ -154,4 +160,44 @@ def test_the_membership_areas_tests_each_have_a_baseline() -> None:
     negatives = [t for t in tests if t.depends_on]
     assert len(negatives) == 3 * (6 * 3 + 2 + 5 + 1)
     for test in negatives:
+        assert test.depends_on, test.id
+        assert all(position[d] < position[test.id] for d in test.depends_on), test.id
+
+
+def test_a_once_entry_runs_in_the_newest_version_without_a_version_in_its_id() -> None:
+    """``once_in_newest``: one test per entry, id and baselines without ``/vN``, no room
+    version of its own, run in the newest version given; nothing without versions."""
+    seen: list[str] = []
+
+    def note(ctx: Context, version: str) -> None:
+        seen.append(version)
+
+    area: list[AreaEntry] = [("a.base", "S", note), ("a.refused", "S", note, ("a.base",))]
+    tests = once_in_newest(area, ["10", "11", "12"])
+    assert [(t.id, t.room_version, t.depends_on) for t in tests] == [
+        ("a.base", None, ()),
+        ("a.refused", None, ("a.base",)),
+    ]
+    for test in tests:
+        test.run(cast("Context", None))
+    assert seen == ["12", "12"]
+    assert once_in_newest(area, []) == []
+
+
+def test_the_negative_tests_of_guards_devices_and_queries_have_baselines() -> None:
+    """Every refusal or ignored EDU of the spoofing, ACL, presence, device and query
+    areas depends on positive tests that come before it in the suite."""
+    suite = build_suite(["10", "11", "12"])
+    position = {t.id: i for i, t in enumerate(suite)}
+    negatives = [
+        t
+        for t in suite
+        if t.id.split(".")[0] in ("edus", "acl", "queries", "media", "devices", "presence")
+        and any(w in t.id for w in ("ignored", "refused", "dropped", "served", "our_presence"))
+        and t.id.split("/")[0]
+        not in ("devices.keys_claim_served", "queries.profile_served", "media.download_served")
+    ]
+    assert len(negatives) == 3 * 5 + 5
+    for test in negatives:
+        assert test.depends_on, test.id
         assert all(position[d] < position[test.id] for d in test.depends_on), test.id

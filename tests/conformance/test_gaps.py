@@ -18,8 +18,10 @@ AFTER = "$after"
 V1 = "/_matrix/federation/v1"
 
 
-def gme(limit: int | None, room: str = ROOM, status: int = 200) -> dict[str, Any]:
-    content: dict[str, Any] = {"earliest_events": ["$join"], "latest_events": [AFTER]}
+def gme(
+    limit: int | None, room: str = ROOM, status: int = 200, latest: str = AFTER
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"earliest_events": ["$join"], "latest_events": [latest]}
     if limit is not None:
         content["limit"] = limit
     uri = f"{V1}/get_missing_events/{quote(room, safe='')}"
@@ -109,3 +111,27 @@ def test_the_log_is_read_for_the_room_and_answered_requests_only() -> None:
     assert seen.missing_events_limits == (20,)
     assert seen.fetched == frozenset({"$e"})
     assert seen.state_asked == ("state_ids",)
+
+
+def test_dendrites_sequence_passes_as_get_missing_events() -> None:
+    """Dendrite's requests for the 12-event gap: get_missing_events with limit 20, then
+    the state and an event all the same: the gap was covered by get_missing_events."""
+    requests = [gme(20), state_ids(), event("$a_state_event")]
+    assert judge_gap_fill(requests, ROOM, GAP, state_may_fill=True) == (
+        "get_missing_events (limit 20) covering the 12-event gap"
+    )
+    assert judge_gap_fill(requests, ROOM, GAP, state_may_fill=False) == (
+        "get_missing_events (limit 20) covering the 12-event gap"
+    )
+
+
+def test_a_walk_back_in_steps_covers_the_gap_a_retry_does_not() -> None:
+    """Two get_missing_events of 10, the second from where the first stopped, cover 12
+    events; the same call made twice walks over the same 10 and does not."""
+    walk = [gme(10), gme(10, latest=GAP[2])]
+    assert judge_gap_fill(walk, ROOM, GAP, state_may_fill=False) == (
+        "get_missing_events (limit 10, 10) covering the 12-event gap"
+    )
+    with pytest.raises(CheckFailed, match="got get_missing_events limits 10, /event for 0"):
+        judge_gap_fill([gme(10), gme(10)], ROOM, GAP, state_may_fill=False)
+    assert gap_requests([gme(5), gme(10)], ROOM).missing_events_limits == (10,)

@@ -269,8 +269,22 @@ def test_every_spec_section_of_the_suite_links_to_its_anchor() -> None:
         "validating-hashes-and-signatures-on-received-events",
         "rejection",
         "soft-failure",
+        "authorization-rules",
+        "room-state-resolution",
+        "pdus",
         "typing-notifications",
         "receipts",
+        "server-access-control-lists-acls",
+        "device-management",
+        "end-to-end-encryption",
+        "send-to-device-messaging",
+        "presence",
+        "get_matrixfederationv1queryprofile",
+        "get_matrixfederationv1querydirectory",
+        "public-room-directory",
+        "spaces",
+        "get_matrixfederationv1timestamp_to_eventroomid",
+        "content-repository",
     }
 
 

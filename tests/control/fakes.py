@@ -103,6 +103,16 @@ class FakeRoomControl:
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         return self._deferred("send_edu", room, edu_type, dict(content))
 
+    def put_device(
+        self,
+        user: str,
+        device_id: str,
+        *,
+        keys: Mapping[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> Deferred[JsonDict]:
+        return self._deferred("put_device", user, device_id, keys=keys, display_name=display_name)
+
     def room_info(self, room: str) -> JsonDict:
         result: JsonDict = self._answer("room_info", room)
         return result

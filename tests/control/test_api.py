@@ -154,6 +154,12 @@ def test_room_segments_are_percent_decoded() -> None:
             {"edu_type": "m.typing", "content": {"typing": True}},
             ("send_edu", ("!r:a.test", "m.typing", {"typing": True}), {}),
         ),
+        (
+            "PUT",
+            "/users/alice/devices/D%2F1",
+            {"keys": {"k": 1}, "display_name": "phone"},
+            ("put_device", ("alice", "D/1"), {"keys": {"k": 1}, "display_name": "phone"}),
+        ),
         ("GET", "/rooms/!r:a.test", None, ("room_info", ("!r:a.test",), {})),
         (
             "GET",
@@ -169,7 +175,17 @@ def test_room_segments_are_percent_decoded() -> None:
             ("federation_request", ("b.test", "GET", "/_matrix/federation/v1/version", None), {}),
         ),
     ],
-    ids=["join", "leave", "invite", "edu", "room", "events", "edus", "federation request"],
+    ids=[
+        "join",
+        "leave",
+        "invite",
+        "edu",
+        "device",
+        "room",
+        "events",
+        "edus",
+        "federation request",
+    ],
 )
 def test_endpoints_call_the_service(
     method: str, path: str, body: Any, call: tuple[Any, ...]
@@ -445,3 +461,14 @@ def test_a_client_going_away_leaves_no_waiter() -> None:
     assert h.feed.feed.waiting == 0
     poll_deadline = h.clock.seconds() + 5
     assert [c for c in h.clock.getDelayedCalls() if c.getTime() == poll_deadline] == []
+
+
+def test_a_device_whose_keys_are_not_an_object_is_refused() -> None:
+    """put_device: ``keys`` that are not an object are 400 M_INVALID_PARAM, an unknown key
+    M_BAD_JSON, and the service is not called."""
+    h = Harness()
+    status, answer = h.call("PUT", "/users/alice/devices/D1", {"keys": ["k"]})
+    assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
+    status, answer = h.call("PUT", "/users/alice/devices/D1", {"key": {}})
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    assert h.control.calls == []

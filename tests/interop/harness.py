@@ -912,7 +912,12 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
         "trusted_key_servers": [],
         "suppress_key_server_warning": True,
         "enable_metrics": False,
-        "presence": {"enabled": False},
+        # Presence both ways is a conformance area (issue 20); Synapse's default is on.
+        "presence": {"enabled": True},
+        # The public room directory over federation (issue 20): off by default in Synapse,
+        # and its default publication rules let no one publish.
+        "allow_public_rooms_over_federation": True,
+        "room_list_publication_rules": [{"action": "allow"}],
         "url_preview_enabled": False,
         "rc_message": relaxed,
         "rc_registration": relaxed,
@@ -925,6 +930,7 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
             "concurrent": 100,
         },
         "rc_key_requests": relaxed,
+        "rc_presence": {"per_user": relaxed},
         # Rooms tests join, invite and leave many times a minute (rooms.md, pitfall 21).
         "rc_joins": {"local": relaxed, "remote": relaxed},
         "rc_joins_per_room": relaxed,

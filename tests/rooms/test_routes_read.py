@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from stubserver.rooms.routes_read import ReadEndpoints
 from stubserver.server.router import MatrixError
 from tests.rooms.endpoint_fixtures import parts, signed_in
-from tests.rooms.room_fixtures import BOB, join, new_room
+from tests.rooms.room_fixtures import BOB, join, new_room, send
 
 
 def test_the_directory_answers_our_alias_with_us_first() -> None:
@@ -61,3 +61,30 @@ def test_state_answers_are_kept_30_seconds_per_room_and_event() -> None:
     clock.advance(30)
     read.get_state_ids(signed_in("GET", "/state_ids", args=args), params)
     assert read.state_walks == 2
+
+
+def test_an_event_we_sent_is_served_even_when_we_rejected_it() -> None:
+    """/event and /event_auth serve an event of ours our own checks rejected (we sent it:
+    to others it is in the room's graph), not another server's that we rejected."""
+    p = parts()
+    room = new_room("12").room
+    join(room, BOB)
+    p.store.add_room(room)
+    ours = send(room, "@carol:a.test", "m.room.message", {"body": "not joined"})
+    theirs = send(room, "@dave:b.test", "m.room.message", {"body": "not joined"})
+    assert ours.outcome == theirs.outcome == "rejected"
+    endpoints = ReadEndpoints(p)
+    served = endpoints.get_event(
+        signed_in("GET", "/_matrix/federation/v1/event/x"), {"eventId": ours.event.event_id}
+    )
+    assert served.body["pdus"] == [dict(ours.event.pdu)]
+    chain = endpoints.event_auth(
+        signed_in("GET", "/_matrix/federation/v1/event_auth/x/y"),
+        {"roomId": room.room_id, "eventId": ours.event.event_id},
+    )
+    assert chain.status == 200
+    with pytest.raises(MatrixError) as raised:
+        endpoints.get_event(
+            signed_in("GET", "/_matrix/federation/v1/event/x"), {"eventId": theirs.event.event_id}
+        )
+    assert raised.value.status == 404

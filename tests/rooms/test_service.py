@@ -507,3 +507,49 @@ def test_a_joined_room_is_found_by_its_canonical_alias_on_another_server() -> No
     with pytest.raises(RoomRequestRefused) as unknown:
         b.service.room_info("#other:a.test")
     assert answered(unknown.value).status == 404
+
+
+@ALL
+def test_a_redaction_names_its_target_where_the_version_wants(version: str) -> None:
+    """send of an ``m.room.redaction`` with ``content.redacts``: v11+ keep it in content,
+    v10 builds it with a top-level ``redacts`` (and no ``redacts`` in content); b receives
+    it and redacts the target in its copy's eyes (the redaction names it)."""
+    network, a, b = two_peers()
+    room_id = joined(network, a, b, version)
+    target = say(a, room_id, "alice", "to be redacted")
+    redaction = result_now(
+        a.service.send(room_id, "alice", "m.room.redaction", {"redacts": target})
+    )["event_id"]
+    received = b.room(room_id).get_event(redaction)
+    assert received is not None and received.redacts == target
+    if version == "10":
+        assert received.pdu["redacts"] == target and "redacts" not in received.content
+    else:
+        assert received.content == {"redacts": target} and "redacts" not in received.pdu
+
+
+def test_a_new_device_is_announced_to_the_servers_sharing_a_room_and_served() -> None:
+    """put_device: b (in a room with alice) gets an m.device_list_update with the next
+    stream_id and no prev_id first; a's /user/devices and /user/keys/query then give the
+    device; an unknown localpart is refused."""
+    network, a, b = two_peers()
+    joined(network, a, b)
+    poll = b.service.edus(0, 10_000)
+    keys = {"user_id": ALICE, "device_id": "D1", "keys": {"ed25519:D1": "k"}}
+    assert result_now(a.service.put_device("alice", "D1", keys=keys)) == {"stream_id": 1}
+    [edu] = result_now(poll)["edus"]
+    assert (edu["origin"], edu["edu_type"]) == ("a.test", "m.device_list_update")
+    assert edu["content"] == {
+        "user_id": ALICE,
+        "device_id": "D1",
+        "stream_id": 1,
+        "prev_id": [],
+        "keys": keys,
+    }
+    assert a.service.store.devices.devices_answer(ALICE)["devices"] == [
+        {"device_id": "D1", "keys": keys}
+    ]
+    assert isinstance(
+        failure_now(a.service.put_device("Not Valid!", "D1")).value, RoomRequestRefused
+    )
+    assert isinstance(failure_now(a.service.put_device("alice", "")).value, RoomRequestRefused)

@@ -47,7 +47,8 @@ def test_requests_to_served_routes_are_expected(method: str, uri: str) -> None:
         ("GET", "/_matrix/federation/v1/send/txn1"),
         ("PUT", "/_matrix/federation/v1/send/"),
         ("PUT", "/_matrix/federation/v1/send/txn1/extra"),
-        ("GET", "/_matrix/federation/v1/user/devices/%40a%3Ab"),
+        ("POST", "/_matrix/federation/v1/user/keys/claim"),
+        ("POST", "/_matrix/federation/v1/user/devices/%40a%3Ab"),
         ("PUT", "/_matrix/federation/v1/send_join/%21r%3Aa/%24e"),
     ],
 )
