@@ -55,9 +55,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results-rooms.json"
@@ -216,6 +216,9 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
                 "send_start_to_event": arrived - s0,
             }
         )
+    throughput = None
+    if spec.get("messages"):
+        throughput = ns_throughput(spec, control, synapse, room)
     control.close()
     synapse.close()
     warm, measured = rows[0], rows[1:]
@@ -231,11 +234,78 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
     ):
         out[key] = summary([r[key] for r in measured])
     out["joined_on_first_poll"] = sum(1 for r in measured if r["joined_polls"] == 1)
+    if throughput is not None:
+        out["throughput"] = throughput
     return out
 
 
-def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str, Any]:
-    """Part a against Synapse: the interop environment, the timing loop in its namespace."""
+def ns_throughput(
+    spec: Mapping[str, Any], control: Http, synapse: Http, room: str
+) -> dict[str, Any]:
+    """Issue 22: the throughput part's transactions sent to the homeserver instead of a
+    second stubserver. Our alice sends ``messages`` into ``room`` (the homeserver's, which
+    she has joined) through our control API; our queue sends them in transactions of up
+    to 50 (one in flight); the time from the first control call until the homeserver
+    holds the last event our queue sent (its client ``/event`` polled every 10 ms), and a
+    count of the tagged messages it holds (``/messages``). The homeserver cannot be
+    stopped as B is (our sends would time out and back off), so this is the streaming
+    figure: bounded by our creation rate when the homeserver is faster."""
+    messages, workers = spec["messages"], spec["workers"]
+    url, token = spec["control_url"] + PREFIX, spec["control_token"]
+    start = control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
+    t0 = time.perf_counter()
+    created = send_many(lambda: Http(url, token), room, messages, workers, "tput")
+    last_id, position = None, start
+    while True:  # the last tagged event in our timeline: the last our queue sends
+        page = control.call("GET", f"/rooms/{quote(room)}/events?from={position}")
+        for entry in page["events"]:
+            if str(entry["pdu"].get("content", {}).get("body", "")).startswith("tput "):
+                last_id = entry["event_id"]
+        if page["next"] == position or not page["events"]:
+            break
+        position = page["next"]
+    assert last_id is not None
+    deadline = time.monotonic() + 10 * WAIT_S
+    while True:
+        try:
+            synapse.call("GET", f"/rooms/{quote(room)}/event/{quote(last_id)}")
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{last_id} not at the homeserver") from None
+            time.sleep(0.01)
+    arrived = time.perf_counter() - t0
+    held, token_from = 0, None
+    # Count what the homeserver holds (newest first). Only a page without ``end`` is the
+    # last: Synapse may answer an empty chunk that is not (its pagination handler filters
+    # a batch after fetching it). At most 100 pages.
+    for _ in range(100):
+        query = "dir=b&limit=1000" + (f"&from={quote(token_from)}" if token_from else "")
+        page = synapse.call("GET", f"/rooms/{quote(room)}/messages?{query}")
+        held += sum(
+            1
+            for e in page.get("chunk", [])
+            if str(e.get("content", {}).get("body", "")).startswith("tput ")
+        )
+        if "end" not in page:
+            break
+        token_from = page["end"]
+    return {
+        "messages": messages,
+        "control_workers": workers,
+        "our_create_s": round(created, 3),
+        "our_create_rate_per_s": round(messages / created),
+        "all_at_homeserver_s": round(arrived, 3),
+        "homeserver_rate_per_s": round(messages / arrived),
+        "held_at_homeserver": held,
+    }
+
+
+def run_synapse(
+    repeat: int, synapse_python: Path | None, log: Any, messages: int = 0, workers: int = 8
+) -> dict[str, Any]:
+    """Part a against Synapse: the interop environment, the timing loop in its namespace;
+    with ``messages``, then the throughput into Synapse's v12 room (:func:`ns_throughput`)."""
     sys.path.insert(0, str(ROOT))
     from tests.interop import harness  # noqa: PLC0415
 
@@ -253,6 +323,7 @@ def run_synapse(repeat: int, synapse_python: Path | None, log: Any) -> dict[str,
         VERSIONS,
         repeat,
         log,
+        throughput={"12": {"messages": messages, "workers": workers}} if messages else None,
     )
 
 
@@ -286,6 +357,8 @@ def run_homeserver(
     versions: Sequence[tuple[str, str]],
     repeat: int,
     log: Any,
+    *,
+    throughput: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Part a: ``start(directory)`` (an interop environment's context manager, whose
     ``homeserver`` is the real one), and the timing loop inside its namespace for each
@@ -312,6 +385,7 @@ def run_homeserver(
                 "homeserver_token": homeserver.user[2],
                 "homeserver_name": homeserver.server_name,
                 "user_id": f"@alice:{stub.server_name}",
+                **(throughput or {}).get(version, {}),
             }
             log(f"v{version} on {stub_name}: {repeat} + 1 rounds inside {env.ns.name}")
             done = env.ns.run(
@@ -326,7 +400,7 @@ def run_homeserver(
             out["versions"][version] = result
             log(
                 f"v{version}: join->joined {result['join_to_joined']}; send->event "
-                f"{result['send_return_to_event']}"
+                f"{result['send_return_to_event']}; throughput {result.get('throughput')}"
             )
     return out
 
@@ -343,7 +417,7 @@ def free_port() -> int:
 class Stub:
     """A ``stubserver run`` on loopback named ``localhost:PORT``, with a control listener."""
 
-    def __init__(self, directory: Path, ca: Any, name: str) -> None:
+    def __init__(self, directory: Path, ca: Any, name: str, *, profiled: bool = False) -> None:
         import yaml  # noqa: PLC0415
 
         from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
@@ -384,8 +458,11 @@ class Stub:
         config_path = folder / "stubserver.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.stderr = (folder / "stderr.log").open("wb")
+        #: Where the SIGUSR2 dump of a profiled stub's cProfile goes (PROFILED_RUN).
+        self.profile_path = folder / "intake.prof"
+        prefix = ["-c", PROFILED_RUN, str(self.profile_path)] if profiled else ["-m", "stubserver"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stubserver", "run", "-c", str(config_path)],
+            [sys.executable, *prefix, "run", "-c", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             cwd=ROOT,
@@ -414,6 +491,29 @@ class Stub:
         self.stderr.close()
 
 
+#: ``stubserver`` run under cProfile switched on by SIGUSR1 and off (and dumped to argv[1])
+#: by SIGUSR2, so a profile covers exactly the stretch the benchmark times.
+PROFILED_RUN = """
+import cProfile, os, runpy, signal, sys
+path = sys.argv.pop(1)
+profile = cProfile.Profile()
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(path + ".part")
+    os.replace(path + ".part", path)
+signal.signal(signal.SIGUSR2, dump)
+sys.argv[0] = "stubserver"
+runpy.run_module("stubserver", run_name="__main__", alter_sys=True)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -422,7 +522,7 @@ def status_kb(pid: int, field: str) -> int:
 
 
 @contextlib.contextmanager
-def stubs(*names: str) -> Iterator[list[Stub]]:
+def stubs(*names: str, profiled: Sequence[str] = ()) -> Iterator[list[Stub]]:
     from stubserver.tls.certificates import make_ca  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp:
@@ -432,20 +532,20 @@ def stubs(*names: str) -> Iterator[list[Stub]]:
         started: list[Stub] = []
         try:
             for name in names:
-                started.append(Stub(directory, ca, name))
+                started.append(Stub(directory, ca, name, profiled=name in profiled))
             yield started
         finally:
             for stub in started:
                 stub.stop()
 
 
-def send_many(stub: Stub, room: str, count: int, workers: int, tag: str) -> float:
-    """``count`` messages through ``stub``'s control API from ``workers`` threads, each on
-    its own keep-alive connection; returns the seconds it took."""
+def send_many(connect: Callable[[], Http], room: str, count: int, workers: int, tag: str) -> float:
+    """``count`` messages through a control API (``connect``: a new keep-alive client of
+    it) from ``workers`` threads, each on its own connection; returns the seconds it took."""
     errors: list[BaseException] = []
 
     def work(offset: int) -> None:
-        conn = stub.http()
+        conn = connect()
         try:
             for i in range(offset, count, workers):
                 conn.call(
@@ -528,8 +628,49 @@ def size_summary(sizes: Sequence[int]) -> dict[str, Any]:
     }
 
 
-def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
-    """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile)."""
+def profile_summary(path: Path, pdus: int, top: int = 25) -> dict[str, Any]:
+    """The ``top`` functions of a cProfile dump by own time and by cumulative time, in
+    microseconds per PDU (``pdus`` received while it ran)."""
+    import pstats  # noqa: PLC0415
+
+    stats: dict[Any, Any] = cast("Any", pstats.Stats(str(path))).stats
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, func = key
+        short = file.split("/site-packages/")[-1].split(str(ROOT) + "/")[-1]
+        return f"{short}:{line}({func})"
+
+    rows = [(name(k), v[2], v[3], v[1]) for k, v in stats.items()]  # own, cumulative, calls
+    total = sum(r[1] for r in rows)
+
+    def table(index: int) -> list[dict[str, Any]]:
+        ranked = sorted(rows, key=lambda r: r[index], reverse=True)[:top]
+        return [
+            {
+                "function": n,
+                "own_us_per_pdu": round(own * 1e6 / pdus, 1),
+                "cumulative_us_per_pdu": round(cum * 1e6 / pdus, 1),
+                "calls_per_pdu": round(calls / pdus, 2),
+            }
+            for n, own, cum, calls in ranked
+        ]
+
+    return {
+        "pdus": pdus,
+        "profiled_us_per_pdu": round(total * 1e6 / pdus, 1),
+        "by_own_time": table(1),
+        "by_cumulative_time": table(2),
+    }
+
+
+def run_throughput(
+    messages: int, workers: int, log: Any, profile: Path | None = None
+) -> dict[str, Any]:
+    """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile).
+    With ``profile``, A and B run under cProfile during the queued drain only
+    (SIGUSR1/SIGUSR2, PROFILED_RUN): the dumps are copied beside ``profile``
+    (``NAME-receiver.prof``, ``NAME-sender.prof``) and summarised (the rates are then the
+    profiled ones, slower than without)."""
     out: dict[str, Any] = {
         "messages": messages,
         "control_workers": workers,
@@ -541,7 +682,7 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
             " control requests feed"
         ),
     }
-    with stubs("a", "b") as (a, b):
+    with stubs("a", "b", profiled=("a", "b") if profile else ()) as (a, b):
         room = a.control.call(
             "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
         )["room_id"]
@@ -550,14 +691,14 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
         )
         position = b.control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
         # Warm-up: keys fetched, connections open, code paths hot.
-        send_many(a, room, 200, workers, "warm")
+        send_many(a.http, room, 200, workers, "warm")
         position, _, _ = wait_for_messages(b, room, position, "warm", count=200, timeout=WAIT_S)
         requests_at, _ = send_sizes(b, 0)
 
         # Streaming: B receives while A creates.
         log(f"throughput: streaming {messages}")
         t0 = time.perf_counter()
-        created = send_many(a, room, messages, workers, "stream")
+        created = send_many(a.http, room, messages, workers, "stream")
         position, last, outcomes = wait_for_messages(
             b, room, position, "stream", count=messages, timeout=10 * WAIT_S
         )
@@ -577,19 +718,41 @@ def run_throughput(messages: int, workers: int, log: Any) -> dict[str, Any]:
         log(f"throughput: queued {messages}")
         b.process.send_signal(signal.SIGSTOP)
         try:
-            created = send_many(a, room, messages, workers, "queued")
+            created = send_many(a.http, room, messages, workers, "queued")
         finally:
+            if profile:
+                a.process.send_signal(signal.SIGUSR1)
+                b.process.send_signal(signal.SIGUSR1)
+            cpu0 = cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
         position, last, outcomes = wait_for_messages(
             b, room, position, "queued", count=messages, timeout=10 * WAIT_S
         )
+        cpu = cpu_seconds(a.process.pid) - cpu0[0], cpu_seconds(b.process.pid) - cpu0[1]
+        if profile:
+            out["profile"] = {}
+            for stub, role in ((b, "receiver"), (a, "sender")):
+                stub.process.send_signal(signal.SIGUSR2)
+                deadline = time.monotonic() + WAIT_S
+                while not stub.profile_path.exists():  # written whole, then renamed
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no profile from the {role}")
+                    time.sleep(0.05)
+                path = profile.with_name(f"{profile.stem}-{role}{profile.suffix}")
+                path.write_bytes(stub.profile_path.read_bytes())
+                out["profile"][role] = profile_summary(path, messages)
         requests_at, sizes = send_sizes(b, requests_at)
         total = last - t0
         out["queued"] = {
             "a_created_s": round(created, 3),
             "b_drain_s": round(total, 3),
             "b_rate_per_s": round(messages / total),
+            # CPU time during the drain (1/100 s ticks; B's includes answering the
+            # benchmark's long-poll): PDUs per CPU second is B's intake on one core.
+            "a_cpu_s": round(cpu[0], 2),
+            "b_cpu_s": round(cpu[1], 2),
+            "b_pdus_per_cpu_s": round(messages / cpu[1]) if cpu[1] else None,
             "outcomes_at_b": outcomes,
             "send_sizes": size_summary(sizes),
             "note": "the first transaction (in flight when B was stopped) may be smaller",
@@ -672,10 +835,10 @@ def run_memory(events: int, workers: int, log: Any) -> dict[str, Any]:
         room = m.control.call(
             "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
         )["room_id"]
-        send_many(m, room, 10, 1, "warm")
+        send_many(m.http, room, 10, 1, "warm")
         time.sleep(1.0)
         before = m.rss_mb()
-        took = send_many(m, room, events, workers, "mem")
+        took = send_many(m.http, room, events, workers, "mem")
         time.sleep(1.0)
         after = m.rss_mb()
         hwm = status_kb(m.process.pid, "VmHWM") / 1024
@@ -716,6 +879,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="rounds per room version (a)")
     parser.add_argument("--messages", type=int, default=5000, help="messages A sends B (b)")
     parser.add_argument("--events", type=int, default=10_000, help="events in the room (c)")
+    parser.add_argument(
+        "--synapse-messages",
+        type=int,
+        default=5000,
+        help="messages we send into Synapse's v12 room after the timing (issue 22; 0: none)",
+    )
     parser.add_argument("--workers", type=int, default=8, help="control API client threads")
     parser.add_argument(
         "--synapse-python",
@@ -723,6 +892,13 @@ def main(argv: Sequence[str]) -> int:
         default=None,
         help="Python of a Synapse 1.163.2 venv (default: as bench/run finds"
         " one: the interop cache, else bench/work/synapse-venv)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="throughput: run A and B under cProfile during the queued drain, dump them"
+        " beside this path (-receiver, -sender) and summarise them (us per PDU)",
     )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
@@ -749,11 +925,13 @@ def main(argv: Sequence[str]) -> int:
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         load_before = os.getloadavg()[0]
         if part == "synapse":
-            figure = run_synapse(args.repeat, args.synapse_python, log)
+            figure = run_synapse(
+                args.repeat, args.synapse_python, log, args.synapse_messages, args.workers
+            )
         elif part == "dendrite":
             figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
-            figure = run_throughput(args.messages, args.workers, log)
+            figure = run_throughput(args.messages, args.workers, log, args.profile)
         else:
             figure = run_memory(args.events, args.workers, log)
         figure["run_at"] = started

@@ -45,7 +45,7 @@ from stubserver.auth.xmatrix import (
 )
 from stubserver.cache import BoundedCache
 from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
-from stubserver.signing.keys import SignatureError, verify_signatures
+from stubserver.signing.keys import SignatureError, parsed_signable_bytes, verify_signatures
 
 #: How long a failed key fetch for an origin is remembered, in seconds: a few seconds at
 #: most, never minutes (a peer restarted must be able to talk to us again at once).
@@ -170,7 +170,9 @@ def verify_request_signatures(
         if key_id in keys.verify_keys
     }
     try:
-        verify_signatures(obj, origin, known)  # one encoding for all the signatures
+        # One encoding for all the signatures; the content is parse_json_bytes's
+        # (authenticate's contract), so no walk of it (issue 22).
+        verify_signatures(obj, origin, known, encode=parsed_signable_bytes)
     except SignatureError as e:
         raise BadSignature(f"Invalid signature for server {origin}: {e}") from None
     return next(iter(known))
@@ -205,9 +207,10 @@ class RequestAuthenticator(Generic[KeysT]):
         """Authenticate one request.
 
         ``uri`` is the request-target bytes exactly as received; ``read_content`` gives the
-        parsed JSON body, or None when there is none: it is called at most once, and only
-        when the header names a key the origin publishes (module doc). Fails with an
-        :class:`AuthenticationFailed`, or with whatever ``read_content`` raises.
+        JSON body as ``parse_json_bytes`` parsed it, or None when there is none: it is
+        called at most once, and only when the header names a key the origin publishes
+        (module doc). Fails with an :class:`AuthenticationFailed`, or with whatever
+        ``read_content`` raises.
         """
         try:
             authorization = select_authorization(headers.getRawHeaders(b"authorization", []))

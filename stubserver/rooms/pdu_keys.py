@@ -46,8 +46,12 @@ log = Logger()
 def latest_key_requests(events: Iterable[Event]) -> list[KeyRequest]:
     """The lookups of :func:`key_requests`, one per ``(server, key_id)``, at the latest
     time any of the events needs, in order of first need."""
+    return _latest(key_requests(events))
+
+
+def _latest(requests: Iterable[KeyRequest]) -> list[KeyRequest]:
     latest: dict[tuple[str, str], int] = {}
-    for server, key_id, ts in key_requests(events):
+    for server, key_id, ts in requests:
         if (server, key_id) in latest:
             latest[(server, key_id)] = max(latest[(server, key_id)], ts)
         elif len(latest) < MAX_KEY_LOOKUPS_PER_REQUEST:
@@ -61,8 +65,14 @@ def fallback_requests(
     """The lookups, at each event's own time, for the ``(server, key_id)`` pairs whose
     lookup at the latest time found no key (in ``found``); at most
     :data:`MAX_KEY_LOOKUPS_PER_REQUEST`."""
+    return _fallback(key_requests(events), found)
+
+
+def _fallback(
+    requests: Iterable[KeyRequest], found: Mapping[KeyRequest, VerifyKey]
+) -> list[KeyRequest]:
     served = {(server, key_id) for server, key_id, _ in found}
-    return [r for r in key_requests(events) if (r[0], r[1]) not in served]
+    return [r for r in requests if (r[0], r[1]) not in served]
 
 
 def key_requests(events: Iterable[Event]) -> list[KeyRequest]:
@@ -137,9 +147,11 @@ def lookup_from(keys: Mapping[KeyRequest, VerifyKey]) -> KeyLookup:
 async def verifier_for(fetch_verify_key: FetchVerifyKey, events: Iterable[Event]) -> VerifyPdu:
     """Fetch the keys ``events`` need (module docstring: the latest time first, each
     event's own time for what that did not find); a :data:`VerifyPdu` checking with them."""
-    listed = list(events)
-    keys = await fetch_keys(fetch_verify_key, latest_key_requests(listed))
-    fallback = fallback_requests(listed, keys)
+    # The events' signatures are read once for both rounds (issue 22: they were read
+    # again for the fallback, even when every key had been found).
+    requests = key_requests(events)
+    keys = await fetch_keys(fetch_verify_key, _latest(requests))
+    fallback = _fallback(requests, keys)
     if fallback:
         keys.update(await fetch_keys(fetch_verify_key, fallback))
     return verify_with_keys(lookup_from(keys))

@@ -163,6 +163,22 @@ class AuthenticateTests(SynchronousTestCase):
         d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", {"pdus": [1]})
         self.assert_fails(d, BadSignature, 401, "Invalid signature for server origin.test")
 
+    def test_float_in_content_has_no_signature(self) -> None:
+        """A body holding a float (parse_json_bytes lets finite floats through) has no
+        canonical form, so no signature over it verifies: 401, whatever the header says
+        (issue 22: the check now runs on the encoded bytes, not by a walk). A float inside
+        a string is no float."""
+        auth, _, _ = make()
+        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content={"pdus": []}))
+        floats: list[dict[str, Any]] = [{"pdus": [], "x": 1.5}, {"pdus": [{"depth": 1e3}]}]
+        for content in floats:
+            d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", content)
+            self.assert_fails(d, BadSignature, 401, "no canonical form")
+        text = {"pdus": [], "x": "1.5e3"}
+        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content=text))
+        d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", text)
+        assert self.successResultOf(d).origin == ORIGIN
+
     def test_uri_as_received_not_reencoded(self) -> None:
         """The raw request-target is verified: a re-encoded form of it does not verify."""
         auth, _, _ = make()

@@ -19,7 +19,6 @@ from stubserver.signing.canonical_json import (
     BadJson,
     CanonicalJsonError,
     _depth_exceeds,
-    _depth_exceeds_exactly,
     encode_canonical_json,
     parse_json_bytes,
 )
@@ -169,6 +168,30 @@ def test_parse_json_bytes_refuses(body: bytes, not_json: bool) -> None:
     assert info.value.not_json is not_json
 
 
+def _depth_exceeds_by_loop(text: str, limit: int) -> bool:
+    """The per-character depth scan the production check replaced: the oracle."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def _nested(depth: int, inner: bytes = b"1") -> bytes:
     return (
         b'{"a":[' * (depth // 2)
@@ -195,12 +218,46 @@ def _nested(depth: int, inner: bytes = b"1") -> bytes:
     ],
 )
 def test_the_fast_depth_check_agrees_with_the_character_loop(body: bytes, exceeds: bool) -> None:
-    """Issue 22: the depth check that peels brackets with string operations answers as
-    the character loop does, for nesting either side of its passes and of the limit,
-    brackets inside strings (escaped quotes too), unbalanced and unterminated input."""
+    """Issue 22: the depth check done with regular expressions and counts answers as the
+    character loop it replaced (kept here as the oracle) does, for nesting either side of
+    the limit, brackets inside strings (escaped quotes too), unbalanced and unterminated
+    input."""
     text = body.decode()
-    assert _depth_exceeds_exactly(text, MAX_JSON_DEPTH) is exceeds
-    assert _depth_exceeds(body, text, MAX_JSON_DEPTH) is exceeds
+    assert _depth_exceeds_by_loop(text, MAX_JSON_DEPTH) is exceeds
+    assert _depth_exceeds(text, MAX_JSON_DEPTH) is exceeds
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "' + b"[" * 200 + b'"}',
+        b'{"a": "\\"' + b"{" * 200 + b'"}',
+        b'{"a\\\\": ' + b"[" * 99 + b"]" * 99 + b"}",
+        b"[" * 100 + b"]" * 100,
+        b'[{"a": "]]]]"}' + b", []" * 300 + b"]",
+    ],
+)
+def test_parse_json_bytes_counts_only_brackets_outside_strings(body: bytes) -> None:
+    """The nesting limit (100) counts brackets outside strings only, escaped quotes
+    included, and nesting, not the number of brackets (issue 22: the scan that replaced
+    the per-character loop)."""
+    parse_json_bytes(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "not_json"),
+    [
+        (b'["\\"' + b"[" * 101, True),  # an unterminated string: its brackets do not count
+        (b'[1, "a\\\\", ' + b"[" * 100 + b"]" * 100 + b"]", False),
+        (b'{"a": "x"}' + b"{" * 101, False),
+    ],
+)
+def test_parse_json_bytes_depth_around_strings(body: bytes, not_json: bool) -> None:
+    """Brackets after a closed string count (an escaped backslash ends no string early),
+    brackets inside an unterminated one do not: that body is not JSON."""
+    with pytest.raises(BadJson) as info:
+        parse_json_bytes(body)
+    assert info.value.not_json is not_json
 
 
 # ---- unpadded base64 (spec appendix "Unpadded Base64")
@@ -270,6 +327,15 @@ def test_signing_keeps_unsigned_and_other_signatures() -> None:
     plain = sign_json({"a": 1}, "domain", SPEC_KEY)
     assert signed["signatures"]["domain"] == plain["signatures"]["domain"]
     assert "domain" not in obj["signatures"]
+
+
+@pytest.mark.parametrize("value", ["\ud800", 1.5, 2**53, {1: "x"}])
+def test_sign_json_refuses_what_has_no_canonical_form(value: Any) -> None:
+    """A lone surrogate, a float, an integer out of range or a non-string key is refused
+    before anything is signed (issue 22: one walk and one encoding, the surrogate caught
+    by the encoder)."""
+    with pytest.raises(CanonicalJsonError):
+        sign_json({"a": value}, "domain", SPEC_KEY)
 
 
 def test_tampered_object_fails_verification() -> None:
