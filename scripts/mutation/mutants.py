@@ -510,22 +510,6 @@ def _rejection_kept_local(original: Any) -> Any:
     return replacement
 
 
-def _kicks_ignored(original: Any) -> Any:
-    """FederationEventHandler.on_receive_pdu: a membership ``leave`` whose sender is not
-    its ``state_key`` (a kick, or the withdrawal of an invite) is dropped."""
-
-    async def replacement(self: Any, origin: str, pdu: Any) -> Any:
-        if (
-            pdu.type == "m.room.member"
-            and pdu.content.get("membership") == "leave"
-            and pdu.state_key != pdu.sender
-        ):
-            return None
-        return await original(self, origin, pdu)
-
-    return replacement
-
-
 FED_SERVER = "synapse.federation.federation_server:FederationServer"
 AUTHENTICATOR = "synapse.federation.transport.server._base:Authenticator.authenticate_request"
 LOCAL_KEY = "synapse.rest.key.v2.local_key_resource:LocalKey.response_json_object"
@@ -884,14 +868,6 @@ MUTANTS: tuple[Mutant, ...] = (
         _rejection_kept_local,
         ("invites.it_rejects_our_invite/v*",),
         "waiting for",
-    ),
-    Mutant(
-        "invite_withdrawal_ignored",
-        "the withdrawal of an invite (the invitee kicked) reaches the invitee's client",
-        f"{EVENT_HANDLER}.on_receive_pdu",
-        _kicks_ignored,
-        ("invites.we_rescind_our_invite/v*",),
-        "among the rooms left in its client's /sync",
     ),
     Mutant(
         "invite_not_countersigned",

@@ -31,6 +31,7 @@ from stubserver.conformance.context import (
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
 from stubserver.conformance.serving import served_pdus
 from stubserver.conformance.suite_membership import invite_event
+from stubserver.conformance.suite_pdus import _put_transaction, _txn_id
 from stubserver.conformance.suite_serving import federation_keys
 from stubserver.rooms.hashes import room_id_from_create_event_id
 from stubserver.rooms.versions import room_version
@@ -107,29 +108,55 @@ def _left(answer: dict[str, Any], room_id: str) -> bool:
     return room_id in ((answer.get("rooms") or {}).get("leave") or {})
 
 
-def we_rescind_our_invite(ctx: Context, version: str) -> None:
-    """We withdraw our invite of its user (our user kicks the invitee, sent to its
-    server): its client's ``/sync`` moves the room from ``invite`` to ``leave`` (the
-    invite is "revoked", Client-Server API "Leaving rooms"), which is how a client learns
-    that an invite is gone (a fresh ``/sync`` filtered to the room did not list the
-    pending invite either on Synapse, so its absence there proves nothing)."""
+#: How long the note waits for its client to move a withdrawn invite to the rooms left.
+WITHDRAWAL_NOTE_SECONDS = 10.0
+
+
+def we_rescind_our_invite(ctx: Context, version: str) -> str:
+    """We withdraw our invite of its user (our user kicks the invitee) and send the kick
+    to its server in a transaction of ours: it answers 200 with a ``pdus`` object (the
+    answer to ``PUT /send`` is "The result of processing the transaction. The server is to
+    use this response even in the event of one or more PDUs failing to be processed").
+
+    What its server then does with the kick is not the spec's to say: its server is not
+    in the room ("Remote invites/knocks from other homeservers do not involve the server
+    in the graph", "Leaving Rooms (Rejecting Invites)"), and the spec neither tells the
+    inviting server to send it the withdrawal nor tells it to act on one. So its client
+    either moves the room from ``invite`` to ``leave`` in ``/sync`` (Synapse 1.163.2) or
+    keeps listing the invite (Dendrite v0.13.8): both pass, the note says which, with the
+    result it gave for the PDU. A server that refuses the transaction fails."""
     stream = SyncStream(ctx.user)
     room = ctx.peer.create_room(PEER_USER, room_version=version, preset="private_chat")
     ctx.peer.invite(room.room_id, ctx.user.user_id, PEER_USER)
     stream.wait("our invite in its client's /sync", lambda a: invited(a, room.room_id))
-    ctx.peer.send(
+    kick = ctx.peer.send(
         room.room_id,
         "m.room.member",
         {"membership": "leave"},
         sender=PEER_USER,
         state_key=ctx.user.user_id,
-        destinations=[ctx.server_name],
+        destinations=[],
     )
-    stream.wait(
-        f"the withdrawn invite to {room.room_id} among the rooms left in its client's /sync",
-        lambda a: _left(a, room.room_id),
-        seen=lambda a: "still invited" if invited(a, room.room_id) else None,
-    )
+    pdu = {e.event_id: e.pdu for e in ctx.peer.events(room.room_id)}[kick]
+    answer = _put_transaction(ctx, _txn_id(), [pdu], [])
+    what = f"its answer to the transaction of our withdrawal (answer {str(answer.body)[:300]})"
+    expect(f"{what}: status", 200, answer.status)
+    results = answer.body.get("pdus") if isinstance(answer.body, dict) else None
+    if not isinstance(results, dict):
+        raise CheckFailed(f"{what}: pdus", "an object", results)
+    result = results.get(kick)
+    try:
+        stream.wait(
+            "the withdrawn invite among the rooms left",
+            lambda a: _left(a, room.room_id),
+            timeout=WITHDRAWAL_NOTE_SECONDS,
+        )
+    except CheckFailed:
+        return (
+            f"its client still lists the invite after {WITHDRAWAL_NOTE_SECONDS:g} s "
+            f"(its result for the kick: {result})"
+        )
+    return f"its client moved the room from invite to leave (its result for the kick: {result})"
 
 
 def its_invite_room_state_holds_the_create_event(ctx: Context, version: str) -> None:

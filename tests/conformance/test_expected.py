@@ -173,7 +173,8 @@ def test_the_shipped_synapse_file_names_real_tests_with_the_specs_words(tmp_path
 def test_the_shipped_dendrite_file_names_real_tests_with_the_specs_words() -> None:
     """``--expect-fail dendrite`` loads the shipped file; each entry names a test of the
     suite for Dendrite's room versions (10, 11) and quotes the spec; the test Synapse fails
-    (the notary's optional field) is not in it, and no entry covers every test."""
+    (the notary's optional field) is not in it, and no entry covers more than one test's
+    four runs (two join rules, two versions), nor the file a fifth of the suite."""
     assert "dendrite" in shipped_names()
     entries = load_expect_fail("dendrite")
     ids = [t.id for t in build_suite(["10", "11"])]
@@ -184,4 +185,5 @@ def test_the_shipped_dendrite_file_names_real_tests_with_the_specs_words() -> No
     assert other is not None and "401 Unauthorized" in other
     assert expected_reason("serving.get_missing_events/v10", entries) is None
     assert expected_reason("serving.get_missing_events_limit/v11", entries) is not None
-    assert sum(any(e.matches(i) for e in entries) for i in ids) < len(ids) // 10
+    assert max(sum(e.matches(i) for i in ids) for e in entries) <= 4  # knocks*: 2 rules x 2
+    assert sum(any(e.matches(i) for e in entries) for i in ids) < len(ids) // 5
