@@ -14,6 +14,7 @@ the top; what a replacement needs from Synapse it imports when it runs.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import re
@@ -632,6 +633,99 @@ def _no_search_filter(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     kwargs["search_filter"] = None
 
 
+def _any_version_joins(original: Any) -> Any:
+    """make_join as if the joining server supported every room version."""
+
+    async def replacement(
+        self: Any, origin: str, room_id: str, user_id: str, supported_versions: Any
+    ) -> Any:
+        known = _synapse("synapse.api.room_versions").KNOWN_ROOM_VERSIONS
+        return await original(self, origin, room_id, user_id, list(known))
+
+    return replacement
+
+
+def _unknown_version_guessed(original: Any) -> Any:
+    """An invite in a room version it does not know taken in the known version whose
+    event ID matches the one named (so only the version check is skipped)."""
+
+    async def replacement(self: Any, **kwargs: Any) -> Any:
+        versions = _synapse("synapse.api.room_versions").KNOWN_ROOM_VERSIONS
+        parse = _synapse("synapse.federation.federation_base").event_from_pdu_json
+        if kwargs["room_version_id"] not in versions:
+            for vid, version in versions.items():
+                try:
+                    event = parse(copy.deepcopy(kwargs["event_json"]), version)
+                except Exception:  # noqa: S112 (a version it does not parse in)
+                    continue
+                if event.event_id == kwargs["expected_event_id"]:
+                    kwargs["room_version_id"] = vid
+        return await original(self, **kwargs)
+
+    return replacement
+
+
+def _state_ids_for_anyone(original: Any) -> Any:
+    """/state_ids answered to any server, in the room or not."""
+
+    async def replacement(self: Any, origin: str, room_id: str, event_id: str) -> Any:
+        return 200, await self._on_state_ids_request_compute(room_id, event_id)
+
+    return replacement
+
+
+def _typing_of_members_only(original: Any) -> Any:
+    """(The spec's rule Synapse breaks) a typing EDU is taken only for a user in the room."""
+
+    async def replacement(self: Any, origin: str, content: Any) -> None:
+        members = await self.store.get_users_in_room(content.get("room_id"))
+        if content.get("user_id") in members:
+            await original(self, origin, content)
+
+    return replacement
+
+
+def _join_into_the_events_room(original: Any) -> Any:
+    """send_join takes the join into the room the event names, whatever the path's room."""
+
+    async def replacement(
+        self: Any, origin: str, content: Any, room_id: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        room_id = content.get("room_id", room_id)
+        return await original(self, origin, content, room_id, *args, **kwargs)
+
+    return replacement
+
+
+def _join_under_another_id_dropped(original: Any) -> Any:
+    """send_join v2 of a join whose ID is not the path's answered 200, the join never
+    taken; every other send_join as usual."""
+
+    async def replacement(self: Any, origin: str, content: Any, *args: Any, **kw: Any) -> Any:
+        room_id, event_id = kw["room_id"], kw["event_id"]  # the path's, by name
+        version = await self.handler.store.get_room_version(room_id)
+        parse = _synapse("synapse.federation.federation_base").event_from_pdu_json
+        if parse(copy.deepcopy(content), version).event_id != event_id:
+            return 200, {"state": [], "auth_chain": [], "origin": self.server_name}
+        return await original(self, origin, content, *args, **kw)
+
+    return replacement
+
+
+def _missing_signature_filled_in(original: Any) -> Any:
+    """A PDU without its sender's server's signature taken as if it had one: a made-up
+    entry put in its place, no signature checked; a signed PDU checked as usual."""
+
+    async def replacement(self: Any, room_version: Any, pdu: Any, *args: Any, **kw: Any) -> Any:
+        domain = pdu.sender.split(":", 1)[1]
+        if domain not in pdu.signatures:
+            pdu.signatures.update({domain: {"ed25519:mutant": "not checked"}})
+            return pdu
+        return await original(self, room_version, pdu, *args, **kw)
+
+    return replacement
+
+
 def _hierarchy_without_children(self: Any, result: Any) -> Any:
     return {**result, "children": []}
 
@@ -770,8 +864,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "send_join answers the auth chain of the state",
         f"{FED_SERVER}.on_send_join_request",
         _async_after(_set("auth_chain", [])),
-        ("rooms.we_join_its_room/v*",),
-        "auth chain",
+        ("joins.hand_built_join_accepted/v*",),
+        "its send_join auth_chain",
     ),
     Mutant(
         "send_join_unsigned_state",
@@ -812,6 +906,46 @@ MUTANTS: tuple[Mutant, ...] = (
         _forbidden_as_bad_json,
         ("joins.send_join_banned_user_refused/v*",),
         "status: expected 403, got 400",
+    ),
+    Mutant(
+        "send_join_room_unchecked",
+        "send_join refuses a join of another room than the path's",
+        f"{FED_SERVER}.on_send_join_request",
+        _join_into_the_events_room,
+        ("joins.send_join_other_room_refused/v*",),
+        "expected 400 or 403, got 200",
+    ),
+    Mutant(
+        "unsigned_pdu_taken",
+        "an event without its sender's server's signature is refused",
+        "synapse.federation.federation_base:FederationBase._check_sigs_and_hash",
+        _missing_signature_filled_in,
+        ("joins.send_join_unsigned_refused/v*",),
+        "expected 400 or 403, got 200",
+    ),
+    Mutant(
+        "send_join_not_taken",
+        "a join send_join answers 200 is taken into the room",
+        "synapse.federation.transport.server.federation:FederationV2SendJoinServlet.on_PUT",
+        _join_under_another_id_dropped,
+        ("joins.send_join_under_another_event_id/v*",),
+        "in its member list",
+    ),
+    Mutant(
+        "make_join_any_version",
+        "make_join refuses a server whose ver lacks the room's version (none: [1])",
+        f"{FED_SERVER}.on_make_join_request",
+        _any_version_joins,
+        ("joins.make_join_other_versions_refused/v*", "joins.make_join_without_ver_refused/v*"),
+        "its make_join with ver=",
+    ),
+    Mutant(
+        "invite_unknown_version_taken",
+        "an invite in a room version it does not support is refused",
+        f"{FED_SERVER}.on_invite_request",
+        _unknown_version_guessed,
+        ("invites.unknown_room_version_refused/v*",),
+        "its invite in room version",
     ),
     Mutant(
         "knock_room_state_without_create",
@@ -1115,6 +1249,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ("serving.event_auth/v*",),
         "the auth chain of",
     ),
+    Mutant(
+        "missing_events_limit_exceeded",
+        "/get_missing_events returns at most limit events",
+        f"{FED_SERVER}.on_get_missing_events",
+        _async_before(lambda args, kwargs: kwargs.update(limit=kwargs["limit"] + 1)),
+        ("serving.get_missing_events_limit/v*",),
+        "its missing events with limit 1",
+    ),
+    Mutant(
+        "state_ids_for_anyone",
+        "/state_ids is refused to a server not in the room",
+        f"{FED_SERVER}.on_state_ids_request",
+        _state_ids_for_anyone,
+        ("serving.refused_to_a_server_not_in_the_room/v*",),
+        "its /state_ids to a server not in the room",
+    ),
     # ---------------------------------------------------------------- redactions
     Mutant(
         "redactions_not_applied",
@@ -1175,6 +1325,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "the denied PDU's result in the answer: expected an error",
     ),
     Mutant(
+        "typing_of_members_only",
+        "(the spec's rule Synapse breaks) a typing EDU for a user not in the room is ignored",
+        "synapse.handlers.typing:TypingWriterHandler._recv_edu",
+        _typing_of_members_only,
+        ("edus.typing_of_a_non_member_ignored/v*",),
+        "passed, but the expect-fail file says it fails",
+    ),
+    Mutant(
         "typing_for_any_server",
         "a typing EDU for a user of another server is ignored",
         "synapse.handlers.typing:TypingWriterHandler._recv_edu",
@@ -1212,7 +1370,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "synapse.handlers.device:DeviceListUpdater.incoming_device_list_update",
         _async_returning(None),
         ("devices.our_device_list_update_reaches_it",),
-        "our user in its /sync device_lists.changed",
+        "our device's keys after our second change",
     ),
     Mutant(
         "user_devices_without_keys",

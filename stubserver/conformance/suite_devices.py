@@ -12,6 +12,7 @@ Spec: Server-Server API v1.19, "Device Management", "End-to-End Encryption",
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -20,6 +21,7 @@ from stubserver.conformance.context import (
     PEER_USER,
     AreaEntry,
     Context,
+    NotYet,
     SyncStream,
     client_call,
     expect,
@@ -205,22 +207,45 @@ def our_device_list_update_reaches_it(ctx: Context, version: str) -> str:
     """Our new device (an m.device_list_update EDU from the peer, which serves
     ``/user/devices`` and ``/user/keys/query`` as a homeserver does) reaches its user who
     shares a room with ours: its /sync ``device_lists.changed`` lists our user, and its
-    client's ``/keys/query`` gives our device's keys ("Device Management")."""
+    client's ``/keys/query`` gives our device's keys ("Device Management"). Then a second
+    change of the same device, whose EDU names the first in ``prev_id``, is seen the same
+    way with the new keys: a homeserver that ignored the EDUs would still show the first
+    (Synapse fetches a newly joined remote user's devices by itself), never the second."""
     user = _device_user(ctx, version)
     stream = SyncStream(user)
     ours = ctx.peer_user_id()
     device = "CONFORMANCE"  # new keys each time: the device is replaced, not added
-    keys = _device_keys(ours, device)
-    stream_id = ctx.peer.put_device(device, user=PEER_USER, keys=keys, display_name="conformance")
-    stream.wait(
-        "our user in its /sync device_lists.changed",
-        lambda a: ours in ((a.get("device_lists") or {}).get("changed") or []),
-        seen=lambda a: a.get("device_lists"),
-    )
-    answer = client_call(user, "POST", "/keys/query", {"device_keys": {ours: []}})
-    seen = ((answer.get("device_keys") or {}).get(ours) or {}).get(device)
-    expect("our device's keys through its client's /keys/query", keys, _without_unsigned(seen))
-    return f"our device list at stream_id {stream_id}"
+    stream_ids = []
+    for change in ("first", "second"):
+        keys = _device_keys(ours, device)
+        stream_ids.append(
+            ctx.peer.put_device(device, user=PEER_USER, keys=keys, display_name="conformance")
+        )
+        stream.wait(
+            f"our user in its /sync device_lists.changed after our {change} change",
+            lambda a: ours in ((a.get("device_lists") or {}).get("changed") or []),
+            seen=lambda a: a.get("device_lists"),
+        )
+        wait_until(
+            f"our device's keys after our {change} change through its client's /keys/query",
+            _queried_keys_are(user, ours, device, keys),
+            expected="the keys we put",
+        )
+    return f"our device list at stream_ids {stream_ids[0]} and {stream_ids[1]}"
+
+
+def _queried_keys_are(
+    user: HomeserverUser, user_id: str, device: str, keys: dict[str, Any]
+) -> Callable[[], bool | NotYet]:
+    """A wait's probe: are ``device``'s keys of ``user_id``, as ``user``'s client reads
+    them (``/keys/query``), ``keys``? NotYet with the ones it reads."""
+
+    def probe() -> bool | NotYet:
+        answer = client_call(user, "POST", "/keys/query", {"device_keys": {user_id: []}})
+        got = ((answer.get("device_keys") or {}).get(user_id) or {}).get(device)
+        return True if _without_unsigned(got) == keys else NotYet(got)
+
+    return probe
 
 
 def its_to_device_reaches_us(ctx: Context, version: str) -> None:
