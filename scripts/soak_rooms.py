@@ -30,7 +30,6 @@ import json
 import secrets
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ from stubserver.rooms.versions import ROOM_VERSIONS  # noqa: E402
 from stubserver.server_keys.key_document import build_key_document  # noqa: E402
 from stubserver.signing.keys import ServerSigningKey  # noqa: E402
 from stubserver.tls.certificates import KeyPair, issue_cert  # noqa: E402
+from tests.support import dns_server_process  # noqa: E402
 
 SERVER_NAME = "soak.test"
 #: The hostile world's address (allowlisted in the server under test).
@@ -156,32 +156,15 @@ def hostile_world(folder: Path, ca: KeyPair) -> Iterator[tuple[World, str]]:
     server.socket = context.wrap_socket(listener, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    zone = folder / "rooms-zone.json"
     records = [{"name": h, "type": "A", "value": WORLD_ADDRESS} for h in HOSTILE_NAMES]
-    zone.write_text(json.dumps({"records": records}))
-    dns = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stubserver.devtools.dns_server",
-            "--zone",
-            str(zone),
-            "--listen",
-            DNS_LISTEN,
-        ],
-        stdout=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
+    dns_folder = folder / "rooms-dns"
+    dns_folder.mkdir()
     try:
-        assert dns.stdout is not None
-        yield world, json.loads(dns.stdout.readline())["listen"][0]
+        with dns_server_process(dns_folder, records, DNS_LISTEN) as dns_address:
+            yield world, dns_address
     finally:
         server.shutdown()
         server.server_close()
-        dns.terminate()
-        dns.wait(CLIENT_TIMEOUT_SECONDS)
-        if dns.stdout is not None:
-            dns.stdout.close()
 
 
 def rooms_config(folder: Path, world_dns: str, ca: KeyPair) -> dict[str, Any]:
