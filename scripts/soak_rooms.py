@@ -215,28 +215,36 @@ class Server:
             self.address, self.port, context=context, timeout=CLIENT_TIMEOUT_SECONDS
         )
         headers = {"Authorization": auth.decode(), "Host": SERVER_NAME}
-        data = None if body is None else json.dumps(body).encode()
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            connection.request(method, path, body=data, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            connection.close()
+        return _json_exchange(connection, method, path, headers, body, content_type=True)
 
     def control(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         connection = http.client.HTTPConnection(
             self.address, self.control_port, timeout=CLIENT_TIMEOUT_SECONDS
         )
         headers = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
-        data = None if body is None else json.dumps(body).encode()
-        try:
-            connection.request(method, path, body=data, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            connection.close()
+        return _json_exchange(connection, method, path, headers, body, content_type=False)
+
+
+def _json_exchange(
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: Any,
+    *,
+    content_type: bool,
+) -> tuple[int, Any]:
+    """One request with ``body`` as JSON (``Content-Type`` named when ``content_type``);
+    the status and the JSON answer (None when empty). The connection is closed."""
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None and content_type:
+        headers = {**headers, "Content-Type": "application/json"}
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
 
 
 def _server_of(stub: Any, ca_pem: bytes) -> Server:
