@@ -12,7 +12,6 @@ Spec: Server-Server API v1.19, "Device Management", "End-to-End Encryption",
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -20,7 +19,6 @@ from nacl.signing import SigningKey
 
 from stubserver.conformance.context import (
     PEER_USER,
-    POLL_SECONDS,
     AreaEntry,
     Context,
     NotYet,
@@ -305,25 +303,20 @@ PRESENCE_READBACK_SECONDS: Final = 10.0
 
 
 def presence_enabled(
-    read: Callable[[], Any],
-    status: str,
-    timeout: float = PRESENCE_READBACK_SECONDS,
-    pause: float = POLL_SECONDS,
+    read: Callable[[], Any], status: str, timeout: float = PRESENCE_READBACK_SECONDS
 ) -> None:
     """Skipped when its own client (``read``: its presence status as it reads it back)
     does not give the status just set within ``timeout`` s: the homeserver has presence
-    turned off (which the spec allows). Polls, for a homeserver that stores it late."""
-    deadline = time.monotonic() + timeout
-    while True:
+    turned off (which the spec allows). Waits, for a homeserver that stores it late."""
+
+    def probe() -> bool | NotYet:
         seen = read()
-        if (seen or {}).get("status_msg") == status:
-            return
-        if time.monotonic() >= deadline:
-            raise Skipped(
-                f"the homeserver has presence turned off (it reads back {seen}"
-                f" {timeout:g} s after the status was set)"
-            )
-        time.sleep(pause)
+        return True if (seen or {}).get("status_msg") == status else NotYet(seen)
+
+    try:
+        wait_until("its client's presence status", probe, timeout, expected=repr(status))
+    except CheckFailed as e:
+        raise Skipped(f"the homeserver has presence turned off ({e})") from None
 
 
 def _presence_enabled(user: HomeserverUser, status: str) -> None:

@@ -21,7 +21,7 @@ def test_a_status_read_back_late_counts_as_presence_on() -> None:
         reads.append(answers[len(reads)])
         return reads[-1]
 
-    presence_enabled(read, "s1", timeout=60, pause=0)
+    presence_enabled(read, "s1", timeout=60)
     assert len(reads) == 3
 
 
@@ -29,6 +29,6 @@ def test_a_status_never_read_back_is_a_skip_with_what_was_read() -> None:
     """A homeserver that never gives the status back (presence off) is skipped once the
     time is up, with the last answer in the reason."""
     with pytest.raises(Skipped) as skipped:
-        presence_enabled(lambda: {"presence": "online", "status_msg": ""}, "s1", 0, 0)
+        presence_enabled(lambda: {"presence": "online", "status_msg": ""}, "s1", 0)
     assert "presence turned off" in str(skipped.value)
     assert "'status_msg': ''" in str(skipped.value)
