@@ -88,10 +88,11 @@ def once_in_newest(
     ]
 
 
-def expect(what: str, expected: Any, got: Any) -> None:
-    """Fail with ``what: expected X, got Y`` unless they are equal."""
+def expect(what: str, expected: Any, got: Any, answer: Any = None) -> None:
+    """Fail with ``what: expected X, got Y`` unless they are equal, followed by the
+    ``answer`` the value came in when one is given."""
     if expected != got:
-        raise CheckFailed(what, expected, got)
+        raise CheckFailed(what, expected, got, answer)
 
 
 def expect_accepted(what: str, event: RoomEvent) -> None:

@@ -50,7 +50,7 @@ def template(ctx: Context, kind: Kind, room_id: str, user_id: str, version: str)
     """Its ``make_<kind>`` template for ``user_id``: a 200 whose ``event`` is an object
     (and whose ``room_version``, where given, is the room's) is required."""
     answer = make(ctx, kind, room_id, user_id, version)
-    expect(f"its make_{kind} status (answer {str(answer.body)[:300]})", 200, answer.status)
+    expect(f"its make_{kind} status", 200, answer.status, answer=answer.body)
     body = answer.body if isinstance(answer.body, dict) else {}
     if kind != "leave" or "room_version" in body:
         expect(f"the room_version of its make_{kind}", version, body.get("room_version"))
@@ -87,7 +87,7 @@ def by_hand(
     and the send answer."""
     event_id, pdu = signed(ctx, template(ctx, kind, room_id, user_id, version), version)
     answer = send(ctx, kind, room_id, event_id, pdu, query=query)
-    expect(f"its send_{kind} status (answer {str(answer.body)[:300]})", 200, answer.status)
+    expect(f"its send_{kind} status", 200, answer.status, answer=answer.body)
     wait_until(
         f"{user_id} in its member list",
         membership_is(ctx.user, room_id, user_id, kind),
@@ -179,9 +179,10 @@ def refused_send(
     answer = send(ctx, kind, room_id, event_id, pdu)
     if answer.status not in REFUSALS:
         raise CheckFailed(
-            f"its send_{kind} of {corruption.what} (answer {str(answer.body)[:300]})",
+            f"its send_{kind} of {corruption.what}",
             " or ".join(map(str, REFUSALS)),
             answer.status,
+            answer.body,
         )
     by_hand(ctx, kind, room_id, version, fresh_user())
     members = ctx.user.members(room_id)

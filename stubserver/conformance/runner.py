@@ -37,10 +37,26 @@ C = TypeVar("C")
 class CheckFailed(AssertionError):
     """The homeserver did not do what the spec says: ``expected``, and what ``got``."""
 
-    def __init__(self, what: str, expected: Any, got: Any) -> None:
-        super().__init__(f"{what}: expected {expected}, got {got}")
+    def __init__(self, what: str, expected: Any, got: Any, answer: Any = None) -> None:
+        message = f"{what}: expected {expected}, got {got}"
+        if answer is not None:
+            # The verdict first, then the whole answer it came in (cut only here, at the end,
+            # so that a table's width never hides the verdict).
+            message += f" (the answer: {_shortened(answer)})"
+        super().__init__(message)
         self.expected = expected
         self.got = got
+
+
+#: How much of an answer a failure message quotes after its verdict.
+ANSWER_QUOTE_CHARS = 300
+
+
+def _shortened(answer: Any) -> str:
+    text = str(answer)
+    if len(text) <= ANSWER_QUOTE_CHARS:
+        return text
+    return f"{text[:ANSWER_QUOTE_CHARS]}... ({len(text) - ANSWER_QUOTE_CHARS} more characters)"
 
 
 class Skipped(Exception):

@@ -403,7 +403,7 @@ def expect_state_at_merge(
     body = ctx.peer.federation_request(
         ctx.server_name, "GET", f"{V1}/state_ids/{q(room_id)}?event_id={q(merge)}"
     )
-    expect(f"its /state_ids status at the merge (answer {str(body.body)[:200]})", 200, body.status)
+    expect("its /state_ids status at the merge", 200, body.status, answer=body.body)
     ids = body.body.get("pdu_ids") if isinstance(body.body, dict) else None
     expect("its /state_ids at the merge", sorted(expected.values()), sorted(ids or []))
 

@@ -61,7 +61,7 @@ def is_direct_flag_reaches_its_client(ctx: Context, version: str) -> None:
     body = {"room_version": version, "event": pdu, "invite_room_state": state}
     path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(event_id)}"
     answer = ctx.peer.federation_request(ctx.server_name, "PUT", path, body)
-    expect(f"its answer to our invite (answer {str(answer.body)[:300]})", 200, answer.status)
+    expect("its answer to our invite", 200, answer.status, answer=answer.body)
     seen: list[Any] = []
 
     def probe(answer: dict[str, Any]) -> bool:
@@ -139,11 +139,11 @@ def we_rescind_our_invite(ctx: Context, version: str) -> str:
     )
     pdu = {e.event_id: e.pdu for e in ctx.peer.events(room.room_id)}[kick]
     answer = _put_transaction(ctx, _txn_id(), [pdu], [])
-    what = f"its answer to the transaction of our withdrawal (answer {str(answer.body)[:300]})"
-    expect(f"{what}: status", 200, answer.status)
+    what = "its answer to the transaction of our withdrawal"
+    expect(f"{what}: status", 200, answer.status, answer=answer.body)
     results = answer.body.get("pdus") if isinstance(answer.body, dict) else None
     if not isinstance(results, dict):
-        raise CheckFailed(f"{what}: pdus", "an object", results)
+        raise CheckFailed(f"{what}: pdus", "an object", results, answer.body)
     result = results.get(kick)
     try:
         stream.wait(

@@ -76,7 +76,7 @@ def _notary_vouches(ctx: Context, criteria: dict[str, Any]) -> None:
     peer = ctx.peer.server_name
     body: dict[str, Any] = {"server_keys": {peer: {ours.key_id: criteria}}}
     answer = ctx.peer.federation_request(ctx.server_name, "POST", "/_matrix/key/v2/query", body)
-    expect(f"POST /_matrix/key/v2/query status (answer {answer.body})", 200, answer.status)
+    expect("POST /_matrix/key/v2/query status", 200, answer.status, answer=answer.body)
     documents = answer.body.get("server_keys") if isinstance(answer.body, dict) else None
     mine = [d for d in documents or [] if isinstance(d, dict) and d.get("server_name") == peer]
     if not mine:
@@ -126,7 +126,7 @@ def test_signed_request_accepted(ctx: Context) -> None:
     signed request before any test, and a server that refuses it stops the run there
     ("it accepts a request we sign"; the mutation run's ``every_request_refused``)."""
     status, body = _forged(ctx, ctx.our_key(), ctx.server_name)
-    expect(f"a correctly signed profile query (answer {body})", 200, status)
+    expect("a correctly signed profile query", 200, status, answer=body)
 
 
 def test_bad_signature_refused(ctx: Context) -> None:
@@ -136,19 +136,19 @@ def test_bad_signature_refused(ctx: Context) -> None:
     ours = ctx.our_key()
     wrong = ServerSigningKey.generate(ours.version)
     status, body = _forged(ctx, wrong, ctx.server_name)
-    expect(f"a badly signed request (answer {body})", 401, status)
+    expect("a badly signed request", 401, status, answer=body)
 
 
 def test_other_destination_refused(ctx: Context) -> None:
     """A request signed for another destination is refused 401."""
     status, body = _forged(ctx, ctx.our_key(), f"not-{ctx.server_name}")
-    expect(f"a request signed for another destination (answer {body})", 401, status)
+    expect("a request signed for another destination", 401, status, answer=body)
 
 
 def test_unsigned_refused(ctx: Context) -> None:
     """A request without an Authorization header is refused 401."""
     status, body = _forged(ctx, None, ctx.server_name)
-    expect(f"an unsigned request (answer {body})", 401, status)
+    expect("an unsigned request", 401, status, answer=body)
 
 
 def tests() -> list[ConformanceTest[Context]]:

@@ -63,7 +63,7 @@ def make_join(
 def join_template(ctx: Context, room_id: str, user_id: str, version: str) -> dict[str, Any]:
     """Its ``make_join`` template for ``user_id`` (a 200 naming ``version`` required)."""
     answer = make_join(ctx, room_id, user_id, [version])
-    expect(f"its make_join status (answer {str(answer.body)[:300]})", 200, answer.status)
+    expect("its make_join status", 200, answer.status, answer=answer.body)
     body = answer.body if isinstance(answer.body, dict) else {}
     expect("the room_version of its make_join", version, body.get("room_version"))
     event = body.get("event")
@@ -84,7 +84,7 @@ def join_by_hand(ctx: Context, room_id: str, version: str, localpart: str) -> di
     user_id = ctx.peer_user_id(localpart)
     event_id, pdu = signed(ctx, join_template(ctx, room_id, user_id, version), version)
     answer = send_join(ctx, room_id, event_id, pdu)
-    expect(f"its send_join status (answer {str(answer.body)[:300]})", 200, answer.status)
+    expect("its send_join status", 200, answer.status, answer=answer.body)
     wait_until(
         f"{user_id} in its member list",
         membership_is(ctx.user, room_id, user_id, "join"),
@@ -115,10 +115,10 @@ def _refused_make_join(ctx: Context, version: str, versions: list[str] | None) -
     room_id = ctx.user.create_room(preset="public_chat", room_version=version)
     answer = make_join(ctx, room_id, ctx.peer_user_id(_local("old")), versions)
     body = answer.body if isinstance(answer.body, dict) else {}
-    what = f"its make_join with ver={versions} (answer {answer.body})"
-    expect(f"{what}: status", 400, answer.status)
-    expect(f"{what}: errcode", "M_INCOMPATIBLE_ROOM_VERSION", body.get("errcode"))
-    expect(f"{what}: room_version", version, body.get("room_version"))
+    what = f"its make_join with ver={versions}"
+    expect(f"{what}: status", 400, answer.status, answer=answer.body)
+    expect(f"{what}: errcode", "M_INCOMPATIBLE_ROOM_VERSION", body.get("errcode"), answer=body)
+    expect(f"{what}: room_version", version, body.get("room_version"), answer=body)
 
 
 def make_join_other_versions_refused(ctx: Context, version: str) -> None:
@@ -196,9 +196,10 @@ def _refused_send_join(
     answer = send_join(ctx, target, path_event_id or event_id, pdu)
     if answer.status not in REFUSALS:
         raise CheckFailed(
-            f"its send_join answer (answer {str(answer.body)[:300]})",
+            "its send_join answer",
             " or ".join(map(str, REFUSALS)),
             answer.status,
+            answer.body,
         )
     join_by_hand(ctx, room_id, version, _local("marker"))
     for room in {room_id, target}:
@@ -262,7 +263,7 @@ def send_join_under_another_event_id(ctx: Context, version: str) -> str:
             ctx.user.members(room_id).get(user_id),
         )
         return f"refused {answer.status}"
-    expect(f"its send_join status (answer {str(answer.body)[:300]})", 200, answer.status)
+    expect("its send_join status", 200, answer.status, answer=answer.body)
     wait_until(
         f"{user_id} in its member list",
         membership_is(ctx.user, room_id, user_id, "join"),
@@ -310,9 +311,9 @@ def send_join_banned_user_refused(ctx: Context, version: str) -> str:
     event_id, pdu = signed(ctx, template, version)
     answer = send_join(ctx, room_id, event_id, pdu)
     body = answer.body if isinstance(answer.body, dict) else {}
-    what = f"its send_join of a banned user's join (answer {str(answer.body)[:300]})"
-    expect(f"{what}: status", 403, answer.status)
-    expect(f"{what}: errcode", "M_FORBIDDEN", body.get("errcode"))
+    what = "its send_join of a banned user's join"
+    expect(f"{what}: status", 403, answer.status, answer=answer.body)
+    expect(f"{what}: errcode", "M_FORBIDDEN", body.get("errcode"), answer=answer.body)
     join_by_hand(ctx, room_id, version, _local("marker"))
     expect(
         f"{banned}'s membership after the refusal (and a later join accepted)",
@@ -374,9 +375,7 @@ def invite_in_unknown_version_refused(ctx: Context, version: str) -> str:
     body = {"room_version": UNKNOWN_VERSION, "event": pdu, "invite_room_state": []}
     path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(event_id)}"
     answer = ctx.peer.federation_request(ctx.server_name, "PUT", path, body)
-    expect(
-        f"its invite in room version {UNKNOWN_VERSION} (answer {answer.body})", 400, answer.status
-    )
+    expect(f"its invite in room version {UNKNOWN_VERSION}", 400, answer.status, answer=answer.body)
     marker = ctx.peer.create_room(PEER_USER, room_version=version, preset="private_chat")
     ctx.peer.invite(marker.room_id, ctx.user.user_id, PEER_USER)
     seen: set[str] = set()

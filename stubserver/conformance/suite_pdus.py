@@ -244,9 +244,10 @@ def one_malformed_pdu(ctx: Context, version: str) -> str:
     malformed = {k: v for k, v in one.items() if k != "type"}
     answer = _put_transaction(ctx, _txn_id(), [one, malformed, two], [])
     expect(
-        f"the status of a transaction with one malformed PDU (answer {answer.body})",
+        "the status of a transaction with one malformed PDU",
         200,
         answer.status,
+        answer=answer.body,
     )
     results = answer.body.get("pdus") if isinstance(answer.body, dict) else None
     results = results if isinstance(results, dict) else {}
@@ -265,7 +266,7 @@ def one_malformed_pdu(ctx: Context, version: str) -> str:
 def expect_handled(what: str, answer: FederationAnswer, event_id: str) -> None:
     """``answer`` is a 200 whose ``pdus`` names ``event_id`` without an error ("If no
     error is present, the PDU can be considered successfully handled")."""
-    expect(f"{what}'s status (answer {answer.body})", 200, answer.status)
+    expect(f"{what}'s status", 200, answer.status, answer=answer.body)
     results = answer.body.get("pdus") if isinstance(answer.body, dict) else None
     result = results.get(event_id) if isinstance(results, dict) else None
     if not isinstance(result, dict) or "error" in result:

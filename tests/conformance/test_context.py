@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stubserver.conformance.context import expect_accepted, membership_is, wait_until
+from stubserver.conformance.context import expect, expect_accepted, membership_is, wait_until
 from stubserver.conformance.runner import CheckFailed
 from stubserver.testing import RoomEvent
 
@@ -54,3 +54,20 @@ def test_an_event_the_peer_refused_fails_with_the_peers_reason() -> None:
         "our verdict on its join: expected accepted, got rejected: auth: no power"
     )
     expect_accepted("ok", RoomEvent("$j", {}, "hs.test", "accepted", None, 4))
+
+
+def test_the_verdict_comes_before_the_answer_it_came_in() -> None:
+    """A status check that fails gives ``expected X, got Y`` first and the answer after
+    it, so a table cut at its width still shows the verdict; a long answer is quoted up
+    to 300 characters with how much was left out."""
+    long_answer = {"errcode": "M_UNKNOWN", "error": "x" * 1000}
+    with pytest.raises(CheckFailed) as failed:
+        expect("its make_join status", 200, 500, answer=long_answer)
+    message = str(failed.value)
+    assert message.startswith("its make_join status: expected 200, got 500 (the answer: {")
+    assert message.endswith("... (737 more characters))")
+    with pytest.raises(
+        CheckFailed, match=r"^its invite: expected 400, got 200 \(the answer: \{\}\)$"
+    ):
+        expect("its invite", 400, 200, answer={})
+    expect("its make_join status", 200, 200, answer=long_answer)
