@@ -674,6 +674,32 @@ def _state_ids_for_anyone(original: Any) -> Any:
     return replacement
 
 
+def _first_left_out(key: str) -> Factory:
+    """An async replacement whose ``(status, body)`` answer lists one entry fewer under
+    ``key`` (its first)."""
+    return _async_after(lambda self, answer: (answer[0], {**answer[1], key: answer[1][key][1:]}))
+
+
+def _event_served_unsigned(self: Any, answer: Any) -> Any:
+    """/event's PDU served without its signatures."""
+    status, body = answer
+    if status != 200:
+        return answer
+    pdus = [{k: v for k, v in pdu.items() if k != "signatures"} for pdu in body["pdus"]]
+    return status, {**body, "pdus": pdus}
+
+
+def _backfill_past_the_limit(original: Any) -> Any:
+    """/backfill walks three events past the ``limit`` it was asked for."""
+
+    async def replacement(
+        self: Any, origin: str, room_id: str, versions: list[str], limit: int
+    ) -> Any:
+        return await original(self, origin, room_id, versions, limit + 3)
+
+    return replacement
+
+
 def _typing_of_members_only(original: Any) -> Any:
     """(The spec's rule Synapse breaks) a typing EDU is taken only for a user in the room."""
 
@@ -1264,6 +1290,46 @@ MUTANTS: tuple[Mutant, ...] = (
         _state_ids_for_anyone,
         ("serving.refused_to_a_server_not_in_the_room/v*",),
         "its /state_ids to a server not in the room",
+    ),
+    Mutant(
+        "state_ids_one_missing",
+        "/state_ids lists the whole state at the event",
+        f"{FED_SERVER}.on_state_ids_request",
+        _first_left_out("pdu_ids"),
+        ("serving.state_ids/v*",),
+        "its pdu_ids at",
+    ),
+    Mutant(
+        "state_one_missing",
+        "/state serves the whole state at the event",
+        f"{FED_SERVER}.on_room_state_request",
+        _first_left_out("pdus"),
+        ("serving.state/v*",),
+        "its state at",
+    ),
+    Mutant(
+        "event_served_unsigned",
+        "/event serves the PDU as signed",
+        f"{FED_SERVER}.on_pdu_request",
+        _async_after(_event_served_unsigned),
+        ("serving.event/v*",),
+        "signatures must be an object",
+    ),
+    Mutant(
+        "backfill_past_the_limit",
+        "/backfill serves at most limit events",
+        f"{FED_SERVER}.on_backfill_request",
+        _backfill_past_the_limit,
+        ("serving.backfill/v*",),
+        "its backfill with limit 2",
+    ),
+    Mutant(
+        "missing_events_one_short",
+        "/get_missing_events serves every event between earliest and latest",
+        f"{FED_SERVER}.on_get_missing_events",
+        _async_after(lambda self, answer: {"events": answer["events"][1:]}),
+        ("serving.get_missing_events/v*",),
+        "the events between",
     ),
     # ---------------------------------------------------------------- redactions
     Mutant(
