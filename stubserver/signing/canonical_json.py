@@ -203,6 +203,10 @@ def _has_lone_surrogate(value: object) -> bool:
 _STRING_OR_REST_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _BRACKET_RE = re.compile(r"[\[\]{}]")
 _BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+#: For the rounds of pair removal: objects as arrays (only the nesting matters), and
+#: every byte but a bracket dropped (one ``bytes.translate``, in C).
+_AS_ARRAY = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def _depth_exceeds(text: str, limit: int) -> bool:
@@ -210,14 +214,61 @@ def _depth_exceeds(text: str, limit: int) -> bool:
 
     All in C (the Python loop over every character it replaces cost ~2 ms per
     /send of 50 PDUs, issue 22): the strings are cut out (with no backslash in the text,
-    every other piece between quotes is a string, an unterminated last one included),
-    then the brackets left are summed."""
-    escapes = "\\" in text
-    outside = _STRING_OR_REST_RE.sub("", text) if escapes else "".join(text.split('"')[0::2])
+    every other piece between quotes is a string, an unterminated last one included).
+    Then the brackets left, objects as arrays, lose their innermost ``[]`` pairs round by
+    round: a well nested text is gone after as many rounds as it is deep (a few for any
+    real body; the sum over all brackets it replaces cost 200 ms for a body of a million
+    ``{}``, issue 22's stall). A text not gone within ``limit`` rounds (too deep, or not
+    well nested: refused either way) is measured exactly by the running sum."""
+    return _nested_deeper(_outside_strings(text), limit)
+
+
+def _outside_strings(text: str) -> str:
+    """``text`` (JSON) without its strings: from a quote to the next unescaped quote, or
+    to the end of the text when none closes it. With no backslash in the text, every
+    other piece between quotes is a string, an unterminated last one included."""
+    if "\\" in text:
+        return _STRING_OR_REST_RE.sub("", text)
+    return "".join(text.split('"')[0::2])
+
+
+def _nested_deeper(outside: str, limit: int) -> bool:
+    """:func:`_depth_exceeds` over the text without its strings (:func:`_outside_strings`)."""
     if outside.count("[") + outside.count("{") <= limit:
         return False
+    brackets = outside.encode("utf-8").translate(_AS_ARRAY, _NOT_BRACKET)
+    for _ in range(limit):
+        shorter = brackets.replace(b"[]", b"")
+        if not shorter:
+            return False
+        if len(shorter) == len(brackets):
+            break
+        brackets = shorter
     steps = map(_BRACKET_STEP.__getitem__, _BRACKET_RE.findall(outside))
     return max(itertools.accumulate(steps)) > limit
+
+
+_dump_for_count = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _loads(text: str, *, duplicates_hook: bool) -> Any:
+    """``json.loads`` with the strict hooks; with ``duplicates_hook`` a Python call per
+    object that refuses duplicate keys (issue 22: half of the parse of a body of a million
+    small objects, so it runs only when the pair count says a key was given twice)."""
+    try:
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            object_pairs_hook=_pairs_no_duplicates if duplicates_hook else None,
+        )
+    except BadJson:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise BadJson(f"body is not JSON: {e}", not_json=True) from None
 
 
 def parse_json_bytes(body: bytes) -> Any:
@@ -233,20 +284,15 @@ def parse_json_bytes(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
-    if _depth_exceeds(text, MAX_JSON_DEPTH):
+    outside = _outside_strings(text)
+    if _nested_deeper(outside, MAX_JSON_DEPTH):
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
-    try:
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            object_pairs_hook=_pairs_no_duplicates,
-        )
-    except BadJson:
-        raise
-    except (ValueError, RecursionError) as e:
-        raise BadJson(f"body is not JSON: {e}", not_json=True) from None
+    value = _loads(text, duplicates_hook=False)
+    if _outside_strings(_dump_for_count(value)).count(":") != outside.count(":"):
+        # A key was given twice (the parser kept the last): parse again, refusing it by
+        # name. Each ":" outside strings is one key-value pair, in the body as in a dump
+        # of what was parsed, so the counts differ exactly when a pair was dropped.
+        _loads(text, duplicates_hook=True)
     # Only a \\uD8xx-\\uDFxx escape can produce a surrogate (UTF-8 decoding refuses encoded
     # ones), so the walk runs only for bodies that have such an escape.
     if _SURROGATE_ESCAPE_RE.search(text) and _has_lone_surrogate(value):
