@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -15,13 +16,16 @@ from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import sign_request
 from stubserver.rooms.hooks import CallbackHooks
+from stubserver.rooms.intake import Intake
+from stubserver.rooms.routes_common import RoomEndpointParts
 from stubserver.rooms.routes_send import SendEndpoint
 from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.server.router import JsonResponse, MatrixError
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.slices import SLICE_SECONDS
 from tests.auth.test_authenticator import Keys
 from tests.rooms.endpoint_fixtures import parts, signed_in
-from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, build, join, new_room
+from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, add, build, join, new_room
 from tests.support import result_now
 
 PATH = "/_matrix/federation/v1/send/t1"
@@ -105,3 +109,62 @@ def test_behind_the_real_xmatrix_filter_the_body_is_parsed_once() -> None:
     response = answer if isinstance(answer, JsonResponse) else result_now(answer)
     assert (response.status, response.body) == (200, {"pdus": {built.event.event_id: {}}})
     assert body.whole_reads == 1
+
+
+class WorkClock(Clock):
+    """A clock each reading of which costs ``step`` seconds (work that takes time), whose
+    :meth:`advance` is one reactor turn: it runs the calls due when it starts, not those
+    they schedule (a real reactor runs a ``callLater(0)`` made in this turn in the next)."""
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+
+    def seconds(self) -> float:
+        self.rightNow += self.step
+        return self.rightNow
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        for call in [c for c in self.calls if c.getTime() <= self.rightNow]:
+            self.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last() -> None:
+    """Issue 22 (/version stall): when each PDU takes a slice's time, /send hands the
+    reactor back between PDUs: the PDUs are added in order, one slice at a time, the
+    origin's next transaction meanwhile is 429, and the answer (every PDU) comes only once
+    the last is processed."""
+    base = parts()
+    clock = WorkClock(2 * SLICE_SECONDS)  # every PDU a slice's work at least
+    clock.advance(TS / 1000)
+    intake = Intake(base.intake.fetch_verify_key, clock)
+    p = RoomEndpointParts(base.store, base.signer, intake, clock)
+    room = new_room("12").room
+    join(room, BOB)
+    sender = new_room("12").room
+    join(sender, BOB)
+    built = []
+    for i in range(3):
+        built.append(build(sender, BOB, "m.room.message", {"body": str(i)}, ts=TS + 1 + i))
+        add(sender, built[-1])
+    p.store.add_room(room)
+    endpoint = SendEndpoint(p, CallbackHooks())
+    answer = endpoint.send_transaction(
+        signed_in("PUT", PATH, {"pdus": [b.pdu for b in built]}), {"txnId": "t1"}
+    )
+    assert isinstance(answer, Deferred)
+    added_per_turn: list[int] = []
+    while not answer.called and len(added_per_turn) < 20:
+        added_per_turn.append(sum(room.get_event(b.event.event_id) is not None for b in built))
+        with pytest.raises(MatrixError) as raised:
+            endpoint.send_transaction(signed_in("PUT", PATH, {"pdus": []}), {"txnId": "t2"})
+        assert raised.value.status == 429
+        clock.advance(0)
+    response = result_now(answer)
+    assert response.body == {"pdus": {b.event.event_id: {} for b in built}}
+    # Three parsed in three slices (nothing added yet), then added one per slice.
+    assert added_per_turn == [0, 0, 0, 1, 2, 3]
+    assert intake.pauses == len(added_per_turn)
