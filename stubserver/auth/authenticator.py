@@ -46,6 +46,7 @@ from stubserver.auth.xmatrix import (
 from stubserver.cache import BoundedCache
 from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
 from stubserver.signing.keys import SignatureError, parsed_signable_bytes, verify_signatures
+from stubserver.slices import TimeSlices
 
 #: How long a failed key fetch for an origin is remembered, in seconds: a few seconds at
 #: most, never minutes (a peer restarted must be able to talk to us again at once).
@@ -238,7 +239,12 @@ class RequestAuthenticator(Generic[KeysT]):
         now_ms = int(self._clock.seconds() * MS_PER_SECOND)
         check_keys_usable(authorization, keys, now_ms)
         method, uri = target
-        signed = request_signing_object(method, uri, origin, self._server_name, read_content())
+        slices = TimeSlices(self._clock)
+        content = read_content()
+        # A body of megabytes takes a slice to parse: the reactor answers other requests
+        # before its signature check (issue 22, /version stall), which encodes it again.
+        await slices.pause()
+        signed = request_signing_object(method, uri, origin, self._server_name, content)
         key_id = verify_request_signatures(signed, authorization, keys, now_ms)
         return AuthResult(origin=origin, key_id=key_id)
 
