@@ -248,6 +248,11 @@ def _nested_deeper(outside: str, limit: int) -> bool:
     return max(itertools.accumulate(steps)) > limit
 
 
+#: Duplicate keys are refused by a Python call per object (the hook) when the body has
+#: fewer objects than one per this many bytes (an ordinary /send: ~300 in 30 KB); denser
+#: bodies (a million ``{}`` in 4 MB, issue 22) are dumped again in C and their pairs
+#: counted, which costs ~5 ns a byte where the hook costs ~400 ns an object.
+_BYTES_PER_OBJECT_FOR_THE_HOOK = 80
 _dump_for_count = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
 ).encode
@@ -256,7 +261,7 @@ _dump_for_count = json.JSONEncoder(
 def _loads(text: str, *, duplicates_hook: bool) -> Any:
     """``json.loads`` with the strict hooks; with ``duplicates_hook`` a Python call per
     object that refuses duplicate keys (issue 22: half of the parse of a body of a million
-    small objects, so it runs only when the pair count says a key was given twice)."""
+    small objects, where counting pairs is cheaper)."""
     try:
         return json.loads(
             text,
@@ -287,12 +292,15 @@ def parse_json_bytes(body: bytes) -> Any:
     outside = _outside_strings(text)
     if _nested_deeper(outside, MAX_JSON_DEPTH):
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
-    value = _loads(text, duplicates_hook=False)
-    if _outside_strings(_dump_for_count(value)).count(":") != outside.count(":"):
-        # A key was given twice (the parser kept the last): parse again, refusing it by
-        # name. Each ":" outside strings is one key-value pair, in the body as in a dump
-        # of what was parsed, so the counts differ exactly when a pair was dropped.
-        _loads(text, duplicates_hook=True)
+    if outside.count("{") * _BYTES_PER_OBJECT_FOR_THE_HOOK <= len(text):
+        value = _loads(text, duplicates_hook=True)
+    else:
+        value = _loads(text, duplicates_hook=False)
+        if _outside_strings(_dump_for_count(value)).count(":") != outside.count(":"):
+            # A key was given twice (the parser kept the last): parse again, refusing it
+            # by name. Each ":" outside strings is one key-value pair, in the body as in a
+            # dump of what was parsed, so the counts differ exactly when one was dropped.
+            _loads(text, duplicates_hook=True)
     # Only a \\uD8xx-\\uDFxx escape can produce a surrogate (UTF-8 decoding refuses encoded
     # ones), so the walk runs only for bodies that have such an escape.
     if _SURROGATE_ESCAPE_RE.search(text) and _has_lone_surrogate(value):

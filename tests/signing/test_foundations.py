@@ -266,12 +266,13 @@ def test_the_depth_check_agrees_with_the_character_loop_on_any_text(text: str, l
         b'{"a\\"": 1, "a\\"": 2}',
         b'{"k:": "v:", "k:": 1}',
         b'[{}, {"a": {}}, {"a": {"z": 1}, "a": {}}]',
+        b'{"pad": "' + b"x" * 1000 + b'", "a": {"b": 1, "b": 2}}',
     ],
 )
 def test_a_duplicate_key_is_refused_at_any_depth(body: bytes) -> None:
     """A key given twice in one object is refused by name (M_BAD_JSON), at any depth,
-    with escaped quotes or colons in its strings (issue 22: found by counting pairs, not
-    by a Python call per object)."""
+    with escaped quotes or colons in its strings, in a body dense with objects (issue 22:
+    found by counting pairs) as in a sparse one (a Python call per object)."""
     with pytest.raises(BadJson, match="duplicate key") as info:
         parse_json_bytes(body)
     assert info.value.not_json is False
