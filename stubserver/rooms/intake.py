@@ -84,15 +84,17 @@ class Intake:
     async def receive(
         self, origin: str, pdus: Sequence[Any], edus: Sequence[Any], rooms: RoomLookup, now: int
     ) -> TransactionOutcome:
-        """A transaction's PDUs and EDUs (``transaction_lists`` of a parsed request body):
-        parse each PDU (``parse_pdu``), fetch the keys, then verify and add each to its
-        room, in order, handing the reactor back between PDUs whenever a slice of time is
-        spent (issue 22: a /send of 50 PDUs of 63 KB held the reactor for 0.5-0.8 s). The
-        outcome is ``stubserver.rooms.transaction.apply_transaction``'s."""
+        """A transaction's PDUs and EDUs (``transaction_lists`` of an authenticated request
+        body: parsed by ``parse_json_bytes``, and encoded whole without a float by its
+        signature check): parse each PDU (``parse_pdu``), fetch the keys, then verify and
+        add each to its room, in order, handing the reactor back between PDUs whenever a
+        slice of time is spent (issue 22: a /send of 50 PDUs of 63 KB held the reactor
+        for 0.5-0.8 s). The outcome is ``stubserver.rooms.transaction.apply_transaction``'s.
+        """
         slices = TimeSlices(self.clock) if self.clock is not None else None
         parsed = []
         for pdu in pdus:
-            one = parse_pdu(origin, pdu, rooms, owned=True)
+            one = parse_pdu(origin, pdu, rooms, owned=True, float_free=True)
             if one is not None:
                 parsed.append(one)
             if slices is not None:

@@ -163,12 +163,12 @@ def transaction_lists(body: object) -> tuple[list[Any], list[Any]]:
 
 
 def parse_pdu(
-    origin: str, pdu: object, rooms: RoomLookup, *, owned: bool = False
+    origin: str, pdu: object, rooms: RoomLookup, *, owned: bool = False, float_free: bool = False
 ) -> tuple[Room, Event] | None:
     """One PDU of ``origin``'s transaction parsed under its room's version, with its room;
     None when it fails to parse, names a room we do not know, or ``origin`` may not send it
-    there (:func:`may_send_into`). ``owned``: the body's values are handed over
-    (``event_from_pdu``)."""
+    there (:func:`may_send_into`). ``owned``, ``float_free``: the body's values are handed
+    over, and were found without a float (``event_from_pdu``)."""
     room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
     room = rooms(room_id) if isinstance(room_id, str) else None
     if room is None:
@@ -179,7 +179,7 @@ def parse_pdu(
     if not may_send_into(room, origin, pdu):
         return None
     try:
-        return room, event_from_pdu(pdu, room.room_version, owned=owned)
+        return room, event_from_pdu(pdu, room.room_version, owned=owned, float_free=float_free)
     except InvalidPdu:
         return None
 
