@@ -20,7 +20,8 @@ import itertools
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import canonicaljson
 
@@ -285,13 +286,7 @@ def parse_json_bytes(body: bytes) -> Any:
     escape that no UTF-8 encoder can write back) (``not_json=False``). Never raises
     RecursionError.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
-    outside = _outside_strings(text)
-    if _nested_deeper(outside, MAX_JSON_DEPTH):
-        raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
+    text, outside = _checked_text(body)
     if outside.count("{") * _BYTES_PER_OBJECT_FOR_THE_HOOK <= len(text):
         value = _loads(text, duplicates_hook=True)
     else:
@@ -301,8 +296,147 @@ def parse_json_bytes(body: bytes) -> Any:
             # by name. Each ":" outside strings is one key-value pair, in the body as in a
             # dump of what was parsed, so the counts differ exactly when one was dropped.
             _loads(text, duplicates_hook=True)
+    return _without_lone_surrogates(text, value)
+
+
+def _checked_text(body: bytes) -> tuple[str, str]:
+    """The body as text, and the text without its strings, once it is UTF-8 nested at
+    most :data:`MAX_JSON_DEPTH` deep; raise :class:`BadJson`."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
+    outside = _outside_strings(text)
+    if _nested_deeper(outside, MAX_JSON_DEPTH):
+        raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
+    return text, outside
+
+
+def _without_lone_surrogates(text: str, value: Any) -> Any:
+    """``value`` (parsed from ``text``), unless a string of it holds a lone surrogate."""
     # Only a \\uD8xx-\\uDFxx escape can produce a surrogate (UTF-8 decoding refuses encoded
     # ones), so the walk runs only for bodies that have such an escape.
     if _SURROGATE_ESCAPE_RE.search(text) and _has_lone_surrogate(value):
         raise BadJson("a string holds a lone surrogate escape (not UTF-8)", not_json=False)
     return value
+
+
+#: Await it to let other work run (``stubserver.slices.TimeSlices.pause``).
+Pause = Callable[[], Awaitable[None]]
+#: The strict parser, one value at a time (``scan(text, index) -> (value, end)``), and
+#: its string scanner (``scanstring(text, after_quote) -> (string, end)``); neither is in
+#: the ``json`` module's type stubs.
+_strict_scan: Callable[[str, int], tuple[Any, int]] = cast(
+    Any,
+    json.JSONDecoder(
+        parse_constant=_reject_constant,
+        parse_int=_parse_int,
+        parse_float=_parse_float,
+        object_pairs_hook=_pairs_no_duplicates,
+    ),
+).scan_once
+_scanstring: Callable[[str, int], tuple[str, int]] = cast(Any, json.decoder).scanstring
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _scan_value(text: str, at: int) -> tuple[Any, int]:
+    try:
+        return _strict_scan(text, at)
+    except StopIteration:  # no value at ``at`` (a coroutine may not let it out)
+        raise _NotSliced from None
+
+
+def _skip_space(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+class _NotSliced(Exception):
+    """The text is not an object the sliced parse follows: parse it whole."""
+
+
+async def parse_json_bytes_in_slices(body: bytes, pause: Pause) -> Any:
+    """:func:`parse_json_bytes`, awaiting ``pause()`` after each element of the arrays
+    directly under a top-level object (a ``/send``'s PDUs and EDUs): the same value and
+    the same refusals, but a body of megabytes no longer holds the reactor for the whole
+    parse (issue 22, /version stall). Whatever is not such an object, or is not JSON, is
+    parsed whole (which refuses it with the usual words)."""
+    text, _ = _checked_text(body)
+    try:
+        value = await _sliced_object(text, pause)
+    except BadJson:
+        raise
+    except (_NotSliced, ValueError, IndexError, RecursionError):
+        value = _loads(text, duplicates_hook=True)
+    return _without_lone_surrogates(text, value)
+
+
+async def _sliced_object(text: str, pause: Pause) -> dict[str, Any]:
+    at = _skip_space(text, 0)
+    if text[at : at + 1] != "{":
+        raise _NotSliced
+    at = _skip_space(text, at + 1)
+    members: list[tuple[str, Any]] = []
+    while text[at] != "}":
+        if text[at] != '"':
+            raise _NotSliced
+        key, at = _scanstring(text, at + 1)
+        at = _skip_space(text, at)
+        if text[at] != ":":
+            raise _NotSliced
+        at = _skip_space(text, at + 1)
+        if text[at] == "[":
+            value, at = await _sliced_array(text, at + 1, pause)
+        else:
+            value, at = _scan_value(text, at)
+        members.append((key, value))
+        at = _skip_space(text, at)
+        if text[at] == ",":
+            at = _skip_space(text, at + 1)
+            if text[at] == "}":
+                raise _NotSliced  # a trailing comma
+        elif text[at] != "}":
+            raise _NotSliced
+    if _skip_space(text, at + 1) != len(text):
+        raise _NotSliced  # extra data after the object
+    return _pairs_no_duplicates(members)
+
+
+async def _sliced_array(text: str, at: int, pause: Pause) -> tuple[list[Any], int]:
+    items: list[Any] = []
+    at = _skip_space(text, at)
+    if text[at] == "]":
+        return items, at + 1
+    while True:
+        item, at = _scan_value(text, at)
+        items.append(item)
+        await pause()
+        at = _skip_space(text, at)
+        if text[at] == "]":
+            return items, at + 1
+        if text[at] != ",":
+            raise _NotSliced
+        at = _skip_space(text, at + 1)
+
+
+async def encode_parsed_canonical_json_in_slices(
+    value: object, pause: Pause, levels: int = 3
+) -> bytes:
+    """:func:`encode_parsed_canonical_json`, awaiting ``pause()`` after each element of
+    the arrays within ``levels`` levels of objects (a request's signing object: its
+    ``content``, a ``/send``'s PDUs): the same bytes (canonical JSON is the sorted members
+    joined, each encoded alone) and the same refusals."""
+    if levels <= 0 or not isinstance(value, (dict, list)):
+        return encode_parsed_canonical_json(value)
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            items.append(await encode_parsed_canonical_json_in_slices(item, pause, levels - 1))
+            await pause()
+        return b"[" + b",".join(items) + b"]"
+    members = []
+    for key in sorted(value):
+        encoded = await encode_parsed_canonical_json_in_slices(value[key], pause, levels - 1)
+        members.append(encode_canonical_json(key) + b":" + encoded)
+    return b"{" + b",".join(members) + b"}"

@@ -8,7 +8,6 @@ from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -26,7 +25,7 @@ from stubserver.slices import SLICE_SECONDS
 from tests.auth.test_authenticator import Keys
 from tests.rooms.endpoint_fixtures import parts, signed_in
 from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, add, build, join, new_room
-from tests.support import result_now
+from tests.support import WorkClock, result_now
 
 PATH = "/_matrix/federation/v1/send/t1"
 
@@ -118,27 +117,6 @@ def test_behind_the_real_xmatrix_filter_the_body_is_parsed_once() -> None:
     response = answer if isinstance(answer, JsonResponse) else result_now(answer)
     assert (response.status, response.body) == (200, {"pdus": {built.event.event_id: {}}})
     assert body.whole_reads == 1
-
-
-class WorkClock(Clock):
-    """A clock each reading of which costs ``step`` seconds (work that takes time), whose
-    :meth:`advance` is one reactor turn: it runs the calls due when it starts, not those
-    they schedule (a real reactor runs a ``callLater(0)`` made in this turn in the next)."""
-
-    def __init__(self, step: float) -> None:
-        super().__init__()
-        self.step = step
-
-    def seconds(self) -> float:
-        self.rightNow += self.step
-        return self.rightNow
-
-    def advance(self, amount: float) -> None:
-        self.rightNow += amount
-        for call in [c for c in self.calls if c.getTime() <= self.rightNow]:
-            self.calls.remove(call)
-            call.called = 1
-            call.func(*call.args, **call.kw)
 
 
 def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last() -> None:
