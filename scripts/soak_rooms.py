@@ -20,7 +20,7 @@ Cases, each with what it should cost (the world counts every request it gets):
   answers get_missing_events with nothing: 1 request toward evil.test per transaction.
 
 The run prints per case the requests the world got, the server's RSS before and after,
-and the longest ``/version`` answer during the rooms cases.
+and the longest ``/version`` answer during each case and during the rooms cases.
 """
 
 from __future__ import annotations
@@ -375,6 +375,11 @@ def _small_objects() -> dict[str, Any]:
     return {"body": "x", "objects": [{} for _ in range(SMALL_OBJECTS_PER_PDU)]}
 
 
+def _longest(probes: list[float], first: int) -> str:
+    """The longest ``/version`` answer among ``probes[first:]`` (one case's), as text."""
+    return f", longest /version meanwhile {max(probes[first:], default=0.0) * 1000:.0f} ms"
+
+
 def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
     """Run the four cases; print what each cost."""
     server = _server_of(stub, ca_pem)
@@ -398,6 +403,7 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
 
     # Row 2: a server outside the room.
     room.refresh()
+    first_probe = len(probes)
     before = rss_kib(pid)
     for _ in range(TRANSACTIONS_PER_CASE):
         pdus = [
@@ -409,11 +415,12 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
     print(
         f"row 2 (outsider, {TRANSACTIONS_PER_CASE} x 50 PDUs of ~63 KB): stored {len(kept)}, "
         f"key requests toward it {world.count('outsider.test', 'keys')}, "
-        f"rss {before} -> {rss_kib(pid)} KiB"
+        f"rss {before} -> {rss_kib(pid)} KiB{_longest(probes, first_probe)}"
     )
 
     # Row 8: a member's rejected events.
     room.refresh()
+    first_probe = len(probes)
     before = rss_kib(pid)
     for n in range(TRANSACTIONS_PER_CASE):
         pdus = [
@@ -437,11 +444,12 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
     print(
         f"row 8 (member's rejected, {TRANSACTIONS_PER_CASE} x 50 PDUs of ~63 KB): "
         f"{len(rejected)} rejected kept, largest kept PDU {biggest} bytes, our send after: "
-        f"{status}, rss {before} -> {rss_kib(pid)} KiB"
+        f"{status}, rss {before} -> {rss_kib(pid)} KiB{_longest(probes, first_probe)}"
     )
 
     # Row 6: unknown key IDs of a third server.
     room.refresh()
+    first_probe = len(probes)
     for n in range(TRANSACTIONS_PER_CASE):
         pdus = []
         for i in range(25):
@@ -452,10 +460,12 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
     print(
         f"row 6 ({TRANSACTIONS_PER_CASE} x 25 PDUs naming unknown key IDs of victim.test): "
         f"key requests toward victim.test {world.count('victim.test', 'keys')}"
+        f"{_longest(probes, first_probe)}"
     )
 
     # Row 7: unknown prev_events, an origin that divulges nothing.
     room.refresh()
+    first_probe = len(probes)
     asked_before = sum(
         world.count("evil.test", kind)
         for kind in ("get_missing_events", "state_ids", "event", "event_auth")
@@ -489,6 +499,7 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
     print(
         f"row 7 ({TRANSACTIONS_PER_CASE} x 50 PDUs with unknown prev_events): "
         f"requests toward evil.test {asked} ({asked / TRANSACTIONS_PER_CASE:.1f} per /send)"
+        f"{_longest(probes, first_probe)}"
     )
     stop.set()
     prober.join()

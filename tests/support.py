@@ -47,6 +47,7 @@ import yaml
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -417,6 +418,27 @@ def flush_logged_errors(
     """Trial's ``flushLoggedErrors``, typed: the errors logged so far of these types."""
     flushed: list[Failure] = case.flushLoggedErrors(*error_types)  # type: ignore[no-untyped-call]
     return flushed
+
+
+class WorkClock(Clock):
+    """A clock each reading of which costs ``step`` seconds (work that takes time), whose
+    :meth:`advance` is one reactor turn: it runs the calls due when it starts, not those
+    they schedule (a real reactor runs a ``callLater(0)`` made in this turn in the next)."""
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+
+    def seconds(self) -> float:
+        self.rightNow += self.step
+        return self.rightNow
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        for call in [c for c in self.calls if c.getTime() <= self.rightNow]:
+            self.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
 
 
 def result_now(d: Deferred[_T]) -> _T:

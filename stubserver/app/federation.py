@@ -155,7 +155,7 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
         observers = (request_log, *observers)
     return FederationExtensions(
         routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),
-        filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset),),
+        filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset, clock=reactor),),
         observers=observers,
         request_log=request_log,
         key_fetcher=fetcher,

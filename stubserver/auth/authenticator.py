@@ -26,6 +26,7 @@ enough that a flood of requests claiming a dead origin is not a flood of key req
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -45,7 +46,12 @@ from stubserver.auth.xmatrix import (
 )
 from stubserver.cache import BoundedCache
 from stubserver.server_keys.refetch_limit import REFETCH_INTERVAL_SECONDS, RefetchLimit
+from stubserver.signing.canonical_json import (
+    CanonicalJsonError,
+    encode_parsed_canonical_json_in_slices,
+)
 from stubserver.signing.keys import SignatureError, parsed_signable_bytes, verify_signatures
+from stubserver.slices import TimeSlices
 
 #: How long a failed key fetch for an origin is remembered, in seconds: a few seconds at
 #: most, never minutes (a peer restarted must be able to talk to us again at once).
@@ -154,11 +160,14 @@ def verify_request_signatures(
     authorization: XMatrixAuthorization,
     keys: PublishedKeys,
     now_ms: int,
+    *,
+    encoded: bytes | None = None,
 ) -> str:
     """Check the signatures of ``authorization`` over ``signed`` with the origin's keys.
 
     As Synapse: every signature by a key we know must verify, and at least one must.
-    Returns the first key ID that verified.
+    Returns the first key ID that verified. ``encoded``: ``signed``'s canonical JSON when
+    the caller has it already (encoded in slices), else it is encoded here.
     """
     check_keys_usable(authorization, keys, now_ms)
     origin = authorization.origin
@@ -172,7 +181,12 @@ def verify_request_signatures(
     try:
         # One encoding for all the signatures; the content is parse_json_bytes's
         # (authenticate's contract), so no walk of it (issue 22).
-        verify_signatures(obj, origin, known, encode=parsed_signable_bytes)
+        verify_signatures(
+            obj,
+            origin,
+            known,
+            encode=parsed_signable_bytes if encoded is None else lambda _: encoded,
+        )
     except SignatureError as e:
         raise BadSignature(f"Invalid signature for server {origin}: {e}") from None
     return next(iter(known))
@@ -238,8 +252,21 @@ class RequestAuthenticator(Generic[KeysT]):
         now_ms = int(self._clock.seconds() * MS_PER_SECOND)
         check_keys_usable(authorization, keys, now_ms)
         method, uri = target
-        signed = request_signing_object(method, uri, origin, self._server_name, read_content())
-        key_id = verify_request_signatures(signed, authorization, keys, now_ms)
+        slices = TimeSlices(self._clock)
+        content = read_content()
+        if isinstance(content, Deferred):  # a body of megabytes, parsed in slices
+            content = await content
+        signed = request_signing_object(method, uri, origin, self._server_name, content)
+        encoded = None
+        if slices.due():
+            # The parse took a slice or more: the reactor answers other requests before
+            # the signature check, and the body is encoded in slices too (issue 22,
+            # /version stall). A body with no canonical form is left to the check below,
+            # which refuses it with the usual words.
+            await slices.pause()
+            with contextlib.suppress(CanonicalJsonError):
+                encoded = await encode_parsed_canonical_json_in_slices(signed, slices.pause)
+        key_id = verify_request_signatures(signed, authorization, keys, now_ms, encoded=encoded)
         return AuthResult(origin=origin, key_id=key_id)
 
     async def _keys(self, origin: str, fetch: Callable[[str], Deferred[KeysT]]) -> KeysT:

@@ -56,7 +56,7 @@ def room_routes(
     ``/send`` and each accepted invite; without them, ``on_transaction(origin, outcome)``
     and ``on_invite(invite)`` are, when given.
     """
-    parts = RoomEndpointParts(store, signer, Intake(fetch_verify_key), clock)
+    parts = RoomEndpointParts(store, signer, Intake(fetch_verify_key, clock), clock)
     told = hooks if hooks is not None else CallbackHooks(on_transaction, on_invite)
     return [
         *MembershipEndpoints(parts, told, invites_accept=invites_accept).routes(),

@@ -10,7 +10,8 @@ the hooks hear of every processed transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -19,7 +20,7 @@ from twisted.web.iweb import IRequest
 from stubserver.auth.filter import request_content, require_origin
 from stubserver.rooms.hooks import InboundHooks
 from stubserver.rooms.routes_common import V1, RoomEndpointParts
-from stubserver.rooms.transaction import ParsedTransaction, TransactionRefused
+from stubserver.rooms.transaction import TransactionRefused, transaction_lists
 from stubserver.server.router import JsonResponse, MatrixError, Route
 
 log = Logger()
@@ -52,17 +53,24 @@ class SendEndpoint:
             raise MatrixError(429, "M_UNKNOWN", "Too many concurrent transactions")
         body = request_content(request)
         try:
-            parsed = self._parts.intake.parse_transaction(origin, txn_id, body, store.get_room)
+            pdus, edus = transaction_lists(body)
         except TransactionRefused as refused:
             return JsonResponse(refused.status, refused.body)
         self.in_flight.add(origin)
-        return Deferred.fromCoroutine(self._finish(parsed))
+        return Deferred.fromCoroutine(self._finish(origin, txn_id, pdus, edus))
 
-    async def _finish(self, parsed: ParsedTransaction) -> JsonResponse:
-        origin, txn_id = parsed.origin, parsed.txn_id
+    async def _finish(
+        self, origin: str, txn_id: str, pdus: Sequence[Any], edus: Sequence[Any]
+    ) -> JsonResponse:
+        # The answer comes once every PDU is processed (spec "Transactions"); the intake
+        # hands the reactor back between PDUs meanwhile, and ``in_flight`` keeps the
+        # origin's next transaction out until then (one at a time per origin, in order).
+        store = self._parts.store
         try:
-            outcome = await self._parts.intake.transaction(parsed, self._parts.now())
-            self._parts.store.memory.remember(origin, txn_id, outcome.response)
+            outcome = await self._parts.intake.receive(
+                origin, pdus, edus, store.get_room, self._parts.now()
+            )
+            store.memory.remember(origin, txn_id, outcome.response)
         finally:
             self.in_flight.discard(origin)
         try:

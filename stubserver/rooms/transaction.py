@@ -22,7 +22,7 @@ tests and in-process peers call :func:`process_transaction` in one go.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -82,7 +82,7 @@ class Edu:
     size: int = 0
 
 
-def kept_edus(origin: str, edus: list[Any]) -> tuple[Edu, ...]:
+def kept_edus(origin: str, edus: Iterable[Any]) -> tuple[Edu, ...]:
     """The EDUs of a transaction worth keeping (pure): those with a string ``edu_type`` and
     content of at most :data:`MAX_EDU_CONTENT_BYTES`, each measured."""
     kept = []
@@ -143,13 +143,9 @@ def may_send_into(room: Room, origin: str, pdu: Mapping[str, Any]) -> bool:
     )
 
 
-def parse_transaction(
-    origin: str, txn_id: str, body: object, rooms: RoomLookup, *, owned: bool = False
-) -> ParsedTransaction:
-    """Apply the limits and parse each PDU under its room's version; PDUs that fail to
-    parse, name an unknown room, or that ``origin`` may not send there
-    (:func:`may_send_into`) are left out. Raise :class:`TransactionRefused`.
-    ``owned``: the body's values are handed over (``event_from_pdu``)."""
+def transaction_lists(body: object) -> tuple[list[Any], list[Any]]:
+    """The PDUs and EDUs of a ``/send`` body within the limits; raise
+    :class:`TransactionRefused`."""
     if not isinstance(body, Mapping):
         raise TransactionRefused(
             400, {"errcode": "M_BAD_JSON", "error": "transaction must be an object"}, "not object"
@@ -163,22 +159,43 @@ def parse_transaction(
     if len(pdus) > MAX_PDUS_PER_TRANSACTION or len(edus) > MAX_EDUS_PER_TRANSACTION:
         # Synapse answers exactly 400 {} (rooms.md 1.2 step 1).
         raise TransactionRefused(400, {}, f"{len(pdus)} PDUs, {len(edus)} EDUs: too many")
-    parsed: list[tuple[Room, Event]] = []
-    for pdu in pdus:
-        room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
-        room = rooms(room_id) if isinstance(room_id, str) else None
-        if room is None:
-            # A v12 create event has no room_id: it never arrives by /send for a room
-            # we hold, so it is dropped like any unknown room.
-            continue
-        assert isinstance(pdu, Mapping)  # it has a room_id
-        if not may_send_into(room, origin, pdu):
-            continue
-        try:
-            parsed.append((room, event_from_pdu(pdu, room.room_version, owned=owned)))
-        except InvalidPdu:
-            continue
-    return ParsedTransaction(origin, txn_id, tuple(parsed), kept_edus(origin, edus))
+    return pdus, edus
+
+
+def parse_pdu(
+    origin: str, pdu: object, rooms: RoomLookup, *, owned: bool = False, float_free: bool = False
+) -> tuple[Room, Event] | None:
+    """One PDU of ``origin``'s transaction parsed under its room's version, with its room;
+    None when it fails to parse, names a room we do not know, or ``origin`` may not send it
+    there (:func:`may_send_into`). ``owned``, ``float_free``: the body's values are handed
+    over, and were found without a float (``event_from_pdu``)."""
+    room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
+    room = rooms(room_id) if isinstance(room_id, str) else None
+    if room is None:
+        # A v12 create event has no room_id: it never arrives by /send for a room
+        # we hold, so it is dropped like any unknown room.
+        return None
+    assert isinstance(pdu, Mapping)  # it has a room_id
+    if not may_send_into(room, origin, pdu):
+        return None
+    try:
+        return room, event_from_pdu(pdu, room.room_version, owned=owned, float_free=float_free)
+    except InvalidPdu:
+        return None
+
+
+def parse_transaction(
+    origin: str, txn_id: str, body: object, rooms: RoomLookup, *, owned: bool = False
+) -> ParsedTransaction:
+    """Apply the limits (:func:`transaction_lists`) and parse each PDU
+    (:func:`parse_pdu`: those that fail, name an unknown room, or that ``origin`` may not
+    send there are left out). Raise :class:`TransactionRefused`. ``owned``: the body's
+    values are handed over (``event_from_pdu``)."""
+    pdus, edus = transaction_lists(body)
+    parsed = [parse_pdu(origin, pdu, rooms, owned=owned) for pdu in pdus]
+    return ParsedTransaction(
+        origin, txn_id, tuple(p for p in parsed if p is not None), kept_edus(origin, edus)
+    )
 
 
 def checked_copy(event: Event) -> Event:
@@ -201,6 +218,41 @@ def checked_copy(event: Event) -> Event:
     return event
 
 
+@dataclass
+class TransactionResults:
+    """The answer and outcome of a transaction of ``origin``, built PDU by PDU
+    (:meth:`add`), so that a caller may hand the reactor back between PDUs."""
+
+    origin: str
+    now: int
+    results: dict[str, dict[str, str]] = field(default_factory=dict)
+    added: list[EventRecord] = field(default_factory=list)
+    pending: list[tuple[Room, Event, MissingEvents]] = field(default_factory=list)
+
+    def add(self, room: Room, event: Event, signature_error: str | None) -> None:
+        """Answer ``event`` and, without a signature error, add it to ``room`` (content
+        hash checked here)."""
+        if signature_error is not None:
+            self.results[event.event_id] = {"error": signature_error}
+            return
+        stored = checked_copy(event)
+        self.results[event.event_id] = {}
+        try:
+            self.added.append(room.add_event(stored, self.now, origin=self.origin))
+        except MissingEvents as missing:
+            self.pending.append((room, stored, missing))
+        except RoomError:
+            # RoomFull or a failed state resolution: the event is not stored, but the
+            # answer stays {} as Synapse's (it stages first, decides later).
+            pass
+
+    def outcome(self, edus: tuple[Edu, ...]) -> TransactionOutcome:
+        """The answer ``{"pdus": {event_id: {} | {"error": ...}}}`` and what happened."""
+        return TransactionOutcome(
+            {"pdus": self.results}, tuple(self.added), tuple(self.pending), edus
+        )
+
+
 def apply_transaction(
     parsed: ParsedTransaction,
     signature_errors: Mapping[str, str],
@@ -208,25 +260,10 @@ def apply_transaction(
 ) -> TransactionOutcome:
     """Add each parsed PDU without a signature error to its room (content hash checked
     here), and build the answer ``{"pdus": {event_id: {} | {"error": ...}}}``."""
-    results: dict[str, dict[str, str]] = {}
-    added: list[EventRecord] = []
-    pending: list[tuple[Room, Event, MissingEvents]] = []
+    results = TransactionResults(parsed.origin, now)
     for room, event in parsed.pdus:
-        error = signature_errors.get(event.event_id)
-        if error is not None:
-            results[event.event_id] = {"error": error}
-            continue
-        stored = checked_copy(event)
-        results[event.event_id] = {}
-        try:
-            added.append(room.add_event(stored, now, origin=parsed.origin))
-        except MissingEvents as missing:
-            pending.append((room, stored, missing))
-        except RoomError:
-            # RoomFull or a failed state resolution: the event is not stored, but the
-            # answer stays {} as Synapse's (it stages first, decides later).
-            continue
-    return TransactionOutcome({"pdus": results}, tuple(added), tuple(pending), parsed.edus)
+        results.add(room, event, signature_errors.get(event.event_id))
+    return results.outcome(parsed.edus)
 
 
 KeyLookup = Callable[[str, str, int], "VerifyKey | None"]
@@ -275,14 +312,22 @@ def verify_with_keys(lookup: KeyLookup) -> VerifyPdu:
     return verify
 
 
+def signature_error(event: Event, verify: VerifyPdu) -> str | None:
+    """Run ``verify`` on ``event``; the per-PDU error text (Synapse's wording) or None."""
+    try:
+        verify(event)
+    except SignatureFailure as e:
+        return f"ERROR 403: {e}"
+    return None
+
+
 def signature_errors(parsed: ParsedTransaction, verify: VerifyPdu) -> dict[str, str]:
-    """Run ``verify`` on each parsed PDU; the per-PDU error texts, Synapse's wording."""
+    """:func:`signature_error` of each parsed PDU, by event ID (those with one)."""
     errors: dict[str, str] = {}
     for _, event in parsed.pdus:
-        try:
-            verify(event)
-        except SignatureFailure as e:
-            errors[event.event_id] = f"ERROR 403: {e}"
+        error = signature_error(event, verify)
+        if error is not None:
+            errors[event.event_id] = error
     return errors
 
 

@@ -67,7 +67,13 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from stubserver import __version__
-from stubserver.signing.canonical_json import BadJson, encode_json, parse_json_bytes
+from stubserver.signing.canonical_json import (
+    BadJson,
+    Pause,
+    encode_json,
+    parse_json_bytes,
+    parse_json_bytes_in_slices,
+)
 
 #: Largest request body accepted on most endpoints, in bytes (issue 7: 64 KiB).
 #: The listener refuses larger bodies before reading them (``stubserver.server.limits``).
@@ -243,6 +249,26 @@ def query_arg(request: IRequest, name: str) -> str | None:
 
 def read_json_body(request: IRequest, limit: int = MAX_JSON_BODY_BYTES) -> Any:
     """The request body parsed strictly as JSON; MatrixError 413/400 when too big or bad."""
+    body = _body_within(request, limit)
+    try:
+        return parse_json_bytes(body)
+    except BadJson as e:
+        raise _bad_json(e) from None
+
+
+async def read_json_body_in_slices(
+    request: IRequest, pause: Pause, limit: int = MAX_JSON_BODY_BYTES
+) -> Any:
+    """:func:`read_json_body`, parsed in slices (``parse_json_bytes_in_slices``: ``pause``
+    awaited between the elements of the body's arrays), for bodies of megabytes."""
+    body = _body_within(request, limit)
+    try:
+        return await parse_json_bytes_in_slices(body, pause)
+    except BadJson as e:
+        raise _bad_json(e) from None
+
+
+def _body_within(request: IRequest, limit: int) -> bytes:
     content = request.content
     if content is None:
         raise MatrixError(400, "M_NOT_JSON", "the request has no body")
@@ -250,10 +276,11 @@ def read_json_body(request: IRequest, limit: int = MAX_JSON_BODY_BYTES) -> Any:
     body: bytes = content.read(limit + 1)
     if len(body) > limit:
         raise MatrixError(413, "M_TOO_LARGE", f"the request body is larger than {limit} bytes")
-    try:
-        return parse_json_bytes(body)
-    except BadJson as e:
-        raise MatrixError(400, "M_NOT_JSON" if e.not_json else "M_BAD_JSON", str(e)) from None
+    return body
+
+
+def _bad_json(e: BadJson) -> MatrixError:
+    return MatrixError(400, "M_NOT_JSON" if e.not_json else "M_BAD_JSON", str(e))
 
 
 def body_length(request: IRequest) -> int:

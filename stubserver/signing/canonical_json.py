@@ -20,7 +20,8 @@ import itertools
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import canonicaljson
 
@@ -203,6 +204,10 @@ def _has_lone_surrogate(value: object) -> bool:
 _STRING_OR_REST_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _BRACKET_RE = re.compile(r"[\[\]{}]")
 _BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+#: For the rounds of pair removal: objects as arrays (only the nesting matters), and
+#: every byte but a bracket dropped (one ``bytes.translate``, in C).
+_AS_ARRAY = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def _depth_exceeds(text: str, limit: int) -> bool:
@@ -210,14 +215,66 @@ def _depth_exceeds(text: str, limit: int) -> bool:
 
     All in C (the Python loop over every character it replaces cost ~2 ms per
     /send of 50 PDUs, issue 22): the strings are cut out (with no backslash in the text,
-    every other piece between quotes is a string, an unterminated last one included),
-    then the brackets left are summed."""
-    escapes = "\\" in text
-    outside = _STRING_OR_REST_RE.sub("", text) if escapes else "".join(text.split('"')[0::2])
+    every other piece between quotes is a string, an unterminated last one included).
+    Then the brackets left, objects as arrays, lose their innermost ``[]`` pairs round by
+    round: a well nested text is gone after as many rounds as it is deep (a few for any
+    real body; the sum over all brackets it replaces cost 200 ms for a body of a million
+    ``{}``, issue 22's stall). A text not gone within ``limit`` rounds (too deep, or not
+    well nested: refused either way) is measured exactly by the running sum."""
+    return _nested_deeper(_outside_strings(text), limit)
+
+
+def _outside_strings(text: str) -> str:
+    """``text`` (JSON) without its strings: from a quote to the next unescaped quote, or
+    to the end of the text when none closes it. With no backslash in the text, every
+    other piece between quotes is a string, an unterminated last one included."""
+    if "\\" in text:
+        return _STRING_OR_REST_RE.sub("", text)
+    return "".join(text.split('"')[0::2])
+
+
+def _nested_deeper(outside: str, limit: int) -> bool:
+    """:func:`_depth_exceeds` over the text without its strings (:func:`_outside_strings`)."""
     if outside.count("[") + outside.count("{") <= limit:
         return False
+    brackets = outside.encode("utf-8").translate(_AS_ARRAY, _NOT_BRACKET)
+    for _ in range(limit):
+        shorter = brackets.replace(b"[]", b"")
+        if not shorter:
+            return False
+        if len(shorter) == len(brackets):
+            break
+        brackets = shorter
     steps = map(_BRACKET_STEP.__getitem__, _BRACKET_RE.findall(outside))
     return max(itertools.accumulate(steps)) > limit
+
+
+#: Duplicate keys are refused by a Python call per object (the hook) when the body has
+#: fewer objects than one per this many bytes (an ordinary /send: ~300 in 30 KB); denser
+#: bodies (a million ``{}`` in 4 MB, issue 22) are dumped again in C and their pairs
+#: counted, which costs ~5 ns a byte where the hook costs ~400 ns an object.
+_BYTES_PER_OBJECT_FOR_THE_HOOK = 80
+_dump_for_count = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _loads(text: str, *, duplicates_hook: bool) -> Any:
+    """``json.loads`` with the strict hooks; with ``duplicates_hook`` a Python call per
+    object that refuses duplicate keys (issue 22: half of the parse of a body of a million
+    small objects, where counting pairs is cheaper)."""
+    try:
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            object_pairs_hook=_pairs_no_duplicates if duplicates_hook else None,
+        )
+    except BadJson:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise BadJson(f"body is not JSON: {e}", not_json=True) from None
 
 
 def parse_json_bytes(body: bytes) -> Any:
@@ -229,26 +286,157 @@ def parse_json_bytes(body: bytes) -> Any:
     escape that no UTF-8 encoder can write back) (``not_json=False``). Never raises
     RecursionError.
     """
+    text, outside = _checked_text(body)
+    if outside.count("{") * _BYTES_PER_OBJECT_FOR_THE_HOOK <= len(text):
+        value = _loads(text, duplicates_hook=True)
+    else:
+        value = _loads(text, duplicates_hook=False)
+        if _outside_strings(_dump_for_count(value)).count(":") != outside.count(":"):
+            # A key was given twice (the parser kept the last): parse again, refusing it
+            # by name. Each ":" outside strings is one key-value pair, in the body as in a
+            # dump of what was parsed, so the counts differ exactly when one was dropped.
+            _loads(text, duplicates_hook=True)
+    return _without_lone_surrogates(text, value)
+
+
+def _checked_text(body: bytes) -> tuple[str, str]:
+    """The body as text, and the text without its strings, once it is UTF-8 nested at
+    most :data:`MAX_JSON_DEPTH` deep; raise :class:`BadJson`."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
-    if _depth_exceeds(text, MAX_JSON_DEPTH):
+    outside = _outside_strings(text)
+    if _nested_deeper(outside, MAX_JSON_DEPTH):
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
-    try:
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            object_pairs_hook=_pairs_no_duplicates,
-        )
-    except BadJson:
-        raise
-    except (ValueError, RecursionError) as e:
-        raise BadJson(f"body is not JSON: {e}", not_json=True) from None
+    return text, outside
+
+
+def _without_lone_surrogates(text: str, value: Any) -> Any:
+    """``value`` (parsed from ``text``), unless a string of it holds a lone surrogate."""
     # Only a \\uD8xx-\\uDFxx escape can produce a surrogate (UTF-8 decoding refuses encoded
     # ones), so the walk runs only for bodies that have such an escape.
     if _SURROGATE_ESCAPE_RE.search(text) and _has_lone_surrogate(value):
         raise BadJson("a string holds a lone surrogate escape (not UTF-8)", not_json=False)
     return value
+
+
+#: Await it to let other work run (``stubserver.slices.TimeSlices.pause``).
+Pause = Callable[[], Awaitable[None]]
+#: The strict parser, one value at a time (``scan(text, index) -> (value, end)``), and
+#: its string scanner (``scanstring(text, after_quote) -> (string, end)``); neither is in
+#: the ``json`` module's type stubs.
+_strict_scan: Callable[[str, int], tuple[Any, int]] = cast(
+    Any,
+    json.JSONDecoder(
+        parse_constant=_reject_constant,
+        parse_int=_parse_int,
+        parse_float=_parse_float,
+        object_pairs_hook=_pairs_no_duplicates,
+    ),
+).scan_once
+_scanstring: Callable[[str, int], tuple[str, int]] = cast(Any, json.decoder).scanstring
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _scan_value(text: str, at: int) -> tuple[Any, int]:
+    try:
+        return _strict_scan(text, at)
+    except StopIteration:  # no value at ``at`` (a coroutine may not let it out)
+        raise _NotSliced from None
+
+
+def _skip_space(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+class _NotSliced(Exception):
+    """The text is not an object the sliced parse follows: parse it whole."""
+
+
+async def parse_json_bytes_in_slices(body: bytes, pause: Pause) -> Any:
+    """:func:`parse_json_bytes`, awaiting ``pause()`` after each element of the arrays
+    directly under a top-level object (a ``/send``'s PDUs and EDUs): the same value and
+    the same refusals, but a body of megabytes no longer holds the reactor for the whole
+    parse (issue 22, /version stall). Whatever is not such an object, or is not JSON, is
+    parsed whole (which refuses it with the usual words)."""
+    text, _ = _checked_text(body)
+    try:
+        value = await _sliced_object(text, pause)
+    except BadJson:
+        raise
+    except (_NotSliced, ValueError, IndexError, RecursionError):
+        value = _loads(text, duplicates_hook=True)
+    return _without_lone_surrogates(text, value)
+
+
+async def _sliced_object(text: str, pause: Pause) -> dict[str, Any]:
+    at = _skip_space(text, 0)
+    if text[at : at + 1] != "{":
+        raise _NotSliced
+    at = _skip_space(text, at + 1)
+    members: list[tuple[str, Any]] = []
+    while text[at] != "}":
+        if text[at] != '"':
+            raise _NotSliced
+        key, at = _scanstring(text, at + 1)
+        at = _skip_space(text, at)
+        if text[at] != ":":
+            raise _NotSliced
+        at = _skip_space(text, at + 1)
+        if text[at] == "[":
+            value, at = await _sliced_array(text, at + 1, pause)
+        else:
+            value, at = _scan_value(text, at)
+        members.append((key, value))
+        at = _skip_space(text, at)
+        if text[at] == ",":
+            at = _skip_space(text, at + 1)
+            if text[at] == "}":
+                raise _NotSliced  # a trailing comma
+        elif text[at] != "}":
+            raise _NotSliced
+    if _skip_space(text, at + 1) != len(text):
+        raise _NotSliced  # extra data after the object
+    return _pairs_no_duplicates(members)
+
+
+async def _sliced_array(text: str, at: int, pause: Pause) -> tuple[list[Any], int]:
+    items: list[Any] = []
+    at = _skip_space(text, at)
+    if text[at] == "]":
+        return items, at + 1
+    while True:
+        item, at = _scan_value(text, at)
+        items.append(item)
+        await pause()
+        at = _skip_space(text, at)
+        if text[at] == "]":
+            return items, at + 1
+        if text[at] != ",":
+            raise _NotSliced
+        at = _skip_space(text, at + 1)
+
+
+async def encode_parsed_canonical_json_in_slices(
+    value: object, pause: Pause, levels: int = 3
+) -> bytes:
+    """:func:`encode_parsed_canonical_json`, awaiting ``pause()`` after each element of
+    the arrays within ``levels`` levels of objects (a request's signing object: its
+    ``content``, a ``/send``'s PDUs): the same bytes (canonical JSON is the sorted members
+    joined, each encoded alone) and the same refusals."""
+    if levels <= 0 or not isinstance(value, (dict, list)):
+        return encode_parsed_canonical_json(value)
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            items.append(await encode_parsed_canonical_json_in_slices(item, pause, levels - 1))
+            await pause()
+        return b"[" + b",".join(items) + b"]"
+    members = []
+    for key in sorted(value):
+        encoded = await encode_parsed_canonical_json_in_slices(value[key], pause, levels - 1)
+        members.append(encode_canonical_json(key) + b":" + encoded)
+    return b"{" + b",".join(members) + b"}"

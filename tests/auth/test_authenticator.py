@@ -33,6 +33,7 @@ from stubserver.auth.xmatrix import (
 )
 from stubserver.server_keys.refetch_limit import RefetchLimit
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.slices import SLICE_SECONDS
 
 ORIGIN = "origin.test"
 US = "us.test"
@@ -154,6 +155,22 @@ class AuthenticateTests(SynchronousTestCase):
         auth, _, _ = make()
         h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content={"pdus": []}))
         d = self.authenticate(auth, h, b"PUT", b"/_matrix/federation/v1/send/1", {"pdus": []})
+        assert self.successResultOf(d).origin == ORIGIN
+
+    def test_a_body_that_takes_a_slice_to_parse_is_checked_on_the_next_turn(self) -> None:
+        """Issue 22 (/version stall): when parsing the body takes a slice's time, the
+        reactor is handed back (one callLater(0)) before the signature check, which
+        then passes."""
+        auth, _, clock = make()
+        h = headers(signed("PUT", "/_matrix/federation/v1/send/1", content={"pdus": []}))
+
+        def slow_parse() -> Any:
+            clock.advance(2 * SLICE_SECONDS)
+            return {"pdus": []}
+
+        d = auth.authenticate(b"PUT", b"/_matrix/federation/v1/send/1", h, slow_parse)
+        assert not d.called
+        clock.advance(0)
         assert self.successResultOf(d).origin == ORIGIN
 
     def test_content_changed(self) -> None:

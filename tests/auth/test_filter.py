@@ -15,12 +15,18 @@ from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from stubserver.auth.authenticator import RequestAuthenticator
-from stubserver.auth.filter import XMatrixFilter, request_content, require_origin
+from stubserver.auth.filter import (
+    SLICED_PARSE_BYTES,
+    XMatrixFilter,
+    request_content,
+    require_origin,
+)
 from stubserver.auth.xmatrix import sign_request
 from stubserver.server.router import FederationRouter, JsonResponse, Route
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.slices import SLICE_SECONDS
 from tests.auth.test_authenticator import FakeKeySource, Keys
-from tests.support import stub_treq
+from tests.support import WorkClock, stub_treq
 
 US = "us.test"
 ORIGIN = "origin.test"
@@ -157,3 +163,36 @@ class AuthenticationBeforeParsingTests(SynchronousTestCase):
         request, body = send_request(raw, header)
         status, answer = self.answer(request)
         assert (status, answer, body.bytes_read) == (200, {"pdus": 2}, len(raw) + 1)
+
+
+class SlicedParseTests(SynchronousTestCase):
+    """Issue 22 (/version stall): a large signed body is parsed and its signature checked
+    in slices of time when the filter has a clock."""
+
+    def test_a_large_body_is_parsed_and_checked_in_slices(self) -> None:
+        """A signed /send over SLICED_PARSE_BYTES, when each element takes a slice's time,
+        is authenticated only after a reactor turn per PDU or more, with the body noted as
+        parsed; one under the threshold is parsed in one go (a few turns in all)."""
+        pdus = [{"n": i, "pad": "x" * 200} for i in range(SLICED_PARSE_BYTES // 200)]
+        for content, turns in (
+            ({"pdus": pdus}, range(len(pdus), 3 * len(pdus))),
+            ({"pdus": pdus[:2]}, range(1, 10)),
+        ):
+            clock = WorkClock(2 * SLICE_SECONDS)
+            clock.advance(1_700_000_000)
+            keys = Keys({KEY.key_id: KEY.key.verify_key}, 2**52)
+            auth = RequestAuthenticator(US, FakeKeySource({ORIGIN: keys}), clock)
+            header = sign_request(
+                "PUT", PATH, origin=ORIGIN, destination=US, key=KEY, content=content
+            )
+            request, _ = send_request(json.dumps(content).encode(), header)
+            filtered = XMatrixFilter(auth, clock=clock)(request)
+            assert filtered is not None
+            turned = 0
+            while not filtered.called and turned < 3 * len(pdus):
+                clock.advance(0)
+                turned += 1
+            self.successResultOf(filtered)
+            assert turned in turns
+            assert request_content(request) == content
+            assert require_origin(request) == ORIGIN

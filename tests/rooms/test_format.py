@@ -378,3 +378,15 @@ def test_a_parsed_pdu_whose_strings_look_like_floats_is_valid(version: RoomVersi
     }
     candidate = parse_json_bytes(encode_json(pdu(content=content)))
     assert event_from_pdu(candidate, version, owned=True).content == content
+
+
+def test_a_float_free_body_is_not_searched_for_floats_again() -> None:
+    """With ``float_free`` (a /send body whose X-Matrix check encoded it whole and found no
+    float: issue 22, one search per body instead of one more per PDU) the PDU's values
+    are taken as vouched for; without it, or without ``owned``, a float is refused."""
+    candidate = parse_json_bytes(encode_json(pdu(unsigned={"age": 1.5})))
+    assert event_from_pdu(candidate, V12, owned=True, float_free=True).event_id
+    with pytest.raises(InvalidPdu):
+        event_from_pdu(candidate, V12, owned=True)
+    with pytest.raises(InvalidPdu):
+        event_from_pdu(candidate, V12, float_free=True)

@@ -15,14 +15,17 @@ from stubserver.auth.authenticator import RequestAuthenticator
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import sign_request
 from stubserver.rooms.hooks import CallbackHooks
+from stubserver.rooms.intake import Intake
+from stubserver.rooms.routes_common import RoomEndpointParts
 from stubserver.rooms.routes_send import SendEndpoint
 from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.server.router import JsonResponse, MatrixError
 from stubserver.signing.keys import ServerSigningKey
+from stubserver.slices import SLICE_SECONDS
 from tests.auth.test_authenticator import Keys
 from tests.rooms.endpoint_fixtures import parts, signed_in
-from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, build, join, new_room
-from tests.support import result_now
+from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, add, build, join, new_room
+from tests.support import WorkClock, result_now
 
 PATH = "/_matrix/federation/v1/send/t1"
 
@@ -78,6 +81,26 @@ class KeysOfB:
     fetch = fetch_cached_or_fresh
 
 
+def behind_the_filter(
+    p: RoomEndpointParts, signed: Any, body: io.BytesIO
+) -> tuple[IRequest, Deferred[None]]:
+    """A /send of ``body`` signed by b.test over ``signed``, through the real
+    XMatrixFilter: the request and the filter's Deferred."""
+    key = ServerSigningKey(version=B_SIGNER.key_id.partition(":")[2], key=B_SIGNER.signing_key)
+    header = sign_request(
+        "PUT", PATH, origin="b.test", destination="a.test", key=key, content=signed
+    )
+    dummy: Any = DummyRequest([])
+    dummy.method = b"PUT"
+    dummy.uri = dummy.path = PATH.encode()
+    dummy.requestHeaders.setRawHeaders(b"authorization", [header])
+    dummy.content = body
+    request = cast(IRequest, dummy)
+    filtered = XMatrixFilter(RequestAuthenticator("a.test", KeysOfB(), p.clock))(request)
+    assert filtered is not None
+    return request, filtered
+
+
 def test_behind_the_real_xmatrix_filter_the_body_is_parsed_once() -> None:
     """Behind the real XMatrixFilter (the signature covers the body), /send answers from
     the body the filter parsed: the body is read and parsed once."""
@@ -87,21 +110,67 @@ def test_behind_the_real_xmatrix_filter_the_body_is_parsed_once() -> None:
     p.store.add_room(room)
     built = build(room, BOB, "m.room.message", {"body": "hi"}, ts=TS + 1)
     content = {"origin": "b.test", "origin_server_ts": TS, "pdus": [built.pdu]}
-    key = ServerSigningKey(version=B_SIGNER.key_id.partition(":")[2], key=B_SIGNER.signing_key)
-    header = sign_request(
-        "PUT", PATH, origin="b.test", destination="a.test", key=key, content=content
-    )
-    dummy: Any = DummyRequest([])
-    dummy.method = b"PUT"
-    dummy.uri = dummy.path = PATH.encode()
-    dummy.requestHeaders.setRawHeaders(b"authorization", [header])
     body = CountingBody(json.dumps(content).encode())
-    dummy.content = body
-    request = cast(IRequest, dummy)
-    filtered = XMatrixFilter(RequestAuthenticator("a.test", KeysOfB(), p.clock))(request)
-    assert filtered is not None
+    request, filtered = behind_the_filter(p, content, body)
     result_now(filtered)
     answer = SendEndpoint(p, CallbackHooks()).send_transaction(request, {"txnId": "t1"})
     response = answer if isinstance(answer, JsonResponse) else result_now(answer)
     assert (response.status, response.body) == (200, {"pdus": {built.event.event_id: {}}})
     assert body.whole_reads == 1
+
+
+def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last() -> None:
+    """Issue 22 (/version stall): when each PDU takes a slice's time, /send hands the
+    reactor back between PDUs: the PDUs are added in order, one slice at a time, the
+    origin's next transaction meanwhile is 429, and the answer (every PDU) comes only once
+    the last is processed."""
+    base = parts()
+    clock = WorkClock(2 * SLICE_SECONDS)  # every PDU a slice's work at least
+    clock.advance(TS / 1000)
+    intake = Intake(base.intake.fetch_verify_key, clock)
+    p = RoomEndpointParts(base.store, base.signer, intake, clock)
+    room = new_room("12").room
+    join(room, BOB)
+    sender = new_room("12").room
+    join(sender, BOB)
+    built = []
+    for i in range(3):
+        built.append(build(sender, BOB, "m.room.message", {"body": str(i)}, ts=TS + 1 + i))
+        add(sender, built[-1])
+    p.store.add_room(room)
+    endpoint = SendEndpoint(p, CallbackHooks())
+    answer = endpoint.send_transaction(
+        signed_in("PUT", PATH, {"pdus": [b.pdu for b in built]}), {"txnId": "t1"}
+    )
+    assert isinstance(answer, Deferred)
+    added_per_turn: list[int] = []
+    while not answer.called and len(added_per_turn) < 20:
+        added_per_turn.append(sum(room.get_event(b.event.event_id) is not None for b in built))
+        with pytest.raises(MatrixError) as raised:
+            endpoint.send_transaction(signed_in("PUT", PATH, {"pdus": []}), {"txnId": "t2"})
+        assert raised.value.status == 429
+        clock.advance(0)
+    response = result_now(answer)
+    assert response.body == {"pdus": {b.event.event_id: {} for b in built}}
+    # Three parsed in three slices (nothing added yet), then added one per slice.
+    assert added_per_turn == [0, 0, 0, 1, 2, 3]
+    assert intake.pauses == len(added_per_turn)
+
+
+def test_a_body_with_a_float_never_reaches_the_rooms() -> None:
+    """The X-Matrix filter refuses a /send whose body holds a float anywhere (its
+    signature check encodes the body whole as canonical JSON, which has no floats): what
+    lets the intake take an authenticated body's PDUs as float-free (issue 22)."""
+    p = parts()
+    room = new_room("12").room
+    join(room, BOB)
+    built = build(room, BOB, "m.room.message", {"body": "hi"}, ts=TS + 1)
+    content = {"origin": "b.test", "pdus": [dict(built.pdu, unsigned={"age": 1.5})]}
+    # Our signer refuses floats too: a signature over the body with an integer instead.
+    signed = {"origin": "b.test", "pdus": [dict(built.pdu, unsigned={"age": 1})]}
+    _, filtered = behind_the_filter(p, signed, io.BytesIO(json.dumps(content).encode()))
+    failures: list[Any] = []
+    filtered.addErrback(failures.append)
+    assert failures and isinstance(failures[0].value, MatrixError)
+    assert failures[0].value.status == 401
+    assert "no canonical form" in str(failures[0].value)

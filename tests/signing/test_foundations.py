@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 import signedjson.key
 import signedjson.sign
+from hypothesis import given
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from stubserver.discovery.server_name import (
@@ -225,6 +227,72 @@ def test_the_fast_depth_check_agrees_with_the_character_loop(body: bytes, exceed
     text = body.decode()
     assert _depth_exceeds_by_loop(text, MAX_JSON_DEPTH) is exceeds
     assert _depth_exceeds(text, MAX_JSON_DEPTH) is exceeds
+
+
+@pytest.mark.parametrize(
+    ("body", "exceeds"),
+    [
+        (b"[" + b"[[]]," * 50_000 + b"[]]", False),
+        (b"[" * 100 + b"[]," * 1_000 + b"[]" + b"]" * 100, True),
+        (b"[" * 99 + b"{}," * 1_000 + b"{}" + b"]" * 99, False),
+        (b"]" * 200 + b"[" * 301, True),
+        (b"]" * 200 + b"[" * 300, False),
+        (b"[" * 150 + b"]" * 150 + b"[]" * 10, True),
+    ],
+)
+def test_the_rounds_of_pair_removal_agree_with_the_character_loop(
+    body: bytes, exceeds: bool
+) -> None:
+    """Issue 22: wide bodies (many brackets, little nesting), which the pair-removal
+    rounds decide, and too deep or unbalanced ones, which the running sum decides, are
+    judged as the character loop judges them."""
+    text = body.decode()
+    assert _depth_exceeds_by_loop(text, MAX_JSON_DEPTH) is exceeds
+    assert _depth_exceeds(text, MAX_JSON_DEPTH) is exceeds
+
+
+@given(st.text(alphabet='[]{}"\\a', max_size=400), st.integers(min_value=0, max_value=8))
+def test_the_depth_check_agrees_with_the_character_loop_on_any_text(text: str, limit: int) -> None:
+    """Issue 22: on any mix of brackets, quotes, backslashes and other characters, the
+    depth check answers as the character loop it replaced, whatever the limit."""
+    assert _depth_exceeds(text, limit) is _depth_exceeds_by_loop(text, limit)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 1, "a": 2}',
+        b'{"x": [{"b": {"c": 1, "c": 1}}]}',
+        b'{"a\\"": 1, "a\\"": 2}',
+        b'{"k:": "v:", "k:": 1}',
+        b'[{}, {"a": {}}, {"a": {"z": 1}, "a": {}}]',
+        b'{"pad": "' + b"x" * 1000 + b'", "a": {"b": 1, "b": 2}}',
+    ],
+)
+def test_a_duplicate_key_is_refused_at_any_depth(body: bytes) -> None:
+    """A key given twice in one object is refused by name (M_BAD_JSON), at any depth,
+    with escaped quotes or colons in its strings, in a body dense with objects (issue 22:
+    found by counting pairs) as in a sparse one (a Python call per object)."""
+    with pytest.raises(BadJson, match="duplicate key") as info:
+        parse_json_bytes(body)
+    assert info.value.not_json is False
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        (b'{"a:": "b:", "c": {"a:": ":"}}', {"a:": "b:", "c": {"a:": ":"}}),
+        (b'{"q\\"": "\\":", "r": ["\\\\", {"s": 1}]}', {'q"': '":', "r": ["\\", {"s": 1}]}),
+        (b'[{"a": 1}, {"a": 1}]', [{"a": 1}, {"a": 1}]),
+        (b'{"\\u00e9": 1, "\xc3\xa9x": 2}', {"\u00e9": 1, "\u00e9x": 2}),
+    ],
+)
+def test_the_same_key_in_different_objects_or_colons_in_strings_are_no_duplicates(
+    body: bytes, value: Any
+) -> None:
+    """Equal keys in different objects, colons and escaped quotes inside strings, and
+    escaped and plain spellings of different keys parse as written."""
+    assert parse_json_bytes(body) == value
 
 
 @pytest.mark.parametrize(
