@@ -40,6 +40,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,18 +116,63 @@ def log_entry(
     return entry
 
 
+@dataclass(frozen=True, slots=True)
+class ObservedRequest:
+    """What the request log and the request feed keep of one answered request, cheap to
+    take: :meth:`entry` builds the log object from it (the feed builds it only when a
+    control client reads it). ``notes`` holds the annotations the log object reads, a
+    body over :data:`MAX_LOGGED_BODY_BYTES` already left out (:func:`log_entry`'s rule)."""
+
+    ts_ms: int
+    method: bytes
+    uri: bytes
+    status: int
+    notes: Mapping[str, Any]
+
+    @property
+    def kept_body_bytes(self) -> int:
+        """The bytes of the body kept (0 when none is)."""
+        if self.notes.get("content") is None:
+            return 0
+        body_bytes: int = self.notes.get("body_bytes", 0)
+        return body_bytes if body_bytes <= MAX_LOGGED_BODY_BYTES else 0
+
+    def entry(self) -> dict[str, Any]:
+        """The log object (:func:`log_entry`)."""
+        return log_entry(self.ts_ms, self.method, self.uri, self.status, self.notes)
+
+
+#: The key of :func:`request_annotations` under which :func:`observed_request` keeps
+#: what it took, so that the log and the feed take it once per request.
+_OBSERVED_KEY = "_observed"
+_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes")
+
+
+def observed_request(request: IRequest, status: int, clock: IReactorTime) -> ObservedRequest | None:
+    """What an observer keeps of ``request``, answered ``status`` (taken once per request
+    and answer, then shared); None outside the Matrix paths (e.g.
+    /.well-known/matrix/server on a well_known listener)."""
+    if not request.path.startswith(LOGGED_PATH_PREFIX):
+        return None
+    annotations = request_annotations(request)
+    taken: ObservedRequest | None = annotations.get(_OBSERVED_KEY)
+    if taken is not None and taken.status == status:
+        return taken
+    notes = {k: annotations[k] for k in _NOTE_KEYS if k in annotations}
+    if notes.get("body_bytes", 0) > MAX_LOGGED_BODY_BYTES:
+        notes.pop("content", None)  # not kept: log_entry notes the cut
+    taken = ObservedRequest(
+        int(clock.seconds() * MS_PER_SECOND), request.method, request.uri, status, notes
+    )
+    annotations[_OBSERVED_KEY] = taken
+    return taken
+
+
 def observed_entry(request: IRequest, status: int, clock: IReactorTime) -> dict[str, Any] | None:
     """The log object of a request an observer was told about, answered ``status``; None
     outside the Matrix paths (e.g. /.well-known/matrix/server on a well_known listener)."""
-    if not request.path.startswith(LOGGED_PATH_PREFIX):
-        return None
-    return log_entry(
-        int(clock.seconds() * MS_PER_SECOND),
-        request.method,
-        request.uri,
-        status,
-        request_annotations(request),
-    )
+    taken = observed_request(request, status, clock)
+    return None if taken is None else taken.entry()
 
 
 def encode_line(entry: Mapping[str, Any]) -> bytes:
@@ -254,9 +300,9 @@ class RequestLog:
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
         """The observer: log ``request`` answered with ``status`` (Matrix paths only)."""
-        entry = observed_entry(request, status, self._clock)
-        if entry is not None:
-            self.record(entry)
+        taken = observed_request(request, status, self._clock)
+        if taken is not None:
+            self.record(taken.entry())
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """Buffer one entry; with no write running it goes within :data:`FLUSH_DELAY_SECONDS`."""

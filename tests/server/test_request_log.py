@@ -27,6 +27,7 @@ from stubserver.server.request_log import (
     encode_line,
     log_entry,
     observed_entry,
+    observed_request,
 )
 from stubserver.server.router import request_annotations
 
@@ -131,6 +132,18 @@ class EntryTests(SynchronousTestCase):
             "content is not JSON",
             200,
         )
+
+    def test_what_an_observer_keeps_is_taken_once_per_request(self) -> None:
+        """The request log and the request feed share what they keep of a request: taken
+        once (its time included), not built by each observer (issue 22, key endpoint)."""
+        request: Any = DummyRequest([b"_matrix", b"key", b"v2", b"server"])
+        request.path = request.uri = b"/_matrix/key/v2/server"
+        clock = Clock()
+        first = observed_request(request, 200, clock)
+        clock.advance(1)
+        assert observed_request(request, 200, clock) is first
+        assert first is not None and first.ts_ms == 0
+        assert observed_request(request, 499, clock) is not first
 
     def test_a_body_over_the_cap_is_cut_with_a_note(self) -> None:
         """A request whose 8 MiB body was parsed is written as a short line: content null
