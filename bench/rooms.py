@@ -9,6 +9,7 @@ bench/results-rooms.json). See bench/README.md, "Rooms (issue 13)".
     .venv/bin/python bench/rooms.py --only throughput --only memory   # loopback only
     .venv/bin/python bench/rooms.py --only synapse --synapse-python PATH  # root: a netns
     .venv/bin/python bench/rooms.py --only dendrite        # root and Go (issue 21)
+    .venv/bin/python bench/rooms.py --only extremities     # issue 22 row 4, in process
 
 Parts:
 
@@ -22,6 +23,9 @@ Parts:
 * ``dendrite`` (issue 21): the same against Dendrite v0.13.8 in tests/interop/dendrite.py's
   environment (built on first use by its cached ``go install``), room versions 10 and 11
   (on direct.test and wk.test; v0.13.8 has no v12).
+* ``extremities`` (issue 22 row 4): in process, the work per accepted event (state
+  resolutions, state maps, extremity heap entries, and the time) in a room with 1 and
+  with 2,000 forward extremities, and the dummy events that cap them.
 * ``throughput``: two ``stubserver run`` on loopback (``localhost:PORT`` names, a private
   CA, verified TLS). B joins A's room; A is told to send M messages through its control
   API; the time until all M are in B's room, and the /send sizes B received (B's control
@@ -865,6 +869,18 @@ def run_memory(events: int, workers: int, log: Any) -> dict[str, Any]:
     return out
 
 
+def run_extremities(log: Any) -> dict[str, Any]:
+    """Issue 22 row 4, in process: the work per accepted event in a room with 1 and with
+    2,000 forward extremities (and 100 conflicting forks), counted, with the time per
+    event beside it; then the dummy events that cap the extremities
+    (``stubserver.devtools.room_attacks.extremities_case``, as ``scripts/soak.py``)."""
+    from stubserver.devtools import room_attacks  # noqa: PLC0415
+
+    out = room_attacks.extremities_case()
+    log(f"extremities: {json.dumps(out, sort_keys=True)}")
+    return out
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -874,7 +890,9 @@ def main(argv: Sequence[str]) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", action="append", choices=("synapse", "dendrite", "throughput", "memory")
+        "--only",
+        action="append",
+        choices=("synapse", "dendrite", "throughput", "memory", "extremities"),
     )
     parser.add_argument("--repeat", type=int, default=20, help="rounds per room version (a)")
     parser.add_argument("--messages", type=int, default=5000, help="messages A sends B (b)")
@@ -908,7 +926,7 @@ def main(argv: Sequence[str]) -> int:
         help="the JSON file to update (default bench/results-rooms.json)",
     )
     args = parser.parse_args(argv)
-    parts = args.only or ["synapse", "dendrite", "throughput", "memory"]
+    parts = args.only or ["synapse", "dendrite", "throughput", "memory", "extremities"]
 
     def log(message: str) -> None:
         print(f"[rooms] {message}", file=sys.stderr, flush=True)
@@ -932,6 +950,8 @@ def main(argv: Sequence[str]) -> int:
             figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
             figure = run_throughput(args.messages, args.workers, log, args.profile)
+        elif part == "extremities":
+            figure = run_extremities(log)
         else:
             figure = run_memory(args.events, args.workers, log)
         figure["run_at"] = started

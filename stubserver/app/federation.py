@@ -125,7 +125,10 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
     from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
     from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
     from stubserver.server.refusals import RefusalLog  # noqa: PLC0415
-    from stubserver.server.request_log import reactor_thread_runner  # noqa: PLC0415
+    from stubserver.server.request_log import (  # noqa: PLC0415
+        FLUSH_DELAY_SECONDS,
+        WriterThread,
+    )
     from stubserver.tls.client import CaFileError, load_ca_file  # noqa: PLC0415
 
     for index, ca_file in enumerate(config.federation.ca_files):
@@ -151,7 +154,9 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
     observers: tuple[RequestObserver, ...] = (RefusalLog(),)
     if config.request_log_path is not None:
         # Closed by run's shutdown, after open connections are aborted (_run.shut_down).
-        request_log = RequestLog(config.request_log_path, reactor, reactor_thread_runner(reactor))
+        request_log = RequestLog(
+            config.request_log_path, reactor, WriterThread(reactor, FLUSH_DELAY_SECONDS)
+        )
         observers = (request_log, *observers)
     return FederationExtensions(
         routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),

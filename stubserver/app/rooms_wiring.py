@@ -180,7 +180,8 @@ def room_service_from_parts(parts: RoomParts) -> RoomControl:
     """``stubserver.rooms.service.RoomService`` over ``parts``.
 
     The service takes its server name from the signer and its clock from the reactor;
-    its inbound hooks are attached to ``parts.hooks``.
+    its inbound hooks are attached to ``parts.hooks``; its dummy events (the cap on
+    forward extremities) run every 5 minutes on the reactor.
     """
     from stubserver.rooms.service import RoomService  # noqa: PLC0415
 
@@ -194,6 +195,7 @@ def room_service_from_parts(parts: RoomParts) -> RoomControl:
         default_room_version=parts.default_room_version,
     )
     parts.hooks.attach(service.inbound)
+    service.dummy_events.start()
     return service
 
 

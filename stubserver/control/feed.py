@@ -11,7 +11,8 @@ cancelled (its client went away) leaves nothing behind: no waiter, no timer.
 :class:`RequestFeed` is the feed of ``GET /_stubserver/v1/requests``: a
 :class:`~stubserver.server.router.RequestObserver` on the federation listener that keeps
 the request log's objects, built by the request log's own
-:func:`~stubserver.server.request_log.log_entry`. Each keeps a body of at most
+:func:`~stubserver.server.request_log.log_entry` when a client reads them (it keeps what
+they are built from, taken once per request for the log and the feed). Each keeps a body of at most
 :data:`~stubserver.server.request_log.MAX_LOGGED_BODY_BYTES`, and the bodies kept weigh at
 most :data:`MAX_FEED_BODY_BYTES` together (issue 22, row 1: the oldest entries go first).
 """
@@ -19,15 +20,13 @@ most :data:`MAX_FEED_BODY_BYTES` together (issue 22, row 1: the oldest entries g
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.iweb import IRequest
 
-from stubserver.server.request_log import MS_PER_SECOND, observed_entry
-from stubserver.server.router import request_annotations
+from stubserver.server.request_log import MS_PER_SECOND, ObservedRequest, observed_request
 
 #: Inbound requests kept for ``GET /_stubserver/v1/requests`` (the oldest are dropped).
 MAX_FEED_REQUESTS: Final = 10_000
@@ -148,20 +147,20 @@ class RequestFeed:
         max_body_bytes: int = MAX_FEED_BODY_BYTES,
     ) -> None:
         self._clock = clock
-        self.feed: LongPollFeed[Mapping[str, Any]] = LongPollFeed(
+        self.feed: LongPollFeed[ObservedRequest] = LongPollFeed(
             clock, capacity, max_weight=max_body_bytes + capacity * FEED_ENTRY_WEIGHT
         )
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
-        """The observer: keep ``request``'s log object."""
-        entry = observed_entry(request, status, self._clock)
-        if entry is not None:
-            notes = request_annotations(request)
-            kept = notes.get("body_bytes", 0) if entry["content"] is not None else 0
-            self.feed.append(entry, FEED_ENTRY_WEIGHT + kept)
+        """The observer: keep what ``request``'s log object is built from (the object is
+        built when a client reads it: most requests are never read; issue 22, the key
+        endpoint)."""
+        taken = observed_request(request, status, self._clock)
+        if taken is not None:
+            self.feed.append(taken, FEED_ENTRY_WEIGHT + taken.kept_body_bytes)
 
     def read(self, start: int, wait_ms: int) -> Deferred[dict[str, Any]]:
         """``{"requests": [...], "next": N}`` from ``start``, waiting up to ``wait_ms``."""
         return self.feed.read(start, wait_ms).addCallback(
-            lambda page: {"requests": page[0], "next": page[1]}
+            lambda page: {"requests": [taken.entry() for taken in page[0]], "next": page[1]}
         )

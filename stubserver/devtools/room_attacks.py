@@ -17,13 +17,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from nacl.signing import SigningKey
+from twisted.internet.task import Clock
 
 from stubserver.rooms.auth_events import select_auth_events
 from stubserver.rooms.builder import EventSigner
-from stubserver.rooms.create import create_room
+from stubserver.rooms.create import add_own_event, build_in_room, create_room
+from stubserver.rooms.dummy_events import DUMMY_EVENTS_THRESHOLD, DummyEvents
 from stubserver.rooms.event import Event
 from stubserver.rooms.room import EventRecord, Room
 from stubserver.rooms.room_queries import backfill, state_ids_before
+from stubserver.rooms.store import RoomStore
+from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.rooms.visibility import pdu_for_server
 
@@ -35,12 +39,15 @@ TS: Final = 1_700_000_000_000
 _IDS = itertools.count()
 
 
+#: Our server's (``a.soak``'s) signer: Alice's events are signed as ours would be.
+SIGNER: Final = EventSigner(HOST, "ed25519:s1", SigningKey(b"\x05" * 32))
+
+
 def hosted_room(version: str = "12") -> Room:
     """A public room Alice (``a.soak``) created, Mallory (``m.soak``) joined."""
-    signer = EventSigner(HOST, "ed25519:s1", SigningKey(b"\x05" * 32))
     room = create_room(
         ROOM_VERSIONS[version],
-        signer,
+        SIGNER,
         creator=ALICE,
         now=TS,
         rng=random.Random(5),  # noqa: S311 - a room ID for a test room, not a secret
@@ -131,9 +138,25 @@ def auth_chain_case(changes: int = 10_050) -> dict[str, Any]:
     }
 
 
+def our_send(room: Room, body: str) -> EventRecord:
+    """Alice's message as our control API sends it: signed, citing the 10 deepest
+    forward extremities, checked by our rules."""
+    built = build_in_room(
+        room, SIGNER, sender=ALICE, event_type="m.room.message", content={"body": body}, now=TS
+    )
+    add_own_event(room, built, TS, HOST)
+    record = room.record(built.event.event_id)
+    assert record is not None
+    return record
+
+
 def extremities_case(extremities: int = 2_000, events: int = 50) -> dict[str, Any]:
     """Row 4: Mallory makes ``extremities`` forks (messages, then 100 conflicting ones);
-    state resolution work per accepted event as she sends ``events`` more on her tips."""
+    state resolution work per accepted event as she sends ``events`` more on her tips;
+    then, per event Alice sends (ours: citing the 10 deepest extremities), the state
+    maps resolved and the extremity heap entries looked at; then the dummy events
+    (``stubserver.rooms.dummy_events``, runs every 5 minutes) that bring the room to
+    at most 10 extremities, and what resolving them cost."""
     result: dict[str, Any] = {"extremities": extremities, "events": events}
     for label, count, conflicting in (
         ("one_extremity", 1, False),
@@ -158,7 +181,46 @@ def extremities_case(extremities: int = 2_000, events: int = 50) -> dict[str, An
             "state_sets_per_event": (work.state_sets - before[1]) / events,
             "ms_per_event": round((time.perf_counter() - started) * 1000 / events, 3),
         }
+        result[label]["our_sends"] = _our_sends_work(room, events)
+        result[label]["dummy_events"] = _dummy_events_work(room)
     return result
+
+
+def _our_sends_work(room: Room, events: int) -> dict[str, Any]:
+    """Per event of ``events`` Alice sends: resolutions, state maps, heap entries."""
+    work, tracker = room.resolution_work, room.extremity_tracker
+    before = (work.resolutions, work.state_sets, tracker.examined)
+    started = time.perf_counter()
+    for i in range(events):
+        our_send(room, f"ours {i}")
+    return {
+        "resolutions_per_event": (work.resolutions - before[0]) / events,
+        "state_sets_per_event": (work.state_sets - before[1]) / events,
+        "heap_entries_per_event": (tracker.examined - before[2]) / events,
+        "ms_per_event": round((time.perf_counter() - started) * 1000 / events, 3),
+        "forward_extremities_after": len(tracker),
+    }
+
+
+def _dummy_events_work(room: Room) -> dict[str, Any]:
+    """The runs of dummy events until ``room`` holds at most the threshold."""
+    clock = Clock()
+    clock.advance(TS / 1000)
+    store = RoomStore(HOST, TransactionMemory(clock))
+    store.add_room(room)
+    dummies = DummyEvents(store, SIGNER, lambda: int(clock.seconds() * 1000), clock)
+    work = room.resolution_work
+    before = (work.resolutions, work.state_sets)
+    runs = 0
+    while len(room.forward_extremities) > DUMMY_EVENTS_THRESHOLD and dummies.run():
+        runs += 1
+    return {
+        "runs": runs,
+        "sent": dummies.sent,
+        "forward_extremities_after": len(room.forward_extremities),
+        "resolutions": work.resolutions - before[0],
+        "state_sets": work.state_sets - before[1],
+    }
 
 
 def resolution_history_case(histories: Sequence[int] = (50, 10_050)) -> dict[str, Any]:

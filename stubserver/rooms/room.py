@@ -12,20 +12,23 @@ Pure and synchronous: the caller has already checked each event's format and sig
 constant. State maps share structure (``stubserver.rooms.state_store``).
 
 Forward extremities and state resolution (issue 22): the current state is kept
-incrementally, as Synapse's event persister keeps it. Each extremity is counted on its
+incrementally, as Synapse's event persister keeps it. The extremities are tracked by
+:class:`~stubserver.rooms.forward_extremities.ForwardExtremities`: each counted on its
 state's node; identical states are one; state resolution runs only when the distinct
 states at the extremities change, so an accepted event costs the same in a room with
-2,000 extremities on one state as in a linear one (``resolution_work`` counts it). We do
-not cap the extremities by sending events of our own as Synapse does (every 5 minutes it
-sends a dummy event citing 10 of them while a room holds more than 10, and it drops
-"stuck" ones when a resolution picks one extremity's state): a test peer sends only what
-its driver asks. Every event we build cites the 10 deepest extremities (Synapse's count
-for its own events), so each of our sends merges up to 10 forks.
+2,000 extremities on one state as in a linear one (``resolution_work`` and the
+tracker's ``examined`` count it). Every event we build cites the 10 deepest extremities
+(Synapse's count for its own events), so each of our sends merges up to 10 forks; the
+extremities are capped by dummy events (:mod:`stubserver.rooms.dummy_events`, as
+Synapse's ``_send_dummy_events_to_fill_extremities``). We do not drop "stuck"
+extremities after a resolution as Synapse's event persister may (``_prune_extremities``:
+remote ones, more than a day old and 100 deep behind, or 20 behind from the sender's
+own server, when the resolved state is one extremity's): the dummy events merge them
+instead, and no event of the graph is forgotten.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from stubserver.rooms.auth_rules import (
     check_auth_events_selection,
 )
 from stubserver.rooms.event import Event
+from stubserver.rooms.forward_extremities import ForwardExtremities
 from stubserver.rooms.power_levels import CREATE_KEY, may_redact_others
 from stubserver.rooms.state_res import (
     ResolutionWork,
@@ -172,13 +176,7 @@ class Room:
         # the redact level in the state before it). The target may come later.
         self._redactions: dict[str, list[tuple[str, bool]]] = {}
         self._rejected: set[str] = set()
-        self._extremities: set[str] = set()
-        # How many extremities stand on each distinct state (nodes compare by identity:
-        # an event that changes no state shares its parent's node), kept as extremities
-        # come and go; ``_states_changed`` says the distinct states differ from those
-        # the current state was resolved from.
-        self._extremity_states: Counter[StateNode] = Counter()
-        self._states_changed = False
+        self._extremities = ForwardExtremities()
         self._current = EMPTY_STATE
         #: What state resolution has cost this room, counted.
         self.resolution_work = ResolutionWork()
@@ -218,15 +216,15 @@ class Room:
         a live read-only view."""
         return self._extremities
 
-    def prev_events_for_new_event(self) -> list[Event]:
-        """The prev_events of an event we build: the deepest
-        :data:`PREV_EVENTS_FOR_NEW_EVENT` forward extremities (then by event ID)."""
-        deepest = heapq.nsmallest(
-            PREV_EVENTS_FOR_NEW_EVENT,
-            (self._records[e].event for e in self._extremities),
-            key=lambda e: (-e.depth, e.event_id),
-        )
-        return deepest
+    @property
+    def extremity_tracker(self) -> ForwardExtremities:
+        """The same extremities with their tracker's reads (``deepest``, ``examined``)."""
+        return self._extremities
+
+    def prev_events_for_new_event(self, limit: int = PREV_EVENTS_FOR_NEW_EVENT) -> list[Event]:
+        """The prev_events of an event we build: the deepest ``limit`` forward
+        extremities (then by event ID)."""
+        return [self._records[e].event for e in self._extremities.deepest(limit)]
 
     @property
     def current_state(self) -> dict[StateKey, str]:
@@ -485,7 +483,7 @@ class Room:
                 return "rejected", f"{e.reason} (against the state before the event)"
         # Soft failure needs a current state: the first graph event of a room joined
         # from a send_join answer (outliers only so far) has none to fail against.
-        if not self._extremities or set(event.prev_event_ids) == self._extremities:
+        if not self._extremities or self._extremities.are(event.prev_event_ids):
             return "accepted", None
         try:
             check_auth(event, self._auth_state_from(event, self._current))
@@ -532,28 +530,18 @@ class Room:
         distinct states at the extremities change (identical states are one: Synapse
         compares state groups the same way); one distinct state is the current state.
         """
-        # The event first, then its prevs: a message on a fork tip leaves the distinct
-        # states as they were (its node is its prev's), and no count touches zero.
-        if event.event_id not in self._cited and event.event_id not in self._extremities:
-            self._extremities.add(event.event_id)
-            self._count_extremity_state(after, +1)
-        for prev in event.prev_event_ids:
-            if prev in self._extremities:
-                self._extremities.discard(prev)
-                self._count_extremity_state(self._state_after[prev], -1)
-        if self._states_changed:
-            self._current = self._resolve(list(self._extremity_states))
-            self._states_changed = False
+        self._extremities.advance(
+            event.event_id,
+            event.depth,
+            event.prev_event_ids,
+            after,
+            cited=self._cited,
+            state_of=self._state_after,
+        )
+        states = self._extremities.take_states()
+        if states is not None:
+            self._current = self._resolve(states)
         self._track_members()
-
-    def _count_extremity_state(self, node: StateNode, change: int) -> None:
-        count = self._extremity_states[node] + change
-        if count > 0:
-            self._extremity_states[node] = count
-            self._states_changed |= count == change  # a state newly at an extremity
-        else:
-            del self._extremity_states[node]
-            self._states_changed = True
 
     def _track_members(self) -> None:
         """Bring the membership tables to the current state: from the one delta a state

@@ -14,6 +14,9 @@ What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's beha
 * follows up received transactions and invites through its :attr:`RoomService.inbound`
   hooks (:class:`~stubserver.rooms.followup.InboundFollowUp`, given to the federation
   endpoints, :func:`stubserver.rooms.routes.room_routes`);
+* merges the forward extremities of rooms with more than 10 with dummy events, as
+  Synapse does (:class:`~stubserver.rooms.dummy_events.DummyEvents`, started by the
+  wiring);
 * answers the control API's reads and long-polls (``room_info``, ``events``, ``edus``)
   through :class:`~stubserver.rooms.views.RoomViews`.
 
@@ -36,6 +39,7 @@ from stubserver.rooms.create import (
     create_room,
 )
 from stubserver.rooms.devices import TooManyDevices
+from stubserver.rooms.dummy_events import DummyEvents
 from stubserver.rooms.errors import (
     AliasTaken,
     InvalidParameter,
@@ -122,6 +126,8 @@ class RoomService:
             self._remote, signer, fetch_verify_key, self._versions, self._now
         )
         self.views = RoomViews(clock, store, self._room)
+        #: Caps our rooms' forward extremities (``dummy_events.start()`` runs it).
+        self.dummy_events = DummyEvents(store, signer, self._now, clock)
         #: What the federation endpoints tell (``room_routes(..., hooks=service.inbound)``).
         self.inbound = InboundFollowUp(store, self.sender, self._gaps, self.views)
 

@@ -224,7 +224,11 @@ class LimitedHTTPChannel(http.HTTPChannel):
     MAX_LENGTH = MAX_REQUEST_LINE_BYTES
     totalHeadersSize = MAX_HEADER_BLOCK_BYTES
     _refused = False
+    #: The read deadline's call, kept across requests (moved with ``reset``, not made
+    #: and cancelled per request: issue 22, the key endpoint); it counts only while
+    #: ``_deadline_armed``.
     _read_deadline: IDelayedCall | None = None
+    _deadline_armed = False
     #: The body cap of the request being received (set from its request line).
     _body_cap = MAX_REQUEST_BODY_BYTES
     #: True until the current request's request line has arrived.
@@ -251,6 +255,9 @@ class LimitedHTTPChannel(http.HTTPChannel):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """Release the connection's place and cancel its timers."""
         self._cancel_read_deadline()
+        if self._read_deadline is not None and self._read_deadline.active():
+            self._read_deadline.cancel()
+        self._read_deadline = None
         self.site.connections.release(self)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
@@ -259,7 +266,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         if self._refused:
             return
         self.site.connections.mark_busy(self)
-        if self._read_deadline is None and not self._handlingRequest:
+        if not self._deadline_armed and not self._handlingRequest:
             self._arm_read_deadline()
         super().dataReceived(data)  # type: ignore[no-untyped-call]
 
@@ -340,7 +347,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
         ):
             return
         if self._buffer or self._receivedHeaderSize:
-            if self._read_deadline is None:
+            if not self._deadline_armed:
                 self._arm_read_deadline()
         else:
             self.site.connections.mark_idle(self)
@@ -367,18 +374,25 @@ class LimitedHTTPChannel(http.HTTPChannel):
             )
 
     def _arm_read_deadline(self) -> None:
-        self._read_deadline = self.callLater(  # type: ignore[no-untyped-call]
-            self.limits.read_deadline_seconds, self._read_deadline_passed
-        )
+        self._deadline_armed = True
+        call = self._read_deadline
+        if call is not None and call.active():
+            call.reset(self.limits.read_deadline_seconds)
+        else:
+            self._read_deadline = self.callLater(  # type: ignore[no-untyped-call]
+                self.limits.read_deadline_seconds, self._read_deadline_passed
+            )
 
     def _cancel_read_deadline(self) -> None:
-        if self._read_deadline is not None:
-            if self._read_deadline.active():
-                self._read_deadline.cancel()
-            self._read_deadline = None
+        # Disarmed only: the call stays, to be moved by the next request's ``reset``
+        # (cancelled for good when the connection is lost).
+        self._deadline_armed = False
 
     def _read_deadline_passed(self) -> None:
         self._read_deadline = None
+        if not self._deadline_armed:
+            return
+        self._deadline_armed = False
         if self._refused or self._handlingRequest:
             return
         if self._buffer or self._receivedHeaderSize:

@@ -7,12 +7,17 @@ Contract (DESIGN.md, "Request log")::
 
 :class:`RequestLog` is a :class:`stubserver.server.router.RequestObserver`: it reads what the
 X-Matrix filter left in :func:`stubserver.server.router.request_annotations` (``origin``,
-``authenticated``, ``auth_error``, ``content``). Lines are handed to a worker thread so
-the reactor never blocks on the disk, and written strictly in order. Under light load a
-line goes to the writer :data:`FLUSH_DELAY_SECONDS` after its request was answered (a test
-reading the log right after a response finds it within :data:`FLUSH_DELAY_SECONDS` plus
-one write); under load, lines that arrive while a write runs wait for it and go together
-as the next batch (or at once when :data:`FLUSH_BATCH_LINES` are waiting).
+``authenticated``, ``auth_error``, ``content``). Lines are handed to a writer thread so
+the reactor never blocks on the disk, and written strictly in order. The writer is one
+long-lived thread of its own (:class:`WriterThread`), not the reactor's thread pool:
+it writes at most once per :data:`FLUSH_DELAY_SECONDS` (see :class:`WriterThread`:
+written as soon as the last write ended, lines of ten at a time cost the key endpoint a
+quarter of its CPU; issue 22, bench/README.md).
+Under light load a line goes to the writer :data:`FLUSH_DELAY_SECONDS` after its request
+was answered (a test reading the log right after a response finds it within
+:data:`FLUSH_DELAY_SECONDS` plus one write); under load, lines that arrive while a write
+runs wait for it and go together as the next batch (or at once when
+:data:`FLUSH_BATCH_LINES` are waiting).
 
 Bodies are kept up to :data:`MAX_LOGGED_BODY_BYTES` (64 KiB, the body cap of every endpoint
 but the four that carry several PDUs): a larger body is logged with ``content`` null and a
@@ -30,13 +35,21 @@ shutdown`` trigger) every buffered line is written before the reactor goes on st
 from __future__ import annotations
 
 import json
+import os
+import queue
+import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorFromThreads,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -103,18 +116,63 @@ def log_entry(
     return entry
 
 
+@dataclass(frozen=True, slots=True)
+class ObservedRequest:
+    """What the request log and the request feed keep of one answered request, cheap to
+    take: :meth:`entry` builds the log object from it (the feed builds it only when a
+    control client reads it). ``notes`` holds the annotations the log object reads, a
+    body over :data:`MAX_LOGGED_BODY_BYTES` already left out (:func:`log_entry`'s rule)."""
+
+    ts_ms: int
+    method: bytes
+    uri: bytes
+    status: int
+    notes: Mapping[str, Any]
+
+    @property
+    def kept_body_bytes(self) -> int:
+        """The bytes of the body kept (0 when none is)."""
+        if self.notes.get("content") is None:
+            return 0
+        body_bytes: int = self.notes.get("body_bytes", 0)
+        return body_bytes if body_bytes <= MAX_LOGGED_BODY_BYTES else 0
+
+    def entry(self) -> dict[str, Any]:
+        """The log object (:func:`log_entry`)."""
+        return log_entry(self.ts_ms, self.method, self.uri, self.status, self.notes)
+
+
+#: The key of :func:`request_annotations` under which :func:`observed_request` keeps
+#: what it took, so that the log and the feed take it once per request.
+_OBSERVED_KEY = "_observed"
+_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes")
+
+
+def observed_request(request: IRequest, status: int, clock: IReactorTime) -> ObservedRequest | None:
+    """What an observer keeps of ``request``, answered ``status`` (taken once per request
+    and answer, then shared); None outside the Matrix paths (e.g.
+    /.well-known/matrix/server on a well_known listener)."""
+    if not request.path.startswith(LOGGED_PATH_PREFIX):
+        return None
+    annotations = request_annotations(request)
+    taken: ObservedRequest | None = annotations.get(_OBSERVED_KEY)
+    if taken is not None and taken.status == status:
+        return taken
+    notes = {k: annotations[k] for k in _NOTE_KEYS if k in annotations}
+    if notes.get("body_bytes", 0) > MAX_LOGGED_BODY_BYTES:
+        notes.pop("content", None)  # not kept: log_entry notes the cut
+    taken = ObservedRequest(
+        int(clock.seconds() * MS_PER_SECOND), request.method, request.uri, status, notes
+    )
+    annotations[_OBSERVED_KEY] = taken
+    return taken
+
+
 def observed_entry(request: IRequest, status: int, clock: IReactorTime) -> dict[str, Any] | None:
     """The log object of a request an observer was told about, answered ``status``; None
     outside the Matrix paths (e.g. /.well-known/matrix/server on a well_known listener)."""
-    if not request.path.startswith(LOGGED_PATH_PREFIX):
-        return None
-    return log_entry(
-        int(clock.seconds() * MS_PER_SECOND),
-        request.method,
-        request.uri,
-        status,
-        request_annotations(request),
-    )
+    taken = observed_request(request, status, clock)
+    return None if taken is None else taken.entry()
 
 
 def encode_line(entry: Mapping[str, Any]) -> bytes:
@@ -156,19 +214,66 @@ def _line_without_content(entry: Mapping[str, Any], note: str) -> bytes:
 
 
 def append_lines(path: Path, lines: list[bytes]) -> None:
-    """Append ``lines`` to ``path`` and flush (blocking: run it in a thread)."""
-    with path.open("ab") as f:
-        f.write(b"".join(lines))
-        f.flush()
+    """Append ``lines`` to ``path`` (blocking: run it in a thread). Three system calls
+    and no buffered file object: each call in a thread gives up and takes back the GIL."""
+    data = memoryview(b"".join(lines))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
 
 
-def reactor_thread_runner(reactor: IReactorThreads) -> ThreadRunner:
-    """A :data:`ThreadRunner` on ``reactor``'s thread pool (``IReactorThreads``)."""
+class WriterThread:
+    """A :data:`ThreadRunner` of one thread of its own, started on the first call: it
+    runs the functions given in order and fires each one's Deferred on the reactor
+    (``callFromThread``). A hand-over is one ``SimpleQueue.put``. The thread is a daemon
+    waiting for work: the log's shutdown flush waits for its last write, so nothing
+    is lost when the process exits.
 
-    def run(f: Callable[[], None]) -> Deferred[None]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+    Each function's Deferred fires no sooner than ``min_interval_s`` after the function
+    started (the thread waits out the rest, off the GIL): under load the log's lines
+    then gather into one batch per interval instead of one per write. Every time the
+    writer thread takes the GIL back (after each system call) the reactor thread gives
+    it up and waits; writes of ten lines each cost the key endpoint about 30 us of CPU
+    per request (issue 22, bench/README.md).
+    """
 
-    return run
+    def __init__(self, reactor: IReactorFromThreads, min_interval_s: float = 0.0) -> None:
+        self._reactor = reactor
+        self._min_interval_s = min_interval_s
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Deferred[None]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, f: Callable[[], None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name="stubserver-request-log", daemon=True
+            )
+            self._thread.start()
+        self._jobs.put((f, d))
+        return d
+
+    def _work(self) -> None:
+        while True:
+            f, d = self._jobs.get()
+            started = time.monotonic()
+            failure = None
+            try:
+                f()
+            except BaseException:
+                failure = Failure()  # type: ignore[no-untyped-call]
+            rest = self._min_interval_s - (time.monotonic() - started)
+            if rest > 0:
+                time.sleep(rest)
+            if failure is None:
+                self._reactor.callFromThread(d.callback, None)
+            else:
+                self._reactor.callFromThread(d.errback, failure)
 
 
 class RequestLog:
@@ -195,9 +300,9 @@ class RequestLog:
 
     def __call__(self, request: IRequest, status: int, body: Any) -> None:
         """The observer: log ``request`` answered with ``status`` (Matrix paths only)."""
-        entry = observed_entry(request, status, self._clock)
-        if entry is not None:
-            self.record(entry)
+        taken = observed_request(request, status, self._clock)
+        if taken is not None:
+            self.record(taken.entry())
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """Buffer one entry; with no write running it goes within :data:`FLUSH_DELAY_SECONDS`."""

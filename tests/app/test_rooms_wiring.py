@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, LoopingCall
 
 from stubserver.app.rooms_wiring import RoomParts, key_valid_for, verify_key_lookup
 from stubserver.app.run import compose
 from stubserver.app.site import CONTROL_HANDLER_DEADLINE_SECONDS
 from stubserver.config import Config, ListenerConfig
 from stubserver.discovery.resolution import Target
+from stubserver.rooms.dummy_events import DUMMY_EVENTS_INTERVAL_S
 from stubserver.rooms.event import Event
 from stubserver.rooms.pdu_keys import verifier_for
 from stubserver.rooms.transaction import SignatureFailure
@@ -254,3 +255,18 @@ def test_the_default_factory_builds_the_real_room_service() -> None:
     )
     assert (status, body["server_name"], body["rooms"]) == (200, "a.test", [])
     assert "11" in body["room_versions"]
+
+
+def test_the_real_room_service_sends_dummy_events_every_five_minutes() -> None:
+    """The default factory starts the room service's dummy events (the cap on forward
+    extremities): a run is due on the reactor 5 minutes after start-up."""
+    reactor = FakeReactor()
+    compose(config(FEDERATION, CONTROL), reactor)
+    loops = [
+        (call.getTime() - reactor.seconds(), func.f)
+        for call in reactor.getDelayedCalls()
+        if isinstance(func := getattr(call, "func", None), LoopingCall)
+    ]
+    assert [(delay, f.__qualname__) for delay, f in loops] == [
+        (DUMMY_EVENTS_INTERVAL_S, "DummyEvents.run")
+    ]

@@ -16,7 +16,11 @@ from stubserver.control.feed import (
     LongPollFeed,
     RequestFeed,
 )
-from stubserver.server.request_log import MAX_LOGGED_BODY_BYTES
+from stubserver.server.request_log import (
+    MAX_LOGGED_BODY_BYTES,
+    ObservedRequest,
+    observed_entry,
+)
 from stubserver.server.router import request_annotations
 from tests.support import has_fired, result_now
 
@@ -116,3 +120,25 @@ def test_the_request_feed_keeps_a_bounded_weight_of_bodies() -> None:
     assert len(kept) == bound // (MAX_LOGGED_BODY_BYTES + FEED_ENTRY_WEIGHT) == 293
     assert kept[-1]["content"] == [999]
     assert feed.feed.weight <= bound
+
+
+def test_the_request_feed_builds_a_log_object_only_when_read() -> None:
+    """Issue 22 (key endpoint): the feed keeps what a request's log object is built from,
+    not the object; a read answers the object the request log writes, with the body's
+    weight counted as before."""
+    clock = Clock()
+    clock.advance(7)
+    feed = RequestFeed(clock)
+    request: Any = DummyRequest([b"_matrix", b"federation", b"v1", b"send", b"1"])
+    request.path = request.uri = b"/_matrix/federation/v1/send/1"
+    request_annotations(request).update(
+        origin="o.test", authenticated=True, content={"pdus": []}, body_bytes=11
+    )
+    feed(request, 200, {})
+    (kept,), _ = feed.feed.page(0)
+    assert isinstance(kept, ObservedRequest)
+    assert feed.feed.weight == FEED_ENTRY_WEIGHT + 11
+    (answered,) = result_now(feed.read(0, 0))["requests"]
+    assert answered == observed_entry(request, 200, clock)
+    assert answered["ts"] == 7000
+    assert answered["content"] == {"pdus": []}

@@ -23,6 +23,24 @@ def test_the_extremities_case_resolves_nothing_per_event() -> None:
     assert case["message_forks"]["forward_extremities"] == 200
 
 
+def test_the_extremities_case_caps_the_forks_with_dummy_events() -> None:
+    """Row 4: our sends into 200 message forks resolve no state and look at no more
+    than twice the 10 extremities each cites; the dummy events then leave at most 10
+    extremities, without a state resolution; with conflicting forks our merges resolve
+    state (the forks' states differ) and no dummy event is needed after them (10 left)."""
+    case = room_attacks.extremities_case(200, 10)
+    forks = case["message_forks"]
+    assert forks["our_sends"]["state_sets_per_event"] == 0
+    assert forks["our_sends"]["heap_entries_per_event"] <= 20
+    assert forks["dummy_events"]["sent"] >= 1
+    assert forks["dummy_events"]["forward_extremities_after"] <= 10
+    assert forks["dummy_events"]["state_sets"] == 0
+    conflicting = case["conflicting_forks"]
+    assert conflicting["our_sends"]["resolutions_per_event"] > 0
+    assert conflicting["our_sends"]["forward_extremities_after"] <= 10
+    assert conflicting["dummy_events"]["sent"] == 0
+
+
 def test_the_history_case_visits_as_many_events_after_a_long_history() -> None:
     """Row 4: one resolution of two conflicting displaynames visits as many events after
     500 earlier changes as after 5."""

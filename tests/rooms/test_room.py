@@ -392,6 +392,24 @@ def test_a_room_with_2000_extremities_costs_the_same_state_resolution_per_event_
     assert len(ours.prev_event_ids) == 10
 
 
+def test_choosing_our_prev_events_looks_at_as_many_extremities_with_2000_as_with_200() -> None:
+    """Issue 22 row 4: the prev_events of each of our events (the 10 deepest
+    extremities) are taken from a heap by depth: 20 sends look at as many heap entries
+    in a room with 2,000 forks as with 200, at most twice the 10 cited per send (before:
+    every extremity was looked at, 2,000 per send)."""
+
+    def examined(forks: int) -> int:
+        room, _ = _forked_room(forks, conflicting=False)
+        tracker = room.extremity_tracker
+        send(room, ALICE, "m.room.message", {"body": "first"})
+        before = tracker.examined
+        for i in range(20):
+            assert send(room, ALICE, "m.room.message", {"body": f"{i}"}).outcome == "accepted"
+        return tracker.examined - before
+
+    assert examined(2_000) == examined(200) <= 20 * 2 * 10
+
+
 def test_identical_states_are_resolved_once_and_only_when_the_distinct_states_change() -> None:
     """Issue 22 row 4: 100 forks with 100 conflicting displaynames are resolved when a
     new distinct state appears at an extremity, not again for messages that keep the

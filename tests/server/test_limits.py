@@ -431,6 +431,25 @@ class DeadlineTests(SynchronousTestCase):
         self.h.clock.advance(IDLE_TIMEOUT_SECONDS)
         assert transport.disconnecting
 
+    def test_requests_kept_alive_move_one_read_deadline_timer(self) -> None:
+        """Ten requests on one kept-alive connection keep the read-deadline timer the
+        connection started with, moved for each request, not one made and cancelled per
+        request (issue 22: the key endpoint's per-request overhead)."""
+
+        def deadlines() -> list[Any]:
+            return [
+                call
+                for call in self.h.clock.getDelayedCalls()
+                if getattr(getattr(call, "func", None), "__name__", "") == "_read_deadline_passed"
+            ]
+
+        channel, transport = self.h.connect()
+        (first,) = deadlines()
+        for _ in range(10):
+            channel.dataReceived(VERSION_REQUEST)
+        assert [s for s, _ in responses(sent(transport))] == [200] * 10
+        assert deadlines() == [first]
+
     def test_second_request_has_its_own_deadline(self) -> None:
         """A kept-alive connection's next request must arrive within 30 s of its first byte."""
         channel, transport = self.h.connect()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -20,9 +23,11 @@ from stubserver.server.request_log import (
     FLUSH_DELAY_SECONDS,
     MAX_LOGGED_BODY_BYTES,
     RequestLog,
+    WriterThread,
     encode_line,
     log_entry,
     observed_entry,
+    observed_request,
 )
 from stubserver.server.router import request_annotations
 
@@ -127,6 +132,18 @@ class EntryTests(SynchronousTestCase):
             "content is not JSON",
             200,
         )
+
+    def test_what_an_observer_keeps_is_taken_once_per_request(self) -> None:
+        """The request log and the request feed share what they keep of a request: taken
+        once (its time included), not built by each observer (issue 22, key endpoint)."""
+        request: Any = DummyRequest([b"_matrix", b"key", b"v2", b"server"])
+        request.path = request.uri = b"/_matrix/key/v2/server"
+        clock = Clock()
+        first = observed_request(request, 200, clock)
+        clock.advance(1)
+        assert observed_request(request, 200, clock) is first
+        assert first is not None and first.ts_ms == 0
+        assert observed_request(request, 499, clock) is not first
 
     def test_a_body_over_the_cap_is_cut_with_a_note(self) -> None:
         """A request whose 8 MiB body was parsed is written as a short line: content null
@@ -270,3 +287,81 @@ class WriterTests(SynchronousTestCase):
                 "content": None,
             }
         )
+
+
+class _Calls:
+    """A reactor's ``callFromThread`` that queues the calls for the test thread."""
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]]] = (
+            queue.SimpleQueue()
+        )
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.calls.put((f, args))
+
+    def run_next(self) -> None:
+        """Run the next call, waiting for it at most 10 s."""
+        f, args = self.calls.get(timeout=10)
+        f(*args)
+
+
+class WriterThreadTests(SynchronousTestCase):
+    def test_functions_run_in_order_off_the_calling_thread(self) -> None:
+        """The writer runs each function in its own thread, in the order given, and fires
+        each Deferred through the reactor's ``callFromThread``."""
+        reactor = _Calls()
+        writer = WriterThread(reactor)  # type: ignore[arg-type]
+        ran: list[tuple[int, str]] = []
+        done: list[int] = []
+
+        def job(n: int) -> Callable[[], None]:
+            return lambda: ran.append((n, threading.current_thread().name))
+
+        def finished(_: None, n: int) -> None:
+            done.append(n)
+
+        for n in range(3):
+            writer(job(n)).addCallback(finished, n)
+        for _ in range(3):
+            reactor.run_next()
+        assert [n for n, _ in ran] == [0, 1, 2]
+        assert {name for _, name in ran} == {"stubserver-request-log"}
+        assert done == [0, 1, 2]
+
+    def test_a_failed_function_fails_its_deferred(self) -> None:
+        """An exception in the function reaches its Deferred's errback."""
+        reactor = _Calls()
+        writer = WriterThread(reactor)  # type: ignore[arg-type]
+
+        def broken() -> None:
+            raise OSError("disk full")
+
+        d = writer(broken)
+        reactor.run_next()
+        failure = self.failureResultOf(d, OSError)  # type: ignore[no-untyped-call]
+        assert failure.getErrorMessage() == "disk full"
+
+    def test_a_write_is_reported_done_no_sooner_than_the_interval(self) -> None:
+        """With ``min_interval_s`` a function is reported done no sooner than that after
+        it started: lines that come in meanwhile gather into the next batch."""
+        reactor = _Calls()
+        writer = WriterThread(reactor, min_interval_s=0.05)  # type: ignore[arg-type]
+        started = time.monotonic()
+        d = writer(lambda: None)
+        reactor.run_next()
+        self.successResultOf(d)
+        assert time.monotonic() - started >= 0.05
+
+    def test_the_log_writes_through_the_writer_thread(self) -> None:
+        """A RequestLog on a WriterThread appends its lines to the file, in order."""
+        path = Path(tempfile.mkdtemp()) / "requests.jsonl"
+        reactor = _Calls()
+        clock = ShutdownClock()
+        request_log = RequestLog(path, clock, WriterThread(reactor))  # type: ignore[arg-type]
+        for n in range(3):
+            request_log.record(entry(n))
+        d = request_log.close()
+        reactor.run_next()
+        self.successResultOf(d)
+        assert [json.loads(line)["ts"] for line in path.read_text().splitlines()] == [0, 1, 2]

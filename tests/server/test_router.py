@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -151,6 +152,60 @@ class RoutingTests(SynchronousTestCase):
         """A POST route answers POST."""
         status, body = get_json(self.stub, f"{BASE}/_matrix/key/v2/query", method="POST")
         assert (status, body["params"]) == (200, {})
+
+
+class ExactPathTests(SynchronousTestCase):
+    """Routes without parameters are found by their exact path (issue 22, the key
+    endpoint's hot path), with the table's answers unchanged."""
+
+    def setUp(self) -> None:
+        def named(name: str) -> Any:
+            return lambda request, params: JsonResponse(200, {"route": name})
+
+        self.router = FederationRouter(
+            [
+                Route("GET", "/a/{x}", named("param first")),
+                Route("GET", "/a/b", named("literal after a parameter")),
+                Route("GET", "/c/d", named("literal")),
+                Route("PUT", "/c/d", named("literal put")),
+                Route("GET", "/c/d", named("a second literal")),
+            ]
+        )
+        self.stub = stub_treq(self.router)
+
+    def test_the_first_matching_route_answers(self) -> None:
+        """An earlier route with a parameter still wins over a later literal one, and of
+        two identical literal routes the first answers."""
+        assert get_json(self.stub, f"{BASE}/a/b") == (200, {"route": "param first"})
+        assert get_json(self.stub, f"{BASE}/c/d") == (200, {"route": "literal"})
+
+    def test_a_literal_path_is_found_without_walking_the_table(self) -> None:
+        """Behind 50 routes with parameters, a literal route is answered without trying
+        any route's pattern (it tried all 50)."""
+        tried: list[str] = []
+
+        @dataclass(frozen=True)
+        class CountingRoute(Route):
+            def match(self, raw_segments: Sequence[bytes]) -> dict[str, bytes] | None:
+                tried.append(self.pattern)
+                return super().match(raw_segments)
+
+        routes = [CountingRoute("GET", f"/p{i}/{{x}}", echo_params) for i in range(50)]
+        router = FederationRouter([*routes, CountingRoute("GET", "/key", echo_params)])
+        tried.clear()
+        status, body = get_json(stub_treq(router), f"{BASE}/key")
+        assert (status, body["path"]) == (200, "/key")
+        assert tried == []
+
+    def test_methods_head_and_405_as_before(self) -> None:
+        """Each method finds its own literal route; HEAD takes GET's; another method is
+        405 with Allow."""
+        assert get_json(self.stub, f"{BASE}/c/d", method="PUT") == (200, {"route": "literal put"})
+        response = self.successResultOf(self.stub.head(f"{BASE}/c/d"))
+        assert response.code == 200
+        response = self.successResultOf(self.stub.post(f"{BASE}/c/d"))
+        assert response.code == 405
+        assert response.headers.getRawHeaders(b"allow") == [b"GET, HEAD, PUT"]
 
 
 class ErrorTests(SynchronousTestCase):
