@@ -18,6 +18,7 @@ import copy
 import importlib
 import inspect
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,6 +276,53 @@ def _power_blind_resolution(original: Any) -> Any:
             if event is not None and event.is_state():
                 state[(event.type, event.state_key)] = event_id
         return state
+
+    return replacement
+
+
+def _v21_from_unconflicted_state(original: Any) -> Any:
+    """state.v2._resolve_conflicted_set(clock, room_id, room_version, full_conflicted_set,
+    base_state, event_map, store): in a room of state resolution v2.1 (v12), the first
+    iterative auth checks start from the unconflicted state map (v2's start) instead of
+    the empty one. A plain function, so that it runs in the frame of the resolution that
+    calls it, whose ``unconflicted_state`` it takes; the original's coroutine is awaited
+    there."""
+    signature = inspect.signature(original)
+
+    def replacement(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        versions = _synapse("synapse.api.room_versions").StateResolutionVersions
+        if bound.arguments["room_version"].state_res == versions.V2_1:
+            caller = sys._getframe(1).f_locals  # the resolution that called us
+            bound.arguments["base_state"] = dict(caller["unconflicted_state"])
+        return original(*bound.args, **bound.kwargs)
+
+    return replacement
+
+
+def _without_conflicted_subgraph(original: Any) -> Any:
+    """state.v2._get_auth_chain_difference(room_id, state_sets, unpersisted_events,
+    state_res_store, conflicted_state): no conflicted events given, so the auth
+    difference comes back without v2.1's conflicted subgraph."""
+    signature = inspect.signature(original)
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.arguments["conflicted_state"] = None
+        return await original(*bound.args, **bound.kwargs)
+
+    return replacement
+
+
+def _creators_ranked_as_users(original: Any) -> Any:
+    """state.v2._get_power_level_for_sender(room_id, event_id, event_map, store): a room
+    creator's infinite power (v12) replaced by that of an unlisted user (the default, 0
+    in the rooms the suite makes), as if the creator were ranked by ``users``."""
+
+    async def replacement(*args: Any, **kwargs: Any) -> Any:
+        level = await original(*args, **kwargs)
+        infinite = _synapse("synapse.api.constants").CREATOR_POWER_LEVEL
+        return 0 if level == infinite else level
 
     return replacement
 
@@ -1258,6 +1306,31 @@ MUTANTS: tuple[Mutant, ...] = (
         _power_blind_resolution,
         ("stateres.fork_resolved/v*",),
         "its client's room state after the merge",
+    ),
+    Mutant(
+        "v21_starts_from_unconflicted_state",
+        "state resolution v2.1 (v12) starts the iterative auth checks from an empty state map",
+        "synapse.state.v2:_resolve_conflicted_set",
+        _v21_from_unconflicted_state,
+        ("stateres.v21_starts_from_empty_set/v12",),
+        "v2.1 starts from the empty state",
+    ),
+    Mutant(
+        "conflicted_subgraph_left_out",
+        "v2.1's full conflicted set includes the conflicted state subgraph",
+        "synapse.state.v2:_get_auth_chain_difference",
+        _without_conflicted_subgraph,
+        ("stateres.v21_includes_conflicted_subgraph/v12",),
+        "v2.1's conflicted subgraph brings P2",
+    ),
+    Mutant(
+        "creators_power_finite_in_state_res",
+        "room creators have infinitely high power level, also when state resolution sorts"
+        " power events",
+        "synapse.state.v2:_get_power_level_for_sender",
+        _creators_ranked_as_users,
+        ("stateres.creator_sorts_before_admin/v12",),
+        "the creator's join rule sorts first",
     ),
     Mutant(
         "auth_events_not_fetched",

@@ -22,6 +22,7 @@ from stubserver.conformance import (
     suite_restricted,
     suite_rooms,
     suite_serving,
+    suite_stateres_v12,
 )
 from stubserver.conformance.context import Context
 from stubserver.conformance.runner import ConformanceTest
@@ -59,6 +60,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_pdus.tests(vs),
         *suite_edus.tests(vs),
         *suite_auth.tests(vs),
+        *suite_stateres_v12.tests(vs),
         *suite_guards.tests(vs),
         *suite_devices.tests(vs),
         *suite_queries.tests(vs),

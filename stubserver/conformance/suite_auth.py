@@ -385,14 +385,19 @@ def fork_resolved(ctx: Context, version: str) -> str:
 
 
 def expect_state_at_merge(
-    ctx: Context, room_id: str, merge: str, expected: dict[tuple[str, str], str]
+    ctx: Context,
+    room_id: str,
+    merge: str,
+    expected: dict[tuple[str, str], str],
+    *,
+    what: str = "the merge",
 ) -> None:
     """Once ``merge`` is readable, its client's room state comes to ``expected`` (the
     state our state resolution gives at the merge) and its ``/state_ids`` at the merge
-    lists exactly those events."""
+    lists exactly those events; the failures name ``what`` (the rule at stake)."""
     ctx.wait_visible(room_id, merge, "our merge event")
     wait_until(
-        "its client's room state after the merge",
+        f"its client's room state after {what}",
         lambda: (
             True
             if (now := _state_ids_of(ctx, room_id)) == expected
@@ -403,9 +408,9 @@ def expect_state_at_merge(
     body = ctx.peer.federation_request(
         ctx.server_name, "GET", f"{V1}/state_ids/{q(room_id)}?event_id={q(merge)}"
     )
-    expect("its /state_ids status at the merge", 200, body.status, answer=body.body)
+    expect(f"its /state_ids status at {what}", 200, body.status, answer=body.body)
     ids = body.body.get("pdu_ids") if isinstance(body.body, dict) else None
-    expect("its /state_ids at the merge", sorted(expected.values()), sorted(ids or []))
+    expect(f"its /state_ids at {what}", sorted(expected.values()), sorted(ids or []))
 
 
 def soft_failed_state_resolved(ctx: Context, version: str) -> str:

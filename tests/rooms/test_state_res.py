@@ -339,3 +339,27 @@ def test_rejected_auth_events_are_not_fallen_back_on() -> None:
     assert resolve_state(room.version, [a, b], room.get)[JR] == bobs.event_id
     resolved = resolve_state(room.version, [a, b], room.get, rejected={bob_join.event_id})
     assert resolved[JR] == alices.event_id
+
+
+@pytest.mark.parametrize(("version", "winner"), [("11", "first"), ("12", "third")])
+def test_an_outdated_power_levels_beside_a_newer_auth_chain(version: str, winner: str) -> None:
+    """MSC4297's Problem B, as ``stateres.v21_includes_conflicted_subgraph`` builds it:
+    Alice raises Bob (P2), Bob raises Carol (P3); Dave joins on the state before P2 (P1)
+    citing P3. Resolving P3's state with Dave's: v2 (v11) applies P1 and refuses P3 (Bob
+    has no power under P1); v2.1 (v12) replays P2 from the conflicted subgraph, so P3
+    stands."""
+    room = standard_room(version)
+    room.member(BOB, "join")
+    room.member(CAROL, "join")
+    before = dict(room.state)
+    first = before[PL]
+    room.send("m.room.power_levels", ALICE, _levels(version, {BOB: 50}), state_key="")
+    third = room.send(
+        "m.room.power_levels", BOB, _levels(version, {BOB: 50, CAROL: 50}), state_key=""
+    )
+    join = room.build("m.room.member", DAVE, {"membership": "join"}, state_key=DAVE)
+    assert third.event_id in join.auth_event_ids
+    daves = {**before, ("m.room.member", DAVE): join.event_id}
+    resolved = _resolve(room, dict(room.state), daves)
+    assert resolved[PL] == {"first": first, "third": third.event_id}[winner]
+    assert resolved[("m.room.member", DAVE)] == join.event_id
