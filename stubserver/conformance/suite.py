@@ -15,6 +15,7 @@ from stubserver.conformance import (
     suite_keys,
     suite_knocks,
     suite_leaves,
+    suite_media,
     suite_membership,
     suite_partial_state,
     suite_pdus,
@@ -62,4 +63,5 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_guards.tests(vs),
         *suite_devices.tests(vs),
         *suite_queries.tests(vs),
+        *suite_media.tests(vs),
     ]
