@@ -7,6 +7,7 @@ from typing import Final
 
 from stubserver.conformance import (
     suite_auth,
+    suite_device_joins,
     suite_devices,
     suite_edus,
     suite_gaps,
@@ -62,6 +63,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_auth.tests(vs),
         *suite_guards.tests(vs),
         *suite_devices.tests(vs),
+        *suite_device_joins.tests(vs),
         *suite_queries.tests(vs),
         *suite_media.tests(vs),
     ]
