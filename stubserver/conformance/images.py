@@ -81,3 +81,19 @@ def _jpeg_size(data: bytes) -> ImageSize | None:
             return ImageSize("jpeg", width, height)
         at += 2 + length
     return None
+
+
+def thumbnail_fault(
+    size: ImageSize, requested: tuple[int, int], original: tuple[int, int]
+) -> tuple[str, str] | None:
+    """What is wrong with a thumbnail of ``size`` asked at ``requested`` of an image of
+    ``original`` size (width, height), as (the rule, the size it needed); None when
+    nothing is (pure). "Servers MUST NOT upscale thumbnails under any circumstance.
+    Servers MUST NOT return a smaller thumbnail than requested, unless the original
+    content makes that impossible." (Client-Server API, "Thumbnails")."""
+    floor = (min(requested[0], original[0]), min(requested[1], original[1]))
+    if size.width < floor[0] or size.height < floor[1]:
+        return "MUST NOT be smaller than requested", f"at least {floor[0]}x{floor[1]}"
+    if size.width > original[0] or size.height > original[1]:
+        return "MUST NOT upscale", f"at most {original[0]}x{original[1]}"
+    return None

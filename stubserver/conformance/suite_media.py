@@ -28,8 +28,13 @@ from stubserver.conformance.context import (
     q,
     wait_until,
 )
-from stubserver.conformance.images import image_size, png_image
-from stubserver.conformance.multipart import MediaAnswer, NotMultipart, read_media_answer
+from stubserver.conformance.images import image_size, png_image, thumbnail_fault
+from stubserver.conformance.multipart import (
+    MediaAnswer,
+    NotMultipart,
+    disposition_filename,
+    read_media_answer,
+)
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
 from stubserver.http_json import RawAnswer
 
@@ -47,7 +52,6 @@ THUMB_HEIGHT: Final = 32
 THUMBNAIL_WAIT_SECONDS: Final = 10.0
 #: How long the note waits for the peer's log to show the request it answered, in seconds.
 LOG_WAIT_SECONDS: Final = 5.0
-_DISPOSITION_NAME: Final = re.compile(r"""filename\*?=(?:utf-8'')?"?([^";]+)"?""", re.IGNORECASE)
 
 
 def _request_seen(ctx: Context, prefix: str, needle: str) -> str:
@@ -142,16 +146,10 @@ def thumbnail_served(ctx: Context, version: str) -> str:
             f"the thumbnail ({answer.content_type})", "a PNG, JPEG or GIF", answer.data[:40]
         )
     got = f"{size.width}x{size.height}"
-    if size.width < THUMB_WIDTH or size.height < THUMB_HEIGHT:
-        raise CheckFailed(
-            "the thumbnail's size (MUST NOT be smaller than requested)",
-            f"at least {THUMB_WIDTH}x{THUMB_HEIGHT}",
-            got,
-        )
-    if size.width > IMAGE_WIDTH or size.height > IMAGE_HEIGHT:
-        raise CheckFailed(
-            "the thumbnail's size (MUST NOT upscale)", f"at most {IMAGE_WIDTH}x{IMAGE_HEIGHT}", got
-        )
+    fault = thumbnail_fault(size, (THUMB_WIDTH, THUMB_HEIGHT), (IMAGE_WIDTH, IMAGE_HEIGHT))
+    if fault is not None:
+        rule, needed = fault
+        raise CheckFailed(f"the thumbnail's size ({rule})", needed, got)
     return f"a {size.kind} of {got}"
 
 
@@ -179,8 +177,7 @@ def _our_media_reaches_its_client(ctx: Context, filename: str | None) -> str:
             "inline or attachment",
             disposition or "none",
         )
-    found = _DISPOSITION_NAME.search(disposition)
-    name = unquote(found.group(1)) if found else None
+    name = disposition_filename(disposition)
     kept = ""
     if filename is not None:
         kept = ", the file name kept" if name == filename else f", the file name lost ({name!r})"

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from stubserver.conformance.images import ImageSize, image_size, png_image
+from stubserver.conformance.images import ImageSize, image_size, png_image, thumbnail_fault
 
 
 def test_the_png_is_valid_and_its_size_reads_back() -> None:
@@ -50,3 +50,34 @@ def test_sizes_of_other_formats(data: bytes, size: ImageSize | None) -> None:
     """A JPEG's size comes from its start-of-frame after other segments, a GIF's from its
     screen descriptor; formats it does not read, and cut headers, give None."""
     assert image_size(data) == size
+
+
+@pytest.mark.parametrize(
+    ("size", "fault"),
+    [
+        ((32, 32), None),
+        ((64, 48), None),
+        ((48, 48), None),
+        ((16, 16), ("MUST NOT be smaller than requested", "at least 32x32")),
+        ((64, 31), ("MUST NOT be smaller than requested", "at least 32x32")),
+        ((96, 96), ("MUST NOT upscale", "at most 64x48")),
+        ((64, 64), ("MUST NOT upscale", "at most 64x48")),
+    ],
+    ids=["exact", "original", "between", "too small", "too short", "upscaled", "too tall"],
+)
+def test_thumbnail_sizes_are_judged_by_the_two_musts(
+    size: tuple[int, int], fault: tuple[str, str] | None
+) -> None:
+    """A 32x32 thumbnail of a 64x48 image passes anywhere from 32x32 to 64x48; smaller
+    than asked, or larger than the original in either dimension, names the rule."""
+    assert thumbnail_fault(ImageSize("png", *size), (32, 32), (64, 48)) == fault
+
+
+def test_a_thumbnail_of_a_smaller_image_may_be_smaller_than_asked() -> None:
+    """ "unless the original content makes that impossible": an image smaller than asked
+    may come back at its own size, not smaller."""
+    assert thumbnail_fault(ImageSize("png", 20, 10), (32, 32), (20, 10)) is None
+    assert thumbnail_fault(ImageSize("png", 10, 5), (32, 32), (20, 10)) == (
+        "MUST NOT be smaller than requested",
+        "at least 20x10",
+    )
