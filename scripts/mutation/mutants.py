@@ -808,23 +808,6 @@ def _no_newly_joined_users(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Non
     kwargs["newly_joined_or_invited_or_knocked_users"] = set()
 
 
-def _device_list_update_on_join(original: Any) -> Any:
-    """Synapse made right (issue 11374): after a local user's join, its devices are
-    announced to the room's servers as a device list change."""
-
-    async def replacement(
-        self: Any, requester: Any, target: Any, room_id: str, action: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        result = await original(self, requester, target, room_id, action, *args, **kwargs)
-        user_id = target.to_string()
-        if action == "join" and self.hs.is_mine_id(user_id):
-            devices = await self.hs.get_datastores().main.get_devices_by_user(user_id)
-            await self.hs.get_device_handler().notify_device_update(user_id, list(devices))
-        return result
-
-    return replacement
-
-
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
     Mutant(
@@ -1584,14 +1567,6 @@ MUTANTS: tuple[Mutant, ...] = (
         _async_before(_no_newly_joined_users),
         ("devices.our_joining_user_in_its_device_lists",),
         "in its /sync device_lists.changed after joining",
-    ),
-    Mutant(
-        "device_list_update_on_join",
-        "(the spec's rule Synapse breaks) its user's join is announced by m.device_list_update",
-        "synapse.handlers.room_member:RoomMemberHandler.update_membership",
-        _device_list_update_on_join,
-        ("devices.its_joining_user_announced",),
-        "passed, but the expect-fail file says it fails",
     ),
 )
 

@@ -62,7 +62,10 @@ def its_joining_user_announced(ctx: Context, version: str) -> str:
     device list, ...)", "Device Management"). The marker: after the join, a message of the
     user has reached us, then new keys of its device are uploaded; the update those keys
     cause (a change the spec obliges it to send) must come after one for the join. Synapse
-    sends none on a join (synapse#11374, expected/synapse.txt)."""
+    (synapse#11374) and Dendrite send none on a join: the test fails against both
+    unchanged (expected/*.txt), which is its proof that it can fail; a mutant making
+    Synapse announce the join (its devices notified after ``update_membership``) did not
+    reach the peer, so none is listed."""
     user = _unshared_user(ctx)
     room = ctx.peer.create_room(PEER_USER, room_version=version, preset="public_chat")
     user.join(room.room_id, via=[ctx.peer.server_name])
