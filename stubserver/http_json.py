@@ -12,6 +12,7 @@ import http.client
 import ipaddress
 import json
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +34,16 @@ class HttpAnswer:
     def ok(self) -> bool:
         """True for a 2xx."""
         return 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """A status, the headers (names lower-cased; a repeated one: its last value) and the
+    body's bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
 
 
 class TransportError(Exception):
@@ -92,6 +103,31 @@ class HttpEndpoint:
         timeout: float,
     ) -> HttpAnswer:
         """Send ``body`` as JSON (when not None); the answer's status and parsed JSON."""
+        all_headers = dict(headers or {})
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            all_headers["Content-Type"] = "application/json"
+        answer = self.exchange(method, path, payload, headers=all_headers, timeout=timeout)
+        try:
+            parsed = json.loads(answer.data) if answer.data else None
+        except ValueError:
+            raise TransportError(
+                f"{method} {path}: the answer (HTTP {answer.status}) is not JSON: "
+                f"{answer.data[:200]!r}"
+            ) from None
+        return HttpAnswer(answer.status, parsed)
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float,
+    ) -> RawAnswer:
+        """Send ``payload`` as it is; the answer's status, headers and bytes (media)."""
         connection: http.client.HTTPConnection
         if self.tls is not None:
             connection = http.client.HTTPSConnection(
@@ -99,13 +135,8 @@ class HttpEndpoint:
             )
         else:
             connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        all_headers = dict(headers or {})
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode("utf-8")
-            all_headers["Content-Type"] = "application/json"
         try:
-            connection.request(method, path, body=payload, headers=all_headers)
+            connection.request(method, path, body=payload, headers=dict(headers or {}))
             response = connection.getresponse()
             data = response.read(MAX_ANSWER_BYTES + 1)
         except (OSError, http.client.HTTPException) as e:
@@ -116,10 +147,5 @@ class HttpEndpoint:
             connection.close()
         if len(data) > MAX_ANSWER_BYTES:
             raise TransportError(f"{method} {path}: the answer is over {MAX_ANSWER_BYTES} bytes")
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            raise TransportError(
-                f"{method} {path}: the answer (HTTP {response.status}) is not JSON: {data[:200]!r}"
-            ) from None
-        return HttpAnswer(response.status, parsed)
+        names = {name.lower(): value for name, value in response.getheaders()}
+        return RawAnswer(response.status, names, data)

@@ -841,6 +841,47 @@ def _media_without_auth(original: Any) -> Any:
     return replacement
 
 
+def _remote_profile_without_displayname(original: Any) -> Any:
+    """A profile of another server's user given to a client without its display name."""
+
+    async def replacement(self: Any, user_id: str, *args: Any, **kwargs: Any) -> Any:
+        profile = await original(self, user_id, *args, **kwargs)
+        if user_id.endswith(f":{self.hs.hostname}"):
+            return profile
+        return {k: v for k, v in profile.items() if k != "displayname"}
+
+    return replacement
+
+
+def _half_size_crop(original: Any) -> Any:
+    """Cropped thumbnails made at half the size asked (smaller than requested)."""
+
+    def replacement(self: Any, width: int, height: int, *args: Any, **kwargs: Any) -> Any:
+        return original(self, max(1, width // 2), max(1, height // 2), *args, **kwargs)
+
+    return replacement
+
+
+def _remote_media_first_byte_spoilt(original: Any) -> Any:
+    """Media fetched over federation stored with its first byte replaced."""
+
+    async def replacement(
+        self: Any, destination: str, path: str, output_stream: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        result = await original(self, destination, path, output_stream, *args, **kwargs)
+        output_stream.seek(0)
+        output_stream.write(b"\x00")
+        output_stream.seek(0, 2)
+        return result
+
+    return replacement
+
+
+def _no_newly_joined_users(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """/sync's device lists without the users who newly share a room."""
+    kwargs["newly_joined_or_invited_or_knocked_users"] = set()
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
     Mutant(
@@ -1630,6 +1671,41 @@ MUTANTS: tuple[Mutant, ...] = (
         _media_without_auth,
         ("media.unsigned_download_refused",),
         "the status of an unsigned GET",
+    ),
+    Mutant(
+        "remote_profile_without_displayname",
+        "a client gets a remote user's profile as its server answers it",
+        "synapse.handlers.profile:ProfileHandler.get_profile",
+        _remote_profile_without_displayname,
+        ("queries.our_profile_reaches_its_client",),
+        "'s displayname",
+    ),
+    Mutant(
+        "thumbnail_too_small",
+        "a thumbnail is never smaller than requested (when the image allows)",
+        "synapse.media.thumbnailer:Thumbnailer.crop",
+        _half_size_crop,
+        ("media.thumbnail_served",),
+        "MUST NOT be smaller than requested",
+    ),
+    Mutant(
+        "remote_media_spoilt",
+        "a client downloads remote media byte for byte",
+        "synapse.http.matrixfederationclient:MatrixFederationHttpClient.federation_get_file",
+        _remote_media_first_byte_spoilt,
+        (
+            "media.our_media_reaches_its_client",
+            "media.our_media_without_file_name_reaches_its_client",
+        ),
+        "the bytes its client got",
+    ),
+    Mutant(
+        "device_lists_without_joiners",
+        "/sync device_lists.changed lists users who now share an encrypted room",
+        "synapse.handlers.device:DeviceHandler.generate_sync_entry_for_device_list",
+        _async_before(_no_newly_joined_users),
+        ("devices.our_joining_user_in_its_device_lists",),
+        "in its /sync device_lists.changed after joining",
     ),
 )
 

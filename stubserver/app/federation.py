@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from stubserver.app.profile import profile_route
 from stubserver.auth.filter import XMatrixFilter
 from stubserver.config import Config, ConfigError
+from stubserver.profiles import ProfileTable
 from stubserver.reactor import IReactor
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import (
@@ -49,6 +50,8 @@ class FederationExtensions:
     #: Our key document, the one ``/_matrix/key/v2/server`` serves and the notary answers
     #: with for our own name (one source, so that both sign the same ``valid_until_ts``).
     key_document: KeyDocumentSource
+    #: Our users' profiles: the config's, and those the control API sets.
+    profiles: ProfileTable
 
 
 class LazyKeyFetcher:
@@ -158,11 +161,13 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
             config.request_log_path, reactor, WriterThread(reactor, FLUSH_DELAY_SECONDS)
         )
         observers = (request_log, *observers)
+    profiles = ProfileTable(config.users)
     return FederationExtensions(
-        routes=(profile_route(config.server_name, config.users), *notary_routes(notary)),
+        routes=(profile_route(config.server_name, profiles), *notary_routes(notary)),
         filters=(XMatrixFilter(authenticator, on_authenticated=backoff.reset, clock=reactor),),
         observers=observers,
         request_log=request_log,
         key_fetcher=fetcher,
         key_document=own_keys,
+        profiles=profiles,
     )

@@ -29,8 +29,10 @@ from stubserver.control.feed import RequestFeed
 from stubserver.server.router import Route
 
 if TYPE_CHECKING:
+    from stubserver.media.store import MediaStore
     from stubserver.outbound.build import FederationContext
     from stubserver.outbound.signed_request import FederationClient, FederationResponse
+    from stubserver.profiles import ProfileTable
     from stubserver.rooms.builder import EventSigner
     from stubserver.rooms.hooks import HookRelay
     from stubserver.rooms.pdu_keys import FetchVerifyKey
@@ -246,8 +248,15 @@ def build_rooms(
     return Rooms(service=service, federation_routes=tuple(routes))
 
 
-def control_listener_routes(config: Config, service: RoomControl, feed: RequestFeed) -> list[Route]:
+def control_listener_routes(
+    config: Config,
+    service: RoomControl,
+    feed: RequestFeed,
+    *,
+    profiles: ProfileTable | None = None,
+    media: MediaStore | None = None,
+) -> list[Route]:
     """The routes of a ``control`` listener (config parsing guarantees the token exists)."""
     if config.control_token is None:
         raise ValueError("a control listener needs control_token")
-    return control_routes(service, config.control_token, feed)
+    return control_routes(service, config.control_token, feed, profiles=profiles, media=media)

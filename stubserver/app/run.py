@@ -282,8 +282,9 @@ def site_parts(
 
     With a ``control`` listener, rooms are served: the room service is built
     (``stubserver.app.rooms_wiring.build_rooms``; ``service_factory`` replaces the
-    service, for tests), federation listeners gain the room routes and a feed of their
-    requests, and the control listener serves the control API over both. Without one,
+    service, for tests), federation listeners gain the room routes, the media download
+    over a media store and a feed of their requests, and the control listener serves the
+    control API over all of them (and the profiles of ``extensions``). Without one,
     nothing drives rooms, so none are served.
     """
     extra_routes = extensions.routes
@@ -302,10 +303,16 @@ def site_parts(
             rooms = build_rooms(
                 config, reactor, extensions.key_fetcher, service_factory=service_factory
             )
+        from stubserver.media.download import media_routes  # noqa: PLC0415
+        from stubserver.media.store import MediaStore  # noqa: PLC0415
+
         feed = RequestFeed(reactor)
-        extra_routes = (*extra_routes, *rooms.federation_routes)
+        media = MediaStore()
+        extra_routes = (*extra_routes, *rooms.federation_routes, *media_routes(media))
         observers = (*observers, feed)
-        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(config, rooms.service, feed)
+        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(
+            config, rooms.service, feed, profiles=extensions.profiles, media=media
+        )
     return SiteParts(extra_routes, observers, routes_by_resource)
 
 

@@ -21,9 +21,9 @@ from typing import Any, TextIO
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-#: Users registered when credentials allow it (the suite uses the first; two are there
-#: for tests that need a second).
-REGISTERED_USERS = 2
+#: Users registered when credentials allow it (the suite uses the first; the second is
+#: the device tests'; the third joins a room of ours as a user sharing none with us yet).
+REGISTERED_USERS = 3
 
 
 def add_conformance_parser(sub: Any) -> None:

@@ -9,8 +9,15 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+from urllib.parse import unquote
+
+#: The file name of a ``Content-Disposition``: ``filename*=utf-8''...`` (RFC 6266) first,
+#: then ``filename="..."`` or ``filename=...``.
+_EXTENDED_NAME: Final = re.compile(r"filename\*\s*=\s*utf-8''([^;\s]+)", re.IGNORECASE)
+_PLAIN_NAME: Final = re.compile(r'filename\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.IGNORECASE)
 
 
 class NotMultipart(ValueError):
@@ -57,3 +64,14 @@ def read_media_answer(content_type: str, body: bytes) -> MediaAnswer:
 def _bytes(payload: object) -> bytes:
     """A part's decoded payload as bytes (empty when it has none)."""
     return payload if isinstance(payload, bytes) else b""
+
+
+def disposition_filename(header: str) -> str | None:
+    """The file name a ``Content-Disposition`` header gives, or None (pure)."""
+    extended = _EXTENDED_NAME.search(header)
+    if extended:
+        return unquote(extended.group(1))
+    plain = _PLAIN_NAME.search(header)
+    if plain:
+        return plain.group(1) if plain.group(1) is not None else plain.group(2)
+    return None

@@ -7,6 +7,7 @@ from typing import Final
 
 from stubserver.conformance import (
     suite_auth,
+    suite_device_joins,
     suite_devices,
     suite_edus,
     suite_gaps,
@@ -15,6 +16,7 @@ from stubserver.conformance import (
     suite_keys,
     suite_knocks,
     suite_leaves,
+    suite_media,
     suite_membership,
     suite_partial_state,
     suite_pdus,
@@ -63,5 +65,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_stateres_v12.tests(vs),
         *suite_guards.tests(vs),
         *suite_devices.tests(vs),
+        *suite_device_joins.tests(vs),
         *suite_queries.tests(vs),
+        *suite_media.tests(vs),
     ]

@@ -221,17 +221,37 @@ def our_device_list_update_reaches_it(ctx: Context, version: str) -> str:
         stream_ids.append(
             ctx.peer.put_device(device, user=PEER_USER, keys=keys, display_name="conformance")
         )
-        stream.wait(
-            f"our user in its /sync device_lists.changed after our {change} change",
-            lambda a: ours in ((a.get("device_lists") or {}).get("changed") or []),
-            seen=lambda a: a.get("device_lists"),
-        )
-        wait_until(
-            f"our device's keys after our {change} change through its client's /keys/query",
-            _queried_keys_are(user, ours, device, keys),
-            expected="the keys we put",
+        changed_then_queried(
+            stream,
+            ours,
+            device,
+            keys,
+            ("our user", "our device's keys", f"after our {change} change"),
         )
     return f"our device list at stream_ids {stream_ids[0]} and {stream_ids[1]}"
+
+
+def changed_then_queried(
+    stream: SyncStream,
+    user_id: str,
+    device: str,
+    keys: dict[str, Any],
+    words: tuple[str, str, str],
+) -> None:
+    """Wait until ``stream``'s /sync lists ``user_id`` in ``device_lists.changed``, then
+    until its client's ``/keys/query`` gives ``device``'s ``keys``. ``words``: who, whose
+    keys, after what (the failures' wording)."""
+    who, whose, after = words
+    stream.wait(
+        f"{who} in its /sync device_lists.changed {after}",
+        lambda a: user_id in ((a.get("device_lists") or {}).get("changed") or []),
+        seen=lambda a: a.get("device_lists"),
+    )
+    wait_until(
+        f"{whose} {after} through its client's /keys/query",
+        _queried_keys_are(stream.user, user_id, device, keys),
+        expected="the keys we put",
+    )
 
 
 def _queried_keys_are(

@@ -25,6 +25,8 @@ client may loop on ``next``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -33,9 +35,13 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
+from stubserver.config import UserProfile
 from stubserver.control.feed import RequestFeed
+from stubserver.media.store import MediaItem, MediaRefused, MediaStore
+from stubserver.profiles import ProfileRefused, ProfileTable
 from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.http_errors import matrix_error
+from stubserver.rooms.identifiers import LOCALPART
 from stubserver.rooms.port import RoomControl
 from stubserver.server.router import (
     Handler,
@@ -246,8 +252,19 @@ def _authorized(token: bytes, handler: Handler) -> Handler:
     return handle
 
 
-def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> list[Route]:
-    """The control API over ``control``, guarded by ``token``, with ``requests``' feed."""
+_Handler = Callable[[IRequest, Mapping[str, str]], HandlerResult]
+
+
+def control_routes(
+    control: RoomControl,
+    token: str,
+    requests: RequestFeed,
+    *,
+    profiles: ProfileTable | None = None,
+    media: MediaStore | None = None,
+) -> list[Route]:
+    """The control API over ``control``, guarded by ``token``, with ``requests``' feed;
+    with ``profiles`` and ``media``, the operations that set a profile and put media."""
 
     def status(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
         return _ok(control.status())
@@ -362,7 +379,7 @@ def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> l
             control.federation_request(body.string("destination"), method, path, body.raw("body"))
         )
 
-    table: list[tuple[str, str, Callable[[IRequest, Mapping[str, str]], HandlerResult]]] = [
+    table: list[tuple[str, str, _Handler]] = [
         ("GET", "/status", status),
         ("POST", "/rooms", create),
         ("POST", "/rooms/{room}/join", join),
@@ -377,8 +394,58 @@ def control_routes(control: RoomControl, token: str, requests: RequestFeed) -> l
         ("GET", "/requests", inbound_requests),
         ("POST", "/federation/request", federation_request),
     ]
+    if profiles is not None:
+        table.append(("PUT", "/users/{user}/profile", _profile_handler(profiles)))
+    if media is not None:
+        table.append(("PUT", "/media/{media_id}", _media_handler(media, control.server_name)))
     token_bytes = token.encode("utf-8")
     return [
         Route(method, PREFIX + path, _authorized(token_bytes, handler))
         for method, path, handler in table
     ]
+
+
+def _profile_handler(profiles: ProfileTable) -> _Handler:
+    """``PUT /users/{user}/profile`` ``{"displayname"?, "avatar_url"?}`` → ``{}``: the
+    user's profile, whole, as ``/query/profile`` then answers it."""
+
+    def put_profile(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        body = _body(request, "displayname", "avatar_url")
+        user = params["user"]
+        if not LOCALPART.match(user):
+            raise MatrixError(400, "M_INVALID_PARAM", f"{user[:300]!r} is not a valid localpart")
+        profile = UserProfile(
+            displayname=body.optional_string("displayname"),
+            avatar_url=body.optional_string("avatar_url"),
+        )
+        try:
+            profiles.put(user, profile)
+        except ProfileRefused as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+        return _ok({})
+
+    return put_profile
+
+
+def _media_handler(media: MediaStore, server_name: str) -> _Handler:
+    """``PUT /media/{media_id}`` ``{"content_type", "data": base64, "filename"?}`` →
+    ``{"content_uri"}``: media of ours, served by ``/v1/media/download``."""
+
+    def put_media(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        body = _body(request, "content_type", "data", "filename")
+        data = body.raw("data")
+        if not isinstance(data, str):
+            raise MatrixError(400, "M_INVALID_PARAM", "'data' must be a base64 string")
+        try:
+            raw = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+        except binascii.Error:
+            raise MatrixError(400, "M_INVALID_PARAM", "'data' must be a base64 string") from None
+        media_id = params["media_id"]
+        item = MediaItem(body.string("content_type"), raw, body.optional_string("filename"))
+        try:
+            media.put(media_id, item)
+        except MediaRefused as e:
+            raise MatrixError(400, "M_INVALID_PARAM", str(e)) from None
+        return _ok({"content_uri": f"mxc://{server_name}/{media_id}"})
+
+    return put_media

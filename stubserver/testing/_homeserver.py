@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
-from stubserver.http_json import HttpAnswer, HttpEndpoint, TransportError
+from stubserver.http_json import HttpAnswer, HttpEndpoint, RawAnswer, TransportError
 from stubserver.testing._errors import HomeserverError, HomeserverUnreachable, WaitTimeout
 
 CLIENT_V3: Final = "/_matrix/client/v3"
@@ -121,6 +121,27 @@ class Homeserver:
         if expect_ok and not answer.ok:
             raise HomeserverError(method, path, answer.status, answer.body)
         return answer
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None = None,
+        *,
+        content_type: str | None = None,
+        access_token: str | None = None,
+    ) -> RawAnswer:
+        """One request with raw bytes both ways (media upload and download): the answer's
+        status, headers and bytes, whatever the status."""
+        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        try:
+            return self.endpoint.exchange(
+                method, path, payload, headers=headers, timeout=self.timeout
+            )
+        except TransportError as e:
+            raise HomeserverUnreachable(str(e)) from None
 
     def _user(self, answer: Mapping[str, Any]) -> HomeserverUser:
         user = HomeserverUser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -342,6 +343,33 @@ class Peer(ControlFeeds):
         path = f"{PREFIX}/users/{quote(user, safe='')}/devices/{quote(device_id, safe='')}"
         answer = self._call(f"put_device {device_id}", "PUT", path, body)
         return int(answer["stream_id"])
+
+    def put_profile(
+        self,
+        user: str = DEFAULT_USER,
+        *,
+        displayname: str | None = None,
+        avatar_url: str | None = None,
+    ) -> None:
+        """Set our ``user``'s profile, whole (a field not given is unset): what
+        ``/query/profile`` then answers for them."""
+        body = {k: v for k, v in (("displayname", displayname), ("avatar_url", avatar_url)) if v}
+        path = f"{PREFIX}/users/{quote(user, safe='')}/profile"
+        self._call(f"put_profile {user}", "PUT", path, body)
+
+    def put_media(
+        self, media_id: str, data: bytes, content_type: str, *, filename: str | None = None
+    ) -> str:
+        """Put media of ours under ``media_id`` (A-Z, a-z, 0-9, ``_``, ``-``), served by
+        ``/_matrix/federation/v1/media/download``; its ``mxc://`` URI."""
+        body: dict[str, Any] = {
+            "content_type": content_type,
+            "data": base64.b64encode(data).decode("ascii"),
+        }
+        if filename is not None:
+            body["filename"] = filename
+        path = f"{PREFIX}/media/{quote(media_id, safe='')}"
+        return str(self._call(f"put_media {media_id}", "PUT", path, body)["content_uri"])
 
     def room_state(self, room: str) -> dict[str, Any]:
         """``{"room_id", "room_version", "state", "members", "servers", "forward_extremities"}``."""

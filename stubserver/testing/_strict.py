@@ -42,6 +42,7 @@ SERVED_ROUTES: Final[tuple[tuple[str, str], ...]] = (
     ("GET", f"{_V1}/query/directory"),
     ("GET", f"{_V1}/user/devices/{{userId}}"),
     ("POST", f"{_V1}/user/keys/query"),
+    ("GET", f"{_V1}/media/download/{{mediaId}}"),
 )
 
 

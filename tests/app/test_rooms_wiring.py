@@ -108,6 +108,40 @@ def test_without_a_control_listener_no_rooms_are_served() -> None:
     assert (status, body["errcode"]) == (404, "M_UNRECOGNIZED")
 
 
+def test_the_control_listener_sets_profiles_and_puts_media_the_federation_listener_serves() -> None:
+    """With a control listener, a profile set through it lands in the table the profile
+    route answers from, and the media download is a federation route (401 unsigned,
+    not 404) over the store the control API fills."""
+    reactor = FakeReactor()
+    composed = compose(
+        config(FEDERATION, CONTROL), reactor, service_factory=lambda parts: FakeRoomControl()
+    )
+    fed_site, control_site = composed.sites
+    control = stub_treq(control_site.router)
+    auth = {"Authorization": "Bearer tok"}
+    response = result_now(
+        control.put(
+            "http://127.0.0.1/_stubserver/v1/users/bob/profile",
+            data=b'{"displayname": "Bob"}',
+            headers=auth,
+        )
+    )
+    assert response.code == 200
+    assert composed.extensions.profiles["bob"].displayname == "Bob"
+    response = result_now(
+        control.put(
+            "http://127.0.0.1/_stubserver/v1/media/abc",
+            data=b'{"content_type": "text/plain", "data": "aGk="}',
+            headers=auth,
+        )
+    )
+    assert result_now(control.json_content(response)) == {"content_uri": "mxc://a.test/abc"}
+    status, body = status_of(
+        stub_treq(fed_site.router), "https://a.test/_matrix/federation/v1/media/download/abc"
+    )
+    assert (status, body["errcode"]) == (401, "M_UNAUTHORIZED")
+
+
 # --- verify keys ----------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stubserver.conformance.multipart import NotMultipart, read_media_answer
+from stubserver.conformance.multipart import NotMultipart, disposition_filename, read_media_answer
 
 TYPE = "multipart/mixed; boundary=b0undary"
 
@@ -51,3 +51,21 @@ def test_wrong_answers_say_what_is_wrong(content_type: str, body: bytes, why: st
     """A raw body, one part, a non-JSON or non-object first part: NotMultipart says which."""
     with pytest.raises(NotMultipart, match=why):
         read_media_answer(content_type, body)
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ('attachment; filename="cat.png"', "cat.png"),
+        ("inline; filename=conformance.png", "conformance.png"),
+        ("attachment; filename*=utf-8''chat%20%C3%A9t%C3%A9.png", "chat \u00e9t\u00e9.png"),
+        ("attachment; filename=\"x.png\"; filename*=UTF-8''y.png", "y.png"),
+        ("inline", None),
+        ("", None),
+    ],
+    ids=["quoted", "token", "extended", "both: extended wins", "none", "empty"],
+)
+def test_the_file_name_of_a_content_disposition(header: str, name: str | None) -> None:
+    """The file name comes from ``filename*`` (RFC 6266) when given, else ``filename``,
+    quoted or not; a disposition without one has none."""
+    assert disposition_filename(header) == name

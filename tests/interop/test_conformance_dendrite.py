@@ -20,6 +20,7 @@ KNOWN_DEVIATIONS = [
     "acl.denied_edus_dropped/v10",
     "acl.denied_edus_dropped/v11",
     "auth.other_destination_refused",
+    "devices.its_joining_user_announced",
     "directory.public_rooms_filtered",
     "directory.space_hierarchy_served",
     "directory.timestamp_to_event_served",

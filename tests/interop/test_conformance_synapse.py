@@ -28,6 +28,7 @@ def test_every_conformance_test_passes_against_synapse(
         known=[
             "keys.notary_minimum_valid_until_ts_optional",
             *(f"edus.typing_of_a_non_member_ignored/v{v}" for v in ("10", "11", "12")),
+            "devices.its_joining_user_announced",
         ],
     )
 

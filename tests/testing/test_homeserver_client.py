@@ -64,14 +64,15 @@ def fake() -> Iterator[FakeHomeserver]:
                 self.command,
                 parts.path,
                 parse_qs(parts.query),
-                json.loads(raw) if raw else None,
+                _parsed(raw, self.headers.get("Content-Type")),
                 self.headers.get("Authorization"),
             )
             state.seen.append(seen)
             status, body = state.answer(seen)
-            data = json.dumps(body).encode()
+            raw_answer = isinstance(body, bytes)
+            data = body if raw_answer else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "image/png" if raw_answer else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -90,6 +91,25 @@ def fake() -> Iterator[FakeHomeserver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _parsed(raw: bytes, content_type: str | None) -> Any:
+    """A request body: JSON parsed, other types (media) as bytes."""
+    if not raw:
+        return None
+    return json.loads(raw) if content_type == "application/json" else raw
+
+
+def test_exchange_sends_and_answers_raw_bytes(fake: FakeHomeserver) -> None:
+    """``exchange`` sends the bytes as they are with their content type and the token, and
+    answers the status, the headers (names lower-cased) and the body's bytes."""
+    fake.answer = lambda seen: (201, b"\x89PNG\x00\xff")
+    answer = Homeserver(fake.url, allow_plain_http=True).exchange(
+        "POST", "/upload", b"\x00\xff", content_type="image/png", access_token="tok"
+    )
+    assert (answer.status, answer.data) == (201, b"\x89PNG\x00\xff")
+    assert answer.headers["content-type"] == "image/png"
+    assert (fake.seen[0].body, fake.seen[0].authorization) == (b"\x00\xff", "Bearer tok")
 
 
 def test_registration_mac_is_synapses_hmac_sha1() -> None:
