@@ -38,10 +38,12 @@ from stubserver.conformance.suite_auth import (
 
 CHECKS = "Checks performed on receipt of a PDU"
 FEDERATION: Final = "/_matrix/federation/v1/"
-#: State events of ours sent before the chain (Complement pads with 100 membership
-#: changes): with this many, a server that counts what it lacks against the state and
-#: auth chain at an event (Synapse fetches the whole /state when it lacks a tenth) fetches
-#: the few events it lacks one by one with /event, the way Complement's test takes.
+#: State events its room is created with (Complement pads with 100 membership changes):
+#: with this many, a server that counts what it lacks against the state and auth chain
+#: at an event (Synapse fetches the whole /state when it lacks a tenth) fetches the few
+#: events it lacks one by one with /event, the way Complement's test takes. In the
+#: room's initial state (its own events: the test took 2.2 s against Synapse, 0.6 s without
+#: padding, 8.7 s with 30 state events of ours sent over federation instead).
 PADDING_STATE_EVENTS: Final = 30
 PADDING_TYPE: Final = "org.stubserver.conformance.padding"
 #: The display names of our member events A to E; B is the one we will not serve.
@@ -93,8 +95,9 @@ def _member_displayname(ctx: Context, room_id: str, user_id: str) -> str | None:
 def unfetchable_auth_event(ctx: Context, version: str) -> str:
     """Our member events A to E (display names changing), each the auth event of the
     next, withheld; then messages on E, the last sent; we refuse to serve B (404 on
-    ``/event``, left out of ``/state``, ``/event_auth`` and ``get_missing_events``), after
-    30 state events of ours that make a server fetch what it lacks one by one. C, D and E
+    ``/event``, left out of ``/state``, ``/event_auth`` and ``get_missing_events``), in a
+    room created with 30 padding state events that make a server fetch what it lacks one
+    by one. C, D and E
     cannot be shown to pass the authorization rules "based on the event's auth events"
     without B (otherwise "it is rejected"; Room Versions, "Authorization rules":
     "Considering the event's auth_events"), so none of them may become state: once a
@@ -103,9 +106,14 @@ def unfetchable_auth_event(ctx: Context, version: str) -> str:
     which needs only what it has). Rejecting them, or not taking them, are both right; the
     note says what it asked about B (Complement's TestCorruptedAuthChain; Dendrite falls
     back to ``/event_auth``, which leaves B out too)."""
-    room_id = ctx.join_homeserver_room(version)
-    for i in range(PADDING_STATE_EVENTS):
-        ctx.peer.send(room_id, PADDING_TYPE, {"n": i}, sender=PEER_USER, state_key=str(i))
+    padding = [
+        {"type": PADDING_TYPE, "state_key": str(i), "content": {"n": i}}
+        for i in range(PADDING_STATE_EVENTS)
+    ]
+    room_id = ctx.user.create_room(
+        preset="public_chat", room_version=version, extra={"initial_state": padding}
+    )
+    ctx.peer.join(room_id, PEER_USER, via=[ctx.server_name])
     us = ctx.peer_user_id()
     state = peer_state(ctx, room_id)
     marker_auth = auth_ids(state, version, POWER_LEVELS, (MEMBER, us))
@@ -168,8 +176,8 @@ def refused_prev_event_taken_when_sent(ctx: Context, version: str) -> str:
     chunk = ctx.user.messages(room_id, limit=BIG_PAGE)["chunk"]
     order = [e["event_id"] for e in chunk if e.get("event_id") in (first, second)]
     expect("A and B in its client's /messages (newest first)", [second, first], order)
-    asked = asked_about(ctx.peer.requests(start), [first])
-    return f"about A it asked: {asked_note(asked)}"
+    asked = asked_about(ctx.peer.requests(start), [first, second])
+    return f"about A and B it asked: {asked_note(asked)}"
 
 
 def _bad_json_discarded(content_json: str, what: str) -> VersionTest:
