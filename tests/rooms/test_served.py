@@ -28,6 +28,7 @@ from tests.support import failure_now, result_now
 
 ALL = pytest.mark.parametrize("version", VERSIONS)
 FLOAT_CONTENT = '{"bad_val":1.1,"body":"Message 1"}'
+BIG_INTEGER_CONTENT = '{"bad_val":9007199254740992,"body":"Message 1"}'
 
 
 def _refused_room() -> tuple[ReadEndpoints, str, list[str]]:
@@ -134,8 +135,10 @@ def test_the_bounds_of_the_overrides() -> None:
 
 
 @ALL
-def test_a_planted_pdu_is_hashed_over_its_text_and_signed(version: str) -> None:
-    """The planted PDU's text holds the content as given (the float), its content hash
+@pytest.mark.parametrize("content", [FLOAT_CONTENT, BIG_INTEGER_CONTENT])
+def test_a_planted_pdu_is_hashed_over_its_text_and_signed(version: str, content: str) -> None:
+    """The planted PDU's text holds the content as given (a float, an integer above
+    2**53-1), its content hash
     is the SHA-256 of the canonical encoding a receiver that did not check numbers would
     make (canonicaljson encodes floats), its signature verifies and its ID is the
     reference hash of the PDU (whose redaction keeps no content)."""
@@ -143,11 +146,11 @@ def test_a_planted_pdu_is_hashed_over_its_text_and_signed(version: str) -> None:
     room_id = joined(network, a, b, version)
     room = a.room(room_id)
     planted = plant_event(
-        room, A_SIGNER, sender=ALICE, event_type=MESSAGE, content_text=FLOAT_CONTENT, now=5
+        room, A_SIGNER, sender=ALICE, event_type=MESSAGE, content_text=content, now=5
     )
-    assert '"content":' + FLOAT_CONTENT in planted.text
+    assert '"content":' + content in planted.text
     pdu = json.loads(planted.text)
-    assert pdu["content"] == {"bad_val": 1.1, "body": "Message 1"}
+    assert pdu["content"] == json.loads(content)
     hashed = {k: v for k, v in pdu.items() if k not in ("hashes", "signatures", "unsigned")}
     digest = hashlib.sha256(canonicaljson.encode_canonical_json(hashed)).digest()
     assert pdu["hashes"]["sha256"] == base64.b64encode(digest).decode().rstrip("=")
