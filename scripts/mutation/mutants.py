@@ -882,6 +882,44 @@ def _no_newly_joined_users(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Non
     kwargs["newly_joined_or_invited_or_knocked_users"] = set()
 
 
+def _outliers_kept_without_auth_events(original: Any) -> Any:
+    """FederationEventHandler._auth_and_persist_outliers: the fetched events it dropped
+    because an auth event of theirs could not be found are stored as outliers all the
+    same (as if a missing auth event did not matter)."""
+
+    async def replacement(self: Any, room_id: str, events: Any) -> Any:
+        events = list(events)
+        await original(self, room_id, events)
+        seen = await self._store.have_seen_events(room_id, [e.event_id for e in events])
+        lost = [e for e in events if e.event_id not in seen]
+        if lost:
+            context = _synapse("synapse.events.snapshot").EventContext
+            for event in lost:
+                event.internal_metadata.outlier = True
+            pairs = [(e, context.for_outlier(self._storage_controllers)) for e in lost]
+            await self.persist_events_and_notify(room_id, pairs, backfilled=True)
+
+    return replacement
+
+
+def _failed_pdu_ignored_after(original: Any) -> Any:
+    """FederationEventHandler.on_receive_pdu: a PDU whose processing failed once (a prev
+    event it could not fetch) is ignored when it arrives again, as if it had been stored
+    rejected for good."""
+    failed: set[str] = set()
+
+    async def replacement(self: Any, origin: str, pdu: Any) -> Any:
+        if pdu.event_id in failed:
+            return None
+        try:
+            return await original(self, origin, pdu)
+        except Exception:
+            failed.add(pdu.event_id)
+            raise
+
+    return replacement
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
     Mutant(
@@ -1706,6 +1744,33 @@ MUTANTS: tuple[Mutant, ...] = (
         _async_before(_no_newly_joined_users),
         ("devices.our_joining_user_in_its_device_lists",),
         "in its /sync device_lists.changed after joining",
+    ),
+    Mutant(
+        "outliers_kept_without_auth_events",
+        "an event whose auth event cannot be fetched is not accepted",
+        "synapse.handlers.federation_event:FederationEventHandler._auth_and_persist_outliers",
+        _outliers_kept_without_auth_events,
+        ("fetching.unfetchable_auth_event_chain_not_state/v*",),
+        "our member event in its current state",
+    ),
+    Mutant(
+        "failed_pdu_ignored_after",
+        "an event that failed for a missing prev event is taken when it comes again",
+        "synapse.handlers.federation_event:FederationEventHandler.on_receive_pdu",
+        _failed_pdu_ignored_after,
+        ("fetching.refused_prev_event_taken_when_sent/v*",),
+        "B, sent again after A",
+    ),
+    Mutant(
+        "canonical_json_unchecked",
+        "a PDU with a float or an integer out of range is discarded (room versions 6+)",
+        "synapse.federation.federation_base:validate_canonicaljson",
+        _sync_returning(None),
+        (
+            "fetching.missing_event_with_float_discarded/v*",
+            "fetching.missing_event_with_big_integer_discarded/v*",
+        ),
+        "the planted event (content with",
     ),
 )
 

@@ -330,6 +330,33 @@ def control_routes(
             )
         )
 
+    def serving(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        room = _room(params)
+        body = _body(request, "event_ids", "served")
+        event_ids = body.string_list("event_ids")
+        if event_ids is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "'event_ids' is required")
+        served = body.raw("served")
+        if not isinstance(served, bool):
+            raise MatrixError(400, "M_INVALID_PARAM", "'served' must be true or false")
+        return _answered(control.set_served(room, event_ids, served))
+
+    def plant(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        room = _room(params)
+        body = _body(request, "sender", "type", "content_json")
+        return _answered(
+            control.plant(
+                room, body.string("sender"), body.string("type"), body.string("content_json")
+            )
+        )
+
+    def resend(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        room = _room(params)
+        body = _body(request, "event_id", "destinations")
+        return _answered(
+            control.resend(room, body.string("event_id"), body.string_list("destinations"))
+        )
+
     def edu(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
         room = _room(params)
         body = _body(request, "edu_type", "content")
@@ -386,6 +413,9 @@ def control_routes(
         ("POST", "/rooms/{room}/leave", leave),
         ("POST", "/rooms/{room}/invite", invite),
         ("POST", "/rooms/{room}/send", send),
+        ("POST", "/rooms/{room}/serving", serving),
+        ("POST", "/rooms/{room}/plant", plant),
+        ("POST", "/rooms/{room}/resend", resend),
         ("POST", "/rooms/{room}/edu", edu),
         ("PUT", "/users/{user}/devices/{device}", put_device),
         ("GET", "/rooms/{room}", room_info),

@@ -24,6 +24,7 @@ from stubserver.rooms.builder import (
     build_create_event,
     build_event,
 )
+from stubserver.rooms.event import Event
 from stubserver.rooms.room import Room
 from stubserver.rooms.versions import RoomVersion
 
@@ -90,17 +91,22 @@ def build_in_room(
     redacts: str | None = None,
     prev_event_ids: Sequence[str] | None = None,
     auth_event_ids: Sequence[str] | None = None,
+    planted: Mapping[str, Event] | None = None,
 ) -> BuiltEvent:
     """Our event on ``room``: prev_events its forward extremities (the deepest
     :data:`~stubserver.rooms.room.PREV_EVENTS_FOR_NEW_EVENT`), auth events selected from the
     current state, timestamp ``now`` (ms). ``prev_event_ids`` / ``auth_event_ids``
-    override both (negative tests). Not added to the room: see :func:`add_own_event`."""
+    override both (negative tests); a prev event may be one of ``planted`` (stand-ins of
+    planted PDUs, ``stubserver.rooms.planted``, not in the room). Not added to the room:
+    see :func:`add_own_event`."""
     if prev_event_ids is None:
         prevs = room.prev_events_for_new_event()
     else:
         prevs = []
         for event_id in prev_event_ids:
             event = room.get_event(event_id)
+            if event is None and planted is not None:
+                event = planted.get(event_id)
             if event is None:
                 raise EventBuildError(f"prev_event {event_id} is not in room {room.room_id}")
             prevs.append(event)

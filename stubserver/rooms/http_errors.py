@@ -24,6 +24,7 @@ from stubserver.rooms.errors import (
     VersionNotSupported,
 )
 from stubserver.rooms.room import RoomError
+from stubserver.rooms.served import TooManyOverrides
 from stubserver.rooms.store import StoreFull
 from stubserver.server.router import MatrixError
 
@@ -38,6 +39,7 @@ HTTP_ANSWERS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (BadRemoteAnswer, 502, "M_UNKNOWN"),
     (StoreFull, 503, "M_RESOURCE_LIMIT_EXCEEDED"),
     (TooManyDevices, 503, "M_RESOURCE_LIMIT_EXCEEDED"),
+    (TooManyOverrides, 503, "M_RESOURCE_LIMIT_EXCEEDED"),
     # The room's own consistency failed (full, or a state resolution that cannot run).
     (RoomError, 500, "M_UNKNOWN"),
 )

@@ -17,6 +17,7 @@ from typing import Any
 from stubserver.rooms.builder import REDACTION, BuiltEvent, EventBuildError, EventSigner
 from stubserver.rooms.create import EventRejected, add_own_event, build_in_room
 from stubserver.rooms.errors import InvalidParameter, NotAllowed, UnbuildableEvent
+from stubserver.rooms.event import Event
 from stubserver.rooms.format import InvalidPdu
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.room import MissingEvents, Room, RoomError
@@ -37,6 +38,18 @@ def redaction_target(
     if event_type != REDACTION or room_version.redacts_in_content or not isinstance(target, str):
         return content, None
     return {k: v for k, v in content.items() if k != "redacts"}, target
+
+
+def planted_prevs(prev_event_ids: Sequence[str], planted: Mapping[str, Event]) -> list[str] | None:
+    """The prev_events with each planted one replaced by its own prev_events: what the
+    state before an event citing a planted one comes from; None when none is planted."""
+    if not any(p in planted for p in prev_event_ids):
+        return None
+    return [
+        p
+        for prev in prev_event_ids
+        for p in (planted[prev].prev_event_ids if prev in planted else (prev,))
+    ]
 
 
 class OutgoingEvents:
@@ -99,9 +112,12 @@ class OutgoingEvents:
         origin_server_ts: int | None,
         tamper: str | None,
         destinations: Sequence[str] | None,
+        planted: Mapping[str, Event] | None = None,
     ) -> JsonDict:
         """Build, sign and send an event in ``held`` (``RoomService.send`` says how the
-        overrides, ``tamper`` and ``destinations`` change that)."""
+        overrides, ``tamper`` and ``destinations`` change that). ``prev_events`` may name
+        ``planted`` events (stand-ins by ID, not in the room): the event is then added with
+        the state the planted events' own prev_events give."""
         targets = None if destinations is None else sorted(set(destinations) - {self.server_name})
         content, redacts = redaction_target(held.room_version, event_type, content)
         try:
@@ -116,6 +132,7 @@ class OutgoingEvents:
                 redacts=redacts,
                 prev_event_ids=prev_events,
                 auth_event_ids=auth_events,
+                planted=planted,
             )
         except (EventBuildError, InvalidPdu) as e:
             raise UnbuildableEvent(f"cannot build the event: {e}") from None
@@ -129,8 +146,12 @@ class OutgoingEvents:
         )
         if not overridden:
             return {"event_id": self.add_and_send(held, built, targets)}
+        through = planted_prevs(built.event.prev_event_ids, planted or {})
+        state_before = None if through is None else held.state_after_events(through)
         try:
-            held.add_event(built.event, self._now(), origin=self.server_name)
+            held.add_event(
+                built.event, self._now(), origin=self.server_name, state_before=state_before
+            )
         except RoomError as e:
             raise InvalidParameter(str(e)) from None
         self.broadcast(

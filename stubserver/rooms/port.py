@@ -88,6 +88,30 @@ class RoomControl(Protocol):
         the top level instead, as that version requires. → ``{"event_id"}``.
         """
 
+    def set_served(self, room: str, event_ids: Sequence[str], served: bool) -> Deferred[JsonDict]:
+        """Refuse (``served`` False) or go back to serving events of the room over
+        federation (our addition to DESIGN.md's table, ``stubserver.rooms.served``): a
+        refused event is 404 on ``/event``, ``/state``, ``/state_ids`` and
+        ``/event_auth`` and left out of the ``/state``, ``/event_auth``, ``/backfill`` and
+        ``get_missing_events`` answers. → ``{"refused": [event_id, ...]}`` (all of the
+        room's)."""
+
+    def plant(
+        self, room: str, sender: str, event_type: str, content_json: str
+    ) -> Deferred[JsonDict]:
+        """Build our non-state event with ``content_json`` (JSON text, any numbers: a
+        float, an integer out of range) as its content, on the room's forward extremities,
+        hashed over that text and signed; not added to the room nor sent, but served in
+        ``get_missing_events`` answers that walk through it, and ``send``'s
+        ``prev_events`` may name it (our addition, ``stubserver.rooms.planted``).
+        → ``{"event_id"}``."""
+
+    def resend(
+        self, room: str, event_id: str, destinations: Sequence[str] | None = None
+    ) -> Deferred[JsonDict]:
+        """Send an event of ours in the room again, in a new transaction, to every other
+        server in the room or to ``destinations`` (our addition). → ``{"event_id"}``."""
+
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         """Send an EDU to every other server in the room. → ``{}``."""
 

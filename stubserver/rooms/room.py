@@ -251,6 +251,12 @@ class Room:
         the state :meth:`add_event` checks it against."""
         return self._state_before_node(event).materialise()
 
+    def state_after_events(self, event_ids: Sequence[str]) -> dict[StateKey, str]:
+        """The state before an event citing ``event_ids`` (those we hold as graph events):
+        their states resolved (an event we build on a planted one, which we do not hold,
+        is added with the state its prev_events give)."""
+        return self._state_from_ids(event_ids).materialise()
+
     def state_at_key(self, event_id: str, key: StateKey) -> str | None:
         """The event ID at ``key`` in the state after ``event_id`` (see
         :meth:`state_at`), without materialising that state. Raise KeyError as it."""
@@ -492,7 +498,10 @@ class Room:
         return "accepted", None
 
     def _state_before_node(self, event: Event) -> StateNode:
-        prevs = [p for p in dict.fromkeys(event.prev_event_ids) if p in self._state_after]
+        return self._state_from_ids(event.prev_event_ids)
+
+    def _state_from_ids(self, prev_event_ids: Sequence[str]) -> StateNode:
+        prevs = [p for p in dict.fromkeys(prev_event_ids) if p in self._state_after]
         nodes = list({id(n): n for n in (self._state_after[p] for p in prevs)}.values())
         return self._resolve(nodes)
 

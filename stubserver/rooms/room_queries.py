@@ -26,7 +26,7 @@ The room keeps the graph and the checks; these read it through its public method
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from typing import Final
 
 from stubserver.rooms.event import Event
@@ -40,6 +40,7 @@ DEFAULT_MISSING_EVENTS: Final = 10
 MAX_BACKFILL_EVENTS: Final = 100
 #: Most events a get_missing_events walk visits, whatever it returns.
 MAX_MISSING_EVENTS_WALK: Final = 1_000
+_NOTHING_PLANTED: Final[Mapping[str, Event]] = {}
 
 
 def _event(room: Room, event_id: str) -> Event:
@@ -86,10 +87,12 @@ def state_ids_for_new_event(room: Room, event: Event) -> tuple[list[str], list[s
     return state, auth_chain(room, state)
 
 
-def backfill(room: Room, from_ids: Iterable[str], limit: int) -> list[Event]:
+def backfill(
+    room: Room, from_ids: Iterable[str], limit: int, unserved: Set[str] = frozenset()
+) -> list[Event]:
     """``/backfill``: the ``from_ids`` events and their ancestors, deepest first, at
-    most ``limit`` (capped at :data:`MAX_BACKFILL_EVENTS`); rejected events and
-    events we lack are skipped."""
+    most ``limit`` (capped at :data:`MAX_BACKFILL_EVENTS`); rejected events, the
+    ``unserved`` ones (walked through, not returned) and events we lack are skipped."""
     limit = max(0, min(limit, MAX_BACKFILL_EVENTS))
     heap: list[tuple[int, int, str]] = []
     queued: set[str] = set()
@@ -109,7 +112,7 @@ def backfill(room: Room, from_ids: Iterable[str], limit: int) -> list[Event]:
         _, _, event_id = heapq.heappop(heap)
         record = room.record(event_id)
         assert record is not None
-        if record.outcome != "rejected":
+        if record.outcome != "rejected" and event_id not in unserved:
             result.append(record.event)
         for prev in record.event.prev_event_ids:
             push(prev)
@@ -117,31 +120,45 @@ def backfill(room: Room, from_ids: Iterable[str], limit: int) -> list[Event]:
 
 
 def get_missing_events(
-    room: Room, earliest: Iterable[str], latest: Iterable[str], limit: int, min_depth: int
+    room: Room,
+    earliest: Iterable[str],
+    latest: Iterable[str],
+    limit: int,
+    min_depth: int,
+    *,
+    unserved: Set[str] = frozenset(),
+    planted: Mapping[str, Event] = _NOTHING_PLANTED,
 ) -> list[Event]:
     """``/get_missing_events``: ancestors of ``latest`` (not those), walking
     prev_events breadth-first and stopping at ``earliest`` and below ``min_depth``,
-    at most ``limit`` (capped at :data:`MAX_MISSING_EVENTS`), oldest first."""
+    at most ``limit`` (capped at :data:`MAX_MISSING_EVENTS`), oldest first. Rejected
+    and ``unserved`` events are walked through, not returned; ``planted`` events (not in
+    the room: stand-ins by ID, ``stubserver.rooms.planted``) are walked and returned."""
     limit = max(0, min(limit, MAX_MISSING_EVENTS))
     seen = set(earliest)
     front = [e for e in dict.fromkeys(latest) if e not in seen and room.record(e) is not None]
     seen.update(front)
-    found: list[str] = []
+    found: list[Event] = []
     visited = 0
     while front and len(found) < limit and visited < MAX_MISSING_EVENTS_WALK:
         next_front: list[str] = []
         for event_id in front:
-            for prev in _event(room, event_id).prev_event_ids:
+            event = planted[event_id] if event_id in planted else _event(room, event_id)
+            for prev in event.prev_event_ids:
                 visited += 1
                 record = room.record(prev)
-                if prev in seen or record is None or record.event.depth < min_depth:
+                stand_in = planted.get(prev) if record is None else None
+                walked = record.event if record is not None else stand_in
+                if prev in seen or walked is None or walked.depth < min_depth:
                     continue
                 seen.add(prev)
                 next_front.append(prev)
-                if record.outcome != "rejected":
-                    found.append(prev)
+                if stand_in is not None or (
+                    record is not None and record.outcome != "rejected" and prev not in unserved
+                ):
+                    found.append(walked)
         front = next_front
-    return [_event(room, e) for e in reversed(found[:limit])]
+    return list(reversed(found[:limit]))
 
 
 def event_auth(room: Room, event_id: str) -> list[str]:

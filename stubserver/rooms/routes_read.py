@@ -4,18 +4,23 @@
 retrieving missing events", "Room state", "Querying for information"; answers as
 ``stubserver.rooms.routes_common`` says). ``event``, ``backfill`` and
 ``get_missing_events`` serve each event as the asking server may see it, redacted
-events redacted everywhere (``stubserver.rooms.visibility``, Synapse's rule).
+events redacted everywhere (``stubserver.rooms.visibility``, Synapse's rule). The
+driver's ``serving`` overrides (``stubserver.rooms.served``) refuse chosen events (404, or
+left out of answers) and add planted PDUs to ``get_missing_events`` answers, written as
+their text (:func:`planted_answer`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from twisted.web.iweb import IRequest
 
 from stubserver.auth.filter import require_origin
 from stubserver.cache import BoundedCache
+from stubserver.rooms.event import Event
+from stubserver.rooms.planted import PlantedPdu
 from stubserver.rooms.room import Room
 from stubserver.rooms.room_queries import backfill, event_auth, get_missing_events, state_ids_before
 from stubserver.rooms.routes_common import (
@@ -30,6 +35,7 @@ from stubserver.rooms.routes_common import (
 )
 from stubserver.rooms.visibility import pdu_for_server
 from stubserver.server.router import JsonResponse, MatrixError, Route, query_arg
+from stubserver.signing.canonical_json import encode_json
 
 #: Most ``v`` values one backfill request may give, and most IDs in each list of a
 #: get_missing_events body.
@@ -84,7 +90,7 @@ class ReadEndpoints:
         room, _ = found
         if not room.is_server_in_room(origin):
             raise MatrixError(403, "M_FORBIDDEN", HOST_NOT_IN_ROOM)
-        event = served_event(room, params["eventId"], self._parts.ours)
+        event = self._served_event(room, params["eventId"])
         return JsonResponse(
             200,
             {
@@ -102,7 +108,7 @@ class ReadEndpoints:
         event_id = query_arg(request, "event_id")
         if event_id is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing string query parameter event_id")
-        served_event(room, event_id, self._parts.ours)
+        self._served_event(room, event_id)
         key = (room.room_id, event_id)
         kept = self._state_answers.get(key)
         # A re-joined room is a new Room under the same ID: its answers are its own.
@@ -123,7 +129,7 @@ class ReadEndpoints:
         """``GET /v1/state/{roomId}?event_id=``: the state before the event, as PDUs."""
         room, state_ids, chain_ids = self._state_of(request, params)
         return JsonResponse(
-            200, {"pdus": pdus(room, state_ids), "auth_chain": pdus(room, chain_ids)}
+            200, {"pdus": self._pdus(room, state_ids), "auth_chain": self._pdus(room, chain_ids)}
         )
 
     def get_state_ids(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
@@ -135,9 +141,9 @@ class ReadEndpoints:
         """``GET /v1/event_auth/{roomId}/{eventId}``: the event's auth chain."""
         origin = require_origin(request)
         room = self._parts.room_for_reader(params["roomId"], origin)
-        served_event(room, params["eventId"], self._parts.ours)
+        self._served_event(room, params["eventId"])
         chain = event_auth(room, params["eventId"])
-        return JsonResponse(200, {"auth_chain": pdus(room, chain)})
+        return JsonResponse(200, {"auth_chain": self._pdus(room, chain)})
 
     def backfill(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         """``GET /v1/backfill/{roomId}?v=&limit=``: events before the ``v`` events."""
@@ -158,7 +164,7 @@ class ReadEndpoints:
             )
         from_ids = [v.decode("utf-8", "replace") for v in raw_from]
         room = self._parts.room_for_reader(params["roomId"], origin)
-        events = backfill(room, from_ids, limit)
+        events = backfill(room, from_ids, limit, self._refused(room))
         return JsonResponse(
             200,
             {
@@ -177,8 +183,34 @@ class ReadEndpoints:
         limit = int_field(body, "limit", DEFAULT_MISSING_EVENTS_LIMIT)
         min_depth = int_field(body, "min_depth", 0)
         room = self._parts.room_for_reader(params["roomId"], origin)
-        events = get_missing_events(room, earliest, latest, limit, min_depth)
-        return JsonResponse(200, {"events": [pdu_for_server(room, e, origin) for e in events]})
+        planted = self._parts.store.serving.planted(room.room_id)
+        events = get_missing_events(
+            room,
+            earliest,
+            latest,
+            limit,
+            min_depth,
+            unserved=self._refused(room),
+            planted={event_id: p.stand_in for event_id, p in planted.items()},
+        )
+        served = [planted.get(e.event_id) or pdu_for_server(room, e, origin) for e in events]
+        if not any(isinstance(p, PlantedPdu) for p in served):
+            return JsonResponse(200, {"events": served})
+        return planted_answer(served)
+
+    def _refused(self, room: Room) -> frozenset[str]:
+        return self._parts.store.serving.refused(room.room_id)
+
+    def _served_event(self, room: Room, event_id: str) -> Event:
+        """:func:`served_event`, and 404 for an event the driver told us not to serve."""
+        if self._parts.store.serving.is_refused(room.room_id, event_id):
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown event {event_id!r} in {room.room_id}")
+        return served_event(room, event_id, self._parts.ours)
+
+    def _pdus(self, room: Room, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """:func:`pdus` without the events the driver told us not to serve."""
+        refused = self._refused(room)
+        return pdus(room, [e for e in event_ids if e not in refused] if refused else event_ids)
 
     def query_directory(self, request: IRequest, params: Mapping[str, str]) -> JsonResponse:
         """``GET /v1/query/directory?room_alias=``: the room ID and servers of our alias."""
@@ -197,3 +229,13 @@ class ReadEndpoints:
             raise MatrixError(404, "M_NOT_FOUND", f"Room alias {alias[:300]!r} not found")
         servers = [ours] + [s for s in room.servers if s != ours]
         return JsonResponse(200, {"room_id": room_id, "servers": servers})
+
+
+def planted_answer(served: Sequence[dict[str, Any] | PlantedPdu]) -> JsonResponse:
+    """A ``get_missing_events`` answer holding planted PDUs (``stubserver.rooms.served``):
+    each written as its text, the others as JSON; ``body`` (what the request log's
+    observers see) names the planted ones instead."""
+    parts = [p.text if isinstance(p, PlantedPdu) else encode_json(p).decode() for p in served]
+    body = {"events": [{"planted": p.event_id} if isinstance(p, PlantedPdu) else p for p in served]}
+    encoded = ('{"events":[' + ",".join(parts) + "]}").encode("utf-8")
+    return JsonResponse(200, body, encoded=encoded)

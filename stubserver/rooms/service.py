@@ -18,7 +18,10 @@ What it does (DESIGN.md "Rooms and the control API"; rooms.md for Synapse's beha
   Synapse does (:class:`~stubserver.rooms.dummy_events.DummyEvents`, started by the
   wiring);
 * answers the control API's reads and long-polls (``room_info``, ``events``, ``edus``)
-  through :class:`~stubserver.rooms.views.RoomViews`.
+  through :class:`~stubserver.rooms.views.RoomViews`;
+* for negative tests, refuses to serve chosen events, plants PDUs our canonical JSON
+  refuses in ``get_missing_events`` answers (``stubserver.rooms.served``) and sends an
+  event of ours again (``resend``: a new transaction with the same PDU).
 
 The clock, RNG, signer, store, signed-request client and key lookup are injected.
 """
@@ -33,7 +36,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from stubserver.rooms.builder import EventSigner
+from stubserver.rooms.builder import EventBuildError, EventSigner
 from stubserver.rooms.create import (
     PRESETS,
     create_room,
@@ -45,20 +48,24 @@ from stubserver.rooms.errors import (
     InvalidParameter,
     NotAllowed,
     RoomRequestRefused,
+    UnbuildableEvent,
     UnknownRoom,
     VersionNotSupported,
 )
+from stubserver.rooms.event import Event
 from stubserver.rooms.followup import InboundFollowUp
-from stubserver.rooms.format import is_user_id
+from stubserver.rooms.format import InvalidPdu, is_user_id
 from stubserver.rooms.gap_fill import GapFiller
 from stubserver.rooms.identifiers import LOCALPART, invalid, local_room_id, local_user_id
 from stubserver.rooms.membership import build_membership
 from stubserver.rooms.outgoing import OutgoingEvents
 from stubserver.rooms.pdu_keys import FetchVerifyKey
+from stubserver.rooms.planted import PlantRefused, plant_event
 from stubserver.rooms.remote import RemoteCaller
 from stubserver.rooms.remote_membership import RemoteMembership
 from stubserver.rooms.room import Room, RoomError
 from stubserver.rooms.sender import SignedRequester, TransactionSender
+from stubserver.rooms.served import TooManyOverrides
 from stubserver.rooms.store import RoomStore
 from stubserver.rooms.tamper import TAMPER_KINDS
 from stubserver.rooms.versions import (
@@ -425,7 +432,66 @@ class RoomService:
             origin_server_ts=origin_server_ts,
             tamper=tamper,
             destinations=destinations,
+            planted=self._stand_ins(held),
         )
+
+    def _stand_ins(self, held: Room) -> dict[str, Event]:
+        """The stand-ins of the PDUs planted in ``held``, by event ID."""
+        planted = self.store.serving.planted(held.room_id)
+        return {event_id: p.stand_in for event_id, p in planted.items()}
+
+    # --- what a test peer serves and sends otherwise ---------------------------------
+
+    def set_served(self, room: str, event_ids: Sequence[str], served: bool) -> Deferred[JsonDict]:
+        try:
+            held = self._room(room)
+            unknown = [e for e in event_ids if held.record(e) is None]
+            if unknown:
+                raise UnknownRoom(f"no event {unknown[0][:300]!r} in {held.room_id}")
+            if served:
+                self.store.serving.serve(held.room_id, event_ids)
+            else:
+                self.store.serving.refuse(held.room_id, event_ids)
+        except (RoomRequestRefused, TooManyOverrides) as e:
+            return fail(e)
+        return succeed({"refused": sorted(self.store.serving.refused(held.room_id))})
+
+    def plant(
+        self, room: str, sender: str, event_type: str, content_json: str
+    ) -> Deferred[JsonDict]:
+        try:
+            held = self._room(room)
+            sender_id = self._user_id(sender)
+            try:
+                planted = plant_event(
+                    held,
+                    self._signer,
+                    sender=sender_id,
+                    event_type=event_type,
+                    content_text=content_json,
+                    now=self._now(),
+                )
+            except (PlantRefused, EventBuildError, InvalidPdu) as e:
+                raise UnbuildableEvent(f"cannot plant the event: {e}") from None
+            self.store.serving.plant(held.room_id, planted)
+        except (RoomRequestRefused, TooManyOverrides) as e:
+            return fail(e)
+        return succeed({"event_id": planted.event_id})
+
+    def resend(
+        self, room: str, event_id: str, destinations: Sequence[str] | None = None
+    ) -> Deferred[JsonDict]:
+        try:
+            held = self._room(room)
+        except RoomRequestRefused as e:
+            return fail(e)
+        record = held.record(event_id)
+        if record is None or record.origin != self.server_name:
+            return fail(UnknownRoom(f"no event of ours {event_id[:300]!r} in {held.room_id}"))
+        targets = self._outgoing.others(held) if destinations is None else destinations
+        others = sorted(set(targets) - {self.server_name})
+        self._outgoing.broadcast(others, event_id, record.event.pdu)
+        return succeed({"event_id": event_id})
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from stubserver.rooms.devices import DeviceLists
 from stubserver.rooms.event import Event
 from stubserver.rooms.room import Room
+from stubserver.rooms.served import ServingOverrides
 from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import RoomVersion
 
@@ -52,7 +53,8 @@ class ReceivedInvite:
 @dataclass
 class RoomStore:
     """Our rooms by room ID, our aliases (alias localpart -> room ID), received invites by
-    ``(room_id, user_id)``, our users' ``devices``, and the ``/send`` transaction memory;
+    ``(room_id, user_id)``, our users' ``devices``, the ``serving`` overrides and the ``/send``
+    transaction memory;
     ``max_*`` bound each collection (the module's constants by default)."""
 
     server_name: str
@@ -68,6 +70,8 @@ class RoomStore:
     invite_bytes: int = field(init=False, default=0)
     #: Our users' devices (``/user/devices``, ``/user/keys/query``, device-list EDUs).
     devices: DeviceLists = field(init=False, default_factory=DeviceLists)
+    #: Events the driver told us not to serve, and PDUs it planted (negative tests).
+    serving: ServingOverrides = field(init=False, default_factory=ServingOverrides)
 
     # --- rooms -------------------------------------------------------------------------
 

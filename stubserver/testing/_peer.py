@@ -314,6 +314,44 @@ class Peer(ControlFeeds):
         """Send an ``m.room.message`` with ``msgtype`` ``m.text``; its event ID."""
         return self.send(room, "m.room.message", {"msgtype": "m.text", "body": text}, sender=sender)
 
+    def set_served(self, room: str, event_ids: Sequence[str], *, served: bool) -> list[str]:
+        """Refuse (``served=False``) or go back to serving events of ``room`` over
+        federation: a refused event is 404 on ``/event``, ``/state``, ``/state_ids`` and
+        ``/event_auth`` and left out of the ``/state``, ``/event_auth``, ``/backfill`` and
+        ``get_missing_events`` answers (``/state_ids`` still lists its ID). Every event
+        of the room refused now."""
+        answer = self._call(
+            f"serving {room}",
+            "POST",
+            f"{room_path(room)}/serving",
+            {"event_ids": list(event_ids), "served": served},
+        )
+        return [str(e) for e in answer["refused"]]
+
+    def plant(self, room: str, type: str, content_json: str, *, sender: str = DEFAULT_USER) -> str:
+        """Plant our non-state event of ``type`` whose content is the JSON text
+        ``content_json`` (a float, an integer out of range: what canonical JSON forbids),
+        built on the room's forward extremities, hashed over that text and signed; not
+        sent, but served in the ``get_missing_events`` answers that walk through it, and
+        ``send``'s ``prev_events`` may name it. Its event ID."""
+        answer = self._call(
+            f"plant {type} in {room}",
+            "POST",
+            f"{room_path(room)}/plant",
+            {"sender": sender, "type": type, "content_json": content_json},
+        )
+        return str(answer["event_id"])
+
+    def resend(
+        self, room: str, event_id: str, *, destinations: Sequence[str] | None = None
+    ) -> None:
+        """Send our event ``event_id`` again, in a new transaction, to every other server
+        in ``room`` (or to ``destinations``)."""
+        body: dict[str, Any] = {"event_id": event_id}
+        if destinations is not None:
+            body["destinations"] = list(destinations)
+        self._call(f"resend {event_id}", "POST", f"{room_path(room)}/resend", body)
+
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> None:
         """Send an EDU to every other server in ``room``."""
         self._call(

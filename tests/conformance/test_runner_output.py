@@ -267,6 +267,7 @@ def test_every_spec_section_of_the_suite_links_to_its_anchor() -> None:
         "transactions",
         "backfilling-and-retrieving-missing-events",
         "validating-hashes-and-signatures-on-received-events",
+        "checks-performed-on-receipt-of-a-pdu",
         "rejection",
         "soft-failure",
         "authorization-rules",

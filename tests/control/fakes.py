@@ -100,6 +100,19 @@ class FakeRoomControl:
             **extra,
         )
 
+    def set_served(self, room: str, event_ids: Sequence[str], served: bool) -> Deferred[JsonDict]:
+        return self._deferred("set_served", room, list(event_ids), served)
+
+    def plant(
+        self, room: str, sender: str, event_type: str, content_json: str
+    ) -> Deferred[JsonDict]:
+        return self._deferred("plant", room, sender, event_type, content_json)
+
+    def resend(
+        self, room: str, event_id: str, destinations: Sequence[str] | None = None
+    ) -> Deferred[JsonDict]:
+        return self._deferred("resend", room, event_id, destinations)
+
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         return self._deferred("send_edu", room, edu_type, dict(content))
 

@@ -170,6 +170,30 @@ def test_room_segments_are_percent_decoded() -> None:
         ("GET", "/edus?from=2", None, ("edus", (2, 0), {})),
         (
             "POST",
+            "/rooms/!r:a.test/serving",
+            {"event_ids": ["$a", "$b"], "served": False},
+            ("set_served", ("!r:a.test", ["$a", "$b"], False), {}),
+        ),
+        (
+            "POST",
+            "/rooms/!r:a.test/plant",
+            {"sender": "al", "type": "m.room.message", "content_json": '{"x":1.5}'},
+            ("plant", ("!r:a.test", "al", "m.room.message", '{"x":1.5}'), {}),
+        ),
+        (
+            "POST",
+            "/rooms/!r:a.test/resend",
+            {"event_id": "$a", "destinations": ["b.test"]},
+            ("resend", ("!r:a.test", "$a", ["b.test"]), {}),
+        ),
+        (
+            "POST",
+            "/rooms/!r:a.test/resend",
+            {"event_id": "$a"},
+            ("resend", ("!r:a.test", "$a", None), {}),
+        ),
+        (
+            "POST",
             "/federation/request",
             {"destination": "b.test", "method": "get", "path": "/_matrix/federation/v1/version"},
             ("federation_request", ("b.test", "GET", "/_matrix/federation/v1/version", None), {}),
@@ -184,6 +208,10 @@ def test_room_segments_are_percent_decoded() -> None:
         "room",
         "events",
         "edus",
+        "serving",
+        "plant",
+        "resend",
+        "resend to all",
         "federation request",
     ],
 )
@@ -305,6 +333,20 @@ def test_wait_ms_is_clamped() -> None:
             "'prev_events'",
         ),
         ("/rooms/r/leave", {"user": "a"}, "M_INVALID_PARAM", "ROOM"),
+        ("/rooms/!r:a.test/serving", {"served": False}, "M_MISSING_PARAM", "'event_ids'"),
+        (
+            "/rooms/!r:a.test/serving",
+            {"event_ids": ["$a"], "served": "no"},
+            "M_INVALID_PARAM",
+            "'served'",
+        ),
+        (
+            "/rooms/!r:a.test/plant",
+            {"sender": "a", "type": "t", "content_json": {"x": 1}},
+            "M_INVALID_PARAM",
+            "'content_json'",
+        ),
+        ("/rooms/!r:a.test/resend", {}, "M_MISSING_PARAM", "'event_id'"),
         (
             "/federation/request",
             {"destination": "b", "method": "BREW", "path": "/"},
