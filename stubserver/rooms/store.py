@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from stubserver.rooms.devices import DeviceLists
 from stubserver.rooms.event import Event
+from stubserver.rooms.join_extras import JoinExtras
 from stubserver.rooms.room import Room
 from stubserver.rooms.transaction import TransactionMemory
 from stubserver.rooms.versions import RoomVersion
@@ -52,7 +53,8 @@ class ReceivedInvite:
 @dataclass
 class RoomStore:
     """Our rooms by room ID, our aliases (alias localpart -> room ID), received invites by
-    ``(room_id, user_id)``, our users' ``devices``, and the ``/send`` transaction memory;
+    ``(room_id, user_id)``, our users' ``devices``, the rooms' send_join ``join_extras``
+    and the ``/send`` transaction memory;
     ``max_*`` bound each collection (the module's constants by default)."""
 
     server_name: str
@@ -68,6 +70,9 @@ class RoomStore:
     invite_bytes: int = field(init=False, default=0)
     #: Our users' devices (``/user/devices``, ``/user/keys/query``, device-list EDUs).
     devices: DeviceLists = field(init=False, default_factory=DeviceLists)
+    #: The extra state events each room's send_join answers carry (the control API's
+    #: ``send_join_extra_state``).
+    join_extras: JoinExtras = field(init=False, default_factory=JoinExtras)
 
     # --- rooms -------------------------------------------------------------------------
 
