@@ -22,6 +22,7 @@ from stubserver.conformance import (
     suite_restricted,
     suite_rooms,
     suite_serving,
+    suite_v1_membership,
 )
 from stubserver.conformance.context import Context
 from stubserver.conformance.runner import ConformanceTest
@@ -52,6 +53,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_serving.tests(vs),
         *suite_membership.tests(vs),
         *suite_leaves.tests(vs),
+        *suite_v1_membership.tests(vs),
         *suite_knocks.tests(vs),
         *suite_invites.tests(vs),
         *suite_restricted.tests(vs),
