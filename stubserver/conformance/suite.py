@@ -22,6 +22,7 @@ from stubserver.conformance import (
     suite_restricted,
     suite_rooms,
     suite_serving,
+    suite_unverifiable,
     suite_v1_membership,
 )
 from stubserver.conformance.context import Context
@@ -54,6 +55,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_membership.tests(vs),
         *suite_leaves.tests(vs),
         *suite_v1_membership.tests(vs),
+        *suite_unverifiable.tests(vs),
         *suite_knocks.tests(vs),
         *suite_invites.tests(vs),
         *suite_restricted.tests(vs),

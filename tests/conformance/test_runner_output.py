@@ -285,6 +285,7 @@ def test_every_spec_section_of_the_suite_links_to_its_anchor() -> None:
         "spaces",
         "get_matrixfederationv1timestamp_to_eventroomid",
         "content-repository",
+        "checks-performed-on-receipt-of-a-pdu",
     }
 
 
