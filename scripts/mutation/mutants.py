@@ -576,6 +576,8 @@ WRONG_MEMBERSHIP_EVENTS = (
     "joins.send_join_other_state_key_refused/v*",
     "joins.send_join_other_sender_refused/v*",
     "leaves.send_leave_*_refused/v*",
+    "joins_v1.send_join_*_refused/v*",
+    "leaves_v1.send_leave_*_refused/v*",
     "knocks.send_knock_*_refused/v*",
     "knocks_restricted.send_knock_*_refused/v*",
 )
@@ -920,6 +922,61 @@ def _failed_pdu_ignored_after(original: Any) -> Any:
     return replacement
 
 
+# ------------------------------------------- issue 20: v1 membership, unverifiable send_join
+
+
+def _v1_unwrapped(self: Any, answer: Any) -> Any:
+    """A v1 send_join/send_leave servlet's ``(200, (200, body))`` answered as
+    ``(200, body)``: the v2 shape."""
+    status, (_, body) = answer
+    return status, body
+
+
+def _pulled_unchecked(original: Any) -> Any:
+    """FederationClient._check_sigs_and_hash_and_fetch_one: every pulled PDU (a
+    send_join answer's state and auth chain among them) taken as it came, without its
+    signatures or hashes checked."""
+
+    async def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return kwargs["pdu"] if "pdu" in kwargs else args[0]
+
+    return replacement
+
+
+def _members_dropped(self: Any, result: Any) -> Any:
+    """FederationClient.send_join's result with every member event of its state dropped
+    but the joiner's own (as if the members were omitted from a full answer)."""
+    result.state[:] = [
+        e
+        for e in result.state
+        if e.type != "m.room.member" or e.state_key == result.event.state_key
+    ]
+    return result
+
+
+def _newest_extremity_only(original: Any) -> Any:
+    """EventFederationWorkerStore.get_prev_events_for_room: of the room's forward
+    extremities, only the one it persisted last (a new event cites no other)."""
+
+    async def replacement(self: Any, room_id: str) -> Any:
+        ids = await original(self, room_id)
+        if len(ids) < 2:
+            return ids
+        events = await self.get_events_as_list(ids)
+        newest = max(events, key=lambda e: e.internal_metadata.stream_ordering or 0)
+        return [newest.event_id]
+
+    return replacement
+
+
+#: The unverifiable-state tests whose bad event a server that skips the checks takes.
+UNVERIFIED_TAKEN = (
+    "unverifiable.badly_signed_extra_state_dropped/v*",
+    "unverifiable.unobtainable_key_extra_state_dropped/v*",
+    "unverifiable.state_with_unverifiable_auth_event_not_taken/v*",
+)
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
     Mutant(
@@ -1073,7 +1130,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "an event without its sender's server's signature is refused",
         "synapse.federation.federation_base:FederationBase._check_sigs_and_hash",
         _missing_signature_filled_in,
-        ("joins.send_join_unsigned_refused/v*",),
+        ("joins.send_join_unsigned_refused/v*", "unverifiable.unsigned_extra_state_dropped/v*"),
         "expected 400 or 403, got 200",
     ),
     Mutant(
@@ -1771,6 +1828,50 @@ MUTANTS: tuple[Mutant, ...] = (
             "fetching.missing_event_with_big_integer_discarded/v*",
         ),
         "the planted event (content with",
+    ),
+    Mutant(
+        "send_join_v1_unwrapped",
+        "send_join v1 answers [200, {...}]",
+        "synapse.federation.transport.server.federation:FederationV1SendJoinServlet.on_PUT",
+        _async_after(_v1_unwrapped),
+        ("joins_v1.hand_built_join_accepted/v*",),
+        "its send_join v1 answer: expected [200, {...}]",
+    ),
+    Mutant(
+        "send_leave_v1_unwrapped",
+        "send_leave v1 answers [200, {}]",
+        "synapse.federation.transport.server.federation:FederationV1SendLeaveServlet.on_PUT",
+        _async_after(_v1_unwrapped),
+        ("leaves_v1.hand_built_leave_accepted/v*",),
+        "its send_leave v1 answer: expected [200, {...}]",
+    ),
+    Mutant(
+        "send_join_state_unverified",
+        "a pulled event that fails its signature checks is dropped (a send_join answer's too)",
+        "synapse.federation.federation_client:FederationClient._check_sigs_and_hash_and_fetch_one",
+        _pulled_unchecked,
+        UNVERIFIED_TAKEN,
+        "whose only event is a join of a user of ours with a signature that does not verify",
+    ),
+    Mutant(
+        "send_join_members_dropped",
+        "the joiner takes the members of a full send_join state",
+        "synapse.federation.federation_client:FederationClient.send_join",
+        _async_after(_members_dropped),
+        (
+            "unverifiable.verified_extra_state_kept/v*",
+            "unverifiable.verified_auth_event_kept/v*",
+        ),
+        "rightly signed) in its member list: expected membership 'join'",
+    ),
+    Mutant(
+        "prev_events_newest_only",
+        "a new event cites the room's most recent events (its forward extremities)",
+        "synapse.storage.databases.main.event_federation:"
+        "EventFederationWorkerStore.get_prev_events_for_room",
+        _newest_extremity_only,
+        ("joins.event_between_make_join_and_send_join_reachable/v*",),
+        "sent between our make_join and send_join",
     ),
 )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from stubserver.conformance.context import Context, expect, membership_is, q, wait_until
-from stubserver.conformance.runner import CheckFailed
+from stubserver.conformance.runner import CheckFailed, Skipped
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import room_version
@@ -32,6 +32,11 @@ Kind = Literal["join", "leave", "knock"]
 REFUSALS: Final = (400, 403)
 #: The ``send_*`` endpoints' versions (``send_knock`` has only v1).
 SEND_VERSION: Final[dict[Kind, str]] = {"join": "v2", "leave": "v2", "knock": "v1"}
+#: Why a server may leave ``send_join``/``send_leave`` v1 unserved.
+V1_REMOVED: Final = (
+    'the spec deprecated v1 send_join and send_leave ("Servers should instead prefer to use '
+    'the v2 /send_join endpoint", up to v1.17) and removed them in v1.18 (MSC4376)'
+)
 
 
 def local(prefix: str) -> str:
@@ -72,28 +77,77 @@ def signed(ctx: Context, pdu: dict[str, Any], version: str) -> tuple[str, dict[s
 
 
 def send(
-    ctx: Context, kind: Kind, room_id: str, event_id: str, pdu: dict[str, Any], *, query: str = ""
+    ctx: Context,
+    kind: Kind,
+    room_id: str,
+    event_id: str,
+    pdu: dict[str, Any],
+    *,
+    query: str = "",
+    endpoint: str | None = None,
 ) -> FederationAnswer:
-    """``PUT /<v>/send_<kind>`` (``query``: e.g. ``?omit_members=true``)."""
-    path = f"/_matrix/federation/{SEND_VERSION[kind]}/send_{kind}/{q(room_id)}/{q(event_id)}{query}"
-    return ctx.peer.federation_request(ctx.server_name, "PUT", path, pdu)
+    """``PUT /<endpoint>/send_<kind>`` (``endpoint`` by default :data:`SEND_VERSION`'s;
+    ``query``: e.g. ``?omit_members=true``). Skipped when a v1 ``send_join`` or
+    ``send_leave`` is not served at all (:data:`V1_REMOVED`)."""
+    endpoint = endpoint or SEND_VERSION[kind]
+    path = f"/_matrix/federation/{endpoint}/send_{kind}/{q(room_id)}/{q(event_id)}{query}"
+    answer = ctx.peer.federation_request(ctx.server_name, "PUT", path, pdu)
+    if endpoint != SEND_VERSION[kind] and unrecognised(answer):
+        raise Skipped(
+            f"it does not serve PUT /_matrix/federation/{endpoint}/send_{kind} "
+            f"({answer.status} {str(answer.body)[:100]}): {V1_REMOVED}"
+        )
+    return answer
+
+
+def unrecognised(answer: FederationAnswer) -> bool:
+    """True when ``answer`` says the endpoint is not served (pure): 404, 405 or 400
+    ``M_UNRECOGNIZED``, or a 404 without a Matrix error."""
+    errcode = answer.body.get("errcode") if isinstance(answer.body, dict) else None
+    if errcode == "M_UNRECOGNIZED":
+        return answer.status in (400, 404, 405)
+    return answer.status == 404 and errcode is None
+
+
+def answer_body(kind: Kind, endpoint: str, answer: FederationAnswer) -> dict[str, Any]:
+    """The object of a 200 ``send_<kind>`` answer: v1 ``send_join`` and ``send_leave``
+    answer ``[200, {...}]``, which is required (the spec up to v1.17: an array of two
+    items, "The value ``200``" and the room state, or "An empty object" for a leave);
+    the others the object itself."""
+    if endpoint == "v1" and kind != "knock":
+        body = answer.body
+        shaped = isinstance(body, list) and len(body) == 2 and body[0] == 200
+        if not shaped or not isinstance(body[1], dict):
+            raise CheckFailed(f"its send_{kind} v1 answer", "[200, {...}]", str(body)[:300])
+        return body[1]
+    return answer.body if isinstance(answer.body, dict) else {}
 
 
 def by_hand(
-    ctx: Context, kind: Kind, room_id: str, version: str, user_id: str, *, query: str = ""
+    ctx: Context,
+    kind: Kind,
+    room_id: str,
+    version: str,
+    user_id: str,
+    *,
+    query: str = "",
+    endpoint: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """``user_id``'s ``kind`` built from its template, signed by us and sent: a 200 is
-    required, then its client must list the user with that membership. The event ID
-    and the send answer."""
+    """``user_id``'s ``kind`` built from its template, signed by us and sent (to
+    ``endpoint``'s version of ``send_<kind>``, by default :data:`SEND_VERSION`'s): a 200
+    is required, then its client must list the user with that membership. The event ID
+    and the send answer's object (:func:`answer_body`)."""
+    endpoint = endpoint or SEND_VERSION[kind]
     event_id, pdu = signed(ctx, template(ctx, kind, room_id, user_id, version), version)
-    answer = send(ctx, kind, room_id, event_id, pdu, query=query)
+    answer = send(ctx, kind, room_id, event_id, pdu, query=query, endpoint=endpoint)
     expect(f"its send_{kind} status", 200, answer.status, answer=answer.body)
+    body = answer_body(kind, endpoint, answer)
     wait_until(
         f"{user_id} in its member list",
         membership_is(ctx.user, room_id, user_id, kind),
         expected=f"membership {kind!r}",
     )
-    return event_id, answer.body if isinstance(answer.body, dict) else {}
+    return event_id, body
 
 
 def joined_user(ctx: Context, room_id: str, prefix: str) -> str:
@@ -166,9 +220,11 @@ def refused_send(
     *,
     fresh_user: Callable[[], str],
     before: str | None,
+    endpoint: str | None = None,
 ) -> str:
     """A template for a user of ours (``fresh_user()``: ready for ``kind``) turned into
-    ``corruption.what``, signed and sent to ``send_<kind>``: refused 400 or 403. Then, as
+    ``corruption.what``, signed and sent to ``send_<kind>`` (``endpoint``'s version, by
+    default :data:`SEND_VERSION`'s): refused 400 or 403. Then, as
     the marker, a right ``kind`` of another user of ours is accepted; after it, the first
     user's membership is still ``before`` (None: none) and the other user a mismatched
     ``state_key`` named has none. The note: the status and errcode seen."""
@@ -176,7 +232,7 @@ def refused_send(
     pdu = template(ctx, kind, room_id, user_id, version)
     corruption.change(ctx, pdu)
     event_id, pdu = signed(ctx, pdu, version)
-    answer = send(ctx, kind, room_id, event_id, pdu)
+    answer = send(ctx, kind, room_id, event_id, pdu, endpoint=endpoint)
     if answer.status not in REFUSALS:
         raise CheckFailed(
             f"its send_{kind} of {corruption.what}",
@@ -184,7 +240,7 @@ def refused_send(
             answer.status,
             answer.body,
         )
-    by_hand(ctx, kind, room_id, version, fresh_user())
+    by_hand(ctx, kind, room_id, version, fresh_user(), endpoint=endpoint)
     members = ctx.user.members(room_id)
     named = {user_id: before, str(pdu.get("state_key", user_id)): None, **{user_id: before}}
     for user, expected in named.items():

@@ -14,6 +14,7 @@ from stubserver.conformance import (
     suite_gaps,
     suite_guards,
     suite_invites,
+    suite_join_race,
     suite_keys,
     suite_knocks,
     suite_leaves,
@@ -26,6 +27,8 @@ from stubserver.conformance import (
     suite_rooms,
     suite_serving,
     suite_stateres_v12,
+    suite_unverifiable,
+    suite_v1_membership,
 )
 from stubserver.conformance.context import Context
 from stubserver.conformance.runner import ConformanceTest
@@ -56,6 +59,9 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_serving.tests(vs),
         *suite_membership.tests(vs),
         *suite_leaves.tests(vs),
+        *suite_v1_membership.tests(vs),
+        *suite_unverifiable.tests(vs),
+        *suite_join_race.tests(vs),
         *suite_knocks.tests(vs),
         *suite_invites.tests(vs),
         *suite_restricted.tests(vs),

@@ -46,17 +46,33 @@ def _joined_user(ctx: Context, room_id: str) -> Callable[[], str]:
     return fresh
 
 
-def hand_built_leave_accepted(ctx: Context, version: str) -> str:
-    """A user of ours in its room leaves by a leave we build from its ``make_leave``
-    template (``sender`` and ``state_key`` our user, ``membership`` ``leave``) and sign:
-    ``send_leave`` v2 answers 200 and its client lists our user left."""
-    room_id = leave_room(ctx, version)
-    user_id = _joined_user(ctx, room_id)()
-    handshakes.by_hand(ctx, "leave", room_id, version, user_id)
-    return "left"
+def hand_built(endpoint: str) -> Callable[[Context, str], str]:
+    """The baseline over ``send_leave`` of version ``endpoint``."""
+
+    def test(ctx: Context, version: str) -> str:
+        room_id = leave_room(ctx, version)
+        user_id = _joined_user(ctx, room_id)()
+        handshakes.by_hand(ctx, "leave", room_id, version, user_id, endpoint=endpoint)
+        return "left"
+
+    test.__doc__ = (
+        "A user of ours in its room leaves by a leave we build from its ``make_leave`` "
+        "template (``sender`` and ``state_key`` our user, ``membership`` ``leave``) and "
+        f"sign: ``send_leave`` {endpoint} answers 200"
+        + (" as ``[200, {}]``" if endpoint == "v1" else "")
+        + " and its client lists our user left."
+    )
+    return test
 
 
-def _refused(corruption: handshakes.Corruption) -> Callable[[Context, str], str]:
+hand_built_leave_accepted = hand_built("v2")
+
+
+def refused(
+    corruption: handshakes.Corruption, endpoint: str = "v2"
+) -> Callable[[Context, str], str]:
+    """The test that ``send_leave`` of version ``endpoint`` refuses ``corruption``."""
+
     def test(ctx: Context, version: str) -> str:
         room_id = leave_room(ctx, version)
         return handshakes.refused_send(
@@ -67,10 +83,11 @@ def _refused(corruption: handshakes.Corruption) -> Callable[[Context, str], str]
             corruption,
             fresh_user=_joined_user(ctx, room_id),
             before="join",
+            endpoint=endpoint,
         )
 
     test.__doc__ = (
-        f"``send_leave`` v2 with {corruption.what} built from its ``make_leave`` template "
+        f"``send_leave`` {endpoint} with {corruption.what} built from its ``make_leave`` template "
         "for a joined user of ours is refused (400 or 403); after a later right leave of "
         "another user is accepted, our first user is still joined."
     )
@@ -80,7 +97,7 @@ def _refused(corruption: handshakes.Corruption) -> Callable[[Context, str], str]
 AREA: list[AreaEntry] = [
     (BASELINE, SEND_LEAVE, hand_built_leave_accepted),
     *(
-        (f"leaves.send_leave_{c.name}_refused", SEND_LEAVE, _refused(c), (BASELINE,))
+        (f"leaves.send_leave_{c.name}_refused", SEND_LEAVE, refused(c), (BASELINE,))
         for c in handshakes.corruptions("leave")
     ),
 ]

@@ -99,7 +99,13 @@ def hand_built_join_accepted(ctx: Context, version: str) -> None:
     of that version and an ``auth_chain`` that is the auth events of that state,
     recursively (each PDU well-formed and signed), and its client lists us joined."""
     room_id = ctx.user.create_room(preset="public_chat", room_version=version)
-    body = join_by_hand(ctx, room_id, version, _local("by-hand"))
+    check_join_answer(ctx, version, join_by_hand(ctx, room_id, version, _local("by-hand")))
+
+
+def check_join_answer(ctx: Context, version: str, body: dict[str, Any]) -> None:
+    """A ``send_join`` answer's object has ``state`` holding the room's create event of
+    ``version`` and an ``auth_chain`` that is the auth events of that state, recursively,
+    each PDU well-formed and signed."""
     rv = room_version(version)
     keys = federation_keys(ctx)
     state = served_pdus("its send_join state", body.get("state"), rv, keys)

@@ -43,6 +43,7 @@ from stubserver.rooms.errors import RemoteRefused, RemoteUnreachable
 from stubserver.rooms.http_errors import matrix_error
 from stubserver.rooms.identifiers import LOCALPART
 from stubserver.rooms.port import RoomControl
+from stubserver.rooms.tamper import EXTRA_TAMPER_KINDS
 from stubserver.server.router import (
     Handler,
     HandlerResult,
@@ -357,6 +358,24 @@ def control_routes(
             control.resend(room, body.string("event_id"), body.string_list("destinations"))
         )
 
+    def send_join_extra_state(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
+        room = _room(params)
+        body = _body(request, "sender", "type", "content", "state_key", "tamper")
+        state_key = body.raw("state_key")
+        if not isinstance(state_key, str):
+            # Required, and may be empty (m.room.name, ...): only the type is checked.
+            raise MatrixError(400, "M_INVALID_PARAM", "'state_key' must be a string")
+        return _answered(
+            control.send_join_extra_state(
+                room,
+                body.string("sender"),
+                body.string("type"),
+                body.object("content"),
+                state_key=state_key,
+                tamper=body.optional_string("tamper", EXTRA_TAMPER_KINDS),
+            )
+        )
+
     def edu(request: IRequest, params: Mapping[str, str]) -> HandlerResult:
         room = _room(params)
         body = _body(request, "edu_type", "content")
@@ -416,6 +435,7 @@ def control_routes(
         ("POST", "/rooms/{room}/serving", serving),
         ("POST", "/rooms/{room}/plant", plant),
         ("POST", "/rooms/{room}/resend", resend),
+        ("POST", "/rooms/{room}/send_join_extra_state", send_join_extra_state),
         ("POST", "/rooms/{room}/edu", edu),
         ("PUT", "/users/{user}/devices/{device}", put_device),
         ("GET", "/rooms/{room}", room_info),

@@ -112,6 +112,22 @@ class RoomControl(Protocol):
         """Send an event of ours in the room again, in a new transaction, to every other
         server in the room or to ``destinations`` (our addition). → ``{"event_id"}``."""
 
+    def send_join_extra_state(
+        self,
+        room: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str,
+        tamper: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """Build and sign a state event of our ``sender`` on the room we hold, broken as
+        ``tamper`` says (``"signature"``, ``"content"``, ``"unsigned"``, ``"unknown_key"``;
+        None: not broken), which every later ``send_join`` answer of the room carries
+        (``stubserver.rooms.join_extras``); it is neither added to the room nor sent.
+        → ``{"event_id"}``."""
+
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         """Send an EDU to every other server in the room. → ``{}``."""
 

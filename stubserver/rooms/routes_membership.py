@@ -202,14 +202,19 @@ class MembershipEndpoints:
     def _join_answer(self, room: Room, event: Event) -> JsonResponse:
         """send_join's answer: the join, the state before it and that state's whole auth
         chain (``stubserver.rooms.room_queries`` says why there is no cap: Synapse has
-        none), as Synapse answers a joiner that does not ask for partial state."""
+        none), as Synapse answers a joiner that does not ask for partial state; with the
+        room's extra state events, when a test asked for some
+        (:class:`~stubserver.rooms.join_extras.JoinExtras`)."""
         state_ids, chain_ids = state_ids_for_new_event(room, event)
+        state, chain = self._parts.store.join_extras.answer(
+            room.room_id, pdus(room, state_ids), pdus(room, chain_ids)
+        )
         return JsonResponse(
             200,
             {
                 "event": dict(event.pdu),
-                "state": pdus(room, state_ids),
-                "auth_chain": pdus(room, chain_ids),
+                "state": state,
+                "auth_chain": chain,
                 "members_omitted": False,
                 "origin": self._parts.ours,
             },

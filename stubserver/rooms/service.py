@@ -57,6 +57,7 @@ from stubserver.rooms.followup import InboundFollowUp
 from stubserver.rooms.format import InvalidPdu, is_user_id
 from stubserver.rooms.gap_fill import GapFiller
 from stubserver.rooms.identifiers import LOCALPART, invalid, local_room_id, local_user_id
+from stubserver.rooms.join_extras import build_extra
 from stubserver.rooms.membership import build_membership
 from stubserver.rooms.outgoing import OutgoingEvents
 from stubserver.rooms.pdu_keys import FetchVerifyKey
@@ -492,6 +493,40 @@ class RoomService:
         others = sorted(set(targets) - {self.server_name})
         self._outgoing.broadcast(others, event_id, record.event.pdu)
         return succeed({"event_id": event_id})
+
+    def send_join_extra_state(
+        self,
+        room: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str,
+        tamper: str | None = None,
+    ) -> Deferred[JsonDict]:
+        """A state event carried by the room's later send_join answers only (see
+        :class:`RoomControl`): 400 for an unknown ``tamper``, an event we cannot build or
+        past :data:`~stubserver.rooms.join_extras.MAX_EXTRAS_PER_ROOM`."""
+        try:
+            sender_id, held = self._user_id(sender), self._room(room)
+            extras = self.store.join_extras
+            extra = build_extra(
+                held,
+                self._signer,
+                extras.of(held.room_id),
+                sender=sender_id,
+                event_type=event_type,
+                content=content,
+                state_key=state_key,
+                tamper=tamper,
+                now=self._now(),
+            )
+            extras.add(held.room_id, extra)
+        except RoomRequestRefused as e:
+            return fail(e)
+        except ValueError as e:  # EventBuildError, InvalidPdu, TooManyExtras, the tamper
+            return fail(invalid(f"cannot add the extra state event: {e}"))
+        return succeed({"event_id": extra.event_id})
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         try:

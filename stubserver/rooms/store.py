@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from stubserver.rooms.devices import DeviceLists
 from stubserver.rooms.event import Event
+from stubserver.rooms.join_extras import JoinExtras
 from stubserver.rooms.room import Room
 from stubserver.rooms.served import ServingOverrides
 from stubserver.rooms.transaction import TransactionMemory
@@ -53,8 +54,8 @@ class ReceivedInvite:
 @dataclass
 class RoomStore:
     """Our rooms by room ID, our aliases (alias localpart -> room ID), received invites by
-    ``(room_id, user_id)``, our users' ``devices``, the ``serving`` overrides and the ``/send``
-    transaction memory;
+    ``(room_id, user_id)``, our users' ``devices``, the ``serving`` overrides, the rooms'
+    send_join ``join_extras`` and the ``/send`` transaction memory;
     ``max_*`` bound each collection (the module's constants by default)."""
 
     server_name: str
@@ -72,6 +73,9 @@ class RoomStore:
     devices: DeviceLists = field(init=False, default_factory=DeviceLists)
     #: Events the driver told us not to serve, and PDUs it planted (negative tests).
     serving: ServingOverrides = field(init=False, default_factory=ServingOverrides)
+    #: The extra state events each room's send_join answers carry (the control API's
+    #: ``send_join_extra_state``).
+    join_extras: JoinExtras = field(init=False, default_factory=JoinExtras)
 
     # --- rooms -------------------------------------------------------------------------
 

@@ -310,6 +310,37 @@ class Peer(ControlFeeds):
         answer = self._call(f"send {type} to {room}", "POST", f"{room_path(room)}/send", body)
         return str(answer["event_id"])
 
+    def send_join_extra_state(
+        self,
+        room: str,
+        type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str,
+        sender: str = DEFAULT_USER,
+        tamper: str | None = None,
+    ) -> str:
+        """Make every later ``send_join`` answer of ``room`` (a room we hold) carry one
+        more state event of ``sender``'s, never added to the room nor sent, broken as
+        ``tamper`` says (``"unsigned"``, ``"signature"``, ``"unknown_key"``,
+        ``"content"``; None: not broken); an earlier extra of the same type and state
+        key moves to the answer's ``auth_chain``. Its event ID."""
+        body: dict[str, Any] = {
+            "sender": sender,
+            "type": type,
+            "content": dict(content),
+            "state_key": state_key,
+        }
+        if tamper is not None:
+            body["tamper"] = tamper
+        answer = self._call(
+            f"send_join_extra_state {type} to {room}",
+            "POST",
+            f"{room_path(room)}/send_join_extra_state",
+            body,
+        )
+        return str(answer["event_id"])
+
     def send_message(self, room: str, text: str, *, sender: str = DEFAULT_USER) -> str:
         """Send an ``m.room.message`` with ``msgtype`` ``m.text``; its event ID."""
         return self.send(room, "m.room.message", {"msgtype": "m.text", "body": text}, sender=sender)

@@ -113,6 +113,26 @@ class FakeRoomControl:
     ) -> Deferred[JsonDict]:
         return self._deferred("resend", room, event_id, destinations)
 
+    def send_join_extra_state(
+        self,
+        room: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str,
+        tamper: str | None = None,
+    ) -> Deferred[JsonDict]:
+        return self._deferred(
+            "send_join_extra_state",
+            room,
+            sender,
+            event_type,
+            dict(content),
+            state_key=state_key,
+            tamper=tamper,
+        )
+
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> Deferred[JsonDict]:
         return self._deferred("send_edu", room, edu_type, dict(content))
 

@@ -275,6 +275,29 @@ def test_send_passes_destinations() -> None:
     ]
 
 
+def test_send_join_extra_state_passes_its_event_and_tamper() -> None:
+    """POST send_join_extra_state carries sender, type, content, state_key (empty too)
+    and each tamper kind, including the two ``send`` does not take."""
+    h = Harness()
+    for tamper in ("unsigned", "unknown_key", "signature", "content", None):
+        body = {"sender": "al", "type": "m.room.name", "content": {"name": "x"}, "state_key": ""}
+        if tamper is not None:
+            body["tamper"] = tamper
+        assert h.call("POST", "/rooms/!r:a.test/send_join_extra_state", body)[0] == 200
+    assert h.control.calls[0] == (
+        "send_join_extra_state",
+        ("!r:a.test", "al", "m.room.name", {"name": "x"}),
+        {"state_key": "", "tamper": "unsigned"},
+    )
+    assert [c[2]["tamper"] for c in h.control.calls] == [
+        "unsigned",
+        "unknown_key",
+        "signature",
+        "content",
+        None,
+    ]
+
+
 def test_wait_ms_is_clamped() -> None:
     """A wait_ms above the bound reaches the service as MAX_WAIT_MS."""
     h = Harness()
@@ -313,6 +336,30 @@ def test_wait_ms_is_clamped() -> None:
             {"sender": "a", "type": "t", "content": {}, "tamper": "x"},
             "M_INVALID_PARAM",
             "'tamper'",
+        ),
+        (
+            "/rooms/!r:a.test/send",
+            {"sender": "a", "type": "t", "content": {}, "tamper": "unsigned"},
+            "M_INVALID_PARAM",
+            "'tamper'",
+        ),
+        (
+            "/rooms/!r:a.test/send_join_extra_state",
+            {"sender": "a", "type": "t", "content": {}, "state_key": "", "tamper": "x"},
+            "M_INVALID_PARAM",
+            "'tamper'",
+        ),
+        (
+            "/rooms/!r:a.test/send_join_extra_state",
+            {"sender": "a", "type": "t", "content": {}},
+            "M_INVALID_PARAM",
+            "'state_key'",
+        ),
+        (
+            "/rooms/!r:a.test/send_join_extra_state",
+            {"sender": "a", "type": "t", "content": {}, "state_key": "", "prev_events": []},
+            "M_BAD_JSON",
+            "'prev_events'",
         ),
         (
             "/rooms/!r:a.test/send",
