@@ -333,15 +333,34 @@ class Context:
         the homeserver lists them joined. The room ID."""
         room_id = self.user.create_room(preset=preset, room_version=version)
         for localpart in users:
-            self.peer.join(room_id, localpart, via=[self.server_name])
-        for localpart in users:
-            user_id = self.peer_user_id(localpart)
-            wait_until(
-                f"{user_id} in the homeserver's member list",
-                membership_is(self.user, room_id, user_id, "join"),
-                expected="membership 'join'",
-            )
+            self.peer_joins(room_id, localpart)
         return room_id
+
+    def peer_joins(
+        self, room_id: str, localpart: str = PEER_USER, *, viewer: HomeserverUser | None = None
+    ) -> str:
+        """The peer's user ``localpart`` joins ``room_id`` through the homeserver (its
+        make_join/send_join), once ``viewer`` (by default the homeserver's first user)
+        lists it joined. Its user ID."""
+        viewer = viewer or self.user
+        self.peer.join(room_id, localpart, via=[self.server_name])
+        user_id = self.peer_user_id(localpart)
+        wait_until(
+            f"{user_id} in the homeserver's member list of {room_id}",
+            membership_is(viewer, room_id, user_id, "join"),
+            expected="membership 'join'",
+        )
+        return user_id
+
+    def wait_counted_in_room(self, room_id: str, sender: HomeserverUser | None = None) -> None:
+        """A message of ``sender`` (by default the homeserver's first user) in ``room_id``
+        reaches us: the marker that its sending side counts us among "the servers in the
+        room". Its client listing us joined does not show that (Dendrite 0.13.8 learns a
+        room's servers from its roomserver's output stream, after its client API does),
+        and an EDU (typing, a receipt, a device list update, presence) sent before goes to
+        nobody, never again."""
+        marker = (sender or self.user).send_message(room_id, "marker before an EDU")
+        self.peer.wait_for_event(room_id, event_id=marker)
 
     def send_text(self, room_id: str, text: str, **options: Any) -> str:
         """Our user sends an ``m.text`` message (``Peer.send``'s options); its event ID."""

@@ -153,15 +153,7 @@ def by_hand(
 def joined_user(ctx: Context, room_id: str, prefix: str) -> str:
     """A new user of ours (localpart from ``prefix``) joined to ``room_id`` through the
     peer (its make_join/send_join), once its member list shows the user joined."""
-    localpart = local(prefix)
-    ctx.peer.join(room_id, localpart, via=[ctx.server_name])
-    user_id = ctx.peer_user_id(localpart)
-    wait_until(
-        f"{user_id} in its member list of {room_id}",
-        membership_is(ctx.user, room_id, user_id, "join"),
-        expected="membership 'join'",
-    )
-    return user_id
+    return ctx.peer_joins(room_id, local(prefix))
 
 
 # -- the events a send endpoint must refuse ----------------------------------------------

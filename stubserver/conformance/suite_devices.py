@@ -25,7 +25,6 @@ from stubserver.conformance.context import (
     SyncStream,
     client_call,
     expect,
-    membership_is,
     once_in_newest,
     q,
     wait_until,
@@ -56,24 +55,14 @@ MAX_CLAIMS = 10
 def _device_user(ctx: Context, version: str) -> HomeserverUser:
     """The homeserver's second user, in a room of ``version`` it created and our user
     joined (device lists and presence go to the servers its users share a room with),
-    once a message of that user has reached us: the marker that its sending side counts
-    us among the room's servers. Its client listing us joined does not show that
-    (Dendrite 0.13.8 learns a room's servers from its roomserver's output stream, after
-    its client API does; an update sent before is sent to nobody, never again: a
-    fresh-clone CI run timed out so at ten tests at once)."""
+    once a message of that user has reached us (:meth:`Context.wait_counted_in_room`:
+    without it, a fresh-clone CI run against Dendrite timed out at ten tests at once)."""
     user = ctx.second_user()
     if not user.device_id:
         raise Skipped("the homeserver's second user has no device ID (whoami gave none)")
     room_id = user.create_room(preset="public_chat", room_version=version)
-    ctx.peer.join(room_id, PEER_USER, via=[ctx.server_name])
-    peer_user = ctx.peer_user_id()
-    wait_until(
-        f"{peer_user} in the homeserver's member list",
-        membership_is(user, room_id, peer_user, "join"),
-        expected="membership 'join'",
-    )
-    marker = user.send_message(room_id, "marker before a device list update")
-    ctx.peer.wait_for_event(room_id, event_id=marker)
+    ctx.peer_joins(room_id, viewer=user)
+    ctx.wait_counted_in_room(room_id, user)
     return user
 
 

@@ -21,14 +21,10 @@ RECEIPTS = "Receipts"
 
 
 def _room_it_sends_to_us(ctx: Context, version: str) -> str:
-    """A room of ``version`` we joined, once a message of its user has reached us: the
-    marker that its sending side counts us among "the servers in the room". Its client
-    listing us joined does not show that (Dendrite 0.13.8 learns a room's servers from its
-    roomserver's output stream, after its client API does), and an EDU is sent once,
-    never retried. The room ID."""
+    """A room of ``version`` we joined, once a message of its user has reached us
+    (:meth:`Context.wait_counted_in_room`). The room ID."""
     room_id = ctx.join_homeserver_room(version)
-    marker = ctx.user.send_message(room_id, "marker before an EDU")
-    ctx.peer.wait_for_event(room_id, event_id=marker)
+    ctx.wait_counted_in_room(room_id)
     return room_id
 
 

@@ -76,12 +76,7 @@ def it_invites_us(ctx: Context, version: str) -> None:
     ctx.peer.wait_for_request(
         "/_matrix/federation/v2/invite/", match=lambda r: room_id in _unquoted(r)
     )
-    ctx.peer.join(room_id, PEER_USER, via=[ctx.server_name])
-    wait_until(
-        "our user in its member list",
-        membership_is(ctx.user, room_id, ctx.peer_user_id(), "join"),
-        expected="membership 'join'",
-    )
+    ctx.peer_joins(room_id)
 
 
 def we_invite_it(ctx: Context, version: str) -> None:
