@@ -30,9 +30,11 @@ RESULTS: Final = (PASSED, FAILED, SKIPPED, EXPECTED_FAILURE, UNEXPECTED_PASS)
 BAD_RESULTS: Final = frozenset({FAILED, UNEXPECTED_PASS})
 #: Tests run at once: each waits on federation most of its time, in a room of its own.
 #: Against Synapse (one process, ~92% of a core through the run) on this project's 2-core
-#: machine, 404 tests took 69.8 s with 6 at once and 63.0 s with 10; 16 gained little
-#: (61.5 s for 368) and stretched its slowest test (50 PDUs) to 21 s of a 30 s wait.
-DEFAULT_CONCURRENCY: Final = 10
+#: machine, 404 tests took 69.8 s with 6 at once and 63.0 s with 10, single runs within
+#: the run-to-run spread (50-67 s for the same tests); 16 stretched its slowest test (50
+#: PDUs) to 21 s of a 30 s wait. At 10, Dendrite v0.13.8 on SQLite once answered an invite
+#: 500 ("database is locked (SQLITE_BUSY)"), so 6 it stays.
+DEFAULT_CONCURRENCY: Final = 6
 
 C = TypeVar("C")
 

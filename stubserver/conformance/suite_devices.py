@@ -56,7 +56,7 @@ def _device_user(ctx: Context, version: str) -> HomeserverUser:
     """The homeserver's second user, in a room of ``version`` it created and our user
     joined (device lists and presence go to the servers its users share a room with),
     once a message of that user has reached us (:meth:`Context.wait_counted_in_room`:
-    without it, a fresh-clone CI run against Dendrite timed out at ten tests at once)."""
+    without it, a fresh-clone CI run against Dendrite timed out)."""
     user = ctx.second_user()
     if not user.device_id:
         raise Skipped("the homeserver's second user has no device ID (whoami gave none)")
