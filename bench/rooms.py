@@ -49,6 +49,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -243,70 +244,128 @@ def ns_timing(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def ns_throughput(
-    spec: Mapping[str, Any], control: Http, synapse: Http, room: str
-) -> dict[str, Any]:
-    """Issue 22: the throughput part's transactions sent to the homeserver instead of a
-    second stubserver. Our alice sends ``messages`` into ``room`` (the homeserver's, which
-    she has joined) through our control API; our queue sends them in transactions of up
-    to 50 (one in flight); the time from the first control call until the homeserver
-    holds the last event our queue sent (its client ``/event`` polled every 10 ms), and a
-    count of the tagged messages it holds (``/messages``). The homeserver cannot be
-    stopped as B is (our sends would time out and back off), so this is the streaming
-    figure: bounded by our creation rate when the homeserver is faster."""
-    messages, workers = spec["messages"], spec["workers"]
-    url, token = spec["control_url"] + PREFIX, spec["control_token"]
-    start = control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
-    t0 = time.perf_counter()
-    created = send_many(lambda: Http(url, token), room, messages, workers, "tput")
-    last_id, position = None, start
-    while True:  # the last tagged event in our timeline: the last our queue sends
+#: Messages per step of the paced throughput into the homeserver: below Synapse's
+#: inbound staging limit (it prunes a room's queue at 100 staged events,
+#: ``prune_staged_events_in_room``), so that nothing is pruned.
+PACED_STEP = 50
+#: How often the paced part polls the homeserver for a step's last event, in seconds:
+#: seldom enough that the polls cost it little (a 10 ms poll is ~2% of a step's time but
+#: a fair share of its CPU), often enough to add at most this much to a step.
+PACED_POLL_S = 0.1
+
+
+def last_tagged(control: Http, room: str, position: int, tag: str) -> tuple[str, int]:
+    """The last event of our room's timeline from ``position`` whose body starts with
+    ``tag`` (the last our queue sends), and the position after it."""
+    last_id = None
+    while True:
         page = control.call("GET", f"/rooms/{quote(room)}/events?from={position}")
         for entry in page["events"]:
-            if str(entry["pdu"].get("content", {}).get("body", "")).startswith("tput "):
+            if str(entry["pdu"].get("content", {}).get("body", "")).startswith(f"{tag} "):
                 last_id = entry["event_id"]
         if page["next"] == position or not page["events"]:
             break
         position = page["next"]
     assert last_id is not None
+    return last_id, position
+
+
+def wait_at_homeserver(synapse: Http, room: str, event_id: str, every: float = 0.01) -> None:
+    """Poll the homeserver's client ``/event`` every ``every`` seconds until it has
+    ``event_id``."""
     deadline = time.monotonic() + 10 * WAIT_S
     while True:
         try:
-            synapse.call("GET", f"/rooms/{quote(room)}/event/{quote(last_id)}")
-            break
+            synapse.call("GET", f"/rooms/{quote(room)}/event/{quote(event_id)}")
+            return
         except RuntimeError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{last_id} not at the homeserver") from None
-            time.sleep(0.01)
-    arrived = time.perf_counter() - t0
+                raise TimeoutError(f"{event_id} not at the homeserver") from None
+            time.sleep(every)
+
+
+def held_at_homeserver(synapse: Http, room: str, tag: str) -> int:
+    """How many messages tagged ``tag`` the homeserver's ``/messages`` holds (newest
+    first). Only a page without ``end`` is the last: Synapse may answer an empty chunk
+    that is not (its pagination handler filters a batch after fetching it). At most 100
+    pages."""
     held, token_from = 0, None
-    # Count what the homeserver holds (newest first). Only a page without ``end`` is the
-    # last: Synapse may answer an empty chunk that is not (its pagination handler filters
-    # a batch after fetching it). At most 100 pages.
     for _ in range(100):
         query = "dir=b&limit=1000" + (f"&from={quote(token_from)}" if token_from else "")
         page = synapse.call("GET", f"/rooms/{quote(room)}/messages?{query}")
         held += sum(
             1
             for e in page.get("chunk", [])
-            if str(e.get("content", {}).get("body", "")).startswith("tput ")
+            if str(e.get("content", {}).get("body", "")).startswith(f"{tag} ")
         )
         if "end" not in page:
             break
         token_from = page["end"]
-    return {
+    return held
+
+
+def ns_throughput(
+    spec: Mapping[str, Any], control: Http, synapse: Http, room: str
+) -> dict[str, Any]:
+    """Issue 22: the throughput part's transactions sent to the homeserver instead of a
+    second stubserver, into ``room`` (the homeserver's, which our alice has joined).
+
+    Overrun: our alice sends ``messages`` through our control API as fast as it takes
+    them; our queue sends them in transactions of up to 50 (one in flight, as Synapse's
+    sender). The time until the homeserver's client ``/event`` has the last event our
+    queue sent, and how many of them its ``/messages`` holds: Synapse answers ``/send``
+    once the PDUs are staged, and prunes a room's staging queue to its forward
+    extremities when it holds 100 or more (``prune_staged_events_in_room``), so most of
+    an overrun never enters its timeline (they stay reachable by backfill).
+
+    Paced: ``paced`` messages in steps of :data:`PACED_STEP`, each step sent once the
+    homeserver has the previous step's last event (polled every :data:`PACED_POLL_S`), so
+    its queue never reaches the pruning limit: the rate at which it takes in our PDUs
+    whole."""
+    messages, workers = spec["messages"], spec["workers"]
+    url, token = spec["control_url"] + PREFIX, spec["control_token"]
+    connect = lambda: Http(url, token)  # noqa: E731
+    position = control.call("GET", f"/rooms/{quote(room)}/events?from=0")["next"]
+    t0 = time.perf_counter()
+    created = send_many(connect, room, messages, workers, "tput")
+    last_id, position = last_tagged(control, room, position, "tput")
+    wait_at_homeserver(synapse, room, last_id)
+    arrived = time.perf_counter() - t0
+    out: dict[str, Any] = {
         "messages": messages,
         "control_workers": workers,
         "our_create_s": round(created, 3),
         "our_create_rate_per_s": round(messages / created),
         "all_at_homeserver_s": round(arrived, 3),
         "homeserver_rate_per_s": round(messages / arrived),
-        "held_at_homeserver": held,
+        "held_at_homeserver": held_at_homeserver(synapse, room, "tput"),
     }
+    paced = spec.get("paced", 0)
+    if paced:
+        t0 = time.perf_counter()
+        for step in range(0, paced, PACED_STEP):
+            send_many(connect, room, min(PACED_STEP, paced - step), workers, "paced")
+            last_id, position = last_tagged(control, room, position, "paced")
+            wait_at_homeserver(synapse, room, last_id, PACED_POLL_S)
+        took = time.perf_counter() - t0
+        out["paced"] = {
+            "messages": paced,
+            "step": PACED_STEP,
+            "all_at_homeserver_s": round(took, 3),
+            "homeserver_rate_per_s": round(paced / took),
+            "held_at_homeserver": held_at_homeserver(synapse, room, "paced"),
+        }
+    return out
 
 
 def run_synapse(
-    repeat: int, synapse_python: Path | None, log: Any, messages: int = 0, workers: int = 8
+    repeat: int,
+    synapse_python: Path | None,
+    log: Any,
+    *,
+    messages: int = 0,
+    workers: int = 8,
+    paced: int = 0,
 ) -> dict[str, Any]:
     """Part a against Synapse: the interop environment, the timing loop in its namespace;
     with ``messages``, then the throughput into Synapse's v12 room (:func:`ns_throughput`)."""
@@ -327,7 +386,9 @@ def run_synapse(
         VERSIONS,
         repeat,
         log,
-        throughput={"12": {"messages": messages, "workers": workers}} if messages else None,
+        throughput={"12": {"messages": messages, "workers": workers, "paced": paced}}
+        if messages
+        else None,
     )
 
 
@@ -401,12 +462,25 @@ def run_homeserver(
                 raise RuntimeError(f"ns-timing v{version} failed: {done.stderr[-3000:]}")
             result = json.loads(done.stdout)
             result["stub"] = stub_name
+            if "throughput" in result and homeserver.product == "Synapse":
+                result["throughput"]["pruned_by_homeserver"] = pruned_by_synapse(
+                    homeserver.log_path
+                )
             out["versions"][version] = result
             log(
                 f"v{version}: join->joined {result['join_to_joined']}; send->event "
                 f"{result['send_return_to_event']}; throughput {result.get('throughput')}"
             )
     return out
+
+
+def pruned_by_synapse(log_path: Path) -> int:
+    """How many staged events Synapse's log says it pruned from its inbound federation
+    queues ("Pruning N events in room ... from federation queue")."""
+    text = log_path.read_text(errors="replace")
+    return sum(
+        int(n) for n in re.findall(r"Pruning (\d+) events in room \S+ from federation", text)
+    )
 
 
 # ------------------------------------------------------------------ loopback stubs
@@ -903,6 +977,12 @@ def main(argv: Sequence[str]) -> int:
         default=5000,
         help="messages we send into Synapse's v12 room after the timing (issue 22; 0: none)",
     )
+    parser.add_argument(
+        "--synapse-paced",
+        type=int,
+        default=1000,
+        help="then messages sent in steps of 50, each once Synapse has the last (0: none)",
+    )
     parser.add_argument("--workers", type=int, default=8, help="control API client threads")
     parser.add_argument(
         "--synapse-python",
@@ -944,7 +1024,12 @@ def main(argv: Sequence[str]) -> int:
         load_before = os.getloadavg()[0]
         if part == "synapse":
             figure = run_synapse(
-                args.repeat, args.synapse_python, log, args.synapse_messages, args.workers
+                args.repeat,
+                args.synapse_python,
+                log,
+                messages=args.synapse_messages,
+                workers=args.workers,
+                paced=args.synapse_paced,
             )
         elif part == "dendrite":
             figure = run_dendrite(args.repeat, log)
