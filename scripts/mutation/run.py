@@ -297,7 +297,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for m in mutants.MUTANTS:
-            print(f"{m.name:32} {m.target}")
+            print(f"{m.name:32} {' + '.join([m.target, *(t for t, _ in m.also)])}")
         return 0
     if args.from_json:
         saved: dict[str, Run] = {}
