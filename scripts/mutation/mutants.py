@@ -926,6 +926,25 @@ def _v21_as_v2_without_chain_index(original: Any) -> Any:
     return replacement
 
 
+def _unjoined_room_transaction_refused(original: Any) -> Any:
+    """FederationServer.on_incoming_transaction: a transaction holding a PDU of a room
+    the server is not in is refused 403 as a whole, instead of answered 200 with a
+    result for each PDU."""
+
+    async def replacement(
+        self: Any, origin: str, txn_id: str, destination: str, data: Any, *args: Any
+    ) -> Any:
+        for pdu in data.get("pdus") or []:
+            room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+            if isinstance(room_id, str) and not await self.store.is_host_joined(
+                room_id, self.server_name
+            ):
+                return 403, {"errcode": "M_FORBIDDEN", "error": "mutant: not in that room"}
+        return await original(self, origin, txn_id, destination, data, *args)
+
+    return replacement
+
+
 def _failed_pdu_ignored_after(original: Any) -> Any:
     """FederationEventHandler.on_receive_pdu: a PDU whose processing failed once (a prev
     event it could not fetch) is ignored when it arrives again, as if it had been stored
@@ -1855,6 +1874,14 @@ MUTANTS: tuple[Mutant, ...] = (
                 _v21_as_v2_without_chain_index,
             ),
         ),
+    ),
+    Mutant(
+        "unjoined_room_transaction_refused",
+        "a transaction is answered 200 with a result per PDU (a PDU of a room it is not in too)",
+        "synapse.federation.federation_server:FederationServer.on_incoming_transaction",
+        _unjoined_room_transaction_refused,
+        ("invites.we_rescind_our_invite/v*",),
+        "its answer to the transaction of our withdrawal: status",
     ),
     Mutant(
         "failed_pdu_ignored_after",
