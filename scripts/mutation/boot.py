@@ -3,8 +3,9 @@
 Run by Synapse's own python (the cached virtual environment), in place of ``-m
 synapse.app.homeserver``: it looks ``MUTANT`` up in :mod:`mutants` (beside this file),
 imports the module that holds the target, puts the mutant's replacement where the
-original was (by name: an attribute of a module or of a class), and runs Synapse's
-homeserver (its ``main``) with the remaining arguments. ``none`` runs Synapse unchanged.
+original was (by name: an attribute of a module or of a class; the same for each of its
+``also`` targets, when it has any), and runs Synapse's homeserver (its ``main``) with the
+remaining arguments. ``none`` runs Synapse unchanged.
 Nothing of Synapse is copied here: a replacement is a few lines of ours that call the
 original, or not.
 """
@@ -41,8 +42,9 @@ def main(argv: list[str]) -> None:
     homeserver = importlib.import_module("synapse.app.homeserver")
     if name != "none":
         mutant = mutants.BY_NAME[name]
-        patch(mutant.target, mutant.make)
-        print(f"mutation: {name}: {mutant.target} replaced", file=sys.stderr, flush=True)
+        for target, make in ((mutant.target, mutant.make), *mutant.also):
+            patch(target, make)
+            print(f"mutation: {name}: {target} replaced", file=sys.stderr, flush=True)
     sys.argv = ["synapse.app.homeserver", *rest]
     homeserver.main()
 

@@ -4,7 +4,9 @@ A :class:`Mutant` names its target by dotted path (``module:Class.method`` or
 ``module:function``, looked up where Synapse calls it), gives ``make(original)``, which
 returns the replacement (a few lines of ours that call the original and spoil its answer,
 or skip it), the conformance tests that must fail (globs of test ids) and the fragment of
-the first failure's message a developer should see. Synapse is AGPL: nothing of its code
+the first failure's message a developer should see. One function is the rule; a mutant
+may replace more (``also``) where Synapse would otherwise stop the same fault by another
+way (``outliers_kept_without_auth_events_v21``). Synapse is AGPL: nothing of its code
 is copied here, only names of what we replace.
 
 This module is imported by Synapse's python (``boot.py``, which patches) and by ours
@@ -41,6 +43,9 @@ class Mutant:
     must_fail: tuple[str, ...]
     #: A fragment of the message the first of them must give.
     message: str
+    #: Further replacements (target, make) the same fault needs where Synapse would
+    #: otherwise stop it by another way (rarely: one function is the rule).
+    also: tuple[tuple[str, Factory], ...] = ()
 
 
 def _synapse(module: str) -> Any:
@@ -900,6 +905,42 @@ def _outliers_kept_without_auth_events(original: Any) -> Any:
                 event.internal_metadata.outlier = True
             pairs = [(e, context.for_outlier(self._storage_controllers)) for e in lost]
             await self.persist_events_and_notify(room_id, pairs, backfilled=True)
+
+    return replacement
+
+
+def _v21_as_v2_without_chain_index(original: Any) -> Any:
+    """EventFederationWorkerStore.get_auth_chain_difference_extended: when an event of
+    the conflicted set has no chain cover index (a KeyError: Synapse indexes an event only
+    once its whole auth chain is stored), state resolution v2.1 goes on as v2 does, with
+    the auth chain difference alone and no conflicted subgraph, instead of failing."""
+
+    async def replacement(
+        self: Any, room_id: str, state_sets: Any, conflicted: Any, additional: Any
+    ) -> Any:
+        try:
+            return await original(self, room_id, state_sets, conflicted, additional)
+        except KeyError:
+            return await original(self, room_id, state_sets, None, None)
+
+    return replacement
+
+
+def _unjoined_room_transaction_refused(original: Any) -> Any:
+    """FederationServer.on_incoming_transaction: a transaction holding a PDU of a room
+    the server is not in is refused 403 as a whole, instead of answered 200 with a
+    result for each PDU."""
+
+    async def replacement(
+        self: Any, origin: str, txn_id: str, destination: str, data: Any, *args: Any
+    ) -> Any:
+        for pdu in data.get("pdus") or []:
+            room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+            if isinstance(room_id, str) and not await self.store.is_host_joined(
+                room_id, self.server_name
+            ):
+                return 403, {"errcode": "M_FORBIDDEN", "error": "mutant: not in that room"}
+        return await original(self, origin, txn_id, destination, data, *args)
 
     return replacement
 
@@ -1807,8 +1848,40 @@ MUTANTS: tuple[Mutant, ...] = (
         "an event whose auth event cannot be fetched is not accepted",
         "synapse.handlers.federation_event:FederationEventHandler._auth_and_persist_outliers",
         _outliers_kept_without_auth_events,
+        (
+            "fetching.unfetchable_auth_event_chain_not_state/v10",
+            "fetching.unfetchable_auth_event_chain_not_state/v11",
+        ),
+        "our member event in its current state",
+    ),
+    # In v12 the outliers alone change nothing: C, D and E, stored without B, get no chain
+    # cover index (Synapse indexes an event once its whole auth chain is stored), and state
+    # resolution v2.1 looks up the index of each conflicted event
+    # (_get_auth_chain_difference_using_cover_index_txn: KeyError), so the event that would
+    # bring E into the state fails ("Failed to handle PDU"). The second replacement does
+    # nothing in a sound Synapse (no KeyError there) and lets v2.1 go on as v2 does.
+    Mutant(
+        "outliers_kept_without_auth_events_v21",
+        "an event whose auth event cannot be fetched is not accepted (in v12 too)",
+        "synapse.handlers.federation_event:FederationEventHandler._auth_and_persist_outliers",
+        _outliers_kept_without_auth_events,
         ("fetching.unfetchable_auth_event_chain_not_state/v*",),
         "our member event in its current state",
+        also=(
+            (
+                "synapse.storage.databases.main.event_federation:"
+                "EventFederationWorkerStore.get_auth_chain_difference_extended",
+                _v21_as_v2_without_chain_index,
+            ),
+        ),
+    ),
+    Mutant(
+        "unjoined_room_transaction_refused",
+        "a transaction is answered 200 with a result per PDU (a PDU of a room it is not in too)",
+        "synapse.federation.federation_server:FederationServer.on_incoming_transaction",
+        _unjoined_room_transaction_refused,
+        ("invites.we_rescind_our_invite/v*",),
+        "its answer to the transaction of our withdrawal: status",
     ),
     Mutant(
         "failed_pdu_ignored_after",

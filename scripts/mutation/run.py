@@ -18,6 +18,7 @@ killed it, and the tests none killed).
     scripts/mutants                        # control and every mutant (about 25 minutes)
     scripts/mutants --only notary_not_signing --only typing_ignored
     scripts/mutants --list
+    scripts/mutants --coverage             # the tests no recorded run killed (no run)
 """
 
 from __future__ import annotations
@@ -274,6 +275,36 @@ def report(run: Run) -> None:
     print(f"{run.mutant}: {run.seconds} s, exit {run.exit_status}, {counts}{stopped}", flush=True)
 
 
+#: Where the runs' tables are recorded, and the room versions of the suite they judge.
+RECORD = REPO_ROOT / "docs" / "conformance.md"
+VERSIONS = ("10", "11", "12")
+
+
+def coverage(record_path: Path) -> int:
+    """List the tests of today's suite that no mutant recorded in ``record_path`` killed,
+    each with whether its docstring says why no mutant reaches it; 1 when one does not."""
+    from stubserver.conformance.suite import build_suite  # noqa: PLC0415
+    from stubserver.devtools import mutation_record as mr  # noqa: PLC0415
+
+    record = mr.read_record(record_path.read_text(), set(mutants.BY_NAME))
+    suite = build_suite(list(VERSIONS))
+    docs = {t.id: mr.test_function_doc(t.run) for t in suite}
+    missed = mr.unkilled([t.id for t in suite], record.kills, VERSIONS[-1])
+    explained = [t for t in missed if mr.says_why_unreached(docs[t])]
+    print(
+        f"{len(suite)} tests (room versions {', '.join(VERSIONS)}); killed by a mutant"
+        f" recorded in {record_path.name}: {len(suite) - len(missed)}; by none: {len(missed)}"
+        f" ({len(explained)} of them with a docstring saying why)"
+    )
+    for test_id in missed:
+        why = " (its docstring says why)" if test_id in explained else ""
+        print(f"  {test_id}{why}")
+    if record.unnamed_kills:
+        rows = ", ".join(f"{m} ({n})" for m, n in sorted(record.unnamed_kills.items()))
+        print(f"rows that kill more tests than they name (not counted here): {rows}")
+    return 0 if len(explained) == len(missed) else 1
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", help="run this mutant (repeatable)")
@@ -294,10 +325,18 @@ def main(argv: Sequence[str]) -> int:
         default=PER_LOCK,
         help=f"runs per hold of the interop lock (default {PER_LOCK}, about 20 s each)",
     )
+    parser.add_argument(
+        "--coverage",
+        action="store_true",
+        help="list the tests no mutant recorded in docs/conformance.md killed (no run);"
+        " exit 1 when one of them has no docstring saying why",
+    )
     args = parser.parse_args(argv)
+    if args.coverage:
+        return coverage(RECORD)
     if args.list:
         for m in mutants.MUTANTS:
-            print(f"{m.name:32} {m.target}")
+            print(f"{m.name:32} {' + '.join([m.target, *(t for t, _ in m.also)])}")
         return 0
     if args.from_json:
         saved: dict[str, Run] = {}
