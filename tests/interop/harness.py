@@ -927,6 +927,10 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
         # it sends or accepts.
         "push": {"enabled": False},
         "update_user_directory": False,
+        # Its users' password hashes at bcrypt's lowest cost (Synapse's default, 12 rounds,
+        # costs ~0.24 s of its CPU per registration; a conformance run registers three):
+        # the password never leaves the test's homeserver.
+        "bcrypt_rounds": 4,
         "rc_message": relaxed,
         "rc_registration": relaxed,
         "rc_login": {"address": relaxed, "account": relaxed, "failed_attempts": relaxed},
