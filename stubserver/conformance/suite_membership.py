@@ -51,6 +51,19 @@ def _local(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
+def joins_room(ctx: Context, version: str, which: str = "first") -> str:
+    """Its public room of ``version`` that this area's join tests share (``which`` tells
+    two apart, for the test that needs a second room), made once per run: a room creation
+    fewer per test for the homeserver. Each test joins, refuses and bans users of ours
+    of its own (fresh localparts) and judges only their memberships and the answers to
+    its own requests; none changes the room's join rules or power levels, so no verdict
+    depends on another test."""
+    return ctx.shared(
+        ("joins", version, which),
+        lambda: ctx.user.create_room(preset="public_chat", room_version=version),
+    )
+
+
 def make_join(
     ctx: Context, room_id: str, user_id: str, versions: list[str] | None
 ) -> FederationAnswer:
@@ -98,7 +111,7 @@ def hand_built_join_accepted(ctx: Context, version: str) -> None:
     is accepted by ``send_join`` v2: 200 with ``state`` holding the room's create event
     of that version and an ``auth_chain`` that is the auth events of that state,
     recursively (each PDU well-formed and signed), and its client lists us joined."""
-    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+    room_id = joins_room(ctx, version)
     check_join_answer(ctx, version, join_by_hand(ctx, room_id, version, _local("by-hand")))
 
 
@@ -118,7 +131,7 @@ def check_join_answer(ctx: Context, version: str, body: dict[str, Any]) -> None:
 
 
 def _refused_make_join(ctx: Context, version: str, versions: list[str] | None) -> None:
-    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+    room_id = joins_room(ctx, version)
     answer = make_join(ctx, room_id, ctx.peer_user_id(_local("old")), versions)
     body = answer.body if isinstance(answer.body, dict) else {}
     what = f"its make_join with ver={versions}"
@@ -188,10 +201,8 @@ def _refused_send_join(
     asked): refused 400 or 403. Then, as the marker, a join of another user of ours
     built rightly is accepted; after it, the first user is not joined. The note: the
     status seen."""
-    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
-    target = (
-        ctx.user.create_room(preset="public_chat", room_version=version) if other_room else room_id
-    )
+    room_id = joins_room(ctx, version)
+    target = joins_room(ctx, version, "second") if other_room else room_id
     user_id = ctx.peer_user_id(_local("refused"))
     template = join_template(ctx, room_id, user_id, version)
     if corrupt is not None:
@@ -256,7 +267,7 @@ def send_join_under_another_event_id(ctx: Context, version: str) -> str:
     its own" only in versions 1 and 2), so it is either refused (400 or 403) or our
     join is taken under its true ID: its client's state lists our join under that ID,
     never the path's (the note says which)."""
-    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+    room_id = joins_room(ctx, version)
     user_id = ctx.peer_user_id(_local("other-id"))
     event_id, pdu = signed(ctx, join_template(ctx, room_id, user_id, version), version)
     wrong = "$" + compute_event_id({**pdu, "origin_server_ts": 1}, room_version(version))[1:]
@@ -309,7 +320,7 @@ def send_join_banned_user_refused(ctx: Context, version: str) -> str:
     is attempting to join does not permit the user to join"; a banned user may not join,
     "Authorization rules"); after a later join of another user of ours is accepted, the
     banned user's membership is still ``ban`` (Complement's ``TestBannedUserCannotSendJoin``)."""
-    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+    room_id = joins_room(ctx, version)
     banned = ctx.peer_user_id(_local("banned"))
     client_call(ctx.user, "POST", f"/rooms/{q(room_id)}/ban", {"user_id": banned})
     template = join_template(ctx, room_id, ctx.peer_user_id(_local("allowed")), version)

@@ -110,17 +110,31 @@ def served_room(ctx: Context, version: str, messages: int) -> ServedRoom:
     return ServedRoom(room_id, room_version(version), sent, ours)
 
 
+#: How many messages its user sends in the room the read-only tests share (the
+#: ``get_missing_events`` tests walk from the fourth back to the first).
+SHARED_MESSAGES = 4
+
+
+def shared_served_room(ctx: Context, version: str) -> ServedRoom:
+    """The :func:`served_room` of ``version`` with :data:`SHARED_MESSAGES` messages that
+    the tests which only read it share (made once per run: a room creation, a join and
+    messages fewer per test for the homeserver). What they ask for is at or before its
+    last message, and what they add to it (``serving.event``'s message of ours) changes
+    no state and comes after it, so no answer they judge depends on another test."""
+    return ctx.shared(("serving", version), lambda: served_room(ctx, version, SHARED_MESSAGES))
+
+
 def _current_state_ids(ctx: Context, room: ServedRoom) -> set[str]:
     return state_ids(ctx.peer.room_state(room.room_id)["state"], room.version)
 
 
 def it_serves_state_ids(ctx: Context, version: str) -> None:
-    """``/state_ids`` at its message: ``pdu_ids`` is the room's state before it (as we
+    """``/state_ids`` at its last message: ``pdu_ids`` is the room's state before it (as we
     hold it: no state changed since) and ``auth_chain_ids`` the auth events of those,
     recursively ("the full set of authorization events that make up the state of the
     room, and their authorization events, recursively"; the state events themselves
     may be listed too)."""
-    room = served_room(ctx, version, 1)
+    room = shared_served_room(ctx, version)
     at = room.messages[-1]
     body = fetch(ctx, "its /state_ids", "GET", f"{V1}/state_ids/{q(room.room_id)}?event_id={q(at)}")
     state = _current_state_ids(ctx, room)
@@ -130,10 +144,10 @@ def it_serves_state_ids(ctx: Context, version: str) -> None:
 
 
 def it_serves_state(ctx: Context, version: str) -> None:
-    """``/state`` at its message: ``pdus`` are the room's state before it and
+    """``/state`` at its last message: ``pdus`` are the room's state before it and
     ``auth_chain`` their auth events recursively; every PDU well-formed, signed by its
     sender's server, intact, and the same as our copy."""
-    room = served_room(ctx, version, 1)
+    room = shared_served_room(ctx, version)
     at = room.messages[-1]
     body = fetch(ctx, "its /state", "GET", f"{V1}/state/{q(room.room_id)}?event_id={q(at)}")
     keys = federation_keys(ctx)
@@ -150,7 +164,7 @@ def it_serves_state(ctx: Context, version: str) -> None:
 def it_serves_an_event(ctx: Context, version: str) -> None:
     """``/event`` of its message and of ours: a transaction of one PDU, that event
     (same ID), signed by its sender's server and the same as our copy."""
-    room = served_room(ctx, version, 1)
+    room = shared_served_room(ctx, version)
     mine = ctx.send_text(room.room_id, "ours, to be served back")
     ctx.wait_visible(room.room_id, mine, "our message")
     keys = federation_keys(ctx)
@@ -198,7 +212,7 @@ def it_serves_backfill(ctx: Context, version: str) -> str:
     event and every event before it (by ``prev_events``); with ``limit`` 2, at most 2 of
     those, the given event among them ("the PDUs given in v and the PDUs that preceded
     them ... up to the total number given by the limit")."""
-    room = served_room(ctx, version, 3)
+    room = shared_served_room(ctx, version)
     last = room.messages[-1]
     keys = federation_keys(ctx)
     before = ancestors(room.ours, [last])
@@ -232,7 +246,7 @@ def it_serves_missing_events(ctx: Context, version: str) -> str:
     the two between (neither the ``earliest_events`` nor the ``latest_events``; a server
     that reads "ignoring any events in earliest_events" as walking on past them may add
     events before the first), at most ``limit``."""
-    room = served_room(ctx, version, 4)
+    room = shared_served_room(ctx, version)
     first, second, third, fourth = room.messages
     path = f"{V1}/get_missing_events/{q(room.room_id)}"
     request = {**_missing_events_request(room), "limit": 10}
@@ -259,7 +273,7 @@ def it_serves_missing_events_to_the_limit(ctx: Context, version: str) -> None:
     breadth-first walk of the prev_events for the latest_events, ignoring any events in
     earliest_events and stopping at the limit"; ``limit``: "The maximum number of events
     to retrieve"). The ``latest_events`` are not retrieved, so they do not count."""
-    room = served_room(ctx, version, 4)
+    room = shared_served_room(ctx, version)
     third = room.messages[2]
     path = f"{V1}/get_missing_events/{q(room.room_id)}"
     request = {**_missing_events_request(room), "limit": 1}

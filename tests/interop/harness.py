@@ -919,6 +919,18 @@ def write_synapse_config(directory: Path, spec: SynapseSpec, ca: TestCA) -> Syna
         "allow_public_rooms_over_federation": True,
         "room_list_publication_rules": [{"action": "allow"}],
         "url_preview_enabled": False,
+        # Work for its local clients only, which no test here uses, spared on every event
+        # (issue 20's time budget; Synapse's CPU is the conformance run's limit): push
+        # rules are evaluated for each local member of a room (notification counts,
+        # pushers), the user directory (client-side user search) is updated on each
+        # membership and profile change. Neither is sent over federation or changes what
+        # it sends or accepts.
+        "push": {"enabled": False},
+        "update_user_directory": False,
+        # Its users' password hashes at bcrypt's lowest cost (Synapse's default, 12 rounds,
+        # costs ~0.24 s of its CPU per registration; a conformance run registers three):
+        # the password never leaves the test's homeserver.
+        "bcrypt_rounds": 4,
         "rc_message": relaxed,
         "rc_registration": relaxed,
         "rc_login": {"address": relaxed, "account": relaxed, "failed_attempts": relaxed},
