@@ -32,7 +32,7 @@ from stubserver.testing._files import (
     choose_identity,
     load_or_make_ca,
 )
-from stubserver.testing._peer import Peer
+from stubserver.testing._peer import Peer, add_reports
 from stubserver.testing._process import (
     READY_TIMEOUT_SECONDS,
     STOP_TIMEOUT_SECONDS,
@@ -231,12 +231,7 @@ class PeerGroup:
         if exc is None:
             self.close()
             return
-        if isinstance(exc, Exception) and self.process.running:
-            for peer in self.peers:
-                try:
-                    exc.add_note(peer.failure_report())
-                except Exception as e:  # the report is a courtesy
-                    exc.add_note(f"(no report from peer {peer.server_name}: {e})")
+        add_reports(exc, self.peers)
         self.close(check_strict=False)
 
 

@@ -600,12 +600,22 @@ class Peer(ControlFeeds):
             return
         # The test failed already: add what the peer saw to its report, and do not hide
         # the failure behind a strict-mode one.
-        if isinstance(exc, Exception) and self.process.running:
-            try:
-                exc.add_note(self.failure_report())
-            except Exception as e:  # the report is a courtesy
-                exc.add_note(f"(no report from peer {self.server_name}: {e})")
+        add_reports(exc, [self])
         self.close(check_strict=False)
+
+
+def add_reports(exc: BaseException, peers: Sequence[Peer]) -> None:
+    """Add each peer's :meth:`Peer.failure_report` to the failure ``exc`` (while the
+    peers run; the report is a courtesy: one that fails says so instead)."""
+    if not isinstance(exc, Exception):
+        return
+    for peer in peers:
+        if not peer.process.running:
+            continue
+        try:
+            exc.add_note(peer.failure_report())
+        except Exception as e:
+            exc.add_note(f"(no report from peer {peer.server_name}: {e})")
 
 
 class PeerFactory(Protocol):
