@@ -118,8 +118,8 @@ def server_certificates(config: Config) -> dict[str, ServerCertificate]:
             certificate = ServerCertificate(
                 cert,
                 key,
-                cert_key=f"servers ({server.server_name}).tls_certificate_path",
-                key_key=f"servers ({server.server_name}).tls_private_key_path",
+                cert_key=f"servers[{server.server_name}].tls_certificate_path",
+                key_key=f"servers[{server.server_name}].tls_private_key_path",
             )
             by_files[(cert, key)] = certificate
         for host in dispatch_hosts(server):

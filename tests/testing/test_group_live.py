@@ -9,6 +9,7 @@ found through our DNS server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def federate(group: PeerGroup, third: Peer) -> None:
     assert all(r["authenticated"] for r in joins)
     to_second = second.wait_for_request("/_matrix/federation/v1/send/", timeout=10)
     assert to_second["server"] == second.server_name
+    logged = [json.loads(line) for line in first.request_log_text().splitlines()]
+    assert {entry["server"] for entry in logged} <= {first.server_name, second.server_name}
+    assert any(entry["server"] == first.server_name for entry in logged)
 
 
 def test_servers_on_listeners_of_their_own_federate_with_each_other_and_a_third(

@@ -6,6 +6,7 @@ server that answers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from cryptography import x509
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.tls.certificates import KeyPair, issue_cert, make_ca
 from stubserver.tls.sni import sni_host
-from tests.support import StubProcess, https_request, start_stubserver
+from tests.support import StubProcess, https_request, run_stubserver_cli, start_stubserver
 
 CA = make_ca("sni test CA")
 
@@ -28,11 +29,9 @@ def names_in(der: bytes | None) -> list[str]:
     return [str(n.value) for n in san.value]
 
 
-@pytest.fixture(scope="module")
-def three_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProcess]:
-    """``a.test`` (certificate also valid for 127.0.0.1) with ``s1.test`` and ``s2.test``
-    from a generator entry, on one listener; certificates from one CA."""
-    folder = tmp_path_factory.mktemp("sni")
+def write_three_servers(folder: Path) -> Path:
+    """The config of ``a.test`` (certificate also valid for 127.0.0.1) with ``s1.test`` and
+    ``s2.test`` from a generator entry, on one listener; certificates from one CA."""
 
     def write_pair(stem: str, pair: KeyPair) -> None:
         (folder / f"{stem}.crt").write_bytes(pair.cert_pem)
@@ -62,8 +61,25 @@ def three_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProc
     }
     path = folder / "stubserver.yaml"
     path.write_text(yaml.safe_dump(config))
-    with start_stubserver(path) as process:
+    return path
+
+
+@pytest.fixture(scope="module")
+def three_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProcess]:
+    """``stubserver run`` serving :func:`write_three_servers`' config."""
+    with start_stubserver(write_three_servers(tmp_path_factory.mktemp("sni"))) as process:
         yield process
+
+
+def test_a_servers_key_that_is_not_its_certificates_stops_start_up(tmp_path: Path) -> None:
+    """A server's TLS key that does not belong to its certificate is a config error at
+    start-up (exit 2, the server named), before anything is served."""
+    path = write_three_servers(tmp_path)
+    (tmp_path / "s2.key").write_bytes((tmp_path / "s1.key").read_bytes())
+    result = run_stubserver_cli("run", "-c", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "servers[s2.test].tls_private_key_path" in result.stderr
 
 
 def test_the_ready_line_names_every_server(three_servers: StubProcess) -> None:
