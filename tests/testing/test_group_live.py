@@ -106,3 +106,16 @@ def test_servers_on_a_shared_listener_federate_through_sni_and_host(
         assert {p.federation_port for p in group} == {port}
         assert group.by_name(f"s2.test:{port}") is group[1]
         federate(group, third)
+
+
+def test_a_message_of_one_server_reaches_nine_others_of_the_same_process(tmp_path: Path) -> None:
+    """Ten servers of one process: nine join the first's room, and its message reaches
+    all nine, each seeing it as the first server's (README's example)."""
+    with Peer.start_many(tmp_path, 10, allow_ips=["127.0.0.0/8"]) as group:
+        host, *others = group
+        room = host.create_room(preset="public_chat")
+        for peer in others:
+            peer.join(room.room_id, via=[host.server_name])
+        sent = host.send_message(room.room_id, "hello, nine servers")
+        for peer in others:
+            assert peer.wait_for_event(room.room_id, event_id=sent).origin == host.server_name
