@@ -13,9 +13,16 @@ listener. Then, ``--repeat`` times, ``stubserver run`` is started and measured:
   /_matrix/key/v2/server`` (SNI and Host naming it): the cost of servers that were used.
 
 The median of the repeats is reported, with the per-server cost beyond the first
-(``(figure(N) - figure(1)) / (N - 1)``). Not part of CI.
+(``(figure(N) - figure(1)) / (N - 1)``).
 
-    .venv/bin/python bench/many.py [--counts 1 100] [--repeat 3] [--output PATH]
+``--fanout N`` adds a room of N + 1 servers of one process (``Peer.start_many``: each on a
+listener of its own, named ``127.0.0.1:<port>``): the N others join the first one's
+public room through the control API, one after the other (``join_all_s``), then the
+first sends one message (``last_arrival_s``: until every one of the N has it in its
+room, polled through their control APIs), with the ``/send`` transactions the N received
+for it and the process's RSS and CPU time at the end. Not part of CI.
+
+    .venv/bin/python bench/many.py [--counts 1 100] [--repeat 3] [--fanout N] [--output PATH]
 """
 
 from __future__ import annotations
@@ -168,21 +175,63 @@ def measure_once(config: Path, count: int) -> dict[str, float]:
     }
 
 
+def fanout(count: int) -> dict[str, Any]:
+    """A room of ``count + 1`` servers of one process: joins, then one message to all."""
+    from stubserver.testing import Peer  # noqa: PLC0415
+
+    directory = WORK / f"fanout-{count}"
+    started = time.monotonic()
+    with Peer.start_many(directory, count + 1, allow_ips=["127.0.0.0/8"], timeout=120) as group:
+        ready_s = time.monotonic() - started
+        host, *others = group
+        pid = group.process.process.pid
+        room = host.create_room(preset="public_chat")
+        began = time.monotonic()
+        for peer in others:
+            peer.join(room.room_id, via=[host.server_name])
+        join_all_s = time.monotonic() - began
+        marks = [len(peer.requests()) for peer in others]
+        began = time.monotonic()
+        sent = host.send_message(room.room_id, "hello, everyone")
+        for peer in others:
+            peer.wait_for_event(room.room_id, event_id=sent, timeout=120)
+        last_arrival_s = time.monotonic() - began
+        transactions = sum(
+            1
+            for peer, mark in zip(others, marks, strict=True)
+            for r in peer.requests(mark)
+            if r["uri"].startswith("/_matrix/federation/v1/send/")
+        )
+        return {
+            "servers": count + 1,
+            "ready_s": round(ready_s, 3),
+            "join_all_s": round(join_all_s, 3),
+            "last_arrival_s": round(last_arrival_s, 3),
+            "transactions_received": transactions,
+            "rss_mb": round(rss_mb(pid), 1),
+            "cpu_s": round(cpu_seconds(pid), 2),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--fanout", type=int, default=0, metavar="N")
     args = parser.parse_args()
     results: dict[str, Any] = {"counts": {}}
-    for count in args.counts:
+    if args.fanout:
+        results["fanout"] = fanout(args.fanout)
+        print(f"fan-out to {args.fanout}: {results['fanout']}")
+    for count in args.counts if not args.fanout else ():
         config = write_config(WORK / f"many-{count}", count)
         measure_once(config, count)  # warm-up: bytecode, page cache
         runs = [measure_once(config, count) for _ in range(args.repeat)]
         median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         results["counts"][str(count)] = {"median": median, "runs": runs}
         print(f"{count:>4} servers: " + ", ".join(f"{k} {v:.3f}" for k, v in median.items()))
-    counts = sorted(args.counts)
+    counts = sorted(int(c) for c in results["counts"])
     if len(counts) > 1:
         low, high = (results["counts"][str(c)]["median"] for c in (counts[0], counts[-1]))
         per = {

@@ -299,6 +299,14 @@ class Composition:
     request_log: RequestLog | None
 
 
+def per_address_cap(limits: ServerLimits, servers: int) -> int:
+    """The cap on connections from one address over every listener of a process serving
+    ``servers`` servers (pure): the one-server cap for each, within the global cap. A
+    homeserver holds a connection per peer, so to N servers of ours N connections from
+    its one address (issue 23: a room of 100 of them)."""
+    return min(limits.max_connections, limits.max_connections_per_address * servers)
+
+
 def compose(
     config: Config, reactor: IReactor, service_factory: RoomServiceFactory | None = None
 ) -> Composition:
@@ -324,7 +332,7 @@ def compose(
     )
     primary = servers[0]
     shared_hosts = hosts_of([s for s in servers if not s.config.own_listeners])
-    connections = ConnectionCounter(limits.max_connections, limits.max_connections_per_address)
+    connections = ConnectionCounter(limits.max_connections, per_address_cap(limits, len(servers)))
     control_connections = ConnectionCounter(MAX_CONTROL_CONNECTIONS, MAX_CONTROL_CONNECTIONS)
     sites: list[ListenerSite] = []
     served = [(listener, primary, shared_hosts) for listener in config.listeners] + [

@@ -77,10 +77,11 @@ def group_members(
     if count < 1:
         raise ValueError("a group has at least one server")
     if template is None:
-        members = []
-        for _ in range(count):
+        members: list[GroupMember] = []
+        while len(members) < count:
             name, chosen = choose_identity(None, bind, None)
-            members.append(GroupMember(name, chosen, own_listener=True))
+            if all(m.port != chosen for m in members):  # a port freed again may come back
+                members.append(GroupMember(name, chosen, own_listener=True))
         return members
     if INDEX_MARK not in template:
         raise ValueError(f"the template {template!r} has no {INDEX_MARK}")

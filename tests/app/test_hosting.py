@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from stubserver.app.hosting import HostDispatch, host_from_header
-from stubserver.app.run import Composition, compose, ready_line
+from stubserver.app.run import Composition, compose, per_address_cap, ready_line
 from stubserver.config import Config, ListenerConfig
+from stubserver.server.connections import MAX_CONCURRENT_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+from stubserver.server.limits import ServerLimits
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import FakeReactor, result_now, stub_treq
 
@@ -181,3 +183,13 @@ def test_the_ready_line_names_the_servers_when_there_are_several() -> None:
     assert "servers" not in json.loads(ready_line("a.test", [], ["a.test"]))
     line = json.loads(ready_line("a.test", [], ["a.test", "s1.test"]))
     assert (line["server_name"], line["servers"]) == ("a.test", ["a.test", "s1.test"])
+
+
+def test_the_per_address_connection_cap_grows_with_the_servers() -> None:
+    """One address may hold the one-server cap of connections to each server of the
+    process (a homeserver keeps one per peer), within the global cap."""
+    (site, control, own) = composed().sites
+    assert site.site.connections is own.site.connections
+    assert site.site.connections.per_address_limit == 3 * MAX_CONNECTIONS_PER_ADDRESS
+    assert per_address_cap(ServerLimits(), 100) == MAX_CONCURRENT_CONNECTIONS
+    assert control.site.connections is not site.site.connections
