@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stubserver.testing import Peer, PeerGroup, free_port
+from stubserver.testing import Peer, PeerGroup, StrictModeViolation, free_port
 from tests.support import LOOPBACK_RANGE, dns_server_process, named_peer
 
 pytestmark = pytest.mark.integration
@@ -119,3 +119,20 @@ def test_a_message_of_one_server_reaches_nine_others_of_the_same_process(tmp_pat
         sent = host.send_message(room.room_id, "hello, nine servers")
         for peer in others:
             assert peer.wait_for_event(room.room_id, event_id=sent).origin == host.server_name
+
+
+def test_a_strict_group_fails_at_the_end_on_a_request_to_a_path_no_server_serves(
+    tmp_path: Path,
+) -> None:
+    """In strict mode, closing the group fails when one of its servers received a request
+    to a path it does not serve, naming that server."""
+    unknown = "/_matrix/federation/v1/no_such_endpoint"
+    group = Peer.start_many(tmp_path, 2, allow_ips=[LOOPBACK_RANGE], strict=True)
+    first, second = group
+    assert first.federation_request(second.server_name, "GET", unknown).status == 404
+    second.wait_for_request(unknown, timeout=10)
+    with pytest.raises(StrictModeViolation) as caught:
+        group.close()
+    assert second.server_name in str(caught.value)
+    assert [r["uri"] for r in caught.value.requests] == [unknown]
+    assert not group.process.running
