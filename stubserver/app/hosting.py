@@ -28,7 +28,7 @@ none of them is 404 ``M_NOT_FOUND``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
@@ -243,7 +243,7 @@ def control_table(servers: Sequence[HostedServer], token: str) -> list[Route]:
             handler = server.control_handler(method, pattern)
             if handler is None:
                 raise MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request")
-            rest: dict[str, Any] = {k: v for k, v in params.items() if k != SERVER_PARAM}
+            rest = {k: v for k, v in params.items() if k != SERVER_PARAM}
             return handler(request, rest)
 
         return forward
