@@ -45,7 +45,8 @@ Built on the areas:
                     (``/_stubserver/v1``), and its client
 - ``app/``          the composition of ``run``: which listener serves which routes
                     (key document, version, profile, ``.well-known``, notary, rooms,
-                    control), filters and observers; start-up, binding and shutdown
+                    control), filters and observers; start-up, binding and shutdown;
+                    which of its servers answers (``hosting``: many in one process)
 - ``check/``        the federation doctor: report model, verdicts, hints, rendering, prober,
                     the .well-known and DNS sections, signed probes, checker, HTTP API
 - ``testing/``      ``stubserver.testing``: the public Python API (Peer, Homeserver, plugin)

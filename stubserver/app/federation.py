@@ -54,20 +54,54 @@ class FederationExtensions:
     profiles: ProfileTable
 
 
-class LazyKeyFetcher:
-    """The key fetcher of ``run``, with the outbound stack built on the first fetch.
+class SharedOutbound:
+    """The outbound stack of a process (agent, connection pool, resolvers and their caches,
+    TLS policy), built on first use and shared by every server the process serves: what
+    a server sends differs only in its signature (``stubserver.outbound.signed_request``).
 
     Agent, DNS clients and connection pool cost about 40 ms and 3 MB at start-up, and a
-    server that is never sent a signed request (or a notary query) never needs them.
-    CA files are checked at start-up by the caller, so building cannot fail on them later.
+    process that never sends a request never needs them. CA files are checked at start-up
+    (:func:`build_process_parts`), so building cannot fail on them later.
     """
 
-    def __init__(self, reactor: IReactor, config: Config, backoff: DestinationBackoff) -> None:
+    def __init__(self, reactor: IReactor, config: Config) -> None:
         self._reactor = reactor
         self._config = config
+        self._context: FederationContext | None = None
+
+    @property
+    def built(self) -> bool:
+        """True once the stack exists."""
+        return self._context is not None
+
+    def federation_context(self) -> FederationContext:
+        """The outbound stack, built now if not yet."""
+        if self._context is None:
+            from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
+
+            self._context = build_federation_client(self._reactor, self._config.federation)
+        return self._context
+
+
+class LazyKeyFetcher:
+    """A server's key fetcher in ``run``, over the process's outbound stack, built on the
+    first fetch (:class:`SharedOutbound`: none is built for a server never sent a signed
+    request nor a notary query). Each server keeps a key cache of its own, as a homeserver
+    does (its fetches are its own to count).
+    """
+
+    def __init__(
+        self,
+        reactor: IReactor,
+        config: Config,
+        backoff: DestinationBackoff,
+        outbound: SharedOutbound | None = None,
+    ) -> None:
+        """``outbound`` None: a stack of its own (a process of one server)."""
+        self._reactor = reactor
+        self._outbound = outbound if outbound is not None else SharedOutbound(reactor, config)
         self._backoff = backoff
         self._fetcher: ServerKeyFetcher | None = None
-        self._context: FederationContext | None = None
         #: On-demand fetches (an unknown key ID, a key a PDU names): once a minute per
         #: server, shared by the X-Matrix check and the room signature checks.
         self.refetch_limit = RefetchLimit(reactor)
@@ -79,18 +113,14 @@ class LazyKeyFetcher:
 
     def _get(self) -> ServerKeyFetcher:
         if self._fetcher is None:
-            self._fetcher = self.federation_context().key_fetcher
+            from stubserver.server_keys.fetcher import ServerKeyFetcher  # noqa: PLC0415
+
+            self._fetcher = ServerKeyFetcher(self.federation_context().agent, self._reactor)
         return self._fetcher
 
     def federation_context(self) -> FederationContext:
         """The outbound stack (built now if not yet), shared with other outbound users."""
-        if self._context is None:
-            from stubserver.outbound.build import build_federation_client  # noqa: PLC0415
-
-            self._context = build_federation_client(
-                self._reactor, self._config.federation, backoff=self._backoff
-            )
-        return self._context
+        return self._outbound.federation_context()
 
     def fetch(self, server_name: str) -> Deferred[ServerKeys]:
         """:meth:`ServerKeyFetcher.fetch`."""
@@ -117,17 +147,21 @@ def key_document_source(config: Config, clock: IReactorTime) -> KeyDocumentSourc
     )
 
 
-def build_federation_extensions(config: Config, reactor: IReactor) -> FederationExtensions:
-    """Profile, notary, X-Matrix checking and the request log for ``config``.
+@dataclass(frozen=True)
+class ProcessParts:
+    """What every server of a ``run`` process shares: the outbound stack (agent,
+    connection pool, resolvers) and the request log's writer."""
 
-    ``reactor`` provides time, TCP, threads (for the log writer) and system event
-    triggers (the log is flushed before shutdown). The outbound side (key fetches for
-    authentication and the notary) uses ``config.federation``. Raises ConfigError for an
-    unreadable CA file.
+    outbound: SharedOutbound
+    request_log: RequestLog | None
+
+
+def build_process_parts(config: Config, reactor: IReactor) -> ProcessParts:
+    """The shared parts for ``config`` (the primary's: its process-wide settings).
+
+    Raises ConfigError for an unreadable CA file (checked now, though the stack that
+    uses it is built on first use).
     """
-    from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
-    from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
-    from stubserver.server.refusals import RefusalLog  # noqa: PLC0415
     from stubserver.server.request_log import (  # noqa: PLC0415
         FLUSH_DELAY_SECONDS,
         WriterThread,
@@ -139,8 +173,33 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
             load_ca_file(ca_file)
         except CaFileError as e:
             raise ConfigError(f"federation_custom_ca_list[{index}]", str(e)) from None
+    request_log = None
+    if config.request_log_path is not None:
+        # Closed by run's shutdown, after open connections are aborted (_run.shut_down).
+        request_log = RequestLog(
+            config.request_log_path, reactor, WriterThread(reactor, FLUSH_DELAY_SECONDS)
+        )
+    return ProcessParts(SharedOutbound(reactor, config), request_log)
+
+
+def build_federation_extensions(
+    config: Config, reactor: IReactor, process: ProcessParts | None = None
+) -> FederationExtensions:
+    """Profile, notary, X-Matrix checking and the request log for ``config``'s server.
+
+    ``reactor`` provides time, TCP, threads (for the log writer) and system event
+    triggers (the log is flushed before shutdown). ``process`` holds what the servers of
+    one process share (None: built here, :func:`build_process_parts`, whose ConfigError
+    for an unreadable CA file propagates).
+    """
+    from stubserver.auth.authenticator import RequestAuthenticator  # noqa: PLC0415
+    from stubserver.client.backoff import DestinationBackoff  # noqa: PLC0415
+    from stubserver.server.refusals import RefusalLog  # noqa: PLC0415
+
+    if process is None:
+        process = build_process_parts(config, reactor)
     backoff = DestinationBackoff(reactor, random.SystemRandom())
-    fetcher = LazyKeyFetcher(reactor, config, backoff)
+    fetcher = LazyKeyFetcher(reactor, config, backoff, process.outbound)
     own_keys = key_document_source(config, reactor)
     notary: Notary[Any] = Notary(
         config.server_name,
@@ -153,13 +212,9 @@ def build_federation_extensions(config: Config, reactor: IReactor) -> Federation
     authenticator = RequestAuthenticator(
         config.server_name, fetcher, reactor, refetch_limit=fetcher.refetch_limit
     )
-    request_log = None
+    request_log = process.request_log
     observers: tuple[RequestObserver, ...] = (RefusalLog(),)
-    if config.request_log_path is not None:
-        # Closed by run's shutdown, after open connections are aborted (_run.shut_down).
-        request_log = RequestLog(
-            config.request_log_path, reactor, WriterThread(reactor, FLUSH_DELAY_SECONDS)
-        )
+    if request_log is not None:
         observers = (request_log, *observers)
     profiles = ProfileTable(config.users)
     return FederationExtensions(

@@ -16,27 +16,37 @@ import errno
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorSSL, IReactorTCP, IReactorTime
-from twisted.internet.ssl import CertificateOptions
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from stubserver.app.federation import FederationExtensions, build_federation_extensions
-from stubserver.app.site import ListenerSite, build_site
-from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
+from stubserver.app.federation import FederationExtensions, build_process_parts
+from stubserver.app.hosting import HostDispatch, HostedServer, control_table, hosts_of
+from stubserver.app.site import ListenerSite, listener_router, router_giver
+from stubserver.config import Config, ConfigError, ListenerConfig, load_config
+from stubserver.config.servers import dispatch_hosts
 from stubserver.logs.legacy import at_debug_level
 from stubserver.logs.output import start_logging
 from stubserver.reactor import IReactor, global_reactor
+from stubserver.server.connections import MAX_CONTROL_CONNECTIONS, ConnectionCounter
+from stubserver.server.limits import LimitedSite, ServerLimits
 from stubserver.server.request_log import RequestLog
-from stubserver.server.router import RequestObserver, Route
+from stubserver.server.router import FederationRouter
 from stubserver.tls.server import server_tls_options
+from stubserver.tls.sni import ServerCertificate, ServerTlsOptions, SniContextFactory
 
 EXIT_OK = 0
 #: Backlog of each listening socket.
@@ -71,20 +81,50 @@ def ignorable_bind_failure(address: str, bound_here: Sequence[str], error_number
 
 def tls_options_for(
     config_listeners: Sequence[ListenerConfig],
-) -> list[CertificateOptions | None]:
+    by_host: Mapping[str, ServerCertificate] | None = None,
+) -> list[ServerTlsOptions | None]:
     """Each listener's TLS options, loaded and checked now (ConfigError on any fault);
-    None for a plain-HTTP (control) listener."""
-    return [
-        None
-        if listener.tls_certificate_path is None or listener.tls_private_key_path is None
-        else server_tls_options(
+    None for a plain-HTTP (control) listener. With ``by_host`` (the certificates of the
+    other servers sharing these listeners, by host), the one an SNI names is served
+    instead of the listener's (``stubserver.tls.sni``)."""
+    options: list[ServerTlsOptions | None] = []
+    for i, listener in enumerate(config_listeners):
+        where = listener.config_key or f"listeners[{i}]"
+        if listener.tls_certificate_path is None or listener.tls_private_key_path is None:
+            options.append(None)
+            continue
+        own = server_tls_options(
             listener.tls_certificate_path,
             listener.tls_private_key_path,
-            cert_key=f"listeners[{i}].tls_certificate_path",
-            key_key=f"listeners[{i}].tls_private_key_path",
+            cert_key=f"{where}.tls_certificate_path",
+            key_key=f"{where}.tls_private_key_path",
         )
-        for i, listener in enumerate(config_listeners)
-    ]
+        options.append(SniContextFactory(own, by_host) if by_host else own)
+    return options
+
+
+def server_certificates(config: Config) -> dict[str, ServerCertificate]:
+    """``{host: certificate}`` of the servers of ``config.servers`` that share the
+    top-level listeners, each checked now (one per pair of files)."""
+    by_files: dict[tuple[Path, Path], ServerCertificate] = {}
+    by_host: dict[str, ServerCertificate] = {}
+    for server in config.servers:
+        if server.own_listeners:
+            continue
+        cert, key = server.tls_certificate_path, server.tls_private_key_path
+        assert cert is not None and key is not None  # required of every server entry
+        certificate = by_files.get((cert, key))
+        if certificate is None:
+            certificate = ServerCertificate(
+                cert,
+                key,
+                cert_key=f"servers[{server.server_name}].tls_certificate_path",
+                key_key=f"servers[{server.server_name}].tls_private_key_path",
+            )
+            by_files[(cert, key)] = certificate
+        for host in dispatch_hosts(server):
+            by_host[host] = certificate
+    return by_host
 
 
 def _describe_socket_error(error: CannotListenError) -> str:
@@ -99,7 +139,7 @@ def _describe_socket_error(error: CannotListenError) -> str:
 def bind_all(
     reactor: IReactorSSL,
     sites: Sequence[ListenerSite],
-    options: Sequence[CertificateOptions | None],
+    options: Sequence[ServerTlsOptions | None],
 ) -> list[BoundListener]:
     """Bind every listener's addresses (TLS, or plain TCP where ``options`` has None); on a
     failure close what was bound and raise ConfigError."""
@@ -135,8 +175,9 @@ def bind_all(
                         )
                         continue
                     shown = f"[{address}]" if ":" in address else address
+                    where = listener.config_key or f"listeners[{i}]"
                     raise ConfigError(
-                        f"listeners[{i}].bind_addresses[{j}]",
+                        f"{where}.bind_addresses[{j}]",
                         f"cannot listen on {shown}:{port}: {_describe_socket_error(e)}",
                     ) from None
                 port = listening.getHost().port  # type: ignore[attr-defined]
@@ -183,15 +224,19 @@ def shut_down(
     return d
 
 
-def ready_line(server_name: str, bound: Sequence[BoundListener]) -> str:
-    """The one JSON line printed once every listener is bound."""
-    return json.dumps(
-        {
-            "ready": True,
-            "server_name": server_name,
-            "listeners": [b.ready_entry() for b in bound],
-        }
-    )
+def ready_line(
+    server_name: str, bound: Sequence[BoundListener], servers: Sequence[str] = ()
+) -> str:
+    """The one JSON line printed once every listener is bound; ``servers`` (every server
+    name, the primary's first) is added when there are more than one."""
+    line: dict[str, Any] = {
+        "ready": True,
+        "server_name": server_name,
+        "listeners": [b.ready_entry() for b in bound],
+    }
+    if len(servers) > 1:
+        line["servers"] = list(servers)
+    return json.dumps(line)
 
 
 def serve(config_path: Path, *, verbose: bool = False) -> int:
@@ -200,7 +245,12 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
     The log goes to stderr from the config's ``log_level`` (``verbose``: from debug).
     """
     config = load_config(config_path)
-    options = tls_options_for(config.listeners)
+    options = tls_options_for(config.listeners, server_certificates(config)) + [
+        option
+        for server in config.servers
+        if server.own_listeners
+        for option in tls_options_for(server.listeners)
+    ]
 
     reactor = global_reactor()
     composed = compose(config, reactor)
@@ -218,12 +268,13 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
         )
 
     def announce() -> None:
-        sys.stdout.write(ready_line(config.server_name, bound) + "\n")
+        names = [server.server_name for server in config.every_server]
+        sys.stdout.write(ready_line(config.server_name, bound, names) + "\n")
         sys.stdout.flush()
 
     reactor.callWhenRunning(announce)
     reactor.addSystemEventTrigger(
-        "before", "shutdown", shut_down, reactor, bound, sites, composed.extensions.request_log
+        "before", "shutdown", shut_down, reactor, bound, sites, composed.request_log
     )
     # SIGINT stops us whatever we inherited (DESIGN.md: "serves until SIGINT or SIGTERM"). A
     # shell starts a background job (`stubserver run &`, as CI scripts do) with SIGINT
@@ -237,93 +288,71 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
 
 @dataclass(frozen=True)
 class Composition:
-    """What ``run`` serves: a site per listener, and the extensions they share."""
+    """What ``run`` serves: a site per listener, over the servers of the config."""
 
+    #: The primary server's extensions.
     extensions: FederationExtensions
     sites: tuple[ListenerSite, ...]
+    #: Every server (the primary first), built on first use but the primary.
+    servers: tuple[HostedServer, ...]
+    #: The request log's writer, shared by every server (None: no ``request_log_path``).
+    request_log: RequestLog | None
+
+
+def per_address_cap(limits: ServerLimits, servers: int) -> int:
+    """The cap on connections from one address over every listener of a process serving
+    ``servers`` servers (pure): the one-server cap for each, within the global cap. A
+    homeserver holds a connection per peer, so to N servers of ours N connections from
+    its one address (issue 23: a room of 100 of them)."""
+    return min(limits.max_connections, limits.max_connections_per_address * servers)
 
 
 def compose(
     config: Config, reactor: IReactor, service_factory: RoomServiceFactory | None = None
 ) -> Composition:
-    """Every listener's site for ``config``, over one set of shared parts: one key document
-    (served at ``/_matrix/key/v2/server`` and by the notary), one key fetcher, one request
-    log, one room service. ``service_factory`` replaces the room service, for tests."""
-    extensions = build_federation_extensions(config, reactor)
-    parts = site_parts(config, reactor, extensions, service_factory)
-    sites = build_site(
-        config,
-        reactor,
-        keys=extensions.key_document,
-        extra_routes=parts.extra_routes,
-        filters=extensions.filters,
-        observers=parts.observers,
-        routes_by_resource=parts.routes_by_resource,
+    """Every listener's site for ``config``: the top-level listeners, shared by the
+    primary and every server without listeners of its own (chosen by Host,
+    ``stubserver.app.hosting``), then the listeners of the servers that have their own.
+    Each server has one key document (served at ``/_matrix/key/v2/server`` and by the
+    notary), one key fetcher and one room service; all share the request log and the
+    outbound stack. ``service_factory`` replaces the room service, for tests."""
+    process = build_process_parts(config, reactor)
+    limits = ServerLimits()
+    serves_rooms = any(listener.is_control for listener in config.listeners)
+    servers = tuple(
+        HostedServer(
+            server_config,
+            reactor,
+            process,
+            limits,
+            serves_rooms=serves_rooms,
+            service_factory=service_factory,
+        )
+        for server_config in config.every_server
     )
-    return Composition(extensions, sites)
-
-
-@dataclass(frozen=True)
-class SiteParts:
-    """What ``build_site`` is given besides the filters."""
-
-    extra_routes: tuple[Route, ...]
-    observers: tuple[RequestObserver, ...]
-    routes_by_resource: dict[str, Sequence[Route]]
-
-
-def site_parts(
-    config: Config,
-    reactor: IReactor,
-    extensions: FederationExtensions,
-    service_factory: RoomServiceFactory | None = None,
-) -> SiteParts:
-    """The routes and observers of every listener.
-
-    With a ``control`` listener, rooms are served: the room service is built
-    (``stubserver.app.rooms_wiring.build_rooms``; ``service_factory`` replaces the
-    service, for tests), federation listeners gain the room routes, the media download
-    over a media store and a feed of their requests, and the control listener serves the
-    control API over all of them (and the profiles of ``extensions``). Without one,
-    nothing drives rooms, so none are served.
-    """
-    extra_routes = extensions.routes
-    observers = extensions.observers
-    routes_by_resource = _report_routes(reactor, config)
-    if any(listener.is_control for listener in config.listeners):
-        from stubserver.app.rooms_wiring import (  # noqa: PLC0415
-            build_rooms,
-            control_listener_routes,
-        )
-        from stubserver.control.feed import RequestFeed  # noqa: PLC0415
-
-        if service_factory is None:
-            rooms = build_rooms(config, reactor, extensions.key_fetcher)
-        else:
-            rooms = build_rooms(
-                config, reactor, extensions.key_fetcher, service_factory=service_factory
+    primary = servers[0]
+    shared_hosts = hosts_of([s for s in servers if not s.config.own_listeners])
+    connections = ConnectionCounter(limits.max_connections, per_address_cap(limits, len(servers)))
+    control_connections = ConnectionCounter(MAX_CONTROL_CONNECTIONS, MAX_CONTROL_CONNECTIONS)
+    sites: list[ListenerSite] = []
+    served = [(listener, primary, shared_hosts) for listener in config.listeners] + [
+        (listener, server, {})
+        for server in servers[1:]
+        if server.config.own_listeners
+        for listener in server.config.listeners
+    ]
+    for listener, server, by_host in served:
+        router_of: Callable[[], FederationRouter]
+        if listener.is_control:
+            assert config.control_token is not None  # config parsing requires it
+            control = listener_router(
+                control_table(servers, config.control_token), reactor, limits, control=True
             )
-        from stubserver.media.download import media_routes  # noqa: PLC0415
-        from stubserver.media.store import MediaStore  # noqa: PLC0415
-
-        feed = RequestFeed(reactor)
-        media = MediaStore()
-        extra_routes = (*extra_routes, *rooms.federation_routes, *media_routes(media))
-        observers = (*observers, feed)
-        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(
-            config, rooms.service, feed, profiles=extensions.profiles, media=media
-        )
-    return SiteParts(extra_routes, observers, routes_by_resource)
-
-
-def _report_routes(reactor: IReactor, config: Config) -> dict[str, Sequence[Route]]:
-    """The report resource's routes, imported only when a listener serves ``report``.
-
-    The check machinery behind them costs about 40 ms and 3 MB at start-up; a server that
-    does not serve reports should not pay for it.
-    """
-    if not any("report" in listener.resources for listener in config.listeners):
-        return {}
-    from stubserver.check.api import report_routes_for  # noqa: PLC0415
-
-    return {"report": report_routes_for(reactor, config)}
+            site = LimitedSite(control, reactor, limits, control_connections)
+            router_of = router_giver(control)
+        else:
+            dispatch = HostDispatch(listener.resources, server, by_host)
+            site = LimitedSite(dispatch, reactor, limits, connections)
+            router_of = partial(server.router, listener.resources)
+        sites.append(ListenerSite(listener=listener, site=site, router_of=router_of))
+    return Composition(primary.extensions, tuple(sites), servers, process.request_log)

@@ -15,8 +15,9 @@ federation listeners' per-address cap; issue 22, row 10).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
@@ -48,11 +49,22 @@ CONTROL_HANDLER_DEADLINE_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class ListenerSite:
-    """A listener's configuration and the site that serves it."""
+    """A listener's configuration and the site that serves it.
+
+    ``router`` is the listener's router for its (first) server; on a listener several
+    servers share, the site's resource chooses among their routers by Host
+    (``stubserver.app.hosting``).
+    """
 
     listener: ListenerConfig
     site: LimitedSite
-    router: FederationRouter
+    #: Gives :attr:`router` (built on first use for a server other than the primary).
+    router_of: Callable[[], FederationRouter]
+
+    @property
+    def router(self) -> FederationRouter:
+        """The listener's router for its first server."""
+        return self.router_of()
 
 
 def version_route() -> Route:
@@ -130,15 +142,45 @@ def build_site(
     sites = []
     for listener in config.listeners:
         control = listener.is_control
-        router = FederationRouter(
+        router = listener_router(
             routes_for(listener.resources, config, keys, extra_routes, routes_by_resource),
-            filters=() if control else filters,
-            observers=() if control else observers,
-            clock=clock,
-            handler_deadline_seconds=CONTROL_HANDLER_DEADLINE_SECONDS
-            if control
-            else limits.handler_deadline_seconds,
+            clock,
+            limits,
+            control=control,
+            filters=filters,
+            observers=observers,
         )
         site = LimitedSite(router, clock, limits, control_connections if control else connections)
-        sites.append(ListenerSite(listener=listener, site=site, router=router))
+        sites.append(ListenerSite(listener=listener, site=site, router_of=router_giver(router)))
     return tuple(sites)
+
+
+def _same(router: FederationRouter) -> FederationRouter:
+    return router
+
+
+def router_giver(router: FederationRouter) -> Callable[[], FederationRouter]:
+    """A :attr:`ListenerSite.router_of` giving ``router``, built already."""
+    return partial(_same, router)
+
+
+def listener_router(
+    routes: Sequence[Route],
+    clock: IReactorTime,
+    limits: ServerLimits,
+    *,
+    control: bool,
+    filters: Sequence[RequestFilter] = (),
+    observers: Sequence[RequestObserver] = (),
+) -> FederationRouter:
+    """The router of a listener over ``routes``: a control listener's without the
+    federation ``filters`` and ``observers`` and with its own handler deadline (module doc)."""
+    return FederationRouter(
+        routes,
+        filters=() if control else filters,
+        observers=() if control else observers,
+        clock=clock,
+        handler_deadline_seconds=CONTROL_HANDLER_DEADLINE_SECONDS
+        if control
+        else limits.handler_deadline_seconds,
+    )

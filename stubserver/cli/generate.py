@@ -5,6 +5,14 @@ made file-name safe: ``<name>.signing.key`` (Synapse's format, mode 0600), ``<na
 ``<name>.key`` (mode 0600) and ``<name>.yaml``. Existing files are never replaced
 without ``--force``. Every file is written to a temporary file first and renamed into
 place, so a crash never leaves half a key.
+
+With ``--count N`` (issue 23), ``--server-name`` carries ``{i}`` (``s{i}.test``): servers
+``--start`` (default 1) to ``--start + N - 1``, each with its key and certificate, in one
+config named after the first (the primary) whose ``servers:`` is a generator entry for
+the others. Their certificates come from one CA: ``--ca-cert``/``--ca-key``, else one
+made here and written as ``ca.crt``/``ca.key`` (mode 0600), which the config trusts.
+``{i}`` in ``--serve-wellknown`` (required there with ``--count``) and ``--tls-name`` is
+expanded per server too.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stubserver.config import DEFAULT_ROOM_VERSION, MAX_PORT, ConfigError
+from stubserver.config.servers import INDEX_MARK, MAX_SERVERS
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
 from stubserver.signing.key_files import (
     CONTROL_TOKEN_BYTES,
@@ -84,9 +93,33 @@ def config_document(
     return doc
 
 
+def expand(text: str, index: int) -> str:
+    return text.replace(INDEX_MARK, str(index))
+
+
+def _validate_count(args: argparse.Namespace) -> None:
+    """``--count`` and ``--start`` against ``{i}`` in the names."""
+    count: int | None = args.count
+    if count is None:
+        if INDEX_MARK in args.server_name:
+            raise ConfigError("--count", f"required when --server-name contains {INDEX_MARK}")
+        return
+    if not 1 <= count <= MAX_SERVERS:
+        raise ConfigError("--count", f"expected 1 to {MAX_SERVERS}, got {count}")
+    if args.start < 0:
+        raise ConfigError("--start", f"expected 0 or more, got {args.start}")
+    for flag, value in (
+        ("--server-name", args.server_name),
+        ("--serve-wellknown", args.serve_wellknown),
+    ):
+        if value is not None and INDEX_MARK not in value:
+            raise ConfigError(flag, f"must contain {INDEX_MARK} with --count")
+
+
 def _validate(args: argparse.Namespace) -> None:
+    _validate_count(args)
     try:
-        parse_server_name(args.server_name)
+        parse_server_name(expand(args.server_name, args.start))
     except InvalidServerName as e:
         raise ConfigError("--server-name", str(e)) from None
     if not 0 <= args.port <= MAX_PORT:
@@ -103,12 +136,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError("--ca-cert", "--ca-cert and --ca-key go together")
     if args.serve_wellknown is not None:
         try:
-            parse_server_name(args.serve_wellknown)
+            parse_server_name(expand(args.serve_wellknown, args.start))
         except InvalidServerName as e:
             raise ConfigError("--serve-wellknown", str(e)) from None
 
 
-def _load_ca(cert_path: Path, key_path: Path) -> KeyPair:
+def load_ca(cert_path: Path, key_path: Path) -> KeyPair:
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
@@ -134,6 +167,10 @@ def main(args: argparse.Namespace) -> int:
     import yaml  # noqa: PLC0415 - only this command writes YAML
 
     _validate(args)
+    if args.count is not None:
+        from stubserver.cli.generate_many import generate_many  # noqa: PLC0415
+
+        return generate_many(args)
     directory: Path = args.dir
     paths = paths_for(directory, args.server_name)
     if not args.force:
@@ -144,7 +181,7 @@ def main(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_USAGE
-    ca = _load_ca(args.ca_cert, args.ca_key) if args.ca_cert is not None else None
+    ca = load_ca(args.ca_cert, args.ca_key) if args.ca_cert is not None else None
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:

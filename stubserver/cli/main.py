@@ -111,6 +111,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     g.add_argument("--serve-wellknown", metavar="HOST[:PORT]")
     g.add_argument("--force", action="store_true", help="overwrite existing keys")
     g.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="N servers in one config: --server-name carries {i} (issue 23)",
+    )
+    g.add_argument("--start", type=int, default=1, metavar="I", help="the first {i} (default 1)")
+    g.add_argument(
         "--control-port",
         type=int,
         default=8009,

@@ -34,6 +34,7 @@ from stubserver.control.client import (
     Transport,
     call,
     control_endpoint,
+    for_server,
     http_transport,
     room_path,
 )
@@ -208,6 +209,8 @@ def main(args: argparse.Namespace, transport: Transport | None = None) -> int:
         raise ConfigError("--timeout", "must be a number of seconds, 0 or more")
     if transport is None:
         transport = http_transport(control_endpoint(load_config(args.config)))
+    if args.server is not None:
+        transport = for_server(transport, args.server)
     try:
         return run_command(args, transport, sys.stdout)
     except CommandFailed as e:
@@ -231,6 +234,11 @@ def add_room_parser(sub: Any) -> None:
             p.add_argument("room", metavar="ROOM", help="room ID (!...) or alias (#...)")
         p.add_argument("-c", "--config", type=Path, required=True)
         p.add_argument("--json", action="store_true")
+        p.add_argument(
+            "--server",
+            metavar="NAME",
+            help="one of the servers the config serves (servers:, issue 23); default the first",
+        )
         return p
 
     c = action("create", "host a new room", takes_room=False)

@@ -42,14 +42,19 @@ def default_bind_addresses(listener: Mapping[str, Any]) -> tuple[str, ...]:
     return DEFAULT_BIND_ADDRESSES
 
 
-def parse_listeners(raw: Mapping[str, Any], base: Path) -> tuple[ListenerConfig, ...]:
+def parse_listeners(
+    raw: Mapping[str, Any], base: Path, prefix: str = ""
+) -> tuple[ListenerConfig, ...]:
     """The ``listeners`` of a config mapping; certificate paths default to the top-level
-    ``tls_certificate_path``/``tls_private_key_path`` and resolve against ``base``."""
+    ``tls_certificate_path``/``tls_private_key_path`` and resolve against ``base``.
+
+    ``prefix`` comes before every key an error names (``servers[2].`` for a server's own).
+    """
     top_cert = raw.get("tls_certificate_path")
     top_key = raw.get("tls_private_key_path")
     listeners: list[ListenerConfig] = []
-    for i, item in enumerate(expect_list("listeners", raw.get("listeners", []))):
-        where = f"listeners[{i}]"
+    for i, item in enumerate(expect_list(f"{prefix}listeners", raw.get("listeners", []))):
+        where = f"{prefix}listeners[{i}]"
         lraw = expect_mapping(where, item)
         lunknown = sorted(str(k) for k in lraw if k not in _LISTENER_KEYS)
         if lunknown:
@@ -100,6 +105,7 @@ def parse_listeners(raw: Mapping[str, Any], base: Path) -> tuple[ListenerConfig,
                 resources=frozenset(resources),
                 tls_certificate_path=resolve_path(base, f"{where}.tls_certificate_path", cert),
                 tls_private_key_path=resolve_path(base, f"{where}.tls_private_key_path", key),
+                config_key=where,
             )
         )
     return tuple(listeners)
@@ -128,4 +134,5 @@ def _control_listener(
         resources=frozenset(resources),
         tls_certificate_path=None,
         tls_private_key_path=None,
+        config_key=where,
     )

@@ -93,6 +93,8 @@ class ListenerConfig:
     resources: frozenset[str]
     tls_certificate_path: Path | None
     tls_private_key_path: Path | None
+    #: The key naming this listener in errors (``listeners[1]``, ``servers[2].listeners[0]``).
+    config_key: str = field(default="", compare=False)
 
     @property
     def is_control(self) -> bool:
@@ -150,6 +152,23 @@ class Config:
     invites: str = "accept"
     #: The least level written to stderr by ``run`` (one of LOG_LEVELS).
     log_level: str = DEFAULT_LOG_LEVEL
+    #: This server's certificate and key (the top-level ``tls_certificate_path`` and
+    #: ``tls_private_key_path``; a listener without its own uses them). On listeners shared
+    #: by several servers, the one a handshake's SNI names is served.
+    tls_certificate_path: Path | None = None
+    tls_private_key_path: Path | None = None
+    #: The other servers this process serves (``servers:``), each a Config of its own whose
+    #: process-wide settings (federation, control, request log, log level, key refresh
+    #: interval) are this one's; empty in theirs. See :attr:`every_server`.
+    servers: tuple[Config, ...] = ()
+    #: True for a server of ``servers:`` with ``listeners`` of its own: it is served there
+    #: only (``listeners`` holds them), not on the shared ones.
+    own_listeners: bool = False
+
+    @property
+    def every_server(self) -> tuple[Config, ...]:
+        """This (the primary) server, then every server of ``servers:``."""
+        return (self, *self.servers)
 
     @property
     def invites_accept(self) -> bool:

@@ -9,6 +9,7 @@ naming the key and the problem; ``main`` turns it into one line and exit status 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ _KNOWN_KEYS = frozenset(
         "default_room_version",
         "invites",
         "log_level",
+        "servers",
     }
 )
 
@@ -119,6 +121,58 @@ def federation_settings_from_dict(raw: Mapping[str, Any], base: Path) -> Federat
     )
 
 
+def parse_server_name_setting(key: str, value: object) -> str:
+    """A server name (``HOST[:PORT]``, the spec's grammar) at ``key``."""
+    name = expect_str(key, value)
+    try:
+        parse_server_name(name)
+    except InvalidServerName as e:
+        raise ConfigError(key, str(e)) from None
+    return name
+
+
+def parse_wellknown(value: object, key: str = "serve_server_wellknown") -> str | None:
+    """``serve_server_wellknown``: the ``m.server`` to publish, or None."""
+    return None if value is None else parse_server_name_setting(key, value)
+
+
+def parse_users(value: object, key: str = "users") -> dict[str, UserProfile]:
+    """``users``: ``{localpart: {displayname?, avatar_url?}}``."""
+    users: dict[str, UserProfile] = {}
+    for localpart, profile in expect_mapping(key, value or {}).items():
+        where = f"{key}.{localpart}"
+        pmap = expect_mapping(where, profile or {})
+        if set(pmap) - {"displayname", "avatar_url"}:
+            raise ConfigError(where, "expected only 'displayname' and 'avatar_url'")
+        users[str(localpart)] = UserProfile(
+            displayname=None
+            if pmap.get("displayname") is None
+            else expect_str(f"{where}.displayname", pmap["displayname"]),
+            avatar_url=None
+            if pmap.get("avatar_url") is None
+            else expect_str(f"{where}.avatar_url", pmap["avatar_url"]),
+        )
+    return users
+
+
+def parse_room_version(value: object, key: str = "default_room_version") -> str:
+    """``default_room_version``: one of :data:`CONFIG_ROOM_VERSIONS`, as a string."""
+    if value not in CONFIG_ROOM_VERSIONS or not isinstance(value, str):
+        raise ConfigError(
+            key,
+            f"expected one of {', '.join(repr(v) for v in CONFIG_ROOM_VERSIONS)} (a quoted"
+            f" string), got {describe(value)}",
+        )
+    return value
+
+
+def parse_invites(value: object, key: str = "invites") -> str:
+    """``invites``: ``accept`` or ``reject``."""
+    if value not in INVITE_POLICIES or not isinstance(value, str):
+        raise ConfigError(key, f"expected accept or reject, got {describe(value)}")
+    return value
+
+
 def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Config:
     """Validate a parsed YAML document into a :class:`Config`; paths resolve against ``base``."""
     if not isinstance(raw, dict):
@@ -128,11 +182,7 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         raise ConfigError(unknown[0], "unknown setting")
     if "server_name" not in raw:
         raise ConfigError("server_name", "required")
-    server_name = expect_str("server_name", raw["server_name"])
-    try:
-        parse_server_name(server_name)
-    except InvalidServerName as e:
-        raise ConfigError("server_name", str(e)) from None
+    server_name = parse_server_name_setting("server_name", raw["server_name"])
     if "signing_key_path" not in raw:
         raise ConfigError("signing_key_path", "required")
     signing_keys = load_signing_keys(
@@ -141,13 +191,7 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
 
     listeners = parse_listeners(raw, base)
 
-    wellknown = raw.get("serve_server_wellknown")
-    if wellknown is not None:
-        wellknown = expect_str("serve_server_wellknown", wellknown)
-        try:
-            parse_server_name(wellknown)
-        except InvalidServerName as e:
-            raise ConfigError("serve_server_wellknown", str(e)) from None
+    wellknown = parse_wellknown(raw.get("serve_server_wellknown"))
 
     old_keys: dict[str, OldVerifyKey] = {}
     old_raw = expect_mapping("old_signing_keys", raw.get("old_signing_keys") or {})
@@ -172,36 +216,15 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
             raise ConfigError(where, "is also a current signing key")
         old_keys[str(key_id)] = OldVerifyKey(key=key_b64, expired_ts=expired)
 
-    users: dict[str, UserProfile] = {}
-    for localpart, profile in expect_mapping("users", raw.get("users") or {}).items():
-        where = f"users.{localpart}"
-        pmap = expect_mapping(where, profile or {})
-        if set(pmap) - {"displayname", "avatar_url"}:
-            raise ConfigError(where, "expected only 'displayname' and 'avatar_url'")
-        users[str(localpart)] = UserProfile(
-            displayname=None
-            if pmap.get("displayname") is None
-            else expect_str(f"{where}.displayname", pmap["displayname"]),
-            avatar_url=None
-            if pmap.get("avatar_url") is None
-            else expect_str(f"{where}.avatar_url", pmap["avatar_url"]),
-        )
+    users = parse_users(raw.get("users"))
 
     control_token = raw.get("control_token")
     if control_token is not None:
         control_token = expect_str("control_token", control_token)
     elif any(listener.is_control for listener in listeners):
         raise ConfigError("control_token", "required when a listener serves control")
-    room_version = raw.get("default_room_version", DEFAULT_ROOM_VERSION)
-    if room_version not in CONFIG_ROOM_VERSIONS or not isinstance(room_version, str):
-        raise ConfigError(
-            "default_room_version",
-            f"expected one of {', '.join(repr(v) for v in CONFIG_ROOM_VERSIONS)} (a quoted"
-            f" string), got {describe(room_version)}",
-        )
-    invites = raw.get("invites", "accept")
-    if invites not in INVITE_POLICIES or not isinstance(invites, str):
-        raise ConfigError("invites", f"expected accept or reject, got {describe(invites)}")
+    room_version = parse_room_version(raw.get("default_room_version", DEFAULT_ROOM_VERSION))
+    invites = parse_invites(raw.get("invites", "accept"))
     log_level = raw.get("log_level", DEFAULT_LOG_LEVEL)
     if log_level not in LOG_LEVELS or not isinstance(log_level, str):
         raise ConfigError(
@@ -209,7 +232,12 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         )
 
     log_path = raw.get("request_log_path")
-    return Config(
+    tls_paths = {
+        key: resolve_path(base, key, raw[key])
+        for key in ("tls_certificate_path", "tls_private_key_path")
+        if raw.get(key) is not None
+    }
+    primary = Config(
         server_name=server_name,
         signing_keys=signing_keys,
         listeners=listeners,
@@ -228,7 +256,14 @@ def config_from_dict(raw: object, base: Path, path: Path | None = None) -> Confi
         default_room_version=room_version,
         invites=invites,
         log_level=log_level,
+        tls_certificate_path=tls_paths.get("tls_certificate_path"),
+        tls_private_key_path=tls_paths.get("tls_private_key_path"),
     )
+    if raw.get("servers") is None:
+        return primary
+    from stubserver.config.servers import parse_servers  # noqa: PLC0415
+
+    return replace(primary, servers=parse_servers(raw["servers"], base, primary))
 
 
 def load_config(path: Path) -> Config:

@@ -88,6 +88,19 @@ def http_transport(endpoint: ControlEndpoint) -> Transport:
     return send
 
 
+def for_server(transport: Transport, server_name: str) -> Transport:
+    """``transport`` addressing server ``server_name`` of a ``run`` serving several
+    (issue 23): every control path moves under ``/_stubserver/v1/servers/{name}``."""
+    prefix = f"{PREFIX}/servers/{quote(server_name, safe=':')}"
+
+    def send(method: str, path: str, body: Any, timeout: float) -> ControlAnswer:
+        if path.startswith(PREFIX + "/"):
+            path = prefix + path[len(PREFIX) :]
+        return transport(method, path, body, timeout)
+
+    return send
+
+
 class CommandFailed(Exception):
     """The control API refused the request: ``answer`` says why; ``status`` is the exit."""
 

@@ -5,6 +5,8 @@ Contract (DESIGN.md, "Request log")::
     {"ts": <ms>, "method": "GET", "uri": "/_matrix/...", "origin": <str or null>,
      "authenticated": true, "auth_error": null, "status": 200, "content": <body or null>}
 
+plus ``server``, the name of the server that answered (``run`` serves several: issue 23).
+
 :class:`RequestLog` is a :class:`stubserver.server.router.RequestObserver`: it reads what the
 X-Matrix filter left in :func:`stubserver.server.router.request_annotations` (``origin``,
 ``authenticated``, ``auth_error``, ``content``). Lines are handed to a writer thread so
@@ -92,6 +94,8 @@ def log_entry(
 ) -> dict[str, Any]:
     """The log object for one request (pure).
 
+    ``server`` (the name of the server that answered, noted by ``run``'s listeners,
+    ``stubserver.app.hosting``) is added when noted: DESIGN.md's object plus one field.
     A body (``content``) that was over :data:`MAX_LOGGED_BODY_BYTES` as received
     (``body_bytes``, noted by whoever parsed it) is not kept: ``content`` is null and
     ``log_note`` says so.
@@ -107,6 +111,8 @@ def log_entry(
         "status": status,
         "content": annotations.get("content"),
     }
+    if "server" in annotations:
+        entry["server"] = annotations["server"]
     if body_bytes > MAX_LOGGED_BODY_BYTES:
         entry["content"] = None
         entry["log_note"] = (
@@ -145,7 +151,7 @@ class ObservedRequest:
 #: The key of :func:`request_annotations` under which :func:`observed_request` keeps
 #: what it took, so that the log and the feed take it once per request.
 _OBSERVED_KEY = "_observed"
-_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes")
+_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes", "server")
 
 
 def observed_request(request: IRequest, status: int, clock: IReactorTime) -> ObservedRequest | None:

@@ -7,6 +7,8 @@ process. docs/testing.md is its guide, with a complete example.
 - :class:`Peer`: a running ``stubserver run`` (federation and control listeners) as a
   context manager, driven through its control API: rooms, membership, events, EDUs,
   signed federation requests, waits that explain themselves, and strict mode.
+- :class:`PeerGroup` (:meth:`Peer.start_many`): many servers served by one
+  ``stubserver run`` (issue 23), each member a :class:`Peer` of its own.
 - :class:`Homeserver` and :class:`HomeserverUser`: a client of the homeserver under
   test's client-server API, enough for the homeserver's side of a federation test.
 - The pytest plugin (:mod:`stubserver.testing.plugin`, registered through the
@@ -28,6 +30,7 @@ from stubserver.testing._errors import (
     WaitTimeout,
 )
 from stubserver.testing._files import free_port
+from stubserver.testing._group import PeerGroup
 from stubserver.testing._homeserver import Homeserver, HomeserverUser, registration_mac
 from stubserver.testing._peer import DEFAULT_USER, Peer, PeerFactory
 from stubserver.testing._records import (
@@ -51,6 +54,7 @@ __all__ = [
     "JoinedRoom",
     "Peer",
     "PeerFactory",
+    "PeerGroup",
     "PeerStartFailed",
     "ReceivedEdu",
     "RoomEvent",

@@ -28,17 +28,19 @@ PREFIX: Final = "/_stubserver/v1"
 _T = TypeVar("_T")
 
 
-def room_path(room: str) -> str:
-    """The control API's path of ``room`` (an ID or an alias)."""
-    return f"{PREFIX}/rooms/{quote(room, safe='')}"
-
-
 class ControlFeeds:
     """Reads and long-poll waits over the control API's feeds, for :class:`Peer`.
 
     A plain base class (no ABCMeta, so ``type(Peer)`` stays ``type``): a subclass
-    provides :meth:`_control_get`.
+    provides :meth:`_control_get`, and may set ``_prefix``: where its server's control
+    routes start (one server of several: ``/_stubserver/v1/servers/{name}``).
     """
+
+    _prefix: str = PREFIX
+
+    def _room_path(self, room: str) -> str:
+        """The control API's path of ``room`` (an ID or an alias) on this server."""
+        return f"{self._prefix}/rooms/{quote(room, safe='')}"
 
     def _control_get(self, operation: str, path: str, timeout: float) -> Any:
         """One GET of the control API: its JSON answer; a refusal raises ControlError."""
@@ -60,17 +62,19 @@ class ControlFeeds:
 
     def events(self, room: str, start: int = 0) -> list[RoomEvent]:
         """Every PDU ``room`` gained from position ``start``, in order (no waiting)."""
-        items, _ = self._read_all(f"events {room}", f"{room_path(room)}/events", "events", start)
+        items, _ = self._read_all(
+            f"events {room}", f"{self._room_path(room)}/events", "events", start
+        )
         return [_room_event(item, start + i) for i, item in enumerate(items)]
 
     def edus(self, start: int = 0) -> list[ReceivedEdu]:
         """Every EDU received from position ``start`` (no waiting)."""
-        items, _ = self._read_all("edus", f"{PREFIX}/edus", "edus", start)
+        items, _ = self._read_all("edus", f"{self._prefix}/edus", "edus", start)
         return [_edu(item, start + i) for i, item in enumerate(items)]
 
     def requests(self, start: int = 0) -> list[dict[str, Any]]:
         """Every inbound federation request from position ``start`` (request log objects)."""
-        items, _ = self._read_all("requests", f"{PREFIX}/requests", "requests", start)
+        items, _ = self._read_all("requests", f"{self._prefix}/requests", "requests", start)
         return list(items)
 
     def _wait(
@@ -134,7 +138,7 @@ class ControlFeeds:
         wanted = ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None)
         return self._wait(
             operation=f"events {room}",
-            path=f"{room_path(room)}/events",
+            path=f"{self._room_path(room)}/events",
             key="events",
             convert=_room_event,
             matches=matches,
@@ -165,7 +169,7 @@ class ControlFeeds:
 
         return self._wait(
             operation="edus",
-            path=f"{PREFIX}/edus",
+            path=f"{self._prefix}/edus",
             key="edus",
             convert=_edu,
             matches=matches,
@@ -200,7 +204,7 @@ class ControlFeeds:
 
         return self._wait(
             operation="requests",
-            path=f"{PREFIX}/requests",
+            path=f"{self._prefix}/requests",
             key="requests",
             convert=convert,
             matches=matches,

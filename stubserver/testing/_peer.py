@@ -6,7 +6,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
 from stubserver.http_json import HttpEndpoint, TransportError
@@ -16,16 +16,20 @@ from stubserver.testing._errors import (
     StrictModeViolation,
     summarize_request,
 )
-from stubserver.testing._feeds import PREFIX, ControlFeeds, room_path
+from stubserver.testing._feeds import PREFIX, ControlFeeds
 from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
 from stubserver.testing._process import (
     READY_TIMEOUT_SECONDS,
     STOP_TIMEOUT_SECONDS,
     AttachedProcess,
+    MemberProcess,
     PeerProcess,
 )
 from stubserver.testing._records import CreatedRoom, FederationAnswer, JoinedRoom
 from stubserver.testing._strict import unexpected_requests
+
+if TYPE_CHECKING:
+    from stubserver.testing._group import PeerGroup
 
 #: The localpart of the peer's user when a method is not told another.
 DEFAULT_USER: Final = "stubserver"
@@ -53,11 +57,15 @@ class Peer(ControlFeeds):
     def __init__(
         self,
         files: PeerFiles,
-        process: PeerProcess | AttachedProcess,
+        process: PeerProcess | AttachedProcess | MemberProcess,
         *,
         strict: bool = False,
         unexpected: Sequence[str] = (),
+        control_prefix: str = PREFIX,
     ) -> None:
+        """``control_prefix``: where the server's control routes start (one server of a
+        :class:`PeerGroup`: ``/_stubserver/v1/servers/{name}``)."""
+        self._prefix = control_prefix
         self.files = files
         self.process = process
         self.strict = strict
@@ -123,6 +131,64 @@ class Peer(ControlFeeds):
         )
         process = PeerProcess.start(files.config_path, timeout=timeout, python=python)
         return cls(files, process, strict=strict, unexpected=unexpected)
+
+    @classmethod
+    def start_many(
+        cls,
+        directory: str | Path,
+        count: int,
+        *,
+        template: str | None = None,
+        bind: str = "127.0.0.1",
+        port: int | None = None,
+        ca: tuple[str | Path, str | Path] | None = None,
+        dns_servers: Sequence[str] = (),
+        allow_ips: Sequence[str] = (),
+        ca_files: Sequence[str | Path] = (),
+        room_version: str | None = None,
+        invites: str = "accept",
+        users: Mapping[str, Mapping[str, Any]] | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+        strict: bool = False,
+        unexpected: Sequence[str] = (),
+        timeout: float = READY_TIMEOUT_SECONDS,
+        python: str | None = None,
+    ) -> PeerGroup:
+        """``count`` servers served by one ``stubserver run`` (issue 23), as a
+        :class:`PeerGroup` of peers that each behave as :meth:`start`'s.
+
+        ``template`` None: each server is named ``<bind>:<free port>`` and listens there
+        (reachable without DNS). A ``template`` with ``{i}`` (``s{i}.test``, or
+        ``s{i}.test:8448`` with a port) names servers 1 to ``count``, all on one
+        listener at ``bind`` (the template's port, else ``port``, else 8448), told apart
+        by SNI and Host: reaching them needs their names in DNS (``dns_servers``).
+        Certificates come from one CA (``ca``, or one made in ``directory``); the other
+        keywords are :meth:`start`'s, for every server.
+        """
+        from stubserver.testing._group import GroupOptions, start_group  # noqa: PLC0415
+
+        options = GroupOptions(
+            ca=ca,
+            dns_servers=tuple(dns_servers),
+            allow_ips=tuple(allow_ips),
+            ca_files=tuple(ca_files),
+            room_version=room_version,
+            invites=invites,
+            users=users,
+            extra_config=extra_config,
+        )
+        return start_group(
+            Path(directory),
+            count,
+            template=template,
+            bind=bind,
+            port=port,
+            options=options,
+            strict=strict,
+            unexpected=unexpected,
+            timeout=timeout,
+            python=python,
+        )
 
     @classmethod
     def attach(cls, config_path: str | Path) -> Peer:
@@ -216,7 +282,7 @@ class Peer(ControlFeeds):
 
     def status(self) -> dict[str, Any]:
         """``{"server_name", "room_versions", "rooms"}``."""
-        result: dict[str, Any] = self._call("status", "GET", f"{PREFIX}/status")
+        result: dict[str, Any] = self._call("status", "GET", f"{self._prefix}/status")
         return result
 
     def create_room(
@@ -242,7 +308,7 @@ class Peer(ControlFeeds):
         answer = self._call(
             "create_room",
             "POST",
-            f"{PREFIX}/rooms",
+            f"{self._prefix}/rooms",
             {k: v for k, v in body.items() if v is not None},
         )
         return CreatedRoom(answer["room_id"], answer["room_version"], tuple(answer["event_ids"]))
@@ -250,13 +316,18 @@ class Peer(ControlFeeds):
     def join(self, room: str, user: str = DEFAULT_USER, via: Sequence[str] = ()) -> JoinedRoom:
         """Join ``room`` (ID or alias) as ``user``, through the ``via`` servers when remote."""
         answer = self._call(
-            f"join {room}", "POST", f"{room_path(room)}/join", {"user": user, "via": list(via)}
+            f"join {room}",
+            "POST",
+            f"{self._room_path(room)}/join",
+            {"user": user, "via": list(via)},
         )
         return JoinedRoom(answer["room_id"], answer["room_version"], answer["event_id"])
 
     def leave(self, room: str, user: str = DEFAULT_USER) -> str:
         """Leave ``room`` as ``user``; the leave event's ID."""
-        answer = self._call(f"leave {room}", "POST", f"{room_path(room)}/leave", {"user": user})
+        answer = self._call(
+            f"leave {room}", "POST", f"{self._room_path(room)}/leave", {"user": user}
+        )
         return str(answer["event_id"])
 
     def invite(self, room: str, user_id: str, sender: str = DEFAULT_USER) -> str:
@@ -264,7 +335,7 @@ class Peer(ControlFeeds):
         answer = self._call(
             f"invite {user_id} to {room}",
             "POST",
-            f"{room_path(room)}/invite",
+            f"{self._room_path(room)}/invite",
             {"sender": sender, "user_id": user_id},
         )
         return str(answer["event_id"])
@@ -307,7 +378,7 @@ class Peer(ControlFeeds):
                 if v is not None
             }
         )
-        answer = self._call(f"send {type} to {room}", "POST", f"{room_path(room)}/send", body)
+        answer = self._call(f"send {type} to {room}", "POST", f"{self._room_path(room)}/send", body)
         return str(answer["event_id"])
 
     def send_join_extra_state(
@@ -336,7 +407,7 @@ class Peer(ControlFeeds):
         answer = self._call(
             f"send_join_extra_state {type} to {room}",
             "POST",
-            f"{room_path(room)}/send_join_extra_state",
+            f"{self._room_path(room)}/send_join_extra_state",
             body,
         )
         return str(answer["event_id"])
@@ -354,7 +425,7 @@ class Peer(ControlFeeds):
         answer = self._call(
             f"serving {room}",
             "POST",
-            f"{room_path(room)}/serving",
+            f"{self._room_path(room)}/serving",
             {"event_ids": list(event_ids), "served": served},
         )
         return [str(e) for e in answer["refused"]]
@@ -368,7 +439,7 @@ class Peer(ControlFeeds):
         answer = self._call(
             f"plant {type} in {room}",
             "POST",
-            f"{room_path(room)}/plant",
+            f"{self._room_path(room)}/plant",
             {"sender": sender, "type": type, "content_json": content_json},
         )
         return str(answer["event_id"])
@@ -381,14 +452,14 @@ class Peer(ControlFeeds):
         body: dict[str, Any] = {"event_id": event_id}
         if destinations is not None:
             body["destinations"] = list(destinations)
-        self._call(f"resend {event_id}", "POST", f"{room_path(room)}/resend", body)
+        self._call(f"resend {event_id}", "POST", f"{self._room_path(room)}/resend", body)
 
     def send_edu(self, room: str, edu_type: str, content: Mapping[str, Any]) -> None:
         """Send an EDU to every other server in ``room``."""
         self._call(
             f"send_edu {edu_type}",
             "POST",
-            f"{room_path(room)}/edu",
+            f"{self._room_path(room)}/edu",
             {"edu_type": edu_type, "content": dict(content)},
         )
 
@@ -409,7 +480,7 @@ class Peer(ControlFeeds):
             body["keys"] = dict(keys)
         if display_name is not None:
             body["display_name"] = display_name
-        path = f"{PREFIX}/users/{quote(user, safe='')}/devices/{quote(device_id, safe='')}"
+        path = f"{self._prefix}/users/{quote(user, safe='')}/devices/{quote(device_id, safe='')}"
         answer = self._call(f"put_device {device_id}", "PUT", path, body)
         return int(answer["stream_id"])
 
@@ -423,7 +494,7 @@ class Peer(ControlFeeds):
         """Set our ``user``'s profile, whole (a field not given is unset): what
         ``/query/profile`` then answers for them."""
         body = {k: v for k, v in (("displayname", displayname), ("avatar_url", avatar_url)) if v}
-        path = f"{PREFIX}/users/{quote(user, safe='')}/profile"
+        path = f"{self._prefix}/users/{quote(user, safe='')}/profile"
         self._call(f"put_profile {user}", "PUT", path, body)
 
     def put_media(
@@ -437,12 +508,12 @@ class Peer(ControlFeeds):
         }
         if filename is not None:
             body["filename"] = filename
-        path = f"{PREFIX}/media/{quote(media_id, safe='')}"
+        path = f"{self._prefix}/media/{quote(media_id, safe='')}"
         return str(self._call(f"put_media {media_id}", "PUT", path, body)["content_uri"])
 
     def room_state(self, room: str) -> dict[str, Any]:
         """``{"room_id", "room_version", "state", "members", "servers", "forward_extremities"}``."""
-        result: dict[str, Any] = self._call(f"room_state {room}", "GET", room_path(room))
+        result: dict[str, Any] = self._call(f"room_state {room}", "GET", self._room_path(room))
         return result
 
     def federation_request(
@@ -453,7 +524,10 @@ class Peer(ControlFeeds):
         if body is not None:
             request["body"] = body
         answer = self._call(
-            f"federation_request {method} {path}", "POST", f"{PREFIX}/federation/request", request
+            f"federation_request {method} {path}",
+            "POST",
+            f"{self._prefix}/federation/request",
+            request,
         )
         return FederationAnswer(int(answer["status"]), answer.get("body"))
 
@@ -526,12 +600,22 @@ class Peer(ControlFeeds):
             return
         # The test failed already: add what the peer saw to its report, and do not hide
         # the failure behind a strict-mode one.
-        if isinstance(exc, Exception) and self.process.running:
-            try:
-                exc.add_note(self.failure_report())
-            except Exception as e:  # the report is a courtesy
-                exc.add_note(f"(no report from peer {self.server_name}: {e})")
+        add_reports(exc, [self])
         self.close(check_strict=False)
+
+
+def add_reports(exc: BaseException, peers: Sequence[Peer]) -> None:
+    """Add each peer's :meth:`Peer.failure_report` to the failure ``exc`` (while the
+    peers run; the report is a courtesy: one that fails says so instead)."""
+    if not isinstance(exc, Exception):
+        return
+    for peer in peers:
+        if not peer.process.running:
+            continue
+        try:
+            exc.add_note(peer.failure_report())
+        except Exception as e:
+            exc.add_note(f"(no report from peer {peer.server_name}: {e})")
 
 
 class PeerFactory(Protocol):

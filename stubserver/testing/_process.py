@@ -147,3 +147,35 @@ class AttachedProcess:
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
         """Nothing: whoever started it stops it."""
         return 0
+
+
+class MemberProcess:
+    """A server's view of a process serving several (``stubserver.testing.PeerGroup``):
+    running and stderr are the process's; stopping is the group's, so a member's stop
+    does nothing. ``ready`` holds the control listener and the server's federation
+    listener (``address``, ``port``)."""
+
+    def __init__(self, process: PeerProcess, server_name: str, address: str, port: int) -> None:
+        self._process = process
+        self.stderr_path = process.stderr_path
+        control = [e for e in process.ready["listeners"] if "control" in e["resources"]]
+        self.ready = {
+            "server_name": server_name,
+            "listeners": [
+                *control,
+                {"address": address, "port": port, "resources": ["federation"]},
+            ],
+        }
+
+    @property
+    def running(self) -> bool:
+        """True while the group's process runs."""
+        return self._process.running
+
+    def stderr_text(self) -> str:
+        """Everything the group's process wrote to stderr so far."""
+        return self._process.stderr_text()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """Nothing: the group stops the process."""
+        return 0

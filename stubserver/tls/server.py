@@ -75,6 +75,24 @@ def _public_der(public: object) -> bytes:
     )
 
 
+def load_key_pair(
+    cert_path: Path,
+    key_path: Path,
+    *,
+    cert_key: str = "tls_certificate_path",
+    key_key: str = "tls_private_key_path",
+) -> tuple[list[x509.Certificate], ServerPrivateKey]:
+    """The certificate chain in ``cert_path`` and the key in ``key_path``, checked to
+    belong together (ConfigError naming ``cert_key`` or ``key_key`` otherwise)."""
+    chain = load_certificate_chain(cert_key, cert_path)
+    private = load_private_key(key_key, key_path)
+    if _public_der(chain[0].public_key()) != _public_der(private.public_key()):
+        raise ConfigError(
+            key_key, f"{key_path} is not the private key of the certificate in {cert_path}"
+        )
+    return chain, private
+
+
 def server_tls_options(
     cert_path: Path,
     key_path: Path,
@@ -87,12 +105,7 @@ def server_tls_options(
     ``cert_key`` and ``key_key`` name the settings in errors. The OpenSSL context is
     built here, so every fault shows now rather than at the first handshake.
     """
-    chain = load_certificate_chain(cert_key, cert_path)
-    private = load_private_key(key_key, key_path)
-    if _public_der(chain[0].public_key()) != _public_der(private.public_key()):
-        raise ConfigError(
-            key_key, f"{key_path} is not the private key of the certificate in {cert_path}"
-        )
+    chain, private = load_key_pair(cert_path, key_path, cert_key=cert_key, key_key=key_key)
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(private),
         certificate=crypto.X509.from_cryptography(chain[0]),

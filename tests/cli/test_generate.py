@@ -213,3 +213,61 @@ def test_control_port_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         generate(tmp_path, "--server-name", "beta.test", "--control-port", "70000")
     assert info.value.key == "--control-port"
+
+
+def test_count_writes_one_config_of_n_servers_from_one_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--count 3 --server-name 's{i}.test'``: one config (named after the first, the
+    primary) whose generator entry serves the other two, each with its own key (0600) and a
+    certificate for its name from one CA made here, which the config trusts."""
+    assert generate(tmp_path, "--count", "3", "--server-name", "s{i}.test", "--port", "0") == 0
+    folder = tmp_path / "keys"
+    config_path = Path(capsys.readouterr().out.strip())
+    assert config_path == paths_for(folder, "s1.test").config
+    config = load_config(config_path)
+    servers = config.every_server
+    assert [s.server_name for s in servers] == ["s1.test", "s2.test", "s3.test"]
+    assert len({s.signing_key.key_id for s in servers}) == 3
+    ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    assert config.federation.ca_files == ((folder / "ca.crt").resolve(),)
+    for server in servers:
+        assert server.tls_certificate_path is not None
+        assert sans(server.tls_certificate_path) == [server.server_name]
+        cert = x509.load_pem_x509_certificate(server.tls_certificate_path.read_bytes())
+        assert cert.issuer == ca_cert.subject
+        key_path = paths_for(folder, server.server_name).signing_key
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / "ca.key").stat().st_mode) == 0o600
+
+
+def test_count_refuses_to_overwrite_any_servers_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing file of any of the servers stops ``--count`` (exit 2) unless --force."""
+    generate(tmp_path, "--server-name", "s2.test")
+    assert generate(tmp_path, "--count", "2", "--server-name", "s{i}.test") == 2
+    assert "s2.test" in capsys.readouterr().err
+    assert not (tmp_path / "keys" / "s1.test.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--server-name", "s{i}.test"], "--count"),
+        (["--server-name", "s.test", "--count", "2"], "--server-name"),
+        (["--server-name", "s{i}.test", "--count", "0"], "--count"),
+        (["--server-name", "s{i}.test", "--count", "2", "--start", "-1"], "--start"),
+        (
+            ["--server-name", "s{i}.test", "--count", "2", "--serve-wellknown", "f.test"],
+            "--serve-wellknown",
+        ),
+    ],
+)
+def test_bad_count_arguments(tmp_path: Path, args: list[str], key: str) -> None:
+    """``{i}`` without ``--count``, ``--count`` without ``{i}`` (in the name or the
+    delegated name), a count or start out of range: ConfigError naming the flag."""
+    with pytest.raises(ConfigError) as info:
+        generate(tmp_path, *args)
+    assert info.value.key == key
+    assert not (tmp_path / "keys").exists()

@@ -91,6 +91,14 @@ def test_json_prints_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == answer
 
 
+def test_server_addresses_one_server_of_several_through_its_prefix() -> None:
+    """``--server NAME`` sends the same request under ``/_stubserver/v1/servers/NAME``."""
+    answer = {"room_id": ROOM, "room_version": "12", "event_ids": []}
+    api = FakeApi({("POST", "/_stubserver/v1/servers/s2.test:8448/rooms"): answer})
+    assert run(api, "create", "--server", "s2.test:8448") == 0
+    assert [call[1] for call in api.calls] == ["/_stubserver/v1/servers/s2.test:8448/rooms"]
+
+
 def test_join_encodes_an_alias_and_sends_via() -> None:
     """join percent-encodes the alias in the path and sends every --via."""
     api = FakeApi(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stubserver.app.federation import build_federation_extensions
-from stubserver.app.run import site_parts
+from stubserver.app.server_parts import site_parts
 from stubserver.app.site import routes_for
 from stubserver.config import load_config
 from stubserver.testing._files import SPEC_FEDERATION_PORT, choose_identity
