@@ -461,6 +461,21 @@ class DeadlineTests(SynchronousTestCase):
         self.h.clock.advance(1)
         assert [s for s, _ in responses(sent(transport))] == [200, 408]
 
+    def test_pipelined_partial_request_is_busy_with_its_own_deadline(self) -> None:
+        """A request answered while the next one is partly received (one read): the
+        connection stays busy (not evicted at the cap) and the partial request is cut 30 s
+        after the answer, with a 408."""
+        h = Harness(ServerLimits(max_connections=1))
+        channel, transport = h.connect()
+        channel.dataReceived(VERSION_REQUEST + b"GET /version HTTP/1.1\r\n")
+        assert not h.connections.is_idle(channel)
+        _, newcomer = h.connect("198.51.100.1")
+        assert newcomer.disconnected
+        h.clock.advance(REQUEST_READ_DEADLINE_SECONDS - 1)
+        assert not transport.disconnecting
+        h.clock.advance(1)
+        assert [s for s, _ in responses(sent(transport))] == [200, 408]
+
 
 class ConnectionCapTests(SynchronousTestCase):
     def test_connection_over_cap_aborted(self) -> None:

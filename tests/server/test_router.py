@@ -207,7 +207,6 @@ class ExactPathTests(SynchronousTestCase):
         assert response.code == 405
         assert response.headers.getRawHeaders(b"allow") == [b"GET, HEAD, PUT"]
 
-
     def test_statuses_and_head_routes_as_before(self) -> None:
         """The fast path sends a handler's own status (not twisted.web's default 200), and
         a route declared for HEAD is never chosen for a HEAD request (GET's route serves
