@@ -67,15 +67,17 @@ it is written and aborted :data:`ABORT_GRACE_SECONDS` later if the client does n
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, _IEncodingResource
 
 from stubserver.server.connections import (
     MAX_CONCURRENT_CONNECTIONS,
@@ -163,6 +165,22 @@ def refusal_bytes(status: int, errcode: str, message: str) -> bytes:
     return head + body
 
 
+def http_date(now: float | None = None) -> bytes:
+    """The ``Date`` header for ``now`` (default: the system clock), as twisted.web
+    formats it, made once per second (it names whole seconds; issue 22: formatting it
+    took ~1 us of every key request)."""
+    second = int(time.time() if now is None else now)
+    cached = _DATE_CACHE
+    if cached[0] != second:
+        cached[:] = [second, http.datetimeToString(second)]  # type: ignore[no-untyped-call]
+    date: bytes = cached[1]
+    return date
+
+
+#: The second and ``Date`` value :func:`http_date` made last.
+_DATE_CACHE: list[Any] = [None, b""]
+
+
 class LimitedRequest(server.Request):
     """A request whose body is held in memory and cut off at the site's body cap."""
 
@@ -180,20 +198,49 @@ class LimitedRequest(server.Request):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
+    @property
+    def postpath(self) -> list[bytes]:
+        """The path segments not yet consumed (twisted.web's ``postpath``), decoded from
+        ``path`` when first read: our router, a leaf at the root, never reads them
+        (issue 22, the key endpoint's hot path: four ``unquote`` calls a request)."""
+        postpath = self._postpath
+        if postpath is None:
+            postpath = self._postpath = [unquote(s) for s in self.path[1:].split(b"/")]
+        return postpath
+
+    @postpath.setter
+    def postpath(self, value: list[bytes]) -> None:
+        self._postpath = value
+
+    _postpath: list[bytes] | None = None
+
     def process(self) -> None:
-        """Process the request; an asterisk-form target (``OPTIONS *``) goes to the resource too.
+        """Process the request as twisted.web does, but: our ``Server`` header, a ``Date``
+        made once a second, no resource walk for a leaf at the root, and an asterisk-form
+        target (``OPTIONS *``) goes to the resource too.
 
         twisted.web answers ``*`` itself with an empty, non-JSON 200 (or 405); we let the
         resource answer it like any other target, so that every answer is JSON.
         """
-        if self.path != b"*":
-            super().process()  # type: ignore[no-untyped-call]
-            return
-        self.site = cast(LimitedHTTPChannel, self.channel).site
+        site = cast(LimitedHTTPChannel, self.channel).site
+        self.site = site
+        self.setHeader(b"Server", SERVER_HEADER)  # type: ignore[no-untyped-call]
+        self.setHeader(b"Date", http_date())  # type: ignore[no-untyped-call]
         self.prepath = []
-        self.postpath = []
         try:
-            self.render(self.site.resource)  # type: ignore[no-untyped-call]
+            if self.path == b"*":
+                self.postpath = []
+                resource = site.resource
+            elif site.resource_is_leaf:
+                self.sitepath: list[bytes] = []
+                resource = site.resource
+            else:
+                resource = site.getResourceFor(self)  # type: ignore[no-untyped-call]
+            if _IEncodingResource.providedBy(resource):
+                encoder = resource.getEncoder(self)  # type: ignore[no-untyped-call]
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resource)  # type: ignore[no-untyped-call]
         except BaseException:
             self.processingFailed(Failure())  # type: ignore[no-untyped-call]
 
@@ -446,6 +493,8 @@ class LimitedSite(server.Site):
         )
         self.limits = limits
         self.connections = connections
+        #: Whether ``resource`` answers every path itself (no walk over children).
+        self.resource_is_leaf = bool(getattr(resource, "isLeaf", False))
         self.displayTracebacks = False
         self.noisy = False
 

@@ -89,7 +89,8 @@ MAX_JSON_BODY_BYTES = MAX_LARGE_BODY_BYTES
 #: The status observers see when the client closed the connection before the response
 #: (nginx's and Synapse's convention; never sent on the wire).
 CLIENT_CLOSED_REQUEST = 499
-#: The ``Server`` header of every response.
+#: The ``Server`` header of every response (set by the listener's request,
+#: ``stubserver.server.limits.LimitedRequest``, and its refusals).
 SERVER_HEADER = f"stubserver/{__version__}".encode("ascii")
 
 _PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
@@ -357,7 +358,6 @@ def _write_encoded(
         writer.setResponseCode(status)
     writer.setHeader(b"Content-Type", b"application/json")
     writer.setHeader(b"Content-Length", b"%d" % len(body))
-    writer.setHeader(b"Server", SERVER_HEADER)
     for name, value in headers:
         writer.setHeader(name, value)
     writer.write(body)

@@ -12,8 +12,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import datetimeToString
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from stubserver.server.connections import (
@@ -30,9 +31,11 @@ from stubserver.server.limits import (
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,
+    http_date,
 )
 from stubserver.server.router import (
     MAX_REQUEST_BODY_BYTES,
+    SERVER_HEADER,
     FederationRouter,
     JsonResponse,
     Route,
@@ -631,3 +634,46 @@ class EveryAnswerIsJsonTests(SynchronousTestCase):
         assert (status, body["errcode"]) == (500, "M_UNKNOWN")
         assert b"text/html" not in sent(transport)
         assert len(flush_logged_errors(self, ValueError)) == 1
+
+
+class RequestProcessingTests(SynchronousTestCase):
+    """What ``LimitedRequest.process`` does instead of twisted.web's (issue 22, the key
+    endpoint's hot path): the same headers, resources and paths for less work."""
+
+    def test_answers_carry_our_server_header_and_a_date(self) -> None:
+        """A routed answer and a refusal of the router carry ``Server: stubserver/...`` and
+        an HTTP ``Date`` (the header twisted.web would set, for the same second)."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(VERSION_REQUEST + b"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n")
+        heads = [part.split(b"\r\n") for part in sent(transport).split(b"HTTP/1.1 ")[1:]]
+        assert [head[0][:3] for head in heads] == [b"200", b"404"]
+        for head in heads:
+            headers = dict(line.split(b": ", 1) for line in head[1:] if b": " in line)
+            assert headers[b"Server"] == SERVER_HEADER
+            assert headers[b"Date"].endswith(b" GMT")
+
+    def test_date_is_made_once_a_second(self) -> None:
+        """``http_date`` is twisted.web's ``datetimeToString`` of the whole second, the same
+        object within a second and a new one the next."""
+        first = http_date(1_700_000_000.25)
+        assert first == datetimeToString(1_700_000_000)  # type: ignore[no-untyped-call]
+        assert http_date(1_700_000_000.9) is first
+        assert http_date(1_700_000_001.0) == datetimeToString(1_700_000_001)  # type: ignore[no-untyped-call]
+
+    def test_resources_below_the_root_are_still_found(self) -> None:
+        """With a root that is not a leaf, the resource is found by twisted.web's walk
+        over ``postpath`` (decoded from the path when first read)."""
+
+        class Child(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: IRequest) -> bytes:
+                return b'{"child": true}'
+
+        root = Resource()  # type: ignore[no-untyped-call]
+        root.putChild(b"a b", Child())  # type: ignore[no-untyped-call]
+        site = LimitedSite(root, MemoryReactorClock(), ServerLimits(), ConnectionCounter(10))  # type: ignore[no-untyped-call]
+        channel, transport = connect(site, "127.0.0.1")
+        channel.dataReceived(b"GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert responses(sent(transport)) == [(200, {"child": True})]
