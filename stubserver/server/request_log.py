@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -175,6 +176,57 @@ def observed_entry(request: IRequest, status: int, clock: IReactorTime) -> dict[
     return None if taken is None else taken.entry()
 
 
+#: The line of an entry without content (most requests: every GET), keys in
+#: ``encode_json``'s order; :func:`encode_line` fills it in without the JSON encoder.
+_LINE_WITHOUT_CONTENT = (
+    '{"auth_error":%s,"authenticated":%s,"content":null,"method":%s,'
+    '"origin":%s,"status":%d,"ts":%d,"uri":%s}\n'
+)
+_LINE_KEYS = frozenset(
+    ("ts", "method", "uri", "origin", "authenticated", "auth_error", "status", "content")
+)
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _line_without_content_fast(entry: Mapping[str, Any]) -> bytes | None:
+    """:func:`encode_line` of an entry of the usual shape without content, by a format
+    (issue 22: the JSON encoder took ~3 us of every logged key request); None when the
+    entry is of another shape. Byte for byte ``encode_json``'s line."""
+    if entry.keys() != _LINE_KEYS or entry["content"] is not None:
+        return None
+    origin, auth_error = entry["origin"], entry["auth_error"]
+    authenticated, status, ts = entry["authenticated"], entry["status"], entry["ts"]
+    if (
+        type(origin) not in _STR_OR_NONE
+        or type(auth_error) not in _STR_OR_NONE
+        or type(entry["method"]) is not str
+        or type(entry["uri"]) is not str
+        or type(authenticated) is not bool
+        or type(status) is not int
+        or type(ts) is not int
+    ):
+        return None
+    line = _LINE_WITHOUT_CONTENT % (
+        _json_text(auth_error),
+        "true" if authenticated else "false",
+        encode_basestring(entry["method"]),
+        _json_text(origin),
+        status,
+        ts,
+        encode_basestring(entry["uri"]),
+    )
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: the general path escapes it
+
+
+_STR_OR_NONE = (str, type(None))
+
+
 def encode_line(entry: Mapping[str, Any]) -> bytes:
     """One log line: compact JSON and a newline; never raises (pure).
 
@@ -182,6 +234,9 @@ def encode_line(entry: Mapping[str, Any]) -> bytes:
     escapes; an entry that is not JSON at all keeps its fields with ``content`` null and a
     ``log_note`` saying why.
     """
+    fast = _line_without_content_fast(entry)
+    if fast is not None:
+        return fast
     try:
         return encode_json(entry) + b"\n"
     except UnicodeEncodeError:

@@ -30,6 +30,7 @@ from stubserver.server.request_log import (
     observed_request,
 )
 from stubserver.server.router import request_annotations
+from stubserver.signing.canonical_json import encode_json
 
 
 class FakeThreads:
@@ -115,6 +116,25 @@ class EntryTests(SynchronousTestCase):
             None,
             None,
         )
+
+    def test_lines_without_content_are_the_json_encoders_bytes(self) -> None:
+        """A line without content (written by a format, issue 22) is byte for byte the
+        JSON encoder's, whatever its strings hold; lone surrogates are escaped as before."""
+        texts = ["", "a", 'q"uo\\te', "ctl\x00\x1f\x7f\n\t", "é中😀", "\u2028\u2029", "</x>"]
+        for method in (b"GET", b"P\xffT"):
+            for uri in [t.encode("utf-8") for t in texts] + [b"/bad\xff\xfe"]:
+                for origin in [None, *texts]:
+                    for auth_error in (None, "Missing Authorization headers", "\ud800"):
+                        notes = {"origin": origin, "auth_error": auth_error}
+                        entry = log_entry(1_700_000_000_123, method, uri, 401, notes)
+                        line = encode_line(entry)
+                        if auth_error == "\ud800":
+                            assert b"\\ud800" in line
+                        else:
+                            assert line == encode_json(entry) + b"\n"
+                        assert json.loads(line) == entry
+        authenticated = log_entry(5, b"GET", b"/k", 200, {"origin": "o.test", "authenticated": 1})
+        assert encode_line(authenticated) == encode_json(authenticated) + b"\n"
 
     def test_lone_surrogate_in_content_is_escaped(self) -> None:
         """Content with a lone surrogate (from a ``\\ud800`` escape) is written escaped."""
