@@ -86,6 +86,8 @@ class LongPollFeed(Generic[_T]):
             self._items.popleft()
             self.weight -= self._weights.popleft()
             self._first += 1
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, []
         for start, d in waiters:
             if start < self.end:

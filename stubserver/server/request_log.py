@@ -40,10 +40,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -117,12 +116,12 @@ def log_entry(
     return entry
 
 
-@dataclass(frozen=True, slots=True)
-class ObservedRequest:
+class ObservedRequest(NamedTuple):
     """What the request log and the request feed keep of one answered request, cheap to
-    take: :meth:`entry` builds the log object from it (the feed builds it only when a
-    control client reads it). ``notes`` holds the annotations the log object reads, a
-    body over :data:`MAX_LOGGED_BODY_BYTES` already left out (:func:`log_entry`'s rule)."""
+    take (an immutable tuple: a third of a frozen dataclass's making): :meth:`entry`
+    builds the log object from it (the feed builds it only when a control client reads
+    it), :meth:`line` the log line. ``notes`` holds the annotations the log object reads,
+    a body over :data:`MAX_LOGGED_BODY_BYTES` already left out (:func:`log_entry`'s rule)."""
 
     ts_ms: int
     method: bytes
@@ -142,11 +141,30 @@ class ObservedRequest:
         """The log object (:func:`log_entry`)."""
         return log_entry(self.ts_ms, self.method, self.uri, self.status, self.notes)
 
+    def line(self) -> bytes:
+        """The log line, :func:`encode_line` of :meth:`entry`: a request without content
+        (every GET) is formatted without building the log object (issue 22)."""
+        notes = self.notes
+        if notes.get("content") is None and notes.get("body_bytes", 0) <= MAX_LOGGED_BODY_BYTES:
+            line = _format_line(
+                auth_error=notes.get("auth_error"),
+                authenticated=bool(notes.get("authenticated", False)),
+                method=self.method.decode("ascii", "backslashreplace"),
+                origin=notes.get("origin"),
+                status=self.status,
+                ts=self.ts_ms,
+                uri=self.uri.decode("utf-8", "backslashreplace"),
+            )
+            if line is not None:
+                return line
+        return encode_line(self.entry())
+
 
 #: The key of :func:`request_annotations` under which :func:`observed_request` keeps
 #: what it took, so that the log and the feed take it once per request.
 _OBSERVED_KEY = "_observed"
 _NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes")
+_NOTE_KEY_SET = frozenset(_NOTE_KEYS)
 
 
 def observed_request(request: IRequest, status: int, clock: IReactorTime) -> ObservedRequest | None:
@@ -159,7 +177,10 @@ def observed_request(request: IRequest, status: int, clock: IReactorTime) -> Obs
     taken: ObservedRequest | None = annotations.get(_OBSERVED_KEY)
     if taken is not None and taken.status == status:
         return taken
-    notes = {k: annotations[k] for k in _NOTE_KEYS if k in annotations}
+    if annotations.keys() <= _NOTE_KEY_SET:
+        notes = dict(annotations)  # the usual case (the X-Matrix filter's notes), in C
+    else:
+        notes = {k: annotations[k] for k in _NOTE_KEYS if k in annotations}
     if notes.get("body_bytes", 0) > MAX_LOGGED_BODY_BYTES:
         notes.pop("content", None)  # not kept: log_entry notes the cut
     taken = ObservedRequest(
@@ -194,34 +215,56 @@ def _json_text(value: str | None) -> str:
 def _line_without_content_fast(entry: Mapping[str, Any]) -> bytes | None:
     """:func:`encode_line` of an entry of the usual shape without content, by a format
     (issue 22: the JSON encoder took ~3 us of every logged key request); None when the
-    entry is of another shape. Byte for byte ``encode_json``'s line."""
+    entry is of another shape."""
     if entry.keys() != _LINE_KEYS or entry["content"] is not None:
         return None
-    origin, auth_error = entry["origin"], entry["auth_error"]
-    authenticated, status, ts = entry["authenticated"], entry["status"], entry["ts"]
+    method, uri, authenticated = entry["method"], entry["uri"], entry["authenticated"]
+    if type(method) is not str or type(uri) is not str or type(authenticated) is not bool:
+        return None
+    return _format_line(
+        auth_error=entry["auth_error"],
+        authenticated=authenticated,
+        method=method,
+        origin=entry["origin"],
+        status=entry["status"],
+        ts=entry["ts"],
+        uri=uri,
+    )
+
+
+def _format_line(
+    *,
+    auth_error: object,
+    authenticated: bool,
+    method: str,
+    origin: object,
+    status: object,
+    ts: object,
+    uri: str,
+) -> bytes | None:
+    """The line of an entry without content from its values, byte for byte
+    ``encode_json``'s; None when a value is not of the usual type or a string holds a
+    lone surrogate (the general path escapes it)."""
     if (
         type(origin) not in _STR_OR_NONE
         or type(auth_error) not in _STR_OR_NONE
-        or type(entry["method"]) is not str
-        or type(entry["uri"]) is not str
-        or type(authenticated) is not bool
         or type(status) is not int
         or type(ts) is not int
     ):
         return None
     line = _LINE_WITHOUT_CONTENT % (
-        _json_text(auth_error),
+        _json_text(cast(str | None, auth_error)),
         "true" if authenticated else "false",
-        encode_basestring(entry["method"]),
-        _json_text(origin),
+        encode_basestring(method),
+        _json_text(cast(str | None, origin)),
         status,
         ts,
-        encode_basestring(entry["uri"]),
+        encode_basestring(uri),
     )
     try:
         return line.encode("utf-8")
     except UnicodeEncodeError:
-        return None  # a lone surrogate: the general path escapes it
+        return None
 
 
 _STR_OR_NONE = (str, type(None))
@@ -357,14 +400,17 @@ class RequestLog:
         """The observer: log ``request`` answered with ``status`` (Matrix paths only)."""
         taken = observed_request(request, status, self._clock)
         if taken is not None:
-            self.record(taken.entry())
+            self._buffer(taken.line())
 
     def record(self, entry: Mapping[str, Any]) -> None:
         """Buffer one entry; with no write running it goes within :data:`FLUSH_DELAY_SECONDS`."""
+        self._buffer(encode_line(entry))
+
+    def _buffer(self, line: bytes) -> None:
         if len(self._pending) >= MAX_PENDING_LINES:
             self._dropped += 1
             return
-        self._pending.append(encode_line(entry))
+        self._pending.append(line)
         if self._closed or len(self._pending) >= FLUSH_BATCH_LINES:
             self._start_write()
         elif self._timer is None and self._writing is None:

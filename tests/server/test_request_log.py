@@ -136,6 +136,43 @@ class EntryTests(SynchronousTestCase):
         authenticated = log_entry(5, b"GET", b"/k", 200, {"origin": "o.test", "authenticated": 1})
         assert encode_line(authenticated) == encode_json(authenticated) + b"\n"
 
+    def test_an_observed_requests_line_is_its_entrys_line(self) -> None:
+        """``ObservedRequest.line`` (formatted without the log object when there is no
+        content, issue 22) is ``encode_line`` of its entry, for every kind of notes."""
+        noted: list[dict[str, Any]] = [
+            {},
+            {"origin": None, "authenticated": False, "auth_error": None, "content": None},
+            {"origin": "o.test", "authenticated": True, "auth_error": None, "content": None},
+            {"origin": 'o\u00e9"', "authenticated": False, "auth_error": "bad \ud800"},
+            {"origin": 5, "auth_error": ["not", "a", "string"]},
+            {"content": {"pdus": []}, "body_bytes": 11, "origin": "o.test"},
+            {"content": {"pdus": []}, "body_bytes": MAX_LOGGED_BODY_BYTES + 1},
+        ]
+        for notes in noted:
+            for method, uri in ((b"GET", b"/_matrix/key/v2/server"), (b"P\xff", b"/\xfe?a=\xe9")):
+                request: Any = DummyRequest([b"_matrix"])
+                request.method, request.path, request.uri = method, b"/_matrix/x", uri
+                request_annotations(request).update(notes)
+                taken = observed_request(request, 401, Clock())
+                assert taken is not None
+                assert taken.line() == encode_line(taken.entry()), (notes, method, uri)
+
+    def test_only_the_logged_annotations_are_kept(self) -> None:
+        """What an observer keeps holds the annotations the log reads and nothing else a
+        handler left on the request."""
+        request: Any = DummyRequest([b"_matrix"])
+        request.path = request.uri = b"/_matrix/x"
+        request_annotations(request).update(origin="o.test", big=object())
+        taken = observed_request(request, 200, Clock())
+        assert taken is not None and dict(taken.notes) == {"origin": "o.test"}
+        request_annotations(request).clear()
+        request_annotations(request).update(origin="o.test", authenticated=True)
+        taken = observed_request(request, 200, Clock())
+        assert taken is not None and dict(taken.notes) == {
+            "origin": "o.test",
+            "authenticated": True,
+        }
+
     def test_lone_surrogate_in_content_is_escaped(self) -> None:
         """Content with a lone surrogate (from a ``\\ud800`` escape) is written escaped."""
         e = log_entry(1, b"POST", b"/_matrix/x", 200, {"content": {"k\udc00": "\ud800"}})
