@@ -317,6 +317,32 @@ class WriterTests(SynchronousTestCase):
         self.successResultOf(d)
         assert [x["ts"] for x in self.lines()] == [1, 2, 3]
 
+    def test_observed_and_recorded_lines_keep_their_order(self) -> None:
+        """Requests the observer saw (their lines made when their batch goes, issue 22)
+        and entries recorded directly are written in the order they came, each line as
+        ``encode_line`` makes it."""
+        requests = []
+        for n in range(3):
+            dummy = DummyRequest([b"_matrix", b"key", b"v2", b"server"])
+            dummy.path = dummy.uri = b"/_matrix/key/v2/server/%d" % n  # type: ignore[attr-defined]
+            requests.append(cast(IRequest, dummy))
+        self.log(requests[0], 200, {})
+        self.log.record(log_entry(7, b"PUT", b"/_matrix/r", 201, {}))
+        self.log(requests[1], 404, {})
+        self.reactor.advance(1)
+        self.log(requests[2], 200, {})
+        d = self.log.close()
+        self.threads.run_all()
+        self.successResultOf(d)
+        assert [(x["uri"][-1], x["status"], x["ts"]) for x in self.lines()] == [
+            ("0", 200, 0),
+            ("r", 201, 7),
+            ("1", 404, 0),
+            ("2", 200, 1000),
+        ]
+        expected = encode_line(log_entry(1000, b"GET", b"/_matrix/key/v2/server/2", 200, {}))
+        assert self.path.read_bytes().endswith(expected)
+
     def test_observer_reads_annotations(self) -> None:
         """As an observer, the log takes origin/auth/content from the request annotations."""
         dummy = DummyRequest([b"_matrix", b"federation", b"v1", b"x"])
