@@ -159,7 +159,10 @@ class RequestFeed:
         endpoint)."""
         taken = observed_request(request, status, self._clock)
         if taken is not None:
-            self.feed.append(taken, FEED_ENTRY_WEIGHT + taken.kept_body_bytes)
+            if taken.notes.get("content") is None:
+                self.feed.append(taken, FEED_ENTRY_WEIGHT)  # no body kept (every GET)
+            else:
+                self.feed.append(taken, FEED_ENTRY_WEIGHT + taken.kept_body_bytes)
 
     def read(self, start: int, wait_ms: int) -> Deferred[dict[str, Any]]:
         """``{"requests": [...], "next": N}`` from ``start``, waiting up to ``wait_ms``."""

@@ -143,21 +143,39 @@ class ObservedRequest(NamedTuple):
 
     def line(self) -> bytes:
         """The log line, :func:`encode_line` of :meth:`entry`: a request without content
-        (every GET) is formatted without building the log object (issue 22)."""
+        (every GET) is made from the line of the same request at another time (issue 22:
+        its parts are kept, :data:`MAX_KEPT_LINE_PARTS` at most), without the log object."""
         notes = self.notes
         if notes.get("content") is None and notes.get("body_bytes", 0) <= MAX_LOGGED_BODY_BYTES:
-            line = _format_line(
-                auth_error=notes.get("auth_error"),
-                authenticated=bool(notes.get("authenticated", False)),
-                method=self.method.decode("ascii", "backslashreplace"),
-                origin=notes.get("origin"),
-                status=self.status,
-                ts=self.ts_ms,
-                uri=self.uri.decode("utf-8", "backslashreplace"),
-            )
-            if line is not None:
-                return line
+            origin, auth_error = notes.get("origin"), notes.get("auth_error")
+            if type(origin) in _STR_OR_NONE and type(auth_error) in _STR_OR_NONE:
+                authenticated = bool(notes.get("authenticated", False))
+                key = (self.method, self.uri, self.status, origin, authenticated, auth_error)
+                parts = _KEPT_LINE_PARTS.get(key, _MISSING)
+                if parts is _MISSING:
+                    parts = _line_parts(
+                        auth_error=auth_error,
+                        authenticated=authenticated,
+                        method=self.method.decode("ascii", "backslashreplace"),
+                        origin=origin,
+                        status=self.status,
+                        uri=self.uri.decode("utf-8", "backslashreplace"),
+                    )
+                    if len(_KEPT_LINE_PARTS) >= MAX_KEPT_LINE_PARTS:
+                        _KEPT_LINE_PARTS.clear()
+                    _KEPT_LINE_PARTS[key] = parts
+                if parts is not None and type(self.ts_ms) is int:
+                    head, tail = cast(tuple[bytes, bytes], parts)
+                    return head + b"%d" % self.ts_ms + tail
         return encode_line(self.entry())
+
+
+#: Most line parts :meth:`ObservedRequest.line` keeps (then it starts again).
+MAX_KEPT_LINE_PARTS = 256
+#: The parts of the lines made last: the line without its ``ts``, cut there (None: the
+#: line takes the general path), by what the line is made of.
+_KEPT_LINE_PARTS: dict[tuple[Any, ...], tuple[bytes, bytes] | None] = {}
+_MISSING = object()
 
 
 #: The key of :func:`request_annotations` under which :func:`observed_request` keeps
@@ -198,11 +216,12 @@ def observed_entry(request: IRequest, status: int, clock: IReactorTime) -> dict[
 
 
 #: The line of an entry without content (most requests: every GET), keys in
-#: ``encode_json``'s order; :func:`encode_line` fills it in without the JSON encoder.
-_LINE_WITHOUT_CONTENT = (
-    '{"auth_error":%s,"authenticated":%s,"content":null,"method":%s,'
-    '"origin":%s,"status":%d,"ts":%d,"uri":%s}\n'
+#: ``encode_json``'s order, up to its ``ts`` and after it; :func:`encode_line` fills them
+#: in without the JSON encoder.
+_LINE_HEAD = (
+    '{"auth_error":%s,"authenticated":%s,"content":null,"method":%s,"origin":%s,"status":%d,"ts":'
 )
+_LINE_TAIL = ',"uri":%s}\n'
 _LINE_KEYS = frozenset(
     ("ts", "method", "uri", "origin", "authenticated", "auth_error", "status", "content")
 )
@@ -245,24 +264,44 @@ def _format_line(
     """The line of an entry without content from its values, byte for byte
     ``encode_json``'s; None when a value is not of the usual type or a string holds a
     lone surrogate (the general path escapes it)."""
+    if type(ts) is not int:
+        return None
+    parts = _line_parts(
+        auth_error=auth_error,
+        authenticated=authenticated,
+        method=method,
+        origin=origin,
+        status=status,
+        uri=uri,
+    )
+    return None if parts is None else parts[0] + b"%d" % ts + parts[1]
+
+
+def _line_parts(
+    *,
+    auth_error: object,
+    authenticated: bool,
+    method: str,
+    origin: object,
+    status: object,
+    uri: str,
+) -> tuple[bytes, bytes] | None:
+    """:func:`_format_line`'s line without its ``ts``: the bytes before and after it."""
     if (
         type(origin) not in _STR_OR_NONE
         or type(auth_error) not in _STR_OR_NONE
         or type(status) is not int
-        or type(ts) is not int
     ):
         return None
-    line = _LINE_WITHOUT_CONTENT % (
+    head = _LINE_HEAD % (
         _json_text(cast(str | None, auth_error)),
         "true" if authenticated else "false",
         encode_basestring(method),
         _json_text(cast(str | None, origin)),
         status,
-        ts,
-        encode_basestring(uri),
     )
     try:
-        return line.encode("utf-8")
+        return head.encode("utf-8"), (_LINE_TAIL % encode_basestring(uri)).encode("utf-8")
     except UnicodeEncodeError:
         return None
 
