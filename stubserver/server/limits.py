@@ -165,20 +165,22 @@ def refusal_bytes(status: int, errcode: str, message: str) -> bytes:
     return head + body
 
 
-def http_date(now: float | None = None) -> bytes:
-    """The ``Date`` header for ``now`` (default: the system clock), as twisted.web
-    formats it, made once per second (it names whole seconds; issue 22: formatting it
-    took ~1 us of every key request)."""
-    second = int(time.time() if now is None else now)
-    cached = _DATE_CACHE
-    if cached[0] != second:
-        cached[:] = [second, http.datetimeToString(second)]  # type: ignore[no-untyped-call]
-    date: bytes = cached[1]
-    return date
+class HttpDate:
+    """The ``Date`` header as twisted.web formats it, made once per second (it names
+    whole seconds; issue 22: formatting it took ~1 us of every key request). One per
+    site."""
 
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._value = b""
 
-#: The second and ``Date`` value :func:`http_date` made last.
-_DATE_CACHE: list[Any] = [None, b""]
+    def __call__(self, now: float | None = None) -> bytes:
+        """The header for ``now`` (default: the system clock)."""
+        second = int(time.time() if now is None else now)
+        if second != self._second:
+            self._value = http.datetimeToString(second)  # type: ignore[no-untyped-call]
+            self._second = second
+        return self._value
 
 
 class LimitedRequest(server.Request):
@@ -225,7 +227,7 @@ class LimitedRequest(server.Request):
         site = cast(LimitedHTTPChannel, self.channel).site
         self.site = site
         self.setHeader(b"Server", SERVER_HEADER)  # type: ignore[no-untyped-call]
-        self.setHeader(b"Date", http_date())  # type: ignore[no-untyped-call]
+        self.setHeader(b"Date", site.http_date())  # type: ignore[no-untyped-call]
         self.prepath = []
         try:
             if self.path == b"*":
@@ -495,6 +497,8 @@ class LimitedSite(server.Site):
         self.connections = connections
         #: Whether ``resource`` answers every path itself (no walk over children).
         self.resource_is_leaf = bool(getattr(resource, "isLeaf", False))
+        #: The ``Date`` header of this site's answers.
+        self.http_date = HttpDate()
         self.displayTracebacks = False
         self.noisy = False
 

@@ -116,6 +116,11 @@ def log_entry(
     return entry
 
 
+#: The parts of lines made: the line without its ``ts``, cut there (None: the line takes
+#: the general path), by what the line is made of (:meth:`ObservedRequest.line`).
+LineParts = dict[tuple[Any, ...], tuple[bytes, bytes] | None]
+
+
 class ObservedRequest(NamedTuple):
     """What the request log and the request feed keep of one answered request, cheap to
     take (an immutable tuple: a third of a frozen dataclass's making): :meth:`entry`
@@ -141,17 +146,20 @@ class ObservedRequest(NamedTuple):
         """The log object (:func:`log_entry`)."""
         return log_entry(self.ts_ms, self.method, self.uri, self.status, self.notes)
 
-    def line(self) -> bytes:
+    def line(self, kept: LineParts | None = None) -> bytes:
         """The log line, :func:`encode_line` of :meth:`entry`: a request without content
-        (every GET) is made from the line of the same request at another time (issue 22:
-        its parts are kept, :data:`MAX_KEPT_LINE_PARTS` at most), without the log object."""
+        (every GET) is formatted without the log object, or made from the parts in
+        ``kept`` of the line of the same request at another time (issue 22; at most
+        :data:`MAX_KEPT_LINE_PARTS` are kept there)."""
+        if kept is None:
+            kept = {}
         notes = self.notes
         if notes.get("content") is None and notes.get("body_bytes", 0) <= MAX_LOGGED_BODY_BYTES:
             origin, auth_error = notes.get("origin"), notes.get("auth_error")
             if type(origin) in _STR_OR_NONE and type(auth_error) in _STR_OR_NONE:
                 authenticated = bool(notes.get("authenticated", False))
                 key = (self.method, self.uri, self.status, origin, authenticated, auth_error)
-                parts = _KEPT_LINE_PARTS.get(key, _MISSING)
+                parts = kept.get(key, _MISSING)
                 if parts is _MISSING:
                     parts = _line_parts(
                         auth_error=auth_error,
@@ -161,9 +169,9 @@ class ObservedRequest(NamedTuple):
                         status=self.status,
                         uri=self.uri.decode("utf-8", "backslashreplace"),
                     )
-                    if len(_KEPT_LINE_PARTS) >= MAX_KEPT_LINE_PARTS:
-                        _KEPT_LINE_PARTS.clear()
-                    _KEPT_LINE_PARTS[key] = parts
+                    if len(kept) >= MAX_KEPT_LINE_PARTS:
+                        kept.clear()
+                    kept[key] = parts
                 if parts is not None and type(self.ts_ms) is int:
                     head, tail = cast(tuple[bytes, bytes], parts)
                     return head + b"%d" % self.ts_ms + tail
@@ -172,9 +180,6 @@ class ObservedRequest(NamedTuple):
 
 #: Most line parts :meth:`ObservedRequest.line` keeps (then it starts again).
 MAX_KEPT_LINE_PARTS = 256
-#: The parts of the lines made last: the line without its ``ts``, cut there (None: the
-#: line takes the general path), by what the line is made of.
-_KEPT_LINE_PARTS: dict[tuple[Any, ...], tuple[bytes, bytes] | None] = {}
 _MISSING = object()
 
 
@@ -428,6 +433,7 @@ class RequestLog:
         #: Lines waiting for the writer, or what they are made of (made in one go when
         #: their batch goes: a loop over a batch costs less than a line per request).
         self._pending: list[bytes | ObservedRequest] = []
+        self._line_parts: LineParts = {}
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[None] | None = None
         self._dropped = 0
@@ -468,7 +474,8 @@ class RequestLog:
             self._timer.cancel()
         self._timer = None
         pending, self._pending = self._pending, []
-        batch = [item if isinstance(item, bytes) else item.line() for item in pending]
+        kept = self._line_parts
+        batch = [item if isinstance(item, bytes) else item.line(kept) for item in pending]
         if self._dropped:
             log.error(
                 "Request log: {dropped} lines dropped, the writer could not keep up",

@@ -28,10 +28,10 @@ from stubserver.server.limits import (
     IDLE_TIMEOUT_SECONDS,
     MAX_REQUEST_LINE_BYTES,
     REQUEST_READ_DEADLINE_SECONDS,
+    HttpDate,
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,
-    http_date,
 )
 from stubserver.server.router import (
     MAX_REQUEST_BODY_BYTES,
@@ -654,8 +654,9 @@ class RequestProcessingTests(SynchronousTestCase):
             assert headers[b"Date"].endswith(b" GMT")
 
     def test_date_is_made_once_a_second(self) -> None:
-        """``http_date`` is twisted.web's ``datetimeToString`` of the whole second, the same
-        object within a second and a new one the next."""
+        """``HttpDate`` gives twisted.web's ``datetimeToString`` of the whole second, the
+        same object within a second and a new one the next."""
+        http_date = HttpDate()
         first = http_date(1_700_000_000.25)
         assert first == datetimeToString(1_700_000_000)  # type: ignore[no-untyped-call]
         assert http_date(1_700_000_000.9) is first

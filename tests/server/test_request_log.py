@@ -19,11 +19,11 @@ from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from stubserver.server.request_log import (
-    _KEPT_LINE_PARTS,
     FLUSH_BATCH_LINES,
     FLUSH_DELAY_SECONDS,
     MAX_KEPT_LINE_PARTS,
     MAX_LOGGED_BODY_BYTES,
+    LineParts,
     ObservedRequest,
     RequestLog,
     WriterThread,
@@ -159,17 +159,20 @@ class EntryTests(SynchronousTestCase):
                 taken = observed_request(request, 401, Clock())
                 assert taken is not None
                 assert taken.line() == encode_line(taken.entry()), (notes, method, uri)
+                kept: LineParts = {}
+                assert taken.line(kept) == encode_line(taken.entry())
                 later = taken._replace(ts_ms=1_700_000_000_456)  # made from the kept parts
-                assert later.line() == encode_line(later.entry()), (notes, method, uri)
+                assert later.line(kept) == encode_line(later.entry()), (notes, method, uri)
 
     def test_the_line_parts_kept_are_bounded(self) -> None:
         """Requests to ever new URIs keep at most MAX_KEPT_LINE_PARTS line parts, and
         their lines stay right."""
+        kept: LineParts = {}
         for n in range(MAX_KEPT_LINE_PARTS + 50):
             uri = b"/_matrix/federation/v1/send/%d" % n
             taken = ObservedRequest(n, b"PUT", uri, 200, {"origin": "o.test"})
-            assert taken.line() == encode_line(taken.entry())
-            assert len(_KEPT_LINE_PARTS) <= MAX_KEPT_LINE_PARTS
+            assert taken.line(kept) == encode_line(taken.entry())
+            assert len(kept) <= MAX_KEPT_LINE_PARTS
 
     def test_only_the_logged_annotations_are_kept(self) -> None:
         """What an observer keeps holds the annotations the log reads and nothing else a
