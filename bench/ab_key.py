@@ -5,6 +5,7 @@ from stubserver of two source trees and from the bare twisted.web server
 
     .venv/bin/python bench/ab_key.py /tmp/main-tree --rounds 5
     .venv/bin/python bench/ab_key.py /tmp/main-tree --full   # request log and control
+    .venv/bin/python bench/ab_key.py /tmp/main-tree --net 127.0.79   # beside another run
 
 Both trees run with this tree's ``.venv`` (the same dependencies); the old tree's code
 comes first on ``PYTHONPATH``. Each round starts every server afresh, warms it with 2 s
@@ -12,7 +13,8 @@ of wrk, then measures; the order rotates each round, so drift in the machine's l
 (other work shares its two CPUs) falls on all three alike. ``--full`` adds a request
 log file and a control listener (the request feed) to both stubservers' config: the
 request path as the demo and the tests run it. The servers listen on 127.0.78.x, apart
-from ``bench/run``'s 127.0.77.x. Prints every run, the medians, the ratios to the bare
+from ``bench/run``'s 127.0.77.x (``--net`` moves them and the control port, for a
+second run at once). Prints every run, the medians, the ratios to the bare
 server, the server's CPU time per request (``/proc/PID/stat``: other work on the machine
 does not add to it) and the 1-minute load before each run, and a JSON line with it all.
 Not a test.
@@ -42,12 +44,12 @@ WARM_SECONDS = 2
 CONTROL_PORT = 18009
 
 
-def full_config(path: Path) -> None:
+def full_config(path: Path, control_port: int = CONTROL_PORT) -> None:
     """Add a request log and a control listener to the stubserver config at ``path``."""
     config = yaml.safe_load(path.read_text())
     config["request_log_path"] = "requests.jsonl"
     config["listeners"].append(
-        {"port": CONTROL_PORT, "bind_addresses": ["127.0.0.1"], "resources": ["control"]}
+        {"port": control_port, "bind_addresses": ["127.0.0.1"], "resources": ["control"]}
     )
     config["control_token"] = "ab-key-token"  # noqa: S105 - a loopback bench server
     path.write_text(yaml.safe_dump(config))
@@ -90,12 +92,23 @@ def main() -> int:
     parser.add_argument("old", type=Path, help="the other source tree (its stubserver/)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--full", action="store_true", help="request log and control listener")
+    parser.add_argument(
+        "--net",
+        default="127.0.78",
+        help="the first three octets of the servers' addresses (another for a second run at once)",
+    )
     args = parser.parse_args()
+    control_port = CONTROL_PORT
+    if args.net != "127.0.78":
+        ADDRESSES.update(
+            {name: f"{args.net}.{addr.rsplit('.', 1)[1]}" for name, addr in ADDRESSES.items()}
+        )
+        control_port += int(args.net.rsplit(".", 1)[1]) % 100
     bench.ADDR.update(ADDRESSES)
     bench.RUN = bench.WORK / "ab-key"
     setup = bench.make_setup()
     if args.full:
-        full_config(setup.configs["stubserver"])
+        full_config(setup.configs["stubserver"], control_port)
     bench.fetch_key_document(setup)
     old_env = {**os.environ, "PYTHONPATH": str(args.old.resolve())}
     bare = bench.BareTwisted(setup).argv()

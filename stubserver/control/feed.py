@@ -86,6 +86,8 @@ class LongPollFeed(Generic[_T]):
             self._items.popleft()
             self.weight -= self._weights.popleft()
             self._first += 1
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, []
         for start, d in waiters:
             if start < self.end:
@@ -157,7 +159,10 @@ class RequestFeed:
         endpoint)."""
         taken = observed_request(request, status, self._clock)
         if taken is not None:
-            self.feed.append(taken, FEED_ENTRY_WEIGHT + taken.kept_body_bytes)
+            if taken.notes.get("content") is None:
+                self.feed.append(taken, FEED_ENTRY_WEIGHT)  # no body kept (every GET)
+            else:
+                self.feed.append(taken, FEED_ENTRY_WEIGHT + taken.kept_body_bytes)
 
     def read(self, start: int, wait_ms: int) -> Deferred[dict[str, Any]]:
         """``{"requests": [...], "next": N}`` from ``start``, waiting up to ``wait_ms``."""

@@ -55,9 +55,10 @@ with these limits instead (each a named constant, collected in :class:`ServerLim
 
 twisted.web internals this module relies on (private names, checked by
 ``tests/server/test_twisted_canary.py`` so that an upgrade that changes them fails loudly):
-``HTTPChannel._handlingRequest``, ``_receivedHeaderSize``, ``_abortingCall``,
-``_respondToBadRequestAndDisconnect``, ``totalHeadersSize``, ``LineReceiver._buffer``,
-``MAX_LENGTH``, ``lineLengthExceeded`` and ``Request._handleStar`` (the ``*`` short cut
+``HTTPChannel._handlingRequest``, ``_receivedHeaderSize``, ``_command``, ``_path``,
+``_abortingCall``, ``_respondToBadRequestAndDisconnect``, ``totalHeadersSize``,
+``LineReceiver._buffer``, ``MAX_LENGTH``, ``lineLengthExceeded`` and
+``Request._handleStar`` (the ``*`` short cut
 that :meth:`LimitedRequest.process` replaces).
 
 Every refusal is a JSON body with ``Connection: close``; the connection is closed once
@@ -66,15 +67,17 @@ it is written and aborted :data:`ABORT_GRACE_SECONDS` later if the client does n
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, _IEncodingResource
 
 from stubserver.server.connections import (
     MAX_CONCURRENT_CONNECTIONS,
@@ -123,14 +126,11 @@ _REASONS = {
 }
 
 
-def body_cap_for(limits: ServerLimits, request_line: bytes) -> int:
-    """The body cap for a request, from its request line (``METHOD TARGET VERSION``)."""
-    parts = request_line.split(b" ")
-    if len(parts) == 3:
-        method, target = parts[0], parts[1]
-        for route_method, prefix in limits.large_body_routes:
-            if method == route_method and target.startswith(prefix):
-                return limits.max_large_body_bytes
+def body_cap_for_target(limits: ServerLimits, method: bytes, target: bytes) -> int:
+    """The body cap for a request, from its method and request target."""
+    for route_method, prefix in limits.large_body_routes:
+        if method == route_method and target.startswith(prefix):
+            return limits.max_large_body_bytes
     return limits.max_body_bytes
 
 
@@ -165,6 +165,24 @@ def refusal_bytes(status: int, errcode: str, message: str) -> bytes:
     return head + body
 
 
+class HttpDate:
+    """The ``Date`` header as twisted.web formats it, made once per second (it names
+    whole seconds; issue 22: formatting it took ~1 us of every key request). One per
+    site."""
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._value = b""
+
+    def __call__(self, now: float | None = None) -> bytes:
+        """The header for ``now`` (default: the system clock)."""
+        second = int(time.time() if now is None else now)
+        if second != self._second:
+            self._value = http.datetimeToString(second)  # type: ignore[no-untyped-call]
+            self._second = second
+        return self._value
+
+
 class LimitedRequest(server.Request):
     """A request whose body is held in memory and cut off at the site's body cap."""
 
@@ -182,20 +200,49 @@ class LimitedRequest(server.Request):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
+    @property
+    def postpath(self) -> list[bytes]:
+        """The path segments not yet consumed (twisted.web's ``postpath``), decoded from
+        ``path`` when first read: our router, a leaf at the root, never reads them
+        (issue 22, the key endpoint's hot path: four ``unquote`` calls a request)."""
+        postpath = self._postpath
+        if postpath is None:
+            postpath = self._postpath = [unquote(s) for s in self.path[1:].split(b"/")]
+        return postpath
+
+    @postpath.setter
+    def postpath(self, value: list[bytes]) -> None:
+        self._postpath = value
+
+    _postpath: list[bytes] | None = None
+
     def process(self) -> None:
-        """Process the request; an asterisk-form target (``OPTIONS *``) goes to the resource too.
+        """Process the request as twisted.web does, but: our ``Server`` header, a ``Date``
+        made once a second, no resource walk for a leaf at the root, and an asterisk-form
+        target (``OPTIONS *``) goes to the resource too.
 
         twisted.web answers ``*`` itself with an empty, non-JSON 200 (or 405); we let the
         resource answer it like any other target, so that every answer is JSON.
         """
-        if self.path != b"*":
-            super().process()  # type: ignore[no-untyped-call]
-            return
-        self.site = cast(LimitedHTTPChannel, self.channel).site
+        site = cast(LimitedHTTPChannel, self.channel).site
+        self.site = site
+        self.setHeader(b"Server", SERVER_HEADER)  # type: ignore[no-untyped-call]
+        self.setHeader(b"Date", site.http_date())  # type: ignore[no-untyped-call]
         self.prepath = []
-        self.postpath = []
         try:
-            self.render(self.site.resource)  # type: ignore[no-untyped-call]
+            if self.path == b"*":
+                self.postpath = []
+                resource = site.resource
+            elif site.resource_is_leaf:
+                self.sitepath: list[bytes] = []
+                resource = site.resource
+            else:
+                resource = site.getResourceFor(self)  # type: ignore[no-untyped-call]
+            if _IEncodingResource.providedBy(resource):
+                encoder = resource.getEncoder(self)  # type: ignore[no-untyped-call]
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resource)  # type: ignore[no-untyped-call]
         except BaseException:
             self.processingFailed(Failure())  # type: ignore[no-untyped-call]
 
@@ -217,8 +264,31 @@ class LimitedRequest(server.Request):
         self.finish()  # type: ignore[no-untyped-call]
 
 
+def _ignore(*args: object) -> None:
+    """What a refused connection does with anything more it receives."""
+
+
+#: The methods through which a channel parses what it receives (replaced once refused).
+_RECEIVING_METHODS = (
+    "dataReceived",
+    "lineReceived",
+    "rawDataReceived",
+    "allHeadersReceived",
+    "allContentReceived",
+)
+
+
 class LimitedHTTPChannel(http.HTTPChannel):
-    """An HTTP/1.1 channel enforcing :class:`ServerLimits` (see the module docstring)."""
+    """An HTTP/1.1 channel enforcing :class:`ServerLimits` (see the module docstring).
+
+    The hot path (issue 22, the key endpoint) adds one method of ours per read and one per
+    response to twisted.web's: request and header lines go to twisted.web's own
+    ``lineReceived`` (its header-block check ends in :meth:`_respondToBadRequestAndDisconnect`,
+    which answers 431 for it), the body cap is worked out only for a body over the
+    ordinary cap, and a refused connection stops parsing by replacing its receiving
+    methods (as twisted.web does for data after a non-persistent request), not by a check
+    in each of them.
+    """
 
     site: LimitedSite
     MAX_LENGTH = MAX_REQUEST_LINE_BYTES
@@ -228,11 +298,11 @@ class LimitedHTTPChannel(http.HTTPChannel):
     #: and cancelled per request: issue 22, the key endpoint); it counts only while
     #: ``_deadline_armed``.
     _read_deadline: IDelayedCall | None = None
+    #: True from a request's first byte (or the connection's start) until its answer is
+    #: done; past the read deadline it is cut only while not being handled.
     _deadline_armed = False
-    #: The body cap of the request being received (set from its request line).
-    _body_cap = MAX_REQUEST_BODY_BYTES
-    #: True until the current request's request line has arrived.
-    _awaiting_request_line = True
+    #: True while the connection counter holds this connection as idle.
+    _counted_idle = False
 
     @property
     def limits(self) -> ServerLimits:
@@ -246,10 +316,11 @@ class LimitedHTTPChannel(http.HTTPChannel):
         address_key = client_address_key(str(getattr(peer, "host", peer)))
         refusal = self.site.connections.try_admit(self, address_key)
         if refusal is not None:
-            self._refused = True
+            self._stop_receiving()
             log.debug("Refusing a connection: {reason}", reason=refusal)
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
+        self._counted_idle = True
         self._arm_read_deadline()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -262,45 +333,36 @@ class LimitedHTTPChannel(http.HTTPChannel):
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse ``data`` unless the connection was refused; a new request starts its deadline."""
-        if self._refused:
-            return
-        self.site.connections.mark_busy(self)
+        """Parse ``data``; the first byte of a request makes the connection busy and starts
+        the request's read deadline."""
+        if self._counted_idle:
+            self._counted_idle = False
+            self.site.connections.mark_busy(self)
         if not self._deadline_armed and not self._handlingRequest:
             self._arm_read_deadline()
         super().dataReceived(data)  # type: ignore[no-untyped-call]
 
-    def lineReceived(self, line: bytes) -> None:
-        """Parse a request or header line unless refused; refuse a header block too large."""
-        if self._refused:
-            return
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self.refuse(
-                431,
-                "M_UNKNOWN",
-                f"the request line and headers are longer than {self.totalHeadersSize} bytes",
-            )
-            return
-        if self._awaiting_request_line and line:
-            self._awaiting_request_line = False
-            self._body_cap = body_cap_for(self.limits, line)
-        super().lineReceived(line)  # type: ignore[no-untyped-call]
-
     def admit_body_size(self, size: int) -> bool:
         """Whether a body of ``size`` bytes may be received; refuses the request if not."""
-        if size > self._body_cap:
-            self.refuse(
-                413, "M_TOO_LARGE", f"the request body is larger than {self._body_cap} bytes"
-            )
+        limits = self.site.limits
+        if size <= limits.max_body_bytes and size <= limits.max_large_body_bytes:
+            return True  # within every cap (the hot path: no body at all)
+        cap = self._body_cap()
+        if size > cap:
+            self.refuse(413, "M_TOO_LARGE", f"the request body is larger than {cap} bytes")
             return False
-        if size > self.limits.max_body_bytes and not self.site.connections.try_hold_large_body(
-            self, self.limits.max_concurrent_large_bodies
+        if size > limits.max_body_bytes and not self.site.connections.try_hold_large_body(
+            self, limits.max_concurrent_large_bodies
         ):
             self.refuse(
                 503, "M_LIMIT_EXCEEDED", "too many large request bodies at once; try again later"
             )
             return False
         return True
+
+    def _body_cap(self) -> int:
+        """The body cap of the request being received (its request line has been parsed)."""
+        return body_cap_for_target(self.limits, self._command, self._path)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line passed :data:`MAX_REQUEST_LINE_BYTES`: 414 for the request line, else 431."""
@@ -311,60 +373,63 @@ class LimitedHTTPChannel(http.HTTPChannel):
         else:
             self.refuse(431, "M_UNKNOWN", f"a header line is longer than {self.MAX_LENGTH} bytes")
 
-    def rawDataReceived(self, data: bytes) -> None:
-        """Parse body bytes unless the connection was refused."""
-        if not self._refused:
-            super().rawDataReceived(data)
-
     def allHeadersReceived(self) -> None:
         """Refuse a declared length over the cap now, before reading (or 100-continuing) it."""
-        if self._refused:
-            return
         length: int | None = self.length
-        if length is not None and not self.admit_body_size(length):
+        if length and not self.admit_body_size(length):
             return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
-
-    def allContentReceived(self) -> None:
-        """The request is complete: stop its read deadline and hand it over."""
-        if self._refused:
-            return
-        self._cancel_read_deadline()
-        self._awaiting_request_line = True
-        super().allContentReceived()  # type: ignore[no-untyped-call]
 
     def requestDone(self, request: Any) -> None:
         """After a response: a partly received next request gets its read deadline now;
         a connection with nothing more received becomes idle (it may be closed to make room).
         """
+        self._deadline_armed = False
         super().requestDone(request)  # type: ignore[no-untyped-call]
         self.site.connections.large_bodies.discard(self)
         if (
             self._refused
             or self._handlingRequest
+            or self._deadline_armed
             or self.transport is None
             or self.transport.disconnecting  # type: ignore[attr-defined]
         ):
             return
         if self._buffer or self._receivedHeaderSize:
-            if not self._deadline_armed:
-                self._arm_read_deadline()
+            self._arm_read_deadline()
         else:
+            self._counted_idle = True
             self.site.connections.mark_idle(self)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        """twisted.web's answer to bad framing, as a Matrix error."""
+        """twisted.web's answer to bad framing, as a Matrix error; to a header block over
+        :data:`MAX_HEADER_BLOCK_BYTES` (which twisted.web's ``lineReceived`` counts, then
+        calls this), 431."""
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            self.refuse(
+                431,
+                "M_UNKNOWN",
+                f"the request line and headers are longer than {self.totalHeadersSize} bytes",
+            )
+            return
         self.refuse(400, "M_UNKNOWN", "malformed HTTP request")
 
     def refuse(self, status: int, errcode: str, message: str) -> None:
         """Answer ``status`` with a Matrix error, then close; nothing more is parsed."""
         if self._refused:
             return
-        self._refused = True
+        self._stop_receiving()
         self._cancel_read_deadline()
         self.persistent = False
         self.transport.write(refusal_bytes(status, errcode, message))  # type: ignore[union-attr]
         self._close_with_grace()
+
+    def _stop_receiving(self) -> None:
+        """Nothing more received on this connection is parsed (refused): its receiving
+        methods are replaced (the lines of a read still being split included)."""
+        self._refused = True
+        for name in _RECEIVING_METHODS:
+            setattr(self, name, _ignore)
 
     def _close_with_grace(self) -> None:
         self.loseConnection()  # type: ignore[no-untyped-call]
@@ -392,9 +457,9 @@ class LimitedHTTPChannel(http.HTTPChannel):
         self._read_deadline = None
         if not self._deadline_armed:
             return
-        self._deadline_armed = False
         if self._refused or self._handlingRequest:
-            return
+            return  # complete and being handled: the handler deadline applies now
+        self._deadline_armed = False
         if self._buffer or self._receivedHeaderSize:
             self.refuse(
                 408,
@@ -402,7 +467,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
                 f"the request was not complete within {self.limits.read_deadline_seconds:g} s",
             )
         else:
-            self._refused = True
+            self._stop_receiving()
             self._close_with_grace()
 
 
@@ -430,6 +495,10 @@ class LimitedSite(server.Site):
         )
         self.limits = limits
         self.connections = connections
+        #: Whether ``resource`` answers every path itself (no walk over children).
+        self.resource_is_leaf = bool(getattr(resource, "isLeaf", False))
+        #: The ``Date`` header of this site's answers.
+        self.http_date = HttpDate()
         self.displayTracebacks = False
         self.noisy = False
 

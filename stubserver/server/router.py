@@ -54,6 +54,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
@@ -88,7 +89,8 @@ MAX_JSON_BODY_BYTES = MAX_LARGE_BODY_BYTES
 #: The status observers see when the client closed the connection before the response
 #: (nginx's and Synapse's convention; never sent on the wire).
 CLIENT_CLOSED_REQUEST = 499
-#: The ``Server`` header of every response.
+#: The ``Server`` header of every response (set by the listener's request,
+#: ``stubserver.server.limits.LimitedRequest``, and its refusals).
 SERVER_HEADER = f"stubserver/{__version__}".encode("ascii")
 
 _PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
@@ -220,11 +222,12 @@ class Route:
         return params
 
 
-def _exact_paths(routes: Sequence[Route]) -> dict[tuple[str, bytes], Handler]:
+def _exact_paths(routes: Sequence[Route]) -> dict[tuple[bytes, bytes], Handler]:
     """``{(method, path): handler}`` for the routes without parameters that the table
     would choose for that method and path (no earlier route of the same method matches
-    it): found without a walk over the table (issue 22, the key endpoint's hot path)."""
-    exact: dict[tuple[str, bytes], Handler] = {}
+    it): found without a walk over the table (issue 22, the key endpoint's hot path).
+    Keyed by the method as it arrives (bytes), a ``GET`` route under ``HEAD`` too."""
+    exact: dict[tuple[bytes, bytes], Handler] = {}
     for index, route in enumerate(routes):
         literals = [segment.literal for segment in route._segments]
         if any(literal is None for literal in literals):
@@ -234,7 +237,12 @@ def _exact_paths(routes: Sequence[Route]) -> dict[tuple[str, bytes], Handler]:
         earlier = routes[:index]
         if any(r.method == route.method and r.match(segments) is not None for r in earlier):
             continue
-        exact.setdefault((route.method, path), route.handler)
+        if route.method == "HEAD":
+            continue  # a HEAD request is served by the GET route (as the table does)
+        method = route.method.encode("ascii")
+        exact.setdefault((method, path), route.handler)
+        if method == b"GET":
+            exact.setdefault((b"HEAD", path), route.handler)
     return exact
 
 
@@ -332,6 +340,8 @@ def encode_response(response: JsonResponse) -> tuple[bytes, list[tuple[bytes, by
     encodable JSON or a header is not latin-1; nothing has been sent then.
     """
     body = response.encoded if response.encoded is not None else encode_json(response.body)
+    if not response.headers:
+        return body, []
     headers = [
         (name.encode("latin-1"), value.encode("latin-1"))
         for name, value in response.headers.items()
@@ -343,10 +353,11 @@ def _write_encoded(
     request: IRequest, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]
 ) -> None:
     writer = cast(_ResponseWriter, request)
-    writer.setResponseCode(status)
+    if getattr(writer, "code", None) != status:
+        # twisted.web's Request starts at 200 (its ``code``): set only another status.
+        writer.setResponseCode(status)
     writer.setHeader(b"Content-Type", b"application/json")
-    writer.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
-    writer.setHeader(b"Server", SERVER_HEADER)
+    writer.setHeader(b"Content-Length", b"%d" % len(body))
     for name, value in headers:
         writer.setHeader(name, value)
     writer.write(body)
@@ -354,6 +365,8 @@ def _write_encoded(
 
 
 _INTERNAL_ERROR = error_response(500, "M_UNKNOWN", "Internal server error")
+#: The parameters of a route without any (shared: handlers only read them).
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @implementer(IResource)
@@ -394,17 +407,18 @@ class FederationRouter:
 
     def render(self, request: IRequest) -> bytes | int:
         """Answer ``request`` (now or later); always NOT_DONE_YET."""
-        state = _RequestState()
         try:
             answer = self._answer(request)
         except Exception:
-            self._fail(request, state, Failure())  # type: ignore[no-untyped-call]
+            self._fail(request, _RequestState(), Failure())  # type: ignore[no-untyped-call]
             return NOT_DONE_YET
         if not isinstance(answer, Deferred):
             # The fast path: no filter or handler waited on anything, so no coroutine, no
-            # callbacks and no deadline timer (about 10 % of a key request's time).
-            self._send(request, state, answer)
+            # callbacks, no deadline timer and no per-request state (the client cannot
+            # have gone: we are still in the call that delivered its request).
+            self._send(request, _ANSWERED_NOW, answer)
             return NOT_DONE_YET
+        state = _RequestState()
         d = answer
 
         def client_gone(reason: Failure) -> None:
@@ -461,17 +475,17 @@ class FederationRouter:
         except MatrixError as e:
             return e.to_response()
 
-    def _dispatch(self, request: IRequest) -> tuple[Handler, dict[str, str]]:
+    def _dispatch(self, request: IRequest) -> tuple[Handler, Mapping[str, str]]:
         path: bytes = request.path
+        exact = self._exact.get((request.method, path))
+        if exact is not None:
+            return exact, _NO_PARAMS
         method = request.method.decode("ascii", "replace")
         if method == "HEAD":
             method = "GET"
         if not path.startswith(b"/"):
             # Asterisk-form (OPTIONS *) or anything else that is not a path: nothing we serve.
             raise MatrixError(400, "M_UNRECOGNIZED", "the request target is not a path")
-        exact = self._exact.get((method, path))
-        if exact is not None:
-            return exact, {}
         raw_segments = path[1:].split(b"/")
         allowed: list[str] = []
         for route in self._routes:
@@ -550,3 +564,8 @@ class FederationRouter:
 @dataclass
 class _RequestState:
     client_gone: bool = False
+
+
+#: The state of every request answered within ``render`` (never changed: only a request
+#: answered later can see its client go first).
+_ANSWERED_NOW = _RequestState()

@@ -57,6 +57,7 @@ class _Built:
     built_at_ms: int
     valid_until_ts: int
     encoded: bytes  # ``body`` as JSON, encoded once per build
+    response: JsonResponse  # the answer of the key endpoint, made once per build
 
 
 class KeyDocumentSource:
@@ -86,6 +87,10 @@ class KeyDocumentSource:
         built = self._current()
         return built.body, built.encoded
 
+    def current_response(self) -> JsonResponse:
+        """The key endpoint's answer now: the document, encoded (made once per build)."""
+        return self._current().response
+
     def _current(self) -> _Built:
         now_ms = int(self._clock.seconds() * MS_PER_SECOND)
         built = self._built
@@ -94,11 +99,13 @@ class KeyDocumentSource:
             body = build_key_document(
                 self._server_name, self._signing_keys, self._old_keys, valid_until
             )
+            encoded = encode_json(body)
             built = _Built(
                 body=body,
                 built_at_ms=now_ms,
                 valid_until_ts=valid_until,
-                encoded=encode_json(body),
+                encoded=encoded,
+                response=JsonResponse(200, body, encoded=encoded),
             )
             self._built = built
         return built
@@ -108,7 +115,6 @@ def server_key_route(keys: KeyDocumentSource) -> Route:
     """``GET /_matrix/key/v2/server``: our signed key document."""
 
     def handle(request: IRequest, params: Mapping[str, str]) -> JsonResponse:
-        body, encoded = keys.current_encoded()
-        return JsonResponse(200, body, encoded=encoded)
+        return keys.current_response()
 
     return Route("GET", "/_matrix/key/v2/server", handle)

@@ -12,8 +12,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import datetimeToString
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from stubserver.server.connections import (
@@ -27,12 +28,14 @@ from stubserver.server.limits import (
     IDLE_TIMEOUT_SECONDS,
     MAX_REQUEST_LINE_BYTES,
     REQUEST_READ_DEADLINE_SECONDS,
+    HttpDate,
     LimitedHTTPChannel,
     LimitedSite,
     ServerLimits,
 )
 from stubserver.server.router import (
     MAX_REQUEST_BODY_BYTES,
+    SERVER_HEADER,
     FederationRouter,
     JsonResponse,
     Route,
@@ -461,6 +464,21 @@ class DeadlineTests(SynchronousTestCase):
         self.h.clock.advance(1)
         assert [s for s, _ in responses(sent(transport))] == [200, 408]
 
+    def test_pipelined_partial_request_is_busy_with_its_own_deadline(self) -> None:
+        """A request answered while the next one is partly received (one read): the
+        connection stays busy (not evicted at the cap) and the partial request is cut 30 s
+        after the answer, with a 408."""
+        h = Harness(ServerLimits(max_connections=1))
+        channel, transport = h.connect()
+        channel.dataReceived(VERSION_REQUEST + b"GET /version HTTP/1.1\r\n")
+        assert not h.connections.is_idle(channel)
+        _, newcomer = h.connect("198.51.100.1")
+        assert newcomer.disconnected
+        h.clock.advance(REQUEST_READ_DEADLINE_SECONDS - 1)
+        assert not transport.disconnecting
+        h.clock.advance(1)
+        assert [s for s, _ in responses(sent(transport))] == [200, 408]
+
 
 class ConnectionCapTests(SynchronousTestCase):
     def test_connection_over_cap_aborted(self) -> None:
@@ -616,3 +634,47 @@ class EveryAnswerIsJsonTests(SynchronousTestCase):
         assert (status, body["errcode"]) == (500, "M_UNKNOWN")
         assert b"text/html" not in sent(transport)
         assert len(flush_logged_errors(self, ValueError)) == 1
+
+
+class RequestProcessingTests(SynchronousTestCase):
+    """What ``LimitedRequest.process`` does instead of twisted.web's (issue 22, the key
+    endpoint's hot path): the same headers, resources and paths for less work."""
+
+    def test_answers_carry_our_server_header_and_a_date(self) -> None:
+        """A routed answer and a refusal of the router carry ``Server: stubserver/...`` and
+        an HTTP ``Date`` (the header twisted.web would set, for the same second)."""
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(VERSION_REQUEST + b"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n")
+        heads = [part.split(b"\r\n") for part in sent(transport).split(b"HTTP/1.1 ")[1:]]
+        assert [head[0][:3] for head in heads] == [b"200", b"404"]
+        for head in heads:
+            headers = dict(line.split(b": ", 1) for line in head[1:] if b": " in line)
+            assert headers[b"Server"] == SERVER_HEADER
+            assert headers[b"Date"].endswith(b" GMT")
+
+    def test_date_is_made_once_a_second(self) -> None:
+        """``HttpDate`` gives twisted.web's ``datetimeToString`` of the whole second, the
+        same object within a second and a new one the next."""
+        http_date = HttpDate()
+        first = http_date(1_700_000_000.25)
+        assert first == datetimeToString(1_700_000_000)  # type: ignore[no-untyped-call]
+        assert http_date(1_700_000_000.9) is first
+        assert http_date(1_700_000_001.0) == datetimeToString(1_700_000_001)  # type: ignore[no-untyped-call]
+
+    def test_resources_below_the_root_are_still_found(self) -> None:
+        """With a root that is not a leaf, the resource is found by twisted.web's walk
+        over ``postpath`` (decoded from the path when first read)."""
+
+        class Child(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: IRequest) -> bytes:
+                return b'{"child": true}'
+
+        root = Resource()  # type: ignore[no-untyped-call]
+        root.putChild(b"a b", Child())  # type: ignore[no-untyped-call]
+        site = LimitedSite(root, MemoryReactorClock(), ServerLimits(), ConnectionCounter(10))  # type: ignore[no-untyped-call]
+        channel, transport = connect(site, "127.0.0.1")
+        channel.dataReceived(b"GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert responses(sent(transport)) == [(200, {"child": True})]

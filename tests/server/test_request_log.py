@@ -21,7 +21,10 @@ from twisted.web.test.requesthelper import DummyRequest
 from stubserver.server.request_log import (
     FLUSH_BATCH_LINES,
     FLUSH_DELAY_SECONDS,
+    MAX_KEPT_LINE_PARTS,
     MAX_LOGGED_BODY_BYTES,
+    LineParts,
+    ObservedRequest,
     RequestLog,
     WriterThread,
     encode_line,
@@ -30,6 +33,7 @@ from stubserver.server.request_log import (
     observed_request,
 )
 from stubserver.server.router import request_annotations
+from stubserver.signing.canonical_json import encode_json
 
 
 class FakeThreads:
@@ -115,6 +119,85 @@ class EntryTests(SynchronousTestCase):
             None,
             None,
         )
+
+    def test_lines_without_content_are_the_json_encoders_bytes(self) -> None:
+        """A line without content (written by a format, issue 22) is byte for byte the
+        JSON encoder's, whatever its strings hold; lone surrogates are escaped as before."""
+        texts = ["", "a", 'q"uo\\te', "ctl\x00\x1f\x7f\n\t", "é中😀", "\u2028\u2029", "</x>"]
+        for method in (b"GET", b"P\xffT"):
+            for uri in [t.encode("utf-8") for t in texts] + [b"/bad\xff\xfe"]:
+                for origin in [None, *texts]:
+                    for auth_error in (None, "Missing Authorization headers", "\ud800"):
+                        notes = {"origin": origin, "auth_error": auth_error}
+                        entry = log_entry(1_700_000_000_123, method, uri, 401, notes)
+                        line = encode_line(entry)
+                        if auth_error == "\ud800":
+                            assert b"\\ud800" in line
+                        else:
+                            assert line == encode_json(entry) + b"\n"
+                        assert json.loads(line) == entry
+        authenticated = log_entry(5, b"GET", b"/k", 200, {"origin": "o.test", "authenticated": 1})
+        assert encode_line(authenticated) == encode_json(authenticated) + b"\n"
+        for server in ("s1.test", "", 'q"\u00e9'):
+            served = log_entry(5, b"GET", b"/k", 200, {"origin": "o.test", "server": server})
+            assert encode_line(served) == encode_json(served) + b"\n"
+            assert json.loads(encode_line(served))["server"] == server
+
+    def test_an_observed_requests_line_is_its_entrys_line(self) -> None:
+        """``ObservedRequest.line`` (formatted without the log object when there is no
+        content, issue 22) is ``encode_line`` of its entry, for every kind of notes."""
+        noted: list[dict[str, Any]] = [
+            {},
+            {"origin": None, "authenticated": False, "auth_error": None, "content": None},
+            {"origin": "o.test", "authenticated": True, "auth_error": None, "content": None},
+            {"origin": 'o\u00e9"', "authenticated": False, "auth_error": "bad \ud800"},
+            {"origin": 5, "auth_error": ["not", "a", "string"]},
+            {"content": {"pdus": []}, "body_bytes": 11, "origin": "o.test"},
+            {"content": {"pdus": []}, "body_bytes": MAX_LOGGED_BODY_BYTES + 1},
+            # The answering server's name (issue 23), in the line by a format too.
+            {"origin": "o.test", "authenticated": True, "server": "s1.test"},
+            {"server": 'S\u00e9"\ud800', "auth_error": "x"},
+            {"server": None, "origin": "o.test"},
+            {"server": 7},
+        ]
+        for notes in noted:
+            for method, uri in ((b"GET", b"/_matrix/key/v2/server"), (b"P\xff", b"/\xfe?a=\xe9")):
+                request: Any = DummyRequest([b"_matrix"])
+                request.method, request.path, request.uri = method, b"/_matrix/x", uri
+                request_annotations(request).update(notes)
+                taken = observed_request(request, 401, Clock())
+                assert taken is not None
+                assert taken.line() == encode_line(taken.entry()), (notes, method, uri)
+                kept: LineParts = {}
+                assert taken.line(kept) == encode_line(taken.entry())
+                later = taken._replace(ts_ms=1_700_000_000_456)  # made from the kept parts
+                assert later.line(kept) == encode_line(later.entry()), (notes, method, uri)
+
+    def test_the_line_parts_kept_are_bounded(self) -> None:
+        """Requests to ever new URIs keep at most MAX_KEPT_LINE_PARTS line parts, and
+        their lines stay right."""
+        kept: LineParts = {}
+        for n in range(MAX_KEPT_LINE_PARTS + 50):
+            uri = b"/_matrix/federation/v1/send/%d" % n
+            taken = ObservedRequest(n, b"PUT", uri, 200, {"origin": "o.test"})
+            assert taken.line(kept) == encode_line(taken.entry())
+            assert len(kept) <= MAX_KEPT_LINE_PARTS
+
+    def test_only_the_logged_annotations_are_kept(self) -> None:
+        """What an observer keeps holds the annotations the log reads and nothing else a
+        handler left on the request."""
+        request: Any = DummyRequest([b"_matrix"])
+        request.path = request.uri = b"/_matrix/x"
+        request_annotations(request).update(origin="o.test", big=object())
+        taken = observed_request(request, 200, Clock())
+        assert taken is not None and dict(taken.notes) == {"origin": "o.test"}
+        request_annotations(request).clear()
+        request_annotations(request).update(origin="o.test", authenticated=True)
+        taken = observed_request(request, 200, Clock())
+        assert taken is not None and dict(taken.notes) == {
+            "origin": "o.test",
+            "authenticated": True,
+        }
 
     def test_lone_surrogate_in_content_is_escaped(self) -> None:
         """Content with a lone surrogate (from a ``\\ud800`` escape) is written escaped."""
@@ -259,6 +342,32 @@ class WriterTests(SynchronousTestCase):
         self.threads.run_all()
         self.successResultOf(d)
         assert [x["ts"] for x in self.lines()] == [1, 2, 3]
+
+    def test_observed_and_recorded_lines_keep_their_order(self) -> None:
+        """Requests the observer saw (their lines made when their batch goes, issue 22)
+        and entries recorded directly are written in the order they came, each line as
+        ``encode_line`` makes it."""
+        requests = []
+        for n in range(3):
+            dummy = DummyRequest([b"_matrix", b"key", b"v2", b"server"])
+            dummy.path = dummy.uri = b"/_matrix/key/v2/server/%d" % n  # type: ignore[attr-defined]
+            requests.append(cast(IRequest, dummy))
+        self.log(requests[0], 200, {})
+        self.log.record(log_entry(7, b"PUT", b"/_matrix/r", 201, {}))
+        self.log(requests[1], 404, {})
+        self.reactor.advance(1)
+        self.log(requests[2], 200, {})
+        d = self.log.close()
+        self.threads.run_all()
+        self.successResultOf(d)
+        assert [(x["uri"][-1], x["status"], x["ts"]) for x in self.lines()] == [
+            ("0", 200, 0),
+            ("r", 201, 7),
+            ("1", 404, 0),
+            ("2", 200, 1000),
+        ]
+        expected = encode_line(log_entry(1000, b"GET", b"/_matrix/key/v2/server/2", 200, {}))
+        assert self.path.read_bytes().endswith(expected)
 
     def test_observer_reads_annotations(self) -> None:
         """As an observer, the log takes origin/auth/content from the request annotations."""

@@ -207,6 +207,21 @@ class ExactPathTests(SynchronousTestCase):
         assert response.code == 405
         assert response.headers.getRawHeaders(b"allow") == [b"GET, HEAD, PUT"]
 
+    def test_statuses_and_head_routes_as_before(self) -> None:
+        """The fast path sends a handler's own status (not twisted.web's default 200), and
+        a route declared for HEAD is never chosen for a HEAD request (GET's route serves
+        HEAD; a HEAD-only path answers 405)."""
+        router = FederationRouter(
+            [
+                Route("GET", "/made", lambda r, p: JsonResponse(201, {"made": True})),
+                Route("HEAD", "/h", lambda r, p: JsonResponse(200, {})),
+            ]
+        )
+        stub = stub_treq(router)
+        assert get_json(stub, f"{BASE}/made") == (201, {"made": True})
+        response = self.successResultOf(stub.head(f"{BASE}/h"))
+        assert response.code == 405
+
 
 class ErrorTests(SynchronousTestCase):
     def test_matrix_error_becomes_json(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http, server
@@ -92,6 +93,20 @@ class TwistedInternalsCanaryTests(SynchronousTestCase):
             "twisted changed: HTTPChannel._handlingRequest is no longer a bool set in "
             "__init__; stubserver/server/limits.py reads it to tell idle connections apart"
         )
+
+    def test_request_line_parts_kept_until_the_content(self) -> None:
+        """After the request line, ``HTTPChannel._command`` and ``_path`` hold its method
+        and target (the body cap is worked out from them when a body is over the ordinary
+        cap)."""
+        channel = http.HTTPChannel()  # type: ignore[no-untyped-call]
+        channel.makeConnection(StringTransport())  # type: ignore[no-untyped-call]
+        channel.dataReceived(b"PUT /_matrix/x HTTP/1.1\r\nHost: a\r\n")  # type: ignore[no-untyped-call]
+        parts = (getattr(channel, "_command", None), getattr(channel, "_path", None))
+        assert parts == (b"PUT", b"/_matrix/x"), (
+            "twisted changed: HTTPChannel no longer keeps the request line as _command and "
+            "_path; stubserver/server/limits.py reads them for the body cap"
+        )
+        channel.connectionLost(Exception("done"))  # type: ignore[no-untyped-call]
 
     def test_site_constructor_takes_our_keywords(self) -> None:
         """``Site(resource, reactor=, timeout=, parsePOSTFormSubmission=)`` is accepted."""

@@ -110,3 +110,20 @@ class RebuildTests(SynchronousTestCase):
         new_body, new_encoded = source.current_encoded()
         assert new_body["valid_until_ts"] != body["valid_until_ts"]
         assert json.loads(new_encoded) == new_body
+
+    def test_the_answer_is_made_once_per_build(self) -> None:
+        """The key endpoint's answer is one object until the document is rebuilt (issue 22:
+        no response made per request), and always carries the current document's bytes."""
+        clock = Clock()
+        clock.advance(1_000)
+        source = KeyDocumentSource(
+            clock, "beta.test", [ServerSigningKey.generate("a_1")], {}, DAY_MS
+        )
+        first = source.current_response()
+        assert source.current_response() is first
+        assert (first.status, first.body, first.encoded) == (200, *source.current_encoded())
+        clock.advance(DAY_MS / 1000 / 2 + 1)
+        second = source.current_response()
+        assert second is not first
+        assert (second.status, second.body, second.encoded) == (200, *source.current_encoded())
+        assert second.body["valid_until_ts"] != first.body["valid_until_ts"]

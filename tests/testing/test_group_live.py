@@ -46,6 +46,9 @@ def federate(group: PeerGroup, third: Peer) -> None:
     second.join(room.room_id, via=[first.server_name])
     third.join(room.room_id, via=[first.server_name])
     first.wait_for_event(room.room_id, type="m.room.member", sender=third.user_id(), timeout=20)
+    # The sender sends to the servers of the room as it knows it: only once the host has
+    # passed it the third's join does its message go to the third too.
+    second.wait_for_event(room.room_id, type="m.room.member", sender=third.user_id(), timeout=20)
     sent = second.send_message(room.room_id, "hello from the second server")
     seen = third.wait_for_event(room.room_id, event_id=sent, timeout=20)
     assert (seen.origin, seen.outcome) == (second.server_name, "accepted")
