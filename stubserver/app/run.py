@@ -29,6 +29,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver.app.federation import FederationExtensions, build_federation_extensions
+from stubserver.app.gc_pacing import GcPacer
 from stubserver.app.site import ListenerSite, build_site
 from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
 from stubserver.logs.legacy import at_debug_level
@@ -222,6 +223,9 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
         sys.stdout.flush()
 
     reactor.callWhenRunning(announce)
+    # The garbage collector runs on a timer from here on (issue 22: full collections
+    # inside requests), once start-up's objects are frozen.
+    reactor.callWhenRunning(GcPacer(reactor).start)
     reactor.addSystemEventTrigger(
         "before", "shutdown", shut_down, reactor, bound, sites, composed.extensions.request_log
     )
