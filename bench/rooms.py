@@ -638,11 +638,20 @@ def send_many(connect: Callable[[], Http], room: str, count: int, workers: int, 
 
 
 def wait_for_messages(
-    stub: Stub, room: str, start: int, tag: str, *, count: int, timeout: float
+    stub: Stub,
+    room: str,
+    start: int,
+    tag: str,
+    *,
+    count: int,
+    timeout: float,
+    poll_gap_s: float = 0.0,
 ) -> tuple[int, float, dict[str, int]]:
     """Long-poll ``stub``'s room from ``start`` until ``count`` messages tagged ``tag``
     are in; (next position, time of the last, outcomes); the outcomes also count the
-    long-polls it took (``long_polls``)."""
+    long-polls it took (``long_polls``). ``poll_gap_s``: a pause after each answer that
+    brought events (fewer answers for ``stub`` to make; the time of the last is late by
+    at most that much)."""
     conn = stub.http()
     seen = 0
     outcomes: dict[str, int] = {}
@@ -665,6 +674,8 @@ def wait_for_messages(
                 seen += 1
                 outcomes[entry["outcome"]] = outcomes.get(entry["outcome"], 0) + 1
         position = page["next"]
+        if poll_gap_s and page["events"] and seen < count:
+            time.sleep(poll_gap_s)
     conn.close()
     return position, last, outcomes
 
@@ -772,13 +783,21 @@ def profile_summary(path: Path, pdus: int, top: int = 25) -> dict[str, Any]:
 
 
 def run_throughput(
-    messages: int, workers: int, log: Any, profile: Path | None = None, clock: str = "wall"
+    messages: int,
+    workers: int,
+    log: Any,
+    profile: Path | None = None,
+    *,
+    clock: str = "wall",
+    poll_gap_ms: int = 0,
 ) -> dict[str, Any]:
     """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile).
     With ``profile``, A and B run under cProfile during the queued drain only
     (SIGUSR1/SIGUSR2, PROFILED_RUN): the dumps are copied beside ``profile``
     (``NAME-receiver.prof``, ``NAME-sender.prof``) and summarised (the rates are then the
-    profiled ones, slower than without); ``clock`` is the profiler's (PROFILED_RUN)."""
+    profiled ones, slower than without); ``clock`` is the profiler's (PROFILED_RUN).
+    ``poll_gap_ms``: the queued drain's watcher pauses that long after each answer with
+    events (``wait_for_messages``), so that B answers fewer long-polls."""
     out: dict[str, Any] = {
         "messages": messages,
         "control_workers": workers,
@@ -837,7 +856,13 @@ def run_throughput(
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
         position, last, outcomes = wait_for_messages(
-            b, room, position, "queued", count=messages, timeout=10 * WAIT_S
+            b,
+            room,
+            position,
+            "queued",
+            count=messages,
+            timeout=10 * WAIT_S,
+            poll_gap_s=poll_gap_ms / 1000,
         )
         cpu = cpu_seconds(a.process.pid) - cpu0[0], cpu_seconds(b.process.pid) - cpu0[1]
         b_split = [t - t0 for t, t0 in zip(cpu_times(b.process.pid), b_split0, strict=True)]
@@ -867,6 +892,7 @@ def run_throughput(
             "b_user_s": round(b_split[0], 2),
             "b_system_s": round(b_split[1], 2),
             "b_pdus_per_cpu_s": round(messages / cpu[1]) if cpu[1] else None,
+            "bench_poll_gap_ms": poll_gap_ms,
             # The benchmark's long-polls of B's events during the drain (B answers each).
             "bench_long_polls": outcomes.pop("long_polls"),
             "outcomes_at_b": outcomes,
@@ -1037,6 +1063,13 @@ def main(argv: Sequence[str]) -> int:
         help="the profiler: cProfile on the wall clock or on CPU time, or stacks sampled on"
         " CPU time (sample: what other work on a busy machine does not inflate)",
     )
+    parser.add_argument(
+        "--poll-gap-ms",
+        type=int,
+        default=0,
+        help="throughput: the queued drain's watcher pauses this long after each long-poll"
+        " answer with events, so that B answers fewer of them (default 0: as before)",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--output",
@@ -1069,7 +1102,12 @@ def main(argv: Sequence[str]) -> int:
             figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
             figure = run_throughput(
-                args.messages, args.workers, log, args.profile, args.profile_clock
+                args.messages,
+                args.workers,
+                log,
+                args.profile,
+                clock=args.profile_clock,
+                poll_gap_ms=args.poll_gap_ms,
             )
         elif part == "extremities":
             figure = run_extremities(log)
