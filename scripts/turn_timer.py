@@ -135,6 +135,9 @@ class TurnTimer:
 
 def main() -> None:
     out = sys.argv.pop(1)
+    # Import the server from the directory it is started in, as ``python -m stubserver``
+    # would (a script's own directory comes first on the path instead).
+    sys.path[0] = os.getcwd()
     from twisted.internet import reactor  # noqa: PLC0415 - installs the default reactor
 
     TurnTimer(out).install(reactor)
