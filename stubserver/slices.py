@@ -45,6 +45,11 @@ class TimeSlices:
         and start a new slice; else return at once."""
         if not self.due():
             return
+        await self.pause_now()
+
+    async def pause_now(self) -> None:
+        """Hand the reactor back now (one ``callLater(0)``), and start a new slice: before
+        a step that is long in one go, so that it does not add to a slice already begun."""
         await _next_turn(self._clock)
         self.pauses += 1
         self._started = self._clock.seconds()

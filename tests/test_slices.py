@@ -46,3 +46,15 @@ def test_once_the_slice_is_spent_a_pause_waits_for_the_next_turn() -> None:
     assert slices.pauses == 1
     result_now(Deferred.fromCoroutine(slices.pause()))
     assert slices.pauses == 1
+
+
+def test_pause_now_hands_the_reactor_back_within_a_slice() -> None:
+    """pause_now() waits for a callLater(0) even when the slice's time is not spent
+    (before a step long in one go), and starts a new slice."""
+    clock = Clock()
+    slices = TimeSlices(clock)
+    paused = Deferred.fromCoroutine(slices.pause_now())
+    assert not paused.called
+    clock.advance(0)
+    result_now(paused)
+    assert slices.pauses == 1
