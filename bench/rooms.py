@@ -495,7 +495,7 @@ def free_port() -> int:
 class Stub:
     """A ``stubserver run`` on loopback named ``localhost:PORT``, with a control listener."""
 
-    def __init__(self, directory: Path, ca: Any, name: str, *, profiled: bool = False) -> None:
+    def __init__(self, directory: Path, ca: Any, name: str, *, profiled: str | None = None) -> None:
         import yaml  # noqa: PLC0415
 
         from stubserver.signing.keys import ServerSigningKey  # noqa: PLC0415
@@ -538,7 +538,11 @@ class Stub:
         self.stderr = (folder / "stderr.log").open("wb")
         #: Where the SIGUSR2 dump of a profiled stub's cProfile goes (PROFILED_RUN).
         self.profile_path = folder / "intake.prof"
-        prefix = ["-c", PROFILED_RUN, str(self.profile_path)] if profiled else ["-m", "stubserver"]
+        prefix = (
+            ["-c", PROFILED_RUN, str(self.profile_path), profiled]
+            if profiled
+            else ["-m", "stubserver"]
+        )
         self.process = subprocess.Popen(
             [sys.executable, *prefix, "run", "-c", str(config_path)],
             stdout=subprocess.PIPE,
@@ -570,26 +574,80 @@ class Stub:
 
 
 #: ``stubserver`` run under cProfile switched on by SIGUSR1 and off (and dumped to argv[1])
-#: by SIGUSR2, so a profile covers exactly the stretch the benchmark times.
+#: by SIGUSR2, so a profile covers exactly the stretch the benchmark times; argv[2] is the
+#: profiler: ``wall`` or ``cpu`` (cProfile on that clock; ``cpu`` is a system call per
+#: function entry and exit, which inflates small calls a lot), or ``sample`` (stacks
+#: sampled every 0.5 ms of the process's CPU time, and the garbage collector timed: what
+#: other work on a busy machine does not inflate, at a small cost; a JSON dump).
 PROFILED_RUN = """
-import cProfile, os, runpy, signal, sys
+import cProfile, collections, gc, json, os, runpy, signal, sys, time
 path = sys.argv.pop(1)
-profile = cProfile.Profile()
-signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
-def dump(*_):
-    profile.disable()
-    profile.dump_stats(path + ".part")
-    os.replace(path + ".part", path)
+clock = sys.argv.pop(1)
+if clock == "sample":
+    # A statistical profile on the process's CPU time: ITIMER_PROF fires every INTERVAL s
+    # of CPU (user + system; the kernel checks it at its clock tick, so in practice once
+    # a tick), whatever else runs on the machine; the handler counts the Python stack it
+    # interrupts, and the samples share the CPU time measured from enable to dump. The
+    # garbage collector's runs are timed on their own.
+    INTERVAL = 0.0005
+    cpu_at = [0.0]
+    stacks = collections.Counter()
+    gc_runs = collections.Counter()
+    gc_cpu = collections.Counter()
+    gc_started = [0.0]
+    def sample(signum, frame):
+        names = []
+        while frame is not None:
+            code = frame.f_code
+            names.append(f"{code.co_filename}:{code.co_firstlineno}({code.co_name})")
+            frame = frame.f_back
+        stacks[";".join(reversed(names))] += 1
+    def collected(phase, info):
+        if phase == "start":
+            gc_started[0] = time.process_time()
+        else:
+            gc_runs[info["generation"]] += 1
+            gc_cpu[info["generation"]] += time.process_time() - gc_started[0]
+    def enable(*_):
+        cpu_at[0] = time.process_time()
+        signal.setitimer(signal.ITIMER_PROF, INTERVAL, INTERVAL)
+        gc.callbacks.append(collected)
+    def dump(*_):
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        gc.callbacks.remove(collected)
+        cpu = time.process_time() - cpu_at[0]
+        data = {"cpu_s": cpu, "stacks": dict(stacks),
+                "gc": {str(g): [gc_runs[g], gc_cpu[g]] for g in sorted(gc_runs)},
+                "tracked_objects": len(gc.get_objects())}
+        with open(path + ".part", "w") as f:
+            json.dump(data, f)
+        os.replace(path + ".part", path)
+    signal.signal(signal.SIGPROF, sample)
+else:
+    profile = cProfile.Profile(time.process_time) if clock == "cpu" else cProfile.Profile()
+    def enable(*_):
+        profile.enable()
+    def dump(*_):
+        profile.disable()
+        profile.dump_stats(path + ".part")
+        os.replace(path + ".part", path)
+signal.signal(signal.SIGUSR1, enable)
 signal.signal(signal.SIGUSR2, dump)
 sys.argv[0] = "stubserver"
 runpy.run_module("stubserver", run_name="__main__", alter_sys=True)
 """
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
 
 
 def status_kb(pid: int, field: str) -> int:
@@ -600,7 +658,7 @@ def status_kb(pid: int, field: str) -> int:
 
 
 @contextlib.contextmanager
-def stubs(*names: str, profiled: Sequence[str] = ()) -> Iterator[list[Stub]]:
+def stubs(*names: str, profiled: Sequence[str] = (), clock: str = "wall") -> Iterator[list[Stub]]:
     from stubserver.tls.certificates import make_ca  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="stubbench-rooms-") as tmp:
@@ -610,7 +668,9 @@ def stubs(*names: str, profiled: Sequence[str] = ()) -> Iterator[list[Stub]]:
         started: list[Stub] = []
         try:
             for name in names:
-                started.append(Stub(directory, ca, name, profiled=name in profiled))
+                started.append(
+                    Stub(directory, ca, name, profiled=clock if name in profiled else None)
+                )
             yield started
         finally:
             for stub in started:
@@ -652,10 +712,20 @@ def send_many(connect: Callable[[], Http], room: str, count: int, workers: int, 
 
 
 def wait_for_messages(
-    stub: Stub, room: str, start: int, tag: str, *, count: int, timeout: float
+    stub: Stub,
+    room: str,
+    start: int,
+    tag: str,
+    *,
+    count: int,
+    timeout: float,
+    poll_gap_s: float = 0.0,
 ) -> tuple[int, float, dict[str, int]]:
     """Long-poll ``stub``'s room from ``start`` until ``count`` messages tagged ``tag``
-    are in; (next position, time of the last, outcomes)."""
+    are in; (next position, time of the last, outcomes); the outcomes also count the
+    long-polls it took (``long_polls``). ``poll_gap_s``: a pause after each answer that
+    brought events (fewer answers for ``stub`` to make; the time of the last is late by
+    at most that much)."""
     conn = stub.http()
     seen = 0
     outcomes: dict[str, int] = {}
@@ -671,12 +741,15 @@ def wait_for_messages(
             timeout=timeout,
         )
         last = time.perf_counter()
+        outcomes["long_polls"] = outcomes.get("long_polls", 0) + 1
         for entry in page["events"]:
             body = entry["pdu"].get("content", {}).get("body", "")
             if isinstance(body, str) and body.startswith(tag + " "):
                 seen += 1
                 outcomes[entry["outcome"]] = outcomes.get(entry["outcome"], 0) + 1
         position = page["next"]
+        if poll_gap_s and page["events"] and seen < count:
+            time.sleep(poll_gap_s)
     conn.close()
     return position, last, outcomes
 
@@ -704,6 +777,48 @@ def size_summary(sizes: Sequence[int]) -> dict[str, Any]:
         "mean": round(sum(sizes) / len(sizes), 1),
         "of_50": sum(1 for s in sizes if s == 50),
     }
+
+
+def sampled_summary(path: Path, pdus: int, top: int = 40) -> dict[str, Any]:
+    """The ``top`` functions of a sampled dump (PROFILED_RUN ``sample``) by the CPU time
+    under them (inclusive, each function once per sample) and in them (own), in
+    microseconds per PDU (``pdus`` received while it ran), and the garbage collector's
+    runs and CPU time per generation."""
+    data = json.loads(path.read_text())
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for stack, count in data["stacks"].items():
+        frames = [short_name(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + count
+    samples = sum(data["stacks"].values())
+    per_sample = data["cpu_s"] / max(samples, 1)
+
+    def us(count: float) -> float:
+        return round(count * per_sample * 1e6 / pdus, 1)
+
+    def table(counts: dict[str, int]) -> list[dict[str, Any]]:
+        ranked = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:top]
+        return [{"function": n, "us_per_pdu": us(c)} for n, c in ranked]
+
+    return {
+        "pdus": pdus,
+        "samples": samples,
+        "cpu_us_per_pdu": us(samples),
+        "gc_tracked_objects_at_end": data["tracked_objects"],
+        "gc": {
+            f"generation {g}": {"runs": runs, "cpu_us_per_pdu": round(cpu * 1e6 / pdus, 1)}
+            for g, (runs, cpu) in data["gc"].items()
+        },
+        "by_inclusive_time": table(inclusive),
+        "by_own_time": table(own),
+    }
+
+
+def short_name(name: str) -> str:
+    """``file:line(function)`` with the file relative to the tree or site-packages."""
+    return name.rpartition("/site-packages/")[2].rpartition(str(ROOT) + "/")[2]
 
 
 def profile_summary(path: Path, pdus: int, top: int = 25) -> dict[str, Any]:
@@ -742,13 +857,21 @@ def profile_summary(path: Path, pdus: int, top: int = 25) -> dict[str, Any]:
 
 
 def run_throughput(
-    messages: int, workers: int, log: Any, profile: Path | None = None
+    messages: int,
+    workers: int,
+    log: Any,
+    profile: Path | None = None,
+    *,
+    clock: str = "wall",
+    poll_gap_ms: int = 0,
 ) -> dict[str, Any]:
     """Part b: A sends ``messages`` to B, streaming and then queued (B stopped meanwhile).
     With ``profile``, A and B run under cProfile during the queued drain only
     (SIGUSR1/SIGUSR2, PROFILED_RUN): the dumps are copied beside ``profile``
     (``NAME-receiver.prof``, ``NAME-sender.prof``) and summarised (the rates are then the
-    profiled ones, slower than without)."""
+    profiled ones, slower than without); ``clock`` is the profiler's (PROFILED_RUN).
+    ``poll_gap_ms``: the queued drain's watcher pauses that long after each answer with
+    events (``wait_for_messages``), so that B answers fewer long-polls."""
     out: dict[str, Any] = {
         "messages": messages,
         "control_workers": workers,
@@ -760,7 +883,7 @@ def run_throughput(
             " control requests feed"
         ),
     }
-    with stubs("a", "b", profiled=("a", "b") if profile else ()) as (a, b):
+    with stubs("a", "b", profiled=("a", "b") if profile else (), clock=clock) as (a, b):
         room = a.control.call(
             "POST", "/rooms", {"creator": "alice", "room_version": "12", "preset": "public_chat"}
         )["room_id"]
@@ -787,6 +910,7 @@ def run_throughput(
             "a_create_rate_per_s": round(messages / created),
             "all_at_b_s": round(total, 3),
             "b_rate_per_s": round(messages / total),
+            "bench_long_polls": outcomes.pop("long_polls"),
             "outcomes_at_b": outcomes,
             "send_sizes": size_summary(sizes),
         }
@@ -802,12 +926,20 @@ def run_throughput(
                 a.process.send_signal(signal.SIGUSR1)
                 b.process.send_signal(signal.SIGUSR1)
             cpu0 = cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)
+            b_split0 = cpu_times(b.process.pid)
             t0 = time.perf_counter()
             b.process.send_signal(signal.SIGCONT)
         position, last, outcomes = wait_for_messages(
-            b, room, position, "queued", count=messages, timeout=10 * WAIT_S
+            b,
+            room,
+            position,
+            "queued",
+            count=messages,
+            timeout=10 * WAIT_S,
+            poll_gap_s=poll_gap_ms / 1000,
         )
         cpu = cpu_seconds(a.process.pid) - cpu0[0], cpu_seconds(b.process.pid) - cpu0[1]
+        b_split = [t - t0 for t, t0 in zip(cpu_times(b.process.pid), b_split0, strict=True)]
         if profile:
             out["profile"] = {}
             for stub, role in ((b, "receiver"), (a, "sender")):
@@ -819,7 +951,8 @@ def run_throughput(
                     time.sleep(0.05)
                 path = profile.with_name(f"{profile.stem}-{role}{profile.suffix}")
                 path.write_bytes(stub.profile_path.read_bytes())
-                out["profile"][role] = profile_summary(path, messages)
+                summarise = sampled_summary if clock == "sample" else profile_summary
+                out["profile"][role] = summarise(path, messages)
         requests_at, sizes = send_sizes(b, requests_at)
         total = last - t0
         out["queued"] = {
@@ -830,7 +963,12 @@ def run_throughput(
             # benchmark's long-poll): PDUs per CPU second is B's intake on one core.
             "a_cpu_s": round(cpu[0], 2),
             "b_cpu_s": round(cpu[1], 2),
+            "b_user_s": round(b_split[0], 2),
+            "b_system_s": round(b_split[1], 2),
             "b_pdus_per_cpu_s": round(messages / cpu[1]) if cpu[1] else None,
+            "bench_poll_gap_ms": poll_gap_ms,
+            # The benchmark's long-polls of B's events during the drain (B answers each).
+            "bench_long_polls": outcomes.pop("long_polls"),
             "outcomes_at_b": outcomes,
             "send_sizes": size_summary(sizes),
             "note": "the first transaction (in flight when B was stopped) may be smaller",
@@ -998,6 +1136,20 @@ def main(argv: Sequence[str]) -> int:
         help="throughput: run A and B under cProfile during the queued drain, dump them"
         " beside this path (-receiver, -sender) and summarise them (us per PDU)",
     )
+    parser.add_argument(
+        "--profile-clock",
+        choices=("wall", "cpu", "sample"),
+        default="wall",
+        help="the profiler: cProfile on the wall clock or on CPU time, or stacks sampled on"
+        " CPU time (sample: what other work on a busy machine does not inflate)",
+    )
+    parser.add_argument(
+        "--poll-gap-ms",
+        type=int,
+        default=0,
+        help="throughput: the queued drain's watcher pauses this long after each long-poll"
+        " answer with events, so that B answers fewer of them (default 0: as before)",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--output",
@@ -1034,7 +1186,14 @@ def main(argv: Sequence[str]) -> int:
         elif part == "dendrite":
             figure = run_dendrite(args.repeat, log)
         elif part == "throughput":
-            figure = run_throughput(args.messages, args.workers, log, args.profile)
+            figure = run_throughput(
+                args.messages,
+                args.workers,
+                log,
+                args.profile,
+                clock=args.profile_clock,
+                poll_gap_ms=args.poll_gap_ms,
+            )
         elif part == "extremities":
             figure = run_extremities(log)
         else:

@@ -977,8 +977,10 @@ def rooms_main() -> int:
         with soak_rooms.hostile_world(folder, ca) as (world, dns_address):
             extra = soak_rooms.rooms_config(folder, dns_address, ca)
             config = write_stub(folder, SERVER_NAME, ca, extra_config=extra)
-            with start_stubserver(config) as stub:
-                soak_rooms.rooms_soak(stub, ca.cert_pem, world, rss_kib)
+            turns = folder / "turns.json"
+            timed = ("scripts/turn_timer.py", str(turns))
+            with start_stubserver(config, launcher=timed) as stub:
+                soak_rooms.rooms_soak(stub, ca.cert_pem, world, rss_kib, turns)
                 stderr = stub.stderr_text()
     print(
         f"server log lines with 'Unhandled' or 'Traceback': "

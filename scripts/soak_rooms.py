@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
+import signal
 import socket
 import ssl
 import sys
@@ -380,8 +382,35 @@ def _longest(probes: list[float], first: int) -> str:
     return f", longest /version meanwhile {max(probes[first:], default=0.0) * 1000:.0f} ms"
 
 
-def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
-    """Run the four cases; print what each cost."""
+def _longest_turn(pid: int, turns: Path | None) -> str:
+    """The longest reactor turn since the last call, as text, when the server runs under
+    ``scripts/turn_timer.py`` writing ``turns`` (SIGUSR2 asks for the dump)."""
+    if turns is None:
+        return ""
+    turns.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
+    while not turns.exists():
+        if time.monotonic() > deadline:
+            return "; no reactor turn dump"
+        time.sleep(0.02)
+    dump = json.loads(turns.read_text())
+    if not dump["longest"]:
+        return "; no reactor turn"
+    top = dump["longest"][0]
+    where = ", ".join(f"{name} x{count}" for name, count in top["samples"].items())
+    return (
+        f"; longest of {dump['turns']} reactor turns {top['wall_ms']:.0f} ms"
+        f" (CPU {top['cpu_ms']:.0f} ms, GC {top['gc_ms']:.0f} ms, longest GC"
+        f" {top['longest_gc_ms']:.0f} ms; CPU samples: {where or 'none'})"
+    )
+
+
+def rooms_soak(
+    stub: Any, ca_pem: bytes, world: World, rss_kib: Any, turns: Path | None = None
+) -> None:
+    """Run the four cases; print what each cost (with ``turns``, the longest reactor turn
+    of each: ``_longest_turn``)."""
     server = _server_of(stub, ca_pem)
     pid = stub.process.pid
     status, created = server.control(
@@ -403,6 +432,7 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
 
     # Row 2: a server outside the room.
     room.refresh()
+    _longest_turn(pid, turns)
     first_probe = len(probes)
     before = rss_kib(pid)
     for _ in range(TRANSACTIONS_PER_CASE):
@@ -416,10 +446,12 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
         f"row 2 (outsider, {TRANSACTIONS_PER_CASE} x 50 PDUs of ~63 KB): stored {len(kept)}, "
         f"key requests toward it {world.count('outsider.test', 'keys')}, "
         f"rss {before} -> {rss_kib(pid)} KiB{_longest(probes, first_probe)}"
+        f"{_longest_turn(pid, turns)}"
     )
 
     # Row 8: a member's rejected events.
     room.refresh()
+    _longest_turn(pid, turns)
     first_probe = len(probes)
     before = rss_kib(pid)
     for n in range(TRANSACTIONS_PER_CASE):
@@ -445,6 +477,7 @@ def rooms_soak(stub: Any, ca_pem: bytes, world: World, rss_kib: Any) -> None:
         f"row 8 (member's rejected, {TRANSACTIONS_PER_CASE} x 50 PDUs of ~63 KB): "
         f"{len(rejected)} rejected kept, largest kept PDU {biggest} bytes, our send after: "
         f"{status}, rss {before} -> {rss_kib(pid)} KiB{_longest(probes, first_probe)}"
+        f"{_longest_turn(pid, turns)}"
     )
 
     # Row 6: unknown key IDs of a third server.

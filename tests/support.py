@@ -275,16 +275,19 @@ def start_stubserver(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     extra_args: Sequence[str] = (),
     sigint_ignored: bool = False,
+    launcher: Sequence[str] = ("-m", "stubserver"),
 ) -> StubProcess:
     """Start ``python -m stubserver run -c config_path`` and wait for its ready line.
 
     ``sigint_ignored``: start it with SIGINT ignored, as a shell starts a background job.
+    ``launcher``: what runs instead of ``-m stubserver`` (a script that wraps it, as
+    ``scripts/turn_timer.py OUT``).
 
     Raises :class:`StubserverFailed` when it exits or stays silent for ``timeout`` s.
     """
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the StubProcess
     process = subprocess.Popen(
-        [PYTHON, "-m", "stubserver", "run", "-c", str(config_path), *extra_args],
+        [PYTHON, *launcher, "run", "-c", str(config_path), *extra_args],
         stdout=subprocess.PIPE,
         stderr=stderr_file,
         cwd=REPO_ROOT,

@@ -34,6 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver.app.federation import FederationExtensions, build_process_parts
+from stubserver.app.gc_pacing import GcPacer
 from stubserver.app.hosting import HostDispatch, HostedServer, control_table, hosts_of
 from stubserver.app.site import ListenerSite, listener_router, router_giver
 from stubserver.config import Config, ConfigError, ListenerConfig, load_config
@@ -273,6 +274,9 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
         sys.stdout.flush()
 
     reactor.callWhenRunning(announce)
+    # The garbage collector runs on a timer from here on (issue 22: full collections
+    # inside requests), once start-up's objects are frozen.
+    reactor.callWhenRunning(GcPacer(reactor).start)
     reactor.addSystemEventTrigger(
         "before", "shutdown", shut_down, reactor, bound, sites, composed.request_log
     )

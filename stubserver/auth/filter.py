@@ -42,7 +42,7 @@ from stubserver.server.router import (
     read_json_body_in_slices,
     request_annotations,
 )
-from stubserver.slices import TimeSlices
+from stubserver.slices import SMALL_BODY_BYTES, TimeSlices
 
 #: Paths whose X-Matrix credentials the filter checks (contract: "any other /_matrix/
 #: path: X-Matrix checked and logged where given") ...
@@ -54,7 +54,7 @@ MISSING_AUTH_MESSAGE = "Missing Authorization headers"
 #: Bodies larger than this, in bytes, are parsed in slices of time when the filter has a
 #: clock (issue 22: a 4 MB /send held the reactor ~130 ms for its parse alone); an
 #: ordinary /send of 50 PDUs is ~35 KB and parses in one go.
-SLICED_PARSE_BYTES = 256 * 1024
+SLICED_PARSE_BYTES = SMALL_BODY_BYTES
 
 
 class Authenticator(Protocol):

@@ -36,7 +36,7 @@ from stubserver.rooms.transaction import (
     signature_error,
 )
 from stubserver.rooms.versions import RoomVersion
-from stubserver.slices import TimeSlices
+from stubserver.slices import SLICE_SECONDS, TimeSlices
 
 log = Logger()
 
@@ -82,7 +82,14 @@ class Intake:
         return kept
 
     async def receive(
-        self, origin: str, pdus: Sequence[Any], edus: Sequence[Any], rooms: RoomLookup, now: int
+        self,
+        origin: str,
+        pdus: Sequence[Any],
+        edus: Sequence[Any],
+        rooms: RoomLookup,
+        now: int,
+        *,
+        slice_seconds: float = SLICE_SECONDS,
     ) -> TransactionOutcome:
         """A transaction's PDUs and EDUs (``transaction_lists`` of an authenticated request
         body: parsed by ``parse_json_bytes``, and encoded whole without a float by its
@@ -90,8 +97,9 @@ class Intake:
         add each to its room, in order, handing the reactor back between PDUs whenever a
         slice of time is spent (issue 22: a /send of 50 PDUs of 63 KB held the reactor
         for 0.5-0.8 s). The outcome is ``stubserver.rooms.transaction.apply_transaction``'s.
+        ``slice_seconds``: the slice (``stubserver.slices.slice_seconds_for`` the body).
         """
-        slices = TimeSlices(self.clock) if self.clock is not None else None
+        slices = TimeSlices(self.clock, slice_seconds) if self.clock is not None else None
         parsed = []
         for pdu in pdus:
             one = parse_pdu(origin, pdu, rooms, owned=True, float_free=True)

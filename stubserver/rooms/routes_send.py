@@ -21,7 +21,8 @@ from stubserver.auth.filter import request_content, require_origin
 from stubserver.rooms.hooks import InboundHooks
 from stubserver.rooms.routes_common import V1, RoomEndpointParts
 from stubserver.rooms.transaction import TransactionRefused, transaction_lists
-from stubserver.server.router import JsonResponse, MatrixError, Route
+from stubserver.server.router import JsonResponse, MatrixError, Route, body_length
+from stubserver.slices import slice_seconds_for
 
 log = Logger()
 
@@ -57,10 +58,16 @@ class SendEndpoint:
         except TransactionRefused as refused:
             return JsonResponse(refused.status, refused.body)
         self.in_flight.add(origin)
-        return Deferred.fromCoroutine(self._finish(origin, txn_id, pdus, edus))
+        slice_seconds = slice_seconds_for(body_length(request))
+        return Deferred.fromCoroutine(self._finish(origin, txn_id, pdus, edus, slice_seconds))
 
     async def _finish(
-        self, origin: str, txn_id: str, pdus: Sequence[Any], edus: Sequence[Any]
+        self,
+        origin: str,
+        txn_id: str,
+        pdus: Sequence[Any],
+        edus: Sequence[Any],
+        slice_seconds: float,
     ) -> JsonResponse:
         # The answer comes once every PDU is processed (spec "Transactions"); the intake
         # hands the reactor back between PDUs meanwhile, and ``in_flight`` keeps the
@@ -68,7 +75,7 @@ class SendEndpoint:
         store = self._parts.store
         try:
             outcome = await self._parts.intake.receive(
-                origin, pdus, edus, store.get_room, self._parts.now()
+                origin, pdus, edus, store.get_room, self._parts.now(), slice_seconds=slice_seconds
             )
             store.memory.remember(origin, txn_id, outcome.response)
         finally:

@@ -20,10 +20,12 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar, cast
 
 import canonicaljson
+
+_T = TypeVar("_T")
 
 #: Largest magnitude of an integer a canonical JSON value may carry.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -235,18 +237,66 @@ def _outside_strings(text: str) -> str:
 
 def _nested_deeper(outside: str, limit: int) -> bool:
     """:func:`_depth_exceeds` over the text without its strings (:func:`_outside_strings`)."""
+    return _run_steps(_nesting_steps(outside, limit))
+
+
+#: Steps of a check done in one go (:func:`_run_steps`) or with a pause between them
+#: (:func:`_run_steps_in_slices`): the generator yields between steps and returns the
+#: answer.
+Steps = Generator[None, None, _T]
+#: Brackets the running sum of :func:`_nesting_steps` adds up per step.
+_BRACKETS_PER_STEP = 64 * 1024
+_DEPTH_STEP = {ord("["): 1, ord("]"): -1}
+
+
+def _advance(steps: Steps[_T]) -> list[_T]:
+    """Run the next step of ``steps``: ``[]`` while more follow, ``[answer]`` at the end."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return [done.value]
+    return []
+
+
+def _run_steps(steps: Steps[_T]) -> _T:
+    """What ``steps`` answer, run in one go."""
+    while not (answer := _advance(steps)):
+        pass
+    return answer[0]
+
+
+async def _run_steps_in_slices(steps: Steps[_T], pause: Pause) -> _T:
+    """What ``steps`` answer, awaiting ``pause()`` between steps."""
+    while not (answer := _advance(steps)):
+        await pause()
+    return answer[0]
+
+
+def _nesting_steps(outside: str, limit: int) -> Steps[bool]:
+    """:func:`_nested_deeper` in steps of a few milliseconds at most for a body of
+    megabytes: the translation, each round of pair removal, and the running sum in
+    pieces of :data:`_BRACKETS_PER_STEP` (issue 22: the check held the reactor ~25 ms for
+    a body of a million ``{}``, and the running sum ~200 ms)."""
     if outside.count("[") + outside.count("{") <= limit:
         return False
-    brackets = outside.encode("utf-8").translate(_AS_ARRAY, _NOT_BRACKET)
+    original = outside.encode("utf-8").translate(_AS_ARRAY, _NOT_BRACKET)
+    brackets = original
     for _ in range(limit):
+        yield
         shorter = brackets.replace(b"[]", b"")
         if not shorter:
             return False
         if len(shorter) == len(brackets):
             break
         brackets = shorter
-    steps = map(_BRACKET_STEP.__getitem__, _BRACKET_RE.findall(outside))
-    return max(itertools.accumulate(steps)) > limit
+    depth = deepest = 0
+    for start in range(0, len(original), _BRACKETS_PER_STEP):
+        yield
+        piece = original[start : start + _BRACKETS_PER_STEP]
+        sums = list(itertools.accumulate(map(_DEPTH_STEP.__getitem__, piece), initial=depth))
+        sums.append(deepest)
+        deepest, depth = max(sums), sums[-2]
+    return deepest > limit
 
 
 #: Duplicate keys are refused by a Python call per object (the hook) when the body has
@@ -302,12 +352,19 @@ def parse_json_bytes(body: bytes) -> Any:
 def _checked_text(body: bytes) -> tuple[str, str]:
     """The body as text, and the text without its strings, once it is UTF-8 nested at
     most :data:`MAX_JSON_DEPTH` deep; raise :class:`BadJson`."""
+    return _run_steps(_checked_text_steps(body))
+
+
+def _checked_text_steps(body: bytes) -> Steps[tuple[str, str]]:
+    """:func:`_checked_text` in steps: the decode, the strings cut out, then the nesting
+    check's (:func:`_nesting_steps`)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadJson(f"body is not valid UTF-8: {e.reason}", not_json=True) from None
+    yield
     outside = _outside_strings(text)
-    if _nested_deeper(outside, MAX_JSON_DEPTH):
+    if (yield from _nesting_steps(outside, MAX_JSON_DEPTH)):
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", not_json=False)
     return text, outside
 
@@ -361,8 +418,9 @@ async def parse_json_bytes_in_slices(body: bytes, pause: Pause) -> Any:
     directly under a top-level object (a ``/send``'s PDUs and EDUs): the same value and
     the same refusals, but a body of megabytes no longer holds the reactor for the whole
     parse (issue 22, /version stall). Whatever is not such an object, or is not JSON, is
-    parsed whole (which refuses it with the usual words)."""
-    text, _ = _checked_text(body)
+    parsed whole (which refuses it with the usual words). The UTF-8 decode and the nesting
+    check before the parse pause between their steps too (``_checked_text_steps``)."""
+    text, _ = await _run_steps_in_slices(_checked_text_steps(body), pause)
     try:
         value = await _sliced_object(text, pause)
     except BadJson:

@@ -16,12 +16,13 @@ from stubserver.auth.filter import XMatrixFilter
 from stubserver.auth.xmatrix import sign_request
 from stubserver.rooms.hooks import CallbackHooks
 from stubserver.rooms.intake import Intake
+from stubserver.rooms.room import Room
 from stubserver.rooms.routes_common import RoomEndpointParts
 from stubserver.rooms.routes_send import SendEndpoint
 from stubserver.rooms.transaction import TransactionOutcome
 from stubserver.server.router import JsonResponse, MatrixError
 from stubserver.signing.keys import ServerSigningKey
-from stubserver.slices import SLICE_SECONDS
+from stubserver.slices import SLICE_SECONDS, SMALL_BODY_BYTES, SMALL_BODY_SLICE_SECONDS
 from tests.auth.test_authenticator import Keys
 from tests.rooms.endpoint_fixtures import parts, signed_in
 from tests.rooms.room_fixtures import B_SIGNER, BOB, TS, add, build, join, new_room
@@ -119,13 +120,14 @@ def test_behind_the_real_xmatrix_filter_the_body_is_parsed_once() -> None:
     assert body.whole_reads == 1
 
 
-def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last() -> None:
-    """Issue 22 (/version stall): when each PDU takes a slice's time, /send hands the
-    reactor back between PDUs: the PDUs are added in order, one slice at a time, the
-    origin's next transaction meanwhile is 429, and the answer (every PDU) comes only once
-    the last is processed."""
+def slow_send(
+    step: float, texts: list[str]
+) -> tuple[SendEndpoint, Intake, Room, list[Any], WorkClock]:
+    """A /send endpoint and its intake, on a clock each reading of which costs ``step``
+    seconds, a room it holds (BOB joined), and messages of BOB with ``texts`` built in a
+    copy of it (not yet sent); the clock."""
     base = parts()
-    clock = WorkClock(2 * SLICE_SECONDS)  # every PDU a slice's work at least
+    clock = WorkClock(step)
     clock.advance(TS / 1000)
     intake = Intake(base.intake.fetch_verify_key, clock)
     p = RoomEndpointParts(base.store, base.signer, intake, clock)
@@ -134,11 +136,20 @@ def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last()
     sender = new_room("12").room
     join(sender, BOB)
     built = []
-    for i in range(3):
-        built.append(build(sender, BOB, "m.room.message", {"body": str(i)}, ts=TS + 1 + i))
+    for i, text in enumerate(texts):
+        built.append(build(sender, BOB, "m.room.message", {"body": text}, ts=TS + 1 + i))
         add(sender, built[-1])
     p.store.add_room(room)
-    endpoint = SendEndpoint(p, CallbackHooks())
+    return SendEndpoint(p, CallbackHooks()), intake, room, built, clock
+
+
+def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last() -> None:
+    """Issue 22 (/version stall): when each PDU takes a slice's time, /send hands the
+    reactor back between PDUs: the PDUs are added in order, one slice at a time, the
+    origin's next transaction meanwhile is 429, and the answer (every PDU) comes only once
+    the last is processed."""
+    # Every PDU a slice's work at least.
+    endpoint, intake, room, built, clock = slow_send(2 * SMALL_BODY_SLICE_SECONDS, ["0", "1", "2"])
     answer = endpoint.send_transaction(
         signed_in("PUT", PATH, {"pdus": [b.pdu for b in built]}), {"txnId": "t1"}
     )
@@ -155,6 +166,31 @@ def test_a_long_transaction_is_processed_in_slices_and_answered_after_the_last()
     # Three parsed in three slices (nothing added yet), then added one per slice.
     assert added_per_turn == [0, 0, 0, 1, 2, 3]
     assert intake.pauses == len(added_per_turn)
+
+
+def pauses_for(pdu_body: str) -> int:
+    """The pauses of a /send of 5 messages with ``pdu_body`` as their text, each reading
+    of the clock costing 10 ms (work of a 5 ms slice and more, not of a 20 ms one)."""
+    endpoint, intake, _, built, clock = slow_send(2 * SLICE_SECONDS, [pdu_body] * 5)
+    answer = endpoint.send_transaction(
+        signed_in("PUT", PATH, {"pdus": [b.pdu for b in built]}), {"txnId": "t1"}
+    )
+    while isinstance(answer, Deferred) and not answer.called:
+        clock.advance(0)
+    response = answer if isinstance(answer, JsonResponse) else result_now(answer)
+    assert response.body == {"pdus": {b.event.event_id: {} for b in built}}
+    return intake.pauses
+
+
+def test_a_body_of_megabytes_is_worked_on_in_short_slices() -> None:
+    """The slice follows the body's size (issue 22): a /send over SMALL_BODY_BYTES
+    (5 PDUs of 64,000 characters) is cut in 5 ms slices, a pause after each of its 10
+    steps (5 parses, 5 adds); an ordinary one in 20 ms slices, so that its few
+    milliseconds of work take fewer reactor turns (each lets the control API's
+    long-polls answer): 3 pauses."""
+    assert SMALL_BODY_BYTES < 5 * 64_000
+    assert pauses_for("x" * 64_000) == 10
+    assert pauses_for("x") == 3
 
 
 def test_a_body_with_a_float_never_reaches_the_rooms() -> None:
