@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import errno
 import json
+import random
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,14 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from stubserver.app.federation import FederationExtensions, build_federation_extensions
+from stubserver.app.own_listeners import FEDERATION_RESOURCE, OwnFederationListeners
 from stubserver.app.site import ListenerSite, build_site
 from stubserver.config import CONTROL_RESOURCE, Config, ConfigError, ListenerConfig, load_config
 from stubserver.logs.legacy import at_debug_level
 from stubserver.logs.output import start_logging
 from stubserver.reactor import IReactor, global_reactor
+from stubserver.server.faults import ServerFaults
+from stubserver.server.limits import LimitedSite
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import RequestObserver, Route
 from stubserver.tls.server import server_tls_options
@@ -58,6 +62,8 @@ class BoundListener:
     port: int
     resources: tuple[str, ...]
     listening: IListeningPort
+    #: The index of the listener (and site) this socket serves.
+    listener_index: int = 0
 
     def ready_entry(self) -> dict[str, Any]:
         """This socket as an entry of the ready line's ``listeners``."""
@@ -96,6 +102,25 @@ def _describe_socket_error(error: CannotListenError) -> str:
     return str(socket_error)
 
 
+def listen(
+    reactor: IReactorSSL,
+    port: int,
+    factory: LimitedSite,
+    tls: CertificateOptions | None,
+    address: str,
+) -> IListeningPort:
+    """Listen on ``address``:``port`` for ``factory`` (TLS, or plain TCP where ``tls`` is
+    None); raises CannotListenError."""
+    # Twisted's "<site> starting on N" at debug: "Listening on" says it.
+    if tls is None:
+        listening: IListeningPort = at_debug_level(
+            IReactorTCP(reactor).listenTCP, port, factory, LISTEN_BACKLOG, address
+        )
+    else:
+        listening = at_debug_level(reactor.listenSSL, port, factory, tls, LISTEN_BACKLOG, address)
+    return listening
+
+
 def bind_all(
     reactor: IReactorSSL,
     sites: Sequence[ListenerSite],
@@ -111,20 +136,7 @@ def bind_all(
             bound_here: list[str] = []
             for j, address in enumerate(listener.bind_addresses):
                 try:
-                    # Twisted's "<site> starting on N" at debug: "Listening on" says it.
-                    listening = (
-                        at_debug_level(
-                            IReactorTCP(reactor).listenTCP,
-                            port,
-                            entry.site,
-                            LISTEN_BACKLOG,
-                            address,
-                        )
-                        if tls is None
-                        else at_debug_level(
-                            reactor.listenSSL, port, entry.site, tls, LISTEN_BACKLOG, address
-                        )
-                    )
+                    listening = listen(reactor, port, entry.site, tls, address)
                 except CannotListenError as e:
                     number = getattr(e.socketError, "errno", None) or 0
                     if ignorable_bind_failure(address, bound_here, number):
@@ -142,7 +154,7 @@ def bind_all(
                 port = listening.getHost().port  # type: ignore[attr-defined]
                 bound_here.append(address)
                 bound.append(
-                    BoundListener(address, port, tuple(sorted(listener.resources)), listening)
+                    BoundListener(address, port, tuple(sorted(listener.resources)), listening, i)
                 )
     except BaseException:
         for b in bound:
@@ -206,6 +218,16 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
     composed = compose(config, reactor)
     sites = composed.sites
     bound = bind_all(reactor, sites, options)
+
+    def rebind(b: BoundListener) -> BoundListener:
+        index = b.listener_index
+        return replace(
+            b, listening=listen(reactor, b.port, sites[index].site, options[index], b.address)
+        )
+
+    own = OwnFederationListeners(bound, rebind)
+    if composed.faults is not None:
+        composed.faults.attach_listeners(own)
     # Logging starts only once every socket is bound: until then a fault must show as the
     # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
     start_logging(sys.stderr, "debug" if verbose else config.log_level)
@@ -222,8 +244,10 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
         sys.stdout.flush()
 
     reactor.callWhenRunning(announce)
+    request_log = composed.extensions.request_log
+    # own.bound: the sockets bound at shutdown (fault injection's down closes and reopens some).
     reactor.addSystemEventTrigger(
-        "before", "shutdown", shut_down, reactor, bound, sites, composed.extensions.request_log
+        "before", "shutdown", lambda: shut_down(reactor, own.bound, sites, request_log)
     )
     # SIGINT stops us whatever we inherited (DESIGN.md: "serves until SIGINT or SIGTERM"). A
     # shell starts a background job (`stubserver run &`, as CI scripts do) with SIGINT
@@ -237,10 +261,12 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
 
 @dataclass(frozen=True)
 class Composition:
-    """What ``run`` serves: a site per listener, and the extensions they share."""
+    """What ``run`` serves: a site per listener, the extensions they share, and the
+    server's faults (None without a control listener to switch them)."""
 
     extensions: FederationExtensions
     sites: tuple[ListenerSite, ...]
+    faults: ServerFaults | None = None
 
 
 def compose(
@@ -251,16 +277,20 @@ def compose(
     log, one room service. ``service_factory`` replaces the room service, for tests."""
     extensions = build_federation_extensions(config, reactor)
     parts = site_parts(config, reactor, extensions, service_factory)
+    faults = parts.faults
     sites = build_site(
         config,
         reactor,
         keys=extensions.key_document,
         extra_routes=parts.extra_routes,
-        filters=extensions.filters,
+        # The faults act after the X-Matrix filter: the log shows who sent what they hit.
+        filters=extensions.filters if faults is None else (*extensions.filters, faults.gate),
         observers=parts.observers,
         routes_by_resource=parts.routes_by_resource,
     )
-    return Composition(extensions, sites)
+    if faults is not None:
+        faults.attach_sites(s.site for s in sites if FEDERATION_RESOURCE in s.listener.resources)
+    return Composition(extensions, sites, faults)
 
 
 @dataclass(frozen=True)
@@ -270,6 +300,7 @@ class SiteParts:
     extra_routes: tuple[Route, ...]
     observers: tuple[RequestObserver, ...]
     routes_by_resource: dict[str, Sequence[Route]]
+    faults: ServerFaults | None = None
 
 
 def site_parts(
@@ -285,11 +316,13 @@ def site_parts(
     service, for tests), federation listeners gain the room routes, the media download
     over a media store and a feed of their requests, and the control listener serves the
     control API over all of them (and the profiles of ``extensions``). Without one,
-    nothing drives rooms, so none are served.
+    nothing drives rooms, so none are served. The control listener also switches the
+    server's faults (``stubserver.server.faults``; none without one).
     """
     extra_routes = extensions.routes
     observers = extensions.observers
     routes_by_resource = _report_routes(reactor, config)
+    faults = None
     if any(listener.is_control for listener in config.listeners):
         from stubserver.app.rooms_wiring import (  # noqa: PLC0415
             build_rooms,
@@ -310,10 +343,16 @@ def site_parts(
         media = MediaStore()
         extra_routes = (*extra_routes, *rooms.federation_routes, *media_routes(media))
         observers = (*observers, feed)
-        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(
-            config, rooms.service, feed, profiles=extensions.profiles, media=media
-        )
-    return SiteParts(extra_routes, observers, routes_by_resource)
+        from stubserver.control.faults_api import fault_routes  # noqa: PLC0415
+
+        faults = ServerFaults(reactor, random.Random())  # noqa: S311 - shares, not secrets
+        routes_by_resource[CONTROL_RESOURCE] = [
+            *control_listener_routes(
+                config, rooms.service, feed, profiles=extensions.profiles, media=media
+            ),
+            *fault_routes(faults, config.control_token or ""),
+        ]
+    return SiteParts(extra_routes, observers, routes_by_resource, faults)
 
 
 def _report_routes(reactor: IReactor, config: Config) -> dict[str, Sequence[Route]]:

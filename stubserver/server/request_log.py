@@ -19,6 +19,10 @@ was answered (a test reading the log right after a response finds it within
 runs wait for it and go together as the next batch (or at once when
 :data:`FLUSH_BATCH_LINES` are waiting).
 
+A request that fault injection touched (``stubserver.server.faults``, issue 23) carries
+``fault`` (``"failed"``, ``"dropped"``, ``"delayed"`` or ``"refused"``) and, when it was
+delayed, ``delay_ms``; the others have neither field.
+
 Bodies are kept up to :data:`MAX_LOGGED_BODY_BYTES` (64 KiB, the body cap of every endpoint
 but the four that carry several PDUs): a larger body is logged with ``content`` null and a
 ``log_note`` saying how large it was and that it was cut (issue 22, row 1). Synapse keeps
@@ -107,6 +111,12 @@ def log_entry(
         "status": status,
         "content": annotations.get("content"),
     }
+    fault = annotations.get("fault")
+    if fault is not None:
+        # What fault injection did to the request (stubserver.server.faults).
+        entry["fault"] = fault
+        if "delay_ms" in annotations:
+            entry["delay_ms"] = annotations["delay_ms"]
     if body_bytes > MAX_LOGGED_BODY_BYTES:
         entry["content"] = None
         entry["log_note"] = (
@@ -145,7 +155,7 @@ class ObservedRequest:
 #: The key of :func:`request_annotations` under which :func:`observed_request` keeps
 #: what it took, so that the log and the feed take it once per request.
 _OBSERVED_KEY = "_observed"
-_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes")
+_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes", "fault", "delay_ms")
 
 
 def observed_request(request: IRequest, status: int, clock: IReactorTime) -> ObservedRequest | None:
