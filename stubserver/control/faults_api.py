@@ -134,9 +134,10 @@ def parse_settings(body: Any) -> tuple[FaultSettings, int | None]:
     return settings, None if seed is None else _int_in(seed, "seed", 0, MAX_SEED)
 
 
-def fault_routes(faults: ServerFaults, token: str) -> list[Route]:
-    """``GET``, ``PUT`` and ``DELETE`` ``/_stubserver/v1/faults`` over ``faults``,
-    guarded by ``token`` (the control API's bearer token)."""
+def fault_routes(faults: ServerFaults, token: str, prefix: str = PREFIX) -> list[Route]:
+    """``GET``, ``PUT`` and ``DELETE`` ``<prefix>/faults`` over ``faults``, guarded by
+    ``token`` (the control API's bearer token). ``prefix``: where one server's control
+    routes start (``/_stubserver/v1``, or a virtual server's own prefix)."""
     token_bytes = token.encode("utf-8")
 
     def answer(_: object = None) -> JsonResponse:
@@ -164,5 +165,5 @@ def fault_routes(faults: ServerFaults, token: str) -> list[Route]:
         check_bearer(request, token_bytes)
         return faults.apply(NO_FAULTS).addCallbacks(answer, still_down)
 
-    path = f"{PREFIX}/faults"
+    path = f"{prefix}/faults"
     return [Route("GET", path, get), Route("PUT", path, put), Route("DELETE", path, delete)]

@@ -85,6 +85,21 @@ def test_down_refuses_connections_and_recovers_on_the_same_port(peer: Peer) -> N
     assert get_version(peer) == (200, {"server": {"name": "stubserver", "version": __version__}})
 
 
+def test_a_peer_stopped_while_down_exits_zero_with_its_log_written(tmp_path: Path) -> None:
+    """SIGTERM while the federation listener is closed: the peer stops as usual (exit 0)
+    and its request log holds the requests it answered, the failed one included."""
+    peer = Peer.start(tmp_path, bind=ADDRESS_ONE)
+    try:
+        peer.set_faults(fail={"status": 500})
+        assert get_version(peer)[0] == 500
+        peer.set_faults(down=True)
+    finally:
+        status = peer.process.stop(CLIENT_TIMEOUT_S)
+    assert status == 0
+    (line,) = [line for line in peer.request_log_text().splitlines() if VERSION in line]
+    assert '"fault":"failed"' in line
+
+
 def test_reset_mode_resets_each_connection_and_counts_it(peer: Peer) -> None:
     """Down with "reset", the listener stays open but each connection is reset before the
     TLS handshake, and counted; no request reaches the feed."""
