@@ -16,7 +16,10 @@ never on the control listener, and on ``/_matrix/...`` requests only:
   closed (counted in ``connections_closed``), and a request that still arrives while the
   server is down is reset too (fault ``"refused"``).
 - **slow** (:attr:`FaultSettings.latency_ms`): every request is handled that long after
-  it arrived (a timer on the clock, never a sleep), at most :data:`MAX_LATENCY_MS`.
+  it arrived (a timer on the clock, never a sleep), at most :data:`MAX_LATENCY_MS`. The
+  latency counts against the listener's handler deadline (60 s,
+  ``stubserver.server.limits``): a request whose latency and handling together pass it
+  is answered 504.
 - **dropped** (:attr:`FaultSettings.drop_share`): that share of requests is reset
   without an answer.
 - **failing** (:attr:`FaultSettings.fail`): requests whose path matches one of the rule's
@@ -112,11 +115,6 @@ class FaultSettings:
     latency_ms: int = 0
     drop_share: float = 0.0
     fail: FailRule | None = None
-
-    @property
-    def any(self) -> bool:
-        """Whether any fault is set."""
-        return self != NO_FAULTS
 
     def to_json(self) -> dict[str, Any]:
         """The settings as the control API shows them (and accepts them back)."""
