@@ -501,6 +501,14 @@ def dns_server_process(
             process.stdout.close()
 
 
+def a_and_b_records(address_a: str, address_b: str) -> list[dict[str, str]]:
+    """The zone of two named peers: A records ``a.test`` and ``b.test``."""
+    return [
+        {"name": "a.test", "type": "A", "value": address_a},
+        {"name": "b.test", "type": "A", "value": address_b},
+    ]
+
+
 #: What named peers may dial (the blocklist's loopback exception).
 LOOPBACK_RANGE = "127.0.0.0/8"
 

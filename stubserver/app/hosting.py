@@ -45,7 +45,8 @@ from stubserver.config import CONTROL_RESOURCE, Config
 from stubserver.config.servers import dispatch_hosts
 from stubserver.control.api import PREFIX, check_bearer
 from stubserver.reactor import IReactor
-from stubserver.server.limits import ServerLimits
+from stubserver.server.faults import ListenerControl, ServerFaults
+from stubserver.server.limits import LimitedSite, ServerLimits
 from stubserver.server.router import (
     FederationRouter,
     Handler,
@@ -105,6 +106,11 @@ class HostedServer:
         self._built: tuple[FederationExtensions, SiteParts] | None = None
         self._routers: dict[frozenset[str], FederationRouter] = {}
         self._control: dict[tuple[str, str], Handler] | None = None
+        #: The federation sites and listeners that serve this server alone (its faults'
+        #: ``down`` closes those listeners and resets those sites' connections; a server
+        #: on shared listeners is down by its requests being reset: the faults' gate).
+        self._own_sites: tuple[LimitedSite, ...] = ()
+        self._own_listeners: ListenerControl | None = None
 
     @property
     def name(self) -> str:
@@ -127,7 +133,40 @@ class HostedServer:
                 serves_rooms=self._serves_rooms,
             )
             self._built = (extensions, parts)
+            self._attach_faults()
         return self._built
+
+    def attach_own(
+        self,
+        *,
+        sites: Sequence[LimitedSite] = (),
+        listeners: ListenerControl | None = None,
+    ) -> None:
+        """The federation ``sites`` and ``listeners`` that serve this server alone (now, or
+        on its first request when not yet built)."""
+        if sites:
+            self._own_sites = tuple(sites)
+        if listeners is not None:
+            self._own_listeners = listeners
+        if self._built is not None:
+            self._attach_faults()
+
+    def _attach_faults(self) -> None:
+        assert self._built is not None
+        faults = self._built[1].faults
+        if faults is None:
+            return
+        if self._own_sites:
+            faults.attach_sites(self._own_sites)
+            self._own_sites = ()
+        if self._own_listeners is not None:
+            faults.attach_listeners(self._own_listeners)
+            self._own_listeners = None
+
+    @property
+    def faults(self) -> ServerFaults | None:
+        """Its faults (built now if not yet); None when it serves no rooms."""
+        return self._parts()[1].faults
 
     @property
     def extensions(self) -> FederationExtensions:
@@ -146,12 +185,17 @@ class HostedServer:
                 parts.extra_routes,
                 parts.routes_by_resource,
             )
+            faults = parts.faults
             router = listener_router(
                 routes,
                 self._reactor,
                 self._limits,
                 control=False,
-                filters=extensions.filters,
+                # The faults act after the X-Matrix filter: the log shows who sent what
+                # they hit.
+                filters=extensions.filters
+                if faults is None
+                else (*extensions.filters, faults.gate),
                 observers=parts.observers,
             )
             self._routers[resources] = router

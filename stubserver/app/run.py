@@ -17,7 +17,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from stubserver.app.federation import FederationExtensions, build_process_parts
 from stubserver.app.gc_pacing import GcPacer
 from stubserver.app.hosting import HostDispatch, HostedServer, control_table, hosts_of
+from stubserver.app.own_listeners import FEDERATION_RESOURCE, OwnFederationListeners
 from stubserver.app.site import ListenerSite, listener_router, router_giver
 from stubserver.config import Config, ConfigError, ListenerConfig, load_config
 from stubserver.config.servers import dispatch_hosts
@@ -43,6 +44,7 @@ from stubserver.logs.legacy import at_debug_level
 from stubserver.logs.output import start_logging
 from stubserver.reactor import IReactor, global_reactor
 from stubserver.server.connections import MAX_CONTROL_CONNECTIONS, ConnectionCounter
+from stubserver.server.faults import ServerFaults
 from stubserver.server.limits import LimitedSite, ServerLimits
 from stubserver.server.request_log import RequestLog
 from stubserver.server.router import FederationRouter
@@ -69,6 +71,8 @@ class BoundListener:
     port: int
     resources: tuple[str, ...]
     listening: IListeningPort
+    #: The index of the listener (and site) this socket serves.
+    listener_index: int = 0
 
     def ready_entry(self) -> dict[str, Any]:
         """This socket as an entry of the ready line's ``listeners``."""
@@ -137,6 +141,25 @@ def _describe_socket_error(error: CannotListenError) -> str:
     return str(socket_error)
 
 
+def listen(
+    reactor: IReactorSSL,
+    port: int,
+    factory: LimitedSite,
+    tls: ServerTlsOptions | None,
+    address: str,
+) -> IListeningPort:
+    """Listen on ``address``:``port`` for ``factory`` (TLS, or plain TCP where ``tls`` is
+    None); raises CannotListenError."""
+    # Twisted's "<site> starting on N" at debug: "Listening on" says it.
+    if tls is None:
+        listening: IListeningPort = at_debug_level(
+            IReactorTCP(reactor).listenTCP, port, factory, LISTEN_BACKLOG, address
+        )
+    else:
+        listening = at_debug_level(reactor.listenSSL, port, factory, tls, LISTEN_BACKLOG, address)
+    return listening
+
+
 def bind_all(
     reactor: IReactorSSL,
     sites: Sequence[ListenerSite],
@@ -152,20 +175,7 @@ def bind_all(
             bound_here: list[str] = []
             for j, address in enumerate(listener.bind_addresses):
                 try:
-                    # Twisted's "<site> starting on N" at debug: "Listening on" says it.
-                    listening = (
-                        at_debug_level(
-                            IReactorTCP(reactor).listenTCP,
-                            port,
-                            entry.site,
-                            LISTEN_BACKLOG,
-                            address,
-                        )
-                        if tls is None
-                        else at_debug_level(
-                            reactor.listenSSL, port, entry.site, tls, LISTEN_BACKLOG, address
-                        )
-                    )
+                    listening = listen(reactor, port, entry.site, tls, address)
                 except CannotListenError as e:
                     number = getattr(e.socketError, "errno", None) or 0
                     if ignorable_bind_failure(address, bound_here, number):
@@ -184,7 +194,7 @@ def bind_all(
                 port = listening.getHost().port  # type: ignore[attr-defined]
                 bound_here.append(address)
                 bound.append(
-                    BoundListener(address, port, tuple(sorted(listener.resources)), listening)
+                    BoundListener(address, port, tuple(sorted(listener.resources)), listening, i)
                 )
     except BaseException:
         for b in bound:
@@ -257,6 +267,23 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
     composed = compose(config, reactor)
     sites = composed.sites
     bound = bind_all(reactor, sites, options)
+
+    def rebind(b: BoundListener) -> BoundListener:
+        index = b.listener_index
+        return replace(
+            b, listening=listen(reactor, b.port, sites[index].site, options[index], b.address)
+        )
+
+    # Each server's listeners of its own go down with it (fault injection); the rest stay.
+    owners = composed.owners
+    fixed = [b for b in bound if owners[b.listener_index] is None]
+    owns: list[OwnFederationListeners[BoundListener]] = []
+    for server in composed.servers:
+        mine = [b for b in bound if owners[b.listener_index] is server]
+        if mine:
+            own = OwnFederationListeners(mine, rebind)
+            owns.append(own)
+            server.attach_own(listeners=own)
     # Logging starts only once every socket is bound: until then a fault must show as the
     # one line stubserver.cli.main prints. Twisted buffers earlier events and replays them now.
     start_logging(sys.stderr, "debug" if verbose else config.log_level)
@@ -277,8 +304,14 @@ def serve(config_path: Path, *, verbose: bool = False) -> int:
     # The garbage collector runs on a timer from here on (issue 22: full collections
     # inside requests), once start-up's objects are frozen.
     reactor.callWhenRunning(GcPacer(reactor).start)
+    request_log = composed.request_log
+    # The sockets bound at shutdown (fault injection's down closes and reopens some).
     reactor.addSystemEventTrigger(
-        "before", "shutdown", shut_down, reactor, bound, sites, composed.request_log
+        "before",
+        "shutdown",
+        lambda: shut_down(
+            reactor, [*fixed, *(b for o in owns for b in o.bound)], sites, request_log
+        ),
     )
     # SIGINT stops us whatever we inherited (DESIGN.md: "serves until SIGINT or SIGTERM"). A
     # shell starts a background job (`stubserver run &`, as CI scripts do) with SIGINT
@@ -301,6 +334,14 @@ class Composition:
     servers: tuple[HostedServer, ...]
     #: The request log's writer, shared by every server (None: no ``request_log_path``).
     request_log: RequestLog | None
+    #: For each site, the server it serves alone (its faults' ``down`` acts on it), or
+    #: None (the control listener, or a listener servers share).
+    owners: tuple[HostedServer | None, ...] = ()
+
+    @property
+    def faults(self) -> ServerFaults | None:
+        """The primary server's faults (None: no control listener to switch them)."""
+        return self.servers[0].faults
 
 
 def per_address_cap(limits: ServerLimits, servers: int) -> int:
@@ -339,6 +380,7 @@ def compose(
     connections = ConnectionCounter(limits.max_connections, per_address_cap(limits, len(servers)))
     control_connections = ConnectionCounter(MAX_CONTROL_CONNECTIONS, MAX_CONTROL_CONNECTIONS)
     sites: list[ListenerSite] = []
+    owners: list[HostedServer | None] = []
     served = [(listener, primary, shared_hosts) for listener in config.listeners] + [
         (listener, server, {})
         for server in servers[1:]
@@ -359,4 +401,16 @@ def compose(
             site = LimitedSite(dispatch, reactor, limits, connections)
             router_of = partial(server.router, listener.resources)
         sites.append(ListenerSite(listener=listener, site=site, router_of=router_of))
-    return Composition(primary.extensions, tuple(sites), servers, process.request_log)
+        alone = not listener.is_control and all(s is server for s in by_host.values())
+        owners.append(server if alone else None)
+    for server in servers:
+        server.attach_own(
+            sites=[
+                entry.site
+                for entry, owner in zip(sites, owners, strict=True)
+                if owner is server and FEDERATION_RESOURCE in entry.listener.resources
+            ]
+        )
+    return Composition(
+        primary.extensions, tuple(sites), servers, process.request_log, tuple(owners)
+    )

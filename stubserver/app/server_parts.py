@@ -4,6 +4,7 @@ control routes."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from stubserver.app.federation import FederationExtensions
 from stubserver.config import CONTROL_RESOURCE, Config
 from stubserver.reactor import IReactor
+from stubserver.server.faults import ServerFaults
 from stubserver.server.router import RequestObserver, Route
 
 if TYPE_CHECKING:
@@ -24,6 +26,9 @@ class SiteParts:
     extra_routes: tuple[Route, ...]
     observers: tuple[RequestObserver, ...]
     routes_by_resource: dict[str, Sequence[Route]]
+    #: The server's faults (issue 23), switched on the control listener; None without
+    #: rooms served (nothing could switch them).
+    faults: ServerFaults | None = None
 
 
 def site_parts(
@@ -40,13 +45,15 @@ def site_parts(
     (``stubserver.app.rooms_wiring.build_rooms``; ``service_factory`` replaces the
     service, for tests), federation listeners gain the room routes, the media download
     over a media store and a feed of their requests, and the control listener serves the
-    control API over all of them (and the profiles of ``extensions``). Without one,
-    nothing drives rooms, so none are served. ``serves_rooms`` says it for a server of
-    several, whose own listeners carry no control listener (None: from ``config``).
+    control API over all of them (and the profiles of ``extensions``) and the server's
+    faults (``stubserver.server.faults``). Without one, nothing drives rooms, so none are
+    served, and there are no faults. ``serves_rooms`` says it for a server of several,
+    whose own listeners carry no control listener (None: from ``config``).
     """
     extra_routes = extensions.routes
     observers = extensions.observers
     routes_by_resource = _report_routes(reactor, config)
+    faults = None
     if serves_rooms is None:
         serves_rooms = any(listener.is_control for listener in config.listeners)
     if serves_rooms:
@@ -69,10 +76,16 @@ def site_parts(
         media = MediaStore()
         extra_routes = (*extra_routes, *rooms.federation_routes, *media_routes(media))
         observers = (*observers, feed)
-        routes_by_resource[CONTROL_RESOURCE] = control_listener_routes(
-            config, rooms.service, feed, profiles=extensions.profiles, media=media
-        )
-    return SiteParts(extra_routes, observers, routes_by_resource)
+        from stubserver.control.faults_api import fault_routes  # noqa: PLC0415
+
+        faults = ServerFaults(reactor, random.Random())  # noqa: S311 - shares, not secrets
+        routes_by_resource[CONTROL_RESOURCE] = [
+            *control_listener_routes(
+                config, rooms.service, feed, profiles=extensions.profiles, media=media
+            ),
+            *fault_routes(faults, config.control_token or ""),
+        ]
+    return SiteParts(extra_routes, observers, routes_by_resource, faults)
 
 
 def _report_routes(reactor: IReactor, config: Config) -> dict[str, Sequence[Route]]:

@@ -70,7 +70,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -87,6 +87,9 @@ from stubserver.server.connections import (
 )
 from stubserver.server.router import MAX_LARGE_BODY_BYTES, MAX_REQUEST_BODY_BYTES, SERVER_HEADER
 from stubserver.signing.canonical_json import encode_json
+
+if TYPE_CHECKING:
+    from stubserver.server.faults import ServerFaults
 
 #: A request's headers and body must be complete this long after its first byte, in seconds.
 REQUEST_READ_DEADLINE_SECONDS = 30.0
@@ -312,6 +315,10 @@ class LimitedHTTPChannel(http.HTTPChannel):
     def connectionMade(self) -> None:
         """Count the connection (abort it when over a cap) and start its read deadline."""
         super().connectionMade()  # type: ignore[no-untyped-call]
+        faults = self.site.faults
+        if faults is not None and not faults.admits_connection(self.transport):
+            self._refused = True  # the server is down (fault injection): reset, not counted
+            return
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         address_key = client_address_key(str(getattr(peer, "host", peer)))
         refusal = self.site.connections.try_admit(self, address_key)
@@ -479,6 +486,9 @@ class LimitedSite(server.Site):
 
     protocol = LimitedHTTPChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
+    #: The faults of the server this site serves (``stubserver.server.faults``), consulted
+    #: as each connection is accepted; None: no fault injection.
+    faults: ServerFaults | None = None
 
     def __init__(
         self,

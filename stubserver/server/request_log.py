@@ -21,6 +21,10 @@ was answered (a test reading the log right after a response finds it within
 runs wait for it and go together as the next batch (or at once when
 :data:`FLUSH_BATCH_LINES` are waiting).
 
+A request that fault injection touched (``stubserver.server.faults``, issue 23) carries
+``fault`` (``"failed"``, ``"dropped"``, ``"delayed"`` or ``"refused"``) and, when it was
+delayed, ``delay_ms``; the others have neither field.
+
 Bodies are kept up to :data:`MAX_LOGGED_BODY_BYTES` (64 KiB, the body cap of every endpoint
 but the four that carry several PDUs): a larger body is logged with ``content`` null and a
 ``log_note`` saying how large it was and that it was cut (issue 22, row 1). Synapse keeps
@@ -113,6 +117,12 @@ def log_entry(
     }
     if "server" in annotations:
         entry["server"] = annotations["server"]
+    fault = annotations.get("fault")
+    if fault is not None:
+        # What fault injection did to the request (stubserver.server.faults).
+        entry["fault"] = fault
+        if "delay_ms" in annotations:
+            entry["delay_ms"] = annotations["delay_ms"]
     if body_bytes > MAX_LOGGED_BODY_BYTES:
         entry["content"] = None
         entry["log_note"] = (
@@ -160,7 +170,11 @@ class ObservedRequest(NamedTuple):
         if kept is None:
             kept = {}
         notes = self.notes
-        if notes.get("content") is None and notes.get("body_bytes", 0) <= MAX_LOGGED_BODY_BYTES:
+        if (
+            notes.get("content") is None
+            and notes.get("body_bytes", 0) <= MAX_LOGGED_BODY_BYTES
+            and "fault" not in notes  # the general path writes what a fault did
+        ):
             origin, auth_error = notes.get("origin"), notes.get("auth_error")
             server = notes.get("server")  # absent, or the answering server's name
             if (
@@ -207,7 +221,16 @@ _MISSING = object()
 #: The key of :func:`request_annotations` under which :func:`observed_request` keeps
 #: what it took, so that the log and the feed take it once per request.
 _OBSERVED_KEY = "_observed"
-_NOTE_KEYS = ("origin", "authenticated", "auth_error", "content", "body_bytes", "server")
+_NOTE_KEYS = (
+    "origin",
+    "authenticated",
+    "auth_error",
+    "content",
+    "body_bytes",
+    "server",
+    "fault",
+    "delay_ms",
+)
 _NOTE_KEY_SET = frozenset(_NOTE_KEYS)
 
 

@@ -16,6 +16,7 @@ from stubserver.testing._errors import (
     StrictModeViolation,
     summarize_request,
 )
+from stubserver.testing._faults import PeerFaults
 from stubserver.testing._feeds import PREFIX, ControlFeeds
 from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
 from stubserver.testing._process import (
@@ -41,7 +42,7 @@ REPORT_STDERR_LINES: Final = 40
 REPORT_REQUESTS: Final = 20
 
 
-class Peer(ControlFeeds):
+class Peer(ControlFeeds, PeerFaults):
     """A running ``stubserver run`` with a federation listener and a control listener.
 
     Start one with :meth:`start`; use it as a context manager (or call :meth:`close`) to
@@ -532,6 +533,8 @@ class Peer(ControlFeeds):
         return FederationAnswer(int(answer["status"]), answer.get("body"))
 
     # -- feeds: events, edus, requests and the wait_for_* methods are ControlFeeds' --------
+
+    # -- faults: set_faults, clear_faults, down, faults and fault_counters are PeerFaults' --
 
     # -- strict mode and the end ------------------------------------------------------------
 

@@ -193,3 +193,59 @@ def test_the_per_address_connection_cap_grows_with_the_servers() -> None:
     assert site.site.connections.per_address_limit == 3 * MAX_CONNECTIONS_PER_ADDRESS
     assert per_address_cap(ServerLimits(), 100) == MAX_CONCURRENT_CONNECTIONS
     assert control.site.connections is not site.site.connections
+
+
+def put(resource: Any, url: str, body: bytes) -> tuple[int, Any]:
+    stub = stub_treq(resource)
+    response = result_now(stub.put(url, data=body, headers=AUTH))
+    return response.code, result_now(stub.json_content(response))
+
+
+def version_status(resource: Any, host: str) -> int:
+    stub = stub_treq(resource)
+    response = result_now(stub.get(f"https://{host}/_matrix/federation/v1/version"))
+    return int(response.code)
+
+
+def test_each_server_has_faults_of_its_own_under_its_prefix() -> None:
+    """A fault set under ``/servers/s1.test/faults`` acts on s1's requests only, on the
+    listener it shares with the primary; the primary's faults (unprefixed) and s2's stay
+    clear, and each server counts what its own faults did."""
+    composition = composed()
+    control = composition.sites[1].site.resource
+    shared = composition.sites[0].site.resource
+    status, _ = put(
+        control, "http://c/_stubserver/v1/servers/s1.test/faults", b'{"fail": {"status": 503}}'
+    )
+    assert status == 200
+    assert version_status(shared, "s1.test") == 503
+    assert version_status(shared, "a.test") == 200
+    assert version_status(composition.sites[2].site.resource, "s2.test") == 200
+    _, s1 = get(control, "http://c/_stubserver/v1/servers/s1.test/faults", headers=AUTH)
+    _, primary = get(control, "http://c/_stubserver/v1/faults", headers=AUTH)
+    assert s1["counters"]["requests_failed"] == 1
+    assert primary["faults"]["fail"] is None
+    assert primary["counters"]["requests_failed"] == 0
+
+
+def test_only_a_listener_a_server_has_alone_goes_down_with_it() -> None:
+    """The faults of s2 (its own listener) act on that listener's connections; the
+    shared listener's connections answer to no server's faults (a server on it is down
+    by its requests being reset), the control listener's neither."""
+    composition = composed()
+    primary, _, s2 = composition.servers
+    shared, control, own = composition.sites
+    assert composition.owners == (None, None, s2)
+    assert s2.faults is not None
+    assert own.site.faults is s2.faults
+    assert shared.site.faults is None and control.site.faults is None
+    assert primary.faults is not None and primary.faults is composition.faults
+
+
+def test_a_single_servers_listener_goes_down_with_it() -> None:
+    """With one server, its federation listener is its own: its faults act on it."""
+    primary = three_servers()
+    single = replace(primary, servers=())
+    composition = compose(single, FakeReactor())
+    assert composition.owners == (composition.servers[0], None)
+    assert composition.sites[0].site.faults is composition.faults is not None

@@ -146,13 +146,22 @@ class ControlApi:
         """The first received EDU that ``match``es."""
         return self._wait_feed("/edus", "edus", match, what)
 
-    def wait_for_request(self, path_prefix: str, what: str) -> Any:
+    def wait_for_request(
+        self,
+        path_prefix: str,
+        what: str,
+        match: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> Any:
         """The first logged inbound request whose URI, percent-decoded, starts with
-        ``path_prefix`` (servers quote room IDs in paths, each in its own way)."""
+        ``path_prefix`` (servers quote room IDs in paths, each in its own way), and that
+        ``match`` accepts when given."""
         return self._wait_feed(
             "/requests",
             "requests",
-            lambda r: urllib.parse.unquote(str(r["uri"])).startswith(path_prefix),
+            lambda r: (
+                urllib.parse.unquote(str(r["uri"])).startswith(path_prefix)
+                and (match is None or match(r))
+            ),
             what,
         )
 

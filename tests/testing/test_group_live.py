@@ -10,6 +10,7 @@ found through our DNS server.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +140,27 @@ def test_a_strict_group_fails_at_the_end_on_a_request_to_a_path_no_server_serves
     assert second.server_name in str(caught.value)
     assert [r["uri"] for r in caught.value.requests] == [unknown]
     assert not group.process.running
+
+
+def connects(port: int) -> bool:
+    """Whether a TCP connection to 127.0.0.1:``port`` is accepted."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_one_server_of_a_process_goes_down_alone(tmp_path: Path) -> None:
+    """The second of two servers with listeners of their own goes down through its own
+    faults: its port refuses connections while the first's still answers; back up, it
+    listens again on the same port."""
+    with Peer.start_many(tmp_path, 2, allow_ips=[LOOPBACK_RANGE]) as group:
+        first, second = group
+        with second.down() as answer:
+            assert answer["listening"] is False
+            assert not connects(second.federation_port)
+            assert connects(first.federation_port)
+            assert first.faults()["listening"] is True
+        assert second.faults()["listening"] is True
+        assert connects(second.federation_port)

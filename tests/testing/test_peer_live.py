@@ -19,7 +19,7 @@ from stubserver.testing import (
     StrictModeViolation,
     WaitTimeout,
 )
-from tests.support import dns_server_process, named_peer
+from tests.support import a_and_b_records, dns_server_process, named_peer
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +32,7 @@ UNKNOWN_PATH = "/_matrix/federation/v1/no_such_endpoint"
 @pytest.fixture(scope="module")
 def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Our DNS server answering a.test and b.test; its HOST:PORT."""
-    records = [
-        {"name": "a.test", "type": "A", "value": ADDRESS_A},
-        {"name": "b.test", "type": "A", "value": ADDRESS_B},
-    ]
+    records = a_and_b_records(ADDRESS_A, ADDRESS_B)
     with dns_server_process(tmp_path_factory.mktemp("dns"), records, DNS_LISTEN) as listen:
         yield listen
 
