@@ -12,7 +12,9 @@ config named after the first (the primary) whose ``servers:`` is a generator ent
 the others. Their certificates come from one CA: ``--ca-cert``/``--ca-key``, else one
 made here and written as ``ca.crt``/``ca.key`` (mode 0600), which the config trusts.
 ``{i}`` in ``--serve-wellknown`` (required there with ``--count``) and ``--tls-name`` is
-expanded per server too.
+expanded per server too. ``--delegation direct|well_known|srv|mixed`` (with ``--count``)
+serves each server the way it is to be found and ``--zone-file`` writes the DNS zone that
+finds it (``stubserver.cli.generate_delegation``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stubserver.cli.generate_delegation import MIXED, WELL_KNOWN
 from stubserver.config import DEFAULT_ROOM_VERSION, MAX_PORT, ConfigError
 from stubserver.config.servers import INDEX_MARK, MAX_SERVERS
 from stubserver.discovery.server_name import InvalidServerName, parse_server_name
@@ -116,6 +119,31 @@ def _validate_count(args: argparse.Namespace) -> None:
             raise ConfigError(flag, f"must contain {INDEX_MARK} with --count")
 
 
+def _validate_delegation(args: argparse.Namespace) -> None:
+    """``--delegation``, ``--zone-file`` and ``--well-known-port`` (issue 23)."""
+    if args.delegation is None and args.zone_file is None:
+        return
+    flag = "--delegation" if args.delegation is not None else "--zone-file"
+    if args.count is None:
+        raise ConfigError(flag, "goes with --count")
+    name = parse_server_name(expand(args.server_name, args.start))
+    if name.port is not None or name.is_ip_literal:
+        raise ConfigError(
+            "--server-name",
+            "a name with a port or an IP address is found without DNS: no delegation",
+        )
+    if args.serve_wellknown is not None and args.delegation not in (WELL_KNOWN, MIXED):
+        raise ConfigError("--serve-wellknown", "goes with --delegation well_known or mixed")
+    if args.port == 0:
+        raise ConfigError("--port", "the zone and the delegations need the port: not 0")
+    if not 1 <= args.well_known_port <= MAX_PORT:
+        raise ConfigError(
+            "--well-known-port", f"port {args.well_known_port} is out of range (1-{MAX_PORT})"
+        )
+    if args.zone_file is not None and ipaddress.ip_address(args.bind).is_unspecified:
+        raise ConfigError("--bind", "the zone's records need the one address the servers use")
+
+
 def _validate(args: argparse.Namespace) -> None:
     _validate_count(args)
     try:
@@ -139,6 +167,7 @@ def _validate(args: argparse.Namespace) -> None:
             parse_server_name(expand(args.serve_wellknown, args.start))
         except InvalidServerName as e:
             raise ConfigError("--serve-wellknown", str(e)) from None
+    _validate_delegation(args)
 
 
 def load_ca(cert_path: Path, key_path: Path) -> KeyPair:

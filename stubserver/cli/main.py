@@ -14,8 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stubserver.cli.generate_delegation import DELEGATIONS
 from stubserver.config import (
     DNS_PORT,
+    SPEC_WELL_KNOWN_PORT,
     Config,
     ConfigError,
     FederationSettings,
@@ -123,6 +125,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=8009,
         metavar="N",
         help="port of the control listener (on 127.0.0.1; default 8009)",
+    )
+    g.add_argument(
+        "--delegation",
+        choices=DELEGATIONS,
+        help="with --count: how the servers are found (direct A record, .well-known, SRV,"
+        " or the three in turn: mixed)",
+    )
+    g.add_argument(
+        "--zone-file",
+        type=Path,
+        metavar="FILE",
+        help="with --count: write the DNS zone of their names (devtools DNS server's JSON)",
+    )
+    g.add_argument(
+        "--well-known-port",
+        type=int,
+        default=SPEC_WELL_KNOWN_PORT,
+        metavar="N",
+        help="with --delegation: the port of the .well-known listener (default 443)",
     )
 
     r = sub.add_parser("run", help="serve until SIGINT or SIGTERM")

@@ -23,6 +23,8 @@ Zone JSON::
 Names not in the zone get NXDOMAIN; a name in the zone without records of the asked type
 gets an empty answer. ``SERVFAIL`` and ``TIMEOUT`` are pseudo-records that make every
 query for the name fail or go unanswered (to test resolvers). ``ttl`` defaults to 60 s.
+``stubserver generate --count N --delegation ... --zone-file ZONE.json`` writes the zone of
+a many-server config (issue 23).
 
 Importable: :func:`parse_zone`, :class:`ZoneRecord`, :class:`ZoneAuthority`,
 :func:`build_dns_server` ``(reactor, records, listen) -> DnsServer``.
