@@ -235,11 +235,11 @@ def fanout(count: int) -> dict[str, Any]:
 #: The address of the shared listener of ``--synapse``'s (``--dendrite``'s) servers.
 FAN_ADDRESS = "127.0.0.50"
 FAN_TEMPLATE = "s{i}.fan.test"
-#: The control listener of ``--synapse``'s process (loopback of the namespace).
+#: The control listener of their process (loopback of the namespace).
 FAN_CONTROL_PORT = 8009
 #: How long one arrival or one membership count may take inside the namespace, seconds.
 NS_WAIT_S = 300.0
-#: Pause between Synapse ``joined_members`` polls, in seconds.
+#: Pause between the homeserver's ``joined_members`` polls, in seconds.
 MEMBERS_POLL_S = 0.1
 #: After the last arrival: the wait for further transactions before they are counted.
 SETTLE_S = 2.0
