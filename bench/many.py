@@ -22,12 +22,31 @@ first sends one message (``last_arrival_s``: until every one of the N has it in 
 room, polled through their control APIs), with the ``/send`` transactions the N received
 for it and the process's RSS and CPU time at the end. Not part of CI.
 
+``--synapse N`` (issue 23's targets against a real homeserver): tests/interop/harness.py's
+environment (network namespace, its DNS server, CA, Synapse 1.163.2; ``--dendrite N``:
+tests/interop/dendrite.py's, Dendrite v0.13.8) with one ``stubserver
+run`` serving N servers ``s1.fan.test`` ... ``sN.fan.test`` (``stubserver generate --count
+N``, certificates from the environment's CA) on one shared TLS listener,
+``127.0.0.50:8448``: the zone gives every name an A record for that address, and the
+listener tells them apart by SNI (certificate) and Host (server). Inside the namespace
+(``many.py ns-fanout``, the timing loop as bench/rooms.py's), the homeserver's user creates a
+public room and the N servers join it through the control API
+(``/_stubserver/v1/servers/{name}/rooms/{room}/join``) one after the other; a second room
+is joined by ``--threads`` client threads at once; in the second room the homeserver's user then
+sends ``--messages`` messages, one at a time, each timed to its arrival in all N rooms
+(long polls of every server's ``events``), with the ``/send`` transactions it sent,
+counted from the N request feeds (``/_stubserver/v1/servers/{name}/requests``). Each phase
+reports our process's RSS and CPU time, and the homeserver's CPU time.
+
     .venv/bin/python bench/many.py [--counts 1 100] [--repeat 3] [--fanout N] [--output PATH]
+    flock /tmp/stubserver-interop.lock .venv/bin/python bench/many.py --synapse 100 \
+        [--dendrite 100] [--threads 8] [--messages 3] [--output bench/results-many-synapse.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import selectors
@@ -213,13 +232,304 @@ def fanout(count: int) -> dict[str, Any]:
         }
 
 
+#: The address of the shared listener of ``--synapse``'s (``--dendrite``'s) servers.
+FAN_ADDRESS = "127.0.0.50"
+FAN_TEMPLATE = "s{i}.fan.test"
+#: The control listener of their process (loopback of the namespace).
+FAN_CONTROL_PORT = 8009
+#: How long one arrival or one membership count may take inside the namespace, seconds.
+NS_WAIT_S = 300.0
+#: Pause between the homeserver's ``joined_members`` polls, in seconds.
+MEMBERS_POLL_S = 0.1
+#: After the last arrival: the wait for further transactions before they are counted.
+SETTLE_S = 2.0
+
+
+def write_fanout_config(directory: Path, count: int, ca: Any) -> Path:
+    """``stubserver generate --count`` for the namespace: the environment's CA and DNS."""
+    directory.mkdir(parents=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stubserver",
+            "generate",
+            "--count",
+            str(count),
+            "--server-name",
+            FAN_TEMPLATE,
+            "--dir",
+            str(directory),
+            "--bind",
+            FAN_ADDRESS,
+            "--port",
+            "8448",
+            "--control-port",
+            str(FAN_CONTROL_PORT),
+            "--ca-cert",
+            str(ca.cert_path),
+            "--ca-key",
+            str(ca.key_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    path = Path(done.stdout.strip())
+    config = yaml.safe_load(path.read_text())
+    config.update(
+        {
+            "federation_verify_certificates": True,
+            "federation_dns_servers": ["127.0.0.53:53"],  # the harness's DNS server
+            "ip_range_allowlist": ["127.0.0.0/8"],
+            "log_level": "warn",
+        }
+    )
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def homeserver_fanout(product: str, count: int, threads: int, messages: int) -> dict[str, Any]:
+    """``--synapse`` / ``--dendrite``: the interop environment of ``product``, our process of
+    ``count`` servers in it, and the timing loop (:func:`ns_fanout`) inside its namespace."""
+    import tempfile  # noqa: PLC0415
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench import synapse_venv  # noqa: PLC0415
+    from tests.interop import dendrite, harness  # noqa: PLC0415
+
+    reason = harness.unavailable_reason()
+    if reason is not None:
+        return {"skipped": reason}
+    names = [FAN_TEMPLATE.format(i=i) for i in range(1, count + 1)]
+    records = (*harness.DEFAULT_RECORDS, *(harness.a_record(n, FAN_ADDRESS) for n in names))
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    def environment(directory: Path) -> Any:
+        if product == "Synapse":
+            python = synapse_venv() / "bin" / "python"
+            return harness.interop_environment(
+                directory, stubs=(), records=records, synapse_python=python, log=log
+            )
+        return dendrite.dendrite_environment(directory, stubs=(), records=records, log=log)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="stubbench-many-") as tmp,
+        environment(Path(tmp)) as env,
+    ):
+        homeserver = env.homeserver
+        running = env.synapse if product == "Synapse" else env.dendrite
+        config = write_fanout_config(Path(tmp) / "fan", count, env.ca)
+        started = time.monotonic()
+        process = env.ns.spawn(
+            f"stubserver of {count} servers",
+            [harness.STUBSERVER, "run", "-c", config],
+            log_path=config.with_name("stubserver.log"),
+        )
+        try:
+            ready = process.read_ready_line()
+            ready_s = time.monotonic() - started
+            spec = {
+                "names": ready.get("servers", names),
+                "pid": process.pid,
+                "homeserver_pid": running.process.pid,
+                "control_url": f"http://127.0.0.1:{FAN_CONTROL_PORT}",
+                "control_token": yaml.safe_load(config.read_text())["control_token"],
+                "homeserver_url": homeserver.spec.client_url,
+                "homeserver_token": homeserver.user[2],
+                "homeserver_name": homeserver.server_name,
+                "threads": threads,
+                "messages": messages,
+            }
+            done = env.ns.run(
+                [sys.executable, str(Path(__file__).resolve()), "ns-fanout"],
+                input_text=json.dumps(spec),
+                timeout=1800,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"ns-fanout failed: {done.stderr[-3000:]}\n{process.log_tail()}")
+            print(done.stderr, file=sys.stderr)
+        finally:
+            process.stop()
+    result: dict[str, Any] = json.loads(done.stdout)
+    return {
+        "method": (
+            f"interop environment (netns, DNS, CA), {homeserver.product}"
+            f" ({'1.163.2' if product == 'Synapse' else 'v0.13.8'}) on SQLite;"
+            f" one stubserver run of {count} servers ({FAN_TEMPLATE}, stubserver generate),"
+            f" one shared TLS listener {FAN_ADDRESS}:8448 (A records, SNI and Host); timing"
+            " loop inside the namespace (bench/many.py ns-fanout)"
+        ),
+        "servers": count,
+        "ready_s": round(ready_s, 3),
+        **result,
+    }
+
+
+def ns_fanout(spec: dict[str, Any]) -> dict[str, Any]:
+    """The timing loop inside the namespace: joins (sequential, then concurrent), then
+    ``messages`` messages from Synapse's user, each to its last arrival."""
+    import threading  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from rooms import PREFIX, Http, quote  # noqa: PLC0415
+
+    names: list[str] = spec["names"]
+    pids = {"stubserver": spec["pid"], "homeserver": spec["homeserver_pid"]}
+    local = threading.local()
+
+    def control() -> Http:
+        if not hasattr(local, "http"):
+            local.http = Http(spec["control_url"] + PREFIX, spec["control_token"])
+        return local.http  # type: ignore[no-any-return]
+
+    homeserver = Http(spec["homeserver_url"] + "/_matrix/client/v3", spec["homeserver_token"])
+    marks = {"t": time.monotonic(), **{k: cpu_seconds(p) for k, p in pids.items()}}
+
+    def phase(**figures: Any) -> dict[str, Any]:
+        """``figures`` with the CPU seconds each process spent since the last phase."""
+        now = {"t": time.monotonic(), **{k: cpu_seconds(p) for k, p in pids.items()}}
+        out = {
+            **figures,
+            "wall_s": round(now["t"] - marks["t"], 3),
+            "stubserver_cpu_s": round(now["stubserver"] - marks["stubserver"], 2),
+            "homeserver_cpu_s": round(now["homeserver"] - marks["homeserver"], 2),
+            "stubserver_rss_mb": round(rss_mb(pids["stubserver"]), 1),
+        }
+        marks.update(now)
+        return out
+
+    def join(name: str, room: str) -> None:
+        via = [spec["homeserver_name"]]
+        body = {"user": "alice", "via": via}
+        control().call("POST", f"/servers/{quote(name)}/rooms/{quote(room)}/join", body, 120)
+
+    def members(room: str) -> int:
+        joined = homeserver.call("GET", f"/rooms/{quote(room)}/joined_members")["joined"]
+        return len(joined)
+
+    def until_members(room: str) -> float:
+        """Seconds until Synapse lists every server's user as joined."""
+        began, deadline = time.monotonic(), time.monotonic() + NS_WAIT_S
+        while members(room) < len(names) + 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{room}: {members(room)} members after {NS_WAIT_S} s")
+            time.sleep(MEMBERS_POLL_S)
+        return time.monotonic() - began
+
+    def feed_next(name: str, path: str) -> int:
+        return int(control().call("GET", f"/servers/{quote(name)}{path}?from=0")["next"])
+
+    def transactions(mark: dict[str, int]) -> dict[str, Any]:
+        """``/send`` transactions from Synapse since ``mark`` (with their PDUs and EDUs by
+        type), and its other signed requests."""
+        sends = pdus = other = 0
+        edus: dict[str, int] = {}
+        for name in names:
+            got = control().call("GET", f"/servers/{quote(name)}/requests?from={mark[name]}")
+            for r in got["requests"]:
+                if r.get("origin") != spec["homeserver_name"]:
+                    continue
+                if not r["uri"].startswith("/_matrix/federation/v1/send/"):
+                    other += 1
+                    continue
+                sends += 1
+                content = r.get("content") or {}
+                pdus += len(content.get("pdus", ()))
+                for edu in content.get("edus", ()):
+                    edus[edu.get("edu_type", "?")] = edus.get(edu.get("edu_type", "?"), 0) + 1
+        return {"send_transactions": sends, "pdus": pdus, "edus": edus, "other_requests": other}
+
+    def arrival(name: str, position: int, *, room: str, event_id: str, began: float) -> float:
+        """Seconds from ``began`` until ``event_id`` is in ``name``'s room."""
+        path, deadline = f"/servers/{quote(name)}/rooms/{quote(room)}/events", began + NS_WAIT_S
+        while time.monotonic() < deadline:
+            got = control().call("GET", f"{path}?from={position}&wait_ms=30000", None, 60)
+            if any(e["event_id"] == event_id for e in got["events"]):
+                return time.monotonic() - began
+            position = got["next"]
+        raise RuntimeError(f"{event_id} not in {name}'s room after {NS_WAIT_S} s")
+
+    out: dict[str, Any] = {}
+    room_version = homeserver.call("GET", "/capabilities")["capabilities"]["m.room_versions"]
+    out["room_version"] = room_version["default"]
+    out["start"] = phase()
+    with ThreadPoolExecutor(max(len(names), spec["threads"])) as pool:
+        for label, workers in (("sequential", 1), ("concurrent", spec["threads"])):
+            room = homeserver.call("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+            requests_mark = {n: feed_next(n, "/requests") for n in names}
+            began = time.monotonic()
+            if workers == 1:
+                for name in names:
+                    join(name, room)
+            else:
+                with ThreadPoolExecutor(workers) as joiners:
+                    list(joiners.map(lambda n, r=room: join(n, r), names))
+            joins_s = time.monotonic() - began
+            listed_s = joins_s + until_members(room)
+            settled = transactions(requests_mark)
+            out[f"join_{label}"] = phase(
+                threads=workers,
+                joins_returned_s=round(joins_s, 3),
+                all_listed_by_homeserver_s=round(listed_s, 3),
+                **settled,
+            )
+            print(f"join {label}: {out[f'join_{label}']}", file=sys.stderr)
+        out["messages"] = []
+        for i in range(spec["messages"]):
+            requests_mark = {n: feed_next(n, "/requests") for n in names}
+            events_mark = {n: feed_next(n, f"/rooms/{quote(room)}/events") for n in names}
+            began = time.monotonic()
+            sent = homeserver.call(
+                "PUT",
+                f"/rooms/{quote(room)}/send/m.room.message/fan{i}-{time.time_ns()}",
+                {"msgtype": "m.text", "body": f"hello, {len(names)} servers ({i})"},
+            )["event_id"]
+            waits = functools.partial(arrival, room=room, event_id=sent, began=began)
+            arrivals = sorted(pool.map(waits, names, [events_mark[n] for n in names]))
+            last = arrivals[-1]
+            time.sleep(SETTLE_S)
+            out["messages"].append(
+                phase(
+                    first_arrival_s=round(arrivals[0], 3),
+                    median_arrival_s=round(statistics.median(arrivals), 3),
+                    last_arrival_s=round(last, 3),
+                    **transactions(requests_mark),
+                )
+            )
+            print(f"message {i}: {out['messages'][-1]}", file=sys.stderr)
+    out["stubserver_cpu_total_s"] = round(cpu_seconds(pids["stubserver"]), 2)
+    return out
+
+
 def main() -> None:
+    if sys.argv[1:] == ["ns-fanout"]:
+        print(json.dumps(ns_fanout(json.load(sys.stdin))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--fanout", type=int, default=0, metavar="N")
+    parser.add_argument("--synapse", type=int, default=0, metavar="N")
+    parser.add_argument("--dendrite", type=int, default=0, metavar="N")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--messages", type=int, default=3)
     args = parser.parse_args()
+    if args.synapse or args.dendrite:
+        found = {
+            product.lower(): homeserver_fanout(product, count, args.threads, args.messages)
+            for product, count in (("Synapse", args.synapse), ("Dendrite", args.dendrite))
+            if count
+        }
+        print(json.dumps(found, indent=2))
+        if args.output is not None:
+            args.output.write_text(json.dumps(found, indent=2) + "\n")
+        return
     results: dict[str, Any] = {"counts": {}}
     if args.fanout:
         results["fanout"] = fanout(args.fanout)
