@@ -125,8 +125,14 @@ _FLOAT_MARK_RE = re.compile(rb"[.eE]")
 
 def holds_float(encoded: bytes) -> bool:
     """True when the encoded JSON ``encoded`` holds a float (outside its strings)."""
-    bare = _JSON_STRING_RE.sub(b'""', encoded).replace(b"true", b"").replace(b"false", b"")
-    return _FLOAT_MARK_RE.search(bare) is not None
+    if b"\\" in encoded:
+        bare = _JSON_STRING_RE.sub(b'""', encoded)
+    else:
+        # No escape, so every quote byte opens or closes a string: the strings are the
+        # odd pieces between quotes (issue 22: ~4x faster than the match above, which
+        # cost ~5 us per PDU of a /send's X-Matrix check).
+        bare = b"".join(encoded.split(b'"')[0::2])
+    return _FLOAT_MARK_RE.search(bare.replace(b"true", b"").replace(b"false", b"")) is not None
 
 
 def encode_parsed_canonical_json(value: object) -> bytes:
