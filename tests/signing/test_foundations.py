@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import canonicaljson
 import pytest
 import signedjson.key
 import signedjson.sign
@@ -570,3 +571,46 @@ def test_holds_float_finds_exactly_the_floats_outside_strings(
     whole = {key: number, "rest": value} if with_float else {key: value}
     encoded = json.dumps(whole, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     assert holds_float(encoded.encode("utf-8")) is _has_float(whole)
+
+
+_ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(blacklist_categories=["Cs"])),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_ANY_JSON)
+def test_the_encoder_gives_canonicaljson_s_bytes_and_errors(value: Any) -> None:
+    """The canonical encoder (the C encoder made with ``canonicaljson``'s settings, issue
+    22) gives exactly ``canonicaljson.encode_canonical_json``'s bytes, and refuses what it
+    refuses (NaN and infinities) with the same error, for any value, a bare string too."""
+    try:
+        expected: bytes | str = canonicaljson.encode_canonical_json(value)
+    except ValueError as e:
+        expected = str(e)
+    try:
+        got: bytes | str = encode_canonical_json(value, checked=True)
+    except ValueError as e:
+        got = str(e)
+    assert got == expected
+
+
+def test_the_encoder_refuses_what_json_cannot_hold_as_canonicaljson_does() -> None:
+    """A set (not JSON) is a TypeError and a lone surrogate a CanonicalJsonError, as
+    through ``canonicaljson``; a cycle is a ValueError, and the next encoding is whole."""
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_canonical_json({"a": {1}}, checked=True)
+    with pytest.raises(CanonicalJsonError, match="lone surrogate"):
+        encode_canonical_json({"a": "\ud800"}, checked=True)
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    with pytest.raises(ValueError, match="Circular reference"):
+        encode_canonical_json(cycle, checked=True)
+    assert encode_canonical_json({"b": [1], "a": "é"}, checked=True) == '{"a":"é","b":[1]}'.encode()
