@@ -203,16 +203,15 @@ def _check_sizes(pdu: Mapping[str, Any], room_version: RoomVersion) -> tuple[byt
     hashed = content_hash_bytes_of(pdu)
     # The PDU without ``unsigned`` is the hashed object plus ``hashes`` and ``signatures``:
     # each adds ``,"key":value`` to canonical JSON's sorted object (``type`` and
-    # ``content`` are always in the hashed part, so it is never empty).
-    extra = {
-        key: encode_canonical_json(pdu[key], checked=True)
-        for key in ("hashes", "signatures")
-        if key in pdu
-    }
-    size = len(hashed) + sum(len(key) + 4 + len(encoded) for key, encoded in extra.items())
+    # ``content`` are always in the hashed part, so it is never empty). Both are encoded
+    # in one object, ``{"hashes":…,"signatures":…}``: its braces and comma are one byte
+    # less than the two ``,"key":value`` (issue 22: one encoder call per PDU fewer).
+    extra = {key: pdu[key] for key in ("hashes", "signatures") if key in pdu}
+    encoded = [encode_canonical_json(extra, checked=True)] if extra else []
+    size = len(hashed) + sum(len(part) - 1 for part in encoded)
     if size > MAX_PDU_BYTES:
         raise InvalidPdu(f"the PDU is {size} bytes of canonical JSON; at most {MAX_PDU_BYTES}")
-    return hashed, list(extra.values())
+    return hashed, encoded
 
 
 def validate_pdu(pdu: object, room_version: RoomVersion) -> None:

@@ -105,14 +105,16 @@ class Intake:
             one = parse_pdu(origin, pdu, rooms, owned=True, float_free=True)
             if one is not None:
                 parsed.append(one)
-            if slices is not None:
-                await slices.pause()
+            # due() first: a coroutine awaited per PDU, twice, only to return at once
+            # cost ~1 us a PDU (issue 22).
+            if slices is not None and slices.due():
+                await slices.pause_now()
         verify = await verifier_for(self.fetch_verify_key, [e for _, e in parsed])
         results = TransactionResults(origin, now)
         for room, event in parsed:
             results.add(room, event, signature_error(event, verify))
-            if slices is not None:
-                await slices.pause()
+            if slices is not None and slices.due():
+                await slices.pause_now()
         if slices is not None:
             self.pauses += slices.pauses
         return results.outcome(kept_edus(origin, edus))

@@ -28,8 +28,11 @@ class RoomViews:
     room (raising :class:`~stubserver.rooms.errors.UnknownRoom`)."""
 
     def __init__(self, clock: IReactorTime, store: RoomStore, find: Callable[[str], Room]) -> None:
+        self._clock = clock
         self._store = store
         self._find = find
+        # Rooms whose long-polls are woken at the end of this reactor turn.
+        self._to_wake: set[str] = set()
         # Long-poll waiters: per room ID, and under None for EDUs.
         self._polls = LongPolls(clock)
         self._edus = ReceivedEdus()
@@ -45,7 +48,20 @@ class RoomViews:
             return
         self._watched.add(room)
         room_id = room.room_id
-        room.add_listener(lambda _record: self._polls.wake(room_id))
+        room.add_listener(lambda _record: self._wake_after_this_turn(room_id))
+
+    def _wake_after_this_turn(self, room_id: str) -> None:
+        """Wake ``room_id``'s long-polls once the events added in this reactor turn are
+        all in (a /send adds up to 50 in one turn): one answer for them, not an answer
+        for the first and another long-poll for the rest (issue 22: each answer costs a
+        response written, a request read and routed)."""
+        if room_id not in self._to_wake:
+            self._to_wake.add(room_id)
+            self._clock.callLater(0, self._wake_now, room_id)
+
+    def _wake_now(self, room_id: str) -> None:
+        self._to_wake.discard(room_id)
+        self._polls.wake(room_id)
 
     def wake(self, room_id: str) -> None:
         """Wake the long-polls of ``room_id`` (a room now held under it)."""

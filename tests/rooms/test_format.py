@@ -19,7 +19,7 @@ from stubserver.rooms.format import (
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import ROOM_VERSIONS, RoomVersion
-from stubserver.signing.canonical_json import encode_json, parse_json_bytes
+from stubserver.signing.canonical_json import encode_canonical_json, encode_json, parse_json_bytes
 
 V10 = ROOM_VERSIONS["10"]
 V11 = ROOM_VERSIONS["11"]
@@ -252,6 +252,22 @@ def test_pdu_over_64k_is_refused(version: RoomVersion) -> None:
     body = "x" * (MAX_PDU_BYTES - size_without_body)
     validate_pdu(pdu(content={"body": body}), version)
     refused(pdu(content={"body": body + "x"}), version, "bytes")
+
+
+@ALL
+def test_the_size_counts_hashes_and_signatures_whichever_are_present(version: RoomVersion) -> None:
+    """The size is the PDU's canonical JSON without ``unsigned`` whether it has both
+    ``hashes`` and ``signatures``, one or neither: at the limit it passes the size check
+    (and is refused for what it lacks), one byte more is refused for its size."""
+    for missing in ("signatures", "hashes"):
+        size_without_body = len(encode_canonical_json(pdu(content={"body": ""}, **{missing: ...})))
+        body = "x" * (MAX_PDU_BYTES - size_without_body)
+        refused(pdu(content={"body": body}, **{missing: ...}), version, missing)
+        refused(pdu(content={"body": body + "x"}, **{missing: ...}), version, "bytes")
+    bare = pdu(content={"body": ""}, hashes=..., signatures=...)
+    body = "x" * (MAX_PDU_BYTES - len(encode_canonical_json(bare)))
+    refused(pdu(content={"body": body}, hashes=..., signatures=...), version, "hashes")
+    refused(pdu(content={"body": body + "x"}, hashes=..., signatures=...), version, "bytes")
 
 
 @ALL

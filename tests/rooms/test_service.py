@@ -361,6 +361,7 @@ def test_events_long_poll_returns_when_an_event_arrives() -> None:
     poll = b.service.events(room_id, start, 30_000)
     assert not has_fired(poll)
     event_id = say(a, room_id, "alice", "wake up")
+    network.clock.advance(0)  # woken at the end of the turn that added it (issue 22)
     answer = result_now(poll)
     assert [e["event_id"] for e in answer["events"]] == [event_id]
     assert answer["events"][0]["outcome"] == "accepted" and answer["next"] == start + 1

@@ -11,7 +11,7 @@ from stubserver.rooms.transaction import MAX_EDU_CONTENT_BYTES, Edu, Transaction
 from stubserver.rooms.versions import ROOM_VERSIONS
 from stubserver.rooms.views import RoomViews
 from tests.rooms.room_fixtures import ALICE, TS, new_room, send
-from tests.support import has_fired
+from tests.support import has_fired, result_now
 
 #: Rooms freed and allocated at most until one lands at the freed one's address.
 MAX_ATTEMPTS = 1_000
@@ -43,10 +43,32 @@ def test_a_room_at_a_freed_rooms_address_is_watched() -> None:
     poll = views.events(room_id, len(events), 60_000)
     assert not has_fired(poll)
     send(second, ALICE, "m.room.message", {"body": "wake up"})
+    clock.advance(0)
     assert has_fired(poll)
 
 
 V12 = ROOM_VERSIONS["12"]
+
+
+def test_events_added_in_one_turn_answer_a_long_poll_once_with_all_of_them() -> None:
+    """Issue 22: a long-poll is woken at the end of the reactor turn in which its room
+    gained events, so the events a /send adds in one turn make one answer holding them
+    all (the first event woke it at once, answering it alone, and the watcher's next
+    long-poll fetched the rest: two answers written and one more request per /send)."""
+    clock = Clock()
+    store = RoomStore("a.test", TransactionMemory(clock))
+    room = new_room("12").room
+    store.add_room(room)
+    views = RoomViews(clock, store, lambda room_id: store.get_room(room_id) or room)
+    start = len(room.events_since(0))
+    poll = views.events(room.room_id, start, 60_000)
+    sent = [send(room, ALICE, "m.room.message", {"body": f"m{i}"}).event_id for i in range(3)]
+    assert not has_fired(poll)
+    clock.advance(0)
+    answer = result_now(poll)
+    assert [e["event_id"] for e in answer["events"]] == sent
+    assert answer["next"] == start + 3
+    assert not clock.getDelayedCalls()
 
 
 def test_received_edus_are_bounded_in_bytes() -> None:

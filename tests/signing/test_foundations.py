@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import canonicaljson
 import pytest
 import signedjson.key
 import signedjson.sign
@@ -22,6 +24,7 @@ from stubserver.signing.canonical_json import (
     CanonicalJsonError,
     _depth_exceeds,
     encode_canonical_json,
+    holds_float,
     parse_json_bytes,
 )
 from stubserver.signing.keys import (
@@ -531,3 +534,83 @@ def test_signing_key_named_for_signedjson() -> None:
     signed = signedjson.sign.sign_json({"x": 1}, "s", key.key)  # type: ignore[arg-type]
     assert list(signed["signatures"]["s"]) == ["ed25519:v9"]
     assert signed == sign_json({"x": 1}, "s", key)
+
+
+_STRINGS = st.text(alphabet=st.sampled_from(['"', "\\", ".", "e", "E", "1", "a", "\n", "é"]))
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | _STRINGS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_STRINGS, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+@given(
+    _JSON_VALUES,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["a", 'a"b', "a\\b", "1.5e3"]),
+    st.booleans(),
+)
+def test_holds_float_finds_exactly_the_floats_outside_strings(
+    value: Any, number: float, key: str, with_float: bool
+) -> None:
+    """``holds_float`` of canonical JSON is true exactly when a float is among the values:
+    with escapes in the strings (the match of each string) and without (the split at the
+    quotes), whatever the strings hold (quotes, backslashes, dots, ``e``)."""
+    whole = {key: number, "rest": value} if with_float else {key: value}
+    encoded = json.dumps(whole, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    assert holds_float(encoded.encode("utf-8")) is _has_float(whole)
+
+
+_ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(blacklist_categories=["Cs"])),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_ANY_JSON)
+def test_the_encoder_gives_canonicaljson_s_bytes_and_errors(value: Any) -> None:
+    """The canonical encoder (the C encoder made with ``canonicaljson``'s settings, issue
+    22) gives exactly ``canonicaljson.encode_canonical_json``'s bytes, and refuses what it
+    refuses (NaN and infinities) with the same error, for any value, a bare string too."""
+    try:
+        expected: bytes | str = canonicaljson.encode_canonical_json(value)
+    except ValueError as e:
+        expected = str(e)
+    try:
+        got: bytes | str = encode_canonical_json(value, checked=True)
+    except ValueError as e:
+        got = str(e)
+    assert got == expected
+
+
+def test_the_encoder_refuses_what_json_cannot_hold_as_canonicaljson_does() -> None:
+    """A set (not JSON) is a TypeError and a lone surrogate a CanonicalJsonError, as
+    through ``canonicaljson``; a cycle is a ValueError, and the next encoding is whole."""
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode_canonical_json({"a": {1}}, checked=True)
+    with pytest.raises(CanonicalJsonError, match="lone surrogate"):
+        encode_canonical_json({"a": "\ud800"}, checked=True)
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    with pytest.raises(ValueError, match="Circular reference"):
+        encode_canonical_json(cycle, checked=True)
+    assert encode_canonical_json({"b": [1], "a": "é"}, checked=True) == '{"a":"é","b":[1]}'.encode()
