@@ -95,7 +95,10 @@ def test_a_room_none_of_our_users_may_send_into_is_left_out_for_seven_days() -> 
     send(room, ALICE, "m.room.member", {"membership": "leave"}, state_key=ALICE)
     room_attacks.forks(room, BOB, 20, conflicting=False)
     assert dummies.run() == 0
-    join(room, ALICE)
+    # Her join a moment after her leave: with equal timestamps state resolution orders the
+    # two by event ID (the spec's tie-break), and which forks her join cites decides that.
+    send(room, ALICE, "m.room.member", {"membership": "join"}, state_key=ALICE, ts=TS + 1)
+    assert room.members[ALICE] == "join"
     room_attacks.forks(room, BOB, 20, conflicting=False)
     clock.advance(EXCLUSION_S - 1)
     assert dummies.run() == 0
