@@ -224,10 +224,18 @@ class HostDispatch:
         resources: frozenset[str],
         default: HostedServer,
         by_host: Mapping[str, HostedServer],
+        *,
+        note_server: bool = True,
     ) -> None:
         self._resources = resources
         self._default = default
-        self._by_host = dict(by_host)
+        # A listener whose hosts all name its default server needs no Host parsing (the
+        # usual single server: the key endpoint's hot path, issue 22).
+        self._by_host = {} if all(s is default for s in by_host.values()) else dict(by_host)
+        #: Whether requests are noted with the answering server's name (the request
+        #: log's ``server``): only in a process serving several, so that one server's log
+        #: keeps DESIGN.md's shape exactly.
+        self._note_server = note_server
 
     def server_for(self, request: IRequest) -> HostedServer:
         """The server that answers ``request``."""
@@ -240,7 +248,8 @@ class HostDispatch:
     def render(self, request: IRequest) -> bytes | int:
         """Answer ``request`` with its server's router."""
         server = self.server_for(request)
-        request_annotations(request)[SERVER_ANNOTATION] = server.name
+        if self._note_server:
+            request_annotations(request)[SERVER_ANNOTATION] = server.name
         return server.router(self._resources).render(request)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:

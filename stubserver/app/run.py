@@ -397,7 +397,9 @@ def compose(
             site = LimitedSite(control, reactor, limits, control_connections)
             router_of = router_giver(control)
         else:
-            dispatch = HostDispatch(listener.resources, server, by_host)
+            dispatch = HostDispatch(
+                listener.resources, server, by_host, note_server=len(servers) > 1
+            )
             site = LimitedSite(dispatch, reactor, limits, connections)
             router_of = partial(server.router, listener.resources)
         sites.append(ListenerSite(listener=listener, site=site, router_of=router_of))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.web.test.requesthelper import DummyRequest
 
 from stubserver.app.hosting import HostDispatch, host_from_header
 from stubserver.app.run import Composition, compose, per_address_cap, ready_line
@@ -249,3 +250,21 @@ def test_a_single_servers_listener_goes_down_with_it() -> None:
     composition = compose(single, FakeReactor())
     assert composition.owners == (composition.servers[0], None)
     assert composition.sites[0].site.faults is composition.faults is not None
+
+
+def test_a_single_server_reads_no_host_and_notes_no_server_name() -> None:
+    """One server: its listener answers every Host as that server without reading Host,
+    and its requests carry no ``server`` note (its request log keeps DESIGN.md's shape)."""
+    single = replace(three_servers(), servers=())
+    composition = compose(single, FakeReactor())
+    resource = composition.sites[0].site.resource
+    assert isinstance(resource, HostDispatch)
+    request: Any = DummyRequest([b""])
+    request.requestHeaders.setRawHeaders(b"host", [b"s1.test"])
+    assert resource.server_for(request) is composition.servers[0]
+    assert key_owner(resource, "anything.test") == "a.test"
+    assert resource._by_host == {}
+    assert resource._note_server is False
+    several = composed().sites[0].site.resource
+    assert isinstance(several, HostDispatch)
+    assert several._note_server is True
