@@ -35,8 +35,18 @@ public room and the N servers join it through the control API
 is joined by ``--threads`` client threads at once; in the second room the homeserver's user then
 sends ``--messages`` messages, one at a time, each timed to its arrival in all N rooms
 (long polls of every server's ``events``), with the ``/send`` transactions it sent,
-counted from the N request feeds (``/_stubserver/v1/servers/{name}/requests``). Each phase
-reports our process's RSS and CPU time, and the homeserver's CPU time.
+counted from the N request feeds (``/_stubserver/v1/servers/{name}/requests``). Then
+(``down``) the last 30 % of the servers go down (``PUT .../servers/{name}/faults``
+``{"down": true}``; on the shared listener that resets their requests, ``"fault":
+"refused"``, rather than closing it), Synapse's user sends one message, timed to its last
+arrival in the up servers' rooms; for ``DOWN_HOLD_S`` more, the homeserver's attempts to
+the down ones are counted (their ``connections_refused`` and the feed entries with a
+``fault``); then they come back (``DELETE`` faults) and the time until each has the
+message is taken, within ``CATCH_UP_WINDOW_S`` (issue 23: within a minute of the return).
+Those still without it then each send a message into the room (what a real peer back up
+does; the homeserver lifts its backoff for a server that sends to it) and the time until
+they have it is taken again, separately. Each phase reports our process's RSS and CPU
+time, and the homeserver's CPU time.
 
     .venv/bin/python bench/many.py [--counts 1 100] [--repeat 3] [--fanout N] [--output PATH]
     flock /tmp/stubserver-interop.lock .venv/bin/python bench/many.py --synapse 100 \
@@ -243,6 +253,36 @@ NS_WAIT_S = 300.0
 MEMBERS_POLL_S = 0.1
 #: After the last arrival: the wait for further transactions before they are counted.
 SETTLE_S = 2.0
+#: The share of the servers made down in the ``down`` phase (issue 23: 30 of 100).
+DOWN_SHARE = 0.3
+#: How long the down servers stay down after the up ones have the message, seconds.
+DOWN_HOLD_S = 15.0
+#: How long each wait for the returned servers to have the message lasts, seconds.
+CATCH_UP_WINDOW_S = 60.0
+
+
+def fault_tally(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """How many request feed entries each ``fault`` annotation marks (pure)."""
+    tally: dict[str, int] = {}
+    for entry in entries:
+        kind = entry.get("fault")
+        if kind is not None:
+            tally[kind] = tally.get(kind, 0) + 1
+    return tally
+
+
+def spread(seconds: list[float | None]) -> dict[str, Any]:
+    """How many of ``seconds`` are figures, and their first, median and last (pure)."""
+    got = sorted(s for s in seconds if s is not None)
+    if not got:
+        return {"arrived": 0, "of": len(seconds)}
+    return {
+        "arrived": len(got),
+        "of": len(seconds),
+        "first_arrival_s": round(got[0], 3),
+        "median_arrival_s": round(statistics.median(got), 3),
+        "last_arrival_s": round(got[-1], 3),
+    }
 
 
 def write_fanout_config(directory: Path, count: int, ca: Any) -> Path:
@@ -424,12 +464,12 @@ def ns_fanout(spec: dict[str, Any]) -> dict[str, Any]:
     def feed_next(name: str, path: str) -> int:
         return int(control().call("GET", f"/servers/{quote(name)}{path}?from=0")["next"])
 
-    def transactions(mark: dict[str, int]) -> dict[str, Any]:
-        """``/send`` transactions from Synapse since ``mark`` (with their PDUs and EDUs by
-        type), and its other signed requests."""
+    def transactions(mark: dict[str, int], among: list[str] = names) -> dict[str, Any]:
+        """``/send`` transactions from Synapse to ``among`` since ``mark`` (with their PDUs
+        and EDUs by type), and its other signed requests."""
         sends = pdus = other = 0
         edus: dict[str, int] = {}
-        for name in names:
+        for name in among:
             got = control().call("GET", f"/servers/{quote(name)}/requests?from={mark[name]}")
             for r in got["requests"]:
                 if r.get("origin") != spec["homeserver_name"]:
@@ -444,15 +484,116 @@ def ns_fanout(spec: dict[str, Any]) -> dict[str, Any]:
                     edus[edu.get("edu_type", "?")] = edus.get(edu.get("edu_type", "?"), 0) + 1
         return {"send_transactions": sends, "pdus": pdus, "edus": edus, "other_requests": other}
 
-    def arrival(name: str, position: int, *, room: str, event_id: str, began: float) -> float:
-        """Seconds from ``began`` until ``event_id`` is in ``name``'s room."""
-        path, deadline = f"/servers/{quote(name)}/rooms/{quote(room)}/events", began + NS_WAIT_S
-        while time.monotonic() < deadline:
-            got = control().call("GET", f"{path}?from={position}&wait_ms=30000", None, 60)
+    def arrival_within(
+        name: str, position: int, *, room: str, event_id: str, began: float, wait_s: float
+    ) -> float | None:
+        """Seconds from ``began`` until ``event_id`` is in ``name``'s room; None when it is
+        not there ``wait_s`` after ``began``."""
+        path, deadline = f"/servers/{quote(name)}/rooms/{quote(room)}/events", began + wait_s
+        while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+            wait_ms = min(30000, left_ms)
+            got = control().call("GET", f"{path}?from={position}&wait_ms={wait_ms}", None, 60)
             if any(e["event_id"] == event_id for e in got["events"]):
                 return time.monotonic() - began
             position = got["next"]
-        raise RuntimeError(f"{event_id} not in {name}'s room after {NS_WAIT_S} s")
+        return None
+
+    def arrival(name: str, position: int, *, room: str, event_id: str, began: float) -> float:
+        """Seconds from ``began`` until ``event_id`` is in ``name``'s room."""
+        got = arrival_within(
+            name, position, room=room, event_id=event_id, began=began, wait_s=NS_WAIT_S
+        )
+        if got is None:
+            raise RuntimeError(f"{event_id} not in {name}'s room after {NS_WAIT_S} s")
+        return got
+
+    def say(room: str, label: str, text: str) -> str:
+        """The homeserver's user says ``text`` in ``room``; the event ID."""
+        path = f"/rooms/{quote(room)}/send/m.room.message/{label}-{time.time_ns()}"
+        return str(homeserver.call("PUT", path, {"msgtype": "m.text", "body": text})["event_id"])
+
+    def faults(name: str, method: str, body: Any = None) -> dict[str, Any]:
+        return control().call(method, f"/servers/{quote(name)}/faults", body)  # type: ignore[no-any-return]
+
+    def refused(name: str) -> int:
+        return int(faults(name, "GET")["counters"]["connections_refused"])
+
+    def down_and_back(room: str, pool: ThreadPoolExecutor) -> dict[str, Any]:
+        """The ``down`` phase: the last :data:`DOWN_SHARE` of the servers down, a message,
+        its arrival in the others, the homeserver's attempts to the down ones, their return
+        and its arrival in them, by itself and once they send."""
+        cut = len(names) - round(len(names) * DOWN_SHARE)
+        up, down = names[:cut], names[cut:]
+        requests_mark = {n: feed_next(n, "/requests") for n in names}
+        events_mark = {n: feed_next(n, f"/rooms/{quote(room)}/events") for n in names}
+        refused_mark = {n: refused(n) for n in down}
+        answers = list(pool.map(lambda n: faults(n, "PUT", {"down": True}), down))
+        began = time.monotonic()
+        sent = say(room, "down", f"sent while {len(down)} of {len(names)} are down")
+        waits = functools.partial(arrival, room=room, event_id=sent, began=began)
+        up_arrivals: list[float | None] = list(pool.map(waits, up, [events_mark[n] for n in up]))
+        time.sleep(DOWN_HOLD_S)
+        feed: list[dict[str, Any]] = []
+        for name in down:
+            path = f"/servers/{quote(name)}/requests?from={requests_mark[name]}"
+            feed.extend(control().call("GET", path)["requests"])
+        figures: dict[str, Any] = {
+            "down_servers": len(down),
+            "fault_answer": answers[0],
+            "up": spread(up_arrivals),
+            **transactions(requests_mark, up),
+        }
+        figures["while_down"] = {
+            "held_s": round(time.monotonic() - began, 3),
+            "connections_refused": sum(refused(n) - refused_mark[n] for n in down),
+            "servers_refusing": sum(1 for n in down if refused(n) > refused_mark[n]),
+            "feed_entries": len(feed),
+            "feed_faults": fault_tally(feed),
+            "feed_from_homeserver": sum(
+                1 for e in feed if e.get("origin") == spec["homeserver_name"]
+            ),
+        }
+        out = {"sent": phase(**figures)}
+        print(f"down: {out['sent']}", file=sys.stderr)
+        requests_mark = {n: feed_next(n, "/requests") for n in down}
+        list(pool.map(lambda n: faults(n, "DELETE"), down))
+        back = time.monotonic()
+        catch = functools.partial(
+            arrival_within, room=room, event_id=sent, began=back, wait_s=CATCH_UP_WINDOW_S
+        )
+        by_itself = list(pool.map(catch, down, [events_mark[n] for n in down]))
+        out["back_by_itself"] = phase(
+            window_s=CATCH_UP_WINDOW_S,
+            **spread(by_itself),
+            **transactions(requests_mark, down),
+        )
+        print(f"back by itself: {out['back_by_itself']}", file=sys.stderr)
+        missing = [n for n, s in zip(down, by_itself, strict=True) if s is None]
+        if missing:
+            requests_mark = {n: feed_next(n, "/requests") for n in missing}
+            prompted = time.monotonic()
+
+            def prompt(name: str) -> None:
+                body = {
+                    "sender": "alice",
+                    "type": "m.room.message",
+                    "content": {"msgtype": "m.text", "body": f"{name} is back"},
+                }
+                control().call("POST", f"/servers/{quote(name)}/rooms/{quote(room)}/send", body)
+
+            list(pool.map(prompt, missing))
+            catch = functools.partial(
+                arrival_within, room=room, event_id=sent, began=prompted, wait_s=CATCH_UP_WINDOW_S
+            )
+            after = list(pool.map(catch, missing, [events_mark[n] for n in missing]))
+            out["back_once_they_send"] = phase(
+                window_s=CATCH_UP_WINDOW_S,
+                since_return_s=round(prompted - back, 3),
+                **spread(after),
+                **transactions(requests_mark, missing),
+            )
+            print(f"back once they send: {out['back_once_they_send']}", file=sys.stderr)
+        return out
 
     out: dict[str, Any] = {}
     room_version = homeserver.call("GET", "/capabilities")["capabilities"]["m.room_versions"]
@@ -484,11 +625,7 @@ def ns_fanout(spec: dict[str, Any]) -> dict[str, Any]:
             requests_mark = {n: feed_next(n, "/requests") for n in names}
             events_mark = {n: feed_next(n, f"/rooms/{quote(room)}/events") for n in names}
             began = time.monotonic()
-            sent = homeserver.call(
-                "PUT",
-                f"/rooms/{quote(room)}/send/m.room.message/fan{i}-{time.time_ns()}",
-                {"msgtype": "m.text", "body": f"hello, {len(names)} servers ({i})"},
-            )["event_id"]
+            sent = say(room, f"fan{i}", f"hello, {len(names)} servers ({i})")
             waits = functools.partial(arrival, room=room, event_id=sent, began=began)
             arrivals = sorted(pool.map(waits, names, [events_mark[n] for n in names]))
             last = arrivals[-1]
@@ -502,6 +639,7 @@ def ns_fanout(spec: dict[str, Any]) -> dict[str, Any]:
                 )
             )
             print(f"message {i}: {out['messages'][-1]}", file=sys.stderr)
+        out["down"] = down_and_back(room, pool)
     out["stubserver_cpu_total_s"] = round(cpu_seconds(pids["stubserver"]), 2)
     return out
 
