@@ -176,12 +176,11 @@ class ObservedRequest(NamedTuple):
             and "fault" not in notes  # the general path writes what a fault did
         ):
             origin, auth_error = notes.get("origin"), notes.get("auth_error")
-            server = notes.get("server")  # absent, or the answering server's name
+            server = notes.get("server")  # absent (None), or the answering server's name
             if (
                 type(origin) in _STR_OR_NONE
                 and type(auth_error) in _STR_OR_NONE
-                and (server is None or type(server) is str)
-                and ("server" not in notes or server is not None)
+                and ("server" not in notes or type(server) is str)
             ):
                 authenticated = bool(notes.get("authenticated", False))
                 key = (

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any
 
 from stubserver.testing._feeds import PREFIX
-
-FAULTS_PATH: Final = f"{PREFIX}/faults"
 
 
 class PeerFaults:
