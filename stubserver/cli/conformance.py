@@ -135,6 +135,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         peer = Peer.attach(args.config)
         peer.status()
+        others = peer.siblings()
     except (ValueError, ControlError, ControlUnreachable) as e:
         print(
             f"stubserver conformance: the peer of {args.config} cannot be driven: {e}",
@@ -164,7 +165,13 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"stubserver conformance: no test matches {args.only!r}", file=sys.stderr)
         return EXIT_USAGE
     context = Context(
-        peer, homeserver, users, args.homeserver_name, Path(args.config), tuple(args.ca_file)
+        peer,
+        homeserver,
+        users,
+        args.homeserver_name,
+        Path(args.config),
+        tuple(args.ca_file),
+        others=others,
     )
     problems = run_preflight(context)
     if problems:

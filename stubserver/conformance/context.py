@@ -225,6 +225,10 @@ class Context:
     server_name: str
     config_path: Path
     ca_files: tuple[Path, ...] = ()
+    #: The other servers of the peer's process (its config's ``servers:``, issue 23), for
+    #: the tests that need several servers; a test takes its own with :meth:`servers`.
+    others: Sequence[Peer] = ()
+    _claimed: set[str] = field(default_factory=set)
     _target: forged.Target | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _shared: dict[Any, Any] = field(default_factory=dict)
@@ -240,6 +244,25 @@ class Context:
         if len(self.users) < 2:
             raise Skipped("needs two users of the homeserver (give --homeserver-token twice)")
         return self.users[1]
+
+    def servers(self, count: int, purpose: str) -> list[Peer]:
+        """``count`` of the peer's other servers that no other test of this run has taken,
+        taken now for ``purpose`` (never given back: a test may leave them in rooms, and
+        the faults it sets are cleared by the test itself). Skipped when the peer's process
+        does not serve that many more."""
+        with self._lock:
+            free = [p for p in self.others if p.server_name not in self._claimed]
+            if len(free) < count:
+                taken = len(self.others) - len(free)
+                raise Skipped(
+                    f"{purpose} needs {count} more server name(s) served by the peer's process"
+                    f" (its config's `servers:`, README 'Many servers in one process'); it"
+                    f" serves {len(self.others)} besides {self.peer.server_name}, {taken}"
+                    " taken by other tests"
+                )
+            chosen = free[:count]
+            self._claimed.update(p.server_name for p in chosen)
+            return chosen
 
     def target(self) -> forged.Target:
         """The homeserver's federation target, resolved once."""

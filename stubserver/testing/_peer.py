@@ -538,6 +538,35 @@ class Peer(ControlFeeds, PeerFaults):
 
     # -- strict mode and the end ------------------------------------------------------------
 
+    def siblings(self) -> list[Peer]:
+        """The other servers of this peer's process (issue 23, the config's ``servers:``),
+        each driven as a :class:`Peer` through its control prefix (the primary through
+        DESIGN.md's own routes), in the process's order, the primary first; empty for a
+        process of one server. Their process is this one's (stopping is its owner's);
+        their federation address and port are given as this peer's, the shared
+        listener's."""
+        answer = self._call("servers", "GET", f"{PREFIX}/servers")
+        process = self.process
+        if isinstance(process, MemberProcess):
+            process = process.owner
+        others: list[Peer] = []
+        for entry in answer["servers"]:
+            name = str(entry["server_name"])
+            if name == self.server_name:
+                continue
+            prefix = PREFIX if entry["primary"] else f"{PREFIX}/servers/{quote(name, safe=':')}"
+            files = PeerFiles(
+                name,
+                self.files.config_path,
+                self.files.request_log_path,
+                self.files.ca_cert_path,
+                self.files.control_token,
+                self.federation_port,
+            )
+            member = MemberProcess(process, name, self.federation_address, self.federation_port)
+            others.append(Peer(files, member, strict=self.strict, control_prefix=prefix))
+        return others
+
     def declare_unexpected(self, path_prefix: str) -> None:
         """In strict mode, a request under ``path_prefix`` from now on fails the test."""
         self._unexpected.append(path_prefix)

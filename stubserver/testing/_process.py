@@ -155,8 +155,11 @@ class MemberProcess:
     does nothing. ``ready`` holds the control listener and the server's federation
     listener (``address``, ``port``)."""
 
-    def __init__(self, process: PeerProcess, server_name: str, address: str, port: int) -> None:
-        self._process = process
+    def __init__(
+        self, process: PeerProcess | AttachedProcess, server_name: str, address: str, port: int
+    ) -> None:
+        #: The process every member shares (stopped by whoever started it).
+        self.owner = process
         self.stderr_path = process.stderr_path
         control = [e for e in process.ready["listeners"] if "control" in e["resources"]]
         self.ready = {
@@ -170,11 +173,11 @@ class MemberProcess:
     @property
     def running(self) -> bool:
         """True while the group's process runs."""
-        return self._process.running
+        return self.owner.running
 
     def stderr_text(self) -> str:
         """Everything the group's process wrote to stderr so far."""
-        return self._process.stderr_text()
+        return self.owner.stderr_text()
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
         """Nothing: the group stops the process."""

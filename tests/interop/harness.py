@@ -570,6 +570,10 @@ class StubSpec:
     method: str = "direct"
     #: Port of the control listener (plain HTTP, on the federation address).
     control_port: int = 8009
+    #: More server names served by the same process on the federation listener (its
+    #: ``servers:``, issue 23), each with a signing key of its own; the certificate
+    #: names them too, and the DNS zone must point them at the federation address.
+    extra_servers: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -651,7 +655,7 @@ def write_stub_config(
     key_path.write_text(key.to_line())
     key_path.chmod(0o600)
     address, port, names = spec.federation
-    cert, cert_key = ca.issue(names, directory, "federation")
+    cert, cert_key = ca.issue((*names, *spec.extra_servers), directory, "federation")
     listeners: list[dict[str, Any]] = [
         {
             "port": port,
@@ -694,11 +698,31 @@ def write_stub_config(
     }
     if spec.serve_server_wellknown is not None:
         config["serve_server_wellknown"] = spec.serve_server_wellknown
+    if spec.extra_servers:
+        config["servers"] = [
+            _extra_server(directory, name, cert, cert_key) for name in spec.extra_servers
+        ]
     config_path = directory / "stubserver.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return StubFiles(
         spec, config_path, log_path, key.key_id, key.verify_key_base64, key_path, control_token
     )
+
+
+def _extra_server(directory: Path, name: str, cert: Path, cert_key: Path) -> dict[str, Any]:
+    """One more server of a stub's process: a signing key of its own, the shared
+    certificate."""
+    from stubserver.signing.keys import ServerSigningKey
+
+    key_path = directory / f"{name}.signing.key"
+    key_path.write_text(ServerSigningKey.generate("stub1").to_line())
+    key_path.chmod(0o600)
+    return {
+        "server_name": name,
+        "signing_key_path": str(key_path),
+        "tls_certificate_path": str(cert),
+        "tls_private_key_path": str(cert_key),
+    }
 
 
 def start_stub(ns: NetworkNamespace, files: StubFiles) -> RunningStub:
@@ -1123,6 +1147,10 @@ def run_conformance(
 # --------------------------------------------------------------------------- the environment
 
 
+#: The servers ``direct.test``'s process serves besides it (on its listener): the
+#: conformance tests that need several servers take theirs among them.
+DIRECT_EXTRA_SERVERS = tuple(f"m{i}.test" for i in range(1, 13))
+
 #: The default name plan: one stub per delegation method, and Synapse.
 DEFAULT_STUBS = (
     StubSpec(
@@ -1130,6 +1158,7 @@ DEFAULT_STUBS = (
         federation=("127.0.0.21", 8448, ("direct.test",)),
         users={"alice": "Alice Direct"},
         method="direct",
+        extra_servers=DIRECT_EXTRA_SERVERS,
     ),
     StubSpec(
         server_name="wk.test",
@@ -1149,6 +1178,7 @@ DEFAULT_STUBS = (
 
 DEFAULT_RECORDS = (
     a_record("direct.test", "127.0.0.21"),
+    *(a_record(name, "127.0.0.21") for name in DIRECT_EXTRA_SERVERS),
     a_record("wk.test", "127.0.0.22"),
     a_record("wk-fed.test", "127.0.0.23"),
     # srv.test has no address of its own: its .well-known fails, and the SRV record leads on.

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stubserver.testing import Peer, PeerGroup, StrictModeViolation, free_port
 from tests.support import LOOPBACK_RANGE, dns_server_process, named_peer
@@ -164,3 +165,37 @@ def test_one_server_of_a_process_goes_down_alone(tmp_path: Path) -> None:
             assert first.faults()["listening"] is True
         assert second.faults()["listening"] is True
         assert connects(second.federation_port)
+
+
+def config_with_bound_control_port(group: PeerGroup) -> Path:
+    """A copy of ``group``'s config (next to it) naming the control port its process
+    bound (the group's asks for any port, which ``attach`` cannot follow)."""
+    raw = yaml.safe_load(group[0].config_path.read_text())
+    for listener in raw["listeners"]:
+        if "control" in listener["resources"]:
+            listener["port"] = group[0].control_port
+    path = group[0].config_path.with_name("attach.yaml")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_an_attached_peer_finds_the_other_servers_of_its_process(tmp_path: Path) -> None:
+    """``Peer.attach`` on a group's config drives the primary; its ``siblings()`` are the
+    other servers, in order, each driving its own server (a room each creates is its
+    own), and a sibling's siblings start with the primary."""
+    with Peer.start_many(tmp_path, 3, allow_ips=[LOOPBACK_RANGE]) as group:
+        attached = Peer.attach(config_with_bound_control_port(group))
+        siblings = attached.siblings()
+        assert [p.server_name for p in siblings] == group.server_names[1:]
+        for sibling in siblings:
+            room = sibling.create_room()
+            assert sibling.status()["server_name"] == sibling.server_name
+            assert room.room_id in str(sibling.status()["rooms"])
+            assert room.room_id not in str(attached.status()["rooms"])
+        assert [p.server_name for p in siblings[0].siblings()] == [
+            group.server_names[0],
+            group.server_names[2],
+        ]
+        assert attached.status()["server_name"] == group.server_names[0]
+    with Peer.start_many(tmp_path / "alone", 1, allow_ips=[LOOPBACK_RANGE]) as alone:
+        assert Peer.attach(config_with_bound_control_port(alone)).siblings() == []
