@@ -1149,7 +1149,7 @@ def run_conformance(
 
 #: The servers ``direct.test``'s process serves besides it (on its listener): the
 #: conformance tests that need several servers take theirs among them.
-DIRECT_EXTRA_SERVERS = tuple(f"m{i}.test" for i in range(1, 13))
+DIRECT_EXTRA_SERVERS = tuple(f"m{i}.test" for i in range(1, 17))
 
 #: The default name plan: one stub per delegation method, and Synapse.
 DEFAULT_STUBS = (
