@@ -237,6 +237,12 @@ class HostDispatch:
         #: keeps DESIGN.md's shape exactly.
         self._note_server = note_server
 
+    @property
+    def alone(self) -> HostedServer | None:
+        """The server this listener serves alone (every request goes to it, whatever its
+        Host), else None."""
+        return None if self._by_host else self._default
+
     def server_for(self, request: IRequest) -> HostedServer:
         """The server that answers ``request``."""
         if not self._by_host:

@@ -403,8 +403,7 @@ def compose(
             site = LimitedSite(dispatch, reactor, limits, connections)
             router_of = partial(server.router, listener.resources)
         sites.append(ListenerSite(listener=listener, site=site, router_of=router_of))
-        alone = not listener.is_control and all(s is server for s in by_host.values())
-        owners.append(server if alone else None)
+        owners.append(None if listener.is_control else dispatch.alone)
     for server in servers:
         server.attach_own(
             sites=[

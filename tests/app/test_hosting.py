@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from stubserver.app.hosting import HostDispatch, host_from_header
+from stubserver.app.hosting import SERVER_ANNOTATION, HostDispatch, host_from_header
 from stubserver.app.run import Composition, compose, per_address_cap, ready_line
 from stubserver.config import Config, ListenerConfig
 from stubserver.server.connections import MAX_CONCURRENT_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 from stubserver.server.limits import ServerLimits
+from stubserver.server.router import request_annotations
 from stubserver.signing.keys import ServerSigningKey
 from tests.support import FakeReactor, result_now, stub_treq
 
@@ -63,6 +64,16 @@ def key_owner(resource: Any, host: str) -> str:
     status, body = get(resource, f"https://{host}/_matrix/key/v2/server")
     assert status == 200
     return str(body["server_name"])
+
+
+def noted_server(resource: HostDispatch, host: bytes) -> Any:
+    """The ``server`` a request for the key endpoint with Host ``host`` is noted with
+    (the request log's field), None when it is noted with none."""
+    request: Any = DummyRequest([b"_matrix", b"key", b"v2", b"server"])
+    request.uri = request.path = b"/_matrix/key/v2/server"
+    request.requestHeaders.setRawHeaders(b"host", [host])
+    resource.render(request)
+    return request_annotations(request).get(SERVER_ANNOTATION)
 
 
 @pytest.mark.parametrize(
@@ -263,8 +274,9 @@ def test_a_single_server_reads_no_host_and_notes_no_server_name() -> None:
     request.requestHeaders.setRawHeaders(b"host", [b"s1.test"])
     assert resource.server_for(request) is composition.servers[0]
     assert key_owner(resource, "anything.test") == "a.test"
-    assert resource._by_host == {}
-    assert resource._note_server is False
+    assert resource.alone is composition.servers[0]
+    assert noted_server(resource, b"s1.test") is None
     several = composed().sites[0].site.resource
     assert isinstance(several, HostDispatch)
-    assert several._note_server is True
+    assert several.alone is None
+    assert noted_server(several, b"s1.test") == "s1.test"
