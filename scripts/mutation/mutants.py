@@ -1010,6 +1010,32 @@ def _newest_extremity_only(original: Any) -> Any:
     return replacement
 
 
+def _first_destination_only(original: Any) -> Any:
+    """A FederationClient method whose first argument is its destination list: only the
+    list's first server is tried (a failed attempt is not followed by the next)."""
+
+    async def replacement(self: Any, destinations: Any, *args: Any, **kwargs: Any) -> Any:
+        return await original(self, list(destinations)[:1], *args, **kwargs)
+
+    return replacement
+
+
+def _make_join_not_found_final(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """FederationClient._try_destination_list: for make_join, no 4xx errcode fails over
+    (a 404 M_NOT_FOUND ends the join at the first server that answers it)."""
+    if (kwargs.get("description") or (args[1] if len(args) > 1 else None)) == "make_join":
+        kwargs["failover_errcodes"] = ()
+
+
+def _join_via_room_id_server(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """RoomMemberHandler.update_membership: a join's servers to try are replaced by the
+    room ID's server, where the ID names one (its client's ``via`` unheard)."""
+    room_id = str(kwargs.get("room_id", args[3] if len(args) > 3 else ""))
+    action = kwargs.get("action", args[4] if len(args) > 4 else None)
+    if action == "join" and ":" in room_id and kwargs.get("remote_room_hosts"):
+        kwargs["remote_room_hosts"] = [room_id.split(":", 1)[1]]
+
+
 #: The unverifiable-state tests whose bad event a server that skips the checks takes.
 UNVERIFIED_TAKEN = (
     "unverifiable.badly_signed_extra_state_dropped/v*",
@@ -1945,6 +1971,38 @@ MUTANTS: tuple[Mutant, ...] = (
         _newest_extremity_only,
         ("joins.event_between_make_join_and_send_join_reachable/v*",),
         "sent between our make_join and send_join",
+    ),
+    Mutant(
+        "make_join_first_destination_only",
+        "a join is attempted through the next of the servers its client gave when one fails",
+        "synapse.federation.federation_client:FederationClient.make_membership_event",
+        _first_destination_only,
+        ("join_failover.first_server_down", "join_failover.make_join_refused_404"),
+        "is down: expected 200: joined through",
+    ),
+    Mutant(
+        "send_join_first_destination_only",
+        "a send_join that fails is sent to the next of the servers its client gave",
+        "synapse.federation.federation_client:FederationClient.send_join",
+        _first_destination_only,
+        ("join_failover.send_join_failing_retried_at_next",),
+        "answers send_join 500: expected 200: joined through",
+    ),
+    Mutant(
+        "make_join_not_found_final",
+        "a make_join answered 404 M_NOT_FOUND is tried at the next server",
+        "synapse.federation.federation_client:FederationClient._try_destination_list",
+        _async_before(_make_join_not_found_final),
+        ("join_failover.make_join_refused_404",),
+        "answers make_join 404 M_NOT_FOUND: expected 200: joined through",
+    ),
+    Mutant(
+        "join_via_room_id_server",
+        "a join by room ID goes through the servers its client gave, not the ID's server",
+        "synapse.handlers.room_member:RoomMemberHandler.update_membership",
+        _async_before(_join_via_room_id_server),
+        ("join_failover.via_not_room_id_domain",),
+        "answers make_join and send_join 404: expected 200: joined through",
     ),
 )
 

@@ -15,14 +15,15 @@ a value of the wrong type or out of range, naming the key)::
     {"down": false | true | "reset",
      "latency_ms": 0 .. 60000,
      "drop_share": 0 .. 1,
-     "fail": {"status": 500 .. 599, "routes"?: ["/_matrix/federation/v1/send/*", ...],
-              "share"?: 0 .. 1 (default 1)},
+     "fail": {"status": 400 .. 599, "routes"?: ["/_matrix/federation/v1/send/*", ...],
+              "share"?: 0 .. 1 (default 1), "errcode"?: "M_NOT_FOUND" (default M_UNKNOWN)},
      "seed"?: integer}
 
 ``seed`` restarts the share draws from that value (deterministic tests); ``routes``
 (globs over the path, at most :data:`~stubserver.server.faults.MAX_FAIL_ROUTES` of at
 most :data:`~stubserver.server.faults.MAX_ROUTE_GLOB_CHARS` characters, each starting
-with ``/``) left out means every request. What each fault does:
+with ``/``) left out means every request; ``errcode`` (letters, digits, ``_`` and ``.``,
+at most :data:`~stubserver.server.faults.MAX_ERRCODE_CHARS`) is the answer's. What each fault does:
 :mod:`stubserver.server.faults`. A server whose listeners cannot listen again on
 recovery stays down and answers 500 ``M_UNKNOWN``.
 """
@@ -30,6 +31,7 @@ recovery stays down and answers 500 ``M_UNKNOWN``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -39,6 +41,7 @@ from twisted.web.iweb import IRequest
 from stubserver.control.api import PREFIX, JsonObject, check_bearer
 from stubserver.server.faults import (
     FAIL_STATUSES,
+    MAX_ERRCODE_CHARS,
     MAX_FAIL_ROUTES,
     MAX_LATENCY_MS,
     MAX_ROUTE_GLOB_CHARS,
@@ -52,7 +55,9 @@ from stubserver.server.router import HandlerResult, JsonResponse, MatrixError, R
 
 #: The keys of a ``PUT`` body and of its ``fail`` object.
 SETTINGS_KEYS: Final = frozenset({"down", "latency_ms", "drop_share", "fail", "seed"})
-FAIL_KEYS: Final = frozenset({"status", "routes", "share"})
+FAIL_KEYS: Final = frozenset({"status", "routes", "share", "errcode"})
+#: What a ``fail.errcode`` may be (the spec's errcodes and namespaced ones).
+ERRCODE: Final = re.compile(r"[A-Za-z0-9_.]+")
 #: Largest ``seed`` (JSON's safe integers).
 MAX_SEED: Final = 2**53 - 1
 #: The ``down`` mode that keeps listening and resets every connection.
@@ -98,6 +103,19 @@ def _routes(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _errcode(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_ERRCODE_CHARS
+        or ERRCODE.fullmatch(value) is None
+    ):
+        raise _invalid(
+            "fail.errcode",
+            f"a string of 1 to {MAX_ERRCODE_CHARS} letters, digits, '_' or '.' (M_NOT_FOUND)",
+        )
+    return value
+
+
 def _fail_rule(value: Any) -> FailRule:
     if not isinstance(value, dict):
         raise _invalid("fail", "an object or null")
@@ -109,6 +127,8 @@ def _fail_rule(value: Any) -> FailRule:
     status = _int_in(value["status"], "fail.status", FAIL_STATUSES.start, FAIL_STATUSES.stop - 1)
     routes = _routes(value["routes"]) if "routes" in value else ()
     share = _share(value["share"], "fail.share") if "share" in value else 1.0
+    if "errcode" in value:
+        return FailRule(status, routes, share, _errcode(value["errcode"]))
     return FailRule(status, routes, share)
 
 

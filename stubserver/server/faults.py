@@ -23,8 +23,10 @@ never on the control listener, and on ``/_matrix/...`` requests only:
 - **dropped** (:attr:`FaultSettings.drop_share`): that share of requests is reset
   without an answer.
 - **failing** (:attr:`FaultSettings.fail`): requests whose path matches one of the rule's
-  globs (``fnmatch``, ``*`` crossing ``/``) are answered with its 5xx status and
-  ``{"errcode": "M_UNKNOWN", "error": "injected fault"}``, for the rule's share of them.
+  globs (``fnmatch``, ``*`` crossing ``/``) are answered with its 4xx or 5xx status and
+  ``{"errcode": <the rule's errcode, M_UNKNOWN by default>, "error": "injected fault"}``,
+  for the rule's share of them (a 404 ``M_NOT_FOUND`` on ``make_join`` is a server that
+  does not know the room).
 
 Shares are drawn from the RNG given (seedable: :meth:`ServerFaults.seed`), so a test that
 seeds it sees the same requests dropped or failed every run. A dropped or failed request
@@ -64,8 +66,10 @@ MAX_LATENCY_MS: Final = 60_000
 #: Most route globs one ``fail`` rule may name, and the longest glob, in characters.
 MAX_FAIL_ROUTES: Final = 32
 MAX_ROUTE_GLOB_CHARS: Final = 256
-#: The statuses a ``fail`` rule may answer.
-FAIL_STATUSES: Final = range(500, 600)
+#: The statuses a ``fail`` rule may answer (client and server errors).
+FAIL_STATUSES: Final = range(400, 600)
+#: The longest errcode a ``fail`` rule may answer, in characters.
+MAX_ERRCODE_CHARS: Final = 64
 #: The requests faults act on (the federation API: what the request log logs).
 FAULTY_PATH_PREFIX: Final = b"/_matrix/"
 #: The error body of a failed request.
@@ -83,12 +87,13 @@ log = Logger()
 
 @dataclass(frozen=True)
 class FailRule:
-    """Answer ``status`` to ``share`` of the requests whose path matches a glob of
-    ``routes`` (empty: every request)."""
+    """Answer ``status`` with ``errcode`` to ``share`` of the requests whose path matches
+    a glob of ``routes`` (empty: every request)."""
 
     status: int
     routes: tuple[str, ...] = ()
     share: float = 1.0
+    errcode: str = INJECTED_ERRCODE
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class FailRule:
     def to_json(self) -> dict[str, Any]:
         """The rule as the control API shows it (and accepts it back)."""
         shown: dict[str, Any] = {"status": self.status, "share": self.share}
+        if self.errcode != INJECTED_ERRCODE:
+            shown["errcode"] = self.errcode
         if self.routes:
             shown["routes"] = list(self.routes)
         return shown
@@ -132,11 +139,12 @@ NO_FAULTS: Final = FaultSettings()
 @dataclass(frozen=True)
 class RequestFault:
     """What the faults do to one request: wait ``delay_ms``, then drop it, fail it with
-    ``status``, or (``outcome`` None) serve it."""
+    ``status`` and ``errcode``, or (``outcome`` None) serve it."""
 
     delay_ms: int = 0
     outcome: Literal["dropped", "failed", "refused"] | None = None
     status: int = 0
+    errcode: str = INJECTED_ERRCODE
 
     @property
     def kind(self) -> FaultKind | None:
@@ -162,7 +170,7 @@ def decide(settings: FaultSettings, path: str, draw: Callable[[], float]) -> Req
         return RequestFault(delay, "dropped")
     rule = settings.fail
     if rule is not None and rule.matches(path) and _drawn(rule.share, draw):
-        return RequestFault(delay, "failed", rule.status)
+        return RequestFault(delay, "failed", rule.status, rule.errcode)
     return RequestFault(delay) if delay else UNTOUCHED
 
 
@@ -309,7 +317,7 @@ class ServerFaults:
         if fault.outcome == "dropped":
             return self._abort(request)
         if fault.outcome == "failed":
-            raise MatrixError(fault.status, INJECTED_ERRCODE, INJECTED_ERROR)
+            raise MatrixError(fault.status, fault.errcode, INJECTED_ERROR)
         return None
 
     @staticmethod

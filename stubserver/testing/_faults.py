@@ -56,9 +56,10 @@ class PeerFaults:
         ``down``: True refuses connections (the federation listeners stop listening),
         ``"reset"`` resets each one as it is accepted (counted); ``latency_ms``: every
         federation request answered that much later; ``drop_share``: that share of
-        requests reset without an answer; ``fail``: ``{"status": 500..599, "routes"?:
-        [path globs], "share"?: 0..1}``, answered on the paths the globs cover (all when
-        left out); ``seed``: restart the share draws from it (deterministic tests).
+        requests reset without an answer; ``fail``: ``{"status": 400..599, "routes"?:
+        [path globs], "share"?: 0..1, "errcode"?: "M_..."}``, answered on the paths the
+        globs cover (all when left out); ``seed``: restart the share draws from it
+        (deterministic tests).
         """
         body: dict[str, Any] = {"down": down, "latency_ms": latency_ms, "drop_share": drop_share}
         if fail is not None:

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from stubserver.control.faults_api import fault_routes, parse_settings
 from stubserver.server.faults import (
+    MAX_ERRCODE_CHARS,
     MAX_FAIL_ROUTES,
     MAX_LATENCY_MS,
     MAX_ROUTE_GLOB_CHARS,
@@ -26,6 +27,7 @@ TOKEN = "the-token"
 URL = "http://127.0.0.1:8009/_stubserver/v1/faults"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SEND_GLOB = "/_matrix/federation/v1/send/*"
+MAKE_JOIN_GLOB = "/_matrix/federation/v1/make_join/*"
 NO_COUNTS = {
     "connections_refused": 0,
     "connections_closed": 0,
@@ -69,7 +71,15 @@ class Harness:
         ({"fail": 502}, "M_INVALID_PARAM", "fail"),
         ({"fail": {}}, "M_MISSING_PARAM", "fail.status"),
         ({"fail": {"status": 502, "route": []}}, "M_BAD_JSON", "fail.route"),
-        ({"fail": {"status": 404}}, "M_INVALID_PARAM", "fail.status"),
+        ({"fail": {"status": 399}}, "M_INVALID_PARAM", "fail.status"),
+        ({"fail": {"status": 404, "errcode": 7}}, "M_INVALID_PARAM", "fail.errcode"),
+        ({"fail": {"status": 404, "errcode": ""}}, "M_INVALID_PARAM", "fail.errcode"),
+        ({"fail": {"status": 404, "errcode": "M NOT"}}, "M_INVALID_PARAM", "fail.errcode"),
+        (
+            {"fail": {"status": 404, "errcode": "M" * (MAX_ERRCODE_CHARS + 1)}},
+            "M_INVALID_PARAM",
+            "fail.errcode",
+        ),
         ({"fail": {"status": 600}}, "M_INVALID_PARAM", "fail.status"),
         ({"fail": {"status": "502"}}, "M_INVALID_PARAM", "fail.status"),
         ({"fail": {"status": 502, "share": 2}}, "M_INVALID_PARAM", "fail.share"),
@@ -114,6 +124,12 @@ def test_bad_bodies_are_refused_naming_the_key(body: Any, errcode: str, named: s
             9,
         ),
         ({"fail": {"status": 599}}, FaultSettings(fail=FailRule(599)), None),
+        (
+            {"fail": {"status": 404, "routes": [MAKE_JOIN_GLOB], "errcode": "M_NOT_FOUND"}},
+            FaultSettings(fail=FailRule(404, (MAKE_JOIN_GLOB,), errcode="M_NOT_FOUND")),
+            None,
+        ),
+        ({"fail": {"status": 400}}, FaultSettings(fail=FailRule(400)), None),
     ],
 )
 def test_good_bodies(body: Any, settings: FaultSettings, seed: int | None) -> None:
@@ -145,10 +161,15 @@ def test_get_put_delete() -> None:
 
 
 def test_get_answer_is_a_put_body() -> None:
-    """The faults GET shows can be PUT back as they are (to restore them)."""
+    """The faults GET shows can be PUT back as they are (to restore them), an errcode
+    other than the default included."""
     h = Harness()
     h.call("PUT", {"down": "reset", "fail": {"status": 500, "share": 0.5}})
     _, shown = h.call("GET")
+    assert parse_settings(shown["faults"]) == (h.faults.settings, None)
+    h.call("PUT", {"fail": {"status": 404, "errcode": "M_NOT_FOUND"}})
+    _, shown = h.call("GET")
+    assert shown["faults"]["fail"] == {"status": 404, "share": 1.0, "errcode": "M_NOT_FOUND"}
     assert parse_settings(shown["faults"]) == (h.faults.settings, None)
 
 

@@ -235,6 +235,19 @@ class GateTests(SynchronousTestCase):
         assert "fault" not in second
         assert self.h.faults.counters.requests_failed == 1
 
+    def test_failing_routes_answer_a_client_error_with_its_errcode(self) -> None:
+        """A fail rule with a 4xx status and an errcode answers exactly that (a server
+        that does not know the room: 404 ``M_NOT_FOUND``), logged as failed and counted."""
+        self.h.set(FaultSettings(fail=FailRule(404, (SEND_GLOB,), errcode="M_NOT_FOUND")))
+        _, failed = self.h.request(SEND)
+        assert responses(sent(failed)) == [
+            (404, {"errcode": "M_NOT_FOUND", "error": "injected fault"})
+        ]
+        assert self.h.handled == []
+        (entry,) = self.h.logged()
+        assert (entry["fault"], entry["status"]) == ("failed", 404)
+        assert self.h.faults.counters.requests_failed == 1
+
     def test_paths_outside_the_federation_api_are_never_touched(self) -> None:
         """Faults act on /_matrix/ paths only."""
         self.h.set(FaultSettings(fail=FailRule(500), drop_share=1.0))
