@@ -1,0 +1,343 @@
+"""Server ACLs with two of our servers in one room of the homeserver: one the room's
+``m.room.server_acl`` allows, one it denies (issue 23). Once, in the newest version.
+
+Both servers join first; then the homeserver's user sets the ACL (allow ``*``, deny the
+denied server's name, no IP literals). Every refusal has the allowed server's same
+request, taken, as its baseline; every absence is judged after a marker of the allowed
+server that was sent after the denied server's transaction was answered, and arrived.
+``acl.*`` (suite_guards) checks the same rules with the primary server alone, the ACL
+switched on and off around it.
+
+Spec: Server-Server API v1.19, "Server Access Control Lists (ACLs)": "When a remote
+server makes a request, it MUST be verified to be allowed by the server ACLs. If the
+server is denied access to a room, the receiving server MUST reply with a 403 HTTP
+status code and an errcode of M_FORBIDDEN"; for /send, "ACLs MUST be applied to all
+PDUs on a per-PDU basis. If the sending server is denied access to the room identified
+by room_id, the PDU MUST be ignored with an appropriate error included in the response
+for the respective event ID", and to typing and receipts (MSC4163); Client-Server API,
+"Server Access Control Lists (ACLs) for rooms" (m.room.server_acl).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from stubserver.conformance.context import (
+    PEER_USER,
+    AreaEntry,
+    Context,
+    NotYet,
+    SyncStream,
+    ephemeral,
+    expect,
+    membership_is,
+    once_in_newest,
+    q,
+    visible_event,
+    wait_until,
+)
+from stubserver.conformance.runner import CheckFailed, ConformanceTest
+from stubserver.conformance.suite_guards import ACL_EVENT, ACLS, EphemeralLog, _receipt, _typing
+from stubserver.conformance.suite_pdus import _put_transaction
+from stubserver.testing import Peer
+
+FEDERATION_V1 = "/_matrix/federation/v1"
+
+
+@dataclass(frozen=True)
+class AclRoom:
+    """The homeserver's room of these tests: our two servers joined, then the ACL set."""
+
+    room_id: str
+    version: str
+    allowed: Peer
+    denied: Peer
+    #: The ACL's event ID, and a message of the homeserver's user sent after it.
+    acl: str
+    message: str
+
+
+def acl_content(denied: str) -> dict[str, Any]:
+    """The ACL of these tests: every server but ``denied``, no IP literals."""
+    return {"allow": ["*"], "deny": [denied], "allow_ip_literals": False}
+
+
+def _acl_room(ctx: Context, version: str) -> AclRoom:
+    """The room these tests share, made by the first that asks (the servers are taken
+    once for all of them)."""
+
+    def make() -> AclRoom:
+        allowed, denied = ctx.servers(2, "the server ACL tests (an allowed and a denied server)")
+        room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+        for peer in (allowed, denied):
+            peer.join(room_id, PEER_USER, via=[ctx.server_name])
+            wait_until(
+                f"{peer.user_id(PEER_USER)} in the homeserver's member list of {room_id}",
+                membership_is(ctx.user, room_id, peer.user_id(PEER_USER), "join"),
+                expected="membership 'join'",
+            )
+        acl = ctx.user.send_state(room_id, ACL_EVENT, acl_content(denied.server_name))
+        message = ctx.user.send_message(room_id, "after the ACL")
+        return AclRoom(room_id, version, allowed, denied, acl, message)
+
+    return ctx.shared(("acls", version), make)
+
+
+def _put(ctx: Context, origin: Peer, pdus: list[Any], edus: list[Any]) -> Any:
+    """One transaction of ``origin``'s, answered 200 (else CheckFailed): its answer's body."""
+    answer = _put_transaction(ctx, secrets.token_hex(8), pdus, edus, origin)
+    expect(f"the status of {origin.server_name}'s transaction ({answer.body})", 200, answer.status)
+    return answer.body
+
+
+def _withheld_message(peer: Peer, room_id: str, text: str) -> tuple[str, dict[str, Any]]:
+    """A message of ``peer``'s user added to its copy of the room but sent to nobody:
+    (ID, PDU)."""
+    content = {"msgtype": "m.text", "body": text}
+    event_id = peer.send(room_id, "m.room.message", content, sender=PEER_USER, destinations=[])
+    [pdu] = [e.pdu for e in peer.events(room_id) if e.event_id == event_id]
+    return event_id, pdu
+
+
+def pdu_error(body: Any, event_id: str) -> str | None:
+    """The error a /send answer gives for ``event_id`` (pure): its result's ``error``, or
+    None when the result has none ("If no error is present, the PDU can be considered
+    successfully handled") or the answer lists no result for it."""
+    pdus = body.get("pdus") if isinstance(body, dict) else None
+    result = pdus.get(event_id) if isinstance(pdus, dict) else None
+    if isinstance(result, dict) and "error" in result:
+        return str(result["error"])
+    return None
+
+
+def allowed_server_message_taken(ctx: Context, version: str) -> str:
+    """The allowed server's message, in a /send transaction of its own, is taken with no
+    error in the answer and is readable through the homeserver's client (the baseline of
+    the denied server's; "Server Access Control Lists": the ACL denies only the servers
+    it names)."""
+    room = _acl_room(ctx, version)
+    event_id, pdu = _withheld_message(room.allowed, room.room_id, "from the allowed server")
+    error = pdu_error(_put(ctx, room.allowed, [pdu], []), event_id)
+    if error is not None:
+        raise CheckFailed(
+            "the allowed server's PDU's result in the /send answer", "no error", error
+        )
+    ctx.wait_visible(room.room_id, event_id, "the allowed server's message")
+    return f"allowed {room.allowed.server_name}, denied {room.denied.server_name}"
+
+
+def denied_server_message_dropped(ctx: Context, version: str) -> str:
+    """The denied server's message, in a /send transaction of its own, gets an error in
+    the answer's ``pdus`` and is never readable: once the allowed server's message sent
+    after that answer is readable, the denied one still is not ("Server Access Control
+    Lists": "the PDU MUST be ignored with an appropriate error included in the response
+    for the respective event ID")."""
+    room = _acl_room(ctx, version)
+    event_id, pdu = _withheld_message(room.denied, room.room_id, "from the denied server")
+    error = pdu_error(_put(ctx, room.denied, [pdu], []), event_id)
+    marker = room.allowed.send_message(
+        room.room_id, "marker after the denied PDU", sender=PEER_USER
+    )
+    ctx.wait_visible(room.room_id, marker, "the allowed server's marker")
+    expect(
+        "the denied server's PDU, as its client sees it once the marker is readable",
+        None,
+        visible_event(ctx.user, room.room_id, event_id),
+    )
+    if error is None:
+        raise CheckFailed(
+            "the denied server's PDU's result in the /send answer", "an error", "none"
+        )
+    return f"its error for the denied PDU: {error}"
+
+
+# -- the endpoints the ACL protects ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A room endpoint the spec says the ACL protects: ``/_matrix/federation/v1/{name}/
+    {room ID}``, then ``tail`` (as the server asking it says it), and ``body``."""
+
+    name: str
+    method: str
+    tail: Callable[[AclRoom, Peer], str]
+    body: Callable[[AclRoom], Any] | None = None
+
+    def path(self, room: AclRoom, server: Peer) -> str:
+        """Its path in ``room`` as ``server`` asks it."""
+        return f"{FEDERATION_V1}/{self.name}/{q(room.room_id)}{self.tail(room, server)}"
+
+
+def _at_acl(room: AclRoom, server: Peer) -> str:
+    return f"?event_id={q(room.acl)}"
+
+
+ENDPOINTS = (
+    Endpoint(
+        "make_join",
+        "GET",
+        lambda r, p: f"/{q(p.user_id('acl-newcomer'))}?ver={q(r.version)}",
+    ),
+    Endpoint("make_leave", "GET", lambda r, p: f"/{q(p.user_id(PEER_USER))}"),
+    Endpoint("state", "GET", _at_acl),
+    Endpoint("state_ids", "GET", _at_acl),
+    Endpoint("backfill", "GET", lambda r, p: f"?v={q(r.message)}&limit=2"),
+    Endpoint("event_auth", "GET", lambda r, p: f"/{q(r.acl)}"),
+    Endpoint(
+        "get_missing_events",
+        "POST",
+        lambda r, p: "",
+        lambda r: {"earliest_events": [], "latest_events": [r.message], "limit": 2},
+    ),
+)
+
+
+def refusal_verdict(status: int, body: Any) -> str | None:
+    """Why an answer is not the ACL's refusal (pure): None for 403 ``M_FORBIDDEN``."""
+    errcode = body.get("errcode") if isinstance(body, dict) else None
+    if status == HTTPStatus.FORBIDDEN and errcode == "M_FORBIDDEN":
+        return None
+    return f"{status} {errcode or body}"
+
+
+def _ask(ctx: Context, endpoint: Endpoint, room: AclRoom, server: Peer) -> Any:
+    body = endpoint.body(room) if endpoint.body is not None else None
+    return server.federation_request(
+        ctx.server_name, endpoint.method, endpoint.path(room, server), body
+    )
+
+
+def _served(endpoint: Endpoint) -> Callable[[Context, str], None]:
+    def test(ctx: Context, version: str) -> None:
+        room = _acl_room(ctx, version)
+        answer = _ask(ctx, endpoint, room, room.allowed)
+        expect(
+            f"the status of the allowed server's {endpoint.name}", 200, answer.status, answer.body
+        )
+
+    test.__doc__ = (
+        f"The allowed server's {endpoint.method} {endpoint.name} in the room is served"
+        " (200), as it is without an ACL (the baseline of the denied server's; \"Server"
+        ' Access Control Lists": the ACL denies only the servers it names).'
+    )
+    return test
+
+
+def _refused(endpoint: Endpoint) -> Callable[[Context, str], None]:
+    def test(ctx: Context, version: str) -> None:
+        room = _acl_room(ctx, version)
+        answer = _ask(ctx, endpoint, room, room.denied)
+        got = refusal_verdict(answer.status, answer.body)
+        if got is not None:
+            raise CheckFailed(
+                f"the answer to the denied server's {endpoint.name}", "403 M_FORBIDDEN", got
+            )
+
+    test.__doc__ = (
+        f"The denied server's {endpoint.method} {endpoint.name} in the room gets 403"
+        f' M_FORBIDDEN ("Server Access Control Lists": "/_matrix/federation/v1/{endpoint.name}"'
+        ' is among "The following endpoint prefixes MUST be protected"; "If the server is'
+        " denied access to a room, the receiving server MUST reply with a 403 HTTP status"
+        ' code and an errcode of M_FORBIDDEN").'
+    )
+    return test
+
+
+# -- typing and receipts (MSC4163) ----------------------------------------------------------
+
+
+def allowed_server_edus_shown(ctx: Context, version: str) -> None:
+    """The allowed server's m.typing and m.receipt for the room show in its client's
+    /sync (the baseline of the denied server's; "Typing Notifications", "Receipts");
+    then its typing stops, so that a later typing of it is news."""
+    room = _acl_room(ctx, version)
+    log = EphemeralLog(SyncStream(ctx.user), room.room_id)
+    user_id = room.allowed.user_id(PEER_USER)
+    edus = [_typing(room.room_id, user_id), _receipt(room.room_id, user_id, room.message)]
+    _put(ctx, room.allowed, [], edus)
+    log.wait_for_typing("the allowed server's typing in its /sync", user_id)
+    wait_until(
+        "the allowed server's receipt in its /sync",
+        _log_until_receipt(log, user_id, room.message),
+        expected="shown",
+    )
+    stop = _typing(room.room_id, user_id)
+    stop["content"]["typing"] = False
+    _put(ctx, room.allowed, [], [stop])
+
+
+def _log_until_receipt(
+    log: EphemeralLog, user_id: str, event_id: str
+) -> Callable[[], bool | NotYet]:
+    """A wait's probe: one more /sync of ``log`` (at most 2 s); has the receipt shown?"""
+
+    def probe() -> bool | NotYet:
+        if (user_id, event_id) in log.receipts:
+            return True
+        answer = log.stream.user.sync(since=log.stream.since, timeout_ms=2000)
+        log.stream.since = str(answer["next_batch"])
+        found = ephemeral(answer, log.room_id)
+        for read_id, kinds in (found.get("m.receipt") or {}).items():
+            for reader in (kinds or {}).get("m.read") or {}:
+                log.receipts.append((reader, read_id))
+        return True if (user_id, event_id) in log.receipts else NotYet(log.receipts[-3:])
+
+    return probe
+
+
+def denied_server_edus_dropped(ctx: Context, version: str) -> None:
+    """The denied server's m.typing and m.receipt for the room are dropped: once the
+    allowed server's typing, sent after the homeserver answered the denied server's
+    transaction, shows in its client's /sync, neither ever did ("Server Access Control
+    Lists": for typing, "if the sending server is denied access to the room identified by
+    room_id, the EDU MUST be ignored"; for receipts, "all receipts for a particular room
+    ID MUST be ignored if the sending server is denied access")."""
+    room = _acl_room(ctx, version)
+    log = EphemeralLog(SyncStream(ctx.user), room.room_id)
+    denied, marker = room.denied.user_id(PEER_USER), room.allowed.user_id(PEER_USER)
+    edus = [_typing(room.room_id, denied), _receipt(room.room_id, denied, room.message)]
+    _put(ctx, room.denied, [], edus)
+    _put(ctx, room.allowed, [], [_typing(room.room_id, marker)])
+    log.wait_for_typing("the allowed server's typing (the marker) in its /sync", marker)
+    if denied in log.typing:
+        raise CheckFailed("the denied server's typing", "dropped", "shown typing")
+    if (denied, room.message) in log.receipts:
+        raise CheckFailed("the denied server's receipt", "dropped", "shown")
+
+
+AREA: list[AreaEntry] = [
+    ("acls.allowed_server_message_taken", ACLS, allowed_server_message_taken),
+    (
+        "acls.denied_server_message_dropped",
+        ACLS,
+        denied_server_message_dropped,
+        ("acls.allowed_server_message_taken",),
+    ),
+    *[(f"acls.{e.name}_served_to_allowed", ACLS, _served(e)) for e in ENDPOINTS],
+    *[
+        (
+            f"acls.{e.name}_refused_to_denied",
+            ACLS,
+            _refused(e),
+            (f"acls.{e.name}_served_to_allowed",),
+        )
+        for e in ENDPOINTS
+    ],
+    ("acls.allowed_server_edus_shown", ACLS, allowed_server_edus_shown),
+    (
+        "acls.denied_server_edus_dropped",
+        ACLS,
+        denied_server_edus_dropped,
+        ("acls.allowed_server_edus_shown",),
+    ),
+]
+
+
+def tests(versions: list[str]) -> list[ConformanceTest[Context]]:
+    """This area's tests, once (the ACL's rules do not change by room version)."""
+    return once_in_newest(AREA, versions)
