@@ -1,10 +1,14 @@
 """Server ACLs with two of our servers in one room of the homeserver: one the room's
 ``m.room.server_acl`` allows, one it denies (issue 23). Once, in the newest version.
 
-Both servers join first; then the homeserver's user sets the ACL (allow ``*``, deny the
-denied server's name, no IP literals). Every refusal has the allowed server's same
-request, taken, as its baseline; every absence is judged after a marker of the allowed
-server that was sent after the denied server's transaction was answered, and arrived.
+Both servers join first (two users each) and fetch the make_join and make_leave
+templates their send_join and send_leave will use; then the homeserver's user sets the
+ACL (allow ``*``, deny the denied server's name, no IP literals). Not asked: invite,
+make_knock and send_knock (an invite needs an event built by the denied server beside
+its copy of the room; knocking needs a room whose join rule allows it). Every refusal
+has the allowed server's same request, taken, as its baseline; every absence is judged
+after a marker of the allowed server that was sent after the denied server's
+transaction was answered, and arrived.
 ``acl.*`` (suite_guards) checks the same rules with the primary server alone, the ACL
 switched on and off around it.
 
@@ -21,13 +25,15 @@ for the respective event ID", and to typing and receipts (MSC4163); Client-Serve
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from stubserver.conformance import handshakes
 from stubserver.conformance.context import (
     PEER_USER,
+    PEER_USER_2,
     AreaEntry,
     Context,
     NotYet,
@@ -45,7 +51,11 @@ from stubserver.conformance.suite_guards import ACL_EVENT, ACLS, EphemeralLog, _
 from stubserver.conformance.suite_pdus import _put_transaction
 from stubserver.testing import Peer
 
-FEDERATION_V1 = "/_matrix/federation/v1"
+FEDERATION = "/_matrix/federation"
+#: Our servers' users: the one that makes its make_join template before the ACL and
+#: sends it after (never joined before), and the second joined one, which leaves so.
+NEWCOMER = "acl-newcomer"
+LEAVER = PEER_USER_2
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class AclRoom:
     #: The ACL's event ID, and a message of the homeserver's user sent after it.
     acl: str
     message: str
+    #: Per server name, its make_join template for a user not in the room (NEWCOMER) and
+    #: its make_leave template for its joined user LEAVER, both fetched before the ACL.
+    templates: Mapping[str, Mapping[str, dict[str, Any]]]
 
 
 def acl_content(denied: str) -> dict[str, Any]:
@@ -73,16 +86,23 @@ def _acl_room(ctx: Context, version: str) -> AclRoom:
     def make() -> AclRoom:
         allowed, denied = ctx.servers(2, "the server ACL tests (an allowed and a denied server)")
         room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+        templates = {}
         for peer in (allowed, denied):
-            peer.join(room_id, PEER_USER, via=[ctx.server_name])
-            wait_until(
-                f"{peer.user_id(PEER_USER)} in the homeserver's member list of {room_id}",
-                membership_is(ctx.user, room_id, peer.user_id(PEER_USER), "join"),
-                expected="membership 'join'",
-            )
+            for localpart in (PEER_USER, LEAVER):
+                peer.join(room_id, localpart, via=[ctx.server_name])
+                wait_until(
+                    f"{peer.user_id(localpart)} in the homeserver's member list of {room_id}",
+                    membership_is(ctx.user, room_id, peer.user_id(localpart), "join"),
+                    expected="membership 'join'",
+                )
+            newcomer, leaver = peer.user_id(NEWCOMER), peer.user_id(LEAVER)
+            templates[peer.server_name] = {
+                "join": handshakes.template(ctx, "join", room_id, newcomer, version, server=peer),
+                "leave": handshakes.template(ctx, "leave", room_id, leaver, version, server=peer),
+            }
         acl = ctx.user.send_state(room_id, ACL_EVENT, acl_content(denied.server_name))
         message = ctx.user.send_message(room_id, "after the ACL")
-        return AclRoom(room_id, version, allowed, denied, acl, message)
+        return AclRoom(room_id, version, allowed, denied, acl, message, templates)
 
     return ctx.shared(("acls", version), make)
 
@@ -158,19 +178,40 @@ def denied_server_message_dropped(ctx: Context, version: str) -> str:
 # -- the endpoints the ACL protects ---------------------------------------------------------
 
 
+#: A request: method, path, body.
+Request = tuple[str, str, Any]
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """A room endpoint the spec says the ACL protects: ``/_matrix/federation/v1/{name}/
-    {room ID}``, then ``tail`` (as the server asking it says it), and ``body``."""
+    """A room endpoint the spec says the ACL protects, and ``build``, which makes the
+    request ``server`` sends it in the room."""
 
     name: str
-    method: str
-    tail: Callable[[AclRoom, Peer], str]
-    body: Callable[[AclRoom], Any] | None = None
+    build: Callable[[Context, AclRoom, Peer], Request]
 
-    def path(self, room: AclRoom, server: Peer) -> str:
-        """Its path in ``room`` as ``server`` asks it."""
-        return f"{FEDERATION_V1}/{self.name}/{q(room.room_id)}{self.tail(room, server)}"
+
+def _v1(
+    name: str, tail: Callable[[AclRoom, Peer], str], body: Callable[[AclRoom], Any] | None = None
+) -> Endpoint:
+    """``/v1/{name}/{room ID}{tail}``: a GET, or a POST of ``body``."""
+
+    def build(ctx: Context, room: AclRoom, server: Peer) -> Request:
+        path = f"{FEDERATION}/v1/{name}/{q(room.room_id)}{tail(room, server)}"
+        return ("GET", path, None) if body is None else ("POST", path, body(room))
+
+    return Endpoint(name, build)
+
+
+def _v2_send(kind: str) -> Endpoint:
+    """``PUT /v2/send_{kind}``: the server's template (fetched before the ACL), signed."""
+
+    def build(ctx: Context, room: AclRoom, server: Peer) -> Request:
+        template = room.templates[server.server_name][kind]
+        event_id, pdu = handshakes.signed(ctx, template, room.version, server.server_name)
+        return "PUT", f"{FEDERATION}/v2/send_{kind}/{q(room.room_id)}/{q(event_id)}", pdu
+
+    return Endpoint(f"send_{kind}", build)
 
 
 def _at_acl(room: AclRoom, server: Peer) -> str:
@@ -178,19 +219,16 @@ def _at_acl(room: AclRoom, server: Peer) -> str:
 
 
 ENDPOINTS = (
-    Endpoint(
-        "make_join",
-        "GET",
-        lambda r, p: f"/{q(p.user_id('acl-newcomer'))}?ver={q(r.version)}",
-    ),
-    Endpoint("make_leave", "GET", lambda r, p: f"/{q(p.user_id(PEER_USER))}"),
-    Endpoint("state", "GET", _at_acl),
-    Endpoint("state_ids", "GET", _at_acl),
-    Endpoint("backfill", "GET", lambda r, p: f"?v={q(r.message)}&limit=2"),
-    Endpoint("event_auth", "GET", lambda r, p: f"/{q(r.acl)}"),
-    Endpoint(
+    _v1("make_join", lambda r, p: f"/{q(p.user_id('acl-asker'))}?ver={q(r.version)}"),
+    _v2_send("join"),
+    _v1("make_leave", lambda r, p: f"/{q(p.user_id(PEER_USER))}"),
+    _v2_send("leave"),
+    _v1("state", _at_acl),
+    _v1("state_ids", _at_acl),
+    _v1("backfill", lambda r, p: f"?v={q(r.message)}&limit=2"),
+    _v1("event_auth", lambda r, p: f"/{q(r.acl)}"),
+    _v1(
         "get_missing_events",
-        "POST",
         lambda r, p: "",
         lambda r: {"earliest_events": [], "latest_events": [r.message], "limit": 2},
     ),
@@ -206,10 +244,8 @@ def refusal_verdict(status: int, body: Any) -> str | None:
 
 
 def _ask(ctx: Context, endpoint: Endpoint, room: AclRoom, server: Peer) -> Any:
-    body = endpoint.body(room) if endpoint.body is not None else None
-    return server.federation_request(
-        ctx.server_name, endpoint.method, endpoint.path(room, server), body
-    )
+    method, path, body = endpoint.build(ctx, room, server)
+    return server.federation_request(ctx.server_name, method, path, body)
 
 
 def _served(endpoint: Endpoint) -> Callable[[Context, str], None]:
@@ -221,7 +257,7 @@ def _served(endpoint: Endpoint) -> Callable[[Context, str], None]:
         )
 
     test.__doc__ = (
-        f"The allowed server's {endpoint.method} {endpoint.name} in the room is served"
+        f"The allowed server's {endpoint.name} in the room is served"
         " (200), as it is without an ACL (the baseline of the denied server's; \"Server"
         ' Access Control Lists": the ACL denies only the servers it names).'
     )
@@ -239,9 +275,9 @@ def _refused(endpoint: Endpoint) -> Callable[[Context, str], None]:
             )
 
     test.__doc__ = (
-        f"The denied server's {endpoint.method} {endpoint.name} in the room gets 403"
-        f' M_FORBIDDEN ("Server Access Control Lists": "/_matrix/federation/v1/{endpoint.name}"'
-        ' is among "The following endpoint prefixes MUST be protected"; "If the server is'
+        f"The denied server's {endpoint.name} in the room gets 403"
+        f' M_FORBIDDEN ("Server Access Control Lists": {endpoint.name} is among "The following'
+        ' endpoint prefixes MUST be protected"; "If the server is'
         " denied access to a room, the receiving server MUST reply with a 403 HTTP status"
         ' code and an errcode of M_FORBIDDEN").'
     )

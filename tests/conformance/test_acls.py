@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any, cast
+from urllib.parse import quote
 
 import pytest
 
@@ -14,7 +15,12 @@ from stubserver.conformance import suite_acls
 from stubserver.conformance.context import Context
 from stubserver.conformance.runner import CheckFailed
 from stubserver.conformance.suite import build_suite
+from stubserver.rooms.hashes import compute_event_id
+from stubserver.rooms.versions import room_version
+from stubserver.signing.keys import ServerSigningKey
 from stubserver.testing import FederationAnswer, Peer
+
+KEYS = {name: ServerSigningKey.generate("a") for name in ("allowed.test", "denied.test")}
 
 #: The Server-Server API's "endpoint prefixes [that] MUST be protected" (v1.19).
 PROTECTED = (
@@ -51,14 +57,39 @@ class FakeServer:
         return self.answer
 
 
+def _template(user_id: str, membership: str) -> dict[str, Any]:
+    content = {"membership": membership}
+    return {
+        "type": "m.room.member",
+        "room_id": "!room:hs.test",
+        "sender": user_id,
+        "state_key": user_id,
+        "content": content,
+        "prev_events": ["$message"],
+        "auth_events": ["$acl"],
+        "depth": 9,
+    }
+
+
 def _room(allowed: FakeServer, denied: FakeServer) -> suite_acls.AclRoom:
     peers = cast(Peer, allowed), cast(Peer, denied)
-    return suite_acls.AclRoom("!room:hs.test", "12", *peers, "$acl", "$message")
+    templates = {
+        s.server_name: {
+            "join": _template(s.user_id(suite_acls.NEWCOMER), "join"),
+            "leave": _template(s.user_id(suite_acls.LEAVER), "leave"),
+        }
+        for s in (allowed, denied)
+    }
+    return suite_acls.AclRoom("!room:hs.test", "12", *peers, "$acl", "$message", templates)
 
 
 def _context(allowed: FakeServer, denied: FakeServer) -> Context:
     room = _room(allowed, denied)
-    fake = SimpleNamespace(server_name="hs.test", shared=lambda key, make: room)
+    fake = SimpleNamespace(
+        server_name="hs.test",
+        shared=lambda key, make: room,
+        our_key=lambda server_name=None: KEYS[server_name],
+    )
     return cast(Context, fake)
 
 
@@ -108,16 +139,28 @@ def test_only_the_pdus_own_error_counts(body: Any, error: str | None) -> None:
 
 
 def test_every_endpoint_is_a_protected_prefix_of_the_room() -> None:
-    """Each endpoint asked is one the spec lists, under /_matrix/federation/v1, in the
-    room, as the server that asks (make_join and make_leave for a user of its own)."""
+    """Each endpoint asked is one the spec lists, in the room, as the server that asks:
+    make_join and make_leave for a user of its own; send_join and send_leave (v2) PUT its
+    template signed by it, under the event ID that signed event has."""
     allowed = FakeServer("allowed.test", 200, {})
-    room = _room(allowed, FakeServer("denied.test", 403, {}))
+    denied = FakeServer("denied.test", 403, {})
+    ctx = _context(allowed, denied)
+    room = _room(allowed, denied)
     for endpoint in suite_acls.ENDPOINTS:
-        path = endpoint.path(room, cast(Peer, allowed))
         assert endpoint.name in PROTECTED
-        assert path.startswith(f"/_matrix/federation/v1/{endpoint.name}/%21room%3Ahs.test")
+        method, path, body = endpoint.build(ctx, room, cast(Peer, denied))
+        version = "v2" if endpoint.name.startswith("send_") else "v1"
+        assert path.startswith(f"/_matrix/federation/{version}/{endpoint.name}/%21room%3Ahs.test")
         if endpoint.name.startswith("make_"):
-            assert "%3Aallowed.test" in path
+            assert path.split("?")[0].endswith("%3Adenied.test")
+        if endpoint.name.startswith("send_"):
+            assert method == "PUT"
+            assert body["origin"] == "denied.test"
+            assert set(body["signatures"]) == {"denied.test"}
+            assert body["sender"].endswith(":denied.test")
+            assert path.endswith(quote(compute_event_id(body, room_version("12")), safe=""))
+        else:
+            assert method == ("POST" if endpoint.name == "get_missing_events" else "GET")
 
 
 def test_a_denied_server_served_fails_naming_the_endpoint_and_the_answer() -> None:
@@ -154,7 +197,7 @@ def test_each_refusal_runs_once_over_the_allowed_servers_same_request() -> None:
     the allowed server's same request (or message, or EDUs) as its baseline."""
     suite = {t.id: t for t in build_suite(["10", "11", "12"])}
     acls = {i: t for i, t in suite.items() if i.startswith("acls.")}
-    assert len(acls) == 2 * len(suite_acls.ENDPOINTS) + 4
+    assert len(acls) == 2 * len(suite_acls.ENDPOINTS) + 4 == 22
     for endpoint in suite_acls.ENDPOINTS:
         refused = acls[f"acls.{endpoint.name}_refused_to_denied"]
         assert refused.depends_on == (f"acls.{endpoint.name}_served_to_allowed",)
