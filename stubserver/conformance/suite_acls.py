@@ -3,9 +3,9 @@
 
 Both servers join first (two users each) and fetch the make_join and make_leave
 templates their send_join and send_leave will use; then the homeserver's user sets the
-ACL (allow ``*``, deny the denied server's name, no IP literals). Not asked: invite,
-make_knock and send_knock (an invite needs an event built by the denied server beside
-its copy of the room; knocking needs a room whose join rule allows it). Every refusal
+ACL (allow ``*``, deny the denied server's name, no IP literals). Not asked:
+make_knock and send_knock (knocking needs a room whose join rule allows it), nor the v1
+send_join, send_leave and invite beside the v2 ones. Every refusal
 has the allowed server's same request, taken, as its baseline; every absence is judged
 after a marker of the allowed server that was sent after the denied server's
 transaction was answered, and arrived.
@@ -49,7 +49,7 @@ from stubserver.conformance.context import (
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
 from stubserver.conformance.suite_guards import ACL_EVENT, ACLS, EphemeralLog, _receipt, _typing
 from stubserver.conformance.suite_pdus import _put_transaction
-from stubserver.testing import Peer
+from stubserver.testing import ControlError, Peer
 
 FEDERATION = "/_matrix/federation"
 #: Our servers' users: the one that makes its make_join template before the ACL and
@@ -284,6 +284,35 @@ def _refused(endpoint: Endpoint) -> Callable[[Context, str], None]:
     return test
 
 
+def allowed_server_invite_taken(ctx: Context, version: str) -> str:
+    """The allowed server's invite of the homeserver's second user into the room (PUT
+    /v2/invite, the peer's own invite event) is taken: signed and returned (the baseline
+    of the denied server's)."""
+    room = _acl_room(ctx, version)
+    invitee = ctx.second_user().user_id
+    return f"invite {room.allowed.invite(room.room_id, invitee, sender=PEER_USER)}"
+
+
+def denied_server_invite_refused(ctx: Context, version: str) -> None:
+    """The denied server's invite of the homeserver's second user into the room (PUT
+    /v2/invite) gets 403 M_FORBIDDEN ("Server Access Control Lists": invite is among
+    "The following endpoint prefixes MUST be protected"; "If the server is denied access
+    to a room, the receiving server MUST reply with a 403 HTTP status code and an errcode
+    of M_FORBIDDEN")."""
+    room = _acl_room(ctx, version)
+    invitee = ctx.second_user().user_id
+    try:
+        room.denied.invite(room.room_id, invitee, sender=PEER_USER)
+    except ControlError as e:
+        if e.remote_status is None:
+            raise
+        got = refusal_verdict(e.remote_status, e.remote_body)
+    else:
+        got = "200: our invite signed and returned"
+    if got is not None:
+        raise CheckFailed("the answer to the denied server's invite", "403 M_FORBIDDEN", got)
+
+
 # -- typing and receipts (MSC4163) ----------------------------------------------------------
 
 
@@ -364,6 +393,13 @@ AREA: list[AreaEntry] = [
         )
         for e in ENDPOINTS
     ],
+    ("acls.invite_served_to_allowed", ACLS, allowed_server_invite_taken),
+    (
+        "acls.invite_refused_to_denied",
+        ACLS,
+        denied_server_invite_refused,
+        ("acls.invite_served_to_allowed",),
+    ),
     ("acls.allowed_server_edus_shown", ACLS, allowed_server_edus_shown),
     (
         "acls.denied_server_edus_dropped",

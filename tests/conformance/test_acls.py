@@ -5,6 +5,7 @@ has the allowed server's same request as its baseline."""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import quote
@@ -18,7 +19,7 @@ from stubserver.conformance.suite import build_suite
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.versions import room_version
 from stubserver.signing.keys import ServerSigningKey
-from stubserver.testing import FederationAnswer, Peer
+from stubserver.testing import ControlError, FederationAnswer, Peer
 
 KEYS = {name: ServerSigningKey.generate("a") for name in ("allowed.test", "denied.test")}
 
@@ -49,6 +50,21 @@ class FakeServer:
 
     def user_id(self, localpart: str) -> str:
         return f"@{localpart}:{self.server_name}"
+
+    def invite(self, room: str, user_id: str, sender: str) -> str:
+        """Our invite through the control API: the homeserver's answer (the canned one)
+        as the control API gives it, a 502 ControlError when it refused."""
+        self.asked.append(("hs.test", "PUT", f"invite {user_id} by {sender}", None))
+        if self.answer.status != HTTPStatus.OK:
+            raise ControlError(
+                "invite",
+                502,
+                errcode="M_UNKNOWN",
+                error="the remote refused",
+                remote_status=self.answer.status,
+                remote_body=self.answer.body,
+            )
+        return "$invite"
 
     def federation_request(
         self, destination: str, method: str, path: str, body: Any = None
@@ -88,6 +104,7 @@ def _context(allowed: FakeServer, denied: FakeServer) -> Context:
     fake = SimpleNamespace(
         server_name="hs.test",
         shared=lambda key, make: room,
+        second_user=lambda: SimpleNamespace(user_id="@second:hs.test"),
         our_key=lambda server_name=None: KEYS[server_name],
     )
     return cast(Context, fake)
@@ -197,12 +214,42 @@ def test_each_refusal_runs_once_over_the_allowed_servers_same_request() -> None:
     the allowed server's same request (or message, or EDUs) as its baseline."""
     suite = {t.id: t for t in build_suite(["10", "11", "12"])}
     acls = {i: t for i, t in suite.items() if i.startswith("acls.")}
-    assert len(acls) == 2 * len(suite_acls.ENDPOINTS) + 4 == 22
+    assert len(acls) == 2 * len(suite_acls.ENDPOINTS) + 6 == 24
     for endpoint in suite_acls.ENDPOINTS:
         refused = acls[f"acls.{endpoint.name}_refused_to_denied"]
         assert refused.depends_on == (f"acls.{endpoint.name}_served_to_allowed",)
         assert refused.room_version is None
+    assert acls["acls.invite_refused_to_denied"].depends_on == ("acls.invite_served_to_allowed",)
     assert acls["acls.denied_server_message_dropped"].depends_on == (
         "acls.allowed_server_message_taken",
     )
     assert acls["acls.denied_server_edus_dropped"].depends_on == ("acls.allowed_server_edus_shown",)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "got"),
+    [
+        (200, {}, "200: our invite signed and returned"),
+        (403, {"errcode": "M_UNKNOWN"}, "403 M_UNKNOWN"),
+        (403, {"errcode": "M_FORBIDDEN"}, None),
+    ],
+    ids=["taken", "other-errcode", "refused"],
+)
+def test_the_denied_servers_invite_is_judged_by_the_homeservers_answer(
+    status: int, body: Any, got: str | None
+) -> None:
+    """The invite refusal passes on the homeserver's 403 M_FORBIDDEN (which the control
+    API reports as a 502 carrying it), and fails, naming what came, when the invite was
+    taken or refused otherwise."""
+    allowed = FakeServer("allowed.test", 200, {})
+    denied = FakeServer("denied.test", status, body)
+    ctx = _context(allowed, denied)
+    if got is None:
+        suite_acls.denied_server_invite_refused(ctx, "12")
+    else:
+        with pytest.raises(CheckFailed) as failed:
+            suite_acls.denied_server_invite_refused(ctx, "12")
+        assert f"the denied server's invite: expected 403 M_FORBIDDEN, got {got}" in str(
+            failed.value
+        )
+    assert [a[2] for a in denied.asked] == ["invite @second:hs.test by conformance"]
