@@ -1,13 +1,13 @@
 """Server ACLs with two of our servers in one room of the homeserver: one the room's
 ``m.room.server_acl`` allows, one it denies (issue 23). Once, in the newest version.
 
-Both servers join first (two users each) and fetch the make_join and make_leave
-templates their send_join and send_leave will use; then the homeserver's user sets the
-ACL (allow ``*``, deny the denied server's name, no IP literals). Not asked:
-make_knock and send_knock (knocking needs a room whose join rule allows it), nor the v1
-send_join, send_leave and invite beside the v2 ones. Every refusal
-has the allowed server's same request, taken, as its baseline; every absence is judged
-after a marker of the allowed server that was sent after the denied server's
+Both servers join first (two users each; every member may invite) and fetch the
+make_join and make_leave templates their send_join and send_leave will use; then the
+homeserver's user sets the ACL (allow ``*``, deny the denied server's name, no IP
+literals). Not asked: make_knock and send_knock (knocking needs a room whose join rule
+allows it), nor the v1 send_join, send_leave and invite beside the v2 ones. Every
+refusal has the allowed server's same request, taken, as its baseline; every absence is
+judged after a marker of the allowed server that was sent after the denied server's
 transaction was answered, and arrived.
 ``acl.*`` (suite_guards) checks the same rules with the primary server alone, the ACL
 switched on and off around it.
@@ -56,6 +56,8 @@ FEDERATION = "/_matrix/federation"
 #: sends it after (never joined before), and the second joined one, which leaves so.
 NEWCOMER = "acl-newcomer"
 LEAVER = PEER_USER_2
+#: The room's power levels let every member invite (the invite tests' servers' users).
+INVITE_0 = {"invite": 0}
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,11 @@ def _acl_room(ctx: Context, version: str) -> AclRoom:
 
     def make() -> AclRoom:
         allowed, denied = ctx.servers(2, "the server ACL tests (an allowed and a denied server)")
-        room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+        room_id = ctx.user.create_room(
+            preset="public_chat",
+            room_version=version,
+            extra={"power_level_content_override": INVITE_0},
+        )
         templates = {}
         for peer in (allowed, denied):
             for localpart in (PEER_USER, LEAVER):
