@@ -499,6 +499,45 @@ def _forbidden_as_bad_json(original: Any) -> Any:
     return replacement
 
 
+# ----------------------------------------------- issue 23: an allowed and a denied server
+
+_ACL_CHECK = "synapse.federation.federation_server:FederationServer.check_server_matches_acl"
+#: The functions of FederationServer that check the ACL on /send: the PDUs of a room, an EDU.
+_ACL_ON_PDUS = "process_pdus_for_room"
+_ACL_ON_EDUS = "_process_edu"
+
+
+def _acl_skipped_from(callers: Callable[[str], bool]) -> Factory:
+    """FederationServer.check_server_matches_acl skipped (the server allowed) when called
+    from a function whose name ``callers`` picks. A plain function, so that its caller is
+    the frame that awaits it; the original's coroutine is awaited there."""
+
+    def make(original: Any) -> Any:
+        async def allowed() -> None:
+            return None
+
+        def replacement(*args: Any, **kwargs: Any) -> Any:
+            if callers(sys._getframe(1).f_code.co_name):
+                return allowed()
+            return original(*args, **kwargs)
+
+        return replacement
+
+    return make
+
+
+def _acl_denies_every_server(original: Any) -> Any:
+    """FederationServer.check_server_matches_acl: in a room with an ACL, every server is
+    denied, the ones it allows too."""
+
+    async def replacement(self: Any, server_name: str, room_id: str) -> None:
+        await original(self, server_name, room_id)
+        if await self._storage_controllers.state.get_server_acl_for_room(room_id) is not None:
+            raise _synapse("synapse.api.errors").AuthError(403, "mutant: every server denied")
+
+    return replacement
+
+
 def _unable_to_authorise(original: Any) -> Any:
     """EventAuthHandler.check_restricted_join_rules: a user in none of the allowed rooms
     refused 400 ``M_UNABLE_TO_AUTHORISE_JOIN`` (as if it could not tell) instead of 403."""
@@ -1661,7 +1700,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "acl_ignored",
         "PDUs and EDUs from a server the room's ACL denies are not taken",
-        "synapse.federation.federation_server:FederationServer.check_server_matches_acl",
+        _ACL_CHECK,
         _async_returning(None),
         ("acl.denied_pdu_refused/v*", "acl.denied_edus_dropped/v*"),
         "the denied PDU's result in the answer: expected an error",
@@ -2003,6 +2042,44 @@ MUTANTS: tuple[Mutant, ...] = (
         _async_before(_join_via_room_id_server),
         ("join_failover.via_not_room_id_domain",),
         "answers make_join and send_join 404: expected 200: joined through",
+    ),
+    # ----------------------------------------------- issue 23: an allowed and a denied server
+    Mutant(
+        "acl_not_on_endpoints",
+        "a server the room's ACL denies is served by the room endpoints (the ACL applies to"
+        " /send only)",
+        _ACL_CHECK,
+        _acl_skipped_from(lambda caller: caller not in (_ACL_ON_PDUS, _ACL_ON_EDUS)),
+        ("acls.*_refused_to_denied",),
+        "expected 403 M_FORBIDDEN, got 200",
+    ),
+    Mutant(
+        "acl_not_on_pdus",
+        "the PDUs of a server the room's ACL denies are taken from /send",
+        _ACL_CHECK,
+        _acl_skipped_from(lambda caller: caller == _ACL_ON_PDUS),
+        ("acls.denied_server_message_dropped",),
+        "the denied server's PDU, as its client sees it once the marker is readable",
+    ),
+    Mutant(
+        "acl_not_on_edus",
+        "the typing and receipts of a server the room's ACL denies are taken (MSC4163)",
+        _ACL_CHECK,
+        _acl_skipped_from(lambda caller: caller == _ACL_ON_EDUS),
+        ("acls.denied_server_edus_dropped",),
+        "the denied server's typing: expected dropped",
+    ),
+    Mutant(
+        "acl_denies_every_server",
+        "a server the room's ACL allows is served and its PDUs and EDUs taken",
+        _ACL_CHECK,
+        _acl_denies_every_server,
+        (
+            "acls.allowed_server_message_taken",
+            "acls.*_served_to_allowed",
+            "acls.allowed_server_edus_shown",
+        ),
+        "the allowed server's PDU's result in the /send answer: expected no error",
     ),
 )
 

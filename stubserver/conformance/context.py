@@ -291,11 +291,16 @@ class Context:
 
         return tuple(load_config(self.config_path).federation.ca_files)
 
-    def our_key(self) -> ServerSigningKey:
-        """The peer's signing key (from its config)."""
+    def our_key(self, server_name: str | None = None) -> ServerSigningKey:
+        """The peer's signing key (from its config), or that of its process's server
+        ``server_name`` (one of :attr:`others`)."""
         from stubserver.config import load_config  # noqa: PLC0415
 
-        return load_config(self.config_path).signing_key
+        config = load_config(self.config_path)
+        if server_name is None:
+            return config.signing_key
+        [server] = [c for c in config.every_server if c.server_name == server_name]
+        return server.signing_key
 
     def raw(
         self,

@@ -25,7 +25,7 @@ from stubserver.conformance.runner import CheckFailed, Skipped
 from stubserver.rooms.hashes import compute_event_id
 from stubserver.rooms.signing import sign_event
 from stubserver.rooms.versions import room_version
-from stubserver.testing import FederationAnswer
+from stubserver.testing import FederationAnswer, Peer
 
 Kind = Literal["join", "leave", "knock"]
 #: What a refused send may answer: the spec's 400 (invalid) and 403 (not permitted).
@@ -44,17 +44,35 @@ def local(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def make(ctx: Context, kind: Kind, room_id: str, user_id: str, version: str) -> FederationAnswer:
-    """``GET /v1/make_<kind>`` (with ``ver`` the room's version for joins and knocks)."""
+def make(
+    ctx: Context,
+    kind: Kind,
+    room_id: str,
+    user_id: str,
+    version: str,
+    *,
+    server: Peer | None = None,
+) -> FederationAnswer:
+    """``GET /v1/make_<kind>`` (with ``ver`` the room's version for joins and knocks),
+    asked by our server ``server`` (by default the peer)."""
     query = "" if kind == "leave" else f"?ver={q(version)}"
     path = f"/_matrix/federation/v1/make_{kind}/{q(room_id)}/{q(user_id)}{query}"
-    return ctx.peer.federation_request(ctx.server_name, "GET", path)
+    return (server or ctx.peer).federation_request(ctx.server_name, "GET", path)
 
 
-def template(ctx: Context, kind: Kind, room_id: str, user_id: str, version: str) -> dict[str, Any]:
-    """Its ``make_<kind>`` template for ``user_id``: a 200 whose ``event`` is an object
-    (and whose ``room_version``, where given, is the room's) is required."""
-    answer = make(ctx, kind, room_id, user_id, version)
+def template(
+    ctx: Context,
+    kind: Kind,
+    room_id: str,
+    user_id: str,
+    version: str,
+    *,
+    server: Peer | None = None,
+) -> dict[str, Any]:
+    """Its ``make_<kind>`` template for ``user_id``, asked by ``server`` (by default the
+    peer): a 200 whose ``event`` is an object (and whose ``room_version``, where given,
+    is the room's) is required."""
+    answer = make(ctx, kind, room_id, user_id, version, server=server)
     expect(f"its make_{kind} status", 200, answer.status, answer=answer.body)
     body = answer.body if isinstance(answer.body, dict) else {}
     if kind != "leave" or "room_version" in body:
@@ -65,14 +83,18 @@ def template(ctx: Context, kind: Kind, room_id: str, user_id: str, version: str)
     return event
 
 
-def signed(ctx: Context, pdu: dict[str, Any], version: str) -> tuple[str, dict[str, Any]]:
-    """The template filled (``origin``, ``origin_server_ts``) and signed by us; its ID."""
+def signed(
+    ctx: Context, pdu: dict[str, Any], version: str, server: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The template filled (``origin``, ``origin_server_ts``) and signed by us (by our
+    server ``server``, by default the peer); its ID."""
+    origin = server or ctx.peer.server_name
     pdu = copy.deepcopy(pdu)
-    pdu["origin"] = ctx.peer.server_name
+    pdu["origin"] = origin
     pdu["origin_server_ts"] = int(time.time() * 1000)
-    key = ctx.our_key()
+    key = ctx.our_key(server)
     rv = room_version(version)
-    pdu = sign_event(pdu, rv, ctx.peer.server_name, key.key_id, key.key)
+    pdu = sign_event(pdu, rv, origin, key.key_id, key.key)
     return compute_event_id(pdu, rv), pdu
 
 

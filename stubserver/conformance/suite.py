@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from stubserver.conformance import (
+    suite_acls,
     suite_auth,
     suite_device_joins,
     suite_devices,
@@ -74,6 +75,7 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_stateres_v12.tests(vs),
         *suite_fetching.tests(vs),
         *suite_guards.tests(vs),
+        *suite_acls.tests(vs),
         *suite_devices.tests(vs),
         *suite_device_joins.tests(vs),
         *suite_queries.tests(vs),

@@ -37,7 +37,7 @@ from stubserver.conformance.suite_auth import (
     rejected_event,
     soft_failed_event,
 )
-from stubserver.testing import FederationAnswer
+from stubserver.testing import FederationAnswer, Peer
 
 CHECKS = "Checks performed on receipt of a PDU"
 HASHES = "Validating hashes and signatures on received events"
@@ -72,25 +72,28 @@ def _txn_id() -> str:
     return f"conformance-{secrets.token_hex(8)}"
 
 
-def _put_transaction(ctx: Context, txn_id: str, pdus: list[Any], edus: list[Any]) -> Any:
-    """PUT one transaction, again while the answer is 429: a homeserver may take one
-    transaction per origin at a time (Synapse does), and our peer sends its own too."""
+def _put_transaction(
+    ctx: Context, txn_id: str, pdus: list[Any], edus: list[Any], origin: Peer | None = None
+) -> Any:
+    """PUT one transaction from ``origin`` (by default the peer), again while the answer
+    is 429: a homeserver may take one transaction per origin at a time (Synapse does),
+    and our peer sends its own too."""
     deadline = time.monotonic() + FEDERATION_WAIT_SECONDS
     while True:
-        answer = _put_once(ctx, txn_id, pdus, edus)
+        answer = _put_once(ctx, txn_id, pdus, edus, origin or ctx.peer)
         if answer.status != HTTPStatus.TOO_MANY_REQUESTS or time.monotonic() >= deadline:
             return answer
         time.sleep(POLL_SECONDS)
 
 
-def _put_once(ctx: Context, txn_id: str, pdus: list[Any], edus: list[Any]) -> Any:
+def _put_once(ctx: Context, txn_id: str, pdus: list[Any], edus: list[Any], origin: Peer) -> Any:
     body = {
-        "origin": ctx.peer.server_name,
+        "origin": origin.server_name,
         "origin_server_ts": int(time.time() * 1000),
         "pdus": pdus,
         "edus": edus,
     }
-    return ctx.peer.federation_request(
+    return origin.federation_request(
         ctx.server_name, "PUT", f"/_matrix/federation/v1/send/{q(txn_id)}", body
     )
 

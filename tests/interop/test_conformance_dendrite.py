@@ -19,6 +19,7 @@ pytestmark = pytest.mark.interop
 KNOWN_DEVIATIONS = [
     "acl.denied_edus_dropped/v10",
     "acl.denied_edus_dropped/v11",
+    "acls.denied_server_edus_dropped",
     "auth.other_destination_refused",
     "devices.its_joining_user_announced",
     "directory.public_rooms_filtered",
