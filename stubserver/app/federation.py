@@ -5,10 +5,11 @@ filter and the request log, with the outbound stack built on first use.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -24,6 +25,7 @@ from stubserver.server.router import (
     Route,
 )
 from stubserver.server_keys.key_document import KeyDocumentSource
+from stubserver.server_keys.local_keys import LocalKeyLookup, LocalServerKeys, no_local_keys
 from stubserver.server_keys.notary import Notary, notary_routes
 from stubserver.server_keys.refetch_limit import RefetchLimit
 
@@ -88,6 +90,10 @@ class LazyKeyFetcher:
     first fetch (:class:`SharedOutbound`: none is built for a server never sent a signed
     request nor a notary query). Each server keeps a key cache of its own, as a homeserver
     does (its fetches are its own to count).
+
+    The keys of the other servers of the same process are not fetched: ``siblings`` gives
+    them from their own key documents (:mod:`stubserver.server_keys.local_keys`), for
+    every use (cached, fetched, fetched again).
     """
 
     def __init__(
@@ -96,11 +102,13 @@ class LazyKeyFetcher:
         config: Config,
         backoff: DestinationBackoff,
         outbound: SharedOutbound | None = None,
+        siblings: LocalKeyLookup = no_local_keys,
     ) -> None:
         """``outbound`` None: a stack of its own (a process of one server)."""
         self._reactor = reactor
         self._outbound = outbound if outbound is not None else SharedOutbound(reactor, config)
         self._backoff = backoff
+        self._siblings = siblings
         self._fetcher: ServerKeyFetcher | None = None
         #: On-demand fetches (an unknown key ID, a key a PDU names): once a minute per
         #: server, shared by the X-Matrix check and the room signature checks.
@@ -123,15 +131,23 @@ class LazyKeyFetcher:
         return self._outbound.federation_context()
 
     def fetch(self, server_name: str) -> Deferred[ServerKeys]:
-        """:meth:`ServerKeyFetcher.fetch`."""
-        return self._get().fetch(server_name)
+        """:meth:`ServerKeyFetcher.fetch` (a sibling's keys: known, not fetched)."""
+        known = self._siblings(server_name)
+        return succeed(known) if known is not None else self._get().fetch(server_name)
 
     def fetch_cached_or_fresh(self, server_name: str) -> Deferred[ServerKeys]:
-        """:meth:`ServerKeyFetcher.fetch_cached_or_fresh`."""
+        """:meth:`ServerKeyFetcher.fetch_cached_or_fresh` (a sibling's keys: known)."""
+        known = self._siblings(server_name)
+        if known is not None:
+            return succeed(known)
         return self._get().fetch_cached_or_fresh(server_name)
 
     def cached(self, server_name: str) -> ServerKeys | None:
-        """:meth:`ServerKeyFetcher.cached` (None while nothing was ever fetched)."""
+        """:meth:`ServerKeyFetcher.cached` (None while nothing was ever fetched); a
+        sibling's keys are always there."""
+        known = self._siblings(server_name)
+        if known is not None:
+            return known
         return None if self._fetcher is None else self._fetcher.cached(server_name)
 
 
@@ -147,13 +163,38 @@ def key_document_source(config: Config, clock: IReactorTime) -> KeyDocumentSourc
     )
 
 
+class ProcessKeyDocuments:
+    """The key document of every server of a process (``configs``), each made on first
+    use (by its server's key endpoint and notary, or a sibling's key lookup) and then the
+    one both use."""
+
+    def __init__(self, clock: IReactorTime, configs: Sequence[Config]) -> None:
+        self._clock = clock
+        self._configs = {config.server_name: config for config in configs}
+        self._sources: dict[str, KeyDocumentSource] = {}
+
+    def source(self, server_name: str) -> KeyDocumentSource | None:
+        """The key document of ``server_name``, or None when the process does not serve it."""
+        source = self._sources.get(server_name)
+        if source is None:
+            config = self._configs.get(server_name)
+            if config is None:
+                return None
+            source = self._sources[server_name] = key_document_source(config, self._clock)
+        return source
+
+
 @dataclass(frozen=True)
 class ProcessParts:
     """What every server of a ``run`` process shares: the outbound stack (agent,
-    connection pool, resolvers) and the request log's writer."""
+    connection pool, resolvers), the request log's writer, and the key documents of its
+    servers (each server's own, and what its siblings know of its keys)."""
 
     outbound: SharedOutbound
     request_log: RequestLog | None
+    key_documents: ProcessKeyDocuments
+    #: The keys of the process's servers, read from ``key_documents``.
+    local_keys: LocalServerKeys
 
 
 def build_process_parts(config: Config, reactor: IReactor) -> ProcessParts:
@@ -179,7 +220,13 @@ def build_process_parts(config: Config, reactor: IReactor) -> ProcessParts:
         request_log = RequestLog(
             config.request_log_path, reactor, WriterThread(reactor, FLUSH_DELAY_SECONDS)
         )
-    return ProcessParts(SharedOutbound(reactor, config), request_log)
+    documents = ProcessKeyDocuments(reactor, config.every_server)
+    return ProcessParts(
+        SharedOutbound(reactor, config),
+        request_log,
+        documents,
+        LocalServerKeys(reactor, documents.source),
+    )
 
 
 def build_federation_extensions(
@@ -199,8 +246,15 @@ def build_federation_extensions(
     if process is None:
         process = build_process_parts(config, reactor)
     backoff = DestinationBackoff(reactor, random.SystemRandom())
-    fetcher = LazyKeyFetcher(reactor, config, backoff, process.outbound)
-    own_keys = key_document_source(config, reactor)
+    fetcher = LazyKeyFetcher(
+        reactor,
+        config,
+        backoff,
+        process.outbound,
+        siblings=process.local_keys.seen_from(config.server_name),
+    )
+    own_keys = process.key_documents.source(config.server_name)
+    assert own_keys is not None, "the process's parts are built from every server's config"
     notary: Notary[Any] = Notary(
         config.server_name,
         config.signing_key,

@@ -6,7 +6,9 @@ check, profiles, room service, media store and request feed, built on the first 
 that reaches it (the primary's at start-up, as before). What the servers share is the
 process's: the reactor, the outbound stack (agent, connection pool, resolvers:
 ``stubserver.app.federation.SharedOutbound``), the request log's writer, the connection
-counters and the listeners.
+counters and the listeners. A server knows the keys of the others from their key
+documents, without a request (``stubserver.server_keys.local_keys``): its key fetcher
+asks the network only for servers the process does not serve, and for its own name.
 
 A listener several servers share chooses the server by the request's ``Host`` header
 (:class:`HostDispatch`: its host, without the port, compared case-insensitively with

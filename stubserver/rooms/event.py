@@ -16,6 +16,7 @@ checks (which walk it once) or one we build (and check before sending).
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +26,8 @@ from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
 from stubserver.signing.canonical_json import JsonDict, encode_canonical_json
 
+#: The create event's type (its state_key is "").
+CREATE = "m.room.create"
 #: Keys the content hash leaves out: they change in transit or depend on the hash.
 NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
 #: Keys the reference hash and the signatures leave out of the redacted event.
@@ -124,11 +127,27 @@ class Event:
     def prev_event_ids(self) -> tuple[str, ...]:
         return tuple(self.pdu.get("prev_events", ()))
 
-    @property
+    # Read once, as the fields above (issue 23: state resolution's walks read an event's
+    # auth events again for every state set and every walk).
+    @cached_property
     def auth_event_ids(self) -> tuple[str, ...]:
         """The auth_events as listed in the PDU (in v12 the create event is implied, not
-        listed; callers that need it add ``"$" + room_id[1:]``)."""
+        listed: :attr:`auth_event_ids_with_create` adds it)."""
         return tuple(self.pdu.get("auth_events", ()))
+
+    @cached_property
+    def auth_event_ids_with_create(self) -> tuple[str, ...]:
+        """:attr:`auth_event_ids` with v12's implied create event (``"$" + room_id[1:]``)
+        added, for every event but the create event itself: the auth events the graph
+        walks follow."""
+        ids = self.auth_event_ids
+        if not self.room_version.room_id_is_create_hash or (
+            self.type == CREATE and self.state_key == ""
+        ):
+            return ids
+        # One string per room, not one per event that holds it.
+        create_id = sys.intern("$" + self.room_id[1:])
+        return ids if create_id in ids else (*ids, create_id)
 
     @property
     def depth(self) -> int:

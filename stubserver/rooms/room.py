@@ -17,7 +17,9 @@ incrementally, as Synapse's event persister keeps it. The extremities are tracke
 state's node; identical states are one; state resolution runs only when the distinct
 states at the extremities change, so an accepted event costs the same in a room with
 2,000 extremities on one state as in a linear one (``resolution_work`` and the
-tracker's ``examined`` count it). Every event we build cites the 10 deepest extremities
+tracker's ``examined`` count it). The last resolutions are remembered (an event citing
+the extremities has as its state before the resolution just made for them:
+:mod:`stubserver.rooms.recent_resolutions`). Every event we build cites the 10 deepest extremities
 (Synapse's count for its own events), so each of our sends merges up to 10 forks; the
 extremities are capped by dummy events (:mod:`stubserver.rooms.dummy_events`, as
 Synapse's ``_send_dummy_events_to_fill_extremities``). We do not drop "stuck"
@@ -43,6 +45,7 @@ from stubserver.rooms.auth_rules import (
 from stubserver.rooms.event import Event
 from stubserver.rooms.forward_extremities import ForwardExtremities
 from stubserver.rooms.power_levels import CREATE_KEY, may_redact_others
+from stubserver.rooms.recent_resolutions import RecentResolutions
 from stubserver.rooms.state_res import (
     ResolutionWork,
     StateResolutionError,
@@ -180,6 +183,8 @@ class Room:
         self._current = EMPTY_STATE
         #: What state resolution has cost this room, counted.
         self.resolution_work = ResolutionWork()
+        # The same states are resolved twice in a row as a rule (the module's doc).
+        self._recent_resolutions = RecentResolutions()
         self._listeners: list[Callable[[EventRecord], None]] = []
         # The current state's memberships and joined users per server, kept as the
         # current state moves (``_track_members``): reads never materialise the state.
@@ -510,6 +515,9 @@ class Room:
             return EMPTY_STATE
         if len(nodes) == 1:
             return nodes[0]
+        remembered = self._recent_resolutions.get(nodes, len(self._rejected))
+        if remembered is not None:
+            return remembered
         try:
             resolved = resolve_state(
                 self.room_version,
@@ -522,7 +530,9 @@ class Room:
         except StateResolutionError as e:
             raise RoomError(f"state resolution failed: {e}") from e
         base = max(nodes, key=lambda n: n.size)
-        return base.with_changes(base.diff_to(resolved))
+        node = base.with_changes(base.diff_to(resolved))
+        self._recent_resolutions.remember(nodes, len(self._rejected), node)
+        return node
 
     def _position(self, event_id: str) -> int:
         """The order the event was gained in: later than each of its auth events (an

@@ -71,12 +71,7 @@ def _state_key_of(event: Event) -> tuple[str, str] | None:
 
 def auth_event_ids(event: Event) -> tuple[str, ...]:
     """The event's auth events, with v12's implied create event (``room_id``) added."""
-    ids = event.auth_event_ids
-    if event.room_version.room_id_is_create_hash and _state_key_of(event) != CREATE_KEY:
-        create_id = "$" + event.room_id[1:]
-        if create_id not in ids:
-            ids = (*ids, create_id)
-    return ids
+    return event.auth_event_ids_with_create
 
 
 @dataclass

@@ -113,7 +113,9 @@ class ServerKeys:
     """A verified key response: what is kept of it in the cache.
 
     ``response_bytes`` is the body exactly as received (already parsed once, strictly, so
-    :attr:`response` parses it again without fault); ``target`` the target that answered.
+    :attr:`response` parses it again without fault); ``target`` the target that answered
+    (None for a server of this process, whose keys are known without a request:
+    :mod:`stubserver.server_keys.local_keys`).
     """
 
     server_name: str
@@ -121,13 +123,28 @@ class ServerKeys:
     old_verify_keys: Mapping[str, tuple[VerifyKey, int]]
     valid_until_ts: int
     response_bytes: bytes
-    target: Target
+    target: Target | None
 
     @property
     def response(self) -> dict[str, Any]:
         """The document as received, parsed (a new dict at each call)."""
         document: dict[str, Any] = parse_json_bytes(self.response_bytes)
         return document
+
+
+def keys_of_check(
+    server_name: str, check: KeyCheck, body: bytes, target: Target | None
+) -> ServerKeys:
+    """The keys of a document that passed ``check`` (``body``: its bytes; pure)."""
+    assert check.error is None and check.valid_until_ts is not None
+    return ServerKeys(
+        server_name=server_name,
+        verify_keys=check.verify_keys,
+        old_verify_keys=check.old_verify_keys,
+        valid_until_ts=check.valid_until_ts,
+        response_bytes=body,
+        target=target,
+    )
 
 
 def estimate_weight(keys: ServerKeys) -> int:
@@ -303,15 +320,8 @@ class ServerKeyFetcher:
             )
         if check.error is not None:
             return KeyFetchReport(server_name, target, status, document, check, error=check.error)
-        assert target is not None and check.valid_until_ts is not None
-        keys = ServerKeys(
-            server_name=server_name,
-            verify_keys=check.verify_keys,
-            old_verify_keys=check.old_verify_keys,
-            valid_until_ts=check.valid_until_ts,
-            response_bytes=body,
-            target=target,
-        )
+        assert target is not None
+        keys = keys_of_check(server_name, check, body, target)
         return KeyFetchReport(server_name, target, status, document, check, keys=keys)
 
     def fetch(self, server_name: str) -> Deferred[ServerKeys]:
@@ -370,4 +380,5 @@ __all__ = (
     "ServerKeyFetcher",
     "ServerKeys",
     "estimate_weight",
+    "keys_of_check",
 )
