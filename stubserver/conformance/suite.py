@@ -10,6 +10,7 @@ from stubserver.conformance import (
     suite_device_joins,
     suite_devices,
     suite_edus,
+    suite_fanout,
     suite_fetching,
     suite_gaps,
     suite_guards,
@@ -76,4 +77,5 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_device_joins.tests(vs),
         *suite_queries.tests(vs),
         *suite_media.tests(vs),
+        *suite_fanout.tests(vs),
     ]
