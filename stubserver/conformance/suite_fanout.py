@@ -166,9 +166,11 @@ def catch_up_after_down(ctx: Context, version: str) -> str:
     is the cause), the homeserver's attempt on the down one fails (seen in its fault
     counters). Then the server comes back: its faults cleared, its user sends a message
     into the room, as a real server's users do once it is up again. That signed
-    ``/send`` tells the homeserver the server answers again: Synapse and Dendrite retry
-    a destination they back off from at once on a request from it; Synapse also retries
-    a failed transaction by itself, 3-6 s later. The homeserver takes that message, and
+    ``/send`` tells the homeserver the server answers again: Synapse retries a
+    destination it backs off from at once on a request from it (Dendrite too, at most
+    once a minute per server). After a first failure both also retry by themselves
+    within seconds: Synapse's client 3-6 s later, Dendrite after a backoff of about 2 s
+    (``federationapi/statistics``). The homeserver takes that message, and
     its user sends M2. The server that was down gets M2 (it is not locked out: "Once a
     homeserver has joined a room, it receives all the events emitted by other
     homeservers in that room", "Backfilling and retrieving missing events") and M1, by
