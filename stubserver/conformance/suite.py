@@ -49,12 +49,15 @@ def supported_versions(capabilities: object) -> list[str]:
 
 
 def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
-    """Every test, in report order: keys and auth, then per version rooms, what it serves,
+    """Every test, in report order: keys and auth, fan-out and recovery (once), then per
+    version rooms, what it serves,
     membership refusals, PDUs, EDUs,
     spoofed and ACL-denied traffic; then once: devices, keys, to-device, presence, queries."""
     vs = list(versions)
     return [
         *suite_keys.tests(),
+        # early: their waits (a homeserver's retry timer, seconds) overlap the other tests
+        *suite_fanout.tests(vs),
         *suite_rooms.tests(vs),
         *suite_gaps.tests(vs),
         *suite_serving.tests(vs),
@@ -77,5 +80,4 @@ def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
         *suite_device_joins.tests(vs),
         *suite_queries.tests(vs),
         *suite_media.tests(vs),
-        *suite_fanout.tests(vs),
     ]
