@@ -1083,6 +1083,55 @@ UNVERIFIED_TAKEN = (
 )
 
 
+# -- fan-out and recovery (issue 23) ------------------------------------------------------
+
+
+def _last_destination_skipped(original: Any) -> Any:
+    """FederationSender._send_pdu: where an event goes to more than two other servers,
+    the last of them (in name order) is left out."""
+
+    async def replacement(self: Any, pdu: Any, destinations: Any) -> Any:
+        hosts = sorted(set(destinations) - {self.server_name})
+        return await original(self, pdu, hosts[:-1] if len(hosts) > 2 else hosts)
+
+    return replacement
+
+
+def _failed_request_final(original: Any) -> Any:
+    """AwakenableSleeper.sleep (the federation client's pause before it retries a failed
+    request): no pause, no retry; the request fails as it stands."""
+
+    async def replacement(self: Any, name: str, delay_ms: int) -> None:
+        raise RuntimeError(f"mutant: a failed request to {name} is not retried")
+
+    return replacement
+
+
+def _failed_destination_locked_out(original: Any) -> Any:
+    """TransactionManager.send_new_transaction: a destination whose transaction failed
+    once is sent nothing again (each later transaction fails without a request)."""
+
+    async def replacement(self: Any, destination: str, *args: Any, **kwargs: Any) -> Any:
+        failed = self.__dict__.setdefault("_mutant_failed", set())
+        if destination in failed:
+            raise RuntimeError(f"mutant: {destination} failed once, never retried")
+        try:
+            return await original(self, destination, *args, **kwargs)
+        except Exception:
+            failed.add(destination)
+            raise
+
+    return replacement
+
+
+#: Synapse retries a failed request inside its federation client (a transaction 4 s
+#: later, then 16 s...), where its queue never sees it fail: a short outage ends there.
+#: The second replacement of the recovery mutants makes a failure final at once, so
+#: that the queue's own recovery (a retry, the wake-up on the server's request) is what
+#: their first replacement breaks.
+FAILED_REQUEST_FINAL = ("synapse.util.async_helpers:AwakenableSleeper.sleep", _failed_request_final)
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---------------------------------------------------------------- keys
     Mutant(
@@ -2080,6 +2129,32 @@ MUTANTS: tuple[Mutant, ...] = (
             "acls.allowed_server_edus_shown",
         ),
         "the allowed server's PDU's result in the /send answer: expected no error",
+    ),
+    Mutant(
+        "fanout_last_destination_skipped",
+        "an event is sent to every server in the room",
+        "synapse.federation.sender:FederationSender._send_pdu",
+        _last_destination_skipped,
+        ("fanout.event_reaches_every_server",),
+        "its user's message, sent to every server in the room at m",
+    ),
+    Mutant(
+        "failed_destination_locked_out",
+        "a server that was down gets the events it missed, and later ones, once it is back",
+        "synapse.federation.sender.transaction_manager:TransactionManager.send_new_transaction",
+        _failed_destination_locked_out,
+        ("fanout.catch_up_after_down",),
+        "M2, sent after the server came back (locked out after its outage?)",
+        also=(FAILED_REQUEST_FINAL,),
+    ),
+    Mutant(
+        "down_destination_never_woken",
+        "a server that was down gets the events it missed once it is back (its request wakes it)",
+        "synapse.federation.transport.server._base:Authenticator.reset_retry_timings",
+        _async_returning(None),
+        ("fanout.catch_up_after_down",),
+        "M2, sent after the server came back (locked out after its outage?)",
+        also=(FAILED_REQUEST_FINAL,),
     ),
 )
 

@@ -11,6 +11,7 @@ from stubserver.conformance import (
     suite_device_joins,
     suite_devices,
     suite_edus,
+    suite_fanout,
     suite_fetching,
     suite_gaps,
     suite_guards,
@@ -50,12 +51,15 @@ def supported_versions(capabilities: object) -> list[str]:
 
 
 def build_suite(versions: Sequence[str]) -> list[ConformanceTest[Context]]:
-    """Every test, in report order: keys and auth, then per version rooms, what it serves,
+    """Every test, in report order: keys and auth, fan-out and recovery (once), then per
+    version rooms, what it serves,
     membership refusals, PDUs, EDUs,
     spoofed and ACL-denied traffic; then once: devices, keys, to-device, presence, queries."""
     vs = list(versions)
     return [
         *suite_keys.tests(),
+        # early: their waits (a homeserver's retry timer, seconds) overlap the other tests
+        *suite_fanout.tests(vs),
         *suite_rooms.tests(vs),
         *suite_gaps.tests(vs),
         *suite_serving.tests(vs),
