@@ -1097,6 +1097,19 @@ def _last_destination_skipped(original: Any) -> Any:
     return replacement
 
 
+def _typing_last_destination_skipped(original: Any) -> Any:
+    """filter_destinations_by_retry_limiter as the typing handler calls it: where a
+    typing notification goes to more than two other servers, the last of them (in name
+    order) is left out."""
+
+    async def replacement(destinations: Any, *, clock: Any, store: Any, **kwargs: Any) -> Any:
+        kept = await original(destinations, clock=clock, store=store, **kwargs)
+        others = sorted(set(kept) - {store.server_name})
+        return [*others[:-1], store.server_name] if len(others) > 2 else kept
+
+    return replacement
+
+
 def _failed_request_final(original: Any) -> Any:
     """AwakenableSleeper.sleep (the federation client's pause before it retries a failed
     request): no pause, no retry; the request fails as it stands."""
@@ -2137,6 +2150,14 @@ MUTANTS: tuple[Mutant, ...] = (
         _last_destination_skipped,
         ("fanout.event_reaches_every_server",),
         "its user's message, sent to every server in the room at m",
+    ),
+    Mutant(
+        "typing_last_destination_skipped",
+        "a typing notification is sent to every server in the room",
+        "synapse.handlers.typing:filter_destinations_by_retry_limiter",
+        _typing_last_destination_skipped,
+        ("fanout.typing_reaches_every_server",),
+        "its user's typing in a room of 5 of our servers, at m",
     ),
     Mutant(
         "failed_destination_locked_out",

@@ -30,7 +30,7 @@ from stubserver.conformance.context import (
     wait_until,
 )
 from stubserver.conformance.runner import CheckFailed, ConformanceTest
-from stubserver.testing import Peer, RoomEvent, WaitTimeout
+from stubserver.testing import Peer, ReceivedEdu, RoomEvent, WaitTimeout
 
 #: The spec's words are in its introduction, which has no anchor; its section "PDUs"
 #: ("a single Room Event which the origin server wants to send to the destination").
@@ -39,6 +39,9 @@ MISSING = "Backfilling and retrieving missing events"
 SEND_PATH: Final = "/_matrix/federation/v1/send/"
 #: How many of the peer's servers the fan-out test takes.
 FANOUT_SERVERS: Final = 5
+#: The key of the fan-out room in the run's shared values.
+FANOUT_ROOM: Final = "fanout.room"
+TYPING = "Typing Notifications"
 
 
 # -- judging: what the request feed of one of our servers says (pure) ----------------------
@@ -126,6 +129,20 @@ def _received(server: Peer, room_id: str, message: Message, what: str) -> RoomEv
     return event
 
 
+def _fanout_room(ctx: Context, version: str) -> tuple[list[Peer], str]:
+    """The fan-out room: its user's room of ``version`` that five of our servers (taken
+    for it) joined, made once in the run (the EDU test reuses it): the servers and the
+    room ID."""
+
+    def make() -> tuple[list[Peer], str]:
+        servers = ctx.servers(FANOUT_SERVERS, "fan-out to every server in the room")
+        room_id = ctx.user.create_room(preset="public_chat", room_version=version)
+        _join_all(ctx, room_id, servers)
+        return servers, room_id
+
+    return ctx.shared(FANOUT_ROOM, make)
+
+
 def event_reaches_every_server(ctx: Context, version: str) -> str:
     """Five of our servers join its user's room; its user's message reaches every one of
     them, accepted ("Persisted Data Units (PDUs): These events are broadcast from one
@@ -135,9 +152,7 @@ def event_reaches_every_server(ctx: Context, version: str) -> str:
     server has a later event that would lead it to fetch the message: each must be sent
     it. The note says how it came to each (pushed in a ``/send``, or pulled) and how many
     ``/send`` transactions the homeserver sent to them from the message on."""
-    servers = ctx.servers(FANOUT_SERVERS, "fan-out to every server in the room")
-    room_id = ctx.user.create_room(preset="public_chat", room_version=version)
-    _join_all(ctx, room_id, servers)
+    servers, room_id = _fanout_room(ctx, version)
     starts = [len(s.requests()) for s in servers]
     message = _send(ctx, room_id, "to every server")
     ways: list[str] = []
@@ -153,6 +168,42 @@ def event_reaches_every_server(ctx: Context, version: str) -> str:
         f" {sum(counts)} /send transactions from {ctx.server_name} to them from the"
         f" message on ({', '.join(map(str, counts))})"
     )
+
+
+def typing_reaches_every_server(ctx: Context, version: str) -> str:
+    """In the fan-out room (after ``fanout.event_reaches_every_server``, its baseline: its
+    message reached all five, so it counts them among the servers in the room), its user
+    types: every one of the five gets an ``m.typing`` EDU for that user in that room
+    ("When a server's users send typing notifications, those notifications need to be
+    sent to other servers in the room so their users are aware of the same state",
+    Typing Notifications). The note counts the EDUs each server got from it."""
+    servers, room_id = _fanout_room(ctx, version)
+    starts = [len(s.edus()) for s in servers]
+    user_id = ctx.user.user_id
+
+    def typing(e: ReceivedEdu) -> bool:
+        content = e.content
+        return (content.get("room_id"), content.get("user_id"), content.get("typing")) == (
+            room_id,
+            user_id,
+            True,
+        )
+
+    ctx.user.typing(room_id, True)
+    counts: list[int] = []
+    for server, start in zip(servers, starts, strict=True):
+        try:
+            server.wait_for_edu("m.typing", origin=ctx.server_name, match=typing, start=start)
+        except WaitTimeout as e:
+            raise CheckFailed(
+                f"its user's typing in a room of {len(servers)} of our servers, at"
+                f" {server.server_name}",
+                "an m.typing EDU",
+                str(e),
+            ) from e
+        counts.append(len([e for e in server.edus(start) if e.origin == ctx.server_name]))
+    ctx.user.typing(room_id, False)
+    return f"EDUs from {ctx.server_name} at each server: {', '.join(map(str, counts))}"
 
 
 def _refused_since(server: Peer, before: int) -> NotYet | int:
@@ -225,6 +276,12 @@ def catch_up_after_down(ctx: Context, version: str) -> str:
 AREA: list[AreaEntry] = [
     ("fanout.event_reaches_every_server", PDUS, event_reaches_every_server),
     ("fanout.catch_up_after_down", MISSING, catch_up_after_down),
+    (
+        "fanout.typing_reaches_every_server",
+        TYPING,
+        typing_reaches_every_server,
+        ("fanout.event_reaches_every_server",),
+    ),
 ]
 
 
