@@ -1110,6 +1110,24 @@ def _typing_last_destination_skipped(original: Any) -> Any:
     return replacement
 
 
+def _receipt_last_destination_skipped(original: Any) -> Any:
+    """filter_destinations_by_retry_limiter as FederationSender.send_read_receipt calls it
+    (the PDUs' and presence's calls unchanged): where a read receipt goes to more than two
+    other servers, the last of them (in name order) is left out. A plain function, so
+    that its caller is the frame that awaits it."""
+
+    async def skipping(destinations: Any, *args: Any, **kwargs: Any) -> Any:
+        kept = sorted(await original(destinations, *args, **kwargs))
+        return kept[:-1] if len(kept) > 2 else kept
+
+    def replacement(destinations: Any, *args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_code.co_name == "send_read_receipt":
+            return skipping(destinations, *args, **kwargs)
+        return original(destinations, *args, **kwargs)
+
+    return replacement
+
+
 def _failed_request_final(original: Any) -> Any:
     """AwakenableSleeper.sleep (the federation client's pause before it retries a failed
     request): no pause, no retry; the request fails as it stands."""
@@ -2158,6 +2176,14 @@ MUTANTS: tuple[Mutant, ...] = (
         _typing_last_destination_skipped,
         ("fanout.typing_reaches_every_server",),
         "its user's typing in a room of 5 of our servers, at m",
+    ),
+    Mutant(
+        "receipt_last_destination_skipped",
+        "a read receipt is sent to every server in the room",
+        "synapse.federation.sender:filter_destinations_by_retry_limiter",
+        _receipt_last_destination_skipped,
+        ("fanout.receipt_reaches_every_server",),
+        "its user's read receipt in a room of 5 of our servers, at m",
     ),
     Mutant(
         "failed_destination_locked_out",

@@ -15,7 +15,7 @@ recipient servers"), "Transactions", and "Backfilling and retrieving missing eve
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ FANOUT_SERVERS: Final = 5
 #: The key of the fan-out room in the run's shared values.
 FANOUT_ROOM: Final = "fanout.room"
 TYPING = "Typing Notifications"
+RECEIPTS = "Receipts"
 
 
 # -- judging: what the request feed of one of our servers says (pure) ----------------------
@@ -170,6 +171,34 @@ def event_reaches_every_server(ctx: Context, version: str) -> str:
     )
 
 
+def _edu_reaches_every_server(
+    ctx: Context,
+    servers: Sequence[Peer],
+    edu_type: str,
+    *,
+    what: str,
+    match: Callable[[ReceivedEdu], bool],
+    act: Callable[[], object],
+) -> str:
+    """After ``act()``, each of ``servers`` gets an EDU of ``edu_type`` from the homeserver
+    that ``match`` accepts (EDUs from before ``act`` do not count); CheckFailed naming the
+    first server without one. The note: the EDUs each server got from it since."""
+    starts = [len(s.edus()) for s in servers]
+    act()
+    counts: list[int] = []
+    for server, start in zip(servers, starts, strict=True):
+        try:
+            server.wait_for_edu(edu_type, origin=ctx.server_name, match=match, start=start)
+        except WaitTimeout as e:
+            raise CheckFailed(
+                f"{what} in a room of {len(servers)} of our servers, at {server.server_name}",
+                f"an {edu_type} EDU",
+                str(e),
+            ) from e
+        counts.append(len([e for e in server.edus(start) if e.origin == ctx.server_name]))
+    return f"EDUs from {ctx.server_name} at each server: {', '.join(map(str, counts))}"
+
+
 def typing_reaches_every_server(ctx: Context, version: str) -> str:
     """In the fan-out room (after ``fanout.event_reaches_every_server``, its baseline: its
     message reached all five, so it counts them among the servers in the room), its user
@@ -178,7 +207,6 @@ def typing_reaches_every_server(ctx: Context, version: str) -> str:
     sent to other servers in the room so their users are aware of the same state",
     Typing Notifications). The note counts the EDUs each server got from it."""
     servers, room_id = _fanout_room(ctx, version)
-    starts = [len(s.edus()) for s in servers]
     user_id = ctx.user.user_id
 
     def typing(e: ReceivedEdu) -> bool:
@@ -189,21 +217,44 @@ def typing_reaches_every_server(ctx: Context, version: str) -> str:
             True,
         )
 
-    ctx.user.typing(room_id, True)
-    counts: list[int] = []
-    for server, start in zip(servers, starts, strict=True):
-        try:
-            server.wait_for_edu("m.typing", origin=ctx.server_name, match=typing, start=start)
-        except WaitTimeout as e:
-            raise CheckFailed(
-                f"its user's typing in a room of {len(servers)} of our servers, at"
-                f" {server.server_name}",
-                "an m.typing EDU",
-                str(e),
-            ) from e
-        counts.append(len([e for e in server.edus(start) if e.origin == ctx.server_name]))
-    ctx.user.typing(room_id, False)
-    return f"EDUs from {ctx.server_name} at each server: {', '.join(map(str, counts))}"
+    try:
+        return _edu_reaches_every_server(
+            ctx,
+            servers,
+            "m.typing",
+            what="its user's typing",
+            match=typing,
+            act=lambda: ctx.user.typing(room_id, True),
+        )
+    finally:
+        ctx.user.typing(room_id, False)
+
+
+def receipt_reaches_every_server(ctx: Context, version: str) -> str:
+    """In the fan-out room (after ``fanout.event_reaches_every_server``, its baseline), its
+    user reads a new message of its own that every one of the five got: each gets an
+    ``m.receipt`` EDU saying that user read that event ("Receipts are EDUs used to
+    communicate a marker for a given event"; the ``m.receipt`` EDU carries "receipts for
+    a particular room" of the sending server's users, Receipts). The note counts the EDUs
+    each server got from it."""
+    servers, room_id = _fanout_room(ctx, version)
+    user_id = ctx.user.user_id
+    message = _send(ctx, room_id, "read by its user")
+    for server in servers:
+        _received(server, room_id, message, "the message its user then reads")
+
+    def read(e: ReceivedEdu) -> bool:
+        reads = (e.content.get(room_id) or {}).get("m.read") or {}
+        return message.event_id in ((reads.get(user_id) or {}).get("event_ids") or ())
+
+    return _edu_reaches_every_server(
+        ctx,
+        servers,
+        "m.receipt",
+        what="its user's read receipt",
+        match=read,
+        act=lambda: ctx.user.receipt(room_id, message.event_id),
+    )
 
 
 def _refused_since(server: Peer, before: int) -> NotYet | int:
@@ -280,6 +331,12 @@ AREA: list[AreaEntry] = [
         "fanout.typing_reaches_every_server",
         TYPING,
         typing_reaches_every_server,
+        ("fanout.event_reaches_every_server",),
+    ),
+    (
+        "fanout.receipt_reaches_every_server",
+        RECEIPTS,
+        receipt_reaches_every_server,
         ("fanout.event_reaches_every_server",),
     ),
 ]
