@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stubserver.rooms.auth_events import auth_event_types
-from stubserver.rooms.event import Event
+from stubserver.rooms.event import Event, create_event_id_for_room
 from stubserver.rooms.power_levels import (
     AuthState,
     creators,
@@ -100,11 +100,6 @@ def auth_types_for_event(
     rules and state resolution use.
     """
     return set(auth_event_types(type, state_key, sender, content, room_version))
-
-
-def create_event_id_for_room(room_id: str) -> str:
-    """v12: the create event's ID implied by a room ID (``!`` swapped for ``$``)."""
-    return "$" + room_id[1:]
 
 
 def check_auth_events_selection(event: Event, auth_events: Sequence[Event]) -> None:

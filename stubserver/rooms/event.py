@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from stubserver.rooms.auth_events import CREATE
 from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
 from stubserver.signing.canonical_json import JsonDict, encode_canonical_json
 
-#: The create event's type (its state_key is "").
-CREATE = "m.room.create"
 #: Keys the content hash leaves out: they change in transit or depend on the hash.
 NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
 #: Keys the reference hash and the signatures leave out of the redacted event.
@@ -46,6 +45,12 @@ def content_hash_bytes_of(pdu: Mapping[str, Any]) -> bytes:
     ``signatures`` and ``hashes``."""
     hashed = {k: v for k, v in pdu.items() if k not in NOT_IN_CONTENT_HASH}
     return encode_canonical_json(hashed, checked=True)
+
+
+def create_event_id_for_room(room_id: str) -> str:
+    """v12: the create event's ID implied by a room ID (``!`` swapped for ``$``; pure,
+    unchecked: :func:`stubserver.rooms.hashes.create_event_id_from_room_id` checks)."""
+    return "$" + room_id[1:]
 
 
 @dataclass(slots=True)
@@ -146,7 +151,7 @@ class Event:
         ):
             return ids
         # One string per room, not one per event that holds it.
-        create_id = sys.intern("$" + self.room_id[1:])
+        create_id = sys.intern(create_event_id_for_room(self.room_id))
         return ids if create_id in ids else (*ids, create_id)
 
     @property

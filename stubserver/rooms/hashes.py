@@ -18,7 +18,11 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from stubserver.rooms.event import content_hash_bytes_of, signed_bytes_of
+from stubserver.rooms.event import (
+    content_hash_bytes_of,
+    create_event_id_for_room,
+    signed_bytes_of,
+)
 from stubserver.rooms.redaction import redact
 from stubserver.rooms.versions import RoomVersion
 from stubserver.signing.keys import encode_base64 as unpadded_base64
@@ -128,4 +132,4 @@ def create_event_id_from_room_id(room_id: str) -> str:
     never list it in ``auth_events``): ``"$"`` + the room ID without its sigil."""
     if not room_id.startswith("!") or len(room_id) < 2:
         raise ValueError(f"{room_id!r} is not a room ID")
-    return "$" + room_id[1:]
+    return create_event_id_for_room(room_id)
