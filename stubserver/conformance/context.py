@@ -365,14 +365,20 @@ class Context:
         return room_id
 
     def peer_joins(
-        self, room_id: str, localpart: str = PEER_USER, *, viewer: HomeserverUser | None = None
+        self,
+        room_id: str,
+        localpart: str = PEER_USER,
+        *,
+        viewer: HomeserverUser | None = None,
+        server: Peer | None = None,
     ) -> str:
-        """The peer's user ``localpart`` joins ``room_id`` through the homeserver (its
-        make_join/send_join), once ``viewer`` (by default the homeserver's first user)
-        lists it joined. Its user ID."""
+        """The user ``localpart`` of our ``server`` (by default the peer) joins ``room_id``
+        through the homeserver (its make_join/send_join), once ``viewer`` (by default the
+        homeserver's first user) lists it joined. Its user ID."""
         viewer = viewer or self.user
-        self.peer.join(room_id, localpart, via=[self.server_name])
-        user_id = self.peer_user_id(localpart)
+        server = server or self.peer
+        server.join(room_id, localpart, via=[self.server_name])
+        user_id = server.user_id(localpart)
         wait_until(
             f"{user_id} in the homeserver's member list of {room_id}",
             membership_is(viewer, room_id, user_id, "join"),

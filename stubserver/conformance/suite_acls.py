@@ -40,7 +40,6 @@ from stubserver.conformance.context import (
     SyncStream,
     ephemeral,
     expect,
-    membership_is,
     once_in_newest,
     q,
     visible_event,
@@ -95,12 +94,7 @@ def _acl_room(ctx: Context, version: str) -> AclRoom:
         templates = {}
         for peer in (allowed, denied):
             for localpart in (PEER_USER, LEAVER):
-                peer.join(room_id, localpart, via=[ctx.server_name])
-                wait_until(
-                    f"{peer.user_id(localpart)} in the homeserver's member list of {room_id}",
-                    membership_is(ctx.user, room_id, peer.user_id(localpart), "join"),
-                    expected="membership 'join'",
-                )
+                ctx.peer_joins(room_id, localpart, server=peer)
             newcomer, leaver = peer.user_id(NEWCOMER), peer.user_id(LEAVER)
             templates[peer.server_name] = {
                 "join": handshakes.template(ctx, "join", room_id, newcomer, version, server=peer),

@@ -25,7 +25,6 @@ from stubserver.conformance.context import (
     Context,
     NotYet,
     expect_accepted,
-    membership_is,
     once_in_newest,
     wait_until,
 )
@@ -109,14 +108,7 @@ def _join_all(ctx: Context, room_id: str, servers: Sequence[Peer]) -> None:
     """Our user of each server joins ``room_id`` through the homeserver; its client
     lists every one of them joined."""
     for server in servers:
-        server.join(room_id, PEER_USER, via=[ctx.server_name])
-    for server in servers:
-        user_id = server.user_id(PEER_USER)
-        wait_until(
-            f"{user_id} in the homeserver's member list of {room_id}",
-            membership_is(ctx.user, room_id, user_id, "join"),
-            expected="membership 'join'",
-        )
+        ctx.peer_joins(room_id, server=server)
 
 
 def _received(server: Peer, room_id: str, message: Message, what: str) -> RoomEvent:
