@@ -41,6 +41,7 @@ from twisted.web.iweb import IRequest
 from stubserver.control.api import PREFIX, JsonObject, check_bearer
 from stubserver.server.faults import (
     FAIL_STATUSES,
+    INJECTED_ERRCODE,
     MAX_ERRCODE_CHARS,
     MAX_FAIL_ROUTES,
     MAX_LATENCY_MS,
@@ -127,9 +128,8 @@ def _fail_rule(value: Any) -> FailRule:
     status = _int_in(value["status"], "fail.status", FAIL_STATUSES.start, FAIL_STATUSES.stop - 1)
     routes = _routes(value["routes"]) if "routes" in value else ()
     share = _share(value["share"], "fail.share") if "share" in value else 1.0
-    if "errcode" in value:
-        return FailRule(status, routes, share, _errcode(value["errcode"]))
-    return FailRule(status, routes, share)
+    errcode = _errcode(value["errcode"]) if "errcode" in value else INJECTED_ERRCODE
+    return FailRule(status, routes, share, errcode)
 
 
 def parse_settings(body: Any) -> tuple[FaultSettings, int | None]:
