@@ -25,6 +25,13 @@ HTTP_MARGIN_SECONDS: Final = 30.0
 #: Where the control API's paths start.
 PREFIX: Final = "/_stubserver/v1"
 
+
+def server_prefix(server_name: str) -> str:
+    """Where the control paths of server ``server_name`` of a process serving several
+    start (issue 23)."""
+    return f"{PREFIX}/servers/{quote(server_name, safe=':')}"
+
+
 _T = TypeVar("_T")
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import quote
 
 import yaml
 
@@ -24,7 +23,7 @@ from stubserver.signing.key_files import (
 )
 from stubserver.signing.keys import ServerSigningKey
 from stubserver.testing._errors import StrictModeViolation
-from stubserver.testing._feeds import PREFIX
+from stubserver.testing._feeds import server_prefix
 from stubserver.testing._files import (
     CONTROL_BIND,
     SPEC_FEDERATION_PORT,
@@ -259,7 +258,7 @@ def start_group(
             MemberProcess(process, member.server_name, bind, member.port),
             strict=strict,
             unexpected=unexpected,
-            control_prefix=f"{PREFIX}/servers/{quote(member.server_name, safe=':')}",
+            control_prefix=server_prefix(member.server_name),
         )
         for member_files, member in zip(files, members, strict=True)
     ]

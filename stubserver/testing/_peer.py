@@ -17,7 +17,7 @@ from stubserver.testing._errors import (
     summarize_request,
 )
 from stubserver.testing._faults import PeerFaults
-from stubserver.testing._feeds import PREFIX, ControlFeeds
+from stubserver.testing._feeds import PREFIX, ControlFeeds, server_prefix
 from stubserver.testing._files import CONTROL_BIND, PeerFiles, choose_identity, write_peer_files
 from stubserver.testing._process import (
     READY_TIMEOUT_SECONDS,
@@ -554,7 +554,7 @@ class Peer(ControlFeeds, PeerFaults):
             name = str(entry["server_name"])
             if name == self.server_name:
                 continue
-            prefix = PREFIX if entry["primary"] else f"{PREFIX}/servers/{quote(name, safe=':')}"
+            prefix = PREFIX if entry["primary"] else server_prefix(name)
             files = PeerFiles(
                 name,
                 self.files.config_path,
